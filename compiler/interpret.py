@@ -1,0 +1,352 @@
+"""The reference interpreter: numpy semantics of every op, the ground truth
+every backend is checked against.
+
+Values are numpy arrays of their IR dtype's storage type. Float types narrower
+than f32 (bf16, f16, fp8) are computed in f32 and rounded to their type after
+each op, as hardware does. Quantized constants evaluate to their logical
+(dequantized, f32) values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import HetcError
+from .ir import dtypes
+from .ir.graph import Graph, Op
+from .ir.weights import aux_key
+
+SEMANTICS = {}
+
+
+def semantics(*kinds):
+    def deco(fn):
+        for k in kinds:
+            SEMANTICS[k] = fn
+        return fn
+    return deco
+
+
+def _wide(a):
+    """Narrow float types (bf16, f16, fp8, ...) are computed in f32."""
+    dt = dtypes.from_numpy(a.dtype)
+    return a.astype(np.float32) if dt.is_float and dt.bits < 32 else a
+
+
+# -- constants -------------------------------------------------------------------
+
+def load_const(op: Op, graph: Graph) -> np.ndarray:
+    """The logical value of a const op: quantized data is dequantized."""
+    if "value" in op.attrs:
+        return op.attrs["value"]
+    name, t = op.attrs["name"], op.output.type
+    data = graph.weights[name]
+    q = t.quant
+    if q is None:
+        return data
+    zero = graph.weights.get(aux_key(name, "zero"))
+    return q.dequantize(data, graph.weights[aux_key(name, "scale")], zero)
+
+
+# -- elementwise -----------------------------------------------------------------
+
+_UNARY = {
+    "neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log,
+    "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0).astype(x.dtype),
+    "rsqrt": lambda x: 1 / np.sqrt(x),
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "erf": lambda x: _erf(x),
+}
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x
+
+
+@semantics(*_UNARY)
+def _unary(op, x):
+    return _UNARY[op.kind](x)
+
+
+@semantics("gelu")
+def _gelu(op, x):
+    if op.attrs["approximate"] == "tanh":
+        c = np.sqrt(2 / np.pi).astype(x.dtype)
+        return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2).astype(x.dtype)))
+
+
+_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "pow": np.power,
+           "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
+           "less": np.less, "greater": np.greater}
+
+
+@semantics(*_BINARY)
+def _binary(op, a, b):
+    return _BINARY[op.kind](a, b)
+
+
+@semantics("div")
+def _div(op, a, b):
+    if a.dtype.kind in "iu":  # integer division truncates toward zero, as in C and ONNX
+        return np.trunc(a / b).astype(a.dtype)
+    return np.divide(a, b)
+
+
+@semantics("where")
+def _where(op, c, a, b):
+    return np.where(c, a, b)
+
+
+@semantics("cast")
+def _cast(op, x):
+    return x.astype(op.attrs["dtype"].storage)
+
+
+# -- linear algebra ---------------------------------------------------------------
+
+@semantics("linear")
+def _linear(op, x, w, b=None):
+    y = x @ w.astype(x.dtype).T
+    return y if b is None else y + b.astype(x.dtype)
+
+
+@semantics("matmul")
+def _matmul(op, a, b):
+    return np.matmul(a, b)
+
+
+def _windows(x, kh, kw, sh, sw, dh, dw):
+    """[N, C, OH, OW, kh, kw] views of a padded NCHW array."""
+    v = np.lib.stride_tricks.sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1),
+                                                 axis=(2, 3))
+    return v[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+@semantics("conv2d")
+def _conv2d(op, x, w, b=None):
+    t, l, bo, r = op.attrs["padding"]
+    g = op.attrs["groups"]
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
+    win = _windows(xp, w.shape[2], w.shape[3], *op.attrs["stride"], *op.attrs["dilation"])
+    n, c, oh, ow = win.shape[:4]
+    win = win.reshape(n, g, c // g, oh, ow, w.shape[2], w.shape[3])
+    wg = w.astype(x.dtype).reshape(g, w.shape[0] // g, *w.shape[1:])
+    y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, w.shape[0], oh, ow)
+    return y if b is None else y + b.astype(x.dtype).reshape(1, -1, 1, 1)
+
+
+@semantics("attention")
+def _attention(op, q, k, v, mask=None):
+    scale = op.attrs["scale"] or 1 / math.sqrt(q.shape[-1])
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    L, S = q.shape[-2], k.shape[-2]
+    if op.attrs["causal"]:
+        s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(s.dtype)
+    return np.matmul(_softmax_axis(s, -1), v)
+
+
+# -- normalization -----------------------------------------------------------------
+
+def _softmax_axis(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - np.where(np.isfinite(m), m, 0))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@semantics("softmax")
+def _softmax(op, x):
+    return _softmax_axis(x, op.attrs["axis"])
+
+
+def _norm_axes(x, axis):
+    return tuple(range(axis % x.ndim, x.ndim))
+
+
+@semantics("layer_norm")
+def _layer_norm(op, x, w=None, b=None):
+    axes = _norm_axes(x, op.attrs["axis"])
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + np.asarray(op.attrs["eps"], x.dtype))
+    y = y if w is None else y * w
+    return y if b is None else y + b
+
+
+@semantics("rms_norm")
+def _rms_norm(op, x, w=None):
+    axes = _norm_axes(x, op.attrs["axis"])
+    ms = (x * x).mean(axis=axes, keepdims=True)
+    y = x / np.sqrt(ms + np.asarray(op.attrs["eps"], x.dtype))
+    return y if w is None else y * w
+
+
+@semantics("batch_norm")
+def _batch_norm(op, x, scale, bias, mean, var):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = scale / np.sqrt(var + np.asarray(op.attrs["eps"], var.dtype))
+    return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+
+
+# -- shape ops --------------------------------------------------------------------
+
+@semantics("reshape")
+def _reshape(op, x):
+    return x.reshape(op.attrs["shape"])
+
+
+@semantics("expand")
+def _expand(op, x):
+    return np.broadcast_to(x, op.output.type.shape).copy()
+
+
+@semantics("transpose")
+def _transpose(op, x):
+    return np.transpose(x, op.attrs["perm"])
+
+
+@semantics("concat")
+def _concat(op, *xs):
+    return np.concatenate(xs, axis=op.attrs["axis"])
+
+
+@semantics("split")
+def _split(op, x):
+    cuts = np.cumsum(op.attrs["sizes"])[:-1]
+    return np.split(x, cuts, axis=op.attrs["axis"])
+
+
+@semantics("slice")
+def _slice(op, x):
+    index = [slice(None)] * x.ndim
+    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
+    for a, s, e, st in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
+        index[a] = slice(s, e, st)
+    return x[tuple(index)]
+
+
+def _check_indices(op, idx, size):
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        raise HetcError(f"{op.kind}: index out of range [{-size}, {size}) "
+                        f"(got {idx.min()}..{idx.max()})")
+
+
+@semantics("gather")
+def _gather(op, x, idx):
+    ax = op.attrs["axis"]
+    _check_indices(op, idx, x.shape[ax])
+    return np.take(x, idx, axis=ax)
+
+
+@semantics("embedding")
+def _embedding(op, ids, table):
+    _check_indices(op, ids, table.shape[0])
+    return table[ids]
+
+
+# -- reductions and pooling -------------------------------------------------------
+
+_REDUCE = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max}
+
+
+@semantics(*_REDUCE)
+def _reduce(op, x):
+    axes = tuple(op.attrs["axes"]) or None
+    return np.asarray(_REDUCE[op.kind](x, axis=axes, keepdims=op.attrs["keepdims"]), x.dtype)
+
+
+def _pool_windows(op, x, pad_value, overhang_value):
+    """Pooling windows [N, C, OH, OW, kh, kw] over x, padded with `pad_value`
+    (explicit padding) and then `overhang_value` (the extra cells ceil_mode
+    reads past the padding)."""
+    (kh, kw), (t, l, b, r) = op.attrs["kernel"], op.attrs["padding"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs.get("dilation", [1, 1])
+    oh, ow = op.output.type.shape[2:]
+    extra_h = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (x.shape[2] + t + b))
+    extra_w = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (x.shape[3] + l + r))
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=pad_value)
+    xp = np.pad(xp, ((0, 0), (0, 0), (0, extra_h), (0, extra_w)), constant_values=overhang_value)
+    return _windows(xp, kh, kw, sh, sw, dh, dw)[:, :, :oh, :ow]
+
+
+@semantics("max_pool2d")
+def _max_pool2d(op, x):
+    return _pool_windows(op, x, -np.inf, -np.inf).max(axis=(-2, -1))
+
+
+@semantics("avg_pool2d")
+def _avg_pool2d(op, x):
+    total = _pool_windows(op, x, 0, 0).sum(axis=(-2, -1))
+    # The divisor counts input cells, plus explicit padding when asked, never
+    # the ceil-mode overhang (PyTorch and ONNX agree on this).
+    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
+    count = _pool_windows(op, ones, 1 if op.attrs["count_include_pad"] else 0, 0)
+    return total / count.sum(axis=(-2, -1))
+
+
+@semantics("global_avg_pool")
+def _global_avg_pool(op, x):
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+# -- the interpreter loop ----------------------------------------------------------
+
+@semantics("fused")
+def _fused(op, *xs):
+    return run_graph(op.body, list(xs))
+
+
+def _round_to(value, t):
+    """Cast a computed result to its declared IR dtype."""
+    want = t.value_dtype.storage
+    arr = np.asarray(value)
+    return arr if arr.dtype == want else arr.astype(want)
+
+
+def run_graph(graph: Graph, inputs: list[np.ndarray], trace=None) -> list[np.ndarray]:
+    env = {}
+    for v, a in zip(graph.inputs, inputs):
+        env[v] = a
+    for op in graph.ops:
+        if op.kind == "const":
+            results = [load_const(op, graph)]
+        else:
+            args = [_wide(env[v]) for v in op.inputs]
+            with np.errstate(all="ignore"):
+                out = SEMANTICS[op.kind](op, *args)
+            results = out if isinstance(out, (list, tuple)) else [out]
+        for v, r in zip(op.outputs, results):
+            env[v] = _round_to(r, v.type)
+            if trace is not None:
+                trace(op, v, env[v])
+    return [env[v] for v in graph.outputs]
+
+
+def interpret(graph: Graph, inputs, trace=None) -> list[np.ndarray]:
+    """Run `graph` on `inputs` (a list in input order, or a dict by name).
+
+    Inputs are checked against the graph's input types; `trace(op, value,
+    array)` is called for every result, e.g. to collect calibration data.
+    """
+    if isinstance(inputs, dict):
+        missing = [v.name for v in graph.inputs if v.name not in inputs]
+        if missing:
+            raise HetcError(f"missing inputs: {', '.join(missing)}")
+        inputs = [inputs[v.name] for v in graph.inputs]
+    inputs = list(inputs)
+    if len(inputs) != len(graph.inputs):
+        raise HetcError(f"graph @{graph.name} takes {len(graph.inputs)} inputs, got {len(inputs)}")
+    arrays = []
+    for v, a in zip(graph.inputs, inputs):
+        a = np.asarray(a)
+        if a.shape != v.type.shape:
+            raise HetcError(f"input %{v.name} must have shape {list(v.type.shape)}, "
+                            f"got {list(a.shape)}")
+        arrays.append(a.astype(v.type.dtype.storage, copy=False))
+    return run_graph(graph, arrays, trace)

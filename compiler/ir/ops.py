@@ -1,0 +1,510 @@
+"""The op table: for every op kind, its operands, typed attributes with
+defaults, and its shape/dtype inference. Its numpy semantics live in
+`hetc.interpret`, one function per kind.
+
+Adding an op = one `define(...)` here + one function in interpret.py + tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil, prod
+from typing import Callable
+
+import numpy as np
+
+from . import dtypes
+from .dtypes import DType
+from .types import TensorType
+
+
+class InferError(Exception):
+    """An op's operands or attributes do not fit; the verifier adds where."""
+
+
+REQUIRED = object()
+ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats", "dtype", "array")
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    type: str
+    default: object = REQUIRED
+
+    def coerce(self, value, kind):
+        t = self.type
+        try:
+            if t == "int" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                return int(value)
+            if t == "float" and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                return float(value)
+            if t == "bool" and isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            if t == "str" and isinstance(value, str):
+                return value
+            if t == "ints" and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in value):
+                return [int(v) for v in value]
+            if t == "floats":
+                return [float(v) for v in value]
+            if t == "dtype":
+                return value if isinstance(value, DType) else dtypes.get(value)
+            if t == "array":
+                return np.asarray(value)
+        except (TypeError, KeyError, ValueError):
+            pass
+        raise InferError(f"attribute '{self.name}' of {kind} must be {t}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OpDef:
+    kind: str
+    operands: tuple[str, ...]  # "x", optional "b?", variadic "xs*"
+    attrs: tuple[Attr, ...]
+    infer_fn: Callable
+    doc: str = ""
+
+    def attr(self, name):
+        return next((a for a in self.attrs if a.name == name), None)
+
+    def complete_attrs(self, given: dict) -> dict:
+        out = {}
+        for key in given:
+            if self.attr(key) is None:
+                known = ", ".join(a.name for a in self.attrs) or "none"
+                raise InferError(f"{self.kind} has no attribute '{key}' (known: {known})")
+        for a in self.attrs:
+            if a.name in given:
+                out[a.name] = a.coerce(given[a.name], self.kind)
+            elif a.default is REQUIRED:
+                raise InferError(f"{self.kind} needs attribute '{a.name}'")
+            elif a.default is not None:
+                out[a.name] = list(a.default) if isinstance(a.default, tuple) else a.default
+        return out
+
+    def operand_range(self):
+        lo = sum(1 for o in self.operands if not o.endswith(("?", "*")))
+        hi = None if any(o.endswith("*") for o in self.operands) else len(self.operands)
+        return lo, hi
+
+    def infer(self, types, attrs, body=None) -> list[TensorType]:
+        lo, hi = self.operand_range()
+        if len(types) < lo or (hi is not None and len(types) > hi):
+            want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+            raise InferError(f"{self.kind} takes {want} operands ({', '.join(self.operands)}), "
+                             f"got {len(types)}")
+        res = self.infer_fn(types, attrs, body) if self.kind == "fused" else self.infer_fn(types, attrs)
+        return res if isinstance(res, list) else [res]
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def define(kind, operands, attrs=(), doc=""):
+    def deco(fn):
+        OPS[kind] = OpDef(kind, tuple(operands), tuple(attrs), fn, doc or (fn.__doc__ or ""))
+        return fn
+    return deco
+
+
+def get_op(kind) -> OpDef:
+    try:
+        return OPS[kind]
+    except KeyError:
+        raise InferError(f"unknown op '{kind}'") from None
+
+
+# -- helpers ------------------------------------------------------------------
+
+def _axis(axis, rank, what="axis"):
+    if not -rank <= axis < max(rank, 1):
+        raise InferError(f"{what} {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def _float(t: TensorType, who):
+    if not t.value_dtype.is_float:
+        raise InferError(f"{who} needs a float tensor, got {t.value_dtype}")
+
+
+def _same_dtype(types, who):
+    ds = {t.value_dtype for t in types}
+    if len(ds) > 1:
+        raise InferError(f"{who} operands have different dtypes: "
+                         f"{', '.join(t.value_dtype.name for t in types)}")
+
+
+def broadcast(*shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise InferError("shapes " + ", ".join(str(list(s)) for s in shapes)
+                         + " do not broadcast") from None
+
+
+def pool_out(size, k, s, pad_lo, pad_hi, dil, ceil_mode):
+    """Output length of a pooling/conv window sweep, as PyTorch/ONNX define it."""
+    span = size + pad_lo + pad_hi - dil * (k - 1) - 1
+    if span < 0:
+        raise InferError(f"window of {k} (dilation {dil}) does not fit in {size} + padding")
+    out = (ceil(span / s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + pad_lo:
+        out -= 1  # the last window must start inside the input or left padding
+    return out
+
+
+# -- constants ----------------------------------------------------------------
+
+@define("const", [], [Attr("name", "str", None), Attr("value", "array", None)])
+def _const(types, attrs):
+    """A weight from the store (`@name`) or a small inline value."""
+    if "value" in attrs:
+        v = attrs["value"]
+        return TensorType(v.shape, dtypes.from_numpy(v.dtype))
+    raise InferError("a named const's type is declared, not inferred")
+
+
+# -- elementwise ----------------------------------------------------------------
+
+def _unary_float(kind):
+    def infer(types, attrs):
+        _float(types[0], kind)
+        return types[0].plain()
+    return infer
+
+
+for _k in ("sqrt", "rsqrt", "exp", "log", "tanh", "sigmoid", "silu", "erf"):
+    define(_k, ["x"])(_unary_float(_k))
+define("gelu", ["x"], [Attr("approximate", "str", "none")])(_unary_float("gelu"))
+
+
+@define("neg", ["x"])
+def _neg(types, attrs):
+    return types[0].plain()
+
+
+define("relu", ["x"])(_neg)
+define("abs", ["x"])(_neg)
+
+
+def _binary(kind):
+    def infer(types, attrs):
+        _same_dtype(types, kind)
+        return TensorType(broadcast(types[0].shape, types[1].shape), types[0].value_dtype)
+    return infer
+
+
+for _k in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
+    define(_k, ["a", "b"])(_binary(_k))
+
+
+def _compare(kind):
+    def infer(types, attrs):
+        _same_dtype(types, kind)
+        return TensorType(broadcast(types[0].shape, types[1].shape), dtypes.boolean)
+    return infer
+
+
+for _k in ("equal", "less", "greater"):
+    define(_k, ["a", "b"])(_compare(_k))
+
+
+@define("where", ["cond", "a", "b"])
+def _where(types, attrs):
+    if types[0].dtype != dtypes.boolean:
+        raise InferError(f"where needs a bool condition, got {types[0].dtype}")
+    _same_dtype(types[1:], "where")
+    return TensorType(broadcast(*(t.shape for t in types)), types[1].value_dtype)
+
+
+@define("cast", ["x"], [Attr("dtype", "dtype")])
+def _cast(types, attrs):
+    return TensorType(types[0].shape, attrs["dtype"])
+
+
+# -- linear algebra -----------------------------------------------------------------
+
+@define("linear", ["x", "w", "b?"])
+def _linear(types, attrs):
+    """y = x @ w^T + b, w is [out, in]."""
+    x, w = types[0], types[1]
+    _float(x, "linear")
+    if w.rank != 2:
+        raise InferError(f"linear weight must be 2-D [out, in], got {list(w.shape)}")
+    if x.rank < 1 or x.shape[-1] != w.shape[1]:
+        raise InferError(f"linear input {list(x.shape)} does not match weight {list(w.shape)}: "
+                         f"last dim must be {w.shape[1]}")
+    if len(types) == 3 and types[2].shape != (w.shape[0],):
+        raise InferError(f"linear bias must be [{w.shape[0]}], got {list(types[2].shape)}")
+    return TensorType(x.shape[:-1] + (w.shape[0],), x.value_dtype)
+
+
+@define("matmul", ["a", "b"])
+def _matmul(types, attrs):
+    a, b = types
+    _same_dtype(types, "matmul")
+    if a.rank == 0 or b.rank == 0:
+        raise InferError("matmul operands must have rank >= 1")
+    ash = (1,) + a.shape if a.rank == 1 else a.shape
+    bsh = b.shape + (1,) if b.rank == 1 else b.shape
+    if ash[-1] != bsh[-2]:
+        raise InferError(f"matmul shapes {list(a.shape)} and {list(b.shape)} do not contract")
+    shape = broadcast(ash[:-2], bsh[:-2]) + (ash[-2], bsh[-1])
+    if a.rank == 1:
+        shape = shape[:-2] + shape[-1:]
+    if b.rank == 1:
+        shape = shape[:-1]
+    return TensorType(shape, a.value_dtype)
+
+
+_CONV_ATTRS = [Attr("stride", "ints", (1, 1)), Attr("padding", "ints", (0, 0, 0, 0)),
+               Attr("dilation", "ints", (1, 1))]
+
+
+def _pads(attrs, who):
+    p = attrs["padding"]
+    if len(p) != 4:
+        raise InferError(f"{who} padding is [top, left, bottom, right], got {p}")
+    return p
+
+
+@define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1)])
+def _conv2d(types, attrs):
+    """NCHW input, OIHW weight; padding is [top, left, bottom, right]."""
+    x, w = types[0], types[1]
+    _float(x, "conv2d")
+    if x.rank != 4 or w.rank != 4:
+        raise InferError(f"conv2d needs 4-D input and weight, got {list(x.shape)} and {list(w.shape)}")
+    g = attrs["groups"]
+    if g < 1 or x.shape[1] != w.shape[1] * g or w.shape[0] % g:
+        raise InferError(f"conv2d input channels {x.shape[1]} do not match weight "
+                         f"{list(w.shape)} with groups={g}")
+    if len(types) == 3 and types[2].shape != (w.shape[0],):
+        raise InferError(f"conv2d bias must be [{w.shape[0]}], got {list(types[2].shape)}")
+    t, l, b, r = _pads(attrs, "conv2d")
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    oh = pool_out(x.shape[2], w.shape[2], sh, t, b, dh, False)
+    ow = pool_out(x.shape[3], w.shape[3], sw, l, r, dw, False)
+    return TensorType((x.shape[0], w.shape[0], oh, ow), x.value_dtype)
+
+
+@define("attention", ["q", "k", "v", "mask?"], [Attr("causal", "bool", False),
+                                                 Attr("scale", "float", 0.0)])
+def _attention(types, attrs):
+    """softmax(q k^T * scale + mask) v; scale 0 means 1/sqrt(head dim).
+
+    q [..., L, E], k [..., S, E], v [..., S, Ev]; a bool mask keeps True
+    positions, a float mask is added; causal keeps key j <= query i.
+    """
+    q, k, v = types[:3]
+    _same_dtype(types[:3], "attention")
+    _float(q, "attention")
+    if min(q.rank, k.rank, v.rank) < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise InferError(f"attention shapes q {list(q.shape)}, k {list(k.shape)}, "
+                         f"v {list(v.shape)} do not fit [..., L, E], [..., S, E], [..., S, Ev]")
+    batch = broadcast(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    if len(types) == 4:
+        broadcast(types[3].shape, batch + (q.shape[-2], k.shape[-2]))
+    return TensorType(batch + (q.shape[-2], v.shape[-1]), q.value_dtype)
+
+
+# -- normalization ----------------------------------------------------------------
+
+@define("softmax", ["x"], [Attr("axis", "int", -1)])
+def _softmax(types, attrs):
+    _float(types[0], "softmax")
+    _axis(attrs["axis"], types[0].rank)
+    return types[0].plain()
+
+
+@define("layer_norm", ["x", "w?", "b?"], [Attr("axis", "int", -1), Attr("eps", "float", 1e-5)])
+def _layer_norm(types, attrs):
+    """Normalize over dims axis..end; w and b have the shape of those dims."""
+    x = types[0]
+    _float(x, "layer_norm")
+    ax = _axis(attrs["axis"], x.rank)
+    for t in types[1:]:
+        if t.shape != x.shape[ax:]:
+            raise InferError(f"layer_norm weight/bias must be {list(x.shape[ax:])}, got {list(t.shape)}")
+    return x.plain()
+
+
+@define("rms_norm", ["x", "w?"], [Attr("axis", "int", -1), Attr("eps", "float", 1e-6)])
+def _rms_norm(types, attrs):
+    return _layer_norm(types, attrs)
+
+
+@define("batch_norm", ["x", "scale", "bias", "mean", "var"], [Attr("eps", "float", 1e-5)])
+def _batch_norm(types, attrs):
+    """Inference batch norm over channel axis 1."""
+    x = types[0]
+    _float(x, "batch_norm")
+    if x.rank < 2:
+        raise InferError(f"batch_norm needs rank >= 2, got {list(x.shape)}")
+    for t in types[1:]:
+        if t.shape != (x.shape[1],):
+            raise InferError(f"batch_norm parameters must be [{x.shape[1]}], got {list(t.shape)}")
+    return x.plain()
+
+
+# -- shape ops ---------------------------------------------------------------------
+
+@define("reshape", ["x"], [Attr("shape", "ints")])
+def _reshape(types, attrs):
+    x, shape = types[0], list(attrs["shape"])
+    if shape.count(-1) > 1 or any(d < -1 for d in shape):
+        raise InferError(f"reshape shape {shape} may hold one -1 and no other negative")
+    known = prod(d for d in shape if d != -1)
+    if -1 in shape:
+        if known == 0 or x.numel % known:
+            raise InferError(f"cannot reshape {list(x.shape)} to {shape}")
+        shape[shape.index(-1)] = x.numel // known
+    if prod(shape) != x.numel:
+        raise InferError(f"cannot reshape {list(x.shape)} ({x.numel} elements) to {shape}")
+    return TensorType(shape, x.value_dtype)
+
+
+@define("expand", ["x"], [Attr("shape", "ints")])
+def _expand(types, attrs):
+    """Broadcast x to `shape` (numpy rules)."""
+    return TensorType(broadcast(types[0].shape, attrs["shape"]), types[0].value_dtype)
+
+
+@define("transpose", ["x"], [Attr("perm", "ints")])
+def _transpose(types, attrs):
+    x, perm = types[0], attrs["perm"]
+    if sorted(perm) != list(range(x.rank)):
+        raise InferError(f"transpose perm {perm} is not a permutation of {x.rank} axes")
+    return TensorType([x.shape[p] for p in perm], x.value_dtype)
+
+
+@define("concat", ["xs*"], [Attr("axis", "int")])
+def _concat(types, attrs):
+    if not types:
+        raise InferError("concat needs at least one operand")
+    _same_dtype(types, "concat")
+    r = types[0].rank
+    ax = _axis(attrs["axis"], r)
+    for t in types:
+        if t.rank != r or t.shape[:ax] + t.shape[ax + 1:] != types[0].shape[:ax] + types[0].shape[ax + 1:]:
+            raise InferError("concat operand shapes "
+                             + ", ".join(str(list(t.shape)) for t in types)
+                             + f" differ outside axis {attrs['axis']}")
+    shape = list(types[0].shape)
+    shape[ax] = sum(t.shape[ax] for t in types)
+    return TensorType(shape, types[0].value_dtype)
+
+
+@define("split", ["x"], [Attr("axis", "int"), Attr("sizes", "ints")])
+def _split(types, attrs):
+    """Several results, of `sizes` along `axis`."""
+    x = types[0]
+    ax = _axis(attrs["axis"], x.rank)
+    if sum(attrs["sizes"]) != x.shape[ax] or min(attrs["sizes"], default=-1) < 0:
+        raise InferError(f"split sizes {attrs['sizes']} do not add up to {x.shape[ax]}")
+    return [TensorType(x.shape[:ax] + (s,) + x.shape[ax + 1:], x.value_dtype) for s in attrs["sizes"]]
+
+
+@define("slice", ["x"], [Attr("axes", "ints"), Attr("starts", "ints"), Attr("ends", "ints"),
+                         Attr("steps", "ints", None)])
+def _slice(types, attrs):
+    """Python-style slicing (clamped, negative indices) on the given axes."""
+    x = types[0]
+    steps = attrs.get("steps") or [1] * len(attrs["axes"])
+    if not len(attrs["axes"]) == len(attrs["starts"]) == len(attrs["ends"]) == len(steps):
+        raise InferError("slice axes, starts, ends and steps must have the same length")
+    shape = list(x.shape)
+    for a, s, e, st in zip(attrs["axes"], attrs["starts"], attrs["ends"], steps):
+        if st == 0:
+            raise InferError("slice step must not be 0")
+        ax = _axis(a, x.rank)
+        shape[ax] = len(range(shape[ax])[slice(s, e, st)])
+    return TensorType(shape, x.value_dtype)
+
+
+@define("gather", ["x", "indices"], [Attr("axis", "int", 0)])
+def _gather(types, attrs):
+    x, idx = types
+    if not idx.dtype.is_int:
+        raise InferError(f"gather indices must be integers, got {idx.dtype}")
+    ax = _axis(attrs["axis"], x.rank)
+    return TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.value_dtype)
+
+
+@define("embedding", ["ids", "table"])
+def _embedding(types, attrs):
+    """table[ids]: ids of any shape, table [vocab, dim]."""
+    ids, table = types
+    if not ids.dtype.is_int or table.rank != 2:
+        raise InferError(f"embedding needs integer ids and a 2-D table, got {ids.dtype} ids "
+                         f"and table {list(table.shape)}")
+    return TensorType(ids.shape + table.shape[1:], table.value_dtype)
+
+
+# -- reductions and pooling ----------------------------------------------------------
+
+def _reduce(kind):
+    def infer(types, attrs):
+        x = types[0]
+        axes = {_axis(a, x.rank) for a in attrs["axes"]} or set(range(x.rank))
+        if attrs["keepdims"]:
+            shape = [1 if i in axes else d for i, d in enumerate(x.shape)]
+        else:
+            shape = [d for i, d in enumerate(x.shape) if i not in axes]
+        return TensorType(shape, x.value_dtype)
+    return infer
+
+
+for _k in ("reduce_sum", "reduce_mean", "reduce_max"):
+    define(_k, ["x"], [Attr("axes", "ints", ()), Attr("keepdims", "bool", False)],
+           doc="Reduce over `axes` (all axes when empty).")(_reduce(_k))
+
+_POOL_ATTRS = [Attr("kernel", "ints"), Attr("stride", "ints", None),
+               Attr("padding", "ints", (0, 0, 0, 0)), Attr("ceil_mode", "bool", False)]
+
+
+def _pool(types, attrs, who):
+    x = types[0]
+    if x.rank != 4:
+        raise InferError(f"{who} needs a 4-D NCHW input, got {list(x.shape)}")
+    (kh, kw), t, l, b, r = attrs["kernel"], *_pads(attrs, who)
+    sh, sw = attrs.get("stride") or attrs["kernel"]
+    dh, dw = attrs.get("dilation", [1, 1])
+    oh = pool_out(x.shape[2], kh, sh, t, b, dh, attrs["ceil_mode"])
+    ow = pool_out(x.shape[3], kw, sw, l, r, dw, attrs["ceil_mode"])
+    return TensorType((x.shape[0], x.shape[1], oh, ow), x.value_dtype)
+
+
+@define("max_pool2d", ["x"], _POOL_ATTRS + [Attr("dilation", "ints", (1, 1))])
+def _max_pool2d(types, attrs):
+    """Stride defaults to the kernel; padding is [top, left, bottom, right]."""
+    return _pool(types, attrs, "max_pool2d")
+
+
+@define("avg_pool2d", ["x"], _POOL_ATTRS + [Attr("count_include_pad", "bool", True)])
+def _avg_pool2d(types, attrs):
+    return _pool(types, attrs, "avg_pool2d")
+
+
+@define("global_avg_pool", ["x"])
+def _global_avg_pool(types, attrs):
+    x = types[0]
+    if x.rank < 3:
+        raise InferError(f"global_avg_pool needs N, C and spatial dims, got {list(x.shape)}")
+    return TensorType(x.shape[:2] + (1,) * (x.rank - 2), x.value_dtype)
+
+
+# -- regions -------------------------------------------------------------------------
+
+@define("fused", ["xs*"], [Attr("pattern", "str", "")])
+def _fused(types, attrs, body):
+    """Ops with a body graph; one kernel per fused op in every backend."""
+    if body is None:
+        raise InferError("fused needs a body graph")
+    if len(types) != len(body.inputs):
+        raise InferError(f"fused has {len(types)} operands but its body takes {len(body.inputs)}")
+    for i, (t, v) in enumerate(zip(types, body.inputs)):
+        if t != v.type:
+            raise InferError(f"fused operand {i} is {t} but body input %{v.name} is {v.type}")
+    return [v.type for v in body.outputs]

@@ -1,0 +1,171 @@
+"""Tensor types and the logical compression encodings they may carry.
+
+An encoding says what the stored data obeys, never how a backend lays it out:
+`nm<2:4>` means at most 2 nonzeros in every 4 consecutive elements along the
+reduction axis; `quant<group=128, scale=f16>` means the stored integers times
+a per-group scale (minus a zero point when asymmetric) give the real values.
+The verifier checks the data against the encodings; each backend packs the data
+into its own physical layout when it lowers.
+"""
+
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+
+from . import dtypes
+from .dtypes import DType
+
+
+def _norm_axis(axis, rank):
+    return axis + rank if axis < 0 else axis
+
+
+@dataclass(frozen=True)
+class NM:
+    """N nonzeros in every group of M consecutive elements along `axis`."""
+
+    n: int
+    m: int
+    axis: int = -1
+
+    def text(self):
+        extra = "" if self.axis == -1 else f", axis={self.axis}"
+        return f"nm<{self.n}:{self.m}{extra}>"
+
+    def problem(self, shape, data=None):
+        """Why `data` (or a tensor of `shape`) breaks this encoding, or None."""
+        if not 0 < self.n <= self.m:
+            return f"nm<{self.n}:{self.m}> needs 0 < N <= M"
+        if not shape or not -len(shape) <= self.axis < len(shape):
+            return f"nm axis {self.axis} is out of range for shape {list(shape)}"
+        size = shape[self.axis]
+        if size % self.m:
+            return f"axis {self.axis} has {size} elements, not a multiple of M={self.m}"
+        if data is None:
+            return None
+        moved = np.moveaxis(np.asarray(data), self.axis, -1)
+        groups = moved.reshape(*moved.shape[:-1], size // self.m, self.m)
+        counts = np.count_nonzero(groups.astype(np.float32) != 0, axis=-1)
+        if counts.size and counts.max() > self.n:
+            where = np.unravel_index(int(np.argmax(counts)), counts.shape)
+            return (f"group {list(map(int, where))} has {int(counts.max())} nonzeros, "
+                    f"more than N={self.n} of M={self.m}")
+        return None
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Group-wise affine quantization along `axis`.
+
+    real = (stored - zero) * scale, with one scale (and zero point when not
+    symmetric) per `group` consecutive elements along `axis`. A group equal to
+    the axis length is per-channel quantization. Scales have dtype `scale`;
+    zero points have the stored dtype.
+    """
+
+    group: int
+    scale: DType
+    symmetric: bool = True
+    axis: int = -1
+
+    def text(self):
+        parts = [f"group={self.group}", f"scale={self.scale.name}"]
+        if not self.symmetric:
+            parts.append("zero_point")
+        if self.axis != -1:
+            parts.append(f"axis={self.axis}")
+        return f"quant<{', '.join(parts)}>"
+
+    def param_shape(self, shape):
+        """Shape of the scale (and zero point) array for a tensor of `shape`."""
+        ax = _norm_axis(self.axis, len(shape))
+        return tuple(d // self.group if i == ax else d for i, d in enumerate(shape))
+
+    def problem(self, shape, dtype):
+        if not dtype.is_int and not dtype.is_float:
+            return f"quant storage dtype {dtype} is neither integer nor float"
+        if not self.scale.is_float:
+            return f"quant scale dtype {self.scale} is not a float type"
+        if not shape or not -len(shape) <= self.axis < len(shape):
+            return f"quant axis {self.axis} is out of range for shape {list(shape)}"
+        if self.group <= 0 or shape[self.axis] % self.group:
+            return (f"quant group {self.group} does not divide axis {self.axis} "
+                    f"of length {shape[self.axis]}")
+        return None
+
+    def dequantize(self, data, scale, zero=None):
+        """The real values (f32) that stored `data` stands for."""
+        ax = _norm_axis(self.axis, data.ndim)
+        q = data.astype(np.float32)
+        s = np.repeat(np.asarray(scale).astype(np.float32), self.group, axis=ax)
+        if zero is not None:
+            q = q - np.repeat(np.asarray(zero).astype(np.float32), self.group, axis=ax)
+        return q * s
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple
+    dtype: DType
+    encodings: tuple = field(default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "encodings", tuple(self.encodings))
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+    @property
+    def numel(self):
+        return prod(self.shape)
+
+    def encoding(self, cls):
+        for e in self.encodings:
+            if isinstance(e, cls):
+                return e
+        return None
+
+    @property
+    def nm(self) -> NM | None:
+        return self.encoding(NM)
+
+    @property
+    def quant(self) -> Quant | None:
+        return self.encoding(Quant)
+
+    @property
+    def value_dtype(self) -> DType:
+        """The dtype of the logical values: quantized data stands for f32."""
+        return dtypes.f32 if self.quant else self.dtype
+
+    def plain(self):
+        """This type without encodings, holding the logical values."""
+        return TensorType(self.shape, self.value_dtype)
+
+    def with_shape(self, shape):
+        return TensorType(shape, self.dtype, self.encodings)
+
+    def storage_bytes(self):
+        """Bytes the stored form takes: values, plus quant scales/zero points.
+
+        N:M data is counted dense here; what a sparse layout saves depends on
+        the backend's packing and is reported by the compression passes.
+        """
+        total = self.numel * self.dtype.bits / 8
+        q = self.quant
+        if q:
+            groups = prod(q.param_shape(self.shape))
+            total += groups * q.scale.bits / 8
+            if not q.symmetric:
+                total += groups * self.dtype.bits / 8
+        return int(-(-total // 1))
+
+    def text(self):
+        body = "x".join([str(d) for d in self.shape] + [self.dtype.name])
+        encs = "".join(", " + e.text() for e in self.encodings)
+        return f"tensor<{body}{encs}>"
+
+    __str__ = text

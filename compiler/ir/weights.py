@@ -1,0 +1,65 @@
+"""The weight store: numpy arrays by name, saved beside the IR as .npz.
+
+Quantized weights keep their scales and zero points under `NAME:scale` and
+`NAME:zero`. Arrays whose dtype numpy cannot save natively (bf16, fp8, int4)
+are written as their raw bytes with the dtype name recorded, so a file
+round-trips exactly.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from . import dtypes
+
+_DTYPES_KEY = "__hetc_dtypes__"
+_RAW_VIEW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def aux_key(name, kind):
+    """Key of a weight's auxiliary array (kind: "scale" or "zero")."""
+    return f"{name}:{kind}"
+
+
+class WeightStore(dict):
+    """name -> numpy array. A dict, plus saving and loading."""
+
+    def save(self, path):
+        """Write all arrays to `path` (.npz) atomically."""
+        arrays, kinds = {}, {}
+        for name, arr in self.items():
+            arr = np.ascontiguousarray(arr)
+            dt = dtypes.from_numpy(arr.dtype)
+            if arr.dtype.type.__module__ != "numpy":  # an ml_dtypes extension type
+                kinds[name] = dt.name
+                arr = arr.view(_RAW_VIEW[arr.dtype.itemsize])
+            arrays[name] = arr
+        arrays[_DTYPES_KEY] = np.array(json.dumps(kinds))
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        store = cls()
+        with np.load(path, allow_pickle=False) as data:
+            kinds = json.loads(str(data[_DTYPES_KEY])) if _DTYPES_KEY in data else {}
+            for name in data.files:
+                if name == _DTYPES_KEY:
+                    continue
+                arr = data[name]
+                if name in kinds:
+                    arr = arr.view(dtypes.get(kinds[name]).storage)
+                store[name] = arr
+        return store
+
+    def nbytes(self):
+        return sum(a.nbytes for a in self.values())

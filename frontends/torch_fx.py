@@ -1,0 +1,188 @@
+"""PyTorch frontend: a torch.export program becomes a hetc Graph.
+
+An Interpreter-style walk over the exported FX graph: parameters and buffers
+become named constants (their names are the module's state-dict names), user
+inputs become graph inputs with the example inputs' static shapes, and every
+call is translated by the handler registered for its ATen op in
+`torch_opmap`. Nothing here matches raw FX targets but that table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from hetc.errors import FrontendError
+from hetc.ir import dtypes
+from hetc.ir.graph import Graph, Value
+from hetc.ir.ops import InferError
+from hetc.ir.types import TensorType
+from hetc.runtime.convert import to_numpy
+
+from . import torch_opmap
+
+
+def torch_dtype(tdt) -> dtypes.DType:
+    import torch
+
+    table = {torch.float32: dtypes.f32, torch.float16: dtypes.f16, torch.bfloat16: dtypes.bf16,
+             torch.float64: dtypes.f64, torch.int64: dtypes.i64, torch.int32: dtypes.i32,
+             torch.int16: dtypes.i16, torch.int8: dtypes.i8, torch.uint8: dtypes.u8,
+             torch.bool: dtypes.boolean, torch.float8_e4m3fn: dtypes.f8e4m3,
+             torch.float8_e5m2: dtypes.f8e5m2}
+    if tdt not in table:
+        raise FrontendError(f"torch dtype {tdt} has no hetc equivalent")
+    return table[tdt]
+
+
+def source_location(node) -> str:
+    """`file.py:LINE` of the user code that produced an FX node, if known."""
+    trace = node.meta.get("stack_trace") or ""
+    found = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)', trace)
+    if not found:
+        return ""
+    path, line, fn, code = found[-1]
+    return f"{os.path.relpath(path) if not path.startswith('<') else path}:{line} (in {fn}: {code.strip()})"
+
+
+class Importer:
+    """Walks one ExportedProgram; handlers call back into it."""
+
+    def __init__(self, ep, name):
+        self.ep = ep
+        self.g = Graph(name)
+        self.env: dict = {}
+        self.node = None
+        sig = ep.graph_signature
+        self.params = {}  # placeholder name -> state-dict name
+        for spec in sig.input_specs:
+            if spec.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                self.params[spec.arg.name] = spec.target
+            elif spec.kind.name != "USER_INPUT":
+                raise FrontendError(f"exported program input {spec.arg.name} of kind "
+                                    f"{spec.kind.name} is not supported")
+        for spec in sig.output_specs:
+            if spec.kind.name != "USER_OUTPUT":
+                raise FrontendError(f"the model mutates {spec.target} ({spec.kind.name}); "
+                                    f"hetc compiles inference graphs without state updates")
+
+    # -- helpers for handlers -------------------------------------------------------
+    def error(self, message) -> FrontendError:
+        node = self.node
+        loc = source_location(node) if node is not None else ""
+        what = f"node %{node.name} ({node.target})" if node is not None else "model"
+        return FrontendError(f"{loc + ': ' if loc else ''}{what}: {message}")
+
+    def out_type(self, index=None) -> TensorType:
+        val = self.node.meta.get("val")
+        if index is not None:
+            val = val[index]
+        return TensorType(tuple(int(d) for d in val.shape), torch_dtype(val.dtype))
+
+    def value(self, arg, like: TensorType | None = None) -> Value:
+        """A Value for an FX argument: a node, or a Python scalar made an
+        inline constant of `like`'s dtype."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            v = self.env.get(arg.name)
+            if v is None and arg.name in self.params:
+                v = self._param(arg.name)
+            if not isinstance(v, Value):
+                raise self.error(f"operand %{arg.name} is not a tensor here")
+            return v
+        if isinstance(arg, (bool, int, float)):
+            dt = like.dtype if like is not None else dtypes.f32
+            return self.g.const(np.array(arg, dtype=dt.storage), inline=True)
+        raise self.error(f"cannot use {type(arg).__name__} {arg!r} as a tensor operand")
+
+    def add(self, kind, inputs, attrs=None, **kw):
+        try:
+            return self.g.add(kind, inputs, attrs, name=self.node.name if self.node else None, **kw)
+        except InferError as e:
+            raise self.error(f"translating to {kind}: {e}") from None
+
+    def cast(self, v: Value, dt: dtypes.DType) -> Value:
+        return v if v.type.dtype == dt else self.add("cast", [v], {"dtype": dt})
+
+    def _param(self, placeholder):
+        target = self.params[placeholder]
+        tensor = self.ep.state_dict.get(target)
+        if tensor is None:
+            tensor = self.ep.constants.get(target)
+        if tensor is None:
+            raise FrontendError(f"exported program has no data for {target}")
+        v = self.g.const(np.ascontiguousarray(to_numpy(tensor)), name=target)
+        self.env[placeholder] = v
+        return v
+
+    # -- the walk ------------------------------------------------------------------------
+    def run(self) -> Graph:
+        import torch
+
+        for node in self.ep.graph.nodes:
+            self.node = node
+            if node.op == "placeholder":
+                if node.name in self.params:
+                    continue  # made on first use, so unused buffers stay out
+                val = node.meta.get("val")
+                if not isinstance(val, torch.Tensor):
+                    raise self.error(f"input {node.name} is a {type(val).__name__}, "
+                                     f"only tensor inputs are supported")
+                self.env[node.name] = self.g.add_input(node.name, self.out_type())
+            elif node.op == "call_function":
+                self.env[node.name] = self._call(node)
+            elif node.op == "output":
+                outs = node.args[0]
+                outs = outs if isinstance(outs, (list, tuple)) else [outs]
+                self.g.outputs = [self.value(o) for o in outs]
+            else:
+                raise self.error(f"FX node kind {node.op} is not supported")
+        self.node = None
+        return self.g
+
+    def _call(self, node):
+        import operator
+
+        if node.target is operator.getitem:
+            src, index = node.args
+            items = self.env.get(src.name)
+            if not isinstance(items, (list, tuple)) or items[index] is None:
+                raise self.error(f"result {index} of %{src.name} is not available")
+            return items[index]
+        handler = torch_opmap.lookup(node.target)
+        if handler is None:
+            raise self.error("this op is not supported by the torch frontend yet")
+        return handler(self, torch_opmap.bind(node))
+
+
+def import_exported(ep, name: str = "main") -> Graph:
+    """Translate a torch.export ExportedProgram into a verified Graph."""
+    from hetc.ir.verify import verify
+
+    g = Importer(ep, name).run()
+    verify(g)
+    return g
+
+
+def import_module(module, example_inputs, name: str | None = None) -> Graph:
+    """torch.export `module` with `example_inputs` (a tuple), then import it."""
+    import torch
+
+    if not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    module = module.eval()
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(module, tuple(example_inputs))
+    except Exception as e:  # torch's own errors are many and deep: report the gist
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FrontendError(f"torch.export could not trace {type(module).__name__}: "
+                            f"{type(e).__name__}: {first}") from e
+    return import_exported(ep, name or _graph_name(type(module).__name__))
+
+
+def _graph_name(name):
+    return re.sub(r"[^A-Za-z0-9_]", "_", name) or "main"

@@ -1,0 +1,3 @@
+"""Built-in passes; importing this package registers them by name."""
+
+from . import canonicalize, cleanup  # noqa: F401

@@ -1,0 +1,118 @@
+"""Module: what `hetc.compile` returns and `hetc.load` gives back."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from hetc.errors import HetcError, UsageError
+from hetc.fsutil import atomic_dir, atomic_write_text
+from hetc.ir.parser import parse_file, save as save_ir
+from hetc.ir.printer import print_graph
+from hetc.report import Report
+
+from .artifact import IR_FILE, MANIFEST, REPORT_FILE, SOURCES_DIR, Artifact, read_manifest
+from .convert import is_torch, to_numpy, to_torch
+from .executors import make_executor
+
+
+class Module:
+    """A compiled model: call it like the original.
+
+    `module(*inputs)` takes torch tensors (returns torch tensors) or numpy
+    arrays (returns numpy arrays); one output comes back bare, several as a
+    tuple.
+    """
+
+    def __init__(self, artifact: Artifact, report: Report):
+        self.artifact = artifact
+        self.report = report
+        self._run = None  # the executor, made on first call
+
+    @property
+    def graph(self):
+        return self.artifact.graph
+
+    @property
+    def target(self) -> str:
+        return self.artifact.target
+
+    @property
+    def ir(self) -> str:
+        return print_graph(self.artifact.graph)
+
+    @property
+    def sources(self) -> dict:
+        return dict(self.artifact.sources)
+
+    @property
+    def input_names(self):
+        return [v.name for v in self.graph.inputs]
+
+    def __call__(self, *inputs, **named):
+        graph = self.graph
+        if named:
+            unknown = set(named) - set(self.input_names)
+            if unknown or inputs:
+                raise UsageError(f"pass inputs either by position or by name "
+                                 f"({', '.join(self.input_names)}); unknown: "
+                                 f"{', '.join(sorted(unknown)) or '-'}")
+            missing = [n for n in self.input_names if n not in named]
+            if missing:
+                raise UsageError(f"missing inputs: {', '.join(missing)}")
+            inputs = tuple(named[n] for n in self.input_names)
+        if len(inputs) != len(graph.inputs):
+            raise UsageError(f"this module takes {len(graph.inputs)} inputs "
+                             f"({', '.join(self.input_names)}), got {len(inputs)}")
+        as_torch = any(is_torch(x) for x in inputs)
+        arrays = []
+        for v, x in zip(graph.inputs, inputs):
+            a = to_numpy(x)
+            if a.shape != v.type.shape:
+                raise UsageError(f"input '{v.name}' must have shape {list(v.type.shape)}, "
+                                 f"got {list(a.shape)} (shapes are fixed at compile time)")
+            arrays.append(a.astype(v.type.dtype.storage, copy=False))
+        if self._run is None:
+            self._run = make_executor(self.artifact)
+        outs = self._run(arrays)
+        outs = [to_torch(o) if as_torch else np.asarray(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, folder: str):
+        """Write manifest, IR, weights, report and sources to `folder`
+        (replaced atomically: a failed save leaves no partial folder)."""
+        with atomic_dir(folder) as tmp:
+            save_ir(self.graph, os.path.join(tmp, IR_FILE))
+            atomic_write_text(os.path.join(tmp, REPORT_FILE), self.report.to_json())
+            for name, text in self.artifact.sources.items():
+                atomic_write_text(os.path.join(tmp, SOURCES_DIR, name), text)
+            atomic_write_text(os.path.join(tmp, MANIFEST),
+                              json.dumps(self.artifact.manifest(), indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str) -> "Module":
+        manifest = read_manifest(folder)
+        graph = parse_file(os.path.join(folder, IR_FILE))
+        sources = {}
+        for name in manifest["sources"]:
+            try:
+                with open(os.path.join(folder, SOURCES_DIR, name)) as f:
+                    sources[name] = f.read()
+            except OSError as e:
+                raise HetcError(f"{folder}: missing generated source {name}: {e.strerror}") from None
+        try:
+            with open(os.path.join(folder, REPORT_FILE)) as f:
+                report = Report.from_dict(json.load(f))
+        except (OSError, ValueError, TypeError) as e:
+            raise HetcError(f"{folder}: unreadable {REPORT_FILE}: {e}") from None
+        artifact = Artifact(manifest["target"], graph, sources, manifest.get("build", {}),
+                            manifest.get("extra", {}))
+        return cls(artifact, report)
+
+    def __repr__(self):
+        ins = ", ".join(f"{v.name}: {v.type.text()}" for v in self.graph.inputs)
+        return f"<hetc.Module @{self.graph.name} target={self.target} ({ins})>"
