@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from .errors import HetcError
@@ -92,7 +93,9 @@ def _binary(op, a, b):
 @semantics("div")
 def _div(op, a, b):
     if a.dtype.kind in "iu":  # integer division truncates toward zero, as in C and ONNX
-        return np.trunc(a / b).astype(a.dtype)
+        # in integers: going through f64 loses digits of i64 values beyond 2^53
+        q = np.floor_divide(a, b)
+        return q + ((q * b != a) & ((a < 0) != (b < 0))).astype(q.dtype)
     return np.divide(a, b)
 
 
@@ -148,7 +151,10 @@ def _attention(op, q, k, v, mask=None):
         s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
     if mask is not None:
         s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(s.dtype)
-    return np.matmul(_softmax_axis(s, -1), v)
+    p = _softmax_axis(s, -1)
+    # a row with every key masked attends to nothing: zeros, as PyTorch gives
+    p = np.where(np.isneginf(s).all(axis=-1, keepdims=True), 0, p).astype(p.dtype)
+    return np.matmul(p, v)
 
 
 # -- normalization -----------------------------------------------------------------
@@ -277,7 +283,12 @@ def _pool_windows(op, x, pad_value, overhang_value):
 
 @semantics("max_pool2d")
 def _max_pool2d(op, x):
-    return _pool_windows(op, x, -np.inf, -np.inf).max(axis=(-2, -1))
+    # pad with the lowest value of x's type: -inf does not convert to integers
+    if x.dtype.kind == "f":
+        low = -np.inf
+    else:
+        low = False if x.dtype == np.bool_ else ml_dtypes.iinfo(x.dtype).min
+    return _pool_windows(op, x, low, low).max(axis=(-2, -1))
 
 
 @semantics("avg_pool2d")

@@ -77,11 +77,14 @@ class Report:
         console = console or Console()
         table = Table(title=f"@{self.model} for target {self.target}", title_justify="left")
         for col, just in (("layer", "left"), ("op", "left"), ("inputs", "left"),
-                          ("output", "left"), ("weights", "left"), ("bytes", "right")):
+                          ("output", "left"), ("weight", "left"), ("weight bytes", "right")):
             table.add_column(col, justify=just)
         for r in self.layers:
+            weight = r.weights[0].split(": ", 1)[1]
+            if len(r.weights) > 1:
+                weight += f" (+{len(r.weights) - 1} more)"
             table.add_row(r.name, r.op, " ".join(_shape(s) for s in r.inputs), _shape(r.output),
-                          "\n".join(w.split(": ", 1)[1] for w in r.weights), f"{r.bytes:,}")
+                          weight, f"{r.bytes:,}")
         console.print(table)
         ops = ", ".join(f"{k} x{n}" for k, n in self.op_counts.items())
         console.print(f"ops: {ops}")

@@ -295,7 +295,8 @@ def _attention(types, attrs):
     """softmax(q k^T * scale + mask) v; scale 0 means 1/sqrt(head dim).
 
     q [..., L, E], k [..., S, E], v [..., S, Ev]; a bool mask keeps True
-    positions, a float mask is added; causal keeps key j <= query i.
+    positions, a float mask is added; causal keeps key j <= query i. A query
+    row whose keys are all masked gives zeros.
     """
     q, k, v = types[:3]
     _same_dtype(types[:3], "attention")
@@ -304,8 +305,11 @@ def _attention(types, attrs):
         raise InferError(f"attention shapes q {list(q.shape)}, k {list(k.shape)}, "
                          f"v {list(v.shape)} do not fit [..., L, E], [..., S, E], [..., S, Ev]")
     batch = broadcast(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    if len(types) == 4:
-        broadcast(types[3].shape, batch + (q.shape[-2], k.shape[-2]))
+    if len(types) == 4:  # the mask broadcasts to the scores, never widens them (as in torch)
+        scores = batch + (q.shape[-2], k.shape[-2])
+        if broadcast(types[3].shape, scores) != scores:
+            raise InferError(f"attention mask {list(types[3].shape)} does not broadcast to "
+                             f"the scores {list(scores)}")
     return TensorType(batch + (q.shape[-2], v.shape[-1]), q.value_dtype)
 
 

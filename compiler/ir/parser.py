@@ -221,7 +221,8 @@ def _syntax_error(e: UnexpectedInput, text, filename) -> ParseError:
         msg = f"unexpected {shown}, expected {_expected(getattr(e, 'expected', []) or [])}"
     line = getattr(e, "line", None)
     col = getattr(e, "column", None)
-    if line in (None, -1):
+    at_end = isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END")
+    if line in (None, -1) or at_end:
         line = text.count("\n") + 1
         col = len(text) - text.rfind("\n")
     return ParseError(msg, filename, line, col)

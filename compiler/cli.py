@@ -1,0 +1,225 @@
+"""The `hetc` command line.
+
+    hetc compile MODEL --target T -o OUTDIR [--pipeline P] [--print-ir-after-all]
+    hetc run OUTDIR --input NAME=FILE.npy ... [--output OUT.npz]
+    hetc opt FILE.hir -p PIPELINE [--print-ir-after-all] [-o OUT.hir]
+    hetc show MODEL|FILE.hir|OUTDIR
+    hetc targets
+
+Exit codes: 0 ok, 1 a model/IR/environment problem, 2 a usage error, 3 an
+internal error (a bug in hetc; --debug shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import __version__
+from .errors import HetcError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with our prefix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"hetc: error: {message}\n")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(soft_wrap=False, width=max(120, os.get_terminal_size().columns)
+                   if sys.stdout.isatty() else 140)
+
+
+def _add_ir_dump_options(p):
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                   help="print the IR after the named pass (repeatable)")
+    p.add_argument("--print-ir-before", action="append", default=[], metavar="PASS",
+                   help="print the IR before the named pass (repeatable)")
+    p.add_argument("--no-verify-each", action="store_true",
+                   help="do not run the verifier after every pass")
+
+
+def build_parser():
+    from .targets import TARGETS
+
+    parser = _Parser(prog="hetc", description="hetc: compile PyTorch models for x86, AMX, "
+                     "CUDA, NPU and FPGA targets with per-layer sparsity and precision.")
+    parser.add_argument("--version", action="version", version=f"hetc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("compile", help="compile a model into an artifact folder")
+    p.add_argument("model", help="a .pt2 (saved torch.export program), .hir or .onnx file")
+    p.add_argument("--target", "-t", default="ref", choices=list(TARGETS), help="target (default: ref)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="artifact folder to write")
+    p.add_argument("--pipeline", "-p", default=None, help="pass pipeline (default: the target's)")
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
+    _add_ir_dump_options(p)
+
+    p = sub.add_parser("run", help="run a compiled artifact on .npy inputs")
+    p.add_argument("artifact", metavar="OUTDIR")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input by name (repeat for each input)")
+    p.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs here")
+
+    p = sub.add_parser("opt", help="run a pass pipeline on a .hir file and print the result")
+    p.add_argument("file", metavar="FILE.hir")
+    p.add_argument("-p", "--pipeline", required=True, help='e.g. "canonicalize,fold,cse,dce"')
+    p.add_argument("-o", "--output", metavar="OUT.hir", help="write the IR (and its .npz) here")
+    _add_ir_dump_options(p)
+
+    p = sub.add_parser("show", help="summarize a model, .hir file or artifact folder")
+    p.add_argument("what", metavar="MODEL|FILE.hir|OUTDIR")
+    p.add_argument("--ir", action="store_true", help="also print the IR")
+
+    sub.add_parser("targets", help="list targets, their capabilities and availability here")
+    return parser
+
+
+def _pipeline_kwargs(args):
+    return dict(print_ir_after_all=args.print_ir_after_all,
+                print_ir_after=tuple(args.print_ir_after),
+                print_ir_before=tuple(args.print_ir_before),
+                verify_each=not args.no_verify_each)
+
+
+def cmd_compile(args):
+    from .api import compile as hetc_compile
+
+    module = hetc_compile(args.model, target=args.target, pipeline=args.pipeline,
+                          **_pipeline_kwargs(args))
+    module.save(args.output)
+    if not args.quiet:
+        module.report.render(_console())
+    print(f"wrote {args.output}")
+
+
+def _load_input(spec, names):
+    name, eq, path = spec.partition("=")
+    if not eq or not name or not path:
+        raise UsageError(f"--input {spec!r}: expected NAME=FILE.npy")
+    if name not in names:
+        raise UsageError(f"--input {name}: the model has no input '{name}' "
+                         f"(inputs: {', '.join(names)})")
+    try:
+        return name, np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--input {name}: cannot read {path}: {e}") from None
+
+
+def cmd_run(args):
+    from .api import load
+
+    module = load(args.artifact)
+    names = module.input_names
+    inputs = dict(_load_input(s, names) for s in args.input)
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise UsageError(f"missing --input for: {', '.join(missing)}")
+    outs = module(**inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    out_names = [v.name for v in module.graph.outputs]
+    if args.output:
+        from .ir.weights import WeightStore
+
+        WeightStore(zip(out_names, outs)).save(args.output)
+        print(f"wrote {args.output}")
+    for name, o in zip(out_names, outs):
+        flat = np.asarray(o, np.float64).ravel() if o.dtype.kind != "V" else o.ravel()
+        head = ", ".join(f"{x:.6g}" for x in flat[:6]) + (", ..." if flat.size > 6 else "")
+        print(f"{name}: {list(o.shape)} {o.dtype} [{head}]")
+
+
+def cmd_opt(args):
+    from .ir.parser import parse_file, save
+    from .ir.printer import print_graph
+    from .pipeline import PassManager
+
+    graph = parse_file(args.file)
+    kw = _pipeline_kwargs(args)
+    manager = PassManager.from_text(args.pipeline, verify_each=kw["verify_each"],
+                                    print_ir_after_all=kw["print_ir_after_all"],
+                                    print_ir_after=kw["print_ir_after"],
+                                    print_ir_before=kw["print_ir_before"])
+    graph = manager.run(graph)
+    if args.output:
+        save(graph, args.output)
+    else:
+        sys.stdout.write(print_graph(graph))
+
+
+def cmd_show(args):
+    from .api import import_model, load
+    from .report import Report
+
+    what = args.what
+    if os.path.isdir(what):
+        module = load(what)
+        report, graph = module.report, module.graph
+    else:
+        graph = import_model(what)
+        report = Report.of(graph, "-", notes=["imported, not compiled"])
+    report.render(_console())
+    if args.ir:
+        from .ir.printer import print_graph
+
+        sys.stdout.write(print_graph(graph))
+
+
+def cmd_targets(args):
+    from rich.table import Table
+
+    from .targets import TARGETS
+
+    table = Table(title="hetc targets", title_justify="left")
+    for col in ("target", "emits", "N:M patterns", "weight dtypes", "roofline (nominal)",
+                "backend", "available here"):
+        table.add_column(col)
+    for t in TARGETS.values():
+        avail = t.availability()
+        pats = ", ".join(f"{n}:{m}" for n, m in t.nm_patterns) or "dense only"
+        peak = max(t.cost.peak_gops.items(), key=lambda kv: kv[1])
+        roof = f"{t.cost.reference_part}: {t.cost.bandwidth_gbs:g} GB/s, {peak[0]} {peak[1]:g} GOP/s"
+        table.add_row(t.name, t.emits, pats, ", ".join(t.weight_dtypes), roof,
+                      "built" if t.backend else "not built yet",
+                      ("yes: " if avail.ok else "no: ") + avail.detail)
+    _console().print(table)
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "opt": cmd_opt, "show": cmd_show,
+            "targets": cmd_targets}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        COMMANDS[args.command](args)
+        return 0
+    except HetcError as e:
+        if args.debug:
+            raise
+        print(f"hetc: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hetc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in hetc, not in the user's input
+        if args.debug:
+            raise
+        print(f"hetc: internal error: {type(e).__name__}: {e}\n"
+              f"(this is a bug in hetc; rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

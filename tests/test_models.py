@@ -1,0 +1,117 @@
+"""Whole models through hetc.compile(target="ref") against PyTorch, and the
+torch frontend's errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import hetc
+from hetc.errors import FrontendError, UsageError
+from models import examples
+
+REL_TOL = 1e-5  # relative L2 error against PyTorch in f32 (the issue's bar)
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name, model, inputs", examples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_example_models_match_pytorch(name, model, inputs):
+    module = hetc.compile(model, target="ref", example_inputs=inputs)
+    with torch.no_grad():
+        expected = model(*inputs)
+    got = module(*inputs)
+    assert isinstance(got, torch.Tensor) and got.shape == expected.shape
+    assert rel_err(got, expected) < REL_TOL
+    # new inputs of the same shape, and numpy in gives numpy out
+    fresh = tuple(torch.randn_like(x) for x in inputs)
+    with torch.no_grad():
+        expected = model(*fresh)
+    got = module(*(x.numpy() for x in fresh))
+    assert isinstance(got, np.ndarray)
+    assert rel_err(torch.from_numpy(got), expected) < REL_TOL
+
+
+def test_transformer_block_imports_high_level_ops():
+    name, model, inputs = examples()[2]
+    module = hetc.compile(model, example_inputs=inputs)
+    kinds = {op.kind for op in module.graph.ops}
+    assert {"attention", "layer_norm", "linear", "gelu", "split"} <= kinds
+    attn = next(op for op in module.graph.ops if op.kind == "attention")
+    assert attn.attrs["causal"] is True
+    assert [r.name for r in module.report.layers][:3] == ["ln1", "qkv", "proj"]
+
+
+class _TwoOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+        self.register_buffer("offset", torch.linspace(-1, 1, 4))
+
+    def forward(self, x, y):
+        h = self.fc(x) + self.offset
+        return h.softmax(-1), torch.cat([h, y * 2.0 - 1], dim=1).mean(dim=0, keepdim=True)
+
+
+def test_several_inputs_and_outputs_by_position_and_name():
+    m = _TwoOut().eval()
+    x, y = torch.randn(3, 6), torch.randn(3, 2)
+    module = hetc.compile(m, example_inputs=(x, y))
+    assert module.input_names == ["x", "y"]
+    with torch.no_grad():
+        ex = m(x, y)
+    for got in (module(x, y), module(y=y, x=x)):
+        assert isinstance(got, tuple) and len(got) == 2
+        for g, e in zip(got, ex):
+            assert rel_err(g, e) < REL_TOL
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, example_inputs=inputs)
+    with pytest.raises(UsageError, match=r"input 'x' must have shape \[8, 64\], got \[2, 64\]"):
+        module(torch.randn(2, 64))
+    with pytest.raises(UsageError, match="takes 1 inputs"):
+        module()
+
+
+class _Unsupported(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=0)
+
+
+def test_unsupported_op_names_node_op_and_source_line():
+    with pytest.raises(FrontendError) as info:
+        hetc.compile(_Unsupported(), example_inputs=(torch.randn(3),))
+    msg = str(info.value)
+    assert "aten.cumsum" in msg and "test_models.py" in msg and "not supported" in msg
+
+
+class _TrainingDropout(nn.Module):
+    def forward(self, x):
+        return F.dropout(x, 0.5, training=True)
+
+
+def test_training_only_ops_are_refused():
+    with pytest.raises(FrontendError, match="dropout"):
+        hetc.compile(_TrainingDropout(), example_inputs=(torch.randn(3),))
+
+
+def test_module_without_example_inputs_is_a_usage_error():
+    with pytest.raises(UsageError, match="needs example_inputs"):
+        hetc.compile(examples()[0][1])
+
+
+def test_exported_program_and_pt2_file(tmp_path):
+    name, model, inputs = examples()[1]
+    ep = torch.export.export(model, inputs)
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(ep, path)
+    with torch.no_grad():
+        expected = model(*inputs)
+    for source in (ep, str(path)):
+        module = hetc.compile(source)
+        assert rel_err(module(*inputs), expected) < REL_TOL

@@ -1,0 +1,637 @@
+"""Every op in the op table against PyTorch on random inputs.
+
+Each case builds a one-op Graph, runs the reference interpreter and compares
+with the same computation written with torch (torch.nn.functional where it has
+the op). `const` and `fused` are covered by other tests; every other kind in
+OPS must have at least one case here (test_every_op_kind_is_covered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hetc.interpret import interpret
+from hetc.ir import Graph, OPS, TensorType, dtypes, verify
+from hetc.ir.ops import InferError
+
+# Tolerances by the IR dtype of the result; integer and bool results, and
+# every `cast`, must match exactly.
+TOL = {
+    # f32: transcendental ops differ by a few ulp (rtol); conv/matmul/attention
+    # reassociate sums of up to ~50 unit-scale terms, seen up to ~1e-6 absolute near zero.
+    "f32": dict(rtol=1e-5, atol=5e-6),
+    # bf16 (8 significant bits): both sides compute in f32 and round once, so a tiny f32
+    # difference may flip the rounding by one bf16 ulp (2^-7 relative); allow 2 ulp,
+    # and the f32 reassociation error of a dot product for results rounding near zero.
+    "bf16": dict(rtol=1.6e-2, atol=1e-4),
+}
+
+SKIP_KINDS = {"const", "fused"}  # tested elsewhere
+
+RNG = np.random.default_rng(20240607)
+
+
+# -- input makers (all drawn from one seeded generator at collection) -------------
+
+def randn(*shape, dtype=np.float32, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(dtype)
+
+
+def positive(*shape, lo=0.1, hi=4.0):
+    return RNG.uniform(lo, hi, shape).astype(np.float32)
+
+
+def ints(*shape, lo=-9, hi=10, dtype=np.int32):
+    return RNG.integers(lo, hi, shape).astype(dtype)
+
+
+def nonzero_ints(*shape, lo=-9, hi=10, dtype=np.int32):
+    a = ints(*shape, lo=lo, hi=hi, dtype=dtype)
+    a[a == 0] = 1
+    return a
+
+
+def bools(*shape, p=0.5):
+    return RNG.random(shape) < p
+
+
+def bf16(a):
+    return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16)
+
+
+class W:
+    """An operand passed as a named weight (const op) instead of a graph input."""
+
+    def __init__(self, array):
+        self.array = np.asarray(array)
+
+
+def _array(a):
+    return a.array if isinstance(a, W) else a
+
+
+# -- torch <-> numpy ------------------------------------------------------------------
+
+_TORCH_NARROW = {  # numpy (ml_dtypes) type -> torch type; converted through f32, exactly
+    np.dtype(ml_dtypes.bfloat16): torch.bfloat16,
+    np.dtype(ml_dtypes.float8_e4m3fn): torch.float8_e4m3fn,
+    np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2,
+}
+_NUMPY_NARROW = {t: d for d, t in _TORCH_NARROW.items()}
+
+
+def to_torch(a):
+    a = np.asarray(a)
+    if a.dtype in _TORCH_NARROW:
+        return torch.from_numpy(a.astype(np.float32)).to(_TORCH_NARROW[a.dtype])
+    return torch.from_numpy(a.copy())
+
+
+def to_numpy(t):
+    if t.dtype in _NUMPY_NARROW:
+        return t.float().numpy().astype(_NUMPY_NARROW[t.dtype])
+    return t.numpy()
+
+
+# -- cases ------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    kind: str
+    id: str
+    inputs: list
+    attrs: dict
+    ref: Callable  # torch tensors (same order as inputs) -> tensor or list of tensors
+    exact: bool = False
+
+
+CASES: list[Case] = []
+
+
+def case(kind, id, inputs, attrs, ref, exact=False):
+    CASES.append(Case(kind, f"{kind}-{id}", list(inputs), dict(attrs), ref, exact))
+
+
+# elementwise unary ---------------------------------------------------------------------
+
+for kind, make, ref in [
+    ("sqrt", lambda: positive(3, 4, 5), torch.sqrt),
+    ("rsqrt", lambda: positive(3, 4, 5), torch.rsqrt),
+    ("exp", lambda: randn(3, 4, 5, scale=3), torch.exp),
+    ("log", lambda: positive(3, 4, 5, lo=1e-3, hi=50), torch.log),
+    ("tanh", lambda: randn(3, 4, 5, scale=3), torch.tanh),
+    ("sigmoid", lambda: randn(3, 4, 5, scale=6), torch.sigmoid),
+    ("silu", lambda: randn(3, 4, 5, scale=6), F.silu),
+    ("erf", lambda: randn(3, 4, 5, scale=2), torch.erf),
+    ("neg", lambda: randn(3, 4, 5), torch.neg),
+    ("relu", lambda: randn(3, 4, 5), F.relu),
+    ("abs", lambda: randn(3, 4, 5), torch.abs),
+]:
+    case(kind, "f32", [make()], {}, ref)
+
+for kind, ref in [("neg", torch.neg), ("relu", torch.relu), ("abs", torch.abs)]:
+    case(kind, "i32", [ints(4, 5)], {}, ref)
+
+case("gelu", "none-default", [randn(3, 4, 5, scale=3)], {}, F.gelu)
+case("gelu", "none", [randn(3, 4, 5, scale=3)], {"approximate": "none"},
+     lambda x: F.gelu(x, approximate="none"))
+case("gelu", "tanh", [randn(3, 4, 5, scale=3)], {"approximate": "tanh"},
+     lambda x: F.gelu(x, approximate="tanh"))
+
+# elementwise binary (with broadcasting) ---------------------------------------------------
+
+for kind, ref in [("add", torch.add), ("sub", torch.sub), ("mul", torch.mul),
+                  ("div", torch.div), ("maximum", torch.maximum), ("minimum", torch.minimum)]:
+    case(kind, "f32-broadcast", [randn(3, 1, 5), randn(4, 1)], {}, ref)
+    case(kind, "f32-scalar", [randn(2, 3), randn()], {}, ref)
+
+for kind, ref in [("add", torch.add), ("sub", torch.sub), ("mul", torch.mul),
+                  ("maximum", torch.maximum), ("minimum", torch.minimum)]:
+    case(kind, "i32-broadcast", [ints(3, 1, 5), ints(4, 1)], {}, ref)
+
+_nan_a, _nan_b = randn(2, 4), randn(2, 4)
+_nan_a[0, 1] = _nan_b[1, 2] = np.nan
+case("maximum", "nan", [_nan_a, _nan_b], {}, torch.maximum)
+case("minimum", "nan", [_nan_a, _nan_b], {}, torch.minimum)
+
+# Integer division truncates toward zero (C, ONNX, torch rounding_mode="trunc").
+_trunc = lambda a, b: torch.div(a, b, rounding_mode="trunc")  # noqa: E731
+case("div", "i32-trunc", [ints(4, 6, lo=-50, hi=50), nonzero_ints(4, 6)], {}, _trunc)
+case("div", "i32-trunc-broadcast", [ints(3, 1, 5, lo=-50, hi=50), nonzero_ints(4, 1)], {}, _trunc)
+case("div", "i32-extremes",
+     [np.array([2**31 - 1, -2**31, -2**31 + 1, 7, -7, 7, -7], np.int32),
+      np.array([2, 3, -2**31, 2, 2, -2, -2], np.int32)], {}, _trunc)
+case("div", "i64-large",  # beyond 2^53: exact only with integer arithmetic
+     [np.array([2**53 + 1, -(2**62) + 3, 2**63 - 1, -(2**63) + 1, 9, -9], np.int64),
+      np.array([1, 7, 3, -5, 4, 4], np.int64)], {}, _trunc)
+
+case("pow", "f32", [positive(3, 4), randn(3, 4)], {}, torch.pow)
+case("pow", "f32-broadcast", [positive(2, 3, 1), randn(4)], {}, torch.pow)
+case("pow", "i32", [ints(3, 4, lo=-5, hi=6), ints(3, 4, lo=0, hi=4)], {}, torch.pow)
+
+_eq_a = RNG.integers(-2, 3, (3, 4)).astype(np.float32)  # small values: many ties
+_eq_b = RNG.integers(-2, 3, (4,)).astype(np.float32)
+for kind, ref in [("equal", torch.eq), ("less", torch.lt), ("greater", torch.gt)]:
+    case(kind, "f32", [_eq_a, _eq_b], {}, ref)
+    case(kind, "i32", [ints(2, 3, 4, lo=-2, hi=3), ints(3, 1, lo=-2, hi=3)], {}, ref)
+
+case("where", "f32-broadcast", [bools(3, 1, 5), randn(4, 5), randn(3, 4, 1)], {}, torch.where)
+case("where", "i32", [bools(3, 4), ints(3, 4), ints(4)], {}, torch.where)
+
+# cast: bit-exact against torch's .to ------------------------------------------------------
+
+_to_round = np.concatenate([
+    randn(32, scale=100),
+    # halfway between bf16 neighbours: round half to even
+    np.array([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3 * 2**-9 + 2**-17], np.float32),
+    np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, 1e-40], np.float32),
+]).astype(np.float32)
+case("cast", "f32-bf16", [_to_round], {"dtype": "bf16"}, lambda x: x.to(torch.bfloat16),
+     exact=True)
+case("cast", "f32-f16", [randn(40, scale=100)], {"dtype": "f16"}, lambda x: x.to(torch.float16),
+     exact=True)
+_trunc_src = np.concatenate([randn(40, scale=1000),
+                             np.array([2.5, -2.5, 0.999, -0.999, 1e9, -1e9], np.float32)])
+case("cast", "f32-i32-trunc", [_trunc_src], {"dtype": "i32"}, lambda x: x.to(torch.int32),
+     exact=True)
+case("cast", "f32-i64-trunc", [_trunc_src], {"dtype": "i64"}, lambda x: x.to(torch.int64),
+     exact=True)
+case("cast", "f32-bool", [np.array([0.0, -0.0, 1.5, -2.0, np.nan, 1e-30], np.float32)],
+     {"dtype": "bool"}, lambda x: x.to(torch.bool), exact=True)
+case("cast", "bf16-f32", [bf16(randn(4, 5, scale=10))], {"dtype": "f32"},
+     lambda x: x.to(torch.float32), exact=True)
+case("cast", "i32-f32", [ints(4, 5, lo=-2**24, hi=2**24)], {"dtype": "f32"},
+     lambda x: x.to(torch.float32), exact=True)
+case("cast", "i64-i32", [ints(10, lo=-2**31, hi=2**31, dtype=np.int64)], {"dtype": "i32"},
+     lambda x: x.to(torch.int32), exact=True)
+case("cast", "bool-f32", [bools(3, 4)], {"dtype": "f32"}, lambda x: x.to(torch.float32),
+     exact=True)
+case("cast", "f32-f8e4m3", [randn(40, scale=50)], {"dtype": "f8e4m3"},
+     lambda x: x.to(torch.float8_e4m3fn), exact=True)
+case("cast", "f32-f8e5m2", [randn(40, scale=500)], {"dtype": "f8e5m2"},
+     lambda x: x.to(torch.float8_e5m2), exact=True)
+
+# linear algebra --------------------------------------------------------------------------
+
+case("linear", "bias", [randn(2, 3, 16), W(randn(8, 16)), W(randn(8))], {}, F.linear)
+case("linear", "no-bias", [randn(2, 3, 16), W(randn(8, 16))], {}, F.linear)
+case("linear", "1d-input", [randn(16), randn(8, 16), randn(8)], {}, F.linear)
+
+case("matmul", "2d", [randn(3, 16), randn(16, 5)], {}, torch.matmul)
+case("matmul", "1d-2d", [randn(16), randn(16, 5)], {}, torch.matmul)
+case("matmul", "2d-1d", [randn(3, 16), randn(16)], {}, torch.matmul)
+case("matmul", "1d-1d", [randn(16), randn(16)], {}, torch.matmul)
+case("matmul", "batched", [randn(2, 3, 4, 16), randn(2, 3, 16, 5)], {}, torch.matmul)
+case("matmul", "batch-broadcast", [randn(2, 1, 4, 16), randn(3, 16, 5)], {}, torch.matmul)
+case("matmul", "1d-batched", [randn(16), randn(2, 3, 16, 5)], {}, torch.matmul)
+case("matmul", "batched-1d", [randn(2, 3, 4, 16), randn(16)], {}, torch.matmul)
+case("matmul", "i32", [ints(2, 3, 4), ints(4, 5)], {}, torch.matmul)
+
+
+def _conv(stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    t, l, b, r = padding
+
+    def ref(x, w, bias=None):
+        # hetc padding is [top, left, bottom, right]; F.pad takes (left, right, top, bottom)
+        return F.conv2d(F.pad(x, (l, r, t, b)), w, bias, stride=stride, padding=0,
+                        dilation=dilation, groups=groups)
+
+    attrs = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation),
+             "groups": groups}
+    return attrs, ref
+
+
+def conv_case(id, cin, cout, kh, kw, hw=(7, 8), bias=True, **conv_attrs):
+    attrs, ref = _conv(**conv_attrs)
+    g = attrs["groups"]
+    inputs = [randn(2, cin, *hw), W(randn(cout, cin // g, kh, kw))]
+    if bias:
+        inputs.append(W(randn(cout)))
+    case("conv2d", id, inputs, attrs, ref)
+
+
+conv_case("defaults", 3, 4, 3, 3)
+conv_case("no-bias", 3, 4, 3, 3, bias=False)
+conv_case("stride", 3, 4, 3, 3, stride=(2, 3))
+conv_case("pad-symmetric", 3, 4, 3, 3, padding=(1, 2, 1, 2))
+conv_case("pad-asymmetric", 3, 4, 3, 3, padding=(0, 1, 2, 3))
+conv_case("dilation", 3, 4, 3, 2, dilation=(2, 3))
+conv_case("groups", 4, 6, 3, 3, groups=2, bias=False)
+conv_case("depthwise", 4, 4, 3, 3, groups=4, padding=(1, 1, 1, 1))
+conv_case("1x1", 5, 3, 1, 1, hw=(4, 4))
+conv_case("everything", 6, 9, 3, 2, hw=(9, 10), stride=(2, 1), padding=(2, 0, 1, 3),
+          dilation=(1, 2), groups=3)
+# direct F.conv2d with torch's own (symmetric) padding argument, not via F.pad
+case("conv2d", "torch-padding", [randn(1, 2, 6, 6), randn(4, 2, 3, 3), randn(4)],
+     {"stride": [2, 2], "padding": [1, 1, 1, 1]},
+     lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1))
+
+
+def _sdpa(causal=False, scale=None):
+    def ref(q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              scale=scale)
+    return ref
+
+
+def bool_mask(*shape):
+    """Random keep-mask where every query row keeps at least one key."""
+    m = bools(*shape)
+    rows = m.reshape(-1, shape[-1])
+    rows[np.arange(rows.shape[0]), RNG.integers(0, shape[-1], rows.shape[0])] = True
+    return rows.reshape(shape)
+
+
+def float_mask(*shape):
+    m = randn(*shape, scale=2)
+    m[..., 1::3, 0] = -np.inf  # some masked keys, never a whole row
+    return m
+
+
+_q, _k, _v = randn(2, 3, 4, 8), randn(2, 3, 6, 8), randn(2, 3, 6, 5)
+case("attention", "plain-L4-S6", [_q, _k, _v], {}, _sdpa())
+case("attention", "plain-L6-S4", [randn(2, 3, 6, 8), randn(2, 3, 4, 8), randn(2, 3, 4, 8)], {},
+     _sdpa())
+case("attention", "causal-L4-S6", [_q, _k, _v], {"causal": True}, _sdpa(causal=True))
+case("attention", "causal-L6-S4", [randn(2, 6, 8), randn(2, 4, 8), randn(2, 4, 8)],
+     {"causal": True}, _sdpa(causal=True))
+case("attention", "causal-square", [randn(1, 2, 5, 8)] * 3, {"causal": True}, _sdpa(causal=True))
+case("attention", "bool-mask", [_q, _k, _v, bool_mask(4, 6)], {}, _sdpa())
+case("attention", "bool-mask-batched", [_q, _k, _v, bool_mask(2, 1, 4, 6)], {}, _sdpa())
+case("attention", "float-mask", [_q, _k, _v, float_mask(2, 3, 4, 6)], {}, _sdpa())
+case("attention", "float-mask-broadcast", [_q, _k, _v, float_mask(1, 6)], {}, _sdpa())
+case("attention", "scale", [_q, _k, _v], {"scale": 0.7}, _sdpa(scale=0.7))
+case("attention", "scale-float-mask", [_q, _k, _v, float_mask(4, 6)], {"scale": 2.0},
+     _sdpa(scale=2.0))
+_cm = bool_mask(4, 6)
+_cm[:, 0] = True  # key 0 survives causal masking in every row
+case("attention", "causal-and-bool-mask", [_q, _k, _v, _cm], {"causal": True},
+     # torch refuses attn_mask together with is_causal: fold causality into the mask
+     lambda q, k, v, m: F.scaled_dot_product_attention(
+         q, k, v, attn_mask=m & torch.ones(4, 6, dtype=torch.bool).tril()))
+_all_masked = bool_mask(4, 6)
+_all_masked[1] = False  # query row 1 sees no key: zeros, as torch gives
+case("attention", "fully-masked-row", [_q, _k, _v, _all_masked], {}, _sdpa())
+case("attention", "3d", [randn(3, 4, 8), randn(3, 6, 8), randn(3, 6, 8)], {}, _sdpa())
+
+# normalization ---------------------------------------------------------------------------
+
+for axis in (-1, 0, 1, -2):
+    case("softmax", f"axis{axis}", [randn(3, 4, 5, scale=4)], {"axis": axis},
+         lambda x, axis=axis: torch.softmax(x, dim=axis))
+case("softmax", "default-axis", [randn(2, 7, scale=4)], {}, lambda x: torch.softmax(x, -1))
+case("softmax", "with-inf", [np.array([[0.0, -np.inf, 1.0], [2.0, 3.0, -np.inf]], np.float32)],
+     {}, lambda x: torch.softmax(x, -1))
+
+
+def _ln(axis, eps=1e-5):
+    def ref(x, w=None, b=None):
+        return F.layer_norm(x, x.shape[axis % x.ndim:], w, b, eps)
+    return ref
+
+
+_x = randn(2, 3, 8, scale=3) + 1.5
+case("layer_norm", "w-b", [_x, W(randn(8)), W(randn(8))], {}, _ln(-1))
+case("layer_norm", "plain", [_x], {}, _ln(-1))
+case("layer_norm", "w-only", [_x, randn(8)], {}, _ln(-1))
+case("layer_norm", "axis-2-w-b", [_x, randn(3, 8), randn(3, 8)], {"axis": -2}, _ln(-2))
+case("layer_norm", "axis-2-plain", [_x], {"axis": -2}, _ln(-2))
+case("layer_norm", "axis1-eps", [_x, randn(3, 8), randn(3, 8)], {"axis": 1, "eps": 1e-2},
+     _ln(1, 1e-2))
+
+
+def _rms(axis, eps):
+    def ref(x, w=None):
+        return F.rms_norm(x, x.shape[axis % x.ndim:], w, eps)
+    return ref
+
+
+case("rms_norm", "w-default-eps", [_x, W(randn(8))], {}, _rms(-1, 1e-6))
+case("rms_norm", "plain", [_x], {"eps": 1e-5}, _rms(-1, 1e-5))
+case("rms_norm", "axis-2-w", [_x, randn(3, 8)], {"axis": -2, "eps": 1e-3}, _rms(-2, 1e-3))
+case("rms_norm", "axis-2-plain", [_x], {"axis": -2}, _rms(-2, 1e-6))
+
+
+def _bn(eps):
+    def ref(x, scale, bias, mean, var):
+        return F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps)
+    return ref
+
+
+for shape in [(2, 3, 4, 5), (2, 3), (2, 3, 7)]:
+    c = shape[1]
+    case("batch_norm", f"rank{len(shape)}",
+         [randn(*shape, scale=2), W(randn(c)), W(randn(c)), W(randn(c)), W(positive(c))],
+         {}, _bn(1e-5))
+case("batch_norm", "eps", [randn(2, 3, 4, 4), randn(3), randn(3), randn(3), positive(3, lo=0.0, hi=0.01)],
+     {"eps": 1e-2}, _bn(1e-2))
+
+# shape ops -------------------------------------------------------------------------------
+
+for shape in ([-1], [4, -1], [2, -1, 5], [6, 10], [1, 60, 1]):
+    case("reshape", "x".join(map(str, shape)), [randn(3, 4, 5)], {"shape": shape},
+         lambda x, shape=shape: x.reshape(shape))
+case("reshape", "i32", [ints(2, 6)], {"shape": [3, -1]}, lambda x: x.reshape(3, -1))
+
+case("expand", "trailing", [randn(3, 1)], {"shape": [3, 4]}, lambda x: x.expand(3, 4))
+case("expand", "new-dims", [randn(4)], {"shape": [2, 3, 4]}, lambda x: x.expand(2, 3, 4))
+case("expand", "middle", [ints(2, 1, 4)], {"shape": [2, 5, 4]}, lambda x: x.expand(2, 5, 4))
+# hetc expand broadcasts both ways (numpy/ONNX rules), torch's only one way
+case("expand", "bidirectional", [randn(3, 1)], {"shape": [1, 4]},
+     lambda x: torch.broadcast_to(x, torch.broadcast_shapes(x.shape, (1, 4))))
+
+for perm in ([1, 0, 2], [2, 0, 1], [0, 1, 2], [2, 1, 0]):
+    case("transpose", "".join(map(str, perm)), [randn(2, 3, 4)], {"perm": perm},
+         lambda x, perm=perm: x.permute(*perm))
+case("transpose", "4d-i32", [ints(2, 3, 4, 5)], {"perm": [0, 2, 3, 1]},
+     lambda x: x.permute(0, 2, 3, 1))
+
+for axis in (0, 1, -1):
+    shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]]
+    for s, n in zip(shapes, (1, 2, 3)):
+        s[axis] = n
+    case("concat", f"axis{axis}", [randn(*s) for s in shapes], {"axis": axis},
+         lambda *xs, axis=axis: torch.cat(xs, dim=axis))
+case("concat", "single", [randn(2, 3)], {"axis": 0}, lambda x: torch.cat([x], 0))
+case("concat", "i32", [ints(2, 3), ints(2, 1)], {"axis": 1}, lambda a, b: torch.cat([a, b], 1))
+
+for axis, sizes, shape in [(-1, [1, 2, 3], (2, 3, 6)), (0, [2, 2], (4, 5)),
+                           (1, [0, 3, 1], (2, 4, 3)), (1, [4], (2, 4))]:
+    case("split", f"axis{axis}-" + "_".join(map(str, sizes)), [randn(*shape)],
+         {"axis": axis, "sizes": sizes},
+         lambda x, axis=axis, sizes=sizes: list(torch.split(x, sizes, dim=axis)))
+
+
+def _slice_ref(axes, starts, ends, steps=None):
+    steps = steps or [1] * len(axes)
+
+    def ref(x):
+        index = [slice(None)] * x.ndim
+        for a, s, e, st in zip(axes, starts, ends, steps):
+            index[a] = slice(s, e, st)
+        return x[tuple(index)]
+    return ref
+
+
+for id, axes, starts, ends, steps in [
+    ("basic", [1], [1], [3], None),
+    ("negative-start", [2], [-3], [6], None),
+    ("negative-end", [0, 2], [0, 1], [-1, -2], None),
+    ("end-beyond", [1, 2], [2, 3], [100, 2**31 - 1], None),
+    ("start-beyond", [1], [10], [20], None),
+    ("start-before", [2], [-100], [3], None),
+    ("steps", [1, 2], [0, 1], [7, 6], [2, 3]),
+    ("negative-start-steps", [2], [-5], [100], [2]),
+    ("negative-axis", [-1, -3], [1, -2], [5, 10], [2, 1]),
+    ("empty", [2], [4], [2], None),
+]:
+    case("slice", id, [randn(3, 7, 6)],
+         {"axes": axes, "starts": starts, "ends": ends} | ({"steps": steps} if steps else {}),
+         _slice_ref(axes, starts, ends, steps))
+# torch slicing has no negative steps: the indices these pick are written out
+case("slice", "negative-step", [randn(3, 7, 6)],
+     {"axes": [1], "starts": [5], "ends": [0], "steps": [-2]},
+     lambda x: x.index_select(1, torch.tensor([5, 3, 1])))
+case("slice", "reverse", [randn(3, 7, 6)],
+     {"axes": [2], "starts": [-1], "ends": [-100], "steps": [-1]}, lambda x: x.flip(2))
+
+
+def _gather_ref(axis):
+    def ref(x, idx):
+        return x[(slice(None),) * (axis % x.ndim) + (idx.long(),)]
+    return ref
+
+
+case("gather", "axis0", [randn(5, 3), np.array([4, 0, 2, 2], np.int64)], {}, _gather_ref(0))
+case("gather", "axis1-negative", [randn(2, 5, 3), np.array([-1, 0, -5, 3], np.int32)],
+     {"axis": 1}, _gather_ref(1))
+case("gather", "axis-1-2d-indices", [randn(2, 3, 6), ints(2, 4, lo=-6, hi=6, dtype=np.int64)],
+     {"axis": -1}, _gather_ref(-1))
+case("gather", "scalar-index", [randn(4, 3), np.array(-2, np.int32)], {}, _gather_ref(0))
+case("gather", "i32-data", [ints(6, 2), np.array([[1, -1], [0, 5]], np.int64)], {},
+     _gather_ref(0))
+
+case("embedding", "i64", [ints(2, 5, lo=0, hi=10, dtype=np.int64), W(randn(10, 4))], {},
+     lambda ids, t: F.embedding(ids, t))
+case("embedding", "i32", [ints(3, lo=0, hi=10), randn(10, 4)], {},
+     lambda ids, t: F.embedding(ids.long(), t))
+case("embedding", "scalar-id", [np.array(7, np.int64), randn(10, 4)], {},
+     lambda ids, t: F.embedding(ids, t))
+
+# reductions and pooling ---------------------------------------------------------------------
+
+_REDUCERS = {"reduce_sum": torch.sum, "reduce_mean": torch.mean, "reduce_max": torch.amax}
+
+
+def _reduce_ref(kind, axes, keepdims):
+    def ref(x):
+        dims = tuple(axes) if axes else tuple(range(x.ndim))  # [] means every axis
+        if kind == "reduce_sum":  # torch.sum widens ints to i64; hetc keeps the dtype
+            return torch.sum(x, dim=dims, keepdim=keepdims, dtype=x.dtype)
+        return _REDUCERS[kind](x, dim=dims, keepdim=keepdims)
+    return ref
+
+
+for kind in _REDUCERS:
+    for axes in ([1], [0, 2], [-1], []):
+        for keepdims in (False, True):
+            case(kind, f"axes{'_'.join(map(str, axes)) or 'all'}-keep{int(keepdims)}",
+                 [randn(3, 4, 5)], {"axes": axes, "keepdims": keepdims},
+                 _reduce_ref(kind, axes, keepdims))
+    case(kind, "defaults", [randn(3, 4)], {}, _reduce_ref(kind, [], False))
+case("reduce_sum", "i32", [ints(3, 4, 5)], {"axes": [1, 2], "keepdims": True},
+     _reduce_ref("reduce_sum", [1, 2], True))
+case("reduce_max", "i32", [ints(3, 4, 5)], {"axes": [0]}, _reduce_ref("reduce_max", [0], False))
+
+
+def pool_case(kind, id, x, kernel, stride=None, pad=(0, 0), ceil_mode=False, dilation=None,
+              count_include_pad=None):
+    """Symmetric padding (ph, pw) only: torch pads both sides alike."""
+    attrs = {"kernel": list(kernel), "padding": [pad[0], pad[1], pad[0], pad[1]],
+             "ceil_mode": ceil_mode}
+    kw = dict(kernel_size=tuple(kernel), padding=tuple(pad), ceil_mode=ceil_mode)
+    if stride is not None:
+        attrs["stride"] = list(stride)
+        kw["stride"] = tuple(stride)
+    if dilation is not None:
+        attrs["dilation"] = kw["dilation"] = list(dilation)
+    if count_include_pad is not None:
+        attrs["count_include_pad"] = kw["count_include_pad"] = count_include_pad
+    fn = F.max_pool2d if kind == "max_pool2d" else F.avg_pool2d
+    case(kind, id, [x], attrs, lambda t: fn(t, **kw))
+
+
+pool_case("max_pool2d", "k2-default-stride", randn(2, 3, 8, 8), (2, 2))
+pool_case("max_pool2d", "k3-s2-p1", randn(2, 3, 9, 8), (3, 3), (2, 2), (1, 1))
+pool_case("max_pool2d", "k3x2-s2x1-p1x1", randn(1, 2, 7, 6), (3, 2), (2, 1), (1, 1))
+pool_case("max_pool2d", "ceil", randn(1, 2, 7, 8), (3, 3), (2, 2), ceil_mode=True)
+pool_case("max_pool2d", "ceil-pad", randn(1, 2, 5, 6), (2, 2), (2, 2), (1, 1), ceil_mode=True)
+pool_case("max_pool2d", "ceil-pad-k3", randn(1, 2, 8, 7), (3, 3), (2, 2), (1, 1), ceil_mode=True)
+pool_case("max_pool2d", "dilation", randn(1, 2, 9, 9), (3, 2), (1, 2), (1, 1), dilation=(2, 2))
+pool_case("max_pool2d", "negative-values", -positive(1, 2, 6, 6), (3, 3), (2, 2), (1, 1))
+pool_case("max_pool2d", "i32", ints(1, 2, 6, 6), (2, 2))
+pool_case("max_pool2d", "i32-pad-ceil", ints(1, 2, 5, 6), (3, 3), (2, 2), (1, 1), ceil_mode=True)
+
+pool_case("avg_pool2d", "k2-default-stride", randn(2, 3, 8, 8), (2, 2))
+pool_case("avg_pool2d", "k3x2-s1x2", randn(1, 2, 7, 6), (3, 2), (1, 2))
+for cip in (True, False):
+    pool_case("avg_pool2d", f"k3-s2-p1-cip{int(cip)}", randn(2, 3, 9, 8), (3, 3), (2, 2), (1, 1),
+              count_include_pad=cip)
+    pool_case("avg_pool2d", f"ceil-cip{int(cip)}", randn(1, 2, 7, 8), (3, 3), (2, 2),
+              ceil_mode=True, count_include_pad=cip)
+    pool_case("avg_pool2d", f"ceil-pad-cip{int(cip)}", randn(1, 2, 5, 6), (2, 2), (2, 2), (1, 1),
+              ceil_mode=True, count_include_pad=cip)
+    pool_case("avg_pool2d", f"ceil-pad-k3-cip{int(cip)}", randn(1, 2, 8, 7), (3, 3), (2, 2),
+              (1, 1), ceil_mode=True, count_include_pad=cip)
+pool_case("avg_pool2d", "pad-only-cols", randn(1, 1, 6, 5), (2, 3), (2, 2), (0, 1))
+
+case("global_avg_pool", "4d", [randn(2, 3, 5, 7)], {}, lambda x: F.adaptive_avg_pool2d(x, 1))
+case("global_avg_pool", "3d", [randn(2, 3, 9)], {}, lambda x: F.adaptive_avg_pool1d(x, 1))
+case("global_avg_pool", "5d", [randn(1, 2, 3, 4, 5)], {}, lambda x: F.adaptive_avg_pool3d(x, 1))
+
+# bf16: computed in f32 and rounded to bf16 after each op, as torch does on CPU ------------------
+
+for kind, ref, make in [
+    ("add", torch.add, lambda: [randn(4, 8, scale=4), randn(8, scale=4)]),
+    ("mul", torch.mul, lambda: [randn(4, 8, scale=4), randn(4, 8, scale=4)]),
+    ("sub", torch.sub, lambda: [randn(4, 8, scale=4), randn(4, 1, scale=4)]),
+    ("div", torch.div, lambda: [randn(4, 8, scale=4), positive(4, 8)]),
+    ("exp", torch.exp, lambda: [randn(4, 8, scale=3)]),
+    ("tanh", torch.tanh, lambda: [randn(4, 8, scale=3)]),
+    ("sigmoid", torch.sigmoid, lambda: [randn(4, 8, scale=4)]),
+    ("silu", F.silu, lambda: [randn(4, 8, scale=4)]),
+    ("relu", F.relu, lambda: [randn(4, 8, scale=4)]),
+    ("gelu", F.gelu, lambda: [randn(4, 8, scale=3)]),
+]:
+    case(kind, "bf16", [bf16(a) for a in make()], {}, ref)
+case("gelu", "bf16-tanh", [bf16(randn(4, 8, scale=3))], {"approximate": "tanh"},
+     lambda x: F.gelu(x, approximate="tanh"))
+case("linear", "bf16-bias", [bf16(randn(2, 3, 32)), W(bf16(randn(16, 32))), W(bf16(randn(16)))],
+     {}, F.linear)
+case("linear", "bf16-no-bias", [bf16(randn(5, 32)), W(bf16(randn(16, 32)))], {}, F.linear)
+
+COVERED = {c.kind for c in CASES}
+
+
+# -- running -------------------------------------------------------------------------------------
+
+def run_hetc(c: Case) -> list[np.ndarray]:
+    g = Graph(name="one_op")
+    operands, feeds = [], []
+    for i, a in enumerate(c.inputs):
+        if isinstance(a, W):
+            operands.append(g.const(a.array, name=f"w{i}"))
+        else:
+            a = np.asarray(a)
+            operands.append(g.add_input(f"x{i}", TensorType(a.shape, dtypes.from_numpy(a.dtype))))
+            feeds.append(a)
+    out = g.add(c.kind, operands, c.attrs)
+    g.outputs = out if isinstance(out, list) else [out]
+    verify(g)
+    results = interpret(g, feeds)
+    for v, r in zip(g.outputs, results):
+        # the interpreter's values must have the types shape inference declared
+        assert r.shape == v.type.shape, f"{v}: interpreter gave shape {list(r.shape)}"
+        assert r.dtype == v.type.dtype.storage, f"{v}: interpreter gave dtype {r.dtype}"
+    return results
+
+
+def compare(got, want, exact, what):
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != torch {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != torch {want.dtype}"
+    dt = dtypes.from_numpy(got.dtype)
+    if exact or not dt.is_float:
+        if dt.is_float:  # equal values (NaN equals NaN) and the same sign of every zero
+            g32, w32 = got.astype(np.float32), want.astype(np.float32)
+            np.testing.assert_array_equal(g32, w32, err_msg=what)
+            np.testing.assert_array_equal(np.signbit(g32[g32 == 0]), np.signbit(w32[w32 == 0]),
+                                          err_msg=what)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32),
+                               err_msg=what, **TOL[dt.name])
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_op_matches_torch(c: Case):
+    got = run_hetc(c)
+    with torch.no_grad():
+        want = c.ref(*[to_torch(_array(a)) for a in c.inputs])
+    want = list(want) if isinstance(want, (list, tuple)) else [want]
+    assert len(got) == len(want), f"{c.id}: {len(got)} results, torch gave {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        compare(g, to_numpy(w), c.exact, f"{c.id} result {i}")
+
+
+def test_case_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+def test_every_op_kind_is_covered():
+    missing = set(OPS) - SKIP_KINDS - COVERED
+    assert not missing, f"op kinds with no case in {__name__}: {sorted(missing)}"
+    unknown = COVERED - set(OPS)
+    assert not unknown, f"cases for kinds not in OPS: {sorted(unknown)}"
+
+
+
+def test_attention_mask_must_not_widen_the_batch():
+    """A mask broadcasting past the scores' shape is rejected, as torch rejects it
+    (the interpreter would otherwise return a bigger array than the declared type)."""
+    q, k, v, m = randn(3, 4), randn(5, 4), randn(5, 4), bool_mask(2, 3, 5)
+    with pytest.raises(RuntimeError):
+        F.scaled_dot_product_attention(*map(to_torch, (q, k, v, m)))
+    g = Graph()
+    operands = [g.add_input(n, TensorType(a.shape, dtypes.from_numpy(a.dtype)))
+                for n, a in zip("qkvm", (q, k, v, m))]
+    with pytest.raises(InferError, match="does not broadcast to the scores"):
+        g.add("attention", operands)

@@ -1,0 +1,138 @@
+"""The pass manager: pipeline strings, options, instrumentation."""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from filecheck import filecheck
+from hetc.errors import UsageError, VerifyError
+from hetc.interpret import interpret
+from hetc.ir import Graph, TensorType, dtypes, parse
+from hetc.pipeline import PASSES, Pass, PassManager, parse_pipeline, register_pass
+
+SRC = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>) {
+  %zero = const dense<0.0> : tensor<f32>
+  %a = add(%x, %zero) : tensor<4xf32>
+  %b = relu(%a) : tensor<4xf32>
+  %c = relu(%a) : tensor<4xf32>
+  %d = add(%b, %c) : tensor<4xf32>
+  return %d
+}
+"""
+
+
+def test_pipeline_string_with_options():
+    passes = parse_pipeline("canonicalize, fold{max_elements=64,inline_elements=4},cse,dce")
+    assert [p.name for p in passes] == ["canonicalize", "fold", "cse", "dce"]
+    assert passes[1].max_elements == 64 and passes[1].inline_elements == 4
+    assert passes[1].text() == "fold{max_elements=64,inline_elements=4}"
+    assert parse_pipeline("") == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("canonicalize,nosuch", "unknown pass 'nosuch'"),
+    ("fold{bogus=1}", "unknown option 'bogus'"),
+    ("fold{max_elements=big}", "option max_elements needs a int"),
+    ("fold{max_elements=1", "unclosed"),
+    ("cse,,dce", "empty pass name"),
+])
+def test_bad_pipelines_are_usage_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_pipeline(text)
+
+
+def test_standard_pipeline_simplifies_and_keeps_numbers():
+    g = parse(SRC)
+    x = np.array([-1, 0.5, 2, -3], np.float32)
+    (before,) = interpret(g, [x])
+    manager = PassManager.from_text("canonicalize,fold,cse,dce")
+    g = manager.run(g)
+    (after,) = interpret(g, [x])
+    np.testing.assert_array_equal(before, after)
+    assert [op.kind for op in g.ops] == ["relu", "add"]
+    assert [t.name for t in manager.timings] == ["canonicalize", "fold", "cse", "dce"]
+    assert all(t.seconds >= 0 for t in manager.timings)
+
+
+def test_print_ir_after_all_and_before_named():
+    out = io.StringIO()
+    PassManager.from_text("canonicalize,cse", print_ir_after_all=True, print_ir_before=("cse",),
+                          stream=out).run(parse(SRC))
+    filecheck(out.getvalue(), """
+        CHECK: // -----// IR Dump After canonicalize //----- //
+        CHECK: %b = relu(%x)
+        CHECK: %c = relu(%x)
+        CHECK: // -----// IR Dump Before cse //----- //
+        CHECK: // -----// IR Dump After cse //----- //
+        CHECK-NOT: %c = relu
+        CHECK: return %d
+    """)
+
+
+def test_print_ir_after_needs_a_pass_in_the_pipeline():
+    with pytest.raises(UsageError, match="pass 'dce' is not in the pipeline"):
+        PassManager.from_text("cse", print_ir_after=("dce",))
+
+
+@register_pass
+@dataclass(frozen=True)
+class _Breaker(Pass):
+    """A deliberately wrong pass: it changes a result type."""
+
+    name = "test-breaker"
+
+    def run(self, graph, ctx):
+        graph.ops[-1].outputs[0].type = TensorType((5,), dtypes.f32)
+
+
+def test_verifier_after_each_pass_names_the_pass():
+    with pytest.raises(VerifyError, match=r"(?s)after pass test-breaker: .*declared tensor<5xf32>"):
+        PassManager.from_text("cse,test-breaker").run(parse(SRC))
+    # without verification the broken graph goes through unnoticed
+    PassManager.from_text("test-breaker", verify_each=False).run(parse(SRC))
+
+
+def test_passes_reach_into_fused_bodies():
+    text = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>) {
+  %f = fused(%x) : tensor<4xf32> graph @body(%a: tensor<4xf32>) -> (tensor<4xf32>) {
+    %one = const dense<1.0> : tensor<f32>
+    %m = mul(%a, %one) : tensor<4xf32>
+    %dead = exp(%a) : tensor<4xf32>
+    %r = relu(%m) : tensor<4xf32>
+    return %r
+  }
+  return %f
+}
+"""
+    g = PassManager.from_text("canonicalize,dce").run(parse(text))
+    assert [op.kind for op in g.ops[0].body.ops] == ["relu"]
+
+
+def test_fold_does_not_fold_encoded_weights_or_blow_up():
+    g = Graph("g")
+    g.weights["w"] = np.array([[1, 0, 0, 2]], np.float32)
+    from hetc.ir import NM
+
+    w = g.add("const", [], {"name": "w"}, result_types=[TensorType((1, 4), dtypes.f32, (NM(2, 4),))])
+    s = g.const(np.array(1.0, np.float32), inline=True)
+    big = g.add("expand", [s], {"shape": [64, 64]})
+    g.outputs = [g.add("relu", [w]), big]
+    g = PassManager.from_text("fold{max_elements=1000},dce").run(g)
+    assert [op.kind for op in g.ops] == ["const", "const", "expand", "relu"]
+
+
+def test_dce_drops_unused_weights():
+    g = Graph("g")
+    x = g.add_input("x", TensorType((2,), dtypes.f32))
+    g.const(np.ones(2, np.float32), "unused")
+    used = g.const(np.ones(2, np.float32), "used")
+    g.outputs = [g.add("add", [x, used])]
+    PassManager.from_text("dce").run(g)
+    assert list(g.weights) == ["used"]
+
+
+def test_builtin_passes_registered():
+    parse_pipeline("dce")
+    assert {"canonicalize", "fold", "cse", "dce"} <= set(PASSES)
