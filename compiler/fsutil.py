@@ -6,17 +6,25 @@ import tempfile
 from contextlib import contextmanager
 
 
-def atomic_write_text(path, text):
+@contextmanager
+def atomic_open(path, mode="w"):
+    """Open a temporary file beside `path`; it becomes `path` only if the
+    block finishes without an exception."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 @contextmanager

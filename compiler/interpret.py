@@ -353,11 +353,8 @@ def interpret(graph: Graph, inputs, trace=None) -> list[np.ndarray]:
     inputs = list(inputs)
     if len(inputs) != len(graph.inputs):
         raise HetcError(f"graph @{graph.name} takes {len(graph.inputs)} inputs, got {len(inputs)}")
-    arrays = []
-    for v, a in zip(graph.inputs, inputs):
-        a = np.asarray(a)
-        if a.shape != v.type.shape:
-            raise HetcError(f"input %{v.name} must have shape {list(v.type.shape)}, "
-                            f"got {list(a.shape)}")
-        arrays.append(a.astype(v.type.dtype.storage, copy=False))
+    try:
+        arrays = [v.type.coerce(a, f"input %{v.name}") for v, a in zip(graph.inputs, inputs)]
+    except ValueError as e:
+        raise HetcError(str(e)) from None
     return run_graph(graph, arrays, trace)

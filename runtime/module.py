@@ -67,13 +67,11 @@ class Module:
             raise UsageError(f"this module takes {len(graph.inputs)} inputs "
                              f"({', '.join(self.input_names)}), got {len(inputs)}")
         as_torch = any(is_torch(x) for x in inputs)
-        arrays = []
-        for v, x in zip(graph.inputs, inputs):
-            a = to_numpy(x)
-            if a.shape != v.type.shape:
-                raise UsageError(f"input '{v.name}' must have shape {list(v.type.shape)}, "
-                                 f"got {list(a.shape)} (shapes are fixed at compile time)")
-            arrays.append(a.astype(v.type.dtype.storage, copy=False))
+        try:
+            arrays = [v.type.coerce(to_numpy(x), f"input '{v.name}'")
+                      for v, x in zip(graph.inputs, inputs)]
+        except ValueError as e:
+            raise UsageError(f"{e} (inputs are fixed at compile time)") from None
         if self._run is None:
             self._run = make_executor(self.artifact)
         outs = self._run(arrays)

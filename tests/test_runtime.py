@@ -118,8 +118,24 @@ def test_model_file_errors(tmp_path):
 
 def test_compile_a_hir_file_and_custom_pipeline(tmp_path):
     path = os.path.join(os.path.dirname(__file__), "lit", "fold.hir")
-    module = hetc.compile(path, pipeline="fold,dce", print_ir_after=("fold",),
-                          ir_stream=open(tmp_path / "dump.txt", "w"))
+    with open(tmp_path / "dump.txt", "w") as dump:
+        module = hetc.compile(path, pipeline="fold,dce", print_ir_after=("fold",), ir_stream=dump)
+    assert "IR Dump After fold" in (tmp_path / "dump.txt").read_text()
     x = np.array([1, 2, 3], np.float32)
     np.testing.assert_array_equal(module(x), x * np.array([5, 7, 9], np.float32))
     assert [op.kind for op in module.graph.ops] == ["const", "mul"]
+
+
+def test_inputs_are_coerced_only_within_their_kind():
+    from hetc.ir import Graph, TensorType, dtypes
+
+    g = Graph("emb")
+    ids = g.add_input("ids", TensorType((3,), dtypes.i32))
+    table = g.const(np.arange(12, dtype=np.float32).reshape(6, 2), "table")
+    g.outputs = [g.add("embedding", [ids, table])]
+    module = hetc.compile(g)
+    np.testing.assert_array_equal(module(np.array([0, 5, 1], np.int64)), [[0, 1], [10, 11], [2, 3]])
+    with pytest.raises(UsageError, match="input 'ids' is i32, got an array of f32"):
+        module(np.zeros(3, np.float32))
+    with pytest.raises(UsageError, match=r"values 0..4294967296 do not fit i32"):
+        module(np.array([0, 1, 2 ** 32]))

@@ -108,7 +108,7 @@ class Graph:
             type = TensorType(array.shape, dtypes.from_numpy(array.dtype))
         if inline:
             return self.add("const", [], {"value": array}, result_types=[type])
-        key = name
+        key = name = name or "const"
         i = 1
         while key in self.weights and self.weights[key] is not array:
             key, i = f"{name}_{i}", i + 1

@@ -16,6 +16,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..errors import ParseError
+from ..fsutil import atomic_write_text
 from . import dtypes
 from .graph import Graph, Op, Value
 from .ops import InferError, get_op
@@ -246,7 +247,6 @@ def parse_file(path: str, verify: bool = True) -> Graph:
 
 def save(graph: Graph, path: str):
     """Write `graph` as `path` (.hir) and its weights as the .npz beside it."""
-    from ..fsutil import atomic_write_text
     from .printer import print_graph
 
     graph.weights.save(weights_path(path))

@@ -11,6 +11,7 @@ into its own physical layout when it lowers.
 from dataclasses import dataclass, field
 from math import prod
 
+import ml_dtypes
 import numpy as np
 
 from . import dtypes
@@ -162,6 +163,33 @@ class TensorType:
             if not q.symmetric:
                 total += groups * self.dtype.bits / 8
         return int(-(-total // 1))
+
+    def coerce(self, array, what="input") -> np.ndarray:
+        """`array` as this type's storage; ValueError (naming `what`) when its
+        shape differs or its values would change kind (float to int, to bool)."""
+        a = np.asarray(array)
+        if a.shape != self.shape:
+            raise ValueError(f"{what} must have shape {list(self.shape)}, got {list(a.shape)}")
+        if a.dtype == self.dtype.storage:
+            return a
+        try:
+            given = dtypes.from_numpy(a.dtype)
+        except KeyError:
+            raise ValueError(f"{what} has numpy dtype {a.dtype}, which hetc cannot take") from None
+        if self.dtype.is_float:
+            kind_ok = given.kind != "bool"
+        elif self.dtype.is_int:
+            kind_ok = given.is_int
+        else:
+            kind_ok = given.kind == self.dtype.kind
+        if not kind_ok:
+            raise ValueError(f"{what} is {self.dtype}, got an array of {given} "
+                             f"(convert it explicitly)")
+        if self.dtype.is_int and a.size:
+            info = ml_dtypes.iinfo(self.dtype.storage)
+            if a.min() < info.min or a.max() > info.max:
+                raise ValueError(f"{what} values {a.min()}..{a.max()} do not fit {self.dtype}")
+        return a.astype(self.dtype.storage)
 
     def text(self):
         body = "x".join([str(d) for d in self.shape] + [self.dtype.name])

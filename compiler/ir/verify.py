@@ -61,13 +61,13 @@ def check(graph: Graph):
 
 
 def _check_op(graph: Graph, op: Op):
+    if op.kind == "const":
+        yield from _check_const(graph, op)
+        return
     try:
         opdef = get_op(op.kind)
         if opdef.complete_attrs(op.attrs) != op.attrs:
             yield "attributes are not in canonical form (missing defaults or wrong types)"
-        if op.kind == "const":
-            yield from _check_const(graph, op)
-            return
         inferred = opdef.infer([v.type for v in op.inputs], op.attrs, op.body)
     except InferError as e:
         yield str(e)
@@ -86,8 +86,8 @@ def _check_const(graph: Graph, op: Op):
         yield "const takes no operands and has one result"
         return
     t = op.output.type
-    if ("name" in op.attrs) == ("value" in op.attrs):
-        yield "const needs exactly one of a weight name or an inline value"
+    if ("name" in op.attrs) == ("value" in op.attrs) or set(op.attrs) - {"name", "value"}:
+        yield "const needs exactly one attribute: a weight name or an inline value"
         return
     if "value" in op.attrs:
         data = op.attrs["value"]

@@ -7,11 +7,10 @@ round-trips exactly.
 """
 
 import json
-import os
-import tempfile
 
 import numpy as np
 
+from ..fsutil import atomic_open
 from . import dtypes
 
 _DTYPES_KEY = "__hetc_dtypes__"
@@ -37,15 +36,8 @@ class WeightStore(dict):
                 arr = arr.view(_RAW_VIEW[arr.dtype.itemsize])
             arrays[name] = arr
         arrays[_DTYPES_KEY] = np.array(json.dumps(kinds))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path):
