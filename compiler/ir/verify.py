@@ -29,13 +29,16 @@ def verify(graph: Graph, where: str | None = None):
         raise VerifyError(head + "IR verification failed:\n  " + "\n  ".join(problems[:10]) + more)
 
 
-def check(graph: Graph):
+def check(graph: Graph, is_body=False):
     """Yield one message per problem."""
     defined = set()
     names = set()
     for v in graph.inputs:
         if v.name in names:
             yield f"@{graph.name}: input %{v.name} is defined twice"
+        if v.type.encodings and not is_body:  # a fused body's inputs mirror its operands
+            yield (f"@{graph.name}: input %{v.name}: encodings may only stand on constants "
+                   f"(got {v.type.text()})")
         names.add(v.name)
         defined.add(v)
     for i, op in enumerate(graph.ops):
@@ -54,7 +57,7 @@ def check(graph: Graph):
         if op.body is not None:
             if op.body.weights is not graph.weights:
                 yield f"{where}: body graph does not share the weight store of @{graph.name}"
-            yield from check(op.body)
+            yield from check(op.body, is_body=True)
     for v in graph.outputs:
         if v not in defined:
             yield f"@{graph.name}: returned value %{v.name} is not defined"
