@@ -56,6 +56,11 @@ def bind(node) -> dict:
     return out
 
 
+def _aten_name(cx):
+    """The ATen op's name without namespace or overload: "add" for aten::add.Tensor."""
+    return cx.node.target._schema.name.split("::")[1]
+
+
 def _pair(v):
     v = list(v) if isinstance(v, (list, tuple)) else [v]
     return v * 2 if len(v) == 1 else v
@@ -175,16 +180,10 @@ def _scaled(cx, y, alpha):
     return cx.add("mul", [y, cx.value(alpha, like=y.type)])
 
 
-@aten("add.Tensor", "add.Scalar")
-def _add(cx, a):
+@aten("add.Tensor", "add.Scalar", "sub.Tensor", "sub.Scalar")
+def _add_sub(cx, a):
     x, y = _operands(cx, a)
-    return cx.add("add", [x, _scaled(cx, y, a.get("alpha"))])
-
-
-@aten("sub.Tensor", "sub.Scalar")
-def _sub(cx, a):
-    x, y = _operands(cx, a)
-    return cx.add("sub", [x, _scaled(cx, y, a.get("alpha"))])
+    return cx.add(_aten_name(cx), [x, _scaled(cx, y, a.get("alpha"))])
 
 
 @aten("rsub.Scalar", "rsub.Tensor")
@@ -217,14 +216,14 @@ def _pow(cx, a):
 
 @aten("maximum", "minimum")
 def _maxmin(cx, a):
-    return cx.add(cx.node.target._schema.name.split("::")[1], list(_operands(cx, a)))
+    return cx.add(_aten_name(cx), list(_operands(cx, a)))
 
 
 @aten("eq.Tensor", "eq.Scalar", "lt.Tensor", "lt.Scalar", "gt.Tensor", "gt.Scalar")
 def _compare(cx, a):
     x = cx.value(a["self"])
     y = cx.cast(cx.value(a["other"], like=x.type), x.type.dtype)
-    kind = {"eq": "equal", "lt": "less", "gt": "greater"}[cx.node.target._schema.name.split("::")[1]]
+    kind = {"eq": "equal", "lt": "less", "gt": "greater"}[_aten_name(cx)]
     return cx.add(kind, [x, y])
 
 
@@ -241,7 +240,7 @@ _UNARY = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp", "l
 
 @aten(*_UNARY)
 def _unary(cx, a):
-    kind = _UNARY[cx.node.target._schema.name.split("::")[1]]
+    kind = _UNARY[_aten_name(cx)]
     return cx.add(kind, [cx.value(a["self"])])
 
 
@@ -386,24 +385,24 @@ aten("sum.dim_IntList", "sum")(_reduce("reduce_sum"))
 aten("amax")(_reduce("reduce_max"))
 
 
+def _pool_attrs(a):
+    k = _pair(a["kernel_size"])
+    return {"kernel": k, "stride": _pair(a["stride"]) if a["stride"] else k,
+            "padding": _pads(a["padding"]), "ceil_mode": bool(a["ceil_mode"])}
+
+
 @aten("max_pool2d")
 def _max_pool2d(cx, a):
-    k = _pair(a["kernel_size"])
-    return cx.add("max_pool2d", [cx.value(a["self"])], {
-        "kernel": k, "stride": _pair(a["stride"]) if a["stride"] else k,
-        "padding": _pads(a["padding"]), "dilation": _pair(a["dilation"]),
-        "ceil_mode": bool(a["ceil_mode"])})
+    attrs = {**_pool_attrs(a), "dilation": _pair(a["dilation"])}
+    return cx.add("max_pool2d", [cx.value(a["self"])], attrs)
 
 
 @aten("avg_pool2d")
 def _avg_pool2d(cx, a):
     if a["divisor_override"] is not None:
         raise cx.error("avg_pool2d with divisor_override is not supported")
-    k = _pair(a["kernel_size"])
-    return cx.add("avg_pool2d", [cx.value(a["self"])], {
-        "kernel": k, "stride": _pair(a["stride"]) if a["stride"] else k,
-        "padding": _pads(a["padding"]), "ceil_mode": bool(a["ceil_mode"]),
-        "count_include_pad": bool(a["count_include_pad"])})
+    attrs = {**_pool_attrs(a), "count_include_pad": bool(a["count_include_pad"])}
+    return cx.add("avg_pool2d", [cx.value(a["self"])], attrs)
 
 
 @aten("adaptive_avg_pool2d")

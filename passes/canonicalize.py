@@ -38,34 +38,20 @@ def _same(v, op):
     return v if v.type == op.output.type else None
 
 
-@rewrite("add")
-def _add_zero(g, op):
+# x op e == x for these identity elements e, on the right; on either side for
+# the commutative ones.
+_IDENTITY = {"add": 0, "mul": 1, "sub": 0, "div": 1, "pow": 1}
+_COMMUTATIVE = {"add", "mul"}
+
+
+@rewrite(*_IDENTITY)
+def _identity_operand(g, op):
     a, b = op.inputs
-    if _const_equal(g, b, 0):
+    e = _IDENTITY[op.kind]
+    if _const_equal(g, b, e):
         return _same(a, op)
-    if _const_equal(g, a, 0):
+    if op.kind in _COMMUTATIVE and _const_equal(g, a, e):
         return _same(b, op)
-
-
-@rewrite("sub")
-def _sub_zero(g, op):
-    a, b = op.inputs
-    return _same(a, op) if _const_equal(g, b, 0) else None
-
-
-@rewrite("mul")
-def _mul_one(g, op):
-    a, b = op.inputs
-    if _const_equal(g, b, 1):
-        return _same(a, op)
-    if _const_equal(g, a, 1):
-        return _same(b, op)
-
-
-@rewrite("div", "pow")
-def _by_one(g, op):
-    a, b = op.inputs
-    return _same(a, op) if _const_equal(g, b, 1) else None
 
 
 @rewrite("reshape", "expand")
