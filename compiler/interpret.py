@@ -13,6 +13,7 @@ import math
 
 import ml_dtypes
 import numpy as np
+import scipy.special
 
 from .errors import HetcError
 from .ir import dtypes
@@ -64,7 +65,7 @@ _UNARY = {
 
 
 def _erf(x):
-    return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x
+    return scipy.special.erf(x).astype(x.dtype, copy=False)
 
 
 @semantics(*_UNARY)

@@ -114,7 +114,7 @@ class Importer:
             tensor = self.ep.constants.get(target)
         if tensor is None:
             raise FrontendError(f"exported program has no data for {target}")
-        v = self.g.const(np.ascontiguousarray(to_numpy(tensor)), name=target)
+        v = self.g.const(np.require(to_numpy(tensor), requirements="C"), name=target)
         self.env[placeholder] = v
         return v
 

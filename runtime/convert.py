@@ -36,7 +36,7 @@ def to_numpy(x) -> np.ndarray:
 def to_torch(a: np.ndarray):
     import torch
 
-    a = np.ascontiguousarray(a)
+    a = np.require(a, requirements="C")  # ascontiguousarray would make 0-d arrays 1-d
     for tdt, (_, np_view, npdt) in _torch_bits().items():
         if a.dtype == npdt:
             return torch.from_numpy(a.view(np_view).copy()).view(tdt)

@@ -203,3 +203,12 @@ def test_parse_print_roundtrip(g):
     back = parse(text, weights=g.weights)
     assert back == g
     assert print_graph(back) == text
+
+
+def test_scalar_weights_keep_their_shape(tmp_path):
+    g = Graph("s")
+    x = g.add_input("x", TensorType((2,), f32))
+    g.outputs = [g.add("mul", [x, g.const(np.array(2.5, np.float32), "scale")])]
+    save(g, str(tmp_path / "s.hir"))
+    back = parse_file(str(tmp_path / "s.hir"))
+    assert back.weights["scale"].shape == () and back == g

@@ -115,3 +115,19 @@ def test_exported_program_and_pt2_file(tmp_path):
     for source in (ep, str(path)):
         module = hetc.compile(source)
         assert rel_err(module(*inputs), expected) < REL_TOL
+
+
+class _ScalarBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x):
+        return (x * self.scale).sum()  # a 0-d weight in, a 0-d result out
+
+
+def test_zero_dim_weights_and_outputs():
+    m = _ScalarBuffer()
+    x = torch.randn(3, 4)
+    got = hetc.compile(m, example_inputs=(x,))(x)
+    assert got.shape == () and torch.allclose(got, m(x))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from hetc.interpret import interpret
 from hetc.ir import Graph, OPS, TensorType, dtypes, verify
 from hetc.ir.ops import InferError
+from hetc.runtime.convert import to_numpy, to_torch
 
 # Tolerances by the IR dtype of the result; integer and bool results, and
 # every `cast`, must match exactly.
@@ -75,29 +76,6 @@ class W:
 
 def _array(a):
     return a.array if isinstance(a, W) else a
-
-
-# -- torch <-> numpy ------------------------------------------------------------------
-
-_TORCH_NARROW = {  # numpy (ml_dtypes) type -> torch type; converted through f32, exactly
-    np.dtype(ml_dtypes.bfloat16): torch.bfloat16,
-    np.dtype(ml_dtypes.float8_e4m3fn): torch.float8_e4m3fn,
-    np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2,
-}
-_NUMPY_NARROW = {t: d for d, t in _TORCH_NARROW.items()}
-
-
-def to_torch(a):
-    a = np.asarray(a)
-    if a.dtype in _TORCH_NARROW:
-        return torch.from_numpy(a.astype(np.float32)).to(_TORCH_NARROW[a.dtype])
-    return torch.from_numpy(a.copy())
-
-
-def to_numpy(t):
-    if t.dtype in _NUMPY_NARROW:
-        return t.float().numpy().astype(_NUMPY_NARROW[t.dtype])
-    return t.numpy()
 
 
 # -- cases ------------------------------------------------------------------------------

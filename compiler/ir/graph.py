@@ -151,9 +151,7 @@ class Graph:
             return False
         if self.weights.keys() != other.weights.keys():
             return False
-        return all(a.dtype == b.dtype and a.shape == b.shape and
-                   np.array_equal(np.ascontiguousarray(a).view(np.uint8),
-                                  np.ascontiguousarray(b).view(np.uint8))
+        return all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
                    for a, b in ((self.weights[k], other.weights[k]) for k in self.weights))
 
     __hash__ = object.__hash__

@@ -29,7 +29,7 @@ class WeightStore(dict):
         """Write all arrays to `path` (.npz) atomically."""
         arrays, kinds = {}, {}
         for name, arr in self.items():
-            arr = np.ascontiguousarray(arr)
+            arr = np.require(arr, requirements="C")  # keeps 0-d arrays 0-d
             dt = dtypes.from_numpy(arr.dtype)
             if arr.dtype.type.__module__ != "numpy":  # an ml_dtypes extension type
                 kinds[name] = dt.name
