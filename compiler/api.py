@@ -12,18 +12,26 @@ from .report import Report
 from .targets import get_target
 
 
-def import_model(model, example_inputs=None) -> Graph:
+def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=None) -> Graph:
     """Any supported model form -> a verified Graph.
 
     `model` is a torch.nn.Module (with `example_inputs`), a torch.export
     ExportedProgram, a Graph, or a path to a `.pt2` (saved torch.export
-    program), `.hir` (hetc IR, weights in the .npz beside it) or `.onnx` file.
+    program), `.hir` (hetc IR, weights in the .npz beside it) or `.onnx` file,
+    or an onnx ModelProto. `input_shapes` ({name: shape}) fixes symbolic
+    dimensions of ONNX inputs when no example inputs are given; `freeze_inputs`
+    ({name: array}) makes ONNX graph inputs constants (see import_onnx).
     """
     if isinstance(model, Graph):
         verify(model)
         return model
     if isinstance(model, (str, os.PathLike)):
-        return _import_file(os.fspath(model), example_inputs)
+        return _import_file(os.fspath(model), example_inputs, input_shapes, freeze_inputs)
+    if type(model).__name__ == "ModelProto":
+        from hetc.frontends.onnx import import_onnx
+
+        return import_onnx(model, input_shapes=input_shapes, example_inputs=example_inputs,
+                           freeze_inputs=freeze_inputs)
     import torch
 
     from hetc.frontends.torch_fx import import_exported, import_module
@@ -39,7 +47,7 @@ def import_model(model, example_inputs=None) -> Graph:
                      f"ExportedProgram, a hetc Graph or a path to a .pt2, .hir or .onnx file")
 
 
-def _import_file(path, example_inputs):
+def _import_file(path, example_inputs, input_shapes, freeze_inputs):
     from .errors import HetcError
 
     ext = os.path.splitext(path)[1].lower()
@@ -62,18 +70,22 @@ def _import_file(path, example_inputs):
         name = os.path.splitext(os.path.basename(path))[0]
         return import_exported(ep, name=name.replace("-", "_") or "main")
     if ext == ".onnx":
-        raise UsageError(f"{path}: the ONNX frontend is not built yet; export the model with "
-                         f"torch.export and save it as .pt2, or use a .hir file")
+        from hetc.frontends.onnx import import_onnx
+
+        return import_onnx(path, input_shapes=input_shapes, example_inputs=example_inputs,
+                           freeze_inputs=freeze_inputs)
     raise UsageError(f"{path}: unknown model file type '{ext}' (expected .pt2, .hir or .onnx)")
 
 
-def compile(model, target="ref", example_inputs=None, pipeline=None, *,
-            print_ir_after_all=False, print_ir_after=(), print_ir_before=(),
+def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
+            freeze_inputs=None, print_ir_after_all=False, print_ir_after=(), print_ir_before=(),
             verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
     pipeline: a pass pipeline string (default: the target's own), e.g.
       "canonicalize,fold,cse,dce".
+    input_shapes / freeze_inputs: for ONNX models, fix symbolic input
+      dimensions ({name: shape}) or make inputs constants ({name: array}).
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -85,7 +97,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *,
                          f"(compression options arrive with the compression passes)")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
-    graph = import_model(model, example_inputs)
+    graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
@@ -94,7 +106,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *,
     ctx = PassContext(target=tgt)
     graph = manager.run(graph, ctx)
     artifact = backend.lower(graph, tgt)
-    notes = [f"pipeline: {text or '(empty)'}"]
+    notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"]
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
     report = Report.of(graph, tgt.name, manager.timings, notes)

@@ -79,6 +79,16 @@ def build_parser():
     p.add_argument("--ir", action="store_true", help="also print the IR")
 
     sub.add_parser("targets", help="list targets, their capabilities and availability here")
+
+    p = sub.add_parser("conformance", help="run a conformance suite (the ONNX node tests)")
+    p.add_argument("suite", choices=["onnx"], help="onnx: the ONNX backend node test suite")
+    p.add_argument("--target", "-t", default="ref", choices=list(TARGETS))
+    p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN",
+                   help="only cases whose name matches this regular expression")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown here")
+    p.add_argument("--json", metavar="FILE", help="also write every case's result as JSON here")
+    p.add_argument("--show-failures", action="store_true", help="list every wrong or crashing case")
     return parser
 
 
@@ -192,8 +202,28 @@ def cmd_targets(args):
     _console().print(table)
 
 
+def cmd_conformance(args):
+    from . import conformance
+    from .fsutil import atomic_write_text
+
+    results = conformance.run_suite(args.target, args.pattern, args.jobs,
+                                    progress=conformance.stderr_progress)
+    if not results:
+        raise UsageError(f"no case matches -k {args.pattern!r}")
+    conformance.render(results, _console(), show_cases=args.show_failures)
+    if args.markdown:
+        command = "hetc conformance onnx" + (f" --target {args.target}" if args.target != "ref" else "") \
+            + (f" -k '{args.pattern}'" if args.pattern else "") + f" --markdown {args.markdown}"
+        atomic_write_text(args.markdown, conformance.markdown(results, args.target, command))
+    if args.json:
+        atomic_write_text(args.json, conformance.to_json(results))
+    s = conformance.summary(results)
+    if s["wrong"] or s["crash"]:
+        raise HetcError(f"{s['wrong'] + s['crash']} case(s) failed (wrong answer or crash)")
+
+
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "opt": cmd_opt, "show": cmd_show,
-            "targets": cmd_targets}
+            "targets": cmd_targets, "conformance": cmd_conformance}
 
 
 def main(argv=None) -> int:

@@ -61,6 +61,13 @@ _UNARY = {
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "silu": lambda x: x / (1 + np.exp(-x)),
     "erf": lambda x: _erf(x),
+    "floor": np.floor, "ceil": np.ceil,
+    "round": np.rint,  # half to even
+    "reciprocal": np.reciprocal, "sign": np.sign,  # sign(nan) is nan
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "asinh": np.arcsinh,
+    "acosh": np.arccosh, "atanh": np.arctanh,
+    "isnan": np.isnan, "logical_not": np.logical_not, "bitwise_not": np.invert,
 }
 
 
@@ -73,6 +80,12 @@ def _unary(op, x):
     return _UNARY[op.kind](x)
 
 
+@semantics("isinf")
+def _isinf(op, x):
+    return ((np.isposinf(x) & op.attrs["detect_positive"])
+            | (np.isneginf(x) & op.attrs["detect_negative"]))
+
+
 @semantics("gelu")
 def _gelu(op, x):
     if op.attrs["approximate"] == "tanh":
@@ -83,7 +96,14 @@ def _gelu(op, x):
 
 _BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "pow": np.power,
            "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
-           "less": np.less, "greater": np.greater}
+           "less": np.less, "greater": np.greater, "less_equal": np.less_equal,
+           "greater_equal": np.greater_equal,
+           # mod: the sign of the divisor (Python %), fmod: of the dividend (C fmod);
+           # an integer divisor of 0 gives 0 (numpy's result), a float one nan
+           "mod": np.mod, "fmod": np.fmod,
+           "logical_and": np.logical_and, "logical_or": np.logical_or,
+           "logical_xor": np.logical_xor, "bitwise_and": np.bitwise_and,
+           "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor}
 
 
 @semantics(*_BINARY)
@@ -96,8 +116,29 @@ def _div(op, a, b):
     if a.dtype.kind in "iu":  # integer division truncates toward zero, as in C and ONNX
         # in integers: going through f64 loses digits of i64 values beyond 2^53
         q = np.floor_divide(a, b)
-        return q + ((q * b != a) & ((a < 0) != (b < 0))).astype(q.dtype)
+        q = q + ((q * b != a) & ((a < 0) != (b < 0))).astype(q.dtype)
+        return np.where(b == 0, 0, q).astype(q.dtype)  # x / 0 is 0 for integers, as with mod
     return np.divide(a, b)
+
+
+@semantics("shift_left", "shift_right")
+def _shift(op, a, b):
+    """Bits shifted out are lost; right shifts of signed types are arithmetic.
+    A count below 0 or >= the bit width shifts everything out: 0, or -1 for a
+    negative value shifted right (as in PyTorch). Spelled out rather than left to
+    numpy, as C leaves such counts undefined."""
+    dt = dtypes.from_numpy(a.dtype)
+    if dt.bits < 8 * a.dtype.itemsize:  # i4, u4, ...: shifted in 8 bits, wrapped back after
+        a = a.astype(np.int8 if dt.kind == "int" else np.uint8)
+        b = b.astype(a.dtype)
+    bits = 8 * a.dtype.itemsize
+    ok = (b >= 0) & (b < bits)
+    count = np.where(ok, b, 0).astype(a.dtype)
+    if op.kind == "shift_left":
+        out, spilled = np.left_shift(a, count), 0
+    else:
+        out, spilled = np.right_shift(a, count), np.where(a < 0, -1, 0).astype(a.dtype)
+    return np.where(ok, out, spilled)
 
 
 @semantics("where")
@@ -149,7 +190,7 @@ def _attention(op, q, k, v, mask=None):
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
     L, S = q.shape[-2], k.shape[-2]
     if op.attrs["causal"]:
-        s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
+        s = np.where(np.tril(np.ones((L, S), bool), op.attrs["causal_offset"]), s, -np.inf)
     if mask is not None:
         s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(s.dtype)
     p = _softmax_axis(s, -1)
@@ -169,6 +210,15 @@ def _softmax_axis(x, axis):
 @semantics("softmax")
 def _softmax(op, x):
     return _softmax_axis(x, op.attrs["axis"])
+
+
+@semantics("log_softmax")
+def _log_softmax(op, x):
+    ax = op.attrs["axis"]
+    m = np.max(x, axis=ax, keepdims=True, initial=-np.inf)
+    # x - max - log(sum(exp(x - max))); a row of -inf has no max to subtract (and gives nan)
+    s = x - np.where(np.isneginf(m), 0, m)
+    return s - np.log(np.sum(np.exp(s), axis=ax, keepdims=True))
 
 
 def _norm_axes(x, axis):
@@ -250,6 +300,35 @@ def _gather(op, x, idx):
     return np.take(x, idx, axis=ax)
 
 
+@semantics("gather_elements")
+def _gather_elements(op, x, idx):
+    ax = op.attrs["axis"] % x.ndim
+    _check_indices(op, idx, x.shape[ax])
+    idx = idx.astype(np.int64)
+    index = list(np.indices(idx.shape, sparse=True))  # every other axis: its own position
+    index[ax] = np.where(idx < 0, idx + x.shape[ax], idx)
+    return x[tuple(index)]
+
+
+@semantics("pad")
+def _pad(op, x):
+    r, pads, mode = x.ndim, op.attrs["pads"], op.attrs["mode"]
+    if r == 0:
+        return x.copy()
+    begins, ends = pads[:r], pads[r:]
+    grow = [(max(b, 0), max(e, 0)) for b, e in zip(begins, ends)]
+
+    def crop(a):
+        return a[tuple(slice(max(-b, 0), n - max(-e, 0)) for n, b, e in zip(a.shape, begins, ends))]
+
+    if mode == "constant":
+        # converted as `cast` converts (float to int truncates); padding before cropping
+        # gives the same as after, and stays right when a crop reaches into the padding
+        value = np.asarray(op.attrs["value"]).astype(x.dtype)
+        return crop(np.pad(x, grow, constant_values=value))
+    return np.pad(crop(x), grow, mode=mode)  # reflect, edge and wrap copy what cropping left
+
+
 @semantics("embedding")
 def _embedding(op, ids, table):
     _check_indices(op, ids, table.shape[0])
@@ -258,13 +337,51 @@ def _embedding(op, ids, table):
 
 # -- reductions and pooling -------------------------------------------------------
 
-_REDUCE = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max}
+def _extreme(dtype, high):
+    """The highest (high) or lowest value of `dtype`: -inf does not convert to integers."""
+    if dtype.kind == "f":
+        return np.inf if high else -np.inf
+    if dtype == np.bool_:
+        return high
+    info = ml_dtypes.iinfo(dtype)
+    return info.max if high else info.min
+
+
+_REDUCE = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max,
+           "reduce_min": np.min, "reduce_prod": np.prod}
 
 
 @semantics(*_REDUCE)
 def _reduce(op, x):
+    """Over an empty set (a reduced axis of size 0) each gives its identity: sum 0,
+    prod 1, max the lowest value (-inf), min the highest (+inf); mean nan (integers: 0)."""
     axes = tuple(op.attrs["axes"]) or None
-    return np.asarray(_REDUCE[op.kind](x, axis=axes, keepdims=op.attrs["keepdims"]), x.dtype)
+    kw = dict(axis=axes, keepdims=op.attrs["keepdims"])
+    if op.kind in ("reduce_max", "reduce_min"):
+        kw["initial"] = _extreme(x.dtype, high=op.kind == "reduce_min")
+    elif op.kind == "reduce_mean" and 0 in (x.shape[a] for a in axes or range(x.ndim)):
+        return np.full(op.output.type.shape, np.nan if x.dtype.kind == "f" else 0, x.dtype)
+    return np.asarray(_REDUCE[op.kind](x, **kw), x.dtype)
+
+
+@semantics("argmax", "argmin")
+def _arg_reduce(op, x):
+    ax, keep = op.attrs["axis"], op.attrs["keepdims"]
+    find = np.argmax if op.kind == "argmax" else np.argmin  # the first of ties; nan is extreme
+    if op.attrs["select_last_index"]:
+        return (x.shape[ax] - 1 - find(np.flip(x, ax), axis=ax, keepdims=keep)).astype(np.int64)
+    return find(x, axis=ax, keepdims=keep).astype(np.int64)
+
+
+@semantics("cumsum")
+def _cumsum(op, x):
+    ax = op.attrs["axis"] % x.ndim
+    y = np.flip(x, ax) if op.attrs["reverse"] else x
+    y = np.cumsum(y, axis=ax, dtype=y.dtype)
+    if op.attrs["exclusive"]:  # shift by one along the axis: each sum leaves its element out
+        y = np.pad(y, [(1, 0) if i == ax else (0, 0) for i in range(x.ndim)])
+        y = y[(slice(None),) * ax + (slice(0, -1),)]
+    return np.flip(y, ax) if op.attrs["reverse"] else y
 
 
 def _pool_windows(op, x, pad_value, overhang_value):
@@ -284,11 +401,7 @@ def _pool_windows(op, x, pad_value, overhang_value):
 
 @semantics("max_pool2d")
 def _max_pool2d(op, x):
-    # pad with the lowest value of x's type: -inf does not convert to integers
-    if x.dtype.kind == "f":
-        low = -np.inf
-    else:
-        low = False if x.dtype == np.bool_ else ml_dtypes.iinfo(x.dtype).min
+    low = _extreme(x.dtype, high=False)  # pads with the lowest value of x's type
     return _pool_windows(op, x, low, low).max(axis=(-2, -1))
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hetc.errors import HetcError
 from hetc.interpret import interpret
 from hetc.ir import Graph, OPS, TensorType, dtypes, verify
 from hetc.ir.ops import InferError
@@ -117,6 +118,61 @@ for kind, make, ref in [
 for kind, ref in [("neg", torch.neg), ("relu", torch.relu), ("abs", torch.abs)]:
     case(kind, "i32", [ints(4, 5)], {}, ref)
 
+_specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+_halves = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, -0.49999997, 1e7 + 1, -3.5],
+                   np.float32)
+_to_int = np.concatenate([randn(40, scale=5), _halves, _specials])
+for kind, ref in [("floor", torch.floor), ("ceil", torch.ceil), ("round", torch.round)]:
+    case(kind, "f32", [_to_int], {}, ref, exact=True)  # round: half to even in both
+    case(kind, "bf16", [bf16(_to_int)], {}, ref, exact=True)
+case("reciprocal", "f32", [np.concatenate([randn(40, scale=5), _specials])], {}, torch.reciprocal)
+case("reciprocal", "bf16", [bf16(randn(4, 8, scale=3))], {}, torch.reciprocal)
+
+_unit = lambda *shape: RNG.uniform(-0.999, 0.999, shape).astype(np.float32)  # noqa: E731
+_outside = np.array([1.0, -1.0, 1.5, -2.0, 10.0], np.float32)
+for kind, ref, x in [
+    ("sin", torch.sin, randn(3, 4, 5, scale=4)),
+    ("cos", torch.cos, randn(3, 4, 5, scale=4)),
+    ("tan", torch.tan, randn(3, 4, 5, scale=1.2)),
+    ("asin", torch.asin, _unit(3, 4, 5)),
+    ("acos", torch.acos, _unit(3, 4, 5)),
+    ("atan", torch.atan, randn(3, 4, 5, scale=5)),
+    ("sinh", torch.sinh, randn(3, 4, 5, scale=3)),
+    ("cosh", torch.cosh, randn(3, 4, 5, scale=3)),
+    ("asinh", torch.asinh, randn(3, 4, 5, scale=5)),
+    ("acosh", torch.acosh, positive(3, 4, 5, lo=1.0, hi=20.0)),
+    ("atanh", torch.atanh, _unit(3, 4, 5)),
+]:
+    case(kind, "f32", [x], {}, ref)
+    # the domain edges, values outside it (nan), infinities, overflow (sinh/cosh of 100)
+    case(kind, "specials", [np.concatenate([_outside, _specials, [100.0, -100.0, 0.5]])
+                            .astype(np.float32)], {}, ref)
+case("sin", "bf16", [bf16(randn(4, 8, scale=3))], {}, torch.sin)
+
+case("sign", "f32", [np.concatenate([randn(20), [0.0, -0.0, np.inf, -np.inf]]).astype(np.float32)],
+     {}, torch.sign, exact=True)
+# torch.sign(nan) is 0; hetc keeps nan (numpy's and IEEE's convention): torch for the rest
+case("sign", "nan", [np.array([np.nan, 1.0, -2.0], np.float32)], {},
+     lambda x: torch.where(torch.isnan(x), x, torch.sign(x)), exact=True)
+case("sign", "i32", [ints(4, 5)], {}, torch.sign)
+case("sign", "u8", [ints(10, lo=0, hi=3, dtype=np.uint8)], {}, torch.sign)
+
+_nan_inf = np.concatenate([randn(10), _specials, [3.4e38, -3.4e38]]).astype(np.float32)
+case("isnan", "f32", [_nan_inf], {}, torch.isnan)
+case("isnan", "bf16", [bf16(_nan_inf)], {}, torch.isnan)
+case("isinf", "f32", [_nan_inf], {}, torch.isinf)
+case("isinf", "bf16", [bf16(_nan_inf)], {}, torch.isinf)
+case("isinf", "positive-only", [_nan_inf], {"detect_negative": False}, torch.isposinf)
+case("isinf", "negative-only", [_nan_inf], {"detect_positive": False}, torch.isneginf)
+case("isinf", "neither", [_nan_inf], {"detect_positive": False, "detect_negative": False},
+     lambda x: torch.zeros_like(x, dtype=torch.bool))
+
+case("logical_not", "bool", [bools(3, 4)], {}, torch.logical_not)
+for dt in (np.int32, np.int8, np.uint8, np.int64):
+    case("bitwise_not", np.dtype(dt).name, [ints(3, 4, lo=np.iinfo(dt).min // 2 + 1,
+                                                 hi=np.iinfo(dt).max // 2, dtype=dt)],
+         {}, torch.bitwise_not)
+
 case("gelu", "none-default", [randn(3, 4, 5, scale=3)], {}, F.gelu)
 case("gelu", "none", [randn(3, 4, 5, scale=3)], {"approximate": "none"},
      lambda x: F.gelu(x, approximate="none"))
@@ -143,6 +199,9 @@ case("minimum", "nan", [_nan_a, _nan_b], {}, torch.minimum)
 _trunc = lambda a, b: torch.div(a, b, rounding_mode="trunc")  # noqa: E731
 case("div", "i32-trunc", [ints(4, 6, lo=-50, hi=50), nonzero_ints(4, 6)], {}, _trunc)
 case("div", "i32-trunc-broadcast", [ints(3, 1, 5, lo=-50, hi=50), nonzero_ints(4, 1)], {}, _trunc)
+# an integer divisor of 0 gives 0 (torch raises): torch on the other elements, 0 written in
+case("div", "i32-by-zero", [ints(4, 6, lo=-50, hi=50), ints(4, 6, lo=-2, hi=3)], {},
+     lambda a, b: torch.where(b == 0, 0, _trunc(a, torch.where(b == 0, 1, b))))
 case("div", "i32-extremes",
      [np.array([2**31 - 1, -2**31, -2**31 + 1, 7, -7, 7, -7], np.int32),
       np.array([2, 3, -2**31, 2, 2, -2, -2], np.int32)], {}, _trunc)
@@ -150,13 +209,61 @@ case("div", "i64-large",  # beyond 2^53: exact only with integer arithmetic
      [np.array([2**53 + 1, -(2**62) + 3, 2**63 - 1, -(2**63) + 1, 9, -9], np.int64),
       np.array([1, 7, 3, -5, 4, 4], np.int64)], {}, _trunc)
 
+# mod: sign of the divisor (torch.remainder); fmod: sign of the dividend (torch.fmod)
+for kind, ref in [("mod", torch.remainder), ("fmod", torch.fmod)]:
+    case(kind, "f32-broadcast", [randn(3, 1, 5, scale=10), randn(4, 1, scale=3)], {}, ref)
+    case(kind, "f32-specials",  # x % 0 and inf % x are nan; x % inf is x (mod: or inf)
+         [np.array([5.0, -5.0, np.inf, 5.0, -5.0, 0.0, -7.5, 7.5], np.float32),
+          np.array([0.0, 0.0, 2.0, np.inf, np.inf, 3.0, 2.0, -2.0], np.float32)], {}, ref)
+    case(kind, "i32", [ints(4, 6, lo=-50, hi=50), nonzero_ints(4, 6)], {}, ref)
+    case(kind, "i32-broadcast", [ints(3, 1, 5, lo=-50, hi=50), nonzero_ints(4, 1)], {}, ref)
+    case(kind, "i32-extremes",
+         [np.array([-2**31, -2**31, 2**31 - 1, -2**31, 7, -7], np.int32),
+          np.array([-1, 2**31 - 1, -2**31, -2**31, -2**31, 2**31 - 1], np.int32)], {}, ref)
+    case(kind, "u8", [ints(20, lo=0, hi=256, dtype=np.uint8),
+                      ints(20, lo=1, hi=256, dtype=np.uint8)], {}, ref)
+    case(kind, "bf16", [bf16(randn(4, 8, scale=10)), bf16(randn(8, scale=3))], {}, ref)
+    # torch raises ZeroDivisionError for an integer divisor of 0; hetc gives 0 there (as
+    # numpy does): torch on the other elements, 0 written in
+    case(kind, "i32-by-zero", [ints(4, 6, lo=-50, hi=50), ints(4, 6, lo=-2, hi=3)], {},
+         lambda a, b, ref=ref: torch.where(b == 0, 0, ref(a, torch.where(b == 0, 1, b))))
+
+for kind, ref in [("logical_and", torch.logical_and), ("logical_or", torch.logical_or),
+                  ("logical_xor", torch.logical_xor)]:
+    case(kind, "broadcast", [bools(3, 1, 5), bools(4, 1)], {}, ref)
+for kind, ref in [("bitwise_and", torch.bitwise_and), ("bitwise_or", torch.bitwise_or),
+                  ("bitwise_xor", torch.bitwise_xor)]:
+    case(kind, "i32-broadcast", [ints(3, 1, 5, lo=-2**31, hi=2**31),
+                                 ints(4, 1, lo=-2**31, hi=2**31)], {}, ref)
+    case(kind, "u8", [ints(20, lo=0, hi=256, dtype=np.uint8),
+                      ints(20, lo=0, hi=256, dtype=np.uint8)], {}, ref)
+    case(kind, "i64", [ints(20, lo=-2**63, hi=2**63 - 1, dtype=np.int64),
+                       ints(20, lo=-2**63, hi=2**63 - 1, dtype=np.int64)], {}, ref)
+    case(kind, "bool", [bools(3, 4), bools(4)], {}, ref)
+
+# Shifts: every int8 and uint8 value by every count (negative and >= 8 included: torch
+# gives 0, or -1 for a negative value shifted right), wider types on a sample.
+_all8 = np.arange(256)
+for kind, ref in [("shift_left", torch.bitwise_left_shift),
+                  ("shift_right", torch.bitwise_right_shift)]:
+    for dt in (np.int8, np.uint8):
+        a, b = np.meshgrid(_all8.astype(dt), _all8.astype(dt), indexing="ij")
+        case(kind, f"{np.dtype(dt).name}-exhaustive", [a, b], {}, ref)
+    for dt, bits in ((np.int16, 16), (np.int32, 32), (np.int64, 64)):
+        info = np.iinfo(dt)
+        a = np.concatenate([ints(40, lo=info.min, hi=info.max, dtype=dt),
+                            np.array([info.min, info.max, -1, 1, 0], dt)])
+        case(kind, f"{np.dtype(dt).name}", [a.reshape(-1, 1), np.arange(-3, bits + 4, dtype=dt)],
+             {}, ref)
+
 case("pow", "f32", [positive(3, 4), randn(3, 4)], {}, torch.pow)
 case("pow", "f32-broadcast", [positive(2, 3, 1), randn(4)], {}, torch.pow)
 case("pow", "i32", [ints(3, 4, lo=-5, hi=6), ints(3, 4, lo=0, hi=4)], {}, torch.pow)
 
 _eq_a = RNG.integers(-2, 3, (3, 4)).astype(np.float32)  # small values: many ties
 _eq_b = RNG.integers(-2, 3, (4,)).astype(np.float32)
-for kind, ref in [("equal", torch.eq), ("less", torch.lt), ("greater", torch.gt)]:
+for kind, ref in [("equal", torch.eq), ("less", torch.lt), ("greater", torch.gt),
+                  ("less_equal", torch.le), ("greater_equal", torch.ge)]:
     case(kind, "f32", [_eq_a, _eq_b], {}, ref)
     case(kind, "i32", [ints(2, 3, 4, lo=-2, hi=3), ints(3, 1, lo=-2, hi=3)], {}, ref)
 
@@ -281,6 +388,11 @@ case("attention", "causal-L4-S6", [_q, _k, _v], {"causal": True}, _sdpa(causal=T
 case("attention", "causal-L6-S4", [randn(2, 6, 8), randn(2, 4, 8), randn(2, 4, 8)],
      {"causal": True}, _sdpa(causal=True))
 case("attention", "causal-square", [randn(1, 2, 5, 8)] * 3, {"causal": True}, _sdpa(causal=True))
+# bottom-right alignment (a KV cache of 3 earlier keys): query i sees keys j <= i + 3
+_q2, _kv2 = randn(2, 4, 8), randn(2, 7, 8)
+case("attention", "causal-offset", [_q2, _kv2, _kv2], {"causal": True, "causal_offset": 3},
+     lambda q, k, v: F.scaled_dot_product_attention(
+         q, k, v, attn_mask=torch.ones(4, 7, dtype=torch.bool).tril(3)))
 case("attention", "bool-mask", [_q, _k, _v, bool_mask(4, 6)], {}, _sdpa())
 case("attention", "bool-mask-batched", [_q, _k, _v, bool_mask(2, 1, 4, 6)], {}, _sdpa())
 case("attention", "float-mask", [_q, _k, _v, float_mask(2, 3, 4, 6)], {}, _sdpa())
@@ -307,6 +419,20 @@ for axis in (-1, 0, 1, -2):
 case("softmax", "default-axis", [randn(2, 7, scale=4)], {}, lambda x: torch.softmax(x, -1))
 case("softmax", "with-inf", [np.array([[0.0, -np.inf, 1.0], [2.0, 3.0, -np.inf]], np.float32)],
      {}, lambda x: torch.softmax(x, -1))
+
+for axis in (-1, 0, 1):
+    case("log_softmax", f"axis{axis}", [randn(3, 4, 5, scale=4)], {"axis": axis},
+         lambda x, axis=axis: torch.log_softmax(x, dim=axis))
+case("log_softmax", "default-axis", [randn(2, 7, scale=30)], {}, lambda x: torch.log_softmax(x, -1))
+# -inf entries give -inf; a row of -inf, or one holding +inf or nan, gives nan (as in torch)
+case("log_softmax", "specials",
+     [np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.inf, 0.0, 1.0],
+                [np.nan, 0.0, 1.0], [1e30, -1e30, 0.0]], np.float32)],
+     {}, lambda x: torch.log_softmax(x, -1))
+# hetc computes in f32 and rounds once; torch's bf16 kernel rounds log(sum(exp)) to bf16 before
+# subtracting it, which for the largest entry (a result near 0) loses several bf16 ulp
+case("log_softmax", "bf16", [bf16(randn(4, 8, scale=4))], {},
+     lambda x: torch.log_softmax(x.float(), -1).to(torch.bfloat16))
 
 
 def _ln(axis, eps=1e-5):
@@ -436,6 +562,92 @@ case("gather", "scalar-index", [randn(4, 3), np.array(-2, np.int32)], {}, _gathe
 case("gather", "i32-data", [ints(6, 2), np.array([[1, -1], [0, 5]], np.int64)], {},
      _gather_ref(0))
 
+
+def _gather_elements_ref(axis):
+    def ref(x, idx):
+        n = x.shape[axis]
+        return torch.gather(x, axis, torch.where(idx < 0, idx + n, idx).long())
+    return ref
+
+
+case("gather_elements", "axis0", [randn(4, 3), ints(5, 3, lo=0, hi=4, dtype=np.int64)], {},
+     _gather_elements_ref(0))
+case("gather_elements", "axis1-negative", [randn(2, 5, 3), ints(2, 7, 3, lo=-5, hi=5)],
+     {"axis": 1}, _gather_elements_ref(1))
+case("gather_elements", "axis-1-smaller", [randn(3, 4, 6), ints(2, 3, 5, lo=-6, hi=6)],
+     {"axis": -1}, _gather_elements_ref(-1))
+case("gather_elements", "i32-data", [ints(3, 4), ints(3, 2, lo=-4, hi=4, dtype=np.int64)],
+     {"axis": 1}, _gather_elements_ref(1))
+case("gather_elements", "u8-indices", [randn(5, 2), ints(3, 2, lo=0, hi=5, dtype=np.uint8)], {},
+     _gather_elements_ref(0))
+case("gather_elements", "empty-indices", [randn(3, 4), np.zeros((3, 0), np.int64)],
+     {"axis": 1}, _gather_elements_ref(1))
+
+
+_TORCH_PAD_MODE = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+def _pad_ref(pads, mode):
+    """Crop the negative pads, then pad one axis at a time with F.pad (whose
+    reflect/replicate/circular modes pad only the last 1-3 dims)."""
+    def ref(x):
+        r = x.ndim
+        for a in range(r):
+            b, e = pads[a], pads[a + r]
+            x = x.narrow(a, max(-b, 0), x.shape[a] - max(-b, 0) - max(-e, 0))
+            if b > 0 or e > 0:
+                y = x.movedim(a, -1)
+                shape = y.shape
+                y = F.pad(y.reshape(1, -1, shape[-1]), (max(b, 0), max(e, 0)),
+                          mode=_TORCH_PAD_MODE[mode])
+                x = y.reshape(*shape[:-1], -1).movedim(-1, a)
+        return x
+    return ref
+
+
+def _torch_pads(pads):
+    """ONNX order (all begins, all ends) to F.pad's (last begin, last end, ...)."""
+    r = len(pads) // 2
+    return [p for a in reversed(range(r)) for p in (pads[a], pads[a + r])]
+
+
+for id, pads in [("all-axes", [1, 0, 2, 2, 1, 0]), ("crop", [0, -1, 2, -1, 1, -2]),
+                 ("zero", [0, 0, 0, 0, 0, 0])]:
+    # F.pad pads (and crops, for negative pads) every axis at once in constant mode
+    case("pad", f"constant-{id}", [randn(3, 4, 6)], {"pads": pads},
+         lambda x, pads=pads: F.pad(x, _torch_pads(pads)))
+    case("pad", f"constant-value-{id}", [randn(3, 4, 6)], {"pads": pads, "value": -1.5},
+         lambda x, pads=pads: F.pad(x, _torch_pads(pads), value=-1.5))
+    for mode in ("reflect", "edge", "wrap"):
+        case("pad", f"{mode}-{id}", [randn(3, 4, 6)], {"pads": pads, "mode": mode},
+             _pad_ref(pads, mode))
+for mode in ("reflect", "edge", "wrap"):
+    # crop one side and pad the other: cropping comes first (as ONNX's reference does)
+    case("pad", f"{mode}-crop-then-pad", [randn(4, 7)], {"pads": [-1, 2, 2, -3], "mode": mode},
+         _pad_ref([-1, 2, 2, -3], mode))
+    case("pad", f"{mode}-bf16", [bf16(randn(3, 5))], {"pads": [1, 2, 2, 1], "mode": mode},
+         _pad_ref([1, 2, 2, 1], mode))
+case("pad", "reflect-largest", [randn(2, 3)], {"pads": [1, 2, 1, 2], "mode": "reflect"},
+     _pad_ref([1, 2, 1, 2], "reflect"))
+case("pad", "edge-one-element", [randn(1, 3)], {"pads": [3, 0, 2, 1], "mode": "edge"},
+     _pad_ref([3, 0, 2, 1], "edge"))
+# wrap repeats x periodically, beyond one period too; torch's circular pad stops at one
+# period, so the periodic indices are written out
+case("pad", "wrap-beyond-period", [randn(2, 3)], {"pads": [0, 7, 0, 4], "mode": "wrap"},
+     lambda x: x.index_select(1, torch.arange(-7, 3 + 4) % 3))
+case("pad", "i32-value", [ints(2, 3)], {"pads": [1, 1, 0, 2], "value": 7.0},
+     lambda x: F.pad(x, _torch_pads([1, 1, 0, 2]), value=7))
+case("pad", "i32-value-truncates", [ints(2, 3)], {"pads": [1, 0, 0, 0], "value": -2.7},
+     lambda x: F.pad(x, _torch_pads([1, 0, 0, 0]), value=-2))
+case("pad", "i32-edge", [ints(2, 3)], {"pads": [1, 1, 1, 1], "mode": "edge"},
+     _pad_ref([1, 1, 1, 1], "edge"))
+case("pad", "empty-axis", [randn(2, 0)], {"pads": [0, 1, 1, 2], "value": 3.0},
+     lambda x: F.pad(x, _torch_pads([0, 1, 1, 2]), value=3.0))
+# a crop reaching past x into the other side's padding leaves padding only; torch refuses
+# such crops, so the (constant) result is written out
+case("pad", "constant-overcrop", [randn(2, 3)], {"pads": [0, -5, 0, 4], "value": 2.0},
+     lambda x: torch.full((2, 2), 2.0))
+
 case("embedding", "i64", [ints(2, 5, lo=0, hi=10, dtype=np.int64), W(randn(10, 4))], {},
      lambda ids, t: F.embedding(ids, t))
 case("embedding", "i32", [ints(3, lo=0, hi=10), randn(10, 4)], {},
@@ -445,7 +657,8 @@ case("embedding", "scalar-id", [np.array(7, np.int64), randn(10, 4)], {},
 
 # reductions and pooling ---------------------------------------------------------------------
 
-_REDUCERS = {"reduce_sum": torch.sum, "reduce_mean": torch.mean, "reduce_max": torch.amax}
+_REDUCERS = {"reduce_sum": torch.sum, "reduce_mean": torch.mean, "reduce_max": torch.amax,
+             "reduce_min": torch.amin, "reduce_prod": torch.prod}
 
 
 def _reduce_ref(kind, axes, keepdims):
@@ -453,6 +666,10 @@ def _reduce_ref(kind, axes, keepdims):
         dims = tuple(axes) if axes else tuple(range(x.ndim))  # [] means every axis
         if kind == "reduce_sum":  # torch.sum widens ints to i64; hetc keeps the dtype
             return torch.sum(x, dim=dims, keepdim=keepdims, dtype=x.dtype)
+        if kind == "reduce_prod":  # torch.prod takes one dim at a time, and widens ints too
+            for d in sorted((d % x.ndim for d in dims), reverse=True):
+                x = torch.prod(x, dim=d, keepdim=keepdims, dtype=x.dtype)
+            return x
         return _REDUCERS[kind](x, dim=dims, keepdim=keepdims)
     return ref
 
@@ -467,6 +684,99 @@ for kind in _REDUCERS:
 case("reduce_sum", "i32", [ints(3, 4, 5)], {"axes": [1, 2], "keepdims": True},
      _reduce_ref("reduce_sum", [1, 2], True))
 case("reduce_max", "i32", [ints(3, 4, 5)], {"axes": [0]}, _reduce_ref("reduce_max", [0], False))
+case("reduce_min", "i32", [ints(3, 4, 5)], {"axes": [0, 1]},
+     _reduce_ref("reduce_min", [0, 1], False))
+case("reduce_prod", "i32-wraps", [ints(3, 8, 5, lo=-40, hi=40)], {"axes": [1]},
+     _reduce_ref("reduce_prod", [1], False))
+case("reduce_prod", "i64", [ints(3, 4, lo=-9, hi=10, dtype=np.int64)], {},
+     _reduce_ref("reduce_prod", [], False))
+_nan_rows = randn(3, 4)
+_nan_rows[1, 2] = np.nan
+for kind in ("reduce_max", "reduce_min", "reduce_sum", "reduce_prod"):
+    case(kind, "nan", [_nan_rows], {"axes": [1]}, _reduce_ref(kind, [1], False))
+
+# Over an empty set every reduction gives its identity. torch agrees for sum, prod and mean;
+# amax/amin refuse an empty dim, so the identity (-inf/+inf, the int type's min/max) is
+# written out.
+for axes, keepdims, shape in (([1], False, (3, 0, 4)), ([0, 2], True, (3, 5, 0)),
+                              ([], False, (0, 2))):
+    id = f"empty-axes{'_'.join(map(str, axes)) or 'all'}-keep{int(keepdims)}"
+    for kind in ("reduce_sum", "reduce_prod", "reduce_mean"):
+        case(kind, id, [randn(*shape)], {"axes": axes, "keepdims": keepdims},
+             _reduce_ref(kind, axes, keepdims))
+    for kind in ("reduce_sum", "reduce_prod"):
+        case(kind, f"i32-{id}", [ints(*shape)], {"axes": axes, "keepdims": keepdims},
+             _reduce_ref(kind, axes, keepdims))
+    for kind, fill, info in (("reduce_max", -np.inf, "min"), ("reduce_min", np.inf, "max")):
+        def empty_ref(x, axes=axes, keepdims=keepdims, fill=fill, info=info):
+            shape = torch.sum(x, dim=tuple(axes) or tuple(range(x.ndim)), keepdim=keepdims).shape
+            value = fill if x.dtype.is_floating_point else getattr(torch.iinfo(x.dtype), info)
+            return torch.full(shape, value, dtype=x.dtype)
+        case(kind, id, [randn(*shape)], {"axes": axes, "keepdims": keepdims}, empty_ref)
+        case(kind, f"i32-{id}", [ints(*shape)], {"axes": axes, "keepdims": keepdims}, empty_ref)
+        case(kind, f"u8-{id}", [ints(*shape, lo=0, dtype=np.uint8)],
+             {"axes": axes, "keepdims": keepdims}, empty_ref)
+# torch.mean refuses integers; hetc's integer mean of nothing is 0 (written out)
+case("reduce_mean", "i32-empty", [ints(3, 0)], {"axes": [1]},
+     lambda x: torch.zeros(3, dtype=torch.int32))
+# a zero-size axis that is not reduced: an empty result, no identity needed
+case("reduce_max", "empty-kept-axis", [randn(0, 4)], {"axes": [1]},
+     _reduce_ref("reduce_max", [1], False))
+
+
+def _arg_ref(kind, axis=0, keepdims=True, last=False):
+    find = torch.argmax if kind == "argmax" else torch.argmin
+
+    def ref(x):
+        if last:  # the last of ties: the first in the flipped tensor
+            return x.shape[axis] - 1 - find(x.flip(axis), dim=axis, keepdim=keepdims)
+        return find(x, dim=axis, keepdim=keepdims)
+    return ref
+
+
+_ties = RNG.integers(-2, 3, (3, 4, 5)).astype(np.float32)  # many ties
+for kind in ("argmax", "argmin"):
+    case(kind, "defaults", [randn(3, 4, 5)], {}, _arg_ref(kind))
+    for axis in (1, -1):
+        for keepdims in (False, True):
+            case(kind, f"axis{axis}-keep{int(keepdims)}", [randn(3, 4, 5)],
+                 {"axis": axis, "keepdims": keepdims}, _arg_ref(kind, axis, keepdims))
+    case(kind, "ties-first", [_ties], {"axis": 2}, _arg_ref(kind, 2))
+    case(kind, "ties-last", [_ties], {"axis": 2, "select_last_index": True},
+         _arg_ref(kind, 2, last=True))
+    case(kind, "ties-last-axis0", [_ties], {"select_last_index": True, "keepdims": False},
+         _arg_ref(kind, 0, False, last=True))
+    case(kind, "i32", [ints(4, 6, lo=-3, hi=3)], {"axis": 1}, _arg_ref(kind, 1))
+    case(kind, "nan", [np.array([[1.0, np.nan, 5.0, np.nan], [-1.0, 2.0, -3.0, 0.0]], np.float32)],
+         {"axis": 1}, _arg_ref(kind, 1))
+    case(kind, "bf16", [bf16(_ties)], {"axis": 1}, _arg_ref(kind, 1))
+
+
+def _cumsum_ref(axis, exclusive=False, reverse=False):
+    def ref(x):
+        y = x.flip(axis) if reverse else x
+        y = torch.cumsum(y, axis, dtype=x.dtype)  # torch widens ints to i64 unless told
+        if exclusive:
+            n = y.shape[axis]
+            y = torch.cat([torch.zeros_like(y.narrow(axis, 0, min(n, 1))),
+                           y.narrow(axis, 0, max(n - 1, 0))], axis)
+        return y.flip(axis) if reverse else y
+    return ref
+
+
+for axis in (0, 1, -1):
+    for exclusive in (False, True):
+        for reverse in (False, True):
+            case("cumsum", f"axis{axis}-excl{int(exclusive)}-rev{int(reverse)}", [randn(3, 4, 5)],
+                 {"axis": axis, "exclusive": exclusive, "reverse": reverse},
+                 _cumsum_ref(axis, exclusive, reverse))
+case("cumsum", "i32-wraps", [ints(3, 6, lo=2**29, hi=2**30)], {"axis": 1}, _cumsum_ref(1))
+case("cumsum", "i64-exclusive-reverse", [ints(2, 7, dtype=np.int64)],
+     {"axis": 1, "exclusive": True, "reverse": True}, _cumsum_ref(1, True, True))
+case("cumsum", "1d", [randn(9)], {"axis": 0}, _cumsum_ref(0))
+case("cumsum", "empty-axis", [randn(3, 0)], {"axis": 1, "exclusive": True}, _cumsum_ref(1, True))
+case("cumsum", "one-element-exclusive", [randn(3, 1)], {"axis": 1, "exclusive": True},
+     _cumsum_ref(1, True))
 
 
 def pool_case(kind, id, x, kernel, stride=None, pad=(0, 0), ceil_mode=False, dilation=None,
@@ -613,3 +923,88 @@ def test_attention_mask_must_not_widen_the_batch():
                 for n, a in zip("qkvm", (q, k, v, m))]
     with pytest.raises(InferError, match="does not broadcast to the scores"):
         g.add("attention", operands)
+
+
+def _t(shape, dtype="f32"):
+    return TensorType(shape, dtypes.get(dtype))
+
+
+@pytest.mark.parametrize("kind, types, attrs, message", [
+    ("floor", [_t((2,), "i32")], {}, "floor needs a float tensor, got i32"),
+    ("sin", [_t((2,), "bool")], {}, "sin needs a float tensor, got bool"),
+    ("sign", [_t((2,), "bool")], {}, "sign needs a float or integer tensor, got bool"),
+    ("isnan", [_t((2,), "i32")], {}, "isnan needs a float tensor"),
+    ("isinf", [_t((2,))], {"detect_positive": 1},
+     "attribute 'detect_positive' of isinf must be bool"),
+    ("logical_not", [_t((2,), "i32")], {}, "logical_not needs a bool tensor, got i32"),
+    ("bitwise_not", [_t((2,), "bool")], {}, "bitwise_not needs an integer tensor, got bool"),
+    ("mod", [_t((2,), "bool"), _t((2,), "bool")], {}, "mod needs a float or integer tensor"),
+    ("fmod", [_t((2,), "i32"), _t((2,), "i64")], {}, "fmod operands have different dtypes"),
+    ("logical_and", [_t((2,)), _t((2,))], {}, "logical_and needs a bool tensor, got f32"),
+    ("bitwise_or", [_t((2,)), _t((2,))], {}, "bitwise_or needs an integer or bool tensor"),
+    ("shift_left", [_t((2,), "bool"), _t((2,), "bool")], {}, "shift_left needs an integer tensor"),
+    ("shift_right", [_t((2,), "u8"), _t((3,), "u8")], {}, r"shapes \[2\], \[3\] do not broadcast"),
+    ("less_equal", [_t((2,)), _t((2,), "bf16")], {}, "less_equal operands have different dtypes"),
+    ("pad", [_t((2, 3))], {"pads": [1, 1]}, r"pad needs 4 pads \(all begins, then all ends\)"),
+    ("pad", [_t((2, 3))], {"pads": [0, -2, 0, -2]},
+     "pads -2, -2 crop more than the 3 elements of axis 1"),
+    ("pad", [_t((2, 3))], {"pads": [0, 0, 0, 0], "mode": "symmetric"}, "pad mode must be one of"),
+    ("pad", [_t((2, 3))], {"pads": [0, 3, 0, 0], "mode": "reflect"},
+     r"reflect pads must be smaller than the axis: axis 1 has 3 elements"),
+    ("pad", [_t((2, 4))], {"pads": [0, -2, 0, 2], "mode": "reflect"},
+     "axis 1 has 2 elements \\(after cropping\\), pads -2, 2"),
+    ("pad", [_t((2, 0))], {"pads": [0, 1, 0, 0], "mode": "edge"},
+     "pad mode 'edge' has nothing to copy"),
+    ("pad", [_t((2, 3))], {"pads": [0, -4, 0, 2], "mode": "wrap"},
+     "pad mode 'wrap' has nothing to copy"),
+    ("pad", [_t((2,), "i32")], {"pads": [1, 0], "value": float("nan")},
+     "pad value nan does not fit i32"),
+    ("cumsum", [_t((2, 3))], {}, "cumsum needs attribute 'axis'"),
+    ("cumsum", [_t((2, 3))], {"axis": 2}, "axis 2 is out of range for rank 2"),
+    ("cumsum", [_t((2,), "bool")], {"axis": 0}, "cumsum needs a float or integer tensor"),
+    ("cumsum", [_t(())], {"axis": 0}, "cumsum needs a tensor of rank >= 1"),
+    ("argmax", [_t((2, 0))], {"axis": 1}, r"argmax over axis 1 of \[2, 0\]: the axis is empty"),
+    ("argmin", [_t((2, 3))], {"axis": -3}, "axis -3 is out of range for rank 2"),
+    ("argmin", [_t((2,), "bool")], {}, "argmin needs a float or integer tensor"),
+    ("reduce_min", [_t((2, 3))], {"axes": [2]}, "axis 2 is out of range for rank 2"),
+    ("log_softmax", [_t((2, 3), "i32")], {}, "log_softmax needs a float tensor, got i32"),
+    ("gather_elements", [_t((2, 3)), _t((2, 3))], {}, "gather_elements indices must be integers"),
+    ("gather_elements", [_t((2, 3)), _t((2,), "i64")], {},
+     r"indices \[2\] must have the rank of x \[2, 3\]"),
+    ("gather_elements", [_t((2, 3)), _t((5, 4), "i64")], {},
+     r"indices \[5, 4\] are larger than x \[2, 3\] outside axis 0"),
+])
+def test_new_ops_reject_bad_operands(kind, types, attrs, message):
+    g = Graph()
+    operands = [g.add_input(f"x{i}", t) for i, t in enumerate(types)]
+    with pytest.raises(InferError, match=message):
+        g.add(kind, operands, attrs)
+
+
+@pytest.mark.parametrize("indices", [[[0, 3]], [[-4, 0]]])
+def test_gather_elements_index_out_of_range(indices):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3), dtypes.f32))
+    i = g.add_input("i", TensorType((1, 2), dtypes.i64))
+    g.outputs = [g.add("gather_elements", [x, i], {"axis": 1})]
+    with pytest.raises(HetcError, match=r"gather_elements: index out of range \[-3, 3\)"):
+        interpret(g, [randn(2, 3), np.array(indices, np.int64)])
+
+
+def test_shifts_of_narrow_integers_wrap_to_their_width():
+    """i4 and u4 have no torch type: every value by every count, against Python
+    integers wrapped to 4 bits."""
+    for dt, lo, hi in ((dtypes.i4, -8, 8), (dtypes.u4, 0, 16)):
+        a, b = np.meshgrid(np.arange(lo, hi), np.arange(lo, hi), indexing="ij")
+        for kind in ("shift_left", "shift_right"):
+            g = Graph()
+            xs = [g.add_input(n, TensorType(a.shape, dt)) for n in "ab"]
+            g.outputs = [g.add(kind, xs)]
+            got = interpret(g, [a.astype(dt.storage), b.astype(dt.storage)])[0].astype(np.int64)
+
+            def want(x, n):
+                if not 0 <= n < 4:
+                    return -1 if kind == "shift_right" and x < 0 else 0
+                y = (x << n) & 15 if kind == "shift_left" else x >> n
+                return y - 16 if lo < 0 and y >= 8 else y
+            np.testing.assert_array_equal(got, np.vectorize(want)(a, b), err_msg=f"{dt} {kind}")

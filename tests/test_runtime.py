@@ -102,8 +102,8 @@ def test_compile_argument_errors():
 
 def test_model_file_errors(tmp_path):
     onnx_file = tmp_path / "m.onnx"
-    onnx_file.write_bytes(b"")
-    with pytest.raises(UsageError, match="ONNX frontend is not built yet"):
+    onnx_file.write_bytes(b"\x00garbage")
+    with pytest.raises(HetcError, match="m.onnx: not a readable ONNX model"):
         hetc.compile(str(onnx_file))
     with pytest.raises(UsageError, match="no such file"):
         hetc.compile(str(tmp_path / "absent.pt2"))

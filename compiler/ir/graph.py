@@ -57,6 +57,7 @@ class Graph:
         self.outputs: list[Value] = []
         self.ops: list[Op] = []
         self.weights = weights if weights is not None else WeightStore()
+        self.notes: list[str] = []  # what an importer wants the report to say
         self._names: set[str] = set()
         self._counter = 0
 

@@ -123,9 +123,26 @@ def _axis(axis, rank, what="axis"):
     return axis % rank if rank else 0
 
 
+# dtype kinds (DType.kind) an op accepts
+_FLOAT, _INT, _BOOL = ("float",), ("int", "uint"), ("bool",)
+_KIND_WORDS = {"float": "float", "int": "integer", "uint": "integer", "bool": "bool"}
+
+
+def _kinds(t: TensorType, kinds, who):
+    """Reject `t` unless its (logical) dtype is of one of `kinds`."""
+    if t.value_dtype.kind not in kinds:
+        words = " or ".join(dict.fromkeys(_KIND_WORDS[k] for k in kinds))
+        article = "an" if words[0] in "aeiou" else "a"
+        raise InferError(f"{who} needs {article} {words} tensor, got {t.value_dtype}")
+
+
 def _float(t: TensorType, who):
-    if not t.value_dtype.is_float:
-        raise InferError(f"{who} needs a float tensor, got {t.value_dtype}")
+    _kinds(t, _FLOAT, who)
+
+
+def _rank1(t: TensorType, who):
+    if t.rank == 0:
+        raise InferError(f"{who} needs a tensor of rank >= 1, got a scalar")
 
 
 def _same_dtype(types, who):
@@ -167,16 +184,26 @@ def _const(types, attrs):
 
 # -- elementwise ----------------------------------------------------------------
 
-def _unary_float(kind):
+def _unary(kind, kinds=_FLOAT, result=None):
+    """Elementwise on x of a dtype of `kinds`; the result has x's dtype unless
+    `result` is given."""
     def infer(types, attrs):
-        _float(types[0], kind)
-        return types[0].plain()
+        _kinds(types[0], kinds, kind)
+        return TensorType(types[0].shape, result or types[0].value_dtype)
     return infer
 
 
-for _k in ("sqrt", "rsqrt", "exp", "log", "tanh", "sigmoid", "silu", "erf"):
-    define(_k, ["x"])(_unary_float(_k))
-define("gelu", ["x"], [Attr("approximate", "str", "none")])(_unary_float("gelu"))
+for _k in ("sqrt", "rsqrt", "exp", "log", "tanh", "sigmoid", "silu", "erf",
+           "floor", "ceil", "round", "reciprocal",
+           "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"):
+    define(_k, ["x"])(_unary(_k))
+define("gelu", ["x"], [Attr("approximate", "str", "none")])(_unary("gelu"))
+define("sign", ["x"])(_unary("sign", _FLOAT + _INT))
+define("isnan", ["x"])(_unary("isnan", result=dtypes.boolean))
+define("isinf", ["x"], [Attr("detect_positive", "bool", True),
+                        Attr("detect_negative", "bool", True)])(_unary("isinf", result=dtypes.boolean))
+define("logical_not", ["x"])(_unary("logical_not", _BOOL))
+define("bitwise_not", ["x"])(_unary("bitwise_not", _INT))
 
 
 @define("neg", ["x"])
@@ -188,15 +215,26 @@ define("relu", ["x"])(_neg)
 define("abs", ["x"])(_neg)
 
 
-def _binary(kind):
+def _binary(kind, kinds=None):
+    """Broadcasting a, b of one dtype (of `kinds`, when given); result of that dtype."""
     def infer(types, attrs):
         _same_dtype(types, kind)
+        if kinds:
+            _kinds(types[0], kinds, kind)
         return TensorType(broadcast(types[0].shape, types[1].shape), types[0].value_dtype)
     return infer
 
 
 for _k in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
     define(_k, ["a", "b"])(_binary(_k))
+for _k in ("mod", "fmod"):
+    define(_k, ["a", "b"])(_binary(_k, _FLOAT + _INT))
+for _k in ("logical_and", "logical_or", "logical_xor"):
+    define(_k, ["a", "b"])(_binary(_k, _BOOL))
+for _k in ("bitwise_and", "bitwise_or", "bitwise_xor"):
+    define(_k, ["a", "b"])(_binary(_k, _INT + _BOOL))
+for _k in ("shift_left", "shift_right"):
+    define(_k, ["a", "b"])(_binary(_k, _INT))
 
 
 def _compare(kind):
@@ -206,7 +244,7 @@ def _compare(kind):
     return infer
 
 
-for _k in ("equal", "less", "greater"):
+for _k in ("equal", "less", "greater", "less_equal", "greater_equal"):
     define(_k, ["a", "b"])(_compare(_k))
 
 
@@ -264,9 +302,20 @@ _CONV_ATTRS = [Attr("stride", "ints", (1, 1)), Attr("padding", "ints", (0, 0, 0,
 
 def _pads(attrs, who):
     p = attrs["padding"]
-    if len(p) != 4:
-        raise InferError(f"{who} padding is [top, left, bottom, right], got {p}")
+    if len(p) != 4 or min(p) < 0:
+        raise InferError(f"{who} padding is [top, left, bottom, right] >= 0, got {p}")
     return p
+
+
+def _pairs(attrs, who, *names):
+    """Each named window attribute as a (height, width) pair of positive ints."""
+    out = []
+    for name in names:
+        v = attrs.get(name) or attrs.get("kernel")  # a pooling stride defaults to the kernel
+        if len(v) != 2 or min(v) < 1:
+            raise InferError(f"{who} {name} must be two positive integers, got {v}")
+        out.append(v)
+    return out
 
 
 @define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1)])
@@ -283,20 +332,22 @@ def _conv2d(types, attrs):
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         raise InferError(f"conv2d bias must be [{w.shape[0]}], got {list(types[2].shape)}")
     t, l, b, r = _pads(attrs, "conv2d")
-    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    (sh, sw), (dh, dw) = _pairs(attrs, "conv2d", "stride", "dilation")
     oh = pool_out(x.shape[2], w.shape[2], sh, t, b, dh, False)
     ow = pool_out(x.shape[3], w.shape[3], sw, l, r, dw, False)
     return TensorType((x.shape[0], w.shape[0], oh, ow), x.value_dtype)
 
 
 @define("attention", ["q", "k", "v", "mask?"], [Attr("causal", "bool", False),
+                                                 Attr("causal_offset", "int", 0),
                                                  Attr("scale", "float", 0.0)])
 def _attention(types, attrs):
     """softmax(q k^T * scale + mask) v; scale 0 means 1/sqrt(head dim).
 
     q [..., L, E], k [..., S, E], v [..., S, Ev]; a bool mask keeps True
-    positions, a float mask is added; causal keeps key j <= query i. A query
-    row whose keys are all masked gives zeros.
+    positions, a float mask is added; causal keeps key j <= query i + offset
+    (offset 0: PyTorch's top-left alignment; S - L: bottom-right, as with a
+    KV cache). A query row whose keys are all masked gives zeros.
     """
     q, k, v = types[:3]
     _same_dtype(types[:3], "attention")
@@ -315,11 +366,16 @@ def _attention(types, attrs):
 
 # -- normalization ----------------------------------------------------------------
 
-@define("softmax", ["x"], [Attr("axis", "int", -1)])
-def _softmax(types, attrs):
-    _float(types[0], "softmax")
-    _axis(attrs["axis"], types[0].rank)
-    return types[0].plain()
+def _softmax(kind):
+    def infer(types, attrs):
+        _float(types[0], kind)
+        _axis(attrs["axis"], types[0].rank)
+        return types[0].plain()
+    return infer
+
+
+for _k in ("softmax", "log_softmax"):
+    define(_k, ["x"], [Attr("axis", "int", -1)])(_softmax(_k))
 
 
 @define("layer_norm", ["x", "w?", "b?"], [Attr("axis", "int", -1), Attr("eps", "float", 1e-5)])
@@ -436,6 +492,58 @@ def _gather(types, attrs):
     return TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.value_dtype)
 
 
+@define("gather_elements", ["x", "indices"], [Attr("axis", "int", 0)])
+def _gather_elements(types, attrs):
+    """x's element at `indices` along `axis`, at the same position elsewhere
+    (`np.take_along_axis`); the result has the shape of indices."""
+    x, idx = types
+    if not idx.dtype.is_int:
+        raise InferError(f"gather_elements indices must be integers, got {idx.dtype}")
+    _rank1(x, "gather_elements")
+    if idx.rank != x.rank:
+        raise InferError(f"gather_elements indices {list(idx.shape)} must have the rank of "
+                         f"x {list(x.shape)}")
+    ax = _axis(attrs["axis"], x.rank)
+    if any(i != ax and n > d for i, (n, d) in enumerate(zip(idx.shape, x.shape))):
+        raise InferError(f"gather_elements indices {list(idx.shape)} are larger than "
+                         f"x {list(x.shape)} outside axis {attrs['axis']}")
+    return TensorType(idx.shape, x.value_dtype)
+
+
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+@define("pad", ["x"], [Attr("pads", "ints"), Attr("mode", "str", "constant"),
+                       Attr("value", "float", 0.0)])
+def _pad(types, attrs):
+    """pads: every axis's begin, then every axis's end (ONNX order); negative
+    pads crop, before the padding is made."""
+    x, pads, mode = types[0], attrs["pads"], attrs["mode"]
+    if mode not in _PAD_MODES:
+        raise InferError(f"pad mode must be one of {', '.join(map(repr, _PAD_MODES))}, "
+                         f"got {mode!r}")
+    if len(pads) != 2 * x.rank:
+        raise InferError(f"pad needs {2 * x.rank} pads (all begins, then all ends) for "
+                         f"{list(x.shape)}, got {pads}")
+    if mode == "constant" and not x.value_dtype.is_float and not np.isfinite(attrs["value"]):
+        raise InferError(f"pad value {attrs['value']} does not fit {x.value_dtype}")
+    shape = []
+    for i, d in enumerate(x.shape):
+        b, e = pads[i], pads[i + x.rank]
+        if d + b + e < 0:
+            raise InferError(f"pads {b}, {e} crop more than the {d} elements of axis {i}")
+        kept = d - max(-b, 0) - max(-e, 0)  # what cropping leaves to pad from
+        if mode != "constant" and max(b, e) > 0:
+            if kept <= 0:
+                raise InferError(f"pad mode {mode!r} has nothing to copy on axis {i} "
+                                 f"({d} elements, pads {b}, {e})")
+            if mode == "reflect" and max(b, e) >= kept:
+                raise InferError(f"reflect pads must be smaller than the axis: axis {i} has {kept} "
+                                 f"elements (after cropping), pads {b}, {e}")
+        shape.append(d + b + e)
+    return TensorType(shape, x.value_dtype)
+
+
 @define("embedding", ["ids", "table"])
 def _embedding(types, attrs):
     """table[ids]: ids of any shape, table [vocab, dim]."""
@@ -448,21 +556,57 @@ def _embedding(types, attrs):
 
 # -- reductions and pooling ----------------------------------------------------------
 
+def _reduced_shape(x, axes, keepdims):
+    if keepdims:
+        return [1 if i in axes else d for i, d in enumerate(x.shape)]
+    return [d for i, d in enumerate(x.shape) if i not in axes]
+
+
 def _reduce(kind):
     def infer(types, attrs):
         x = types[0]
         axes = {_axis(a, x.rank) for a in attrs["axes"]} or set(range(x.rank))
-        if attrs["keepdims"]:
-            shape = [1 if i in axes else d for i, d in enumerate(x.shape)]
-        else:
-            shape = [d for i, d in enumerate(x.shape) if i not in axes]
-        return TensorType(shape, x.value_dtype)
+        return TensorType(_reduced_shape(x, axes, attrs["keepdims"]), x.value_dtype)
     return infer
 
 
-for _k in ("reduce_sum", "reduce_mean", "reduce_max"):
+for _k in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"):
     define(_k, ["x"], [Attr("axes", "ints", ()), Attr("keepdims", "bool", False)],
-           doc="Reduce over `axes` (all axes when empty).")(_reduce(_k))
+           doc="Reduce over `axes` (all axes when empty); an empty set gives the identity.")(
+        _reduce(_k))
+
+
+def _arg_reduce(kind):
+    def infer(types, attrs):
+        """Index (i64) of the first extreme along `axis`, or of the last with
+        select_last_index."""
+        x = types[0]
+        _kinds(x, _FLOAT + _INT, kind)
+        _rank1(x, kind)
+        ax = _axis(attrs["axis"], x.rank)
+        if x.shape[ax] == 0:
+            raise InferError(f"{kind} over axis {attrs['axis']} of {list(x.shape)}: "
+                             f"the axis is empty")
+        return TensorType(_reduced_shape(x, {ax}, attrs["keepdims"]), dtypes.i64)
+    return infer
+
+
+for _k in ("argmax", "argmin"):
+    define(_k, ["x"], [Attr("axis", "int", 0), Attr("keepdims", "bool", True),
+                       Attr("select_last_index", "bool", False)])(_arg_reduce(_k))
+
+
+@define("cumsum", ["x"], [Attr("axis", "int"), Attr("exclusive", "bool", False),
+                          Attr("reverse", "bool", False)])
+def _cumsum(types, attrs):
+    """Running sums along `axis`; exclusive leaves each element out of its own
+    sum, reverse sums from the end."""
+    x = types[0]
+    _kinds(x, _FLOAT + _INT, "cumsum")
+    _rank1(x, "cumsum")
+    _axis(attrs["axis"], x.rank)
+    return x.plain()
+
 
 _POOL_ATTRS = [Attr("kernel", "ints"), Attr("stride", "ints", None),
                Attr("padding", "ints", (0, 0, 0, 0)), Attr("ceil_mode", "bool", False)]
@@ -472,9 +616,9 @@ def _pool(types, attrs, who):
     x = types[0]
     if x.rank != 4:
         raise InferError(f"{who} needs a 4-D NCHW input, got {list(x.shape)}")
-    (kh, kw), t, l, b, r = attrs["kernel"], *_pads(attrs, who)
-    sh, sw = attrs.get("stride") or attrs["kernel"]
-    dh, dw = attrs.get("dilation", [1, 1])
+    t, l, b, r = _pads(attrs, who)
+    (kh, kw), (sh, sw) = _pairs(attrs, who, "kernel", "stride")
+    dh, dw = _pairs(attrs, who, "dilation")[0] if "dilation" in attrs else (1, 1)
     oh = pool_out(x.shape[2], kh, sh, t, b, dh, attrs["ceil_mode"])
     ow = pool_out(x.shape[3], kw, sw, l, r, dw, attrs["ceil_mode"])
     return TensorType((x.shape[0], x.shape[1], oh, ow), x.value_dtype)

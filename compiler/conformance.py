@@ -1,0 +1,338 @@
+"""The ONNX backend node test suite, run through hetc.
+
+The `onnx` wheel ships the generators of its node tests, not their data. The
+first run writes every case (model.onnx plus input/output .pb files, as in the
+ONNX repository's layout) into a cache; later runs read the cache. Each case
+is imported, compiled for the target and run, and its outputs are compared
+with the expected ones at the case's own tolerances.
+
+Every case ends in one of: passed; unsupported (hetc refused it with an error
+naming what is missing); wrong (an answer that does not match); crash (any
+other error, a bug in hetc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+CASE_TIMEOUT_S = 60
+# Narrow float outputs compare within two ulps at least: the suite's own runner
+# does this for bfloat16; hetc applies the same rule to float16, whose
+# expected values the generators compute with numpy's float16 rounding.
+_ULP_RTOL = {"bfloat16": 2 ** -6, "float16": 2 ** -9}
+
+
+@dataclass
+class Result:
+    name: str
+    op: str  # the op type the case is about
+    status: str  # passed | unsupported | wrong | crash
+    detail: str = ""
+
+
+def cache_root() -> str:
+    return os.environ.get("HETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hetc")
+
+
+def suite_dir() -> str:
+    import onnx
+
+    return os.path.join(cache_root(), f"onnx-node-tests-{onnx.__version__}")
+
+
+# -- generating the cache ------------------------------------------------------------------
+
+def _tensor_proto(x, name):
+    from onnx import TensorProto, numpy_helper
+
+    if isinstance(x, TensorProto):
+        return x
+    return numpy_helper.from_array(np.asarray(x), name)
+
+
+def _main_op(case, by_name):
+    """The op type a case is about: its only node, or that of its unexpanded twin."""
+    nodes = case.model.graph.node
+    if len(nodes) == 1:
+        return nodes[0].op_type
+    base = re.sub(r"_expanded.*$", "", case.name)
+    twin = by_name.get(base)
+    if twin is not None and len(twin.model.graph.node) == 1:
+        return twin.model.graph.node[0].op_type
+    return nodes[0].op_type if nodes else "?"
+
+
+def generate(progress=None) -> str:
+    """Write the suite into the cache (once); returns its folder."""
+    import warnings
+
+    import onnx
+    from onnx.backend.test.case import node as node_cases
+
+    dest = suite_dir()
+    if os.path.exists(os.path.join(dest, ".complete")):
+        return dest
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(dest), prefix=".tmp-onnx-node-")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cases = node_cases.collect_testcases()
+        by_name = {c.name: c for c in cases}
+        for i, case in enumerate(cases):
+            folder = os.path.join(tmp, case.name)
+            os.makedirs(folder)
+            onnx.save(case.model, os.path.join(folder, "model.onnx"))
+            meta = {"name": case.name, "op": _main_op(case, by_name), "rtol": case.rtol,
+                    "atol": case.atol, "data_sets": len(case.data_sets), "non_tensor": ""}
+            for k, (inputs, outputs) in enumerate(case.data_sets):
+                ds = os.path.join(folder, f"test_data_set_{k}")
+                os.makedirs(ds)
+                for kind, values in (("input", inputs), ("output", outputs)):
+                    for j, x in enumerate(values):
+                        if x is None or isinstance(x, (list, tuple, dict)):
+                            meta["non_tensor"] = "sequence" if isinstance(x, (list, tuple)) else \
+                                "optional" if x is None else "map"
+                            continue
+                        proto = _tensor_proto(x, f"{kind}_{j}")
+                        with open(os.path.join(ds, f"{kind}_{j}.pb"), "wb") as f:
+                            f.write(proto.SerializeToString())
+            with open(os.path.join(folder, "meta.json"), "w") as f:
+                json.dump(meta, f)
+            if progress:
+                progress(i + 1, len(cases), "generating")
+        open(os.path.join(tmp, ".complete"), "w").close()
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def case_dirs(pattern=None) -> list[str]:
+    root = generate()
+    names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    if pattern:
+        rx = re.compile(pattern)
+        names = [n for n in names if rx.search(n)]
+    return [os.path.join(root, n) for n in names]
+
+
+# -- running a case ----------------------------------------------------------------------------
+
+def _read_tensors(folder, kind):
+    import onnx
+
+    from hetc.frontends.onnx import to_array
+
+    out = []
+    j = 0
+    while os.path.exists(path := os.path.join(folder, f"{kind}_{j}.pb")):
+        t = onnx.TensorProto()
+        with open(path, "rb") as f:
+            t.ParseFromString(f.read())
+        out.append(to_array(t))
+        j += 1
+    return out
+
+
+def _compare(expected, got, rtol, atol):
+    if got.shape != expected.shape:
+        return f"shape {list(got.shape)} != expected {list(expected.shape)}"
+    if got.dtype != expected.dtype:
+        return f"dtype {got.dtype} != expected {expected.dtype}"
+    if expected.dtype.kind in "biu" or expected.dtype == np.bool_:
+        bad = np.count_nonzero(got != expected)
+    else:
+        if expected.dtype.name in _ULP_RTOL:
+            rtol = max(rtol, _ULP_RTOL[expected.dtype.name])
+        e, g = expected.astype(np.float64), got.astype(np.float64)
+        close = np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
+        bad = np.count_nonzero(~close)
+    if bad:
+        return f"{bad} of {expected.size} values differ beyond rtol={rtol}, atol={atol}"
+    return ""
+
+
+def _compile_case(folder, target, inputs):
+    """Compile a case for its inputs. Inputs that set shapes (a Reshape's
+    target, reduction axes) are frozen to this data set's values, as a static-
+    shape compiler must; the module then takes the remaining inputs."""
+    import onnx
+
+    import hetc
+    from hetc.frontends.onnx import NeedsFrozenInput
+
+    path = os.path.join(folder, "model.onnx")
+    model = onnx.load(path)
+    init = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in init]
+    frozen = {}
+    while True:
+        rest = [(n, x) for n, x in zip(names, inputs) if n not in frozen]
+        try:
+            module = hetc.compile(model, target=target, example_inputs=dict(rest),
+                                  freeze_inputs=frozen)
+            return module, [x for _, x in rest]
+        except NeedsFrozenInput as e:
+            if e.input_name in frozen:
+                raise
+            frozen[e.input_name] = inputs[names.index(e.input_name)]
+
+
+def _timeout(signum, frame):
+    raise TimeoutError(f"case took longer than {CASE_TIMEOUT_S}s")
+
+
+def run_case(folder: str, target: str = "ref") -> Result:
+    import hetc
+    from hetc.errors import FrontendError, TargetError, UsageError
+
+    with open(os.path.join(folder, "meta.json")) as f:
+        meta = json.load(f)
+    name, op = meta["name"], meta["op"]
+    if meta["non_tensor"]:
+        return Result(name, op, "unsupported",
+                      f"the case has {meta['non_tensor']} values; hetc compiles tensors only")
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(CASE_TIMEOUT_S)
+    try:
+        for k in range(meta["data_sets"]):
+            ds = os.path.join(folder, f"test_data_set_{k}")
+            inputs, expected = _read_tensors(ds, "input"), _read_tensors(ds, "output")
+            module, inputs = _compile_case(folder, target, inputs)
+            got = module(*inputs)
+            got = list(got) if isinstance(got, tuple) else [got]
+            if len(got) != len(expected):
+                return Result(name, op, "wrong", f"{len(got)} outputs, expected {len(expected)}")
+            for i, (e, g) in enumerate(zip(expected, got)):
+                problem = _compare(e, np.asarray(g), meta["rtol"], meta["atol"])
+                if problem:
+                    return Result(name, op, "wrong", f"output {i}: {problem}")
+        return Result(name, op, "passed")
+    except (FrontendError, TargetError, UsageError) as e:
+        return Result(name, op, "unsupported", str(e).splitlines()[0])
+    except Exception as e:  # anything else is a bug in hetc, reported as such
+        return Result(name, op, "crash", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _run_one(args):
+    return run_case(*args)
+
+
+def run_suite(target="ref", pattern=None, jobs=None, progress=None) -> list[Result]:
+    """Run every case (matching `pattern`, a regex) in `jobs` processes."""
+    dirs = case_dirs(pattern)
+    jobs = jobs or os.cpu_count() or 1
+    results = []
+    if jobs == 1 or len(dirs) < 8:
+        for d in dirs:
+            results.append(run_case(d, target))
+            if progress:
+                progress(len(results), len(dirs), "running")
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs) as pool:
+            for r in pool.imap_unordered(_run_one, [(d, target) for d in dirs], chunksize=4):
+                results.append(r)
+                if progress:
+                    progress(len(results), len(dirs), "running")
+    return sorted(results, key=lambda r: r.name)
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+STATUSES = ("passed", "wrong", "crash", "unsupported")
+
+
+def summary(results) -> dict:
+    c = Counter(r.status for r in results)
+    return {s: c.get(s, 0) for s in STATUSES} | {"total": len(results)}
+
+
+def summary_line(results) -> str:
+    s = summary(results)
+    return (f"{s['passed']} passed, {s['wrong'] + s['crash']} failed "
+            f"({s['wrong']} wrong, {s['crash']} crash), {s['unsupported']} unsupported "
+            f"of {s['total']} cases")
+
+
+def by_op(results):
+    rows = defaultdict(list)
+    for r in results:
+        rows[r.op].append(r)
+    return dict(sorted(rows.items()))
+
+
+def _reason(rs):
+    """The most common reason among a group's non-passing cases."""
+    reasons = Counter(re.sub(r"^node (?:'[^']*'|#\d+) \((?:ai\.onnx::)?([^,]+), opset \d+\)", r"\1",
+                             r.detail) for r in rs if r.status != "passed")
+    return reasons.most_common(1)[0][0] if reasons else ""
+
+
+def markdown(results, target, command) -> str:
+    lines = [f"# ONNX node test conformance (target `{target}`)", "",
+             f"Generated by `{command}` from the node test generators of onnx "
+             f"{_onnx_version()}; do not edit by hand.", "",
+             f"**{summary_line(results)}**", "",
+             "| op type | cases | passed | wrong | crash | unsupported | why not (most common) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for op, rs in by_op(results).items():
+        c = Counter(r.status for r in rs)
+        reason = _reason(rs).replace("|", "\\|")
+        lines.append(f"| {op} | {len(rs)} | {c['passed']} | {c['wrong']} | {c['crash']} | "
+                     f"{c['unsupported']} | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def _onnx_version():
+    import onnx
+
+    return onnx.__version__
+
+
+def render(results, console, show_cases=False):
+    from rich.table import Table
+
+    table = Table(title="ONNX node tests by op type", title_justify="left")
+    for col in ("op type", "cases", "passed", "wrong", "crash", "unsupported", "why not (most common)"):
+        table.add_column(col, justify="right" if col in STATUSES or col == "cases" else "left")
+    for op, rs in by_op(results).items():
+        c = Counter(r.status for r in rs)
+        table.add_row(op, str(len(rs)), str(c["passed"]), str(c["wrong"]), str(c["crash"]),
+                      str(c["unsupported"]), _reason(rs)[:90])
+    console.print(table)
+    if show_cases:
+        for r in results:
+            if r.status in ("wrong", "crash"):
+                console.print(f"{r.status.upper()} {r.name}: {r.detail}")
+    console.print(summary_line(results))
+
+
+def to_json(results) -> str:
+    return json.dumps([asdict(r) for r in results], indent=1)
+
+
+def stderr_progress(done, total, what):
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{what} {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
