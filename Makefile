@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test conformance clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests
+
+# Regenerates the published ONNX node-test table (docs/onnx-conformance.md).
+conformance: venv
+	$(VENV)/bin/hetc conformance onnx --markdown docs/onnx-conformance.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

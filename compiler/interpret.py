@@ -188,6 +188,9 @@ def _conv2d(op, x, w, b=None):
 def _attention(op, q, k, v, mask=None):
     scale = op.attrs["scale"] or 1 / math.sqrt(q.shape[-1])
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    if op.attrs["softcap"]:
+        cap = np.asarray(op.attrs["softcap"], q.dtype)
+        s = cap * np.tanh(s / cap)
     L, S = q.shape[-2], k.shape[-2]
     if op.attrs["causal"]:
         s = np.where(np.tril(np.ones((L, S), bool), op.attrs["causal_offset"]), s, -np.inf)

@@ -81,6 +81,26 @@ def load(model, base_dir=None):
     return proto
 
 
+class _ReadTracking(dict):
+    """Attributes that remember which of them a handler read."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
 class NeedsFrozenInput(FrontendError):
     """A graph input feeds something hetc must know at compile time (a shape,
     axes); compiling needs its value through `freeze_inputs`."""
@@ -238,7 +258,7 @@ class OnnxImporter:
                 continue
             t = inp.type
             if t.WhichOneof("value") != "tensor_type":
-                raise FrontendError(f"graph input '{inp.name}' is a {t.WhichOneof('value')}; "
+                raise FrontendError(f"graph input '{inp.name}' is of type {t.WhichOneof('value')}; "
                                     f"only tensors are supported")
             dt = onnx_dtype(t.tensor_type.elem_type, f"graph input '{inp.name}'")
             dims = t.tensor_type.shape.dim if t.tensor_type.HasField("shape") else None
@@ -276,7 +296,12 @@ class OnnxImporter:
         if handler is None:
             raise self.error("this op is not supported by the ONNX frontend yet")
         start = len(self.g.ops)
-        results = handler(self, self.attrs())
+        attrs = _ReadTracking(self.attrs())
+        results = handler(self, attrs)
+        unread = sorted(set(attrs) - attrs.read)
+        if unread:  # an attribute the handler never looked at could change the meaning
+            raise self.error(f"attribute{'s' if len(unread) > 1 else ''} "
+                             f"{', '.join(unread)} not supported")
         results = results if isinstance(results, (list, tuple)) else [results]
         for i, out_name in enumerate(node.output):
             if not out_name:

@@ -109,6 +109,7 @@ def _identity(cx, a):
 def _dropout(cx, a):
     if cx.has_input(2) and bool(cx.static_input(2, "training_mode")):
         raise cx.error("Dropout in training mode is not supported (inference only)")
+    a.get("seed")  # only matters in training mode
     x = cx.input(0)
     mask = np.ones(x.type.shape, np.bool_)
     return [x, mask]
@@ -385,6 +386,88 @@ def _gemm(cx, a):
     return y
 
 
+# -- attention --------------------------------------------------------------------------------
+
+def _heads_first(cx, x, heads, what):
+    """[B, S, H*E] -> [B, H, S, E]; 4-D inputs already are."""
+    if x.type.rank == 4:
+        return x
+    if x.type.rank != 3 or not heads:
+        raise cx.error(f"Attention {what} must be 4-D, or 3-D with q_num_heads/kv_num_heads set")
+    b, s, he = x.type.shape
+    y = cx.add("reshape", [x], {"shape": [b, s, heads, he // heads]})
+    return cx.add("transpose", [y], {"perm": [0, 2, 1, 3]})
+
+
+def _repeat_heads(cx, x, groups):
+    """[B, Hkv, S, E] -> [B, Hkv*groups, S, E], each kv head serving `groups` query heads."""
+    if groups == 1:
+        return x
+    b, h, s, e = x.type.shape
+    y = cx.add("reshape", [x], {"shape": [b, h, 1, s, e]})
+    y = cx.add("expand", [y], {"shape": [b, h, groups, s, e]})
+    return cx.add("reshape", [y], {"shape": [b, h * groups, s, e]})
+
+
+def _window_mask(a, L, S, offset):
+    """Keys j a query i may see under left/right window sizes (-1: unbounded),
+    positions being absolute (query i sits at i + offset)."""
+    left, right = a.get("left_window_size", -1), a.get("right_window_size", -1)
+    if left < 0 and right < 0:
+        return None
+    i = np.arange(L)[:, None] + offset
+    j = np.arange(S)[None, :]
+    keep = np.ones((L, S), bool)
+    if left >= 0:
+        keep &= j >= i - left
+    if right >= 0:
+        keep &= j <= i + right
+    return keep
+
+
+@onnx_op("Attention")
+def _attention(cx, a):
+    if len(cx.node.output) > 3 and cx.node.output[3]:
+        raise cx.error("Attention's qk_matmul_output is not supported")
+    if cx.has_input(6):
+        raise cx.error("Attention with nonpad_kv_seqlen (an external padded cache) is not supported")
+    q_in = cx.input(0)
+    q = _heads_first(cx, q_in, a.get("q_num_heads"), "Q")
+    k = _heads_first(cx, cx.input(1), a.get("kv_num_heads"), "K")
+    v = _heads_first(cx, cx.input(2), a.get("kv_num_heads"), "V")
+    past_k, past_v = cx.input(4), cx.input(5)
+    if (past_k is None) != (past_v is None):
+        raise cx.error("Attention needs both past_key and past_value, or neither")
+    past = 0
+    if past_k is not None:
+        past = past_k.type.shape[2]
+        k = cx.add("concat", [past_k, k], {"axis": 2})
+        v = cx.add("concat", [past_v, v], {"axis": 2})
+    hq, hkv = q.type.shape[1], k.type.shape[1]
+    if hq % hkv:
+        raise cx.error(f"Attention query heads {hq} are not a multiple of kv heads {hkv}")
+    ins = [q, _repeat_heads(cx, k, hq // hkv), _repeat_heads(cx, v, hq // hkv)]
+    mask = cx.input(3)
+    window = _window_mask(a, q.type.shape[2], k.type.shape[2], past)
+    if window is not None:
+        keep = cx.const(window)
+        if mask is None:
+            mask = keep
+        elif mask.type.dtype == dtypes.boolean:
+            mask = cx.add("logical_and", [mask, keep])
+        else:
+            mask = cx.add("where", [keep, mask, _scalar(cx, -np.inf, mask)])
+    if mask is not None:
+        ins.append(mask)
+    y = cx.add("attention", ins, {"causal": bool(a.get("is_causal", 0)), "causal_offset": past,
+                                  "scale": a.get("scale", 0.0), "softcap": a.get("softcap", 0.0)})
+    if q_in.type.rank == 3:
+        b, h, s, e = y.type.shape
+        y = cx.add("transpose", [y], {"perm": [0, 2, 1, 3]})
+        y = cx.add("reshape", [y], {"shape": [b, s, h * e]})
+    return [y, k, v]
+
+
 # -- softmax family ------------------------------------------------------------------------
 
 def _softmax_axis(cx, a, x):
@@ -607,8 +690,9 @@ def _arg(cx, a):
 def _reduce(cx, a, kind, x):
     axes = _axes_arg(cx, a, 1)
     keep = bool(a.get("keepdims", 1))
+    noop = a.get("noop_with_empty_axes", 0)
     if not axes:
-        if a.get("noop_with_empty_axes", 0):
+        if noop:
             return None
         axes = []
     return cx.add(kind, [x], {"axes": axes, "keepdims": keep})
@@ -642,12 +726,11 @@ def _reduce_composite(cx, a):
 
 # -- convolution and pooling ------------------------------------------------------------------
 
-def _spatial_pads(cx, a, in_sizes, kernel, strides, dilations):
-    """[top, left, bottom, right] from pads / auto_pad for 2-D windows."""
+def _spatial_pads(cx, a, pads, in_sizes, kernel, strides, dilations):
+    """[top, left, bottom, right] from `pads` (ONNX order) or auto_pad, for 2-D windows."""
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
-        p = list(a.get("pads", [0] * 4))
-        return [p[0], p[1], p[2], p[3]]
+        return [pads[0], pads[1], pads[2], pads[3]]
     if auto == "VALID":
         return [0, 0, 0, 0]
     if auto not in ("SAME_UPPER", "SAME_LOWER"):
@@ -693,10 +776,13 @@ def _back_to_1d(cx, y, was1d):
 def _conv(cx, a):
     x, w = cx.input(0), cx.input(1)
     x, was1d = _as_2d(cx, x, "Conv")
+    if "kernel_shape" in a and list(a["kernel_shape"]) != list(w.type.shape[2:]):
+        raise cx.error(f"kernel_shape {a['kernel_shape']} does not match the weight "
+                       f"{list(w.type.shape)}")
     kernel, strides, dil, pads = _window_attrs(a, was1d, kernel=w.type.shape[2:])
     if was1d:
         w = cx.add("reshape", [w], {"shape": list(w.type.shape[:2]) + kernel})
-    pads = _spatial_pads(cx, {**a, "pads": pads}, x.type.shape[2:], kernel, strides, dil)
+    pads = _spatial_pads(cx, a, pads, x.type.shape[2:], kernel, strides, dil)
     ins = [x, w] + ([cx.input(2)] if cx.has_input(2) else [])
     y = cx.add("conv2d", ins, {"stride": strides, "padding": pads, "dilation": dil,
                                "groups": a.get("group", 1)})
@@ -709,7 +795,7 @@ def _pool(cx, a):
         raise cx.error("MaxPool's Indices output is not supported")
     x, was1d = _as_2d(cx, cx.input(0), _op_type(cx))
     kernel, strides, dil, pads = _window_attrs(a, was1d)
-    pads = _spatial_pads(cx, {**a, "pads": pads}, x.type.shape[2:], kernel, strides, dil)
+    pads = _spatial_pads(cx, a, pads, x.type.shape[2:], kernel, strides, dil)
     attrs = {"kernel": kernel, "stride": strides, "padding": pads,
              "ceil_mode": bool(a.get("ceil_mode", 0))}
     if _op_type(cx) == "MaxPool":
@@ -782,8 +868,15 @@ def _affine(cx, y, w, b):
     return y
 
 
+def _check_stash(cx, a):
+    """Statistics are computed in f32 (the default stash type) or wider."""
+    if a.get("stash_type", 1) != 1:
+        raise cx.error(f"stash_type {a['stash_type']} is not supported (1, float32, is)")
+
+
 @onnx_op("LayerNormalization")
 def _layer_norm(cx, a):
+    _check_stash(cx, a)
     x, w, b = cx.input(0), cx.input(1), cx.input(2)
     axis = a.get("axis", -1) % x.type.rank
     eps = a.get("epsilon", 1e-5)
@@ -812,6 +905,7 @@ def _layer_norm_stats(cx, x, axis, eps):
 
 @onnx_op("RMSNormalization")
 def _rms_norm(cx, a):
+    _check_stash(cx, a)
     x, w = cx.input(0), cx.input(1)
     axis = a.get("axis", -1) % x.type.rank
     attrs = {"axis": axis, "eps": a.get("epsilon", 1e-5)}

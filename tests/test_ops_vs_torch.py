@@ -388,6 +388,10 @@ case("attention", "causal-L4-S6", [_q, _k, _v], {"causal": True}, _sdpa(causal=T
 case("attention", "causal-L6-S4", [randn(2, 6, 8), randn(2, 4, 8), randn(2, 4, 8)],
      {"causal": True}, _sdpa(causal=True))
 case("attention", "causal-square", [randn(1, 2, 5, 8)] * 3, {"causal": True}, _sdpa(causal=True))
+# softcap: c * tanh(scores / c) before the mask, written out in torch (F.sdpa has no softcap)
+case("attention", "softcap", [_q, _k, _v, bool_mask(4, 6)], {"softcap": 2.0},
+     lambda q, k, v, m: torch.softmax(torch.where(
+         m, 2.0 * torch.tanh(q @ k.transpose(-1, -2) / 8 ** 0.5 / 2.0), -torch.inf), -1) @ v)
 # bottom-right alignment (a KV cache of 3 earlier keys): query i sees keys j <= i + 3
 _q2, _kv2 = randn(2, 4, 8), randn(2, 7, 8)
 case("attention", "causal-offset", [_q2, _kv2, _kv2], {"causal": True, "causal_offset": 3},

@@ -340,14 +340,16 @@ def _conv2d(types, attrs):
 
 @define("attention", ["q", "k", "v", "mask?"], [Attr("causal", "bool", False),
                                                  Attr("causal_offset", "int", 0),
-                                                 Attr("scale", "float", 0.0)])
+                                                 Attr("scale", "float", 0.0),
+                                                 Attr("softcap", "float", 0.0)])
 def _attention(types, attrs):
     """softmax(q k^T * scale + mask) v; scale 0 means 1/sqrt(head dim).
 
     q [..., L, E], k [..., S, E], v [..., S, Ev]; a bool mask keeps True
     positions, a float mask is added; causal keeps key j <= query i + offset
     (offset 0: PyTorch's top-left alignment; S - L: bottom-right, as with a
-    KV cache). A query row whose keys are all masked gives zeros.
+    KV cache). softcap c > 0 replaces the scaled scores s by c * tanh(s / c)
+    before masking (Gemma 2). A query row whose keys are all masked gives zeros.
     """
     q, k, v = types[:3]
     _same_dtype(types[:3], "attention")
