@@ -47,14 +47,34 @@ def source_location(node) -> str:
     return f"{os.path.relpath(path) if not path.startswith('<') else path}:{line} (in {fn}: {code.strip()})"
 
 
+# Largest result evaluated with torch at import time (elements); bigger ones
+# computed only from constants stay graph ops.
+MAX_STATIC_ELEMENTS = 1 << 24
+
+
+class _Scope:
+    """Values of one FX graph being walked: IR values and compile-time tensors."""
+
+    def __init__(self):
+        self.env: dict = {}  # node name -> Value, or list of Values
+        self.static: dict = {}  # node name -> torch value known at compile time
+        self.consts: dict = {}  # node name -> const Value made for a static tensor
+
+
 class Importer:
-    """Walks one ExportedProgram; handlers call back into it."""
+    """Walks one ExportedProgram; handlers call back into it.
+
+    A node whose operands are all known at compile time (parameters, tensor
+    constructors such as arange, and anything computed only from those) is
+    evaluated with torch itself and becomes a constant; only nodes that
+    depend on the model's inputs are translated by the op table.
+    """
 
     def __init__(self, ep, name):
         self.ep = ep
         self.g = Graph(name)
-        self.env: dict = {}
         self.node = None
+        self.scope = _Scope()
         sig = ep.graph_signature
         self.params = {}  # placeholder name -> state-dict name
         for spec in sig.input_specs:
@@ -87,9 +107,10 @@ class Importer:
         import torch.fx
 
         if isinstance(arg, torch.fx.Node):
-            v = self.env.get(arg.name)
-            if v is None and arg.name in self.params:
-                v = self._param(arg.name)
+            sc = self.scope
+            if arg.name in sc.static:
+                return self._const_of(arg.name)
+            v = sc.env.get(arg.name)
             if not isinstance(v, Value):
                 raise self.error(f"operand %{arg.name} is not a tensor here")
             return v
@@ -97,6 +118,16 @@ class Importer:
             dt = like.dtype if like is not None else dtypes.f32
             return self.g.const(np.array(arg, dtype=dt.storage), inline=True)
         raise self.error(f"cannot use {type(arg).__name__} {arg!r} as a tensor operand")
+
+    def static_value(self, arg):
+        """The compile-time value of an FX argument (a tensor, number or list)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            if arg.name not in self.scope.static:
+                raise self.error(f"operand %{arg.name} must be known at compile time")
+            return self.scope.static[arg.name]
+        return arg
 
     def add(self, kind, inputs, attrs=None, **kw):
         try:
@@ -107,55 +138,157 @@ class Importer:
     def cast(self, v: Value, dt: dtypes.DType) -> Value:
         return v if v.type.dtype == dt else self.add("cast", [v], {"dtype": dt})
 
-    def _param(self, placeholder):
+    def _const_of(self, name):
+        sc = self.scope
+        v = sc.consts.get(name)
+        if v is None:
+            import torch
+
+            t = sc.static[name]
+            if not isinstance(t, torch.Tensor):
+                raise self.error(f"operand %{name} is a {type(t).__name__}, not a tensor")
+            arr = np.require(to_numpy(t), requirements="C")
+            if name in self.params:
+                v = self.g.const(arr, name=self.params[name])
+            elif arr.size <= 16:
+                v = self.g.const(arr, inline=True)
+            else:
+                v = self.g.const(arr, name=f"const.{name}")
+            sc.consts[name] = v
+        return v
+
+    def _param_tensor(self, placeholder):
         target = self.params[placeholder]
         tensor = self.ep.state_dict.get(target)
         if tensor is None:
             tensor = self.ep.constants.get(target)
         if tensor is None:
             raise FrontendError(f"exported program has no data for {target}")
-        v = self.g.const(np.require(to_numpy(tensor), requirements="C"), name=target)
-        self.env[placeholder] = v
-        return v
+        return tensor
 
     # -- the walk ------------------------------------------------------------------------
     def run(self) -> Graph:
+        for name in self.params:
+            self.scope.static[name] = self._param_tensor(name)
+        self.g.outputs = self.walk(self.ep.graph_module, None)
+        return self.g
+
+    def walk(self, module, args):
+        """Translate the FX graph of `module`; `args` feed its placeholders
+        (None: the top-level graph, whose user inputs become graph inputs)."""
+        graph = module.graph
         import torch
 
-        for node in self.ep.graph.nodes:
+        sc = self.scope
+        placeholders = iter(args or [])
+        for node in graph.nodes:
             self.node = node
             if node.op == "placeholder":
+                if args is not None:
+                    kind, value = next(placeholders)
+                    (sc.static if kind == "static" else sc.env)[node.name] = value
+                    continue
                 if node.name in self.params:
-                    continue  # made on first use, so unused buffers stay out
+                    continue
                 val = node.meta.get("val")
                 if not isinstance(val, torch.Tensor):
                     raise self.error(f"input {node.name} is a {type(val).__name__}, "
                                      f"only tensor inputs are supported")
-                self.env[node.name] = self.g.add_input(node.name, self.out_type())
+                sc.env[node.name] = self.g.add_input(node.name, self.out_type())
+            elif node.op == "get_attr":
+                sc.static[node.name] = getattr(module, node.target)
             elif node.op == "call_function":
-                self.env[node.name] = self._call(node)
+                self._call(node)
             elif node.op == "output":
                 outs = node.args[0]
                 outs = outs if isinstance(outs, (list, tuple)) else [outs]
-                self.g.outputs = [self.value(o) for o in outs]
+                self.node = None
+                if args is not None:
+                    return [self._scoped(o) for o in outs]
+                return [self.value(o) for o in outs]
             else:
                 raise self.error(f"FX node kind {node.op} is not supported")
-        self.node = None
-        return self.g
+        raise FrontendError("FX graph has no output node")
+
+    def _scoped(self, arg):
+        """An FX argument as ("static", torch value) or ("value", Value)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node) and arg.name in self.scope.static:
+            return ("static", self.scope.static[arg.name])
+        return ("value", self.value(arg))
 
     def _call(self, node):
         import operator
 
+        import torch
+
+        sc = self.scope
+        if self._all_static(node):
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
+                                                 lambda n: sc.static[n.name])
+            try:
+                with torch.no_grad():
+                    result = node.target(*args, **kwargs)
+            except Exception as e:
+                raise self.error(f"evaluating at compile time failed: {type(e).__name__}: {e}") from None
+            if not _too_big(result):
+                sc.static[node.name] = result
+                return
         if node.target is operator.getitem:
             src, index = node.args
-            items = self.env.get(src.name)
+            items = sc.env.get(src.name)
             if not isinstance(items, (list, tuple)) or items[index] is None:
                 raise self.error(f"result {index} of %{src.name} is not available")
-            return items[index]
+            sc.env[node.name] = items[index]
+            return
+        if node.target is torch.ops.higher_order.wrap_with_set_grad_enabled:
+            sc.env[node.name] = self._inline(node.args[1], node.args[2:])
+            return
         handler = torch_opmap.lookup(node.target)
         if handler is None:
             raise self.error("this op is not supported by the torch frontend yet")
-        return handler(self, torch_opmap.bind(node))
+        sc.env[node.name] = handler(self, torch_opmap.bind(node))
+
+    def _all_static(self, node):
+        import torch.fx
+
+        nodes = []
+        torch.fx.node.map_arg((node.args, node.kwargs), nodes.append)
+        return all(n.name in self.scope.static for n in nodes) and \
+            node.target is not torch.ops.higher_order.wrap_with_set_grad_enabled
+
+    def _inline(self, body_node, args):
+        """Translate a higher-order op's body graph in place of the call
+        (gradient mode does not matter for inference)."""
+        body = self.scope.static[body_node.name]
+        outer = self.scope
+        fed = [self._scoped(a) for a in args]
+        self.scope = _Scope()
+        try:
+            results = self.walk(body, fed)
+        finally:
+            self.scope = outer
+        out = []
+        for kind, value in results:
+            out.append(value if kind == "value" else self._static_result(value))
+        return out
+
+    def _static_result(self, value):
+        """A compile-time result of an inlined body, as a constant Value."""
+        import torch
+
+        if not isinstance(value, torch.Tensor):
+            raise self.error("a higher-order op body returns a non-tensor")
+        arr = np.require(to_numpy(value), requirements="C")
+        return self.g.const(arr, inline=arr.size <= 16, name=None if arr.size <= 16 else "const.body")
+
+
+def _too_big(result):
+    import torch
+
+    items = result if isinstance(result, (list, tuple)) else [result]
+    return any(isinstance(t, torch.Tensor) and t.numel() > MAX_STATIC_ELEMENTS for t in items)
 
 
 def import_exported(ep, name: str = "main") -> Graph:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hetc.ir import dtypes
+
 
 _TABLE: dict = {}
 _PENDING: list = []
@@ -78,6 +80,17 @@ def _identity(cx, a):
     return cx.value(a["self"])
 
 
+@aten("_assert_tensor_metadata", "_assert_scalar")
+def _assertion(cx, a):
+    return None  # checks of the traced program; the IR's types already hold them
+
+
+@aten("to.device")
+def _to_device(cx, a):
+    x = cx.value(a["self"])
+    return cx.cast(x, cx.out_type().dtype)
+
+
 @aten("dropout")
 def _dropout(cx, a):
     if a["train"]:
@@ -119,7 +132,10 @@ def _permute(cx, a):
 
 @aten("cat")
 def _cat(cx, a):
-    return cx.add("concat", [cx.value(t) for t in a["tensors"]], {"axis": a["dim"]})
+    dt = cx.out_type().dtype
+    xs = [cx.cast(cx.value(t), dt) for t in a["tensors"]]
+    xs = [x for x in xs if x.type.numel or len(xs) == 1]  # torch skips empty pieces
+    return cx.add("concat", xs, {"axis": a["dim"]})
 
 
 def _split_sizes(cx, x, sizes, dim):
@@ -219,12 +235,103 @@ def _maxmin(cx, a):
     return cx.add(_aten_name(cx), list(_operands(cx, a)))
 
 
-@aten("eq.Tensor", "eq.Scalar", "lt.Tensor", "lt.Scalar", "gt.Tensor", "gt.Scalar")
+_COMPARE = {"eq": "equal", "lt": "less", "gt": "greater", "le": "less_equal",
+            "ge": "greater_equal"}
+
+
+@aten(*(f"{k}.{o}" for k in (*_COMPARE, "ne") for o in ("Tensor", "Scalar")))
 def _compare(cx, a):
     x = cx.value(a["self"])
-    y = cx.cast(cx.value(a["other"], like=x.type), x.type.dtype)
-    kind = {"eq": "equal", "lt": "less", "gt": "greater"}[_aten_name(cx)]
+    y = cx.value(a["other"], like=x.type)
+    common = x.type.dtype if x.type.dtype.is_float or not y.type.dtype.is_float else y.type.dtype
+    x, y = cx.cast(x, common), cx.cast(y, common)
+    name = _aten_name(cx)
+    if name == "ne":
+        return cx.add("logical_not", [cx.add("equal", [x, y])])
+    return cx.add(_COMPARE[name], [x, y])
+
+
+_LOGICAL = {"__and__": "logical_and", "__or__": "logical_or", "logical_and": "logical_and",
+            "logical_or": "logical_or", "bitwise_and": "logical_and", "bitwise_or": "logical_or"}
+
+
+@aten("__and__.Tensor", "__or__.Tensor", "logical_and", "logical_or", "bitwise_and.Tensor",
+      "bitwise_or.Tensor")
+def _logical(cx, a):
+    x, y = cx.value(a["self"]), cx.value(a["other"])
+    kind = _LOGICAL[_aten_name(cx)]
+    if x.type.dtype != dtypes.boolean or y.type.dtype != dtypes.boolean:
+        kind = kind.replace("logical", "bitwise")
     return cx.add(kind, [x, y])
+
+
+@aten("logical_not", "bitwise_not")
+def _not(cx, a):
+    x = cx.value(a["self"])
+    return cx.add("logical_not" if x.type.dtype == dtypes.boolean else "bitwise_not", [x])
+
+
+@aten("index.Tensor")
+def _index(cx, a):
+    """x[i0, i1, ...] with index tensors on leading dims: one gather over the
+    flattened leading dims (indices known at compile time), or a gather on
+    the one indexed dim (a runtime index)."""
+    import torch
+
+    x = cx.value(a["self"])
+    indices = a["indices"]
+    used = [i for i, t in enumerate(indices) if t is not None]
+    if len(used) == 1:
+        idx = indices[used[0]]
+        return cx.add("gather", [x, cx.value(idx)], {"axis": used[0]})
+    if used != list(range(len(used))):
+        raise cx.error("indexing with tensors on non-leading dims is not supported")
+    static = [cx.static_value(t) for t in indices]
+    lead = x.type.shape[:len(static)]
+    idx = [t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in static]
+    idx = [np.where(i < 0, i + d, i) for i, d in zip(idx, lead)]
+    flat = np.ravel_multi_index(np.broadcast_arrays(*idx), lead).astype(np.int64)
+    rest = list(x.type.shape[len(lead):])
+    x2 = cx.add("reshape", [x], {"shape": [int(np.prod(lead))] + rest})
+    return cx.add("gather", [x2, cx.g.const(flat, name=f"const.{cx.node.name}.index")], {"axis": 0})
+
+
+@aten("masked_fill.Scalar", "masked_fill.Tensor")
+def _masked_fill(cx, a):
+    x = cx.value(a["self"])
+    value = cx.cast(cx.value(a["value"], like=x.type), x.type.dtype)
+    return cx.add("where", [cx.value(a["mask"]), value, x])
+
+
+@aten("zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full")
+def _filled_like(cx, a):
+    out = cx.out_type()
+    name = _aten_name(cx)
+    fill = 0 if "zeros" in name else 1 if "ones" in name else a["fill_value"]
+    return cx.g.const(np.full(out.shape, fill, out.dtype.storage),
+                      inline=out.numel <= 16, name=None if out.numel <= 16 else f"const.{cx.node.name}")
+
+
+@aten("clamp", "clamp.Tensor")
+def _clamp(cx, a):
+    x = cx.value(a["self"])
+    lo, hi = a.get("min"), a.get("max")
+    if lo is not None:
+        x = cx.add("maximum", [x, cx.cast(cx.value(lo, like=x.type), x.type.dtype)])
+    if hi is not None:
+        x = cx.add("minimum", [x, cx.cast(cx.value(hi, like=x.type), x.type.dtype)])
+    return x
+
+
+@aten("cumsum")
+def _cumsum(cx, a):
+    x = cx.cast(cx.value(a["self"]), cx.out_type().dtype)
+    return cx.add("cumsum", [x], {"axis": a["dim"]})
+
+
+@aten("sin", "cos")
+def _trig(cx, a):
+    return cx.add(_aten_name(cx), [cx.value(a["self"])])
 
 
 @aten("where.self")
