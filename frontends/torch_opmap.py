@@ -130,11 +130,51 @@ def _permute(cx, a):
     return cx.add("transpose", [x], {"perm": [d % x.type.rank for d in a["dims"]]})
 
 
+@aten("stack")
+def _stack(cx, a):
+    out = cx.out_type()
+    dim = a["dim"] % out.rank
+    xs = []
+    for t in a["tensors"]:
+        x = cx.cast(cx.value(t), out.dtype)
+        shape = list(x.type.shape)
+        xs.append(cx.add("reshape", [x], {"shape": shape[:dim] + [1] + shape[dim:]}))
+    return cx.add("concat", xs, {"axis": dim})
+
+
+@aten("repeat")
+def _repeat(cx, a):
+    x = cx.value(a["self"])
+    reps = list(a["repeats"])
+    shape = [1] * (len(reps) - x.type.rank) + list(x.type.shape)
+    x = cx.add("reshape", [x], {"shape": shape})
+    # [a, b] -> [1, a, 1, b] -> expand [ra, a, rb, b] -> [ra*a, rb*b]
+    y = cx.add("reshape", [x], {"shape": [d for s in shape for d in (1, s)]})
+    y = cx.add("expand", [y], {"shape": [d for r, s in zip(reps, shape) for d in (r, s)]})
+    return cx.add("reshape", [y], {"shape": list(cx.out_type().shape)})
+
+
+@aten("argmax", "argmin")
+def _argmax(cx, a):
+    x = cx.value(a["self"])
+    if a["dim"] is None:
+        x = cx.add("reshape", [x], {"shape": [-1]})
+    return cx.add(_aten_name(cx), [x], {"axis": 0 if a["dim"] is None else a["dim"],
+                                        "keepdims": bool(a["keepdim"])})
+
+
+@aten("_log_softmax", "log_softmax.int")
+def _log_softmax(cx, a):
+    return cx.add("log_softmax", [cx.value(a["self"])], {"axis": a["dim"]})
+
+
 @aten("cat")
 def _cat(cx, a):
-    dt = cx.out_type().dtype
-    xs = [cx.cast(cx.value(t), dt) for t in a["tensors"]]
-    xs = [x for x in xs if x.type.numel or len(xs) == 1]  # torch skips empty pieces
+    out = cx.out_type()
+    if out.numel == 0:
+        return cx.g.const(np.zeros(out.shape, out.dtype.storage), inline=True)
+    xs = [cx.cast(cx.value(t), out.dtype) for t in a["tensors"]]
+    xs = [x for x in xs if x.type.numel]  # torch skips empty pieces, even of other ranks
     return cx.add("concat", xs, {"axis": a["dim"]})
 
 
@@ -329,20 +369,15 @@ def _cumsum(cx, a):
     return cx.add("cumsum", [x], {"axis": a["dim"]})
 
 
-@aten("sin", "cos")
-def _trig(cx, a):
-    return cx.add(_aten_name(cx), [cx.value(a["self"])])
-
-
 @aten("where.self")
 def _where(cx, a):
     x, y = _operands(cx, a)
     return cx.add("where", [cx.value(a["condition"]), x, y])
 
 
-_UNARY = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp", "log": "log",
-          "sqrt": "sqrt", "rsqrt": "rsqrt", "neg": "neg", "abs": "abs", "silu": "silu",
-          "erf": "erf"}
+_UNARY = {k: k for k in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "neg", "abs",
+                         "silu", "erf", "sin", "cos", "tan", "floor", "ceil", "round",
+                         "reciprocal", "sign", "isnan", "asin", "acos", "atan", "sinh", "cosh")}
 
 
 @aten(*_UNARY)
@@ -490,6 +525,7 @@ def _reduce(kind):
 aten("mean.dim", "mean")(_reduce("reduce_mean"))
 aten("sum.dim_IntList", "sum")(_reduce("reduce_sum"))
 aten("amax")(_reduce("reduce_max"))
+aten("amin")(_reduce("reduce_min"))
 
 
 def _pool_attrs(a):
