@@ -21,9 +21,10 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q -n 2 tests
 
-# Regenerates the published ONNX node-test table (docs/onnx-conformance.md).
+# Regenerates the published ONNX tables (docs/onnx-conformance.md, docs/onnx-models.md).
 conformance: venv
 	$(VENV)/bin/hetc conformance onnx --markdown docs/onnx-conformance.md
+	$(VENV)/bin/hetc conformance onnx-models --markdown docs/onnx-models.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -80,8 +80,10 @@ def build_parser():
 
     sub.add_parser("targets", help="list targets, their capabilities and availability here")
 
-    p = sub.add_parser("conformance", help="run a conformance suite (the ONNX node tests)")
-    p.add_argument("suite", choices=["onnx"], help="onnx: the ONNX backend node test suite")
+    p = sub.add_parser("conformance", help="run a conformance suite (ONNX node tests, ONNX models)")
+    p.add_argument("suite", choices=["onnx", "onnx-models"],
+                   help="onnx: the ONNX backend node tests; onnx-models: the models stored in "
+                        "the onnx wheel")
     p.add_argument("--target", "-t", default="ref", choices=list(TARGETS))
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN",
                    help="only cases whose name matches this regular expression")
@@ -207,14 +209,15 @@ def cmd_conformance(args):
     from .fsutil import atomic_write_text
 
     results = conformance.run_suite(args.target, args.pattern, args.jobs,
-                                    progress=conformance.stderr_progress)
+                                    progress=conformance.stderr_progress, suite=args.suite)
     if not results:
         raise UsageError(f"no case matches -k {args.pattern!r}")
-    conformance.render(results, _console(), show_cases=args.show_failures)
+    conformance.render(results, _console(), show_cases=args.show_failures, suite=args.suite)
     if args.markdown:
-        command = "hetc conformance onnx" + (f" --target {args.target}" if args.target != "ref" else "") \
+        command = f"hetc conformance {args.suite}" + (f" --target {args.target}" if args.target != "ref" else "") \
             + (f" -k '{args.pattern}'" if args.pattern else "") + f" --markdown {args.markdown}"
-        atomic_write_text(args.markdown, conformance.markdown(results, args.target, command))
+        atomic_write_text(args.markdown, conformance.markdown(results, args.target, command,
+                                                              args.suite))
     if args.json:
         atomic_write_text(args.json, conformance.to_json(results))
     s = conformance.summary(results)

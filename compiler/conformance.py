@@ -44,10 +44,19 @@ def cache_root() -> str:
     return os.environ.get("HETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hetc")
 
 
-def suite_dir() -> str:
+SUITES = {
+    "onnx": "the ONNX backend node tests (one op per case, from the onnx wheel's generators)",
+    "onnx-models": "whole models shipped in the onnx wheel's test data: the 'light' model zoo "
+                   "graphs (opset 9, constant weights) and the PyTorch-converted graphs",
+}
+
+
+def suite_dir(suite="onnx") -> str:
     import onnx
 
-    return os.path.join(cache_root(), f"onnx-node-tests-{onnx.__version__}")
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}")
+    return os.path.join(cache_root(), f"{suite}-tests-{onnx.__version__}")
 
 
 # -- generating the cache ------------------------------------------------------------------
@@ -72,45 +81,101 @@ def _main_op(case, by_name):
     return nodes[0].op_type if nodes else "?"
 
 
-def generate(progress=None) -> str:
-    """Write the suite into the cache (once); returns its folder."""
+def _write_case(root, name, op, model, data_sets, rtol=1e-3, atol=1e-7):
+    """One case folder: model.onnx, test_data_set_K/{input,output}_J.pb, meta.json."""
+    import onnx
+
+    folder = os.path.join(root, name)
+    os.makedirs(folder)
+    onnx.save(model, os.path.join(folder, "model.onnx"))
+    meta = {"name": name, "op": op, "rtol": rtol, "atol": atol, "data_sets": len(data_sets),
+            "non_tensor": ""}
+    for k, (inputs, outputs) in enumerate(data_sets):
+        ds = os.path.join(folder, f"test_data_set_{k}")
+        os.makedirs(ds)
+        for kind, values in (("input", inputs), ("output", outputs)):
+            for j, x in enumerate(values):
+                if x is None or isinstance(x, (list, tuple, dict)):
+                    meta["non_tensor"] = "sequence" if isinstance(x, (list, tuple)) else \
+                        "optional" if x is None else "map"
+                    continue
+                with open(os.path.join(ds, f"{kind}_{j}.pb"), "wb") as f:
+                    f.write(_tensor_proto(x, f"{kind}_{j}").SerializeToString())
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+def _node_cases(root, progress):
     import warnings
 
-    import onnx
     from onnx.backend.test.case import node as node_cases
 
-    dest = suite_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = node_cases.collect_testcases()
+    by_name = {c.name: c for c in cases}
+    for i, case in enumerate(cases):
+        _write_case(root, case.name, _main_op(case, by_name), case.model, case.data_sets,
+                    case.rtol, case.atol)
+        if progress:
+            progress(i + 1, len(cases), "generating")
+
+
+def _model_cases(root, progress):
+    """The onnx wheel's stored models: folders with test data sets, and the
+    'light' zoo graphs, whose inputs the suite's runner makes with
+    generate_dummy_data and whose expected outputs are stored beside them."""
+    import onnx
+    from onnx.backend.test.runner import Runner
+
+    data = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+    for category in ("pytorch-converted", "pytorch-operator", "simple"):
+        for name in sorted(os.listdir(os.path.join(data, category))):
+            src = os.path.join(data, category, name)
+            sets = sorted(d for d in os.listdir(src) if d.startswith("test_data_set_"))
+            model = onnx.load(os.path.join(src, "model.onnx"))
+            data_sets = [(_read_pbs(os.path.join(src, d), "input"),
+                          _read_pbs(os.path.join(src, d), "output")) for d in sets]
+            _write_case(root, name, category, model, data_sets)
+    light = os.path.join(data, "light")
+    for fname in sorted(f for f in os.listdir(light) if f.endswith(".onnx")):
+        model = onnx.load(os.path.join(light, fname))
+        base = fname[:-len(".onnx")]
+        init = {t.name for t in model.graph.initializer}
+        model_name = base[len("light_"):]
+        inputs = [Runner.generate_dummy_data(x, seed=0, name=model_name, random=False)
+                  for x in model.graph.input if x.name not in init]
+        outputs = _read_pbs(light, f"{base}_output")
+        rtol = 2e-3 if model_name == "densenet121" else 1e-3  # the suite's own tolerances
+        _write_case(root, f"test_{model_name}", "light (model zoo)", model, [(inputs, outputs)], rtol)
+
+
+def _read_pbs(folder, prefix):
+    """Raw TensorProtos {prefix}_0.pb, {prefix}_1.pb, ... of a folder."""
+    import onnx
+
+    out, j = [], 0
+    while os.path.exists(path := os.path.join(folder, f"{prefix}_{j}.pb")):
+        t = onnx.TensorProto()
+        with open(path, "rb") as f:
+            t.ParseFromString(f.read())
+        out.append(t)
+        j += 1
+    return out
+
+
+_GENERATORS = {"onnx": _node_cases, "onnx-models": _model_cases}
+
+
+def generate(suite="onnx", progress=None) -> str:
+    """Write a suite into the cache (once); returns its folder."""
+    dest = suite_dir(suite)
     if os.path.exists(os.path.join(dest, ".complete")):
         return dest
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(dest), prefix=".tmp-onnx-node-")
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(dest), prefix=f".tmp-{suite}-")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cases = node_cases.collect_testcases()
-        by_name = {c.name: c for c in cases}
-        for i, case in enumerate(cases):
-            folder = os.path.join(tmp, case.name)
-            os.makedirs(folder)
-            onnx.save(case.model, os.path.join(folder, "model.onnx"))
-            meta = {"name": case.name, "op": _main_op(case, by_name), "rtol": case.rtol,
-                    "atol": case.atol, "data_sets": len(case.data_sets), "non_tensor": ""}
-            for k, (inputs, outputs) in enumerate(case.data_sets):
-                ds = os.path.join(folder, f"test_data_set_{k}")
-                os.makedirs(ds)
-                for kind, values in (("input", inputs), ("output", outputs)):
-                    for j, x in enumerate(values):
-                        if x is None or isinstance(x, (list, tuple, dict)):
-                            meta["non_tensor"] = "sequence" if isinstance(x, (list, tuple)) else \
-                                "optional" if x is None else "map"
-                            continue
-                        proto = _tensor_proto(x, f"{kind}_{j}")
-                        with open(os.path.join(ds, f"{kind}_{j}.pb"), "wb") as f:
-                            f.write(proto.SerializeToString())
-            with open(os.path.join(folder, "meta.json"), "w") as f:
-                json.dump(meta, f)
-            if progress:
-                progress(i + 1, len(cases), "generating")
+        _GENERATORS[suite](tmp, progress)
         open(os.path.join(tmp, ".complete"), "w").close()
         if os.path.exists(dest):
             shutil.rmtree(dest)
@@ -121,8 +186,8 @@ def generate(progress=None) -> str:
     return dest
 
 
-def case_dirs(pattern=None) -> list[str]:
-    root = generate()
+def case_dirs(suite="onnx", pattern=None) -> list[str]:
+    root = generate(suite)
     names = sorted(n for n in os.listdir(root) if not n.startswith("."))
     if pattern:
         rx = re.compile(pattern)
@@ -133,19 +198,9 @@ def case_dirs(pattern=None) -> list[str]:
 # -- running a case ----------------------------------------------------------------------------
 
 def _read_tensors(folder, kind):
-    import onnx
-
     from hetc.frontends.onnx import to_array
 
-    out = []
-    j = 0
-    while os.path.exists(path := os.path.join(folder, f"{kind}_{j}.pb")):
-        t = onnx.TensorProto()
-        with open(path, "rb") as f:
-            t.ParseFromString(f.read())
-        out.append(to_array(t))
-        j += 1
-    return out
+    return [to_array(t) for t in _read_pbs(folder, kind)]
 
 
 def _compare(expected, got, rtol, atol):
@@ -235,9 +290,9 @@ def _run_one(args):
     return run_case(*args)
 
 
-def run_suite(target="ref", pattern=None, jobs=None, progress=None) -> list[Result]:
-    """Run every case (matching `pattern`, a regex) in `jobs` processes."""
-    dirs = case_dirs(pattern)
+def run_suite(target="ref", pattern=None, jobs=None, progress=None, suite="onnx") -> list[Result]:
+    """Run every case of `suite` (matching `pattern`, a regex) in `jobs` processes."""
+    dirs = case_dirs(suite, pattern)
     jobs = jobs or os.cpu_count() or 1
     results = []
     if jobs == 1 or len(dirs) < 8:
@@ -287,10 +342,11 @@ def _reason(rs):
     return reasons.most_common(1)[0][0] if reasons else ""
 
 
-def markdown(results, target, command) -> str:
-    lines = [f"# ONNX node test conformance (target `{target}`)", "",
-             f"Generated by `{command}` from the node test generators of onnx "
-             f"{_onnx_version()}; do not edit by hand.", "",
+def markdown(results, target, command, suite="onnx") -> str:
+    title = {"onnx": "ONNX node test conformance", "onnx-models": "ONNX stored models"}[suite]
+    lines = [f"# {title} (target `{target}`)", "",
+             f"Generated by `{command}` from {SUITES[suite]}, onnx {_onnx_version()}; "
+             f"do not edit by hand.", "",
              "Each case is imported, compiled for the target with its default pipeline and run "
              "on every data set. Outputs compare at the case's own rtol/atol; bfloat16 and "
              "float16 outputs within at least two ulps (the suite's runner does this for "
@@ -307,6 +363,10 @@ def markdown(results, target, command) -> str:
         reason = _reason(rs).replace("|", "\\|")
         lines.append(f"| {op} | {len(rs)} | {c['passed']} | {c['wrong']} | {c['crash']} | "
                      f"{c['unsupported']} | {reason} |")
+    if suite == "onnx-models":
+        lines += ["", "| case | group | status | detail |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r.name} | {r.op} | {r.status} | {r.detail.replace('|', chr(92) + '|')} |"
+                  for r in results]
     return "\n".join(lines) + "\n"
 
 
@@ -316,11 +376,11 @@ def _onnx_version():
     return onnx.__version__
 
 
-def render(results, console, show_cases=False):
+def render(results, console, show_cases=False, suite="onnx"):
     from rich.table import Table
 
-    table = Table(title="ONNX node tests by op type", title_justify="left")
-    for col in ("op type", "cases", "passed", "wrong", "crash", "unsupported", "why not (most common)"):
+    table = Table(title=f"{suite}: {SUITES[suite]}", title_justify="left")
+    for col in ("op type" if suite == "onnx" else "group", "cases", "passed", "wrong", "crash", "unsupported", "why not (most common)"):
         table.add_column(col, justify="right" if col in STATUSES or col == "cases" else "left")
     for op, rs in by_op(results).items():
         c = Counter(r.status for r in rs)

@@ -914,6 +914,22 @@ def _rms_norm(cx, a):
     return _affine(cx, cx.add("rms_norm", [x], attrs), w, None)
 
 
+@onnx_op("LRN")
+@_float_math
+def _lrn(cx, a, x, e):
+    """x / (bias + alpha / size * (sum of x^2 over `size` neighbouring channels))^beta."""
+    size = a["size"]
+    n, c = x.type.shape[:2]
+    rest = list(x.type.shape[2:])
+    sq = cx.add("reshape", [e.mul(x, x)], {"shape": [n, 1, c, int(np.prod(rest))]})
+    lo = (size - 1) // 2
+    window = cx.add("avg_pool2d", [sq], {"kernel": [size, 1], "stride": [1, 1],
+                                         "padding": [lo, 0, size - 1 - lo, 0]})
+    total = e.mul(cx.add("reshape", [window], {"shape": [n, c] + rest}), float(size))
+    base = e.add(e.mul(total, a.get("alpha", 1e-4) / size), a.get("bias", 1.0))
+    return e.div(x, e.pow(base, a.get("beta", 0.75)))
+
+
 @onnx_op("LpNormalization")
 @_float_math
 def _lp_norm(cx, a, x, e):
