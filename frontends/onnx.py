@@ -272,7 +272,9 @@ class OnnxImporter:
                 raise UsageError(f"graph input '{name}' has no shape in the model; "
                                  f"give it with input_shapes={{'{name}': [...]}} or example inputs")
             return tuple(given)
-        model_dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+        # a negative dim_value (written by some exporters) means unknown, like a dim_param
+        model_dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0
+                      else (d.dim_param or "?") for d in dims]
         if given is None:
             symbolic = [d for d in model_dims if isinstance(d, str)]
             if symbolic:

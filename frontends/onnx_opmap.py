@@ -601,6 +601,25 @@ def _gather_elements(cx, a):
     return cx.add("gather_elements", [cx.input(0), cx.input(1)], {"axis": a.get("axis", 0)})
 
 
+@onnx_op("GatherND")
+def _gather_nd(cx, a):
+    """data[idx[..., 0], idx[..., 1], ...]: the index tuples become flat offsets
+    into the leading dims, then one gather."""
+    if a.get("batch_dims", 0):
+        raise cx.error("GatherND with batch_dims > 0 is not supported")
+    x, idx = cx.input(0), cx.input(1)
+    k = idx.type.shape[-1]
+    lead, rest = list(x.type.shape[:k]), list(x.type.shape[k:])
+    strides = np.array([int(np.prod(lead[i + 1:])) for i in range(k)], np.int64)
+    idx = cx.cast(idx, dtypes.i64)
+    dims = np.array(lead, np.int64)
+    idx = cx.add("where", [cx.add("less", [idx, cx.const(np.zeros((), np.int64))]),
+                           cx.add("add", [idx, cx.const(dims)]), idx])  # negative indices
+    flat = cx.add("reduce_sum", [cx.add("mul", [idx, cx.const(strides)])], {"axes": [-1]})
+    table = cx.add("reshape", [x], {"shape": [int(np.prod(lead))] + rest})
+    return cx.add("gather", [table, flat], {"axis": 0})
+
+
 @onnx_op("Expand")
 def _expand(cx, a):
     shape = [int(d) for d in cx.static_input(1, "the target shape")]
@@ -724,6 +743,79 @@ def _reduce_composite(cx, a):
     return cx.add(post, [y]) if post else y
 
 
+# -- resize -----------------------------------------------------------------------------------
+
+@onnx_op("Resize")
+def _resize(cx, a):
+    from . import onnx_resize as rz
+
+    x = cx.input(0)
+    rank = x.type.rank
+    mode = a.get("mode", "nearest")
+    coord = a.get("coordinate_transformation_mode", "half_pixel")
+    antialias = bool(a.get("antialias", 0))
+    axes = [ax % rank for ax in a.get("axes", range(rank))]
+    roi, scales, sizes = (cx.static_input(i, what) if cx.has_input(i) else None
+                          for i, what in ((1, "roi"), (2, "scales"), (3, "sizes")))
+    roi, scales, sizes = (None if v is None or v.size == 0 else v for v in (roi, scales, sizes))
+    if (scales is None) == (sizes is None):
+        raise cx.error("Resize needs exactly one of scales and sizes")
+    try:
+        out_shape, scale = rz.output_sizes(x.type.shape, axes, scales, sizes,
+                                           a.get("keep_aspect_ratio_policy", "stretch"))
+    except ValueError as e:
+        raise cx.error(str(e)) from None
+    if antialias and any(scale[ax] < 1 for ax in axes):
+        raise cx.error("Resize with antialias while downscaling is not supported")
+    if mode != "nearest" and not x.type.dtype.is_float:
+        raise cx.error(f"Resize mode {mode} on {x.type.dtype} is not supported")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise cx.error(f"Resize mode {mode!r} is not supported")
+    nearest_mode = a.get("nearest_mode", "round_prefer_floor")
+    cubic_a, exclude = a.get("cubic_coeff_a", -0.75), bool(a.get("exclude_outside", 0))
+    fill = a.get("extrapolation_value", 0.0)
+    wide = x if mode == "nearest" or x.type.dtype.bits >= 32 else cx.cast(x, dtypes.f32)
+    y, outside_any = wide, None
+    for ax in axes:
+        n_in, n_out = x.type.shape[ax], out_shape[ax]
+        if n_in == n_out and scale[ax] == 1.0 and coord != "tf_crop_and_resize":
+            continue
+        ax_roi = None
+        if roi is not None and len(roi) == 2 * rank:
+            ax_roi = (float(roi[ax]), float(roi[ax + rank]))
+        elif roi is not None:  # roi given for `axes` only
+            i = axes.index(ax)
+            ax_roi = (float(roi[i]), float(roi[i + len(axes)]))
+        try:
+            coords, outside = rz.source_coords(coord, n_out, n_in, scale[ax], ax_roi)
+            if mode == "nearest":
+                idx = rz.nearest_index(coords, n_in, nearest_mode)
+                y = cx.add("gather", [y, cx.const(idx)], {"axis": ax})
+            else:
+                m = rz.weight_matrix(coords, n_in, mode, cubic_a, exclude)
+                y = _apply_along(cx, y, ax, m)
+        except ValueError as e:
+            raise cx.error(str(e)) from None
+        if outside is not None and outside.any():
+            shape = [1] * rank
+            shape[ax] = n_out
+            o = outside.reshape(shape)
+            outside_any = o if outside_any is None else (outside_any | o)
+    if outside_any is not None:
+        y = cx.add("where", [cx.const(outside_any), _scalar(cx, fill, y), y])
+    return cx.cast(y, x.type.dtype)
+
+
+def _apply_along(cx, x, axis, m):
+    """Contract axis `axis` of x with m [out, in]: a matmul on the moved axis."""
+    rank = x.type.rank
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    moved = cx.add("transpose", [x], {"perm": perm})
+    y = cx.add("matmul", [moved, cx.const(m.T.astype(x.type.dtype.storage))])
+    inverse = [perm.index(i) for i in range(rank)]
+    return cx.add("transpose", [y], {"perm": inverse})
+
+
 # -- convolution and pooling ------------------------------------------------------------------
 
 def _spatial_pads(cx, a, pads, in_sizes, kernel, strides, dilations):
@@ -789,6 +881,71 @@ def _conv(cx, a):
     return _back_to_1d(cx, y, was1d)
 
 
+def _insert_zeros(cx, x, strides):
+    """[N, C, H, W] -> [N, C, (H-1)*sh+1, (W-1)*sw+1] with stride-1 zeros between cells."""
+    n, c, h, w = x.type.shape
+    sh, sw = strides
+    if (sh, sw) == (1, 1):
+        return x
+    y = cx.add("reshape", [x], {"shape": [n, c, h, 1, w, 1]})
+    y = cx.add("pad", [y], {"pads": [0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1]})
+    y = cx.add("reshape", [y], {"shape": [n, c, h * sh, w * sw]})
+    return cx.add("slice", [y], {"axes": [2, 3], "starts": [0, 0],
+                                 "ends": [(h - 1) * sh + 1, (w - 1) * sw + 1]})
+
+
+@onnx_op("ConvTranspose")
+def _conv_transpose(cx, a):
+    """A transposed convolution is a convolution of the zero-dilated input
+    with the flipped, in/out-swapped kernel, padded by d*(k-1) - pad."""
+    x, w = cx.input(0), cx.input(1)
+    x, was1d = _as_2d(cx, x, "ConvTranspose")
+    g = a.get("group", 1)
+    cin, cout_g = w.type.shape[:2]
+    kernel, strides, dil, pads = _window_attrs(a, was1d, kernel=w.type.shape[2:])
+    if was1d:
+        w = cx.add("reshape", [w], {"shape": [cin, cout_g] + kernel})
+    if "kernel_shape" in a and list(a["kernel_shape"]) != list(w.type.shape[2 + was1d:]):
+        raise cx.error(f"kernel_shape {a['kernel_shape']} does not match the weight")
+    out_pad = list(a.get("output_padding", [0] * (2 - was1d)))
+    out_pad = [0] + out_pad if was1d else out_pad
+    in_sizes = x.type.shape[2:]
+    full = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    auto = a.get("auto_pad", "NOTSET")
+    target = None
+    if "output_shape" in a:
+        target = ([1] + list(a["output_shape"]) if was1d else list(a["output_shape"]))[-2:]
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        target = target or [i * st for i, st in zip(in_sizes, strides)]
+        lo, hi = [], []
+        for i in range(2):
+            total = strides[i] * (in_sizes[i] - 1) + out_pad[i] + full[i] - target[i]
+            lo.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+            hi.append(total - lo[-1])
+        pads = [lo[0], lo[1], hi[0], hi[1]]
+    elif auto in ("NOTSET", "", "VALID"):
+        pads = [0, 0, 0, 0] if auto == "VALID" else pads
+        if target is not None:  # the explicit output shape extends (or cuts) at the end
+            out_pad = [t - (strides[i] * (in_sizes[i] - 1) + full[i] - pads[i] - pads[i + 2])
+                       for i, t in enumerate(target)]
+    else:
+        raise cx.error(f"auto_pad {auto!r} is not supported")
+    # kernel [Cin, Cout/g, kh, kw] -> [Cout, Cin/g, kh, kw], flipped in space
+    k = cx.add("reshape", [w], {"shape": [g, cin // g, cout_g] + kernel})
+    k = cx.add("transpose", [k], {"perm": [0, 2, 1, 3, 4]})
+    k = cx.add("reshape", [k], {"shape": [g * cout_g, cin // g] + kernel})
+    k = cx.add("slice", [k], {"axes": [2, 3], "starts": [-1, -1], "ends": [-2 ** 63, -2 ** 63],
+                              "steps": [-1, -1]})
+    y = _insert_zeros(cx, x, strides)
+    before = [f - 1 - p for f, p in zip(full, pads[:2])]
+    after = [f - 1 - p + o for f, p, o in zip(full, pads[2:], out_pad)]
+    # negative amounts crop: pad handles both
+    y = cx.add("pad", [y], {"pads": [0, 0, before[0], before[1], 0, 0, after[0], after[1]]})
+    ins = [y, k] + ([cx.input(2)] if cx.has_input(2) else [])
+    y = cx.add("conv2d", ins, {"dilation": dil, "groups": g})
+    return _back_to_1d(cx, y, was1d)
+
+
 @onnx_op("MaxPool", "AveragePool")
 def _pool(cx, a):
     if len(cx.node.output) > 1 and cx.node.output[1]:
@@ -827,6 +984,7 @@ def _global_max_pool(cx, a):
 def _batch_norm(cx, a):
     if a.get("training_mode", 0) or any(o for o in cx.node.output[1:]):
         raise cx.error("BatchNormalization in training mode is not supported (inference only)")
+    a.get("momentum")  # only used in training mode
     ins = [cx.input(i) for i in range(5)]
     return cx.add("batch_norm", ins, {"eps": a.get("epsilon", 1e-5)})
 

@@ -87,10 +87,22 @@ def _neg_neg(g, op):
         return _same(inner.inputs[0], op)
 
 
-@rewrite("slice", "concat")
-def _whole(g, op):
+@rewrite("concat")
+def _single_concat(g, op):
     if len(op.inputs) == 1:
         return _same(op.inputs[0], op)
+
+
+@rewrite("slice")
+def _whole_slice(g, op):
+    """A slice that keeps every element in order is its input."""
+    x = op.inputs[0]
+    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
+    for ax, start, end, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
+        dim = x.type.shape[ax]
+        if step != 1 or range(dim)[slice(start, end, step)] != range(dim):
+            return None
+    return _same(x, op)
 
 
 @register_pass
