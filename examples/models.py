@@ -1,6 +1,7 @@
-"""Small example models in plain PyTorch: an MLP, a ResNet-style CNN with
-batch norm and residuals, and a pre-norm transformer block. The demo compiles
-them; the tests check hetc against PyTorch on them."""
+"""Small example models in plain PyTorch: an MLP, a small ResNet (batch norm,
+residuals, a strided stage with a projected shortcut) and a pre-norm
+transformer block. The demo compiles them; the tests check hetc against
+PyTorch on them."""
 
 import torch
 import torch.nn as nn
@@ -20,34 +21,41 @@ class MLP(nn.Module):
         return self.fc3(x)
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, c):
+class BasicBlock(nn.Module):
+    """ResNet's basic block; a strided block projects the shortcut with a 1x1 conv."""
+
+    def __init__(self, c_in, c_out, stride=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = None
+        if stride != 1 or c_in != c_out:
+            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                      nn.BatchNorm2d(c_out))
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return F.relu(x + y)
+        return F.relu((x if self.down is None else self.down(x)) + y)
 
 
 class SmallCNN(nn.Module):
+    """A small ResNet: stem, max pool, two stages (the second strided), head."""
+
     def __init__(self, channels=16, classes=10):
         super().__init__()
-        self.stem = nn.Conv2d(3, channels, 3, stride=1, padding=1)
+        self.stem = nn.Conv2d(3, channels, 3, stride=1, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
-        self.block1 = ResidualBlock(channels)
-        self.pool = nn.MaxPool2d(2)
-        self.block2 = ResidualBlock(channels)
-        self.head = nn.Linear(channels, classes)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = BasicBlock(channels, channels)
+        self.layer2 = BasicBlock(channels, 2 * channels, stride=2)
+        self.head = nn.Linear(2 * channels, classes)
 
     def forward(self, x):
-        x = F.relu(self.bn(self.stem(x)))
-        x = self.pool(self.block1(x))
-        x = self.block2(x)
+        x = self.pool(F.relu(self.bn(self.stem(x))))
+        x = self.layer2(self.layer1(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.head(x)
 

