@@ -173,12 +173,10 @@ class OnnxImporter:
             v = self._consts.get(name)
             if v is None:
                 arr = self.static[name]
-                if name in self.initializers:
-                    v = self.g.const(arr, name=name)
-                elif arr.size <= 16:
-                    v = self.g.const(arr, inline=True)
+                if name in self.initializers:  # a weight keeps its name, whatever its size
+                    v = self.g.const(arr, name=name, inline=False)
                 else:
-                    v = self.g.const(arr, name=f"const.{name}")
+                    v = self.g.const(arr, name=f"const.{name}", inline=None)
                 self._consts[name] = v
             return v
         v = self.env.get(name)
@@ -213,9 +211,7 @@ class OnnxImporter:
         arr = np.asarray(array)
         if dtype is not None:
             arr = arr.astype(dtype.storage)
-        if arr.size <= 16:
-            return self.g.const(arr, inline=True)
-        return self.g.const(arr, name=f"const.{self._hint() or 'value'}")
+        return self.g.const(arr, name=f"const.{self._hint() or 'value'}", inline=None)
 
     def cast(self, v: Value, dt: dtypes.DType) -> Value:
         return v if v.type.dtype == dt else self.add("cast", [v], {"dtype": dt})

@@ -148,12 +148,10 @@ class Importer:
             if not isinstance(t, torch.Tensor):
                 raise self.error(f"operand %{name} is a {type(t).__name__}, not a tensor")
             arr = np.require(to_numpy(t), requirements="C")
-            if name in self.params:
-                v = self.g.const(arr, name=self.params[name])
-            elif arr.size <= 16:
-                v = self.g.const(arr, inline=True)
+            if name in self.params:  # a parameter keeps its name, whatever its size
+                v = self.g.const(arr, name=self.params[name], inline=False)
             else:
-                v = self.g.const(arr, name=f"const.{name}")
+                v = self.g.const(arr, name=f"const.{name}", inline=None)
             sc.consts[name] = v
         return v
 
@@ -281,7 +279,7 @@ class Importer:
         if not isinstance(value, torch.Tensor):
             raise self.error("a higher-order op body returns a non-tensor")
         arr = np.require(to_numpy(value), requirements="C")
-        return self.g.const(arr, inline=arr.size <= 16, name=None if arr.size <= 16 else "const.body")
+        return self.g.const(arr, name="const.body", inline=None)
 
 
 def _too_big(result):

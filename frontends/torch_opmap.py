@@ -348,8 +348,8 @@ def _filled_like(cx, a):
     out = cx.out_type()
     name = _aten_name(cx)
     fill = 0 if "zeros" in name else 1 if "ones" in name else a["fill_value"]
-    return cx.g.const(np.full(out.shape, fill, out.dtype.storage),
-                      inline=out.numel <= 16, name=None if out.numel <= 16 else f"const.{cx.node.name}")
+    return cx.g.const(np.full(out.shape, fill, out.dtype.storage), name=f"const.{cx.node.name}",
+                      inline=None)
 
 
 @aten("clamp", "clamp.Tensor")

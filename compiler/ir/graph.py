@@ -100,13 +100,18 @@ class Graph:
         self.ops.append(Op(kind, inputs, outs, attrs, body))
         return outs[0] if len(outs) == 1 else outs
 
+    INLINE_MAX = 16  # constants up to this many elements print inline by default
+
     def const(self, array, name=None, type: TensorType | None = None, inline=False):
-        """A constant: stored in the weight store under `name`, or inline."""
+        """A constant: in the weight store under `name` (made unique), or
+        written inline; inline=None decides by size (small ones inline)."""
         from . import dtypes
 
         array = np.asarray(array)
         if type is None:
             type = TensorType(array.shape, dtypes.from_numpy(array.dtype))
+        if inline is None:
+            inline = array.size <= self.INLINE_MAX
         if inline:
             return self.add("const", [], {"value": array}, result_types=[type])
         key = name = name or "const"
