@@ -59,6 +59,8 @@ def build_parser():
     p.add_argument("--target", "-t", default="ref", choices=list(TARGETS), help="target (default: ref)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="artifact folder to write")
     p.add_argument("--pipeline", "-p", default=None, help="pass pipeline (default: the target's)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="fix the symbolic dimensions of an ONNX input (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -105,11 +107,25 @@ def cmd_compile(args):
     from .api import compile as hetc_compile
 
     module = hetc_compile(args.model, target=args.target, pipeline=args.pipeline,
+                          input_shapes=_input_shapes(args.input_shape) or None,
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:
         module.report.render(_console())
     print(f"wrote {args.output}")
+
+
+def _input_shapes(specs):
+    shapes = {}
+    for spec in specs:
+        name, eq, dims = spec.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",")]
+        except ValueError:
+            shapes[name] = None
+        if not eq or not name or shapes[name] is None:
+            raise UsageError(f"--input-shape {spec!r}: expected NAME=D0,D1,... (e.g. x=1,3,224,224)")
+    return shapes
 
 
 def _load_input(spec, names):

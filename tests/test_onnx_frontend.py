@@ -147,3 +147,19 @@ def test_cli_compiles_and_runs_onnx(exported, tmp_path):
     p = subprocess.run([sys.executable, "-m", "hetc.cli", "run", out, "--input",
                         f"{in_name}={tmp_path / 'x.npy'}"], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "[2, 10] float32" in p.stdout, p.stderr
+
+
+def test_cli_input_shape_fixes_symbolic_dims(tmp_path):
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_io("x", TensorProto.FLOAT, ["n", 4])],
+               [_io("y", TensorProto.FLOAT, ["n", 4])])
+    path = tmp_path / "sym.onnx"
+    onnx.save(m, str(path))
+    cli = [sys.executable, "-m", "hetc.cli", "compile", str(path), "-o", str(tmp_path / "o")]
+    p = subprocess.run(cli, capture_output=True, text=True)
+    assert p.returncode == 2 and "symbolic dimensions" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run(cli + ["--input-shape", "x=3,4"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert "n=3" in p.stdout  # the report's note says what the symbolic dim became
+    p = subprocess.run(cli + ["--input-shape", "x=three"], capture_output=True, text=True)
+    assert p.returncode == 2 and "expected NAME=D0,D1" in p.stderr
