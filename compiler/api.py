@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import compression
 from .errors import UsageError
 from .ir.graph import Graph
 from .ir.verify import verify
@@ -78,14 +79,24 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 
 
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
-            freeze_inputs=None, print_ir_after_all=False, print_ir_after=(), print_ir_before=(),
-            verify_each=True, ir_stream=None, **options):
+            freeze_inputs=None, sparsity=None, precision=None, calibration=None,
+            accuracy_budget=None, criterion=None, print_ir_after_all=False, print_ir_after=(),
+            print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
     pipeline: a pass pipeline string (default: the target's own), e.g.
       "canonicalize,fold,cse,dce".
     input_shapes / freeze_inputs: for ONNX models, fix symbolic input
       dimensions ({name: shape}) or make inputs constants ({name: array}).
+    sparsity: "2:4", "1:4", ... or {layer regex: pattern}; precision: "int8",
+      "int4", "int4-g64", "int4-asym", "int3", "fp8", "bf16", ... or
+      {layer regex: format}. See docs/compression.md.
+    calibration: a list of input samples, for activation statistics (the
+      wanda criterion) and the accuracy check; default: the example inputs.
+    accuracy_budget: the largest relative L2 output error allowed against the
+      uncompressed model on held-out calibration samples (default 0.01); the
+      report says whether the compiled model meets it.
+    criterion: "wanda" (default when calibration data exist) or "magnitude".
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -93,24 +104,67 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     from hetc.runtime.module import Module
 
     if options:
-        raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))} "
-                         f"(compression options arrive with the compression passes)")
+        raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))}")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
+    compress = compression.passes_for(
+        sparsity, precision, criterion or ("wanda" if calibration is not None else "magnitude"))
+    if not compress and (calibration is not None or accuracy_budget is not None
+                         or criterion is not None):
+        raise UsageError("calibration, accuracy_budget and criterion apply to compression: "
+                         "give sparsity= or precision= too")
+    ctx = PassContext(target=tgt)
+    reference = held_out = None
+    if compress:
+        text = ",".join(t for t in (text, compress, "dce") if t)
+        stats, held_out = compression.split(
+            compression.samples(calibration, example_inputs, graph))
+        ctx.calibration = stats
+        reference = _copy(graph)  # the uncompressed model, for the accuracy check
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
         stream=ir_stream)
-    ctx = PassContext(target=tgt)
     graph = manager.run(graph, ctx)
-    artifact = backend.lower(graph, tgt)
     notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"]
+    summary = {}
+    if compress:
+        summary, more = _accuracy(reference, graph, held_out, ctx.calibration, accuracy_budget)
+        notes += more
+    artifact = backend.lower(graph, tgt)
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
-    report = Report.of(graph, tgt.name, manager.timings, notes)
+    report = Report.of(graph, tgt.name, manager.timings, notes, ctx.decisions, summary)
     return Module(artifact, report)
+
+
+def _copy(graph):
+    from .ir.parser import parse
+    from .ir.printer import print_graph
+    from .ir.weights import WeightStore
+
+    return parse(print_graph(graph), weights=WeightStore(graph.weights), verify=False)
+
+
+def _accuracy(reference, graph, held_out, stats, budget):
+    """The compressed model's output error against the uncompressed one on
+    held-out calibration samples, and what the report should say about it."""
+    budget = compression.DEFAULT_BUDGET if budget is None else float(budget)
+    summary, notes = {"budget": budget}, []
+    if not held_out:
+        notes.append("no calibration inputs: the output error was not measured")
+        return summary, notes
+    error = compression.output_error(reference, graph, held_out)
+    summary.update(error=error, held_out=len(held_out))
+    if error > budget:
+        notes.append(f"output error {error:.3g} on held-out inputs EXCEEDS the accuracy budget "
+                     f"{budget:g}")
+    if held_out is stats:
+        notes.append("one calibration sample: the error is measured on the inputs the "
+                     "statistics came from (give several samples for a held-out check)")
+    return summary, notes
 
 
 def _names(x):

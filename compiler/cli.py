@@ -61,6 +61,16 @@ def build_parser():
     p.add_argument("--pipeline", "-p", default=None, help="pass pipeline (default: the target's)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
                    help="fix the symbolic dimensions of an ONNX input (repeatable)")
+    p.add_argument("--sparsity", action="append", default=[], metavar="[REGEX=]N:M",
+                   help="N:M sparsity for all layers, or for layers matching REGEX (repeatable; "
+                        "first match wins)")
+    p.add_argument("--precision", action="append", default=[], metavar="[REGEX=]FORMAT",
+                   help="weight precision (int8, int4, int4-g64, int4-asym, int3, fp8, bf16, ...)")
+    p.add_argument("--calibration", metavar="FILE.npz",
+                   help="calibration inputs: one array per input name, samples on the first axis")
+    p.add_argument("--accuracy-budget", type=float, metavar="E",
+                   help="largest relative output error allowed (default 0.01)")
+    p.add_argument("--criterion", choices=["magnitude", "wanda"], help="pruning criterion")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -79,6 +89,7 @@ def build_parser():
     p = sub.add_parser("show", help="summarize a model, .hir file or artifact folder")
     p.add_argument("what", metavar="MODEL|FILE.hir|OUTDIR")
     p.add_argument("--ir", action="store_true", help="also print the IR")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead")
 
     sub.add_parser("targets", help="list targets, their capabilities and availability here")
 
@@ -108,11 +119,45 @@ def cmd_compile(args):
 
     module = hetc_compile(args.model, target=args.target, pipeline=args.pipeline,
                           input_shapes=_input_shapes(args.input_shape) or None,
+                          sparsity=_per_layer(args.sparsity, "--sparsity"),
+                          precision=_per_layer(args.precision, "--precision"),
+                          calibration=_calibration(args.calibration),
+                          accuracy_budget=args.accuracy_budget, criterion=args.criterion,
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:
         module.report.render(_console())
     print(f"wrote {args.output}")
+
+
+def _per_layer(specs, flag):
+    """["2:4"] -> "2:4"; ["fc1=2:4", "fc2=int8"...] -> {regex: choice} (first match wins)."""
+    if not specs:
+        return None
+    if len(specs) == 1 and "=" not in specs[0]:
+        return specs[0]
+    out = {}
+    for spec in specs:
+        regex, eq, choice = spec.rpartition("=")
+        if not eq or not choice:
+            raise UsageError(f"{flag} {spec!r}: expected CHOICE or REGEX=CHOICE")
+        out[regex] = choice
+    return out
+
+
+def _calibration(path):
+    """Samples from an .npz: one array per input name, samples along the first axis."""
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {n: data[n] for n in data.files}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--calibration: cannot read {path}: {e}") from None
+    counts = {len(a) for a in arrays.values()}
+    if len(counts) != 1:
+        raise UsageError(f"--calibration {path}: inputs have different sample counts {sorted(counts)}")
+    return [{n: a[i] for n, a in arrays.items()} for i in range(counts.pop())]
 
 
 def _input_shapes(specs):
@@ -193,6 +238,9 @@ def cmd_show(args):
     else:
         graph = import_model(what)
         report = Report.of(graph, "-", notes=["imported, not compiled"])
+    if args.json:
+        print(report.to_json())
+        return
     report.render(_console())
     if args.ir:
         from .ir.printer import print_graph

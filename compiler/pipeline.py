@@ -30,7 +30,8 @@ class PassContext:
 
     target: object = None  # hetc.targets.Target
     report: object = None  # hetc.report.Report
-    calibration: list | None = None
+    calibration: list | None = None  # samples (lists of input arrays) for statistics
+    decisions: dict = field(default_factory=dict)  # layer -> what compression passes chose and why
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,17 @@ class Pass:
         raise NotImplementedError
 
     def text(self):
-        opts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+        opts = [f"{f.name}={_option_text(getattr(self, f.name))}" for f in dataclasses.fields(self)
                 if getattr(self, f.name) != f.default]
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def _option_text(value):
+    """An option value as it parses back: quoted when it holds syntax."""
+    text = str(value)
+    if any(c in text for c in ',{}="') or text != text.strip():
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
 
 
 def register_pass(cls):
@@ -69,28 +78,34 @@ def _coerce_option(pass_name, f: dataclasses.Field, raw: str):
             return int(raw)
         if kind == "float":
             return float(raw)
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':  # quoted: may hold , { } =
+            return raw[1:-1].replace('\\"', '"')
         return raw
     except ValueError:
         raise UsageError(f"pass {pass_name}: option {f.name} needs a {kind}, got {raw!r}") from None
 
 
 def _split_top(text, sep):
-    """Split on `sep` outside braces."""
-    parts, depth, cur = [], 0, ""
+    """Split on `sep` outside braces and double quotes."""
+    parts, depth, cur, quoted = [], 0, "", False
     for ch in text:
-        if ch == "{":
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            pass
+        elif ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth < 0:
                 raise UsageError(f"pipeline {text!r}: unbalanced '}}'")
-        if ch == sep and depth == 0:
+        if ch == sep and depth == 0 and not quoted:
             parts.append(cur)
             cur = ""
         else:
             cur += ch
-    if depth:
-        raise UsageError(f"pipeline {text!r}: unclosed '{{'")
+    if depth or quoted:
+        raise UsageError(f"pipeline {text!r}: unclosed '{{' or '\"'")
     parts.append(cur)
     return parts
 

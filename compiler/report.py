@@ -17,7 +17,12 @@ class LayerRow:
     inputs: list  # shapes of the non-weight operands
     output: list
     weights: list  # "name: type" of each weight operand
-    bytes: int  # storage bytes of the weights
+    bytes: int  # stored bytes of the weights (N:M packed, with scales)
+    pattern: str = "dense"  # N:M pattern of the main weight
+    precision: str = ""  # dtype the main weight is stored in
+    bits: float = 0.0  # stored bits per weight of the main weight
+    bytes_before: int = 0  # the weights' bytes before compression
+    why: list = field(default_factory=list)  # what the compression passes decided and why
 
 
 @dataclass
@@ -26,35 +31,56 @@ class Report:
     target: str = ""
     layers: list = field(default_factory=list)
     op_counts: dict = field(default_factory=dict)
-    weight_bytes: int = 0
+    weight_bytes: int = 0  # stored bytes of all weights
+    weight_bytes_before: int = 0  # before compression
+    compression: dict = field(default_factory=dict)  # budget, error, held_out, pruned, bits
     passes: list = field(default_factory=list)  # [name, seconds]
     notes: list = field(default_factory=list)
 
     @classmethod
-    def of(cls, graph: Graph, target="", passes=(), notes=()):
+    def of(cls, graph: Graph, target="", passes=(), notes=(), decisions=None, summary=None):
+        decisions = decisions or {}
         rep = cls(graph.name, target, passes=[[t.name, t.seconds] for t in passes],
-                  notes=list(notes))
+                  notes=list(notes), compression=dict(summary or {}))
         counts = Counter()
         for op in graph.walk():
-            if op.kind == "const":
-                continue
-            counts[op.kind] += 1
-            weights = [v for v in op.inputs if v.producer is not None and
-                       v.producer.kind == "const" and "name" in v.producer.attrs]
-            if not weights:
-                continue
-            wname = weights[0].producer.attrs["name"]
-            rep.layers.append(LayerRow(
-                name=wname.rsplit(".", 1)[0] if "." in wname else wname,
-                op=op.kind,
-                inputs=[list(v.type.shape) for v in op.inputs if v not in weights],
-                output=list(op.outputs[0].type.shape),
-                weights=[f"{w.producer.attrs['name']}: {w.type.text()}" for w in weights],
-                bytes=sum(w.type.storage_bytes() for w in weights)))
+            if op.kind != "const":
+                counts[op.kind] += 1
         rep.op_counts = dict(counts.most_common())
         consts = {op.attrs["name"]: op.output.type for op in graph.walk()
                   if op.kind == "const" and "name" in op.attrs}
-        rep.weight_bytes = sum(t.storage_bytes() for t in consts.values())
+        rep.weight_bytes = sum(t.packed_bytes() for t in consts.values())
+        before = {}
+        for op in graph.walk():
+            weights = [v for v in op.inputs if v.producer is not None and
+                       v.producer.kind == "const" and "name" in v.producer.attrs]
+            if op.kind == "const" or not weights:
+                continue
+            main = weights[0]
+            wname = main.producer.attrs["name"]
+            name = wname[:-len(".weight")] if wname.endswith(".weight") else wname
+            decided = decisions.get(name, {})
+            t = main.type
+            after = sum(w.type.packed_bytes() for w in weights)
+            orig = after - t.packed_bytes() + decided.get("bytes_before", t.packed_bytes())
+            before[wname] = decided.get("bytes_before", t.packed_bytes())
+            rep.layers.append(LayerRow(
+                name=name, op=op.kind,
+                inputs=[list(v.type.shape) for v in op.inputs if v not in weights],
+                output=list(op.outputs[0].type.shape),
+                weights=[f"{w.producer.attrs['name']}: {w.type.text()}" for w in weights],
+                bytes=after, pattern=f"{t.nm.n}:{t.nm.m}" if t.nm else "dense",
+                precision=t.dtype.name, bits=round(t.packed_bytes() * 8 / max(t.numel, 1), 3),
+                bytes_before=orig, why=list(decided.get("why", []))))
+        rep.weight_bytes_before = rep.weight_bytes + sum(
+            before[n] - consts[n].packed_bytes() for n in before if n in consts)
+        if decisions:
+            main = [consts[n] for n in before if n in consts]
+            numel = sum(t.numel for t in main)
+            pruned = sum(t.numel * (t.nm.m - t.nm.n) / t.nm.m for t in main if t.nm)
+            rep.compression.update(
+                pruned=pruned / numel if numel else 0.0,
+                bits_per_weight=sum(t.packed_bytes() * 8 for t in main) / numel if numel else 0.0)
         return rep
 
     def to_dict(self):
@@ -69,29 +95,52 @@ class Report:
         d["layers"] = [LayerRow(**r) for r in d.get("layers", [])]
         return cls(**d)
 
+    @property
+    def compressed(self) -> bool:
+        return bool(self.compression)
+
     def render(self, console=None):
         """Print the report as tables (to `console`, a rich Console)."""
+        import sys
+
         from rich.console import Console
         from rich.table import Table
-
-        import sys
 
         # piped output (make, CI logs) gets a wide table instead of rich's 80 columns
         console = console or Console(width=None if sys.stdout.isatty() else 160)
         table = Table(title=f"@{self.model} for target {self.target}", title_justify="left")
-        for col, just in (("layer", "left"), ("op", "left"), ("inputs", "left"),
-                          ("output", "left"), ("weight", "left"), ("weight bytes", "right")):
+        cols = [("layer", "left"), ("op", "left"), ("inputs", "left"), ("output", "left"),
+                ("weight", "left"), ("weight bytes", "right")]
+        if self.compressed:
+            cols = [("layer", "left"), ("op", "left"), ("weight", "left"), ("N:M", "left"),
+                    ("dtype", "left"), ("bits/w", "right"), ("bytes before", "right"),
+                    ("bytes after", "right"), ("why", "left")]
+        for col, just in cols:
             table.add_column(col, justify=just, overflow="fold")
         for r in self.layers:
             weight = r.weights[0].split(": ", 1)[1]
             if len(r.weights) > 1:
                 weight += f" (+{len(r.weights) - 1} more)"
-            table.add_row(r.name, r.op, " ".join(_shape(s) for s in r.inputs), _shape(r.output),
-                          weight, f"{r.bytes:,}")
+            if self.compressed:
+                table.add_row(r.name, r.op, weight, r.pattern, r.precision, f"{r.bits:g}",
+                              f"{r.bytes_before:,}", f"{r.bytes:,}", "; ".join(r.why))
+            else:
+                table.add_row(r.name, r.op, " ".join(_shape(s) for s in r.inputs),
+                              _shape(r.output), weight, f"{r.bytes:,}")
         console.print(table)
         ops = ", ".join(f"{k} x{n}" for k, n in self.op_counts.items())
         console.print(f"ops: {ops}")
         console.print(f"weights: {self.weight_bytes:,} bytes in {len(self.layers)} layers")
+        c = self.compression
+        if c:
+            line = (f"compression: {self.weight_bytes_before:,} -> {self.weight_bytes:,} bytes, "
+                    f"{c.get('bits_per_weight', 0):.2f} bits per layer weight, "
+                    f"{100 * c.get('pruned', 0):.1f}% of layer weights pruned")
+            if "error" in c:
+                verdict = "within" if c["error"] <= c["budget"] else "OVER"
+                line += (f"; output error {c['error']:.3g} on {c['held_out']} held-out "
+                         f"sample(s), {verdict} the budget {c['budget']:g}")
+            console.print(line)
         if self.passes:
             console.print("passes: " + ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in self.passes))
         for note in self.notes:
@@ -103,7 +152,7 @@ class Report:
         from rich.console import Console
 
         buf = StringIO()
-        self.render(Console(file=buf, width=120, color_system=None))
+        self.render(Console(file=buf, width=160, color_system=None))
         return buf.getvalue()
 
 

@@ -27,6 +27,13 @@ class DType:
     def is_int(self):
         return self.kind in ("int", "uint")
 
+    @property
+    def int_range(self) -> tuple[int, int]:
+        """Smallest and largest value of an integer type of `bits` bits."""
+        if self.kind == "int":
+            return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+        return 0, (1 << self.bits) - 1
+
     def __str__(self):
         return self.name
 
@@ -68,6 +75,7 @@ u16 = register("u16", 16, "uint", np.uint16)
 u8 = register("u8", 8, "uint", np.uint8)
 i4 = register("i4", 4, "int", ml_dtypes.int4)
 u4 = register("u4", 4, "uint", ml_dtypes.uint4)
+i3 = register("i3", 3, "int", np.int8)  # 3-bit integers, one per byte in memory
 i2 = register("i2", 2, "int", ml_dtypes.int2)
 u2 = register("u2", 2, "uint", ml_dtypes.uint2)
 boolean = register("bool", 1, "bool", np.bool_)

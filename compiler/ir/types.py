@@ -9,9 +9,8 @@ into its own physical layout when it lowers.
 """
 
 from dataclasses import dataclass, field
-from math import prod
+from math import ceil, log2, prod
 
-import ml_dtypes
 import numpy as np
 
 from . import dtypes
@@ -186,10 +185,25 @@ class TensorType:
             raise ValueError(f"{what} is {self.dtype}, got an array of {given} "
                              f"(convert it explicitly)")
         if self.dtype.is_int and a.size:
-            info = ml_dtypes.iinfo(self.dtype.storage)
-            if a.min() < info.min or a.max() > info.max:
+            lo, hi = self.dtype.int_range
+            if a.min() < lo or a.max() > hi:
                 raise ValueError(f"{what} values {a.min()}..{a.max()} do not fit {self.dtype}")
         return a.astype(self.dtype.storage)
+
+    def packed_bytes(self):
+        """Bytes as a backend stores the data: for N:M only the kept values,
+        each with a ceil(log2 M)-bit position inside its group (as 2:4 sparse
+        tensor cores store them), plus quantization scales and zero points."""
+        nm = self.nm
+        if nm is None:
+            return self.storage_bytes()
+        kept = self.numel * nm.n // nm.m
+        bits = kept * (self.dtype.bits + max(1, ceil(log2(nm.m))))
+        q = self.quant
+        if q:
+            groups = prod(q.param_shape(self.shape))
+            bits += groups * (q.scale.bits + (0 if q.symmetric else self.dtype.bits))
+        return -(-bits // 8)
 
     def text(self):
         body = "x".join([str(d) for d in self.shape] + [self.dtype.name])

@@ -108,6 +108,11 @@ def _check_const(graph: Graph, op: Op):
     if data.dtype != t.dtype.storage:
         yield f"{label} has numpy dtype {data.dtype}, type {t.dtype} needs {t.dtype.storage}"
         return
+    if t.dtype.is_int and t.dtype.bits < 8 * data.dtype.itemsize and data.size:
+        lo, hi = t.dtype.int_range  # e.g. i3 stored one per byte
+        if data.min() < lo or data.max() > hi:
+            yield f"{label} holds values {data.min()}..{data.max()} outside {t.dtype} [{lo}, {hi}]"
+            return
     q = t.quant
     if q is not None:
         problem = q.problem(t.shape, t.dtype)

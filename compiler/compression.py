@@ -1,0 +1,116 @@
+"""The compression options of hetc.compile: sparsity, precision, calibration
+and the accuracy budget, turned into compression passes and an accuracy check.
+
+    sparsity="2:4" | "none" | {"layer regex": "2:4", ...}
+    precision="int8" | "int4" | ... | {"layer regex": "int4", ...}
+
+A dict lists per-layer choices, first match winning; they become one
+`sparsify`/`quantize` pass each, so the IR dumps show exactly what ran and
+`hetc opt -p` can replay it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UsageError
+
+DEFAULT_BUDGET = 0.01  # largest relative L2 output error allowed against the uncompressed model
+
+
+def _quote(text):
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _choices(option, what):
+    if option is None or option == "none":
+        return []
+    if option == "auto":
+        example = {"sparsity": "2:4", "precision": "int8"}[what]
+        raise UsageError(f"{what}='auto' (the per-layer search under the accuracy budget) is not "
+                         f"built yet; give a {what} explicitly, e.g. {what}='{example}'")
+    if isinstance(option, str):
+        return [("", option)]
+    if isinstance(option, dict):
+        return [(str(k), str(v)) for k, v in option.items()]
+    raise UsageError(f"{what} must be a string or a dict of layer regex -> choice, "
+                     f"got {type(option).__name__}")
+
+
+def _passes(name, key, choices, extra=()):
+    """One pass per choice; each excludes what the choices before it matched,
+    so the first matching choice wins and "none" reserves its layers."""
+    out, taken = [], []
+    for layers, choice in choices:
+        if choice != "none":
+            opts = [f"{key}={choice}", *extra]
+            if layers:
+                opts.append(f"layers={_quote(layers)}")
+            if taken:
+                opts.append(f"exclude={_quote('|'.join(f'(?:{t})' for t in taken))}")
+            out.append(name + "{" + ",".join(opts) + "}")
+        if not layers:
+            break  # a catch-all choice: later ones can never match
+        taken.append(layers)
+    return out
+
+
+def passes_for(sparsity=None, precision=None, criterion="magnitude") -> str:
+    """The compression part of a pipeline for these options ("" if none)."""
+    return ",".join(_passes("sparsify", "pattern", _choices(sparsity, "sparsity"),
+                            [f"criterion={criterion}"]) +
+                    _passes("quantize", "format", _choices(precision, "precision")))
+
+
+def samples(calibration, example_inputs, graph):
+    """Calibration samples as lists of numpy arrays in graph input order.
+
+    `calibration` is a list of samples (each a tuple of inputs in order, a
+    dict by input name, or one input); without it the example inputs are the
+    only sample.
+    """
+    from hetc.runtime.convert import to_numpy
+
+    raw = calibration if calibration is not None else (
+        [example_inputs] if example_inputs is not None else [])
+    out = []
+    names = [v.name for v in graph.inputs]
+    for i, sample in enumerate(raw):
+        if isinstance(sample, dict):
+            missing = [n for n in names if n not in sample]
+            if missing:
+                raise UsageError(f"calibration sample {i} has no input(s) {', '.join(missing)}")
+            sample = [sample[n] for n in names]
+        items = list(sample) if isinstance(sample, (list, tuple)) else [sample]
+        if len(items) != len(graph.inputs):
+            raise UsageError(f"calibration sample {i} has {len(items)} inputs, the model takes "
+                             f"{len(graph.inputs)}")
+        try:
+            out.append([v.type.coerce(to_numpy(x), f"calibration sample {i} input '{v.name}'")
+                        for v, x in zip(graph.inputs, items)])
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    return out
+
+
+def split(samples_):
+    """(samples for statistics, held-out samples for the accuracy check)."""
+    if len(samples_) < 2:
+        return samples_, samples_
+    held = max(1, len(samples_) // 4)
+    return samples_[:-held], samples_[-held:]
+
+
+def output_error(reference, compressed, samples_) -> float:
+    """Relative L2 error of the compressed graph's float outputs against the
+    reference graph's, over all samples and outputs."""
+    from hetc.interpret import interpret
+
+    num = den = 0.0
+    for sample in samples_:
+        for a, b in zip(interpret(compressed, sample), interpret(reference, sample)):
+            if np.asarray(b).dtype.kind == "f" or b.dtype.name in ("bfloat16",):
+                a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                num += float(np.sum((a64 - b64) ** 2))
+                den += float(np.sum(b64 ** 2))
+    return (num / den) ** 0.5 if den else 0.0

@@ -1,0 +1,132 @@
+"""The compression passes: `sparsify` (N:M pruning) and `quantize` (weight
+precision), applied to the compressible layers (passes/layers.py) whose names
+match a regular expression.
+
+Each pass rewrites the weight in the store (new arrays: the caller's
+tensors are never touched) and puts the encoding on the constant's type, so
+what is stored is exactly what the type says. A layer a pass cannot serve
+(the target cannot exploit the pattern, the axis does not divide) stays as it
+is, and the reason is recorded for the report. Passes apply only to layers
+not yet carrying their encoding, so per-layer choices are a sequence of
+passes, each excluding the layers earlier choices matched (the first match
+wins; a "none" choice is a pattern no later pass may touch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hetc.errors import UsageError
+from hetc.interpret import load_const
+from hetc.ir.types import NM, TensorType
+from hetc.ir.weights import aux_key
+from hetc.pipeline import Pass, register_pass
+
+from . import formats, prune
+from .layers import find_layers, input_channel_norms, select
+
+
+def _record(ctx, layer, text):
+    """A decision for the report: per layer, the original bytes and reasons."""
+    entry = ctx.decisions.setdefault(layer.name, {"bytes_before": layer.weight.type.packed_bytes(),
+                                                  "why": []})
+    entry["why"].append(text)
+
+
+def _rewrite(graph, layer, data, encodings, dtype=None, params=None):
+    """Store new data for a layer's weight and give its const the encodings."""
+    name = layer.weight_name
+    graph.weights[name] = data
+    for kind, arr in (params or {}).items():
+        if arr is None:
+            graph.weights.pop(aux_key(name, kind), None)
+        else:
+            graph.weights[aux_key(name, kind)] = arr
+    t = layer.weight.type
+    layer.weight.type = TensorType(t.shape, dtype or t.dtype, tuple(encodings))
+
+
+@register_pass
+@dataclass(frozen=True)
+class Sparsify(Pass):
+    """Prune matching layers to an N:M pattern along their reduction axis."""
+
+    name = "sparsify"
+    pattern: str = "2:4"
+    criterion: str = "magnitude"
+    layers: str = ""
+    exclude: str = ""
+
+    def run(self, graph, ctx):
+        try:
+            n, m = prune.parse_pattern(self.pattern)
+        except ValueError as e:
+            raise UsageError(f"sparsify: {e}") from None
+        if self.criterion not in prune.CRITERIA:
+            raise UsageError(f"sparsify: unknown criterion {self.criterion!r} "
+                             f"(known: {', '.join(prune.CRITERIA)})")
+        chosen = [ly for ly in select(find_layers(graph), self.layers, self.exclude)
+                  if ly.weight.type.nm is None and ly.weight.type.quant is None]
+        if ctx.target is not None and not ctx.target.supports_nm(n, m):
+            for ly in chosen:
+                _record(ctx, ly, f"kept dense: target {ctx.target.name} cannot exploit "
+                                 f"{n}:{m} (it can: {_patterns(ctx.target)})")
+            return
+        norms = {}
+        if self.criterion == "wanda":
+            if not ctx.calibration:
+                raise UsageError("sparsify: the wanda criterion needs calibration inputs")
+            norms = input_channel_norms(graph, chosen, ctx.calibration)
+        for ly in chosen:
+            length = ly.weight.type.shape[ly.axis]
+            if length % m:
+                _record(ctx, ly, f"kept dense: {length} inputs along the reduction axis are "
+                                 f"not a multiple of {m}")
+                continue
+            w = load_const(ly.weight.producer, graph)
+            keep = prune.nm_mask(prune.scores(w, self.criterion, ly.axis, norms.get(ly.name)),
+                                 n, m, ly.axis)
+            pruned = (w * keep).astype(w.dtype)
+            axis = -1 if ly.axis % w.ndim == w.ndim - 1 else ly.axis
+            _record(ctx, ly, f"{n}:{m} by {self.criterion}: requested" +
+                    (f" for layers ~ /{self.layers}/" if self.layers else ""))
+            _rewrite(graph, ly, pruned, [NM(n, m, axis)])
+
+
+@register_pass
+@dataclass(frozen=True)
+class Quantize(Pass):
+    """Store matching layers' weights in a precision format (kept N:M zeros stay zero)."""
+
+    name = "quantize"
+    format: str = "int8"
+    layers: str = ""
+    exclude: str = ""
+
+    def run(self, graph, ctx):
+        try:
+            fmt = formats.get_format(self.format)
+        except KeyError as e:
+            raise UsageError(f"quantize: {e.args[0]}") from None
+        for ly in select(find_layers(graph), self.layers, self.exclude):
+            t = ly.weight.type
+            if t.quant is not None or t.dtype != t.value_dtype or t.dtype == fmt.dtype:
+                continue  # already stored in a chosen precision
+            if ctx.target is not None and fmt.dtype.name not in ctx.target.weight_dtypes \
+                    and ctx.target.name != "ref":
+                _record(ctx, ly, f"kept {t.dtype}: target {ctx.target.name} has no "
+                                 f"{fmt.dtype} weights")
+                continue
+            w = load_const(ly.weight.producer, graph)
+            q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
+            note = ""
+            if enc is not None and fmt.group and enc.group != fmt.group:
+                note = f" (group {fmt.group} does not divide {t.shape[ly.axis]}: per channel)"
+            _record(ctx, ly, f"{fmt.name}: requested" +
+                    (f" for layers ~ /{self.layers}/" if self.layers else "") + note)
+            encodings = [e for e in t.encodings if isinstance(e, NM)] + ([enc] if enc else [])
+            _rewrite(graph, ly, q, encodings, fmt.dtype, {"scale": scale, "zero": zero})
+
+
+def _patterns(target):
+    return ", ".join(f"{n}:{m}" for n, m in target.nm_patterns) or "dense only"

@@ -1,0 +1,203 @@
+"""Compression passes: N:M pruning and weight precision, through the API,
+the CLI and the interpreter (which runs the compressed IR exactly as encoded)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import hetc
+from hetc.errors import UsageError
+from hetc.ir import Graph, TensorType, dtypes, parse, print_graph, verify
+from hetc.pipeline import PassContext, PassManager
+from hetc.targets import get_target
+from models import examples
+from hetc.passes import formats, prune
+
+RNG = np.random.default_rng(0)
+
+
+def test_nm_mask_keeps_the_top_n_of_every_group():
+    s = np.array([[4, 1, 3, 2, 0, 0, 5, 1]], float)
+    keep = prune.nm_mask(s, 2, 4, axis=-1)
+    assert keep.tolist() == [[True, False, True, False, False, False, True, True]]
+    col = prune.nm_mask(s.T, 1, 4, axis=0)
+    assert col[:, 0].tolist() == [True, False, False, False, False, False, True, False]
+
+
+def test_wanda_weighs_by_input_channel_norms():
+    w = np.array([[1.0, 2.0, 3.0, 4.0]])
+    norms = np.array([10.0, 10.0, 0.1, 0.1])
+    assert prune.nm_mask(prune.scores(w, "magnitude", -1), 2, 4, -1).tolist() == [[0, 0, 1, 1]]
+    wanda = prune.nm_mask(prune.scores(w, "wanda", -1, norms), 2, 4, -1)
+    assert wanda.tolist() == [[1, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("name, max_rel", [("int8", 0.01), ("int4", 0.15), ("int4-g32", 0.12),
+                                           ("int4-asym", 0.12), ("int3", 0.3), ("fp8", 0.05)])
+def test_quantization_roundtrip_error(name, max_rel):
+    from hetc.ir.types import Quant
+
+    w = RNG.standard_normal((64, 256)).astype(np.float32)
+    fmt = formats.get_format(name)
+    q, enc, scale, zero = formats.quantize(w, fmt, axis=-1)
+    assert isinstance(enc, Quant) and q.dtype == fmt.dtype.storage
+    assert scale.shape == enc.param_shape(w.shape) and scale.dtype == fmt.scale.storage
+    back = enc.dequantize(q, scale, zero)
+    err = np.linalg.norm(back - w) / np.linalg.norm(w)
+    assert err < max_rel
+    if fmt.dtype.is_int:
+        lo, hi = fmt.dtype.int_range
+        assert q.min() >= lo and q.max() <= hi
+
+
+def _linear_graph(out=8, inp=16):
+    g = Graph("lin")
+    x = g.add_input("x", TensorType((3, inp), dtypes.f32))
+    w = g.const(RNG.standard_normal((out, inp)).astype(np.float32), "fc.weight")
+    b = g.const(RNG.standard_normal(out).astype(np.float32), "fc.bias")
+    g.outputs = [g.add("linear", [x, w, b])]
+    return g
+
+
+def test_sparsify_and_quantize_compose_and_interpret_exactly():
+    g = _linear_graph()
+    dense = g.weights["fc.weight"].copy()
+    g = PassManager.from_text("sparsify{pattern=2:4},quantize{format=int4-g32}").run(
+        g, PassContext(target=get_target("ref")))
+    w = g.ops[0].output
+    assert w.type.text() == "tensor<8x16xi4, nm<2:4>, quant<group=16, scale=f16>>"
+    verify(g)  # nonzeros per group, scale shape and dtype
+    # the interpreter computes with exactly the stored values: q * scale
+    q, s = g.weights["fc.weight"].astype(np.float32), g.weights["fc.weight:scale"].astype(np.float32)
+    x = RNG.standard_normal((3, 16)).astype(np.float32)
+    (y,) = hetc.interpret(g, [x])
+    np.testing.assert_allclose(y, x @ (q * s).T + g.weights["fc.bias"], rtol=1e-5, atol=1e-6)
+    # the kept weights are the two largest of every four
+    kept = (q != 0).reshape(8, 4, 4)
+    big = np.argsort(-np.abs(dense).reshape(8, 4, 4), axis=-1)[..., :2]
+    assert np.take_along_axis(kept, big, -1).all()
+    # and the text form round-trips with its weights
+    assert parse(print_graph(g), weights=g.weights) == g
+
+
+def test_targets_limit_patterns_and_dtypes():
+    ctx = PassContext(target=get_target("cuda"))
+    g = PassManager.from_text("sparsify{pattern=1:4}").run(_linear_graph(), ctx)
+    assert g.ops[0].output.type.nm is None
+    assert "cannot exploit 1:4 (it can: 2:4)" in ctx.decisions["fc"]["why"][0]
+    ctx = PassContext(target=get_target("npu"))
+    PassManager.from_text("sparsify{pattern=2:4}").run(_linear_graph(), ctx)
+    assert "it can: dense only" in ctx.decisions["fc"]["why"][0]
+
+
+def test_layers_that_do_not_divide_stay_dense():
+    ctx = PassContext(target=get_target("ref"))
+    g = PassManager.from_text("sparsify{pattern=2:8}").run(_linear_graph(inp=12), ctx)
+    assert g.ops[0].output.type.nm is None
+    assert "12 inputs along the reduction axis are not a multiple of 8" in ctx.decisions["fc"]["why"][0]
+
+
+def test_compile_with_per_layer_choices_and_report():
+    name, model, inputs = examples()[0]
+    cal = [(torch.randn(8, 64),) for _ in range(8)]
+    module = hetc.compile(model, example_inputs=inputs, sparsity={"fc3": "none", "fc": "2:4"},
+                          precision={"fc3": "int8", ".": "int4"}, calibration=cal)
+    rows = {r.name: r for r in module.report.layers}
+    assert rows["fc1"].pattern == "2:4" and rows["fc1"].precision == "i4"
+    assert rows["fc3"].pattern == "dense" and rows["fc3"].precision == "i8"
+    assert rows["fc2"].bits == pytest.approx(3.125)  # 2 of 4 kept, 4 bits + 2-bit index, f16/128
+    assert rows["fc1"].bits == pytest.approx(3.25)  # 64 inputs: one f16 scale per 64
+    assert any("wanda" in w for w in rows["fc1"].why)
+    c = module.report.compression
+    assert c["held_out"] == 2 and 0 < c["error"] and c["budget"] == 0.01
+    assert module.report.weight_bytes < module.report.weight_bytes_before / 5
+    # the compiled module computes what its IR says, and the IR says what the report says
+    assert "nm<2:4>" in module.ir and "xi8, quant<group=256, scale=f32>>" in module.ir
+    with torch.no_grad():
+        ref = model(*inputs)
+    got = module(*inputs)
+    assert float((got - ref).norm() / ref.norm()) < 1.0  # random weights: lossy, not broken
+
+
+def test_compression_errors():
+    name, model, inputs = examples()[0]
+    with pytest.raises(UsageError, match="sparsity='auto' .* is not built yet"):
+        hetc.compile(model, example_inputs=inputs, sparsity="auto")
+    with pytest.raises(UsageError, match="unknown precision 'int5'"):
+        hetc.compile(model, example_inputs=inputs, precision="int5")
+    with pytest.raises(UsageError, match="N:M pattern '3' is not of the form"):
+        hetc.compile(model, example_inputs=inputs, sparsity="3")
+    with pytest.raises(UsageError, match="apply to compression"):
+        hetc.compile(model, example_inputs=inputs, accuracy_budget=0.1)
+    with pytest.raises(UsageError, match="calibration sample 0 has 2 inputs"):
+        hetc.compile(model, example_inputs=inputs, precision="int8",
+                     calibration=[(torch.randn(8, 64), torch.randn(8, 64))])
+
+
+class Digits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A classifier trained here on scikit-learn's bundled 8x8 digits."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = Digits()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train, test = slice(0, 1400), slice(1400, None)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[train]), y[train]).backward()
+        opt.step()
+    return model.eval(), x, y, train, test
+
+
+@pytest.mark.parametrize("config, max_drop", [({"precision": "int8"}, 0.01),
+                                              ({"precision": "int4"}, 0.03),
+                                              ({"sparsity": "2:4", "precision": "int8"}, 0.05)])
+def test_digits_accuracy_survives_compression(digits, config, max_drop):
+    model, x, y, train, test = digits
+    batch = x[test][:256]
+    cal = [(x[train][i:i + 256],) for i in range(0, 1024, 256)] + [(batch,)]
+    module = hetc.compile(model, example_inputs=(batch,), calibration=cal, **config)
+    with torch.no_grad():
+        before = (model(batch).argmax(1) == y[test][:256]).float().mean().item()
+    after = (module(batch).argmax(1) == y[test][:256]).float().mean().item()
+    assert before > 0.9
+    assert after >= before - max_drop
+
+
+def test_cli_compression_flags(tmp_path):
+    name, model, inputs = examples()[0]
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, inputs), path)
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32))
+    env = {**os.environ, "COLUMNS": "200"}
+    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-o", str(tmp_path / "o"),
+                        "--sparsity", "fc[12]=2:4", "--precision", "int8", "--calibration",
+                        str(tmp_path / "cal.npz"), "--accuracy-budget", "0.5"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "2:4 by wanda" in p.stdout and "within the budget 0.5" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "hetc.cli", "show", str(tmp_path / "o"), "--json"],
+                       capture_output=True, text=True, env=env)
+    import json
+
+    report = json.loads(p.stdout)
+    assert report["compression"]["budget"] == 0.5
+    assert [r["pattern"] for r in report["layers"]] == ["2:4", "2:4", "dense"]
