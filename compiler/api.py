@@ -80,7 +80,7 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
-            accuracy_budget=None, criterion=None, print_ir_after_all=False, print_ir_after=(),
+            accuracy_budget=None, criterion=None, rounding="nearest", print_ir_after_all=False, print_ir_after=(),
             print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
@@ -96,7 +96,9 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     accuracy_budget: the largest relative L2 output error allowed against the
       uncompressed model on held-out calibration samples (default 0.01); the
       report says whether the compiled model meets it.
-    criterion: "wanda" (default when calibration data exist) or "magnitude".
+    criterion: "wanda" (default when calibration data exist), "magnitude" or
+      "sparsegpt" (prunes with the layer Hessian and updates kept weights).
+    rounding: "nearest" (default) or "gptq" (second-order, needs calibration).
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -110,7 +112,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
     compress = compression.passes_for(
-        sparsity, precision, criterion or ("wanda" if calibration is not None else "magnitude"))
+        sparsity, precision, criterion or ("wanda" if calibration is not None else "magnitude"),
+        rounding)
     if not compress and (calibration is not None or accuracy_budget is not None
                          or criterion is not None):
         raise UsageError("calibration, accuracy_budget and criterion apply to compression: "

@@ -70,7 +70,10 @@ def build_parser():
                    help="calibration inputs: one array per input name, samples on the first axis")
     p.add_argument("--accuracy-budget", type=float, metavar="E",
                    help="largest relative output error allowed (default 0.01)")
-    p.add_argument("--criterion", choices=["magnitude", "wanda"], help="pruning criterion")
+    p.add_argument("--criterion", choices=["magnitude", "wanda", "sparsegpt"],
+                   help="pruning criterion (default: wanda with calibration, else magnitude)")
+    p.add_argument("--rounding", choices=["nearest", "gptq"], default="nearest",
+                   help="weight rounding: to nearest, or GPTQ with calibration Hessians")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -123,6 +126,7 @@ def cmd_compile(args):
                           precision=_per_layer(args.precision, "--precision"),
                           calibration=_calibration(args.calibration),
                           accuracy_budget=args.accuracy_budget, criterion=args.criterion,
+                          rounding=args.rounding,
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:

@@ -55,11 +55,17 @@ def _passes(name, key, choices, extra=()):
     return out
 
 
-def passes_for(sparsity=None, precision=None, criterion="magnitude") -> str:
+ROUNDING = {"nearest": "rtn", "gptq": "gptq"}
+
+
+def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="nearest") -> str:
     """The compression part of a pipeline for these options ("" if none)."""
+    if rounding not in ROUNDING:
+        raise UsageError(f"rounding {rounding!r} is not one of {', '.join(ROUNDING)}")
+    method = [] if rounding == "nearest" else [f"method={ROUNDING[rounding]}"]
     return ",".join(_passes("sparsify", "pattern", _choices(sparsity, "sparsity"),
                             [f"criterion={criterion}"]) +
-                    _passes("quantize", "format", _choices(precision, "precision")))
+                    _passes("quantize", "format", _choices(precision, "precision"), method))
 
 
 def samples(calibration, example_inputs, graph):

@@ -74,8 +74,9 @@ class Report:
                 bytes_before=orig, why=list(decided.get("why", []))))
         rep.weight_bytes_before = rep.weight_bytes + sum(
             before[n] - consts[n].packed_bytes() for n in before if n in consts)
-        if decisions:
-            main = [consts[n] for n in before if n in consts]
+        if decisions:  # over the layers the compression passes considered
+            considered = {r.weights[0].split(": ", 1)[0] for r in rep.layers if r.name in decisions}
+            main = [consts[n] for n in considered if n in consts]
             numel = sum(t.numel for t in main)
             pruned = sum(t.numel * (t.nm.m - t.nm.n) / t.nm.m for t in main if t.nm)
             rep.compression.update(
@@ -134,8 +135,8 @@ class Report:
         c = self.compression
         if c:
             line = (f"compression: {self.weight_bytes_before:,} -> {self.weight_bytes:,} bytes, "
-                    f"{c.get('bits_per_weight', 0):.2f} bits per layer weight, "
-                    f"{100 * c.get('pruned', 0):.1f}% of layer weights pruned")
+                    f"{c.get('bits_per_weight', 0):.2f} bits per weight and "
+                    f"{100 * c.get('pruned', 0):.1f}% pruned in the compressed layers")
             if "error" in c:
                 verdict = "within" if c["error"] <= c["budget"] else "OVER"
                 line += (f"; output error {c['error']:.3g} on {c['held_out']} held-out "

@@ -16,14 +16,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from hetc.errors import UsageError
 from hetc.interpret import load_const
 from hetc.ir.types import NM, TensorType
 from hetc.ir.weights import aux_key
 from hetc.pipeline import Pass, register_pass
 
-from . import formats, prune
+from . import formats, prune, reconstruct
 from .layers import find_layers, input_channel_norms, select
+
+
+def _as_rows(w, layer):
+    """The weight as [out, in] (a matmul's [in, out] is transposed) and back."""
+    if layer.op.kind == "matmul":
+        return w.T, lambda r: np.ascontiguousarray(r.T)
+    return w, lambda r: r
+
+
+def _second_order(ctx, graph, chosen, what):
+    """Hessians for the linear/matmul layers among `chosen`; conv layers fall
+    back (noted) since their Hessian needs unfolded patches."""
+    if not ctx.calibration:
+        raise UsageError(f"{what} needs calibration inputs")
+    return reconstruct.hessians(graph, [ly for ly in chosen if ly.op.kind != "conv2d"],
+                                ctx.calibration)
 
 
 def _record(ctx, layer, text):
@@ -72,11 +90,13 @@ class Sparsify(Pass):
                 _record(ctx, ly, f"kept dense: target {ctx.target.name} cannot exploit "
                                  f"{n}:{m} (it can: {_patterns(ctx.target)})")
             return
-        norms = {}
+        norms, hess = {}, {}
         if self.criterion == "wanda":
             if not ctx.calibration:
                 raise UsageError("sparsify: the wanda criterion needs calibration inputs")
             norms = input_channel_norms(graph, chosen, ctx.calibration)
+        elif self.criterion == "sparsegpt":
+            hess = _second_order(ctx, graph, chosen, "sparsify: the sparsegpt criterion")
         for ly in chosen:
             length = ly.weight.type.shape[ly.axis]
             if length % m:
@@ -84,11 +104,19 @@ class Sparsify(Pass):
                                  f"not a multiple of {m}")
                 continue
             w = load_const(ly.weight.producer, graph)
-            keep = prune.nm_mask(prune.scores(w, self.criterion, ly.axis, norms.get(ly.name)),
-                                 n, m, ly.axis)
-            pruned = (w * keep).astype(w.dtype)
+            criterion = self.criterion
+            if ly.name in hess:
+                rows, back = _as_rows(w, ly)
+                pruned, _ = reconstruct.reconstruct(rows, hess[ly.name], nm=(n, m))
+                pruned = back(pruned.astype(w.dtype))
+            else:
+                if criterion == "sparsegpt":
+                    criterion = "magnitude (sparsegpt needs a linear layer)"
+                keep = prune.nm_mask(prune.scores(w, criterion.split()[0], ly.axis,
+                                                  norms.get(ly.name)), n, m, ly.axis)
+                pruned = (w * keep).astype(w.dtype)
             axis = -1 if ly.axis % w.ndim == w.ndim - 1 else ly.axis
-            _record(ctx, ly, f"{n}:{m} by {self.criterion}: requested" +
+            _record(ctx, ly, f"{n}:{m} by {criterion}: requested" +
                     (f" for layers ~ /{self.layers}/" if self.layers else ""))
             _rewrite(graph, ly, pruned, [NM(n, m, axis)])
 
@@ -100,6 +128,7 @@ class Quantize(Pass):
 
     name = "quantize"
     format: str = "int8"
+    method: str = "rtn"  # rtn: round to nearest; gptq: second-order, with error feedback
     layers: str = ""
     exclude: str = ""
 
@@ -108,7 +137,14 @@ class Quantize(Pass):
             fmt = formats.get_format(self.format)
         except KeyError as e:
             raise UsageError(f"quantize: {e.args[0]}") from None
-        for ly in select(find_layers(graph), self.layers, self.exclude):
+        if self.method not in ("rtn", "gptq"):
+            raise UsageError(f"quantize: unknown method {self.method!r} (known: rtn, gptq)")
+        chosen = select(find_layers(graph), self.layers, self.exclude)
+        hess = {}
+        if self.method == "gptq" and fmt.scale is not None:
+            hess = _second_order(ctx, graph, [ly for ly in chosen if ly.weight.type.quant is None],
+                                 "quantize: the gptq method")
+        for ly in chosen:
             t = ly.weight.type
             if t.quant is not None or t.dtype != t.value_dtype or t.dtype == fmt.dtype:
                 continue  # already stored in a chosen precision
@@ -118,14 +154,42 @@ class Quantize(Pass):
                                  f"{fmt.dtype} weights")
                 continue
             w = load_const(ly.weight.producer, graph)
-            q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
+            if ly.name in hess:
+                q, enc, scale, zero = _gptq(w, ly, fmt, hess[ly.name])
+                how = "gptq"
+            else:
+                q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
+                how = "round to nearest" + (" (gptq needs a linear layer)"
+                                            if self.method == "gptq" and fmt.scale else "")
             note = ""
             if enc is not None and fmt.group and enc.group != fmt.group:
                 note = f" (group {fmt.group} does not divide {t.shape[ly.axis]}: per channel)"
-            _record(ctx, ly, f"{fmt.name}: requested" +
+            _record(ctx, ly, f"{fmt.name} by {how}: requested" +
                     (f" for layers ~ /{self.layers}/" if self.layers else "") + note)
             encodings = [e for e in t.encodings if isinstance(e, NM)] + ([enc] if enc else [])
             _rewrite(graph, ly, q, encodings, fmt.dtype, {"scale": scale, "zero": zero})
+
+
+def _gptq(w, layer, fmt, h):
+    """GPTQ: quantize column groups of the [out, in] weight with error feedback."""
+    rows, back = _as_rows(w, layer)
+    group = formats.group_size(fmt, rows.shape[1])
+
+    def quantizer(cols):
+        scale, zero = formats.fit(cols[:, None, :], fmt)
+        scale, zero = scale[:, 0], None if zero is None else zero[:, 0]
+
+        def rnd(col):
+            return formats.decode(formats.encode(col[:, None], scale, zero, fmt), scale, zero)[:, 0]
+        return rnd, (scale, zero)
+
+    mask = rows != 0 if layer.weight.type.nm is not None else None
+    values, params = reconstruct.reconstruct(rows, h, quantizer=quantizer, group=group, mask=mask)
+    q, enc, scale, zero = formats.from_columns(values, params, fmt, group)
+    if layer.op.kind == "matmul":  # codes and parameters back to [in, out]
+        return back(q), type(enc)(enc.group, enc.scale, enc.symmetric, 0), back(scale), \
+            None if zero is None else back(zero)
+    return q, enc, scale, zero
 
 
 def _patterns(target):

@@ -53,42 +53,80 @@ def get_format(name) -> Format:
         raise KeyError(f"unknown precision {name!r} (known: {', '.join(FORMATS)})") from None
 
 
-def quantize(w: np.ndarray, fmt: Format, axis: int):
-    """(stored values, Quant encoding or None, scale, zero point or None).
+def fit(groups: np.ndarray, fmt: Format):
+    """Scales (and zero points) for values grouped on the last axis: one per group."""
+    if fmt.dtype.is_float:
+        qmax = float(ml_dtypes.finfo(fmt.dtype.storage).max)
+        scale = np.abs(groups).max(axis=-1) / qmax
+        zero = None
+    elif fmt.symmetric:
+        scale = np.abs(groups).max(axis=-1) / fmt.dtype.int_range[1]
+        zero = None
+    else:
+        lo, hi = fmt.dtype.int_range
+        mn = np.minimum(groups.min(axis=-1), 0)  # keep 0 on the grid: pruned weights stay 0
+        mx = np.maximum(groups.max(axis=-1), 0)
+        scale = (mx - mn) / (hi - lo)
+    scale = np.where(scale == 0, 1, scale).astype(fmt.scale.storage)
+    if not fmt.dtype.is_float and not fmt.symmetric:
+        lo, hi = fmt.dtype.int_range
+        zero = np.clip(np.rint(lo - mn / scale.astype(np.float32)), lo, hi)
+    return scale, zero
 
-    The group falls back to the whole axis when it does not divide it.
-    """
+
+def encode(groups, scale, zero, fmt: Format) -> np.ndarray:
+    """Stored codes of values grouped on the last axis, given their group parameters."""
+    s = np.asarray(scale, np.float32)[..., None]
+    if fmt.dtype.is_float:
+        return (groups / s).astype(fmt.dtype.storage)
+    lo, hi = fmt.dtype.int_range
+    z = 0 if zero is None else np.asarray(zero, np.float32)[..., None]
+    return np.clip(np.rint(groups / s) + z, lo, hi).astype(fmt.dtype.storage)
+
+
+def decode(codes, scale, zero) -> np.ndarray:
+    """The real values codes stand for (the interpreter's dequantization)."""
+    q = np.asarray(codes, np.float32)
+    if zero is not None:
+        q = q - np.asarray(zero, np.float32)[..., None]
+    return q * np.asarray(scale, np.float32)[..., None]
+
+
+def group_size(fmt: Format, length: int) -> int:
+    """The format's group, or the whole axis when it does not divide it."""
+    return fmt.group if fmt.group and length % fmt.group == 0 else length
+
+
+def quantize(w: np.ndarray, fmt: Format, axis: int):
+    """(stored values, Quant encoding or None, scale, zero point or None)."""
     w = np.asarray(w, np.float32)
     if fmt.scale is None:
         return w.astype(fmt.dtype.storage), None, None, None
     axis = axis % w.ndim
     length = w.shape[axis]
-    group = fmt.group if fmt.group and length % fmt.group == 0 else length
+    group = group_size(fmt, length)
     moved = np.moveaxis(w, axis, -1)
     grouped = moved.reshape(*moved.shape[:-1], length // group, group)
-    if fmt.dtype.is_float:
-        qmax = float(ml_dtypes.finfo(fmt.dtype.storage).max)
-        scale = np.abs(grouped).max(axis=-1) / qmax
-        scale = np.where(scale == 0, 1, scale).astype(fmt.scale.storage)
-        q = grouped / scale.astype(np.float32)[..., None]
-        zero = None
-    else:
-        lo, hi = fmt.dtype.int_range
-        if fmt.symmetric:
-            scale = np.abs(grouped).max(axis=-1) / hi
-            scale = np.where(scale == 0, 1, scale).astype(fmt.scale.storage)
-            q = np.clip(np.rint(grouped / scale.astype(np.float32)[..., None]), lo, hi)
-            zero = None
-        else:
-            mn = np.minimum(grouped.min(axis=-1), 0)
-            mx = np.maximum(grouped.max(axis=-1), 0)  # keep 0 exact: pruned weights stay 0
-            scale = (mx - mn) / (hi - lo)
-            scale = np.where(scale == 0, 1, scale).astype(fmt.scale.storage)
-            s = scale.astype(np.float32)
-            zero = np.clip(np.rint(lo - mn / s), lo, hi)
-            q = np.clip(np.rint(grouped / s[..., None]) + zero[..., None], lo, hi)
-            zero = np.moveaxis(zero.astype(fmt.dtype.storage), -1, axis)
-    q = np.moveaxis(q.reshape(moved.shape), -1, axis).astype(fmt.dtype.storage)
-    scale = np.moveaxis(scale, -1, axis)
-    enc_axis = -1 if axis == w.ndim - 1 else axis
+    scale, zero = fit(grouped, fmt)
+    q = encode(grouped, scale, zero, fmt)
+    return _encoded(q.reshape(moved.shape), scale, zero, fmt, axis, group, w.ndim)
+
+
+def _encoded(q_moved, scale, zero, fmt, axis, group, ndim):
+    """Codes and parameters with the reduction axis put back where it belongs."""
+    q = np.moveaxis(q_moved, -1, axis)
+    scale = np.moveaxis(np.asarray(scale), -1, axis)
+    if zero is not None:
+        zero = np.moveaxis(np.asarray(zero).astype(fmt.dtype.storage), -1, axis)
+    enc_axis = -1 if axis == ndim - 1 else axis
     return q, Quant(group, fmt.scale, fmt.symmetric, enc_axis), scale, zero
+
+
+def from_columns(values, params, fmt, group):
+    """Codes for [out, in] weights already on their groups' grids (as GPTQ
+    leaves them), with the per-group (scale, zero) list of its column groups."""
+    scale = np.stack([p[0] for p in params], axis=-1)
+    zero = None if params[0][1] is None else np.stack([p[1] for p in params], axis=-1)
+    grouped = np.asarray(values, np.float32).reshape(values.shape[0], -1, group)
+    q = encode(grouped, scale, zero, fmt)
+    return _encoded(q.reshape(values.shape), scale, zero, fmt, 1, group, 2)

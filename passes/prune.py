@@ -4,13 +4,15 @@ ones along the reduction axis.
 Scores: `magnitude` is |W|; `wanda` is |W| times the L2 norm of the input
 channel each weight multiplies, measured on calibration data (Sun et al.,
 "A Simple and Effective Pruning Approach for Large Language Models").
+`sparsegpt` prunes with the layer Hessian and updates the kept weights
+(passes/reconstruct.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-CRITERIA = ("magnitude", "wanda")
+CRITERIA = ("magnitude", "wanda", "sparsegpt")  # sparsegpt: passes/reconstruct.py
 
 
 def parse_pattern(text: str) -> tuple[int, int]:

