@@ -44,11 +44,16 @@ def _second_order(ctx, graph, chosen, what):
                                 ctx.calibration)
 
 
+def _remember(ctx, layer):
+    """The layer's decision entry, holding its bytes before any compression
+    (call before rewriting the weight)."""
+    return ctx.decisions.setdefault(layer.name, {"bytes_before": layer.weight.type.packed_bytes(),
+                                                 "why": []})
+
+
 def _record(ctx, layer, text):
-    """A decision for the report: per layer, the original bytes and reasons."""
-    entry = ctx.decisions.setdefault(layer.name, {"bytes_before": layer.weight.type.packed_bytes(),
-                                                  "why": []})
-    entry["why"].append(text)
+    """A decision for the report: why the layer got (or did not get) a choice."""
+    _remember(ctx, layer)["why"].append(text)
 
 
 def _rewrite(graph, layer, data, encodings, dtype=None, params=None):
@@ -103,22 +108,29 @@ class Sparsify(Pass):
                 _record(ctx, ly, f"kept dense: {length} inputs along the reduction axis are "
                                  f"not a multiple of {m}")
                 continue
-            w = load_const(ly.weight.producer, graph)
-            criterion = self.criterion
-            if ly.name in hess:
-                rows, back = _as_rows(w, ly)
-                pruned, _ = reconstruct.reconstruct(rows, hess[ly.name], nm=(n, m))
-                pruned = back(pruned.astype(w.dtype))
-            else:
-                if criterion == "sparsegpt":
-                    criterion = "magnitude (sparsegpt needs a linear layer)"
-                keep = prune.nm_mask(prune.scores(w, criterion.split()[0], ly.axis,
-                                                  norms.get(ly.name)), n, m, ly.axis)
-                pruned = (w * keep).astype(w.dtype)
-            axis = -1 if ly.axis % w.ndim == w.ndim - 1 else ly.axis
-            _record(ctx, ly, f"{n}:{m} by {criterion}: requested" +
+            _remember(ctx, ly)
+            how = prune_layer(graph, ly, n, m, self.criterion, norms.get(ly.name), hess.get(ly.name))
+            _record(ctx, ly, f"{n}:{m} by {how}: requested" +
                     (f" for layers ~ /{self.layers}/" if self.layers else ""))
-            _rewrite(graph, ly, pruned, [NM(n, m, axis)])
+
+
+def prune_layer(graph, ly, n, m, criterion, norms=None, hessian=None) -> str:
+    """Prune one layer's weight to n:m (second order when a Hessian is given);
+    returns how it was done."""
+    w = load_const(ly.weight.producer, graph)
+    if hessian is not None:
+        rows, back = _as_rows(w, ly)
+        pruned, _ = reconstruct.reconstruct(rows, hessian, nm=(n, m))
+        pruned, how = back(pruned.astype(w.dtype)), "sparsegpt"
+    else:
+        how = criterion
+        if criterion == "sparsegpt":
+            criterion, how = "magnitude", "magnitude (sparsegpt needs a linear layer)"
+        keep = prune.nm_mask(prune.scores(w, criterion, ly.axis, norms), n, m, ly.axis)
+        pruned = (w * keep).astype(w.dtype)
+    axis = -1 if ly.axis % w.ndim == w.ndim - 1 else ly.axis
+    _rewrite(graph, ly, pruned, [NM(n, m, axis)])
+    return how
 
 
 @register_pass
@@ -153,21 +165,31 @@ class Quantize(Pass):
                 _record(ctx, ly, f"kept {t.dtype}: target {ctx.target.name} has no "
                                  f"{fmt.dtype} weights")
                 continue
-            w = load_const(ly.weight.producer, graph)
-            if ly.name in hess:
-                q, enc, scale, zero = _gptq(w, ly, fmt, hess[ly.name])
-                how = "gptq"
-            else:
-                q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
-                how = "round to nearest" + (" (gptq needs a linear layer)"
-                                            if self.method == "gptq" and fmt.scale else "")
+            _remember(ctx, ly)
+            how, enc = quantize_layer(graph, ly, fmt, hess.get(ly.name))
+            if self.method == "gptq" and fmt.scale is not None and ly.name not in hess:
+                how += " (gptq needs a linear layer)"
             note = ""
             if enc is not None and fmt.group and enc.group != fmt.group:
                 note = f" (group {fmt.group} does not divide {t.shape[ly.axis]}: per channel)"
             _record(ctx, ly, f"{fmt.name} by {how}: requested" +
                     (f" for layers ~ /{self.layers}/" if self.layers else "") + note)
-            encodings = [e for e in t.encodings if isinstance(e, NM)] + ([enc] if enc else [])
-            _rewrite(graph, ly, q, encodings, fmt.dtype, {"scale": scale, "zero": zero})
+
+
+def quantize_layer(graph, ly, fmt, hessian=None):
+    """Store one layer's weight in `fmt` (GPTQ when a Hessian is given; kept
+    N:M zeros stay zero); returns (how, the Quant encoding or None)."""
+    t = ly.weight.type
+    w = load_const(ly.weight.producer, graph)
+    if hessian is not None:
+        q, enc, scale, zero = _gptq(w, ly, fmt, hessian)
+        how = "gptq"
+    else:
+        q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
+        how = "round to nearest"
+    encodings = [e for e in t.encodings if isinstance(e, NM)] + ([enc] if enc else [])
+    _rewrite(graph, ly, q, encodings, fmt.dtype, {"scale": scale, "zero": zero})
+    return how, enc
 
 
 def _gptq(w, layer, fmt, h):
