@@ -90,7 +90,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
       dimensions ({name: shape}) or make inputs constants ({name: array}).
     sparsity: "2:4", "1:4", ... or {layer regex: pattern}; precision: "int8",
       "int4", "int4-g64", "int4-asym", "int3", "fp8", "bf16", ... or
-      {layer regex: format}. See docs/compression.md.
+      {layer regex: format}; "auto" for either searches per layer under the
+      accuracy budget. See docs/compression.md.
     calibration: a list of input samples, for activation statistics (the
       wanda criterion) and the accuracy check; default: the example inputs.
     accuracy_budget: the largest relative L2 output error allowed against the
@@ -113,7 +114,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     text = tgt.default_pipeline if pipeline is None else pipeline
     compress = compression.passes_for(
         sparsity, precision, criterion or ("wanda" if calibration is not None else "magnitude"),
-        rounding)
+        rounding, compression.DEFAULT_BUDGET if accuracy_budget is None else accuracy_budget)
     if not compress and (calibration is not None or accuracy_budget is not None
                          or criterion is not None):
         raise UsageError("calibration, accuracy_budget and criterion apply to compression: "
@@ -124,14 +125,14 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         text = ",".join(t for t in (text, compress, "dce") if t)
         stats, held_out = compression.split(
             compression.samples(calibration, example_inputs, graph))
-        ctx.calibration = stats
+        ctx.calibration, ctx.held_out = stats, held_out
         reference = _copy(graph)  # the uncompressed model, for the accuracy check
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
         stream=ir_stream)
     graph = manager.run(graph, ctx)
-    notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"]
+    notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"] + ctx.notes
     summary = {}
     if compress:
         summary, more = _accuracy(reference, graph, held_out, ctx.calibration, accuracy_budget)

@@ -25,13 +25,11 @@ def _quote(text):
 def _choices(option, what):
     if option is None or option == "none":
         return []
-    if option == "auto":
-        example = {"sparsity": "2:4", "precision": "int8"}[what]
-        raise UsageError(f"{what}='auto' (the per-layer search under the accuracy budget) is not "
-                         f"built yet; give a {what} explicitly, e.g. {what}='{example}'")
     if isinstance(option, str):
         return [("", option)]
     if isinstance(option, dict):
+        if "auto" in option.values():
+            raise UsageError(f"{what}: 'auto' applies to the whole model, not to a layer regex")
         return [(str(k), str(v)) for k, v in option.items()]
     raise UsageError(f"{what} must be a string or a dict of layer regex -> choice, "
                      f"got {type(option).__name__}")
@@ -58,10 +56,23 @@ def _passes(name, key, choices, extra=()):
 ROUNDING = {"nearest": "rtn", "gptq": "gptq"}
 
 
-def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="nearest") -> str:
-    """The compression part of a pipeline for these options ("" if none)."""
+def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="nearest",
+               budget=DEFAULT_BUDGET) -> str:
+    """The compression part of a pipeline for these options ("" if none).
+
+    "auto" for either option runs the per-layer search (passes/search.py):
+    its candidates are the target's patterns and int8/int4, or the one
+    explicit choice given for the other option.
+    """
     if rounding not in ROUNDING:
         raise UsageError(f"rounding {rounding!r} is not one of {', '.join(ROUNDING)}")
+    if "auto" in (sparsity, precision):
+        for option, what in ((sparsity, "sparsity"), (precision, "precision")):
+            if isinstance(option, dict):
+                raise UsageError(f"with 'auto', {what} must be 'auto', one choice or none")
+        patterns = "auto" if sparsity == "auto" else ("" if sparsity in (None, "none") else sparsity)
+        fmts = "auto" if precision == "auto" else ("" if precision in (None, "none") else precision)
+        return f"autocompress{{patterns={patterns},formats={fmts},budget={budget}}}"
     method = [] if rounding == "nearest" else [f"method={ROUNDING[rounding]}"]
     return ",".join(_passes("sparsify", "pattern", _choices(sparsity, "sparsity"),
                             [f"criterion={criterion}"]) +

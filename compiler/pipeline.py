@@ -31,7 +31,9 @@ class PassContext:
     target: object = None  # hetc.targets.Target
     report: object = None  # hetc.report.Report
     calibration: list | None = None  # samples (lists of input arrays) for statistics
+    held_out: list | None = None  # samples kept out of the statistics, for accuracy checks
     decisions: dict = field(default_factory=dict)  # layer -> what compression passes chose and why
+    notes: list = field(default_factory=list)  # what passes want the report to say
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class LayerRow:
     bits: float = 0.0  # stored bits per weight of the main weight
     bytes_before: int = 0  # the weights' bytes before compression
     why: list = field(default_factory=list)  # what the compression passes decided and why
+    sensitivity: float | None = None  # the layer's output error under its choice (search)
+    speedup: float | None = None  # predicted on the target by its cost model (search)
 
 
 @dataclass
@@ -71,7 +73,8 @@ class Report:
                 weights=[f"{w.producer.attrs['name']}: {w.type.text()}" for w in weights],
                 bytes=after, pattern=f"{t.nm.n}:{t.nm.m}" if t.nm else "dense",
                 precision=t.dtype.name, bits=round(t.packed_bytes() * 8 / max(t.numel, 1), 3),
-                bytes_before=orig, why=list(decided.get("why", []))))
+                bytes_before=orig, why=list(decided.get("why", [])),
+                sensitivity=decided.get("sensitivity"), speedup=decided.get("speedup")))
         rep.weight_bytes_before = rep.weight_bytes + sum(
             before[n] - consts[n].packed_bytes() for n in before if n in consts)
         if decisions:  # over the layers the compression passes considered
@@ -115,7 +118,8 @@ class Report:
         if self.compressed:
             cols = [("layer", "left"), ("op", "left"), ("weight", "left"), ("N:M", "left"),
                     ("dtype", "left"), ("bits/w", "right"), ("bytes before", "right"),
-                    ("bytes after", "right"), ("why", "left")]
+                    ("bytes after", "right"), ("sensitivity", "right"), ("speedup", "right"),
+                    ("why", "left")]
         for col, just in cols:
             table.add_column(col, justify=just, overflow="fold")
         for r in self.layers:
@@ -124,7 +128,10 @@ class Report:
                 weight += f" (+{len(r.weights) - 1} more)"
             if self.compressed:
                 table.add_row(r.name, r.op, weight, r.pattern, r.precision, f"{r.bits:g}",
-                              f"{r.bytes_before:,}", f"{r.bytes:,}", "; ".join(r.why))
+                              f"{r.bytes_before:,}", f"{r.bytes:,}",
+                              "-" if r.sensitivity is None else f"{r.sensitivity:.3g}",
+                              "-" if r.speedup is None else f"{r.speedup:.2f}x",
+                              "; ".join(r.why))
             else:
                 table.add_row(r.name, r.op, " ".join(_shape(s) for s in r.inputs),
                               _shape(r.output), weight, f"{r.bytes:,}")

@@ -126,8 +126,8 @@ def test_compile_with_per_layer_choices_and_report():
 
 def test_compression_errors():
     name, model, inputs = examples()[0]
-    with pytest.raises(UsageError, match="sparsity='auto' .* is not built yet"):
-        hetc.compile(model, example_inputs=inputs, sparsity="auto")
+    with pytest.raises(UsageError, match="'auto' applies to the whole model"):
+        hetc.compile(model, example_inputs=inputs, sparsity={"fc1": "auto"})
     with pytest.raises(UsageError, match="unknown precision 'int5'"):
         hetc.compile(model, example_inputs=inputs, precision="int5")
     with pytest.raises(UsageError, match="N:M pattern '3' is not of the form"):
@@ -239,3 +239,43 @@ def test_second_order_methods_beat_round_to_nearest(second, first):
         verify(out)  # codes on the grid, zeros kept, scales of the right shape
         errors.append(_layer_error(g, out, samples[200:]))
     assert errors[0] < errors[1] * 0.8, errors
+
+
+class _Fragile(nn.Module):
+    """The output depends on the small difference of two nearly equal layers,
+    so their weight errors are amplified: a good search keeps those two
+    precise and compresses the rest."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.a, self.b, self.l4 = (nn.Linear(64, 64), nn.Linear(64, 64),
+                                            nn.Linear(64, 64), nn.Linear(64, 8))
+        with torch.no_grad():
+            self.b.weight.copy_(self.a.weight + 0.02 * torch.randn(64, 64))
+            self.b.bias.copy_(self.a.bias)
+
+    def forward(self, x):
+        h = torch.relu(self.l1(x))
+        return self.l4(20 * (self.a(h) - self.b(h)))
+
+
+def test_auto_search_meets_the_budget_and_protects_the_sensitive_layer():
+    model = _Fragile().eval()
+    gen = torch.Generator().manual_seed(1)
+    cal = [(torch.randn(16, 64, generator=gen),) for _ in range(8)]
+    module = hetc.compile(model, example_inputs=cal[0], sparsity="auto", precision="auto",
+                          calibration=cal, accuracy_budget=0.02)
+    rows = {r.name: r for r in module.report.layers}
+    c = module.report.compression
+    assert c["error"] <= 0.02
+    # the fragile pair keeps more bits than the robust layers
+    assert rows["a"].bits + rows["b"].bits > rows["l1"].bits + rows["l4"].bits
+    assert max(rows["a"].bits, rows["b"].bits) > max(rows["l1"].bits, rows["l4"].bits)
+    assert all(r.sensitivity is not None and r.speedup >= 1 for r in rows.values())
+    assert any("autocompress: the most compression" in n for n in module.report.notes)
+    # a looser budget never buys fewer compressed bytes
+    loose = hetc.compile(model, example_inputs=cal[0], sparsity="auto", precision="auto",
+                         calibration=cal, accuracy_budget=0.2)
+    assert loose.report.weight_bytes <= module.report.weight_bytes
+    assert loose.report.compression["error"] <= 0.2
