@@ -4,7 +4,9 @@
 
 - all-MiniLM-L6-v2 (pretrained BERT): cosine similarity of sentence embeddings
   (mean pooling, as sentence-transformers computes them) to fp32, over real
-  sentences from gensim's Lee news corpus (lee_background.cor).
+  sentences from gensim's Lee news corpus (lee_background.cor); uniform
+  configurations and the per-layer search at two budgets (relative L2 error
+  of the last hidden state on held-out calibration batches).
 - SmolLM2-135M (pretrained, GGUF Q4_1 dequantized by transformers):
   perplexity on the first N tokens of the same corpus, context 512.
 
@@ -35,6 +37,13 @@ CONFIGS = [
     ("int4 g128 gptq", {"precision": "int4", "rounding": "gptq"}),
     ("2:4 sgpt+int4 gptq", {"sparsity": "2:4", "criterion": "sparsegpt", "precision": "int4",
                             "rounding": "gptq"}),
+]
+# The per-layer search measures each layer's end-to-end amplification with one
+# forward pass per layer: seconds for MiniLM, too long for SmolLM2's 210 layers
+# in this run (see docs/compression.md).
+AUTO = [
+    ("auto, budget 0.05", {"sparsity": "auto", "precision": "auto", "accuracy_budget": 0.05}),
+    ("auto, budget 0.15", {"sparsity": "auto", "precision": "auto", "accuracy_budget": 0.15}),
 ]
 
 
@@ -88,7 +97,7 @@ def minilm(n_sentences=320, batch=32, length=48):
     print(f"\nall-MiniLM-L6-v2: cosine similarity to fp32 over {len(ref)} sentences "
           f"(gensim lee_background.cor), {length} tokens each")
     print(f"{'config':18s} {'mean cos':>9s} {'min cos':>9s} {'weight MB':>10s} {'bits/w':>7s}")
-    for name, cfg in CONFIGS:
+    for name, cfg in CONFIGS + AUTO:
         module = hetc.compile(encoder, example_inputs=example,
                               calibration=cal if cfg else None, **cfg)
         emb = embed(module, evaluate)

@@ -126,7 +126,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         stats, held_out = compression.split(
             compression.samples(calibration, example_inputs, graph))
         ctx.calibration, ctx.held_out = stats, held_out
-        reference = _copy(graph)  # the uncompressed model, for the accuracy check
+        reference = graph.copy()  # the uncompressed model, for the accuracy check
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
@@ -142,14 +142,6 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         notes.append("target ref runs the numpy reference interpreter")
     report = Report.of(graph, tgt.name, manager.timings, notes, ctx.decisions, summary)
     return Module(artifact, report)
-
-
-def _copy(graph):
-    from .ir.parser import parse
-    from .ir.printer import print_graph
-    from .ir.weights import WeightStore
-
-    return parse(print_graph(graph), weights=WeightStore(graph.weights), verify=False)
 
 
 def _accuracy(reference, graph, held_out, stats, budget):

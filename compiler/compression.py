@@ -118,16 +118,25 @@ def split(samples_):
     return samples_[:-held], samples_[-held:]
 
 
+def relative_error(outputs, references) -> float:
+    """Relative L2 error over the float arrays of paired output lists."""
+    num = den = 0.0
+    for a, b in zip(outputs, references):
+        b = np.asarray(b)
+        if b.dtype.kind == "f" or b.dtype.name == "bfloat16":
+            a64, b64 = np.asarray(a, np.float64), b.astype(np.float64)
+            num += float(np.sum((a64 - b64) ** 2))
+            den += float(np.sum(b64 ** 2))
+    return (num / den) ** 0.5 if den else 0.0
+
+
 def output_error(reference, compressed, samples_) -> float:
     """Relative L2 error of the compressed graph's float outputs against the
     reference graph's, over all samples and outputs."""
     from hetc.interpret import interpret
 
-    num = den = 0.0
+    outs, refs = [], []
     for sample in samples_:
-        for a, b in zip(interpret(compressed, sample), interpret(reference, sample)):
-            if np.asarray(b).dtype.kind == "f" or b.dtype.name in ("bfloat16",):
-                a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-                num += float(np.sum((a64 - b64) ** 2))
-                den += float(np.sum(b64 ** 2))
-    return (num / den) ** 0.5 if den else 0.0
+        outs += interpret(compressed, sample)
+        refs += interpret(reference, sample)
+    return relative_error(outs, refs)

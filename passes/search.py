@@ -144,7 +144,7 @@ class AutoCompress(Pass):
                     for name, (ly, opts, _) in table.items()}
 
         def evaluate(choice):
-            trial = _copy(graph)
+            trial = graph.copy()
             apply(trial, find_layers(trial), choice, norms, None)
             return output_error(graph, trial, held)
 
@@ -184,8 +184,10 @@ class AutoCompress(Pass):
 def _amplify(graph, table, norms, sample):
     """Scale each layer's local sensitivities by the end-to-end error its most
     aggressive candidate causes, per unit of its local error."""
-    from hetc.compression import output_error
+    from hetc.compression import relative_error
+    from hetc.interpret import interpret
 
+    refs = interpret(graph, list(sample))
     for name, (ly, options, dense_t) in table.items():
         probe = max(options, key=lambda o: o[1])
         if probe[1] <= 0:
@@ -196,28 +198,10 @@ def _amplify(graph, table, norms, sample):
         graph.weights[key] = _compressed(np.asarray(original, np.float32), ly, nm, fmt,
                                          norms.get(name)).astype(original.dtype)
         try:
-            e2e = output_error_single(graph, original, key, sample)
+            e2e = relative_error(interpret(graph, list(sample)), refs)
         finally:
             graph.weights[key] = original
-        factor = e2e / local
-        table[name] = (ly, [(c, s * factor, t) for c, s, t in options], dense_t)
-
-
-def output_error_single(graph, original, key, sample):
-    """Relative output error of `graph` (one weight swapped) against the same
-    graph with the original weight, on one sample."""
-    from hetc.interpret import interpret
-
-    swapped = graph.weights[key]
-    outs = interpret(graph, list(sample))
-    graph.weights[key] = original
-    try:
-        refs = interpret(graph, list(sample))
-    finally:
-        graph.weights[key] = swapped
-    num = sum(float(np.sum((np.asarray(a, np.float64) - b) ** 2)) for a, b in zip(outs, refs))
-    den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in refs)
-    return (num / den) ** 0.5 if den else 0.0
+        table[name] = (ly, [(c, s * e2e / local, t) for c, s, t in options], dense_t)
 
 
 def apply(graph, layers, choice, norms, hessians):
@@ -230,9 +214,3 @@ def apply(graph, layers, choice, norms, hessians):
             quantize_layer(graph, ly, fmt)
 
 
-def _copy(graph):
-    from hetc.ir.parser import parse
-    from hetc.ir.printer import print_graph
-    from hetc.ir.weights import WeightStore
-
-    return parse(print_graph(graph), weights=WeightStore(graph.weights), verify=False)

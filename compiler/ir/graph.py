@@ -148,6 +148,17 @@ class Graph:
             if op.body is not None:
                 yield from op.body.walk()
 
+    def copy(self) -> "Graph":
+        """An independent copy (through the text form); weight arrays are
+        shared, so passes must store new arrays rather than write into them."""
+        from .parser import parse
+        from .printer import print_graph
+        from .weights import WeightStore
+
+        g = parse(print_graph(self), weights=WeightStore(self.weights), verify=False)
+        g.notes = list(self.notes)
+        return g
+
     def __eq__(self, other):
         from .printer import print_graph
 
