@@ -160,8 +160,7 @@ class Quantize(Pass):
             t = ly.weight.type
             if t.quant is not None or t.dtype != t.value_dtype or t.dtype == fmt.dtype:
                 continue  # already stored in a chosen precision
-            if ctx.target is not None and fmt.dtype.name not in ctx.target.weight_dtypes \
-                    and ctx.target.name != "ref":
+            if ctx.target is not None and fmt.dtype.name not in ctx.target.weight_dtypes:
                 _record(ctx, ly, f"kept {t.dtype}: target {ctx.target.name} has no "
                                  f"{fmt.dtype} weights")
                 continue

@@ -108,8 +108,6 @@ class AutoCompress(Pass):
     budget: float = 0.01
 
     def run(self, graph, ctx):
-        from hetc.compression import output_error
-
         target = ctx.target
         if target is None or not ctx.calibration:
             raise UsageError("autocompress needs a target and calibration inputs")
@@ -117,49 +115,12 @@ class AutoCompress(Pass):
         patterns = [prune.parse_pattern(p) for p in self._list(
             self.patterns, [f"{n}:{m}" for n, m in target.nm_patterns if (n, m) in
                             ((2, 4), (1, 4))])]
-        fmts = [formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"])]
+        fmts = [f for f in (formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"]))
+                if f.dtype.name in target.weight_dtypes]
         layers = find_layers(graph)
-        acts = _activations(graph, layers, ctx.calibration)
         norms = input_channel_norms(graph, layers, ctx.calibration)
-        table = {}  # layer -> [(config, sensitivity, seconds)]
-        for ly in layers:
-            w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
-            dense_t = _seconds(target, ly, None, None)
-            options = [((None, None), 0.0, dense_t)]
-            length = ly.weight.type.shape[ly.axis]
-            for nm in [None] + [p for p in patterns if length % p[1] == 0]:
-                for fmt in [None] + [f for f in fmts if target.name == "ref" or
-                                     f.dtype.name in target.weight_dtypes]:
-                    if nm is None and fmt is None:
-                        continue
-                    wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
-                    options.append(((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
-                                    _seconds(target, ly, nm, fmt)))
-            table[ly.name] = (ly, options, dense_t)
-        _amplify(graph, table, norms, ctx.calibration[0])
-        total_dense = sum(d for _, _, d in table.values())
-
-        def choose(lam):
-            return {name: min(opts, key=lambda o: o[2] / total_dense + lam * o[1] ** 2)
-                    for name, (ly, opts, _) in table.items()}
-
-        def evaluate(choice):
-            trial = graph.copy()
-            apply(trial, find_layers(trial), choice, norms, None)
-            return output_error(graph, trial, held)
-
-        # larger lam weighs sensitivity more: less compression, lower error
-        lo, hi = -6.0, 6.0  # log10 of lam
-        best = (choose(10.0 ** 9), 0.0)
-        for _ in range(10):
-            mid = (lo + hi) / 2
-            choice = choose(10.0 ** mid)
-            err = evaluate(choice)
-            if err <= self.budget:
-                best, hi = (choice, err), mid
-            else:
-                lo = mid
-        choice, err = best
+        table = _candidates(graph, target, layers, patterns, fmts, norms, ctx.calibration)
+        choice, err = _bisect(graph, table, norms, held, self.budget)
         for ly in layers:
             (nm, fmt), sens, secs = choice[ly.name]
             entry = _remember(ctx, ly)
@@ -168,11 +129,12 @@ class AutoCompress(Pass):
             label = " + ".join(x for x in (f"{nm[0]}:{nm[1]}" if nm else "",
                                             fmt.name if fmt else "") if x) or "kept as is"
             entry["why"].append(f"auto: {label}")
+        dense = sum(d for _, _, d in table.values())
         ctx.notes.append(f"autocompress: the most compression whose end-to-end error ({err:.3g} "
                          f"on {len(held)} held-out sample(s)) fits the budget {self.budget:g}; "
-                         f"predicted {total_dense / sum(c[2] for c in choice.values()):.2f}x "
+                         f"predicted {dense / sum(c[2] for c in choice.values()):.2f}x "
                          f"on {target.name} ({target.cost.reference_part})")
-        apply(graph, layers, choice, norms, None)
+        apply(graph, layers, choice, norms)
 
     @staticmethod
     def _list(text, auto):
@@ -204,7 +166,54 @@ def _amplify(graph, table, norms, sample):
         table[name] = (ly, [(c, s * e2e / local, t) for c, s, t in options], dense_t)
 
 
-def apply(graph, layers, choice, norms, hessians):
+def _candidates(graph, target, layers, patterns, fmts, norms, samples):
+    """layer -> (layer, [((pattern, format), sensitivity, seconds)], dense seconds)."""
+    acts = _activations(graph, layers, samples)
+    table = {}
+    for ly in layers:
+        w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
+        dense_t = _seconds(target, ly, None, None)
+        options = [((None, None), 0.0, dense_t)]
+        length = ly.weight.type.shape[ly.axis]
+        for nm in [None] + [p for p in patterns if length % p[1] == 0]:
+            for fmt in [None] + fmts:
+                if nm is None and fmt is None:
+                    continue
+                wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
+                options.append(((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
+                                _seconds(target, ly, nm, fmt)))
+        table[ly.name] = (ly, options, dense_t)
+    _amplify(graph, table, norms, samples[0])
+    return table
+
+
+def _bisect(graph, table, norms, held, budget):
+    """The choice at the smallest trade-off weight (most compression) whose
+    end-to-end error on the held-out samples fits the budget, and that error."""
+    from hetc.compression import output_error
+
+    total = sum(d for _, _, d in table.values())
+
+    def choose(lam):
+        return {name: min(opts, key=lambda o: o[2] / total + lam * o[1] ** 2)
+                for name, (ly, opts, _) in table.items()}
+
+    best = (choose(1e9), 0.0)  # keeps every layer: always within any budget
+    lo, hi = -6.0, 6.0  # log10 of the weight; larger: less compression, lower error
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        choice = choose(10.0 ** mid)
+        trial = graph.copy()
+        apply(trial, find_layers(trial), choice, norms)
+        err = output_error(graph, trial, held)
+        if err <= budget:
+            best, hi = (choice, err), mid
+        else:
+            lo = mid
+    return best
+
+
+def apply(graph, layers, choice, norms):
     for ly in layers:
         (nm, fmt), _, _ = choice[ly.name]
         if nm is not None:
