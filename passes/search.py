@@ -214,6 +214,7 @@ def _bisect(graph, table, norms, held, budget):
 
 
 def apply(graph, layers, choice, norms):
+    """Compress each layer as its chosen (pattern, format) says."""
     for ly in layers:
         (nm, fmt), _, _ = choice[ly.name]
         if nm is not None:
