@@ -119,7 +119,9 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
                          or criterion is not None):
         raise UsageError("calibration, accuracy_budget and criterion apply to compression: "
                          "give sparsity= or precision= too")
-    ctx = PassContext(target=tgt)
+    from .progress import stderr_progress
+
+    ctx = PassContext(target=tgt, progress=stderr_progress)
     reference = held_out = None
     if compress:
         text = ",".join(t for t in (text, compress, "dce") if t)

@@ -275,9 +275,10 @@ def cmd_targets(args):
 def cmd_conformance(args):
     from . import conformance
     from .fsutil import atomic_write_text
+    from .progress import stderr_progress
 
     results = conformance.run_suite(args.target, args.pattern, args.jobs,
-                                    progress=conformance.stderr_progress, suite=args.suite)
+                                    progress=stderr_progress, suite=args.suite)
     if not results:
         raise UsageError(f"no case matches -k {args.pattern!r}")
     conformance.render(results, _console(), show_cases=args.show_failures, suite=args.suite)

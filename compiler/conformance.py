@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -398,9 +397,3 @@ def to_json(results) -> str:
     return json.dumps([asdict(r) for r in results], indent=1)
 
 
-def stderr_progress(done, total, what):
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r{what} {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()

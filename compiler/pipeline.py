@@ -34,6 +34,7 @@ class PassContext:
     held_out: list | None = None  # samples kept out of the statistics, for accuracy checks
     decisions: dict = field(default_factory=dict)  # layer -> what compression passes chose and why
     notes: list = field(default_factory=list)  # what passes want the report to say
+    progress: object = None  # progress(done, total, what) for long passes, or None
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,10 @@ class AutoCompress(Pass):
                 if f.dtype.name in target.weight_dtypes]
         layers = find_layers(graph)
         norms = input_channel_norms(graph, layers, ctx.calibration)
-        table = _candidates(graph, target, layers, patterns, fmts, norms, ctx.calibration)
-        choice, err = _bisect(graph, table, norms, held, self.budget)
+        progress = ctx.progress or (lambda done, total, what: None)
+        table = _candidates(graph, target, layers, patterns, fmts, norms, ctx.calibration,
+                            progress)
+        choice, err = _bisect(graph, table, norms, held, self.budget, progress)
         for ly in layers:
             (nm, fmt), sens, secs = choice[ly.name]
             entry = _remember(ctx, ly)
@@ -143,14 +145,15 @@ class AutoCompress(Pass):
         return [t for t in text.split("|") if t]
 
 
-def _amplify(graph, table, norms, sample):
+def _amplify(graph, table, norms, sample, progress):
     """Scale each layer's local sensitivities by the end-to-end error its most
     aggressive candidate causes, per unit of its local error."""
     from hetc.compression import relative_error
     from hetc.interpret import interpret
 
     refs = interpret(graph, list(sample))
-    for name, (ly, options, dense_t) in table.items():
+    for i, (name, (ly, options, dense_t)) in enumerate(list(table.items())):
+        progress(i + 1, len(table), "autocompress: measuring layer sensitivities")
         probe = max(options, key=lambda o: o[1])
         if probe[1] <= 0:
             continue
@@ -166,7 +169,7 @@ def _amplify(graph, table, norms, sample):
         table[name] = (ly, [(c, s * e2e / local, t) for c, s, t in options], dense_t)
 
 
-def _candidates(graph, target, layers, patterns, fmts, norms, samples):
+def _candidates(graph, target, layers, patterns, fmts, norms, samples, progress):
     """layer -> (layer, [((pattern, format), sensitivity, seconds)], dense seconds)."""
     acts = _activations(graph, layers, samples)
     table = {}
@@ -183,11 +186,11 @@ def _candidates(graph, target, layers, patterns, fmts, norms, samples):
                 options.append(((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
                                 _seconds(target, ly, nm, fmt)))
         table[ly.name] = (ly, options, dense_t)
-    _amplify(graph, table, norms, samples[0])
+    _amplify(graph, table, norms, samples[0], progress)
     return table
 
 
-def _bisect(graph, table, norms, held, budget):
+def _bisect(graph, table, norms, held, budget, progress, steps=10):
     """The choice at the smallest trade-off weight (most compression) whose
     end-to-end error on the held-out samples fits the budget, and that error."""
     from hetc.compression import output_error
@@ -200,7 +203,8 @@ def _bisect(graph, table, norms, held, budget):
 
     best = (choose(1e9), 0.0)  # keeps every layer: always within any budget
     lo, hi = -6.0, 6.0  # log10 of the weight; larger: less compression, lower error
-    for _ in range(10):
+    for step in range(steps):
+        progress(step + 1, steps, "autocompress: searching the trade-off")
         mid = (lo + hi) / 2
         choice = choose(10.0 ** mid)
         trial = graph.copy()
