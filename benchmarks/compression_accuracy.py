@@ -33,6 +33,8 @@ CONFIGS = [
     ("int8", {"precision": "int8"}),
     ("int4 g128", {"precision": "int4"}),
     ("int4 g32", {"precision": "int4-g32"}),
+    ("mx4 (4-bit mixture)", {"precision": "mx4"}),
+    ("mx3 (3-bit mixture)", {"precision": "mx3"}),
     ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4"}),
     ("int4 g128 gptq", {"precision": "int4", "rounding": "gptq"}),
     ("2:4 sgpt+int4 gptq", {"sparsity": "2:4", "criterion": "sparsegpt", "precision": "int4",
@@ -96,14 +98,14 @@ def minilm(n_sentences=320, batch=32, length=48):
     example = next(batches(evaluate))
     print(f"\nall-MiniLM-L6-v2: cosine similarity to fp32 over {len(ref)} sentences "
           f"(gensim lee_background.cor), {length} tokens each")
-    print(f"{'config':18s} {'mean cos':>9s} {'min cos':>9s} {'weight MB':>10s} {'bits/w':>7s}")
+    print(f"{'config':20s} {'mean cos':>9s} {'min cos':>9s} {'weight MB':>10s} {'bits/w':>7s}")
     for name, cfg in CONFIGS + AUTO:
         module = hetc.compile(encoder, example_inputs=example,
                               calibration=cal if cfg else None, **cfg)
         emb = embed(module, evaluate)
         cos = (emb * ref).sum(-1)
         c = module.report.compression
-        print(f"{name:18s} {cos.mean():9.5f} {cos.min():9.5f} "
+        print(f"{name:20s} {cos.mean():9.5f} {cos.min():9.5f} "
               f"{module.report.weight_bytes / 1e6:10.2f} {c.get('bits_per_weight', 32):7.2f}")
 
 
@@ -117,7 +119,7 @@ def smollm2(tokens=8192, context=512):
     wrapped = Logits(model)
     print(f"\nSmolLM2-135M: perplexity on the first {tokens} tokens of lee_background.cor "
           f"({len(ids)} tokens in all), context {context}")
-    print(f"{'config':18s} {'perplexity':>10s} {'vs fp32':>8s} {'weight MB':>10s} {'bits/w':>7s} "
+    print(f"{'config':20s} {'perplexity':>10s} {'vs fp32':>8s} {'weight MB':>10s} {'bits/w':>7s} "
           f"{'seconds':>8s}")
     base = None
     for name, cfg in CONFIGS:
@@ -133,7 +135,7 @@ def smollm2(tokens=8192, context=512):
         ppl = float(np.exp(nll / count))
         base = base or ppl
         c = module.report.compression
-        print(f"{name:18s} {ppl:10.3f} {100 * (ppl / base - 1):+7.2f}% "
+        print(f"{name:20s} {ppl:10.3f} {100 * (ppl / base - 1):+7.2f}% "
               f"{module.report.weight_bytes / 1e6:10.2f} {c.get('bits_per_weight', 32):7.2f} "
               f"{time.perf_counter() - start:8.1f}")
 
@@ -142,7 +144,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["minilm", "smollm2"])
     ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("-k", dest="pattern", help="only configurations whose name contains this")
     args = ap.parse_args()
+    if args.pattern:
+        CONFIGS[:] = [c for c in CONFIGS if c[0] == "fp32" or args.pattern in c[0]]
+        AUTO[:] = [c for c in AUTO if args.pattern in c[0]]
     import transformers
 
     transformers.logging.disable_progress_bar()

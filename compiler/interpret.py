@@ -48,8 +48,9 @@ def load_const(op: Op, graph: Graph) -> np.ndarray:
     q = t.quant
     if q is None:
         return data
-    zero = graph.weights.get(aux_key(name, "zero"))
-    return q.dequantize(data, graph.weights[aux_key(name, "scale")], zero)
+    return q.dequantize(data, graph.weights[aux_key(name, "scale")],
+                        graph.weights.get(aux_key(name, "zero")),
+                        graph.weights.get(aux_key(name, "variant")))
 
 
 # -- elementwise -----------------------------------------------------------------

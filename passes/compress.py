@@ -20,7 +20,7 @@ import numpy as np
 
 from hetc.errors import UsageError
 from hetc.interpret import load_const
-from hetc.ir.types import NM, TensorType
+from hetc.ir.types import NM, Quant, TensorType
 from hetc.ir.weights import aux_key
 from hetc.pipeline import Pass, register_pass
 
@@ -180,15 +180,16 @@ def quantize_layer(graph, ly, fmt, hessian=None):
     N:M zeros stay zero); returns (how, the Quant encoding or None)."""
     t = ly.weight.type
     w = load_const(ly.weight.producer, graph)
-    if hessian is not None:
-        q, enc, scale, zero = _gptq(w, ly, fmt, hessian)
-        how = "gptq"
+    if hessian is not None and not fmt.codebook:
+        result, how = _gptq(w, ly, fmt, hessian), "gptq"
     else:
-        q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
-        how = "round to nearest"
-    encodings = [e for e in t.encodings if isinstance(e, NM)] + ([enc] if enc else [])
-    _rewrite(graph, ly, q, encodings, fmt.dtype, {"scale": scale, "zero": zero})
-    return how, enc
+        result = formats.quantize(w, fmt, ly.axis)
+        how = "round to nearest" if not fmt.codebook else f"best {fmt.codebook} variant per group"
+        if hessian is not None:
+            how += " (gptq is not built for codebook formats)"
+    encodings = [e for e in t.encodings if isinstance(e, NM)] + ([result.enc] if result.enc else [])
+    _rewrite(graph, ly, result.data, encodings, fmt.dtype, result.params())
+    return how, result.enc
 
 
 def _gptq(w, layer, fmt, h):
@@ -206,11 +207,11 @@ def _gptq(w, layer, fmt, h):
 
     mask = rows != 0 if layer.weight.type.nm is not None else None
     values, params = reconstruct.reconstruct(rows, h, quantizer=quantizer, group=group, mask=mask)
-    q, enc, scale, zero = formats.from_columns(values, params, fmt, group)
+    r = formats.from_columns(values, params, fmt, group)
     if layer.op.kind == "matmul":  # codes and parameters back to [in, out]
-        return back(q), type(enc)(enc.group, enc.scale, enc.symmetric, 0), back(scale), \
-            None if zero is None else back(zero)
-    return q, enc, scale, zero
+        return formats.Quantized(back(r.data), Quant(r.enc.group, r.enc.scale, r.enc.symmetric, 0),
+                                 back(r.scale), None if r.zero is None else back(r.zero))
+    return r
 
 
 def _patterns(target):

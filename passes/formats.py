@@ -10,11 +10,12 @@ f16) are plain casts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import ml_dtypes
 import numpy as np
 
-from hetc.ir import dtypes
+from hetc.ir import codebooks, dtypes
 from hetc.ir.types import Quant
 
 
@@ -26,6 +27,7 @@ class Format:
     symmetric: bool = True
     scale: dtypes.DType | None = dtypes.f32  # None: no scale, a plain cast
     description: str = ""
+    codebook: str = ""  # a mixture-of-datatype codebook: codes index its best variant per group
 
     @property
     def bits(self) -> int:
@@ -41,6 +43,12 @@ FORMATS = {f.name: f for f in [
            "4-bit unsigned integers with a zero point per group of 128"),
     Format("int3", dtypes.i3, 128, True, dtypes.f16, "3-bit integers, group 128"),
     Format("fp8", dtypes.f8e4m3, None, True, dtypes.f32, "float8 e4m3, one f32 scale per channel"),
+    Format("mx4", dtypes.u4, 128, True, dtypes.f16,
+           "4-bit mixture: per 128 weights the best of 4 FP4 grids (each with one extra value)",
+           codebook="mx4"),
+    Format("mx3", dtypes.u3, 128, True, dtypes.f16,
+           "3-bit mixture: per 128 weights the best of 4 FP3 grids (each with one extra value)",
+           codebook="mx3"),
     Format("bf16", dtypes.bf16, scale=None, description="bfloat16 weights"),
     Format("f16", dtypes.f16, scale=None, description="float16 weights"),
 ]}
@@ -97,29 +105,78 @@ def group_size(fmt: Format, length: int) -> int:
     return fmt.group if fmt.group and length % fmt.group == 0 else length
 
 
-def quantize(w: np.ndarray, fmt: Format, axis: int):
-    """(stored values, Quant encoding or None, scale, zero point or None)."""
+class Quantized(NamedTuple):
+    """Stored values and what the encoding needs beside them."""
+
+    data: np.ndarray
+    enc: Quant | None
+    scale: np.ndarray | None = None
+    zero: np.ndarray | None = None
+    variant: np.ndarray | None = None  # codebook formats: the variant of each group
+
+    def params(self) -> dict:
+        """Auxiliary arrays by weight-store kind (None: absent)."""
+        return {"scale": self.scale, "zero": self.zero, "variant": self.variant}
+
+    def values(self) -> np.ndarray:
+        """The real values stored (what the interpreter computes with)."""
+        if self.enc is None:
+            return self.data.astype(np.float32)
+        return self.enc.dequantize(self.data, self.scale, self.zero, self.variant)
+
+
+def fit_codebook(groups: np.ndarray, fmt: Format):
+    """Per group (last axis), the variant and scale with the least squared
+    error, and the codes: each group scaled so its largest magnitude lands on
+    the variant's largest magnitude, then rounded to the nearest grid value."""
+    table = codebooks.get(fmt.codebook).table  # [variants, codes]
+    amax = np.abs(groups).max(axis=-1)
+    best_err = best_scale = best_codes = best_var = None
+    for v, grid in enumerate(table):
+        scale = (amax / np.abs(grid).max()).astype(fmt.scale.storage)
+        s = np.where(scale == 0, 1, scale).astype(np.float32)
+        x = groups / s[..., None]
+        codes = np.abs(x[..., None] - grid).argmin(axis=-1)
+        err = ((grid[codes] * s[..., None] - groups) ** 2).sum(axis=-1)
+        if best_err is None:
+            best_err, best_scale, best_codes = err, np.where(scale == 0, 1, scale), codes
+            best_var = np.zeros(err.shape, np.uint8)
+        else:
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale = np.where(better, np.where(scale == 0, 1, scale), best_scale)
+            best_codes = np.where(better[..., None], codes, best_codes)
+            best_var = np.where(better, v, best_var).astype(np.uint8)
+    return best_codes.astype(fmt.dtype.storage), best_scale.astype(fmt.scale.storage), best_var
+
+
+def quantize(w: np.ndarray, fmt: Format, axis: int) -> Quantized:
     w = np.asarray(w, np.float32)
     if fmt.scale is None:
-        return w.astype(fmt.dtype.storage), None, None, None
+        return Quantized(w.astype(fmt.dtype.storage), None)
     axis = axis % w.ndim
     length = w.shape[axis]
     group = group_size(fmt, length)
     moved = np.moveaxis(w, axis, -1)
     grouped = moved.reshape(*moved.shape[:-1], length // group, group)
-    scale, zero = fit(grouped, fmt)
-    q = encode(grouped, scale, zero, fmt)
-    return _encoded(q.reshape(moved.shape), scale, zero, fmt, axis, group, w.ndim)
+    variant = None
+    if fmt.codebook:
+        q, scale, variant = fit_codebook(grouped, fmt)
+        zero = None
+    else:
+        scale, zero = fit(grouped, fmt)
+        q = encode(grouped, scale, zero, fmt)
+    return _encoded(q.reshape(moved.shape), scale, zero, fmt, axis, group, w.ndim, variant)
 
 
-def _encoded(q_moved, scale, zero, fmt, axis, group, ndim):
+def _encoded(q_moved, scale, zero, fmt, axis, group, ndim, variant=None) -> Quantized:
     """Codes and parameters with the reduction axis put back where it belongs."""
-    q = np.moveaxis(q_moved, -1, axis)
-    scale = np.moveaxis(np.asarray(scale), -1, axis)
-    if zero is not None:
-        zero = np.moveaxis(np.asarray(zero).astype(fmt.dtype.storage), -1, axis)
+    def back(a, dtype=None):
+        return None if a is None else np.moveaxis(np.asarray(a if dtype is None else
+                                                             np.asarray(a).astype(dtype)), -1, axis)
     enc_axis = -1 if axis == ndim - 1 else axis
-    return q, Quant(group, fmt.scale, fmt.symmetric, enc_axis), scale, zero
+    return Quantized(back(q_moved), Quant(group, fmt.scale, fmt.symmetric, enc_axis, fmt.codebook),
+                     back(scale), back(zero, fmt.dtype.storage), back(variant))
 
 
 def from_columns(values, params, fmt, group):

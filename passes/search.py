@@ -62,8 +62,7 @@ def _compressed(w, ly, nm, fmt, norms):
                                           ly.axis, norms), *nm, ly.axis)
         w = w * keep
     if fmt is not None:
-        q, enc, scale, zero = formats.quantize(w, fmt, ly.axis)
-        w = enc.dequantize(q, scale, zero) if enc is not None else q.astype(np.float32)
+        w = formats.quantize(w, fmt, ly.axis).values()
     return w
 
 
@@ -86,7 +85,8 @@ def _seconds(target, ly, nm, fmt):
         from hetc.ir.types import Quant
 
         length = t.shape[ly.axis]
-        enc.append(Quant(formats.group_size(fmt, length), fmt.scale, fmt.symmetric, ly.axis))
+        enc.append(Quant(formats.group_size(fmt, length), fmt.scale, fmt.symmetric, ly.axis,
+                         fmt.codebook))
     weight_bytes = TensorType(t.shape, dtype, enc).packed_bytes()
     rows = max(1, ly.activation.type.numel // max(ly.activation.type.shape[-1], 1))
     act_bytes = 4 * rows * (t.shape[ly.axis] + t.numel // t.shape[ly.axis])

@@ -38,28 +38,33 @@ def test_wanda_weighs_by_input_channel_norms():
 
 
 @pytest.mark.parametrize("name, max_rel", [("int8", 0.01), ("int4", 0.15), ("int4-g32", 0.12),
-                                           ("int4-asym", 0.12), ("int3", 0.3), ("fp8", 0.05)])
+                                           ("int4-asym", 0.12), ("int3", 0.3), ("fp8", 0.05),
+                                           ("mx4", 0.12), ("mx3", 0.25)])
 def test_quantization_roundtrip_error(name, max_rel):
     from hetc.ir.types import Quant
 
     w = RNG.standard_normal((64, 256)).astype(np.float32)
     fmt = formats.get_format(name)
-    q, enc, scale, zero = formats.quantize(w, fmt, axis=-1)
+    r = formats.quantize(w, fmt, axis=-1)
+    q, enc, scale = r.data, r.enc, r.scale
     assert isinstance(enc, Quant) and q.dtype == fmt.dtype.storage
     assert scale.shape == enc.param_shape(w.shape) and scale.dtype == fmt.scale.storage
-    back = enc.dequantize(q, scale, zero)
+    back = r.values()
     err = np.linalg.norm(back - w) / np.linalg.norm(w)
     assert err < max_rel
     if fmt.dtype.is_int:
         lo, hi = fmt.dtype.int_range
         assert q.min() >= lo and q.max() <= hi
+    if fmt.codebook:  # several variants are in use, and the mixture beats its base grid alone
+        assert r.variant.shape == scale.shape and len(np.unique(r.variant)) > 1
 
 
-def _linear_graph(out=8, inp=16):
+def _linear_graph(out=8, inp=16, seed=None):
+    rng = RNG if seed is None else np.random.default_rng(seed)
     g = Graph("lin")
     x = g.add_input("x", TensorType((3, inp), dtypes.f32))
-    w = g.const(RNG.standard_normal((out, inp)).astype(np.float32), "fc.weight")
-    b = g.const(RNG.standard_normal(out).astype(np.float32), "fc.bias")
+    w = g.const(rng.standard_normal((out, inp)).astype(np.float32), "fc.weight")
+    b = g.const(rng.standard_normal(out).astype(np.float32), "fc.bias")
     g.outputs = [g.add("linear", [x, w, b])]
     return g
 
@@ -77,10 +82,13 @@ def test_sparsify_and_quantize_compose_and_interpret_exactly():
     x = RNG.standard_normal((3, 16)).astype(np.float32)
     (y,) = hetc.interpret(g, [x])
     np.testing.assert_allclose(y, x @ (q * s).T + g.weights["fc.bias"], rtol=1e-5, atol=1e-6)
-    # the kept weights are the two largest of every four
-    kept = (q != 0).reshape(8, 4, 4)
+    # nonzeros only where the two largest of every four were (a small kept
+    # weight may still round to 0)
+    nonzero = (q != 0).reshape(8, 4, 4)
     big = np.argsort(-np.abs(dense).reshape(8, 4, 4), axis=-1)[..., :2]
-    assert np.take_along_axis(kept, big, -1).all()
+    top2 = np.zeros_like(nonzero)
+    np.put_along_axis(top2, big, True, axis=-1)
+    assert not (nonzero & ~top2).any() and nonzero.sum() > 0.8 * top2.sum()
     # and the text form round-trips with its weights
     assert parse(print_graph(g), weights=g.weights) == g
 
@@ -206,7 +214,7 @@ def test_cli_compression_flags(tmp_path):
 def _calibrated_linear():
     """A linear layer whose inputs have correlated channels of very uneven
     scales, as LLM activations do: where second-order methods pay off."""
-    g = _linear_graph(out=32, inp=64)
+    g = _linear_graph(out=32, inp=64, seed=4)
     rng = np.random.default_rng(3)
     mix = np.eye(64) + 0.5 * rng.standard_normal((64, 64))
     scales = np.exp(rng.standard_normal(64)).astype(np.float32)

@@ -212,3 +212,30 @@ def test_scalar_weights_keep_their_shape(tmp_path):
     save(g, str(tmp_path / "s.hir"))
     back = parse_file(str(tmp_path / "s.hir"))
     assert back.weights["scale"].shape == () and back == g
+
+
+def test_codebook_quant_text_verify_and_interpret():
+    import ml_dtypes
+
+    from hetc.ir.codebooks import get
+
+    g = Graph("mx")
+    g.weights["w"] = np.array([[0, 15, 7, 3], [14, 1, 8, 9]], ml_dtypes.uint4)
+    g.weights["w:scale"] = np.array([[0.5], [2.0]], np.float16)
+    g.weights["w:variant"] = np.array([[1], [3]], np.uint8)
+    t = TensorType((2, 4), dtypes.u4, (Quant(4, dtypes.f16, codebook="mx4"),))
+    w = g.add("const", [], {"name": "w"}, result_types=[t])
+    g.outputs = [g.add("relu", [w])]
+    assert t.text() == "tensor<2x4xu4, quant<group=4, scale=f16, codebook=mx4>>"
+    verify(g)
+    table = get("mx4").table
+    expected = np.maximum(np.stack([table[1][[0, 15, 7, 3]] * 0.5, table[3][[14, 1, 8, 9]] * 2.0]), 0)
+    np.testing.assert_array_equal(interpret(g, [])[0], expected)
+    assert parse(print_graph(g), weights=g.weights) == g
+    assert t.storage_bytes() == 4 + 2 * 2 + 1  # codes, f16 scales, 2-bit variant indices
+    g.weights["w:variant"] = np.array([[1], [4]], np.uint8)
+    with pytest.raises(VerifyError, match="holds index 4, mx4 has 4"):
+        verify(g)
+    del g.weights["w:variant"]
+    with pytest.raises(VerifyError, match="needs the array 'w:variant'"):
+        verify(g)

@@ -76,6 +76,7 @@ u8 = register("u8", 8, "uint", np.uint8)
 i4 = register("i4", 4, "int", ml_dtypes.int4)
 u4 = register("u4", 4, "uint", ml_dtypes.uint4)
 i3 = register("i3", 3, "int", np.int8)  # 3-bit integers, one per byte in memory
+u3 = register("u3", 3, "uint", np.uint8)  # 3-bit codes, one per byte in memory
 i2 = register("i2", 2, "int", ml_dtypes.int2)
 u2 = register("u2", 2, "uint", ml_dtypes.uint2)
 boolean = register("bool", 1, "bool", np.bool_)

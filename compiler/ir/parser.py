@@ -86,14 +86,15 @@ class _Builder:
         for qp in e.children:
             key, val = qp.children
             params[str(key)] = True if val is None else str(val)
-        unknown = set(params) - {"group", "scale", "zero_point", "axis"}
+        unknown = set(params) - {"group", "scale", "zero_point", "axis", "codebook"}
         if unknown or "group" not in params or "scale" not in params:
             raise self.error(e, "quant<...> takes group=N, scale=DTYPE and optionally "
-                                "zero_point and axis=N" + (f"; unknown: {', '.join(sorted(unknown))}"
-                                                           if unknown else ""))
+                                "zero_point, axis=N and codebook=NAME" +
+                             (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
         try:
             return Quant(int(params["group"]), self.dtype(e, params["scale"]),
-                         "zero_point" not in params, int(params.get("axis", -1)))
+                         "zero_point" not in params, int(params.get("axis", -1)),
+                         str(params.get("codebook", "")))
         except ValueError:
             raise self.error(e, "quant group and axis must be integers") from None
 

@@ -68,6 +68,7 @@ class Quant:
     scale: DType
     symmetric: bool = True
     axis: int = -1
+    codebook: str = ""  # a mixture-of-datatype codebook (hetc.ir.codebooks): codes index it
 
     def text(self):
         parts = [f"group={self.group}", f"scale={self.scale.name}"]
@@ -75,6 +76,8 @@ class Quant:
             parts.append("zero_point")
         if self.axis != -1:
             parts.append(f"axis={self.axis}")
+        if self.codebook:
+            parts.append(f"codebook={self.codebook}")
         return f"quant<{', '.join(parts)}>"
 
     def param_shape(self, shape):
@@ -83,6 +86,15 @@ class Quant:
         return tuple(d // self.group if i == ax else d for i, d in enumerate(shape))
 
     def problem(self, shape, dtype):
+        if self.codebook:
+            from .codebooks import CODEBOOKS
+
+            cb = CODEBOOKS.get(self.codebook)
+            if cb is None:
+                return f"unknown codebook {self.codebook!r}"
+            if dtype.kind != "uint" or dtype.bits != cb.bits or not self.symmetric:
+                return (f"codebook {cb.name} needs {cb.bits}-bit unsigned codes and no zero "
+                        f"point, got {dtype}")
         if not dtype.is_int and not dtype.is_float:
             return f"quant storage dtype {dtype} is neither integer nor float"
         if not self.scale.is_float:
@@ -94,9 +106,16 @@ class Quant:
                     f"of length {shape[self.axis]}")
         return None
 
-    def dequantize(self, data, scale, zero=None):
-        """The real values (f32) that stored `data` stands for."""
+    def dequantize(self, data, scale, zero=None, variant=None):
+        """The real values (f32) that stored `data` stands for; with a
+        codebook, `variant` holds each group's variant index."""
         ax = _norm_axis(self.axis, data.ndim)
+        if self.codebook:
+            from .codebooks import get
+
+            v = np.repeat(np.asarray(variant, np.int64), self.group, axis=ax)
+            q = get(self.codebook).table[v, np.asarray(data, np.int64)]
+            return q * np.repeat(np.asarray(scale).astype(np.float32), self.group, axis=ax)
         q = data.astype(np.float32)
         s = np.repeat(np.asarray(scale).astype(np.float32), self.group, axis=ax)
         if zero is not None:
@@ -155,13 +174,20 @@ class TensorType:
         the backend's packing and is reported by the compression passes.
         """
         total = self.numel * self.dtype.bits / 8
+        return int(-(-(total + self._param_bits() / 8) // 1))
+
+    def _param_bits(self):
+        """Bits of the quantization parameters: scales, zero points, variants."""
         q = self.quant
-        if q:
-            groups = prod(q.param_shape(self.shape))
-            total += groups * q.scale.bits / 8
-            if not q.symmetric:
-                total += groups * self.dtype.bits / 8
-        return int(-(-total // 1))
+        if not q:
+            return 0
+        groups = prod(q.param_shape(self.shape))
+        bits = groups * (q.scale.bits + (0 if q.symmetric else self.dtype.bits))
+        if q.codebook:
+            from .codebooks import get
+
+            bits += groups * get(q.codebook).index_bits
+        return bits
 
     def coerce(self, array, what="input") -> np.ndarray:
         """`array` as this type's storage; ValueError (naming `what`) when its
@@ -198,11 +224,7 @@ class TensorType:
         if nm is None:
             return self.storage_bytes()
         kept = self.numel * nm.n // nm.m
-        bits = kept * (self.dtype.bits + max(1, ceil(log2(nm.m))))
-        q = self.quant
-        if q:
-            groups = prod(q.param_shape(self.shape))
-            bits += groups * (q.scale.bits + (0 if q.symmetric else self.dtype.bits))
+        bits = kept * (self.dtype.bits + max(1, ceil(log2(nm.m)))) + self._param_bits()
         return -(-bits // 8)
 
     def text(self):

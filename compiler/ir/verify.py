@@ -134,9 +134,12 @@ def _check_const(graph: Graph, op: Op):
 
 
 def _check_quant_params(graph, name, t):
+    from . import dtypes
+
     q = t.quant
     want = q.param_shape(t.shape)
-    params = [("scale", q.scale)] + ([] if q.symmetric else [("zero", t.dtype)])
+    params = [("scale", q.scale)] + ([] if q.symmetric else [("zero", t.dtype)]) + \
+        ([("variant", dtypes.u8)] if q.codebook else [])
     for kind, dt in params:
         key = aux_key(name, kind)
         arr = graph.weights.get(key)
@@ -147,3 +150,10 @@ def _check_quant_params(graph, name, t):
                    f"{np.dtype(arr.dtype)}")
     if q.symmetric and aux_key(name, "zero") in graph.weights:
         yield f"{q.text()} is symmetric but the store has '{aux_key(name, 'zero')}'"
+    variant = graph.weights.get(aux_key(name, "variant"))
+    if q.codebook and variant is not None and variant.size:
+        from .codebooks import get
+
+        count = len(get(q.codebook).variants)
+        if variant.max() >= count:
+            yield f"'{aux_key(name, 'variant')}' holds index {variant.max()}, {q.codebook} has {count}"

@@ -1,7 +1,7 @@
 """The weight store: numpy arrays by name, saved beside the IR as .npz.
 
-Quantized weights keep their scales and zero points under `NAME:scale` and
-`NAME:zero`. Arrays whose dtype numpy cannot save natively (bf16, fp8, int4)
+Quantized weights keep their scales, zero points and codebook variant indices
+under `NAME:scale`, `NAME:zero` and `NAME:variant`. Arrays whose dtype numpy cannot save natively (bf16, fp8, int4)
 are written as their raw bytes with the dtype name recorded, so a file
 round-trips exactly.
 """
@@ -18,7 +18,7 @@ _RAW_VIEW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def aux_key(name, kind):
-    """Key of a weight's auxiliary array (kind: "scale" or "zero")."""
+    """Key of a weight's auxiliary array (kind: "scale", "zero" or "variant")."""
     return f"{name}:{kind}"
 
 
