@@ -166,7 +166,7 @@ _CANON = "canonicalize,fold,cse,dce"
 
 register_target(Target(
     "ref", "reference: the numpy interpreter, the ground truth", "nothing",
-    COMMON_NM, _ALL_FLOATS + ("i8", "u8", "i4", "u4", "i3"), _ALL_FLOATS + ("i8",),
+    COMMON_NM, _ALL_FLOATS + ("i8", "u8", "i4", "u4", "i3", "u3"), _ALL_FLOATS + ("i8",),
     # the interpreter's speed means nothing: a memory-bound model, so the
     # search weighs choices by the bytes they move
     CostModel("memory-bound reference (bytes moved)", 50.0, {"f32": 1e9}),

@@ -287,3 +287,12 @@ def test_auto_search_meets_the_budget_and_protects_the_sensitive_layer():
                          calibration=cal, accuracy_budget=0.2)
     assert loose.report.weight_bytes <= module.report.weight_bytes
     assert loose.report.compression["error"] <= 0.2
+
+
+@pytest.mark.parametrize("fmt", ["mx4", "mx3", "int3"])
+def test_every_format_applies_on_the_reference_target(fmt):
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, example_inputs=inputs, precision=fmt)
+    rows = module.report.layers
+    assert all(r.precision == formats.get_format(fmt).dtype.name for r in rows), \
+        [r.why for r in rows]
