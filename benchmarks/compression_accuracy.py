@@ -67,7 +67,7 @@ def sentences(text, count):
 
 
 def minilm(n_sentences=320, batch=32, length=48):
-    from families import Encoder, minilm as load
+    from families import minilm as load
 
     encoder, _ = load()
     from transformers import AutoTokenizer

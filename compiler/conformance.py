@@ -251,7 +251,6 @@ def _timeout(signum, frame):
 
 
 def run_case(folder: str, target: str = "ref") -> Result:
-    import hetc
     from hetc.errors import FrontendError, TargetError, UsageError
 
     with open(os.path.join(folder, "meta.json")) as f:
