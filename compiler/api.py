@@ -89,7 +89,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     input_shapes / freeze_inputs: for ONNX models, fix symbolic input
       dimensions ({name: shape}) or make inputs constants ({name: array}).
     sparsity: "2:4", "1:4", ... or {layer regex: pattern}; precision: "int8",
-      "int4", "int4-g64", "int4-asym", "int3", "fp8", "bf16", ... or
+      "int4", "int4-g64", "int4-asym", "int3", "mx4", "mx3", "fp8", "bf16", ... or
       {layer regex: format}; "auto" for either searches per layer under the
       accuracy budget. See docs/compression.md.
     calibration: a list of input samples, for activation statistics (the

@@ -65,7 +65,7 @@ def build_parser():
                    help="N:M sparsity for all layers, or for layers matching REGEX (repeatable; "
                         "first match wins)")
     p.add_argument("--precision", action="append", default=[], metavar="[REGEX=]FORMAT",
-                   help="weight precision (int8, int4, int4-g64, int4-asym, int3, fp8, bf16, ...)")
+                   help="weight precision (int8, int4, int4-g64, int4-asym, int3, mx4, mx3, fp8, bf16, ...)")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="calibration inputs: one array per input name, samples on the first axis")
     p.add_argument("--accuracy-budget", type=float, metavar="E",

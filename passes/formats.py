@@ -4,7 +4,9 @@ A format names a storage dtype, a group size along the reduction axis (None:
 one scale per output channel), symmetric or with zero points, and the scale
 dtype. Quantizing gives the stored values plus the scale (and zero point)
 arrays a `quant<...>` encoding describes; formats without a scale (bf16,
-f16) are plain casts.
+f16) are plain casts. Mixture formats (mx4, mx3) store codes into the best
+of a codebook's value tables per group, with the table's index beside the
+scale (hetc.ir.codebooks).
 """
 
 from __future__ import annotations
