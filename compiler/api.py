@@ -112,11 +112,13 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     backend = get_backend(tgt)  # fails early, before any import work, if not built
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
+    if criterion is None and calibration is not None and "auto" not in (sparsity, precision):
+        criterion = "wanda"  # the better criterion whenever there are activations to weigh by
     compress = compression.passes_for(
-        sparsity, precision, criterion or ("wanda" if calibration is not None else "magnitude"),
-        rounding, compression.DEFAULT_BUDGET if accuracy_budget is None else accuracy_budget)
+        sparsity, precision, criterion, rounding,
+        compression.DEFAULT_BUDGET if accuracy_budget is None else accuracy_budget)
     if not compress and (calibration is not None or accuracy_budget is not None
-                         or criterion is not None):
+                         or criterion is not None or rounding != "nearest"):
         raise UsageError("calibration, accuracy_budget and criterion apply to compression: "
                          "give sparsity= or precision= too")
     from .progress import stderr_progress

@@ -6,7 +6,8 @@ and the accuracy budget, turned into compression passes and an accuracy check.
 
 A dict lists per-layer choices, first match winning; they become one
 `sparsify`/`quantize` pass each, so the IR dumps show exactly what ran and
-`hetc opt -p` can replay it.
+`hetc opt -p` can replay it. "auto" becomes one `autocompress` pass, the
+per-layer search under the accuracy budget.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _passes(name, key, choices, extra=()):
 ROUNDING = {"nearest": "rtn", "gptq": "gptq"}
 
 
-def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="nearest",
+def passes_for(sparsity=None, precision=None, criterion=None, rounding="nearest",
                budget=DEFAULT_BUDGET) -> str:
     """The compression part of a pipeline for these options ("" if none).
 
@@ -67,6 +68,9 @@ def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="n
     if rounding not in ROUNDING:
         raise UsageError(f"rounding {rounding!r} is not one of {', '.join(ROUNDING)}")
     if "auto" in (sparsity, precision):
+        if criterion is not None or rounding != "nearest":
+            raise UsageError("the 'auto' search uses wanda and round-to-nearest for its "
+                             "candidates; criterion= and rounding= apply to explicit choices")
         for option, what in ((sparsity, "sparsity"), (precision, "precision")):
             if isinstance(option, dict):
                 raise UsageError(f"with 'auto', {what} must be 'auto', one choice or none")
@@ -75,7 +79,7 @@ def passes_for(sparsity=None, precision=None, criterion="magnitude", rounding="n
         return f"autocompress{{patterns={patterns},formats={fmts},budget={budget}}}"
     method = [] if rounding == "nearest" else [f"method={ROUNDING[rounding]}"]
     return ",".join(_passes("sparsify", "pattern", _choices(sparsity, "sparsity"),
-                            [f"criterion={criterion}"]) +
+                            [f"criterion={criterion or 'magnitude'}"]) +
                     _passes("quantize", "format", _choices(precision, "precision"), method))
 
 

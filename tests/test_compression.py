@@ -296,3 +296,9 @@ def test_every_format_applies_on_the_reference_target(fmt):
     rows = module.report.layers
     assert all(r.precision == formats.get_format(fmt).dtype.name for r in rows), \
         [r.why for r in rows]
+
+
+def test_auto_refuses_options_it_would_ignore():
+    name, model, inputs = examples()[0]
+    with pytest.raises(UsageError, match="apply to explicit choices"):
+        hetc.compile(model, example_inputs=inputs, precision="auto", rounding="gptq")
