@@ -37,6 +37,7 @@ CONFIGS = [
     ("mx3 (3-bit mixture)", {"precision": "mx3"}),
     ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4"}),
     ("int4 g128 gptq", {"precision": "int4", "rounding": "gptq"}),
+    ("mx4 gptq", {"precision": "mx4", "rounding": "gptq"}),
     ("2:4 sgpt+int4 gptq", {"sparsity": "2:4", "criterion": "sparsegpt", "precision": "int4",
                             "rounding": "gptq"}),
 ]

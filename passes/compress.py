@@ -20,6 +20,7 @@ import numpy as np
 
 from hetc.errors import UsageError
 from hetc.interpret import load_const
+from hetc.ir import codebooks
 from hetc.ir.types import NM, Quant, TensorType
 from hetc.ir.weights import aux_key
 from hetc.pipeline import Pass, register_pass
@@ -180,13 +181,11 @@ def quantize_layer(graph, ly, fmt, hessian=None):
     N:M zeros stay zero); returns (how, the Quant encoding or None)."""
     t = ly.weight.type
     w = load_const(ly.weight.producer, graph)
-    if hessian is not None and not fmt.codebook:
+    if hessian is not None:
         result, how = _gptq(w, ly, fmt, hessian), "gptq"
     else:
         result = formats.quantize(w, fmt, ly.axis)
         how = "round to nearest" if not fmt.codebook else f"best {fmt.codebook} variant per group"
-        if hessian is not None:
-            how += " (gptq is not built for codebook formats)"
     encodings = [e for e in t.encodings if isinstance(e, NM)] + ([result.enc] if result.enc else [])
     _rewrite(graph, ly, result.data, encodings, fmt.dtype, result.params())
     return how, result.enc
@@ -198,6 +197,16 @@ def _gptq(w, layer, fmt, h):
     group = formats.group_size(fmt, rows.shape[1])
 
     def quantizer(cols):
+        if fmt.codebook:  # the group's best variant, then its grid for every column
+            _, scale, variant = formats.fit_codebook(cols[:, None, :], fmt)
+            scale, variant = scale[:, 0], variant[:, 0]
+            grids = codebooks.get(fmt.codebook).table[variant] * scale.astype(np.float32)[:, None]
+
+            def rnd(col):
+                idx = formats.encode_codebook(col[:, None, None], scale[:, None], variant[:, None],
+                                              fmt)[:, 0, 0].astype(np.int64)
+                return grids[np.arange(len(col)), idx]
+            return rnd, (scale, variant)
         scale, zero = formats.fit(cols[:, None, :], fmt)
         scale, zero = scale[:, 0], None if zero is None else zero[:, 0]
 
@@ -209,8 +218,10 @@ def _gptq(w, layer, fmt, h):
     values, params = reconstruct.reconstruct(rows, h, quantizer=quantizer, group=group, mask=mask)
     r = formats.from_columns(values, params, fmt, group)
     if layer.op.kind == "matmul":  # codes and parameters back to [in, out]
-        return formats.Quantized(back(r.data), Quant(r.enc.group, r.enc.scale, r.enc.symmetric, 0),
-                                 back(r.scale), None if r.zero is None else back(r.zero))
+        return formats.Quantized(
+            back(r.data), Quant(r.enc.group, r.enc.scale, r.enc.symmetric, 0, r.enc.codebook),
+            back(r.scale), None if r.zero is None else back(r.zero),
+            None if r.variant is None else back(r.variant))
     return r
 
 

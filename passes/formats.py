@@ -127,6 +127,24 @@ class Quantized(NamedTuple):
         return self.enc.dequantize(self.data, self.scale, self.zero, self.variant)
 
 
+def _nearest(grid, x):
+    """Index into `grid` (any order) of the value nearest each x, by bisection."""
+    order = np.argsort(grid, kind="stable")
+    mids = (grid[order][1:] + grid[order][:-1]) / 2
+    return order[np.searchsorted(mids, x)]
+
+
+def encode_codebook(groups, scale, variant, fmt: Format) -> np.ndarray:
+    """Codes of values grouped on the last axis, each group on its variant's grid."""
+    table = codebooks.get(fmt.codebook).table
+    x = groups / np.asarray(scale, np.float32)[..., None]
+    codes = np.zeros(groups.shape, np.int64)
+    for v, grid in enumerate(table):
+        pick = np.asarray(variant) == v
+        codes[pick] = _nearest(grid, x[pick])
+    return codes.astype(fmt.dtype.storage)
+
+
 def fit_codebook(groups: np.ndarray, fmt: Format):
     """Per group (last axis), the variant and scale with the least squared
     error, and the codes: each group scaled so its largest magnitude lands on
@@ -137,10 +155,7 @@ def fit_codebook(groups: np.ndarray, fmt: Format):
     for v, grid in enumerate(table):
         scale = (amax / np.abs(grid).max()).astype(fmt.scale.storage)
         s = np.where(scale == 0, 1, scale).astype(np.float32)
-        x = groups / s[..., None]
-        order = np.argsort(grid, kind="stable")
-        mids = (grid[order][1:] + grid[order][:-1]) / 2  # nearest value by bisection, no [.., 16] temporaries
-        codes = order[np.searchsorted(mids, x)]
+        codes = _nearest(grid, groups / s[..., None])
         err = ((grid[codes] * s[..., None] - groups) ** 2).sum(axis=-1)
         if best_err is None:
             best_err, best_scale, best_codes = err, np.where(scale == 0, 1, scale), codes
@@ -185,9 +200,13 @@ def _encoded(q_moved, scale, zero, fmt, axis, group, ndim, variant=None) -> Quan
 
 def from_columns(values, params, fmt, group):
     """Codes for [out, in] weights already on their groups' grids (as GPTQ
-    leaves them), with the per-group (scale, zero) list of its column groups."""
+    leaves them), with the per-group (scale, zero or variant) list of its
+    column groups."""
     scale = np.stack([p[0] for p in params], axis=-1)
-    zero = None if params[0][1] is None else np.stack([p[1] for p in params], axis=-1)
+    second = None if params[0][1] is None else np.stack([p[1] for p in params], axis=-1)
     grouped = np.asarray(values, np.float32).reshape(values.shape[0], -1, group)
-    q = encode(grouped, scale, zero, fmt)
-    return _encoded(q.reshape(values.shape), scale, zero, fmt, 1, group, 2)
+    if fmt.codebook:
+        q = encode_codebook(grouped, scale, second, fmt)
+        return _encoded(q.reshape(values.shape), scale, None, fmt, 1, group, 2, second)
+    q = encode(grouped, scale, second, fmt)
+    return _encoded(q.reshape(values.shape), scale, second, fmt, 1, group, 2)
