@@ -65,25 +65,35 @@ def select(layers, pattern: str, exclude: str = ""):
             if (rx is None or rx.search(ly.name)) and not (ex and ex.search(ly.name))]
 
 
+def activations(graph: Graph, layers, samples):
+    """(layer, activation array) for every layer on every calibration sample,
+    activations that are graph inputs included: one interpreter run per sample."""
+    by_value = {}
+    for layer in layers:
+        by_value.setdefault(layer.activation, []).append(layer)
+    for sample in samples:
+        seen = []
+
+        def trace(op, value, array):
+            seen.extend((layer, array) for layer in by_value.get(value, ()))
+
+        for v, a in zip(graph.inputs, sample):
+            trace(None, v, np.asarray(a))
+        interpret(graph, list(sample), trace=trace)
+        yield from seen
+
+
+def channel_squares(layer: Layer, array) -> np.ndarray:
+    """Sum of squares of each input channel of one activation array."""
+    a = np.asarray(array, np.float64)
+    a = np.moveaxis(a, 1, -1) if layer.op.kind == "conv2d" else a  # NCHW: channels on 1
+    return (a * a).reshape(-1, a.shape[-1]).sum(axis=0)
+
+
 def input_channel_norms(graph: Graph, layers, samples) -> dict[str, np.ndarray]:
     """Per layer, the L2 norm of each input channel of its activation over
     the calibration samples (Wanda's activation statistic)."""
-    wanted = {}
-    for layer in layers:
-        wanted.setdefault(layer.activation, []).append(layer)
     sums: dict[str, np.ndarray] = {}
-
-    def trace(op, value, array):
-        for layer in wanted.get(value, ()):
-            a = np.asarray(array, np.float64)
-            a = np.moveaxis(a, 1, -1) if layer.op.kind == "conv2d" else a  # NCHW: channels on 1
-            sq = (a * a).reshape(-1, a.shape[-1]).sum(axis=0)
-            sums[layer.name] = sums.get(layer.name, 0) + sq
-
-    for sample in samples:
-        inputs = list(sample)
-        for v, a in zip(graph.inputs, inputs):
-            if v in wanted:
-                trace(None, v, a)
-        interpret(graph, inputs, trace=trace)
+    for layer, array in activations(graph, layers, samples):
+        sums[layer.name] = sums.get(layer.name, 0) + channel_squares(layer, array)
     return {name: np.sqrt(s) for name, s in sums.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hetc.interpret import interpret
+from .layers import activations
 
 DAMP = 0.01  # fraction of the mean Hessian diagonal added for a stable inverse
 BLOCK = 128  # columns updated together (the lazy batch of GPTQ)
@@ -20,22 +20,11 @@ BLOCK = 128  # columns updated together (the lazy batch of GPTQ)
 
 def hessians(graph, layers, samples) -> dict[str, np.ndarray]:
     """H = 2/n X^T X per linear/matmul layer, X its activation rows."""
-    wanted = {}
-    for ly in layers:
-        wanted.setdefault(ly.activation, []).append(ly)
-    acc: dict[str, list] = {}
-
-    def trace(op, value, array):
-        for ly in wanted.get(value, ()):
-            x = np.asarray(array, np.float64).reshape(-1, array.shape[-1])
-            h, n = acc.get(ly.name, (0.0, 0))
-            acc[ly.name] = (h + x.T @ x, n + x.shape[0])
-
-    for sample in samples:
-        for v, a in zip(graph.inputs, sample):
-            if v in wanted:
-                trace(None, v, np.asarray(a))
-        interpret(graph, list(sample), trace=trace)
+    acc: dict[str, tuple] = {}
+    for ly, array in activations(graph, layers, samples):
+        x = np.asarray(array, np.float64).reshape(-1, array.shape[-1])
+        h, n = acc.get(ly.name, (0.0, 0))
+        acc[ly.name] = (h + x.T @ x, n + x.shape[0])
     return {name: 2 * h / max(n, 1) for name, (h, n) in acc.items()}
 
 

@@ -26,33 +26,23 @@ from hetc.pipeline import Pass, register_pass
 
 from . import formats, prune
 from .compress import _remember, prune_layer, quantize_layer
-from .layers import find_layers, input_channel_norms
+from .layers import activations, channel_squares, find_layers
 
 MAX_ROWS = 2048  # activation rows per layer used for sensitivities
 
 
-def _activations(graph, layers, samples):
-    """Up to MAX_ROWS activation rows [rows, in] per linear/matmul layer."""
-    from hetc.interpret import interpret
-
-    wanted = {}
-    for ly in layers:
-        if ly.op.kind != "conv2d":
-            wanted.setdefault(ly.activation, []).append(ly)
-    rows: dict[str, list] = {}
-
-    def trace(op, value, array):
-        for ly in wanted.get(value, ()):
-            have = sum(len(r) for r in rows.get(ly.name, []))
-            if have < MAX_ROWS:
-                rows.setdefault(ly.name, []).append(
-                    np.asarray(array, np.float32).reshape(-1, array.shape[-1])[:MAX_ROWS - have])
-
-    for sample in samples:
-        for v, a in zip(graph.inputs, sample):
-            trace(None, v, np.asarray(a))
-        interpret(graph, list(sample), trace=trace)
-    return {name: np.concatenate(r) for name, r in rows.items()}
+def _statistics(graph, layers, samples):
+    """One walk over the calibration samples: per layer, input-channel norms
+    (for wanda) and up to MAX_ROWS activation rows [rows, in] (linear/matmul)."""
+    sums, rows = {}, {}
+    for ly, array in activations(graph, layers, samples):
+        sums[ly.name] = sums.get(ly.name, 0) + channel_squares(ly, array)
+        have = sum(len(r) for r in rows.get(ly.name, []))
+        if ly.op.kind != "conv2d" and have < MAX_ROWS:
+            rows.setdefault(ly.name, []).append(
+                np.asarray(array, np.float32).reshape(-1, array.shape[-1])[:MAX_ROWS - have])
+    return ({name: np.sqrt(s) for name, s in sums.items()},
+            {name: np.concatenate(r) for name, r in rows.items()})
 
 
 def _compressed(w, ly, nm, fmt, norms):
@@ -118,10 +108,10 @@ class AutoCompress(Pass):
         fmts = [f for f in (formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"]))
                 if f.dtype.name in target.weight_dtypes]
         layers = find_layers(graph)
-        norms = input_channel_norms(graph, layers, ctx.calibration)
+        norms, acts = _statistics(graph, layers, ctx.calibration)
         progress = ctx.progress or (lambda done, total, what: None)
-        table = _candidates(graph, target, layers, patterns, fmts, norms, ctx.calibration,
-                            progress)
+        table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
+                            ctx.calibration[0], progress)
         choice, err = _bisect(graph, table, norms, held, self.budget, progress)
         for ly in layers:
             (nm, fmt), sens, secs = choice[ly.name]
@@ -169,9 +159,8 @@ def _amplify(graph, table, norms, sample, progress):
         table[name] = (ly, [(c, s * e2e / local, t) for c, s, t in options], dense_t)
 
 
-def _candidates(graph, target, layers, patterns, fmts, norms, samples, progress):
+def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress):
     """layer -> (layer, [((pattern, format), sensitivity, seconds)], dense seconds)."""
-    acts = _activations(graph, layers, samples)
     table = {}
     for ly in layers:
         w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
@@ -186,7 +175,7 @@ def _candidates(graph, target, layers, patterns, fmts, norms, samples, progress)
                 options.append(((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
                                 _seconds(target, ly, nm, fmt)))
         table[ly.name] = (ly, options, dense_t)
-    _amplify(graph, table, norms, samples[0], progress)
+    _amplify(graph, table, norms, sample, progress)
     return table
 
 
