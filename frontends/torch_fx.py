@@ -142,18 +142,20 @@ class Importer:
         sc = self.scope
         v = sc.consts.get(name)
         if v is None:
-            import torch
-
-            t = sc.static[name]
-            if not isinstance(t, torch.Tensor):
-                raise self.error(f"operand %{name} is a {type(t).__name__}, not a tensor")
-            arr = np.require(to_numpy(t), requirements="C")
-            if name in self.params:  # a parameter keeps its name, whatever its size
-                v = self.g.const(arr, name=self.params[name], inline=False)
-            else:
-                v = self.g.const(arr, name=f"const.{name}", inline=None)
-            sc.consts[name] = v
+            v = sc.consts[name] = self._tensor_const(sc.static[name], name, f"operand %{name}")
         return v
+
+    def _tensor_const(self, value, name, what):
+        """A compile-time torch tensor as a constant; a parameter keeps its
+        state-dict name whatever its size, other values go inline when small."""
+        import torch
+
+        if not isinstance(value, torch.Tensor):
+            raise self.error(f"{what} is a {type(value).__name__}, not a tensor")
+        arr = np.require(to_numpy(value), requirements="C")
+        if name in self.params:
+            return self.g.const(arr, name=self.params[name], inline=False)
+        return self.g.const(arr, name=f"const.{name}", inline=None)
 
     def _param_tensor(self, placeholder):
         target = self.params[placeholder]
@@ -267,19 +269,9 @@ class Importer:
             results = self.walk(body, fed)
         finally:
             self.scope = outer
-        out = []
-        for kind, value in results:
-            out.append(value if kind == "value" else self._static_result(value))
-        return out
-
-    def _static_result(self, value):
-        """A compile-time result of an inlined body, as a constant Value."""
-        import torch
-
-        if not isinstance(value, torch.Tensor):
-            raise self.error("a higher-order op body returns a non-tensor")
-        arr = np.require(to_numpy(value), requirements="C")
-        return self.g.const(arr, name="const.body", inline=None)
+        return [value if kind == "value" else
+                self._tensor_const(value, "body", "a higher-order op body's result")
+                for kind, value in results]
 
 
 def _too_big(result):
