@@ -10,6 +10,11 @@ from dataclasses import asdict, dataclass, field
 from .ir.graph import Graph
 
 
+def layer_name(weight_name: str) -> str:
+    """A layer is named by its weight, without a trailing ".weight"."""
+    return weight_name[:-len(".weight")] if weight_name.endswith(".weight") else weight_name
+
+
 @dataclass
 class LayerRow:
     name: str
@@ -44,24 +49,24 @@ class Report:
         decisions = decisions or {}
         rep = cls(graph.name, target, passes=[[t.name, t.seconds] for t in passes],
                   notes=list(notes), compression=dict(summary or {}))
-        counts = Counter()
-        for op in graph.walk():
-            if op.kind != "const":
-                counts[op.kind] += 1
-        rep.op_counts = dict(counts.most_common())
         consts = {op.attrs["name"]: op.output.type for op in graph.walk()
                   if op.kind == "const" and "name" in op.attrs}
         rep.weight_bytes = sum(t.packed_bytes() for t in consts.values())
-        before = {}
+        counts, before, considered = Counter(), {}, set()
         for op in graph.walk():
+            if op.kind == "const":
+                continue
+            counts[op.kind] += 1
             weights = [v for v in op.inputs if v.producer is not None and
                        v.producer.kind == "const" and "name" in v.producer.attrs]
-            if op.kind == "const" or not weights:
+            if not weights:
                 continue
             main = weights[0]
             wname = main.producer.attrs["name"]
-            name = wname[:-len(".weight")] if wname.endswith(".weight") else wname
+            name = layer_name(wname)
             decided = decisions.get(name, {})
+            if name in decisions:
+                considered.add(wname)
             t = main.type
             after = sum(w.type.packed_bytes() for w in weights)
             orig = after - t.packed_bytes() + decided.get("bytes_before", t.packed_bytes())
@@ -77,8 +82,8 @@ class Report:
                 sensitivity=decided.get("sensitivity"), speedup=decided.get("speedup")))
         rep.weight_bytes_before = rep.weight_bytes + sum(
             before[n] - consts[n].packed_bytes() for n in before if n in consts)
+        rep.op_counts = dict(counts.most_common())
         if decisions:  # over the layers the compression passes considered
-            considered = {r.weights[0].split(": ", 1)[0] for r in rep.layers if r.name in decisions}
             main = [consts[n] for n in considered if n in consts]
             numel = sum(t.numel for t in main)
             pruned = sum(t.numel * (t.nm.m - t.nm.n) / t.nm.m for t in main if t.nm)

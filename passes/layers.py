@@ -16,6 +16,7 @@ import numpy as np
 
 from hetc.interpret import interpret
 from hetc.ir.graph import Graph, Op, Value
+from hetc.report import layer_name
 
 
 @dataclass
@@ -29,10 +30,6 @@ class Layer:
     @property
     def weight_name(self) -> str:
         return self.weight.producer.attrs["name"]
-
-
-def layer_name(weight_name: str) -> str:
-    return weight_name[:-len(".weight")] if weight_name.endswith(".weight") else weight_name
 
 
 def _named_const(v: Value) -> bool:
