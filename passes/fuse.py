@@ -125,11 +125,12 @@ class RaisePatterns(Pass):
 
     def run(self, graph, ctx):
         for g in graph.graphs():
+            live, users = set(g.ops), g.users()
             for op in list(g.ops):
-                if op not in g.ops:
-                    continue  # removed as dead by an earlier rewrite
-                if any(rule(g, op, g.users()) for rule in RULES):
+                # skip ops an earlier rewrite left dead; uses change only on a rewrite
+                if op in live and any(rule(g, op, users) for rule in RULES):
                     remove_dead_ops(g)
+                    live, users = set(g.ops), g.users()
 
 
 # -- fused regions --------------------------------------------------------------------
