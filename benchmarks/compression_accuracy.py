@@ -1,6 +1,7 @@
 """Accuracy of compressed models on real weights and real text.
 
-    .venv/bin/python benchmarks/compression_accuracy.py [--only minilm|smollm2] [--tokens 8192]
+    .venv/bin/python benchmarks/compression_accuracy.py [--only minilm|smollm2|efficientnet]
+        [--tokens 8192] [-k NAME]
 
 - all-MiniLM-L6-v2 (pretrained BERT): cosine similarity of sentence embeddings
   (mean pooling, as sentence-transformers computes them) to fp32, over real
@@ -9,6 +10,10 @@
   of the last hidden state on held-out calibration batches).
 - SmolLM2-135M (pretrained, GGUF Q4_1 dequantized by transformers):
   perplexity on the first N tokens of the same corpus, context 512.
+- EfficientNet-Lite0 (ImageNet weights): top-1 agreement with fp32 and the
+  mean KL divergence of the class distributions, over 10 views (centre, four
+  corners, and their mirror images) of each of the 9 photos scikit-image and
+  scikit-learn ship; calibration from other crops of the same photos.
 
 Every configuration is compiled with hetc for target ref and run by the
 reference interpreter; calibration samples come from the end of the corpus,
@@ -42,8 +47,22 @@ CONFIGS = [
                             "rounding": "gptq"}),
 ]
 # The per-layer search measures each layer's end-to-end amplification with one
-# forward pass per layer: seconds for MiniLM, too long for SmolLM2's 210 layers
-# in this run (see docs/compression.md).
+# forward pass per layer: seconds for MiniLM, about 15 minutes for SmolLM2's
+# 210 layers, so SmolLM2 runs only the equal-bits searches (auto_bits).
+PATTERN = None  # -k: only configurations whose name contains this (and fp32)
+
+
+def chosen(configs):
+    return [c for c in configs if PATTERN is None or c[0] == "fp32" or PATTERN in c[0]]
+
+
+def auto_bits(bits):
+    """The search among int8, mx4 and mx3 at the bits uniform mx4 takes on this model."""
+    cands = {"precision": "auto:int8|mx4|mx3", "bits_budget": bits}
+    return [(f"auto @{bits:g} bits", cands),
+            (f"auto @{bits:g} bits gptq", {**cands, "rounding": "gptq"})]
+
+
 AUTO = [
     ("auto, budget 0.05", {"sparsity": "auto", "precision": "auto", "accuracy_budget": 0.05}),
     ("auto, budget 0.15", {"sparsity": "auto", "precision": "auto", "accuracy_budget": 0.15}),
@@ -100,7 +119,7 @@ def minilm(n_sentences=320, batch=32, length=48):
     print(f"\nall-MiniLM-L6-v2: cosine similarity to fp32 over {len(ref)} sentences "
           f"(gensim lee_background.cor), {length} tokens each")
     print(f"{'config':20s} {'mean cos':>9s} {'min cos':>9s} {'weight MB':>10s} {'bits/w':>7s}")
-    for name, cfg in CONFIGS + AUTO:
+    for name, cfg in chosen(CONFIGS + AUTO + auto_bits(4.14)):
         module = hetc.compile(encoder, example_inputs=example,
                               calibration=cal if cfg else None, **cfg)
         emb = embed(module, evaluate)
@@ -123,7 +142,7 @@ def smollm2(tokens=8192, context=512):
     print(f"{'config':20s} {'perplexity':>10s} {'vs fp32':>8s} {'weight MB':>10s} {'bits/w':>7s} "
           f"{'seconds':>8s}")
     base = None
-    for name, cfg in CONFIGS:
+    for name, cfg in chosen(CONFIGS + auto_bits(4.05)):
         start = time.perf_counter()
         module = hetc.compile(wrapped, example_inputs=(windows[0],),
                               calibration=calib if cfg else None, **cfg)
@@ -141,20 +160,64 @@ def smollm2(tokens=8192, context=512):
               f"{time.perf_counter() - start:8.1f}")
 
 
+def efficientnet():
+    from families import crop, efficientnet_lite0, photos
+
+    model = efficientnet_lite0()
+    images = photos()
+    rng = np.random.default_rng(0)
+
+    def views(image):  # centre, four corners at 80% of the short side, and their mirrors
+        h, w = image.shape[:2]
+        side = int(0.8 * min(h, w))
+        boxes = [None] + [(y, x, side) for y in (0, h - side) for x in (0, w - side)]
+        out = [crop(image, box=b) for b in boxes]
+        return torch.cat(out + [v.flip(-1) for v in out])
+
+    def calibration_crop(image):
+        h, w = image.shape[:2]
+        side = int(rng.uniform(0.5, 0.7) * min(h, w))
+        return crop(image, box=(int(rng.integers(0, h - side + 1)),
+                                int(rng.integers(0, w - side + 1)), side))
+
+    batches = [views(im) for im in images.values()]
+    pool = list(images.values())
+    cal = [(torch.cat([calibration_crop(pool[(8 * k + i) % len(pool)]) for i in range(10)]),)
+           for k in range(4)]
+    with torch.no_grad():
+        ref = torch.cat([model(b) for b in batches])
+    ref_top = ref.argmax(-1)
+    ref_logp = torch.log_softmax(ref.double(), -1)
+    print(f"\nEfficientNet-Lite0: agreement with fp32 over {len(ref)} views of {len(images)} "
+          f"photos ({', '.join(images)})")
+    print(f"{'config':20s} {'top-1 agree':>11s} {'mean KL':>9s} {'weight MB':>10s} {'bits/w':>7s}")
+    for name, cfg in chosen(CONFIGS + AUTO):
+        module = hetc.compile(model, example_inputs=(batches[0],),
+                              calibration=cal if cfg else None, **cfg)
+        out = torch.cat([torch.as_tensor(module(b)) for b in batches])
+        logp = torch.log_softmax(out.double(), -1)
+        kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean().item()
+        agree = (out.argmax(-1) == ref_top).double().mean().item()
+        c = module.report.compression
+        print(f"{name:20s} {100 * agree:10.1f}% {kl:9.5f} "
+              f"{module.report.weight_bytes / 1e6:10.2f} {c.get('bits_per_weight', 32):7.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["minilm", "smollm2"])
+    ap.add_argument("--only", choices=["minilm", "smollm2", "efficientnet"])
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("-k", dest="pattern", help="only configurations whose name contains this")
     args = ap.parse_args()
-    if args.pattern:
-        CONFIGS[:] = [c for c in CONFIGS if c[0] == "fp32" or args.pattern in c[0]]
-        AUTO[:] = [c for c in AUTO if args.pattern in c[0]]
+    global PATTERN
+    PATTERN = args.pattern
     import transformers
 
     transformers.logging.disable_progress_bar()
     if args.only in (None, "minilm"):
         minilm()
+    if args.only in (None, "efficientnet"):
+        efficientnet()
     if args.only in (None, "smollm2"):
         smollm2(args.tokens)
 

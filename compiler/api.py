@@ -80,7 +80,9 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
-            accuracy_budget=None, criterion=None, rounding="nearest", print_ir_after_all=False, print_ir_after=(),
+            accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
+            criterion=None,
+            rounding="nearest", print_ir_after_all=False, print_ir_after=(),
             print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
@@ -91,12 +93,22 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     sparsity: "2:4", "1:4", ... or {layer regex: pattern}; precision: "int8",
       "int4", "int4-g64", "int4-asym", "int3", "mx4", "mx3", "fp8", "bf16", ... or
       {layer regex: format}; "auto" for either searches per layer under the
-      accuracy budget. See docs/compression.md.
+      accuracy budget ("auto:int8|mx4|mx3": among these candidates only).
+      See docs/compression.md.
     calibration: a list of input samples, for activation statistics (the
       wanda criterion) and the accuracy check; default: the example inputs.
     accuracy_budget: the largest relative L2 output error allowed against the
       uncompressed model on held-out calibration samples (default 0.01); the
       report says whether the compiled model meets it.
+    accuracy_metric: a callable scoring a runnable model (lower is better,
+      e.g. perplexity on given text); the budget then bounds its relative
+      increase over the uncompressed model (0.05: at most 5% worse).
+    bits_budget: for "auto", the average stored bits per weight over the
+      compressible layers; the search picks the lowest predicted error that
+      fits it (the accuracy budget is then checked, not searched).
+    activations: "int8" quantizes the inputs of integer-weight linear layers
+      per token and weight group at run time (integer dot products on x86
+      VNNI and AMX); default: they stay in their float dtype.
     criterion: "wanda" (default when calibration data exist), "magnitude" or
       "sparsegpt" (prunes with the layer Hessian and updates kept weights).
     rounding: "nearest" (default) or "gptq" (second-order, needs calibration).
@@ -112,25 +124,33 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     backend = get_backend(tgt)  # fails early, before any import work, if not built
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
-    if criterion is None and calibration is not None and "auto" not in (sparsity, precision):
+    auto = compression.is_auto(sparsity) or compression.is_auto(precision)
+    if criterion is None and calibration is not None and not auto:
         criterion = "wanda"  # the better criterion whenever there are activations to weigh by
     compress = compression.passes_for(
         sparsity, precision, criterion, rounding,
-        compression.DEFAULT_BUDGET if accuracy_budget is None else accuracy_budget)
+        compression.DEFAULT_BUDGET if accuracy_budget is None else accuracy_budget, bits_budget,
+        activations)
     if not compress and (calibration is not None or accuracy_budget is not None
-                         or criterion is not None or rounding != "nearest"):
-        raise UsageError("calibration, accuracy_budget and criterion apply to compression: "
-                         "give sparsity= or precision= too")
+                         or accuracy_metric is not None or criterion is not None
+                         or rounding != "nearest"):
+        raise UsageError("calibration, accuracy_budget, accuracy_metric and criterion apply to "
+                         "compression: give sparsity= or precision= too")
+    if accuracy_metric is not None and not callable(accuracy_metric):
+        raise UsageError(f"accuracy_metric must be a callable scoring a model, got "
+                         f"{type(accuracy_metric).__name__}")
     from .progress import stderr_progress
 
     ctx = PassContext(target=tgt, progress=stderr_progress)
-    reference = held_out = None
+    what = ""  # what the accuracy budget bounds, once measurable
     if compress:
         text = ",".join(t for t in (text, compress, "dce") if t)
         stats, held_out = compression.split(
             compression.samples(calibration, example_inputs, graph))
         ctx.calibration, ctx.held_out = stats, held_out
         reference = graph.copy()  # the uncompressed model, for the accuracy check
+        if held_out or accuracy_metric is not None:
+            ctx.measure, what = compression.measure(reference, held_out, accuracy_metric)
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
@@ -139,7 +159,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"] + ctx.notes
     summary = {}
     if compress:
-        summary, more = _accuracy(reference, graph, held_out, ctx.calibration, accuracy_budget)
+        summary, more = _accuracy(graph, ctx, what, accuracy_budget)
         notes += more
     artifact = backend.lower(graph, tgt)
     if tgt.name == "ref":
@@ -148,20 +168,20 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     return Module(artifact, report)
 
 
-def _accuracy(reference, graph, held_out, stats, budget):
-    """The compressed model's output error against the uncompressed one on
-    held-out calibration samples, and what the report should say about it."""
+def _accuracy(graph, ctx, what, budget):
+    """The compressed model's error (ctx.measure: output error on held-out
+    calibration samples, or a user metric's increase) and what the report
+    should say about it."""
     budget = compression.DEFAULT_BUDGET if budget is None else float(budget)
     summary, notes = {"budget": budget}, []
-    if not held_out:
+    if ctx.measure is None:
         notes.append("no calibration inputs: the output error was not measured")
         return summary, notes
-    error = compression.output_error(reference, graph, held_out)
-    summary.update(error=error, held_out=len(held_out))
+    error = ctx.measure(graph)
+    summary.update(error=error, held_out=len(ctx.held_out or []), measure=what)
     if error > budget:
-        notes.append(f"output error {error:.3g} on held-out inputs EXCEEDS the accuracy budget "
-                     f"{budget:g}")
-    if held_out is stats:
+        notes.append(f"{what} {error:.3g} EXCEEDS the accuracy budget {budget:g}")
+    if ctx.held_out is ctx.calibration and what == "output error":
         notes.append("one calibration sample: the error is measured on the inputs the "
                      "statistics came from (give several samples for a held-out check)")
     return summary, notes

@@ -65,11 +65,16 @@ def build_parser():
                    help="N:M sparsity for all layers, or for layers matching REGEX (repeatable; "
                         "first match wins)")
     p.add_argument("--precision", action="append", default=[], metavar="[REGEX=]FORMAT",
-                   help="weight precision (int8, int4, int4-g64, int4-asym, int3, mx4, mx3, fp8, bf16, ...)")
+                   help="weight precision (int8, int4, int4-g64, int4-asym, int3, mx4, mx3, fp8, "
+                        "bf16, ...); 'auto' or 'auto:int8|mx4|mx3' searches per layer")
+    p.add_argument("--activations", choices=["none", "int8"],
+                   help="int8: quantize integer-weight linear layers' inputs per token and group")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="calibration inputs: one array per input name, samples on the first axis")
     p.add_argument("--accuracy-budget", type=float, metavar="E",
                    help="largest relative output error allowed (default 0.01)")
+    p.add_argument("--bits-budget", type=float, metavar="B",
+                   help="with 'auto': average stored bits per weight over the compressible layers")
     p.add_argument("--criterion", choices=["magnitude", "wanda", "sparsegpt"],
                    help="pruning criterion (default: wanda with calibration, else magnitude)")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default="nearest",
@@ -125,7 +130,9 @@ def cmd_compile(args):
                           sparsity=_per_layer(args.sparsity, "--sparsity"),
                           precision=_per_layer(args.precision, "--precision"),
                           calibration=_calibration(args.calibration),
-                          accuracy_budget=args.accuracy_budget, criterion=args.criterion,
+                          accuracy_budget=args.accuracy_budget, bits_budget=args.bits_budget,
+                          activations=args.activations,
+                          criterion=args.criterion,
                           rounding=args.rounding,
                           **_pipeline_kwargs(args))
     module.save(args.output)

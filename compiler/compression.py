@@ -1,8 +1,8 @@
 """The compression options of hetc.compile: sparsity, precision, calibration
 and the accuracy budget, turned into compression passes and an accuracy check.
 
-    sparsity="2:4" | "none" | {"layer regex": "2:4", ...}
-    precision="int8" | "int4" | ... | {"layer regex": "int4", ...}
+    sparsity="2:4" | "none" | "auto" | "auto:2:4|1:4" | {"layer regex": "2:4", ...}
+    precision="int8" | "int4" | ... | "auto" | "auto:int8|mx4|mx3" | {"layer regex": "int4", ...}
 
 A dict lists per-layer choices, first match winning; they become one
 `sparsify`/`quantize` pass each, so the IR dumps show exactly what ran and
@@ -57,26 +57,61 @@ def _passes(name, key, choices, extra=()):
 ROUNDING = {"nearest": "rtn", "gptq": "gptq"}
 
 
+def is_auto(option) -> bool:
+    return isinstance(option, str) and (option == "auto" or option.startswith("auto:"))
+
+
+def _candidates(option):
+    """An option as the search's candidate list: "auto" (the target's),
+    "a|b" (these), "" (none)."""
+    if option is None or option == "none":
+        return ""
+    if is_auto(option):
+        return option[5:] or "auto"
+    return option
+
+
+ACTIVATIONS = {None: "", "none": "", "int8": "quantize-activations"}
+
+
 def passes_for(sparsity=None, precision=None, criterion=None, rounding="nearest",
-               budget=DEFAULT_BUDGET) -> str:
+               budget=DEFAULT_BUDGET, bits_budget=None, activations=None) -> str:
+    """The compression part of a pipeline ("" if none): the weight passes,
+    then `quantize-activations` for activations="int8"."""
+    if activations not in ACTIVATIONS:
+        raise UsageError(f"activations {activations!r} is not one of none, int8")
+    weights = _weight_passes(sparsity, precision, criterion, rounding, budget, bits_budget)
+    if ACTIVATIONS[activations] and not weights:
+        raise UsageError("activations='int8' applies to integer weights: give precision= too")
+    return ",".join(p for p in (weights, ACTIVATIONS[activations]) if p)
+
+
+def _weight_passes(sparsity, precision, criterion, rounding, budget, bits_budget) -> str:
     """The compression part of a pipeline for these options ("" if none).
 
     "auto" for either option runs the per-layer search (passes/search.py):
-    its candidates are the target's patterns and int8/int4, or the one
-    explicit choice given for the other option.
+    its candidates are the target's patterns and int8/int4 ("auto:a|b":
+    these), or the one explicit choice given for the other option; the
+    criterion and rounding apply to the chosen configuration.
     """
     if rounding not in ROUNDING:
         raise UsageError(f"rounding {rounding!r} is not one of {', '.join(ROUNDING)}")
-    if "auto" in (sparsity, precision):
-        if criterion is not None or rounding != "nearest":
-            raise UsageError("the 'auto' search uses wanda and round-to-nearest for its "
-                             "candidates; criterion= and rounding= apply to explicit choices")
+    if is_auto(sparsity) or is_auto(precision):
         for option, what in ((sparsity, "sparsity"), (precision, "precision")):
             if isinstance(option, dict):
                 raise UsageError(f"with 'auto', {what} must be 'auto', one choice or none")
-        patterns = "auto" if sparsity == "auto" else ("" if sparsity in (None, "none") else sparsity)
-        fmts = "auto" if precision == "auto" else ("" if precision in (None, "none") else precision)
-        return f"autocompress{{patterns={patterns},formats={fmts},budget={budget}}}"
+        opts = [f"patterns={_candidates(sparsity)}", f"formats={_candidates(precision)}",
+                f"budget={budget}"]
+        if bits_budget is not None:
+            opts.append(f"bits={float(bits_budget)}")
+        if criterion is not None:
+            opts.append(f"criterion={criterion}")
+        if rounding != "nearest":
+            opts.append(f"method={ROUNDING[rounding]}")
+        return "autocompress{" + ",".join(opts) + "}"
+    if bits_budget is not None:
+        raise UsageError("bits_budget applies to the per-layer search: give sparsity='auto' "
+                         "or precision='auto'")
     method = [] if rounding == "nearest" else [f"method={ROUNDING[rounding]}"]
     return ",".join(_passes("sparsify", "pattern", _choices(sparsity, "sparsity"),
                             [f"criterion={criterion or 'magnitude'}"]) +
@@ -144,3 +179,32 @@ def output_error(reference, compressed, samples_) -> float:
         outs += interpret(compressed, sample)
         refs += interpret(reference, sample)
     return relative_error(outs, refs)
+
+
+def measure(reference, held_out, metric=None):
+    """graph -> the error the accuracy budget bounds, and a description.
+
+    Without a metric: the relative L2 output error against `reference` on
+    the held-out samples. With `metric` (a callable scoring a runnable
+    model; lower is better): metric(compressed) / metric(reference) - 1,
+    the reference's score computed once.
+    """
+    if metric is None:
+        return (lambda graph: output_error(reference, graph, held_out)), "output error"
+    from hetc.backends import ref
+    from hetc.runtime.module import Module
+    from hetc.targets import get_target
+
+    def score(graph):
+        value = metric(Module(ref.lower(graph, get_target("ref")), None))
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"accuracy_metric must return a number, got "
+                             f"{type(value).__name__}") from None
+
+    base = score(reference)
+    if not base > 0:
+        raise UsageError(f"accuracy_metric scored the uncompressed model {base!r}: a relative "
+                         f"increase needs a positive score (lower is better, e.g. perplexity)")
+    return (lambda graph: score(graph) / base - 1.0), f"metric increase (uncompressed {base:.6g})"

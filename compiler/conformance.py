@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .fsutil import cache_root
+
 CASE_TIMEOUT_S = 60
 # Narrow float outputs compare within two ulps at least: the suite's own runner
 # does this for bfloat16; hetc applies the same rule to float16, whose
@@ -37,10 +39,6 @@ class Result:
     op: str  # the op type the case is about
     status: str  # passed | unsupported | wrong | crash
     detail: str = ""
-
-
-def cache_root() -> str:
-    return os.environ.get("HETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hetc")
 
 
 SUITES = {

@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: nothing half-written is ever left behind."""
+"""Atomic file and folder writes (nothing half-written is ever left behind)
+and hetc's cache folder."""
 
 import os
 import shutil
@@ -47,3 +48,8 @@ def atomic_dir(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cache_root() -> str:
+    """Where hetc caches generated test data and built libraries ($HETC_CACHE)."""
+    return os.environ.get("HETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hetc")

@@ -154,8 +154,19 @@ def _cast(op, x):
 
 # -- linear algebra ---------------------------------------------------------------
 
+def quantize_activations(x, group):
+    """x as int8 dynamic quantization sees it: symmetric, one scale per token
+    and group of `group` features (round half to even), dequantized."""
+    g = x.reshape(*x.shape[:-1], x.shape[-1] // group, group).astype(np.float32)
+    scale = np.abs(g).max(axis=-1, keepdims=True) / np.float32(127)
+    q = np.rint(g / np.where(scale == 0, np.float32(1), scale))
+    return (q * scale).reshape(x.shape).astype(x.dtype)
+
+
 @semantics("linear")
 def _linear(op, x, w, b=None):
+    if op.attrs.get("act_group"):
+        x = quantize_activations(x, op.attrs["act_group"])
     y = x @ w.astype(x.dtype).T
     return y if b is None else y + b.astype(x.dtype)
 

@@ -35,6 +35,7 @@ class PassContext:
     decisions: dict = field(default_factory=dict)  # layer -> what compression passes chose and why
     notes: list = field(default_factory=list)  # what passes want the report to say
     progress: object = None  # progress(done, total, what) for long passes, or None
+    measure: object = None  # graph -> the error the accuracy budget bounds (compression.measure)
 
 
 @dataclass(frozen=True)

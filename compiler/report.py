@@ -151,8 +151,10 @@ class Report:
                     f"{100 * c.get('pruned', 0):.1f}% pruned in the compressed layers")
             if "error" in c:
                 verdict = "within" if c["error"] <= c["budget"] else "OVER"
-                line += (f"; output error {c['error']:.3g} on {c['held_out']} held-out "
-                         f"sample(s), {verdict} the budget {c['budget']:g}")
+                what = c.get("measure", "output error")
+                where = (f" on {c['held_out']} held-out sample(s)" if what == "output error"
+                         else "")
+                line += f"; {what} {c['error']:.3g}{where}, {verdict} the budget {c['budget']:g}"
             console.print(line)
         if self.passes:
             console.print("passes: " + ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in self.passes))

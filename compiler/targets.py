@@ -176,7 +176,7 @@ register_target(Target(
     "x86", "x86-64 CPU, AVX-512 (AVX2 fallback), one native entry point", "C with intrinsics",
     COMMON_NM, ("f32", "bf16", "i8", "i4", "u4"), ("f32", "bf16", "i8"),
     CostModel("2-core AVX-512 CPU, DDR5", 50.0, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}),
-    _CANON, None, _probe_x86))
+    _CANON, "x86", _probe_x86))
 
 register_target(Target(
     "amx", "Intel AMX (Sapphire Rapids+), tiles for bf16 and int8", "C with AMX intrinsics",

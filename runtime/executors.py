@@ -22,6 +22,11 @@ def register_executor(target: str):
 
 
 def make_executor(artifact):
+    if artifact.target not in EXECUTORS:  # importing a backend registers its executor
+        from hetc.backends import get_backend
+        from hetc.targets import get_target
+
+        get_backend(get_target(artifact.target))
     try:
         factory = EXECUTORS[artifact.target]
     except KeyError:

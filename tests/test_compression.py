@@ -177,7 +177,9 @@ def digits():
 
 @pytest.mark.parametrize("config, max_drop", [({"precision": "int8"}, 0.01),
                                               ({"precision": "int4"}, 0.03),
-                                              ({"sparsity": "2:4", "precision": "int8"}, 0.05)])
+                                              ({"sparsity": "2:4", "precision": "int8"}, 0.05),
+                                              ({"sparsity": "auto", "precision": "auto",
+                                                "accuracy_budget": 0.05}, 0.02)])
 def test_digits_accuracy_survives_compression(digits, config, max_drop):
     model, x, y, train, test = digits
     batch = x[test][:256]
@@ -209,6 +211,12 @@ def test_cli_compression_flags(tmp_path):
     report = json.loads(p.stdout)
     assert report["compression"]["budget"] == 0.5
     assert [r["pattern"] for r in report["layers"]] == ["2:4", "2:4", "dense"]
+    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-o",
+                        str(tmp_path / "auto"), "--precision", "auto:int8|int4", "--bits-budget",
+                        "6", "--calibration", str(tmp_path / "cal.npz")],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "within 6 bits per weight" in p.stdout
 
 
 def _calibrated_linear():
@@ -299,7 +307,60 @@ def test_every_format_applies_on_the_reference_target(fmt):
         [r.why for r in rows]
 
 
-def test_auto_refuses_options_it_would_ignore():
-    name, model, inputs = examples()[0]
-    with pytest.raises(UsageError, match="apply to explicit choices"):
-        hetc.compile(model, example_inputs=inputs, precision="auto", rounding="gptq")
+def _fragile_calibration():
+    gen = torch.Generator().manual_seed(1)
+    return _Fragile().eval(), [(torch.randn(16, 64, generator=gen),) for _ in range(8)]
+
+
+def test_bits_budget_fits_the_bits_and_spends_them_on_the_sensitive_layers():
+    model, cal = _fragile_calibration()
+    errors = {}
+    for bits in (5.0, 7.0):
+        module = hetc.compile(model, example_inputs=cal[0], precision="auto:int8|int4|mx3",
+                              calibration=cal, bits_budget=bits)
+        c = module.report.compression
+        assert c["bits_per_weight"] <= bits
+        assert {r.precision for r in module.report.layers} <= {"i8", "i4", "u3"}
+        assert any(f"within {bits:g} bits per weight" in n for n in module.report.notes)
+        errors[bits] = c["error"]
+    rows = {r.name: r.precision for r in module.report.layers}
+    assert rows["a"] == rows["b"] == "i8" and rows["l1"] != "i8"  # the amplified pair
+    # uniform int4 (4.25 bits here: per-channel scales) is less accurate than the mixes
+    uniform = hetc.compile(model, example_inputs=cal[0], precision="int4", calibration=cal)
+    assert errors[7.0] < errors[5.0] < uniform.report.compression["error"]
+    with pytest.raises(UsageError, match="bits_budget applies to the per-layer search"):
+        hetc.compile(model, example_inputs=cal[0], precision="int4", bits_budget=4)
+
+
+def test_auto_applies_the_requested_rounding_to_its_choice():
+    model, cal = _fragile_calibration()
+    kw = dict(example_inputs=cal[0], precision="auto:int4", calibration=cal, bits_budget=4.5)
+    rtn = hetc.compile(model, **kw)
+    gptq = hetc.compile(model, rounding="gptq", **kw)
+    assert [r.precision for r in rtn.report.layers] == [r.precision for r in gptq.report.layers]
+    assert gptq.report.compression["error"] < rtn.report.compression["error"]
+
+
+def test_a_user_metric_is_the_budget():
+    model, cal = _fragile_calibration()
+    gen = torch.Generator().manual_seed(5)
+    probes = [torch.randn(16, 64, generator=gen) for _ in range(4)]
+    targets = [model(p).detach() for p in probes]
+    calls = []
+
+    def metric(run):  # 1 + mean squared error to the fp32 outputs on the user's own data
+        calls.append(1)
+        return 1.0 + sum(float(((torch.as_tensor(run(p)) - t) ** 2).mean())
+                         for p, t in zip(probes, targets)) / len(probes)
+
+    module = hetc.compile(model, example_inputs=cal[0], precision="auto", calibration=cal,
+                          accuracy_metric=metric, accuracy_budget=0.05)
+    c = module.report.compression
+    assert c["measure"].startswith("metric increase") and 0 <= c["error"] <= 0.05
+    assert len(calls) >= 10  # the uncompressed score, each bisection step, the final check
+    assert "metric increase" in str(module.report)
+    with pytest.raises(UsageError, match="accuracy_metric must be a callable"):
+        hetc.compile(model, example_inputs=cal[0], precision="int8", accuracy_metric=1.0)
+    with pytest.raises(UsageError, match="must return a number"):
+        hetc.compile(model, example_inputs=cal[0], precision="int8", calibration=cal,
+                     accuracy_metric=lambda run: "good")

@@ -77,3 +77,13 @@ def test_smollm2_pretrained_greedy_token():
     with torch.no_grad():
         expected = model(input_ids=ids).logits
     assert int(logits[0, -1].argmax()) == int(expected[0, -1].argmax())
+
+
+def test_efficientnet_lite0_pretrained_on_a_real_photo():
+    from families import crop, efficientnet_lite0, photos
+
+    model = efficientnet_lite0()
+    x = crop(photos()["chelsea"])  # a tabby cat
+    module, (logits,) = check(model, (x,))
+    assert int(logits.argmax()) in range(281, 286)  # ImageNet's domestic cat classes
+    assert {"conv2d", "pad"} <= {op.kind for op in module.graph.ops}

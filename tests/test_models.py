@@ -35,6 +35,25 @@ def test_example_models_match_pytorch(name, model, inputs):
     assert rel_err(torch.from_numpy(got), expected) < REL_TOL
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x: F.pad(x, (1, 2, 0, 3), value=-1.5),
+    lambda x: F.pad(x, (2, 1, 1, 0), mode="reflect"),
+    lambda x: F.pad(x, (1, 1, 2, 2), mode="replicate"),
+    lambda x: F.pad(x, (1, 0, 0, 2), mode="circular"),
+    lambda x: F.pad(x, (-1, 1)),  # negative pads crop
+    lambda x: F.hardtanh(x, -0.5, 1.5),
+    F.relu6,
+], ids=["constant", "reflect", "replicate", "circular", "crop", "hardtanh", "relu6"])
+def test_padding_and_clipping_functions(fn):
+    class M(nn.Module):
+        def forward(self, x):
+            return fn(x) * 2
+
+    x = torch.randn(2, 3, 5, 6) * 4
+    got = hetc.compile(M(), example_inputs=(x,))(x)
+    assert torch.equal(got, M()(x))
+
+
 def test_transformer_block_imports_high_level_ops():
     name, model, inputs = examples()[2]
     module = hetc.compile(model, example_inputs=inputs)

@@ -263,9 +263,11 @@ def _cast(types, attrs):
 
 # -- linear algebra -----------------------------------------------------------------
 
-@define("linear", ["x", "w", "b?"])
+@define("linear", ["x", "w", "b?"], [Attr("act_group", "int", 0)])
 def _linear(types, attrs):
-    """y = x @ w^T + b, w is [out, in]."""
+    """y = x @ w^T + b, w is [out, in]. act_group G > 0: x is first quantized
+    to int8 dynamically, symmetric, one scale (max |x| / 127) per token and
+    group of G input features, as integer dot-product kernels compute."""
     x, w = types[0], types[1]
     _float(x, "linear")
     if w.rank != 2:
@@ -273,6 +275,9 @@ def _linear(types, attrs):
     if x.rank < 1 or x.shape[-1] != w.shape[1]:
         raise InferError(f"linear input {list(x.shape)} does not match weight {list(w.shape)}: "
                          f"last dim must be {w.shape[1]}")
+    g = attrs["act_group"]
+    if g < 0 or (g and w.shape[1] % g):
+        raise InferError(f"linear act_group {g} does not divide the {w.shape[1]} input features")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         raise InferError(f"linear bias must be [{w.shape[0]}], got {list(types[2].shape)}")
     return TensorType(x.shape[:-1] + (w.shape[0],), x.value_dtype)

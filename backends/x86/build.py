@@ -1,0 +1,47 @@
+"""Build generated C into a shared library with the system C compiler,
+cached by the hash of the sources and flags."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+from hetc.errors import TargetError
+from hetc.fsutil import atomic_dir, cache_root
+from hetc.targets import c_compiler
+
+# AVX2 + FMA is the baseline; kernels carry AVX-512 clones picked at load time
+# from CPUID, so one library serves both kinds of CPU.
+FLAGS = ["-O3", "-march=x86-64-v3", "-fopenmp", "-fPIC", "-shared", "-std=gnu11",
+         "-ffp-contract=fast", "-fno-math-errno"]
+
+
+def build(sources: dict, extra_flags=(), what="model") -> str:
+    """Path of the shared library built from `sources` (file name -> text;
+    model.c is the translation unit). Raises TargetError naming the compiler
+    and its first errors when the build fails."""
+    cc = c_compiler()
+    if cc is None:
+        named = os.environ.get("CC")
+        raise TargetError((f"no C compiler: CC={named} is not found" if named else
+                           "no C compiler found: install gcc or clang, or set CC to one") +
+                          " (target x86 builds the generated C with it)")
+    flags = FLAGS + list(extra_flags)
+    key = hashlib.sha256(repr((cc, flags, sorted(sources.items()))).encode()).hexdigest()[:20]
+    folder = os.path.join(cache_root(), "x86", key)
+    lib = os.path.join(folder, f"{what}.so")
+    if os.path.exists(lib):
+        return lib
+    with atomic_dir(folder) as tmp:
+        for name, text in sources.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        cmd = [cc, *flags, "-o", os.path.join(tmp, f"{what}.so"), os.path.join(tmp, "model.c"),
+               "-lm"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            errors = "\n".join(p.stderr.strip().splitlines()[:20])
+            raise TargetError(f"building the generated C failed ({os.path.basename(cc)} exit "
+                              f"{p.returncode}):\n{errors}")
+    return lib

@@ -1,0 +1,494 @@
+"""IR graph -> one C function, `hetc_run(inputs, outputs)`, and a weights blob.
+
+Shapes are static, so every size is a literal in the generated code. Every
+value gets a pointer: graph inputs and outputs are the caller's buffers,
+constants point into the weights blob (packed here, 64-byte aligned, in the
+kernels' layouts), intermediates live in one arena whose offsets are planned
+from the values' lifetimes (a buffer is reused once its last reader ran), and
+reshapes alias their operand. The kernels are in kernels.h.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hetc.errors import TargetError
+from hetc.interpret import load_const
+from hetc.ir.weights import aux_key
+
+ALIGN = 64
+
+UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
+         "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
+         "log": "U_LOG", "erf": "U_ERF"}
+BINARY = {"add": "B_ADD", "sub": "B_SUB", "mul": "B_MUL", "div": "B_DIV", "maximum": "B_MAX",
+          "minimum": "B_MIN", "pow": "B_POW"}
+ALIASES = ("reshape",)  # results that are their operand's bytes, unchanged
+
+
+@dataclass
+class Lowered:
+    source: str  # model.c
+    blob: np.ndarray  # uint8 weights, in the kernels' layouts
+    arena_bytes: int
+    kernels: dict = field(default_factory=dict)  # op kind / variant -> count, for the report
+
+
+def _strides(shape):
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _carr(values, ctype="long"):
+    return f"(const {ctype}[]){{{', '.join(str(int(v)) for v in values)}}}"
+
+
+def _cfloat(x):
+    x = float(x)
+    if math.isinf(x):
+        return "INFINITY" if x > 0 else "-INFINITY"
+    return repr(x) + "f"
+
+
+class _Blob:
+    def __init__(self):
+        self.parts, self.size = [], 0
+
+    def add(self, array) -> int:
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        offset = self.size
+        self.parts.append((offset, data))
+        self.size = (offset + data.nbytes + ALIGN - 1) // ALIGN * ALIGN
+        return offset
+
+    def array(self):
+        out = np.zeros(max(self.size, ALIGN), np.uint8)
+        for off, data in self.parts:
+            out[off:off + data.nbytes] = data
+        return out
+
+
+def check_supported(graph):
+    """A TargetError naming every op (and dtype) this backend cannot lower."""
+    problems = []
+    for i, op in enumerate(graph.ops):
+        if op.kind == "const":
+            continue
+        if op.kind not in LOWER:
+            problems.append(f"op #{i} {op.kind}")
+            continue
+        for v in list(op.inputs) + list(op.outputs):
+            if v.producer is not None and v.producer.kind == "const":
+                continue
+            if v.type.dtype.name != "f32":
+                problems.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
+                break
+    for v in graph.inputs + graph.outputs:
+        if v.type.dtype.name != "f32":
+            problems.append(f"graph value %{v.name} is {v.type.dtype}")
+    if problems:
+        shown = "; ".join(dict.fromkeys(problems))
+        raise TargetError(f"target x86 cannot lower graph '{graph.name}' yet: {shown} "
+                          f"(the x86 backend handles f32 activations and these ops: "
+                          f"{', '.join(sorted(LOWER))}); use target='ref' for it")
+
+
+class Emitter:
+    def __init__(self, graph, threads):
+        self.g, self.threads = graph, threads
+        self.blob = _Blob()
+        self.ptr = {}  # Value -> C expression of its float* (or uint8* for packed weights)
+        self.lines = []
+        self.kernels = {}
+        self.scratch_size = 0
+
+    # -- values ------------------------------------------------------------------
+    def const(self, v):
+        """Pointer to a constant's f32 values in the blob."""
+        if v not in self.ptr:
+            data = np.asarray(load_const(v.producer, self.g), np.float32)
+            self.ptr[v] = f"((const float *)(W + {self.blob.add(data)}))"
+        return self.ptr[v]
+
+    def val(self, v):
+        if v.producer is not None and v.producer.kind == "const":
+            return self.const(v)
+        return self.ptr[v]
+
+    def scratch(self, nbytes):
+        """Arena offset of a temporary used within one op (after the planned buffers)."""
+        self.scratch_size = max(self.scratch_size, _round(nbytes))
+        return self.arena_size
+
+    def emit(self, text):
+        self.lines.append("    " + text)
+
+    def count(self, what):
+        self.kernels[what] = self.kernels.get(what, 0) + 1
+
+    # -- the whole graph -----------------------------------------------------------
+    def run(self):
+        check_supported(self.g)
+        arena = self._plan()
+        for i, v in enumerate(self.g.inputs):
+            self.ptr[v] = f"((float *)in[{i}])"
+        for op in self.g.ops:
+            if op.kind == "const":
+                continue
+            for v in op.outputs:
+                if v in arena:
+                    self.ptr[v] = f"((float *)(A + {arena[v]}))"
+                elif v in self.outs:
+                    self.ptr[v] = f"((float *)out[{self.outs[v]}])"
+            self.emit(f"/* {op.kind} -> {', '.join('%' + v.name for v in op.outputs)} */")
+            LOWER[op.kind](self, op)
+        for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
+            if self.outs.get(v) != j or not self.ptr.get(v, "").startswith("((float *)out["):
+                self.emit(f"memcpy(out[{j}], {self.val(v)}, {4 * v.type.numel});")
+        body = "\n".join(self.lines)
+        total = self.arena_size + self.scratch_size
+        source = (f"/* generated by hetc for graph '{self.g.name}': do not edit */\n"
+                  f'#include "kernels.h"\n\n'
+                  f"static const unsigned char *W;\n"
+                  f"static unsigned char *A;\n\n"
+                  f"int hetc_init(const void *weights) {{\n"
+                  f"    W = (const unsigned char *)weights;\n"
+                  f"    A = aligned_alloc({ALIGN}, {max(total, ALIGN)});\n"
+                  f"    return A ? 0 : 1;\n}}\n\n"
+                  f"int hetc_run(void **in, void **out) {{\n"
+                  f"    omp_set_num_threads({self.threads});\n"
+                  f"{body}\n    return 0;\n}}\n")
+        return Lowered(source, self.blob.array(), total, self.kernels)
+
+    def _plan(self):
+        """Arena offsets for intermediates: first fit over freed buffers once
+        their last reader (through aliases) has run."""
+        ops = [op for op in self.g.ops if op.kind != "const"]
+        self.outs = {}
+        for j, v in enumerate(self.g.outputs):
+            if v.producer is not None and v.producer.kind not in ("const",) + ALIASES \
+                    and v not in self.outs and v not in self.g.inputs:
+                self.outs[v] = j
+        root = {}  # value -> the value whose buffer it uses
+        for op in ops:
+            for v in op.outputs:
+                root[v] = root.get(op.inputs[0], op.inputs[0]) if op.kind in ALIASES else v
+        last = {}
+        for i, op in enumerate(ops):
+            for v in op.inputs:
+                last[root.get(v, v)] = i
+        for v in self.g.outputs:
+            last[root.get(v, v)] = len(ops)
+        offsets, free, self.arena_size, live = {}, [], 0, []
+        for i, op in enumerate(ops):
+            for r in [r for r in live if last.get(r, -1) < i]:
+                live.remove(r)
+                free.append((offsets[r], _round(4 * r.type.numel)))
+            for v in op.outputs:
+                if root[v] is not v or v in self.outs:
+                    continue
+                size = _round(4 * v.type.numel)
+                slot = next((s for s in sorted(free) if s[1] >= size), None)
+                if slot:
+                    free.remove(slot)
+                    offsets[v] = slot[0]
+                    if slot[1] > size:
+                        free.append((slot[0] + size, slot[1] - size))
+                else:
+                    offsets[v] = self.arena_size
+                    self.arena_size += size
+                live.append(v)
+        return offsets
+
+
+def _round(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# -- per-op lowering ----------------------------------------------------------------
+
+LOWER = {}
+
+
+def lowers(*kinds):
+    def deco(fn):
+        for k in kinds:
+            LOWER[k] = fn
+        return fn
+    return deco
+
+
+@lowers(*UNARY)
+def _unary(e, op):
+    e.emit(f"k_unary({UNARY[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+           f"{op.output.type.numel});")
+
+
+@lowers("gelu")
+def _gelu(e, op):
+    kind = "U_GELU_TANH" if op.attrs.get("approximate") == "tanh" else "U_GELU"
+    e.emit(f"k_unary({kind}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
+
+
+def _broadcast_strides(t, shape):
+    s = _strides(t.shape)
+    pad = len(shape) - t.rank
+    return [0] * pad + [0 if d == 1 and n != 1 else st for d, st, n in
+                        zip(t.shape, s, shape[pad:])]
+
+
+@lowers(*BINARY)
+def _binary(e, op):
+    shape = list(op.output.type.shape) or [1]
+    a, b = op.inputs
+    e.emit(f"k_binary({BINARY[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
+           f"{len(shape)}, {_carr(shape)}, {_carr(_broadcast_strides(a.type, shape) or [1])}, "
+           f"{_carr(_broadcast_strides(b.type, shape) or [1])});")
+
+
+@lowers("reshape")
+def _reshape(e, op):
+    e.ptr[op.output] = e.val(op.inputs[0])
+
+
+@lowers("transpose")
+def _transpose(e, op):
+    x = op.inputs[0]
+    xs = _strides(x.type.shape)
+    perm = op.attrs["perm"]
+    e.emit(f"k_permute({e.ptr[op.output]}, {e.val(x)}, {len(perm)}, "
+           f"{_carr(op.output.type.shape)}, {_carr([xs[p] for p in perm])});")
+
+
+def _outer_inner(shape, axis):
+    return math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+
+
+@lowers("concat")
+def _concat(e, op):
+    t = op.output.type
+    axis = op.attrs["axis"] % t.rank
+    outer, inner = _outer_inner(t.shape, axis)
+    off = 0
+    for x in op.inputs:
+        rows = x.type.shape[axis]
+        e.emit(f"k_copy_block({e.ptr[op.output]}, {t.shape[axis]}, {off}, {e.val(x)}, {rows}, 0, "
+               f"{rows}, {outer}, {inner});")
+        off += rows
+
+
+@lowers("split")
+def _split(e, op):
+    x = op.inputs[0]
+    axis = op.attrs["axis"] % x.type.rank
+    outer, inner = _outer_inner(x.type.shape, axis)
+    off = 0
+    for v, rows in zip(op.outputs, op.attrs["sizes"]):
+        e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {x.type.shape[axis]}, {off}, "
+               f"{rows}, {outer}, {inner});")
+        off += rows
+
+
+@lowers("softmax")
+def _softmax(e, op):
+    t = op.output.type
+    axis = op.attrs["axis"] % t.rank
+    if axis != t.rank - 1:
+        raise TargetError(f"x86: softmax over axis {axis} of {t} (only the last axis is lowered)")
+    n = t.shape[-1]
+    e.emit(f"k_softmax({e.ptr[op.output]}, {e.val(op.inputs[0])}, {t.numel // n}, {n});")
+
+
+@lowers("layer_norm", "rms_norm")
+def _norm(e, op):
+    t = op.output.type
+    axis = op.attrs.get("axis", -1) % t.rank
+    n = math.prod(t.shape[axis:])
+    ins = [e.val(v) for v in op.inputs[1:]] + ["0"] * (3 - len(op.inputs))
+    eps = op.attrs.get("eps", 1e-5 if op.kind == "layer_norm" else 1e-6)
+    e.emit(f"k_norm({e.ptr[op.output]}, {e.val(op.inputs[0])}, {ins[0]}, {ins[1]}, "
+           f"{t.numel // n}, {n}, {_cfloat(eps)}, {int(op.kind == 'rms_norm')});")
+
+
+@lowers("batch_norm")
+def _batch_norm(e, op):
+    x, scale, bias, mean, var = op.inputs
+    if any(v.producer is None or v.producer.kind != "const" for v in (scale, bias, mean, var)):
+        raise TargetError("x86: batch_norm needs constant statistics")
+    s, b, m, va = (np.asarray(load_const(v.producer, e.g), np.float32)
+                   for v in (scale, bias, mean, var))
+    k = s / np.sqrt(va + np.float32(op.attrs.get("eps", 1e-5)))
+    d = b - m * k
+    t = x.type
+    koff, doff = e.blob.add(k.astype(np.float32)), e.blob.add(d.astype(np.float32))
+    e.emit(f"k_channel_affine({e.ptr[op.output]}, {e.val(x)}, (const float *)(W + {koff}), "
+           f"(const float *)(W + {doff}), {t.shape[0]}, {t.shape[1]}, "
+           f"{math.prod(t.shape[2:])});")
+
+
+@lowers("global_avg_pool")
+def _gap(e, op):
+    t = op.inputs[0].type
+    rows = t.shape[0] * t.shape[1]
+    e.emit(f"k_mean_rows({e.ptr[op.output]}, {e.val(op.inputs[0])}, {rows}, {t.numel // rows});")
+
+
+@lowers("max_pool2d")
+def _max_pool(e, op):
+    x, y = op.inputs[0].type, op.output.type
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or (kh, kw)
+    pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
+    dh, dw = op.attrs.get("dilation", (1, 1))
+    e.emit(f"k_max_pool2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {x.shape[0] * x.shape[1]}, "
+           f"{x.shape[2]}, {x.shape[3]}, {kh}, {kw}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, "
+           f"{pt}, {pl}, {dh}, {dw});")
+
+
+@lowers("conv2d")
+def _conv2d(e, op):
+    x, w = op.inputs[0].type, op.inputs[1].type
+    y = op.output.type
+    b = e.val(op.inputs[2]) if len(op.inputs) > 2 else "0"
+    sh, sw = op.attrs.get("stride", (1, 1))
+    pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
+    dh, dw = op.attrs.get("dilation", (1, 1))
+    e.count("conv2d f32")
+    e.emit(f"k_conv2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {e.val(op.inputs[1])}, {b}, "
+           f"{x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[0]}, {w.shape[2]}, "
+           f"{w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, "
+           f"{op.attrs.get('groups', 1)});")
+
+
+@lowers("matmul")
+def _matmul(e, op):
+    a, b = op.inputs
+    y = op.output.type
+    if a.type.rank < 2 or b.type.rank < 2:
+        raise TargetError(f"x86: matmul of {a.type} and {b.type} (vectors are not lowered yet)")
+    m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
+    batch = y.numel // (m * n)
+    ab = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
+    bb = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
+    if (ab and math.prod(a.type.shape[:-2]) != batch) or (bb and math.prod(b.type.shape[:-2]) != batch):
+        raise TargetError(f"x86: matmul of {a.type} and {b.type}: partial batch broadcasting "
+                          f"is not lowered yet")
+    e.count("matmul f32")
+    e.emit(f"k_matmul({e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, {batch}, {m}, {n}, {k}, "
+           f"{ab}, {bb});")
+
+
+@lowers("attention")
+def _attention(e, op):
+    q, k, v = op.inputs[:3]
+    if op.attrs.get("softcap"):
+        raise TargetError("x86: attention with a softcap is not lowered yet")
+    if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2]:
+        raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
+                          f"with equal heads)")
+    B, H, L, D = q.type.shape
+    S = k.type.shape[2]
+    mask, mb, mh = "0", 0, 0
+    if len(op.inputs) > 3:
+        mv = op.inputs[3]
+        mt = mv.type
+        full = [1] * (4 - mt.rank) + list(mt.shape)
+        if mv.producer is not None and mv.producer.kind == "const":
+            # a constant mask becomes an additive f32 [B|1, H|1, L, S] one at pack time
+            data = np.asarray(load_const(mv.producer, e.g)).reshape(full)
+            if data.dtype == np.bool_:
+                data = np.where(data, np.float32(0), np.float32(-np.inf))
+            full = full[:2] + [L, S]
+            data = np.broadcast_to(data.astype(np.float32), full)
+            mask = f"((const float *)(W + {e.blob.add(np.ascontiguousarray(data))}))"
+        elif mt.dtype.name == "f32" and full[2:] == [L, S]:
+            mask = e.val(mv)
+        else:
+            raise TargetError(f"x86: attention mask {mt} (a computed mask must be an f32 "
+                              f"additive [.., {L}, {S}] one)")
+        mb = 0 if full[0] == 1 else full[1] * L * S
+        mh = 0 if full[1] == 1 else L * S
+    scale = op.attrs.get("scale") or 1 / math.sqrt(D)
+    e.count("attention f32")
+    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {e.val(k)}, {e.val(v)}, {mask}, {mb}, "
+           f"{mh}, {B}, {H}, {L}, {S}, {D}, {_cfloat(scale)}, {int(bool(op.attrs.get('causal')))}, "
+           f"{op.attrs.get('causal_offset', 0)});")
+
+
+@lowers("linear")
+def _linear(e, op):
+    x, w = op.inputs[:2]
+    b = e.val(op.inputs[2]) if len(op.inputs) > 2 else "0"
+    n, k = w.type.shape
+    m = x.type.numel // k
+    act = op.attrs.get("act_group", 0)
+    q = _integer_weight(w)
+    if act and q is not None and act == q[2] and (q[1] == 8 or act % 64 == 0):
+        codes, scales, wsum = _pack_int(e, w, *q[:2], vnni=True)
+        e.count(f"linear int8 act x int{q[1]} g{act}")
+        e.emit(f"k_linear_qa({e.ptr[op.output]}, {e.val(x)}, W + {codes}, "
+               f"(const float *)(W + {scales}), {wsum}, {b}, {m}, {n}, {k}, {act}, {q[1]});")
+        return
+    xin = e.val(x)
+    if act:  # no integer kernel for this layout: the same numbers in floats
+        xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
+        e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
+    if q is not None:
+        codes, scales, _ = _pack_int(e, w, *q[:2], vnni=False)
+        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
+        e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
+               f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
+        return
+    e.count("linear f32" + (" (decoded from " + str(w.type) + ")" if w.type.encodings
+                            or w.type.dtype.name != "f32" else ""))
+    e.emit(f"k_linear_f32({e.ptr[op.output]}, {xin}, {e.val(w)}, {b}, {m}, {n}, {k});")
+
+
+def _integer_weight(w):
+    """(name, bits, group) for a constant weight stored as symmetric int8/int4
+    quantized along its input axis (N:M zeros included); None otherwise
+    (other encodings are decoded to f32 at pack time: correct, not fast)."""
+    t = w.type
+    q = t.quant
+    if w.producer is None or w.producer.kind != "const" or q is None or not q.symmetric \
+            or q.codebook or t.dtype.name not in ("i8", "i4") or q.axis % t.rank != t.rank - 1:
+        return None
+    group = q.group or t.shape[1]
+    if t.dtype.name == "i4" and group % 2:
+        return None
+    return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
+
+
+def _pack_int(e, w, name, bits, vnni):
+    """Blob offsets of (codes, f32 scales per row and group, int8 code sums
+    per row and group or "0"). int4 codes: two per byte, low nibble first, or
+    for the VNNI kernel +8 in 64-weight blocks (kernels.h says the layout)."""
+    n, k = w.type.shape
+    group = w.type.quant.group or k
+    codes = np.asarray(e.g.weights[name]).astype(np.int8)
+    scale = np.broadcast_to(np.asarray(e.g.weights[aux_key(name, "scale")], np.float32),
+                            (n, k // group))
+    wsum = "0"
+    if bits == 4 and vnni:
+        u = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(n, k // 64, 2, 32)
+        data = (u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2)
+    elif bits == 4:
+        u = codes.astype(np.uint8) & 0x0F
+        data = u[:, 0::2] | (u[:, 1::2] << 4)
+    else:
+        data = codes.view(np.uint8)
+        if vnni:
+            sums = codes.astype(np.int32).reshape(n, k // group, group).sum(-1)
+            wsum = f"(const int32_t *)(W + {e.blob.add(sums.astype(np.int32))})"
+    return (e.blob.add(data.astype(np.uint8)), e.blob.add(np.ascontiguousarray(scale, np.float32)),
+            wsum)
+
+
+def lower_graph(graph, threads=2) -> Lowered:
+    return Emitter(graph, threads).run()

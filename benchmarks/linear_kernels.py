@@ -1,0 +1,232 @@
+"""Linear layers on this CPU: hetc x86 against PyTorch and ONNX Runtime, side
+by side in one process, and the measured memory-read ceiling.
+
+    .venv/bin/python benchmarks/linear_kernels.py [--shapes 4096x11008] [--batch 1 16]
+        [--repeat 30] [--markdown FILE]
+
+Every runner gets 2 threads. Each configuration keeps several copies of the
+layer (at least 128 MB of stored weights in all) and cycles through them, so weights come from
+memory, not cache, as in LLM decoding. Runners alternate call by call and the
+table shows medians, the speed ratio to PyTorch f32, and for hetc the
+fraction of the read ceiling its weight bytes imply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("HETC_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import hetc  # noqa: E402
+
+THREADS = 2
+COPIES_BYTES = 128 << 20  # 4x this machine's 32 MB L3
+SHAPES = [(768, 3072), (4096, 4096), (4096, 11008)]
+CONFIGS = [  # name, hetc.compile options, stored bytes per weight (for the copy count)
+    ("f32", {}, 4.0),
+    ("int8", {"precision": "int8", "activations": "int8"}, 1.0),
+    ("int4 g128", {"precision": "int4", "activations": "int8"}, 0.53),
+    ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4", "activations": "int8"}, 0.53),
+]
+
+READ_C = r"""
+#include <immintrin.h>
+#include <omp.h>
+double hetc_read(const float *x, long n) {
+    double total = 0.0;
+    #pragma omp parallel for reduction(+:total) num_threads(2)
+    for (long i = 0; i < n; i += 64) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        __m256 c = _mm256_loadu_ps(x + i + 16), d = _mm256_loadu_ps(x + i + 24);
+        __m256 e = _mm256_loadu_ps(x + i + 32), f = _mm256_loadu_ps(x + i + 40);
+        __m256 g = _mm256_loadu_ps(x + i + 48), h = _mm256_loadu_ps(x + i + 56);
+        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)),
+                                 _mm256_add_ps(_mm256_add_ps(e, f), _mm256_add_ps(g, h)));
+        float t[8];
+        _mm256_storeu_ps(t, s);
+        total += t[0];
+    }
+    return total;
+}
+"""
+
+
+def read_ceiling_gbs(mb=1024, repeat=5):
+    """Measured read bandwidth (GB/s), 2 threads streaming a large buffer."""
+    import ctypes
+
+    from hetc.backends.x86.build import build
+
+    lib = ctypes.CDLL(build({"model.c": READ_C}, what="read"))
+    lib.hetc_read.argtypes, lib.hetc_read.restype = [ctypes.c_void_p, ctypes.c_long], ctypes.c_double
+    x = np.ones((mb << 20) // 4, np.float32)
+    lib.hetc_read(x.ctypes.data, x.size)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        lib.hetc_read(x.ctypes.data, x.size)
+        times.append(time.perf_counter() - t)
+    return x.nbytes / min(times) / 1e9
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.fc = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.from_numpy(w))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def copies(nbytes):
+    return int(max(2, -(-COPIES_BYTES // max(int(nbytes), 1))))
+
+
+def hetc_runner(weights, x, cfg):
+    mods = [hetc.compile(Linear(w), target="x86", example_inputs=(x,), **cfg) for w in weights]
+    xn = x.numpy()
+    wbytes = mods[0].report.weight_bytes
+    state = {"i": 0}
+
+    def run():
+        m = mods[state["i"] % len(mods)]
+        state["i"] += 1
+        return m(xn)
+    return run, wbytes
+
+
+def torch_runner(weights, x, dtype):
+    ws = [torch.from_numpy(w).to(dtype) for w in weights]
+    xt = x.to(dtype)
+    state = {"i": 0}
+
+    def run():
+        w = ws[state["i"] % len(ws)]
+        state["i"] += 1
+        with torch.no_grad():
+            return torch.nn.functional.linear(xt, w)
+    return run
+
+
+def ort_runner(weights, x, int4):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n, k = weights[0].shape
+    m = x.shape[0]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    sessions = []
+    for w in weights:
+        if int4:  # MatMulNBits, block 128, symmetric (zero point 8), int8 activations
+            blocks = k // 128
+            g = w.reshape(n, blocks, 128)
+            scale = np.abs(g).max(-1) / 7.0
+            scale[scale == 0] = 1
+            q = (np.clip(np.rint(g / scale[..., None]), -8, 7) + 8).astype(np.uint8)
+            packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+            node = helper.make_node("MatMulNBits", ["x", "B", "scales"], ["y"],
+                                    domain="com.microsoft", K=k, N=n, bits=4, block_size=128,
+                                    accuracy_level=4)
+            inits = [onnx.numpy_helper.from_array(packed, "B"),
+                     onnx.numpy_helper.from_array(scale.astype(np.float32).reshape(-1), "scales")]
+        else:
+            node = helper.make_node("MatMul", ["x", "WT"], ["y"])
+            inits = [onnx.numpy_helper.from_array(np.ascontiguousarray(w.T), "WT")]
+        graph = helper.make_graph([node], "linear",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                                  inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        sessions.append(ort.InferenceSession(model.SerializeToString(), opts,
+                                             providers=["CPUExecutionProvider"]))
+    xn = x.numpy()
+    state = {"i": 0}
+
+    def run():
+        s = sessions[state["i"] % len(sessions)]
+        state["i"] += 1
+        return s.run(None, {"x": xn})
+    return run
+
+
+def measure(runners, repeat):
+    """Alternate the runners call by call; median seconds each."""
+    for run in runners.values():
+        run(), run()
+    times = {name: [] for name in runners}
+    for _ in range(repeat):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="*", default=[f"{k}x{n}" for k, n in SHAPES],
+                    help="KxN (input x output features)")
+    ap.add_argument("--batch", nargs="*", type=int, default=[1, 16])
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table here")
+    args = ap.parse_args()
+    torch.set_num_threads(THREADS)
+    ceiling = read_ceiling_gbs()
+    lines = [f"Read ceiling: {ceiling:.1f} GB/s (2 threads). Median ms per call; "
+             f"x = speed relative to PyTorch f32; ceiling % = hetc's weight bytes / time "
+             f"against the read ceiling.", "",
+             "| K x N | batch | runner | ms | x PyTorch f32 | ceiling % |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    print(lines[0])
+    rng = np.random.default_rng(0)
+    for shape in args.shapes:
+        k, n = (int(v) for v in shape.split("x"))
+        count = max(copies(b * n * k) for _, _, b in CONFIGS)
+        weights = [(rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+                   for _ in range(count)]
+        for batch in args.batch:
+            x = torch.randn(batch, k)
+            few = weights[:copies(4 * n * k)]
+            runners = {"PyTorch f32": torch_runner(few, x, torch.float32),
+                       "PyTorch bf16": torch_runner(weights[:copies(2 * n * k)], x,
+                                                    torch.bfloat16),
+                       "ONNX Runtime f32": ort_runner(few, x, False),
+                       "ONNX Runtime int4 (MatMulNBits)": ort_runner(weights[:copies(0.53 * n * k)],
+                                                                      x, True)}
+            wbytes = {}
+            for name, cfg, per_weight in CONFIGS:
+                print(f"  compiling hetc {name} for {k}x{n} batch {batch}", file=sys.stderr)
+                run, wbytes[f"hetc x86 {name}"] = hetc_runner(
+                    weights[:copies(per_weight * n * k)], x, cfg)
+                runners[f"hetc x86 {name}"] = run
+            t = measure(runners, args.repeat)
+            base = t["PyTorch f32"]
+            for name, sec in t.items():
+                frac = (f"{100 * wbytes[name] / sec / 1e9 / ceiling:.0f}%" if name in wbytes
+                        else "")
+                line = (f"| {k} x {n} | {batch} | {name} | {1e3 * sec:.3f} | "
+                        f"{base / sec:.2f} | {frac} |")
+                lines.append(line)
+                print(line, flush=True)
+    if args.markdown:
+        from hetc.fsutil import atomic_write_text
+
+        atomic_write_text(args.markdown, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Target x86: the generated C (one entry point, built with the system C
+compiler) computes what the reference interpreter computes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import hetc
+from hetc.errors import TargetError
+from hetc.interpret import quantize_activations
+from models import examples
+
+REL_TOL = 1e-5
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def both(model, inputs, **kw):
+    return (hetc.compile(model, target="x86", example_inputs=inputs, **kw),
+            hetc.compile(model, target="ref", example_inputs=inputs, **kw))
+
+
+@pytest.mark.parametrize("name, model, inputs", examples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_example_models_match_the_interpreter(name, model, inputs):
+    x86, ref = both(model, inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    fresh = tuple(torch.randn_like(x) for x in inputs)
+    assert rel_err(x86(*fresh), ref(*fresh)) < REL_TOL
+    assert "hetc_run" in x86.sources["model.c"] and "kernels.h" in x86.sources
+
+
+def test_vit_matches_the_interpreter():
+    from families import vit
+
+    model, inputs = vit()
+    x86, ref = both(model, inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+
+
+@pytest.mark.parametrize("config", [{"precision": "int8"}, {"precision": "int4"},
+                                    {"precision": "int4-g32"}, {"precision": "mx4"},
+                                    {"sparsity": "2:4", "precision": "int4"}],
+                         ids=lambda c: "+".join(c.values()))
+@pytest.mark.parametrize("activations", [None, "int8"])
+def test_compressed_linear_layers_match_the_interpreter(config, activations):
+    name, model, inputs = examples()[0]
+    x86, ref = both(model, inputs, activations=activations, **config)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    kernels = x86.artifact.extra["kernels"]
+    if config["precision"] in ("int8", "int4"):  # integer weights get integer kernels
+        want = "int8 act x int" if activations else "linear int"
+        assert all(k.startswith("linear int") for k in kernels) and \
+            any(want in k for k in kernels), kernels
+
+
+def test_int8_activations_are_quantized_per_token_and_group():
+    x = np.array([[1.0, -0.5, 0.25, 0.0, 10.0, 5.0, -2.5, 1.0]], np.float32)
+    q = quantize_activations(x, 4)
+    s1, s2 = np.float32(1.0) / 127, np.float32(10.0) / 127
+    np.testing.assert_array_equal(q[0, :4], np.rint(x[0, :4] / s1) * s1)
+    np.testing.assert_array_equal(q[0, 4:], np.rint(x[0, 4:] / s2) * s2)
+    assert q[0, 4] == pytest.approx(10.0) and q[0, 3] == 0.0
+
+
+def test_int8_activations_cost_accuracy_the_report_measures():
+    name, model, inputs = examples()[0]
+    cal = [(torch.randn_like(inputs[0]),) for _ in range(4)]
+    plain = hetc.compile(model, example_inputs=inputs, precision="int8", calibration=cal)
+    act = hetc.compile(model, example_inputs=inputs, precision="int8", calibration=cal,
+                       activations="int8")
+    assert act.report.compression["error"] > plain.report.compression["error"]
+    assert any("activations int8 per token" in w for r in act.report.layers for w in r.why)
+    with pytest.raises(hetc.errors.UsageError, match="activations='int8' applies to integer"):
+        hetc.compile(model, example_inputs=inputs, activations="int8")
+
+
+class _Cumsum(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, 1)
+
+
+def test_unsupported_ops_are_named_at_compile_time():
+    with pytest.raises(TargetError, match=r"target x86 cannot lower .*op #\d+ cumsum"):
+        hetc.compile(_Cumsum(), target="x86", example_inputs=(torch.randn(2, 3),))
+
+
+def test_missing_c_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.setenv("HETC_CACHE", str(tmp_path))  # nothing cached: a build is needed
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, target="x86", example_inputs=inputs)  # compiling works
+    with pytest.raises(TargetError, match="no C compiler"):
+        module(*inputs)
+
+
+def test_save_load_and_the_cli(tmp_path):
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, target="x86", example_inputs=inputs, precision="int4")
+    module.save(tmp_path / "m")
+    assert (tmp_path / "m" / "sources" / "model.c").exists()
+    loaded = hetc.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded(*inputs).numpy(), module(*inputs).numpy())
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, inputs), path)
+    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-t", "x86",
+                        "-o", str(tmp_path / "cli"), "--precision", "int8", "--activations",
+                        "int8", "-q"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert "k_linear_qa" in (tmp_path / "cli" / "sources" / "model.c").read_text()
