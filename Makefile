@@ -30,6 +30,7 @@ test: venv
 # Measurements (never part of `make test`).
 bench: venv
 	$(PY) benchmarks/import_time.py
+	$(PY) benchmarks/linear_kernels.py
 
 # Accuracy of compressed models on real weights and text (docs/compression.md).
 accuracy: venv

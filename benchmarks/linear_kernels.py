@@ -21,6 +21,10 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
+# Runners alternate call by call: a thread pool left spinning after its call
+# would steal the 2 cores from the next runner, so no runner spins (OpenMP
+# pools of PyTorch and hetc sleep when idle; ONNX Runtime's spinning is off).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -40,19 +44,22 @@ CONFIGS = [  # name, hetc.compile options, stored bytes per weight (for the copy
 READ_C = r"""
 #include <immintrin.h>
 #include <omp.h>
+/* Streams x once with 2 threads, every lane summed (so no load can be dropped). */
 double hetc_read(const float *x, long n) {
     double total = 0.0;
-    #pragma omp parallel for reduction(+:total) num_threads(2)
-    for (long i = 0; i < n; i += 64) {
-        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-        __m256 c = _mm256_loadu_ps(x + i + 16), d = _mm256_loadu_ps(x + i + 24);
-        __m256 e = _mm256_loadu_ps(x + i + 32), f = _mm256_loadu_ps(x + i + 40);
-        __m256 g = _mm256_loadu_ps(x + i + 48), h = _mm256_loadu_ps(x + i + 56);
-        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)),
-                                 _mm256_add_ps(_mm256_add_ps(e, f), _mm256_add_ps(g, h)));
+    #pragma omp parallel num_threads(2) reduction(+:total)
+    {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        #pragma omp for schedule(static)
+        for (long i = 0; i < n; i += 32) {
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(x + i + 16));
+            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(x + i + 24));
+        }
         float t[8];
-        _mm256_storeu_ps(t, s);
-        total += t[0];
+        _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (int j = 0; j < 8; j++) total += t[j];
     }
     return total;
 }
@@ -128,6 +135,7 @@ def ort_runner(weights, x, int4):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = []
     for w in weights:
         if int4:  # MatMulNBits, block 128, symmetric (zero point 8), int8 activations
@@ -150,7 +158,8 @@ def ort_runner(weights, x, int4):
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
                                   inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                        helper.make_opsetid("com.microsoft", 1)])
+                                                        helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=9)
         sessions.append(ort.InferenceSession(model.SerializeToString(), opts,
                                              providers=["CPUExecutionProvider"]))
     xn = x.numpy()

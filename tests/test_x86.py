@@ -116,3 +116,14 @@ def test_save_load_and_the_cli(tmp_path):
                        env={**os.environ, "COLUMNS": "200"})
     assert p.returncode == 0, p.stderr
     assert "k_linear_qa" in (tmp_path / "cli" / "sources" / "model.c").read_text()
+
+
+def test_two_models_with_the_same_code_keep_their_own_weights():
+    name, model, inputs = examples()[0]
+    other = type(model)().eval()  # same architecture (same generated code), other weights
+    a = hetc.compile(model, target="x86", example_inputs=inputs)
+    b = hetc.compile(other, target="x86", example_inputs=inputs)
+    assert a.sources == b.sources
+    ya, yb = a(*inputs), b(*inputs)
+    with torch.no_grad():
+        assert rel_err(ya, model(*inputs)) < REL_TOL and rel_err(yb, other(*inputs)) < REL_TOL

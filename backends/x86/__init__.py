@@ -37,7 +37,8 @@ def lower(graph, target) -> Artifact:
 
     lowered = lower_graph(graph, threads())
     artifact = Artifact(target.name, graph, _sources(lowered),
-                        build={"flags": FLAGS, "entry": "hetc_run(void **in, void **out)"},
+                        build={"flags": FLAGS,
+                               "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"},
                         extra={"arena_bytes": lowered.arena_bytes,
                                "weights_bytes": int(lowered.blob.nbytes),
                                "kernels": lowered.kernels})
@@ -59,12 +60,16 @@ class Library:
             raise TargetError(f"cannot run target x86 on this host: {avail.detail}")
 
         lowered = getattr(artifact, "lowered", None) or lower_graph(artifact.graph, threads())
-        self.blob = lowered.blob  # kept alive: the library points into it
+        self.blob = lowered.blob  # kept alive: the context points into it
         self.lib = ctypes.CDLL(build(_sources(lowered)))
-        self.lib.hetc_init.argtypes = [ctypes.c_void_p]
-        self.lib.hetc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        if self.lib.hetc_init(self.blob.ctypes.data) != 0:
-            raise MemoryError("hetc_init could not allocate the activation arena")
+        self.lib.hetc_create.argtypes = [ctypes.c_void_p]
+        self.lib.hetc_create.restype = ctypes.c_void_p
+        self.lib.hetc_destroy.argtypes = [ctypes.c_void_p]
+        self.lib.hetc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        # models with the same code share the loaded library, never a context
+        self.ctx = self.lib.hetc_create(self.blob.ctypes.data)
+        if not self.ctx:
+            raise MemoryError("hetc_create could not allocate the activation arena")
         graph = artifact.graph
         self.out_types = [(tuple(v.type.shape), v.type.dtype.storage) for v in graph.outputs]
         self.n_in = len(graph.inputs)
@@ -74,8 +79,13 @@ class Library:
         outs = [np.empty(s, d) for s, d in self.out_types]
         pin = (ctypes.c_void_p * max(self.n_in, 1))(*[a.ctypes.data for a in ins])
         pout = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
-        self.lib.hetc_run(pin, pout)
+        self.lib.hetc_run(self.ctx, pin, pout)
         return outs
+
+    def __del__(self):
+        if getattr(self, "ctx", None):
+            self.lib.hetc_destroy(self.ctx)
+            self.ctx = None
 
 
 @register_executor("x86")

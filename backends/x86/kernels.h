@@ -4,6 +4,9 @@
  * at load time from CPUID (target_clones), plus hand-written AVX-512 VNNI
  * kernels for quantized weights, dispatched with __builtin_cpu_supports.
  * Threads: OpenMP over output features (the generated code sets the count).
+ * Float dot products are vectorized (omp simd reductions), so their summation
+ * order differs from a sequential loop: results match the interpreter to
+ * rounding, not bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -170,6 +173,7 @@ static void k_linear_f32(float *restrict y, const float *restrict x, const float
         for (long m = 0; m < M; m++) {
             const float *px = x + m * K;
             float acc = 0.f;
+            #pragma omp simd reduction(+:acc)
             for (long k = 0; k < K; k++) acc += px[k] * pw[k];
             y[m * N + n] = acc + (b ? b[n] : 0.f);
         }
@@ -201,6 +205,7 @@ static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t
             for (long m = 0; m < M; m++) {
                 const float *px = x + m * K + g * G;
                 float acc = 0.f;
+                #pragma omp simd reduction(+:acc)
                 for (long i = 0; i < G; i++) acc += px[i] * wrow[i];
                 y[m * N + n] += acc;
             }
@@ -245,6 +250,7 @@ static void k_attention(float *y, const float *q, const float *k, const float *v
                 float m = -INFINITY;
                 for (long s = 0; s < S; s++) {
                     float acc = 0.f;
+                    #pragma omp simd reduction(+:acc)
                     for (long d = 0; d < D; d++) acc += qb[l * D + d] * kb[s * D + d];
                     acc *= scale;
                     if (causal && s > l + offset) acc = -INFINITY;
