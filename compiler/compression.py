@@ -87,7 +87,7 @@ def passes_for(sparsity=None, precision=None, criterion=None, rounding="nearest"
 
 
 def _weight_passes(sparsity, precision, criterion, rounding, budget, bits_budget) -> str:
-    """The compression part of a pipeline for these options ("" if none).
+    """The weight-compression passes for these options ("" if none).
 
     "auto" for either option runs the per-layer search (passes/search.py):
     its candidates are the target's patterns and int8/int4 ("auto:a|b":
