@@ -127,3 +127,16 @@ def test_two_models_with_the_same_code_keep_their_own_weights():
     ya, yb = a(*inputs), b(*inputs)
     with torch.no_grad():
         assert rel_err(ya, model(*inputs)) < REL_TOL and rel_err(yb, other(*inputs)) < REL_TOL
+
+
+class _Outputs(nn.Module):
+    def forward(self, x):
+        r = torch.relu(x)
+        return x, r.reshape(6, 2), r, torch.tanh(x)  # an input, an alias, shared buffers
+
+
+def test_outputs_that_are_inputs_or_aliases_are_copied_out():
+    x = torch.randn(3, 4)
+    x86, ref = both(_Outputs(), (x,))
+    for a, b in zip(x86(x), ref(x)):
+        assert a.shape == b.shape and rel_err(a, b) < REL_TOL

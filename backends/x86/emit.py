@@ -149,7 +149,7 @@ class Emitter:
             self.emit(f"/* {op.kind} -> {', '.join('%' + v.name for v in op.outputs)} */")
             LOWER[op.kind](self, op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
-            if self.outs.get(v) != j or not self.ptr.get(v, "").startswith("((float *)out["):
+            if self.outs.get(v) != j:  # not written in place by its producer
                 self.emit(f"memcpy(out[{j}], {self.val(v)}, {4 * v.type.numel});")
         body = "\n".join(self.lines)
         total = self.arena_size + self.scratch_size
@@ -438,17 +438,20 @@ def _linear(e, op):
     act = op.attrs.get("act_group", 0)
     q = _integer_weight(w)
     if act and q is not None and act == q[2] and (q[1] == 8 or act % 64 == 0):
-        codes, scales, wsum = _pack_int(e, w, *q[:2], vnni=True)
+        codes, scales, wsum = _pack_int(e, w, *q, vnni=True)
+        groups = k // act
+        scratch = e.scratch(_round(m * k) + 2 * _round(4 * m * groups))  # kernels.h layout
         e.count(f"linear int8 act x int{q[1]} g{act}")
         e.emit(f"k_linear_qa({e.ptr[op.output]}, {e.val(x)}, W + {codes}, "
-               f"(const float *)(W + {scales}), {wsum}, {b}, {m}, {n}, {k}, {act}, {q[1]});")
+               f"(const float *)(W + {scales}), {wsum}, {b}, {m}, {n}, {k}, {act}, {q[1]}, "
+               f"A + {scratch});")
         return
     xin = e.val(x)
     if act:  # no integer kernel for this layout: the same numbers in floats
         xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
         e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
     if q is not None:
-        codes, scales, _ = _pack_int(e, w, *q[:2], vnni=False)
+        codes, scales, _ = _pack_int(e, w, *q, vnni=False)
         e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
@@ -473,12 +476,11 @@ def _integer_weight(w):
     return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
 
 
-def _pack_int(e, w, name, bits, vnni):
+def _pack_int(e, w, name, bits, group, vnni):
     """Blob offsets of (codes, f32 scales per row and group, int8 code sums
     per row and group or "0"). int4 codes: two per byte, low nibble first, or
     for the VNNI kernel +8 in 64-weight blocks (kernels.h says the layout)."""
     n, k = w.type.shape
-    group = w.type.quant.group or k
     codes = np.asarray(e.g.weights[name]).astype(np.int8)
     scale = np.broadcast_to(np.asarray(e.g.weights[aux_key(name, "scale")], np.float32),
                             (n, k // group))

@@ -437,25 +437,25 @@ static void hetc_linear_qa_portable(float *restrict y, const int8_t *restrict q,
         }
 }
 
-/* wsum: per row and group, the sum of the int8 codes (int8 weights only). */
+/* wsum: per row and group, the sum of the int8 codes (int8 weights only);
+ * scratch (from the arena, 64-byte aligned): the int8 tokens (M*K bytes), then
+ * their scales and their sums (M*K/G 4-byte values each), each part rounded
+ * up to 64 bytes. */
 static void k_linear_qa(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                         const float *restrict sw, const int32_t *wsum, const float *b, long M,
-                        long N, long K, long G, int bits) {
+                        long N, long K, long G, int bits, unsigned char *scratch) {
     static int vnni = -1;
     if (vnni < 0) vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
-    long groups = K / G;
-    int8_t *q = aligned_alloc(64, (M * K + 63) / 64 * 64);
-    float *sx = malloc(sizeof(float) * M * groups);
-    int32_t *qsum = malloc(sizeof(int32_t) * M * groups);
+    long groups = K / G, side = (M * groups * 4 + 63) / 64 * 64;
+    int8_t *q = (int8_t *)scratch;
+    float *sx = (float *)(scratch + (M * K + 63) / 64 * 64);
+    int32_t *qsum = (int32_t *)((unsigned char *)sx + side);
     hetc_quantize_rows(x, M, K, G, q, sx, qsum);
     const int32_t *corr = bits == 4 ? qsum : wsum;
     if (vnni && G % 64 == 0)
         hetc_linear_qa_vnni(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
     else
         hetc_linear_qa_portable(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
-    free(q);
-    free(sx);
-    free(qsum);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight
