@@ -61,6 +61,35 @@ def test_compressed_linear_layers_match_the_interpreter(config, activations):
             any(want in k for k in kernels), kernels
 
 
+@pytest.mark.parametrize("pattern, precision", [("2:4", "int4"), ("1:4", "int4"), ("2:8", "int4-g64"),
+                                                 ("4:8", "int8"), ("1:3", "int8"), ("2:4", "int4-g32")])
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_packed_nm_kernels_match_the_interpreter(pattern, precision, portable, monkeypatch):
+    """N:M weights with int8 activations run the packed sparse kernel (only
+    kept values and their positions stored), on AVX-512 and in portable C."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(768, 96), nn.GELU(), nn.Linear(96, 8))
+    inputs = (torch.randn(3, 768),)
+    x86, ref = both(model, inputs, sparsity={"0": pattern}, precision={"0": precision},
+                    activations="int8")
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert any(f"x {pattern} int" in k for k in x86.artifact.extra["kernels"]), \
+        x86.artifact.extra["kernels"]
+
+
+def test_nm_layouts_the_packed_kernel_cannot_take_stay_correct():
+    """1:3 needs quantization groups that hold whole 3-groups: with group 128
+    the weight is run dense (zeros stored), still exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(384, 64))
+    inputs = (torch.randn(2, 384),)
+    x86, ref = both(model, inputs, sparsity="1:3", precision="int4", activations="int8")
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert x86.artifact.extra["kernels"] == {"linear int8 act x int4 g128": 1}
+
+
 def test_int8_activations_are_quantized_per_token_and_group():
     x = np.array([[1.0, -0.5, 0.25, 0.0, 10.0, 5.0, -2.5, 1.0]], np.float32)
     q = quantize_activations(x, 4)

@@ -13,12 +13,13 @@ import os
 
 import numpy as np
 
+from hetc.errors import TargetError
 from hetc.runtime.artifact import Artifact
 from hetc.runtime.executors import register_executor
 
-from .emit import lower_graph
+from .emit import X86, lower_graph
 
-KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.h")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def threads() -> int:
@@ -27,18 +28,21 @@ def threads() -> int:
     return int(env) if env else len(os.sched_getaffinity(0))
 
 
-def _sources(lowered):
-    with open(KERNELS) as f:
-        return {"model.c": lowered.source, "kernels.h": f.read()}
+def read_headers(folder, names) -> dict:
+    out = {}
+    for name in names:
+        with open(os.path.join(folder, name)) as f:
+            out[name] = f.read()
+    return out
 
 
-def lower(graph, target) -> Artifact:
-    from .build import FLAGS
+def sources(lowered, headers=()) -> dict:
+    """model.c, kernels.h and a flavor's own headers (name -> text)."""
+    return {"model.c": lowered.source, **read_headers(HERE, ["kernels.h"]), **dict(headers)}
 
-    lowered = lower_graph(graph, threads())
-    artifact = Artifact(target.name, graph, _sources(lowered),
-                        build={"flags": FLAGS,
-                               "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"},
+
+def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
+    artifact = Artifact(target.name, graph, srcs, build=build,
                         extra={"arena_bytes": lowered.arena_bytes,
                                "weights_bytes": int(lowered.blob.nbytes),
                                "kernels": lowered.kernels})
@@ -46,31 +50,36 @@ def lower(graph, target) -> Artifact:
     return artifact
 
 
+def lower(graph, target) -> Artifact:
+    from .build import FLAGS
+
+    lowered = lower_graph(graph, threads())
+    return make_artifact(graph, target, lowered, sources(lowered),
+                         {"flags": FLAGS,
+                          "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"})
+
+
 class Library:
-    """A built model: one ctypes call per run, outputs allocated per call."""
+    """A built model: one ctypes call per run, outputs allocated per call.
+    `lowered` holds the packed weights; `path` is the built shared library."""
 
-    def __init__(self, artifact):
-        from hetc.errors import TargetError
-        from hetc.targets import get_target
-
-        from .build import build
-
-        avail = get_target("x86").availability()
-        if not avail.ok:
-            raise TargetError(f"cannot run target x86 on this host: {avail.detail}")
-
-        lowered = getattr(artifact, "lowered", None) or lower_graph(artifact.graph, threads())
+    def __init__(self, graph, lowered, path, target="x86"):
         self.blob = lowered.blob  # kept alive: the context points into it
-        self.lib = ctypes.CDLL(build(_sources(lowered)))
+        self.lib = ctypes.CDLL(path)
+        self.target = target
         self.lib.hetc_create.argtypes = [ctypes.c_void_p]
         self.lib.hetc_create.restype = ctypes.c_void_p
         self.lib.hetc_destroy.argtypes = [ctypes.c_void_p]
         self.lib.hetc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.hetc_error.restype = ctypes.c_char_p
+        code = self.lib.hetc_prepare()
+        if code:
+            raise TargetError(f"target {target}: the OS refused what the kernels need "
+                              f"({os.strerror(code)})")
         # models with the same code share the loaded library, never a context
         self.ctx = self.lib.hetc_create(self.blob.ctypes.data)
         if not self.ctx:
             raise MemoryError("hetc_create could not allocate the activation arena")
-        graph = artifact.graph
         self.out_types = [(tuple(v.type.shape), v.type.dtype.storage) for v in graph.outputs]
         self.n_in = len(graph.inputs)
 
@@ -79,7 +88,10 @@ class Library:
         outs = [np.empty(s, d) for s, d in self.out_types]
         pin = (ctypes.c_void_p * max(self.n_in, 1))(*[a.ctypes.data for a in ins])
         pout = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
-        self.lib.hetc_run(self.ctx, pin, pout)
+        status = self.lib.hetc_run(self.ctx, pin, pout)
+        if status:
+            raise TargetError(f"target {self.target}: the generated code failed (status "
+                              f"{status}): {self.lib.hetc_error().decode() or 'no detail'}")
         return outs
 
     def __del__(self):
@@ -90,4 +102,12 @@ class Library:
 
 @register_executor("x86")
 def _x86(artifact):
-    return Library(artifact)
+    from hetc.targets import get_target
+
+    from .build import build
+
+    avail = get_target("x86").availability()
+    if not avail.ok:
+        raise TargetError(f"cannot run target x86 on this host: {avail.detail}")
+    lowered = getattr(artifact, "lowered", None) or lower_graph(artifact.graph, threads(), X86)
+    return Library(artifact.graph, lowered, build(sources(lowered)))

@@ -437,25 +437,187 @@ static void hetc_linear_qa_portable(float *restrict y, const int8_t *restrict q,
         }
 }
 
-/* wsum: per row and group, the sum of the int8 codes (int8 weights only);
- * scratch (from the arena, 64-byte aligned): the int8 tokens (M*K bytes), then
- * their scales and their sums (M*K/G 4-byte values each), each part rounded
- * up to 64 bytes. */
+/* ---- N:M sparse integer weights x int8 activations ---------------------- *
+ * Only the kept values are stored. Each row is a run of chunks of 64 kept
+ * values (K N / M is a multiple of 64); a chunk is the codes (int4: 32 bytes,
+ * byte j = (c[j] + 8) | (c[j + 32] + 8) << 4; int8: 64 s8 bytes), then each
+ * kept value's position inside its M-group as a PB-bit field, PB = 2 for
+ * M <= 4 else 4, packed from bit 0 up (8 PB bytes). Kept value j of chunk c
+ * multiplies activation c D + M (j / N) + pos[j], D = 64 M / N (D is 128,
+ * 192 or 256). A quantization group holds KG = G N / M kept values: a chunk
+ * lies inside one group or holds 64 / KG whole groups.
+ * The AVX-512 kernel gathers the chunk's activations with vpermi2b from the
+ * positions decoded by vpmultishiftqb, then vpdpbusd with unsigned weight
+ * codes (int4: c + 8, minus 8 sum q) or unsigned activations (int8: q + 128,
+ * minus 128 sum c); the corrections are a second vpdpbusd, so nothing but the
+ * codes, positions and scales is read per row. */
+
+static inline long hetc_nm_chunk_bytes(int bits, int mm) {
+    return (bits == 4 ? 32 : 64) + 8 * (mm <= 4 ? 2 : 4);
+}
+
+/* Kept value j of a chunk: its code, and its position in its M-group in *pos. */
+static inline int hetc_nm_get(const uint8_t *pc, long j, int bits, int mm, int *pos) {
+    int pb = mm <= 4 ? 2 : 4;
+    long bit = pb * j, code_bytes = bits == 4 ? 32 : 64;
+    *pos = (pc[code_bytes + bit / 8] >> (bit % 8)) & ((1 << pb) - 1);
+    return bits == 4 ? ((j < 32 ? pc[j] : pc[j - 32] >> 4) & 15) - 8 : (int8_t)pc[j];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static void hetc_linear_nm_vnni(float *restrict y, const int8_t *restrict q,
+                                const float *restrict sx, const uint8_t *restrict packed,
+                                const float *restrict sw, const float *b, long M, long N,
+                                long K, long G, int bits, int nn, int mm) {
+    long chunks = K / mm * nn / 64, groups = K / G, KG = G / mm * nn, D = 64 * mm / nn;
+    long cb = hetc_nm_chunk_bytes(bits, mm), code_bytes = bits == 4 ? 32 : 64;
+    int pb = mm <= 4 ? 2 : 4, ngr = KG >= 64 ? 1 : (int)(64 / KG);
+    uint8_t base_b[64], ctrl_b[64];
+    int64_t qsel[8];
+    int32_t lane_g[16];
+    for (int j = 0; j < 64; j++) base_b[j] = (uint8_t)(mm * (j / nn));
+    for (int i = 0; i < 8; i++) {
+        qsel[i] = pb == 2 ? i / 4 : i / 2;
+        for (int j = 0; j < 8; j++)
+            ctrl_b[8 * i + j] = (uint8_t)((pb == 2 ? 16 * (i % 4) : 32 * (i % 2)) + pb * j);
+    }
+    for (int l = 0; l < 16; l++) lane_g[l] = ngr == 1 ? 0 : l / (16 / ngr);
+    const __m512i base = _mm512_loadu_si512(base_b), ctrl = _mm512_loadu_si512(ctrl_b),
+                  qs = _mm512_loadu_si512(qsel), lg = _mm512_loadu_si512(lane_g),
+                  pmask = _mm512_set1_epi8(pb == 2 ? 3 : 15), low = _mm512_set1_epi8(15),
+                  fixk = _mm512_set1_epi8(bits == 4 ? 8 : (char)0x80),
+                  flip = _mm512_set1_epi8((char)0x80);
+    const __mmask16 gm = (__mmask16)((1u << ngr) - 1);
+    #pragma omp parallel for schedule(static)
+    for (long n = 0; n < N; n++) {
+        const uint8_t *row = packed + n * chunks * cb;
+        const float *swn = sw + n * groups;
+        for (long m = 0; m < M; m++) {
+            const int8_t *pq = q + m * K;
+            const float *sxm = sx + m * groups;
+            __m512 facc = _mm512_setzero_ps();
+            for (long c = 0; c < chunks; c++) {
+                const uint8_t *pc = row + c * cb;
+                __m512i w, pos;
+                if (bits == 4) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)pc);
+                    w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                                            _mm256_srli_epi16(v, 4), 1), low);
+                } else {
+                    w = _mm512_loadu_si512(pc);
+                }
+                if (pb == 2)
+                    pos = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(pc + code_bytes)));
+                else
+                    pos = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pc + code_bytes)));
+                __m512i idx = _mm512_add_epi8(_mm512_and_si512(
+                    _mm512_multishift_epi64_epi8(ctrl, _mm512_permutexvar_epi64(qs, pos)), pmask), base);
+                const int8_t *xw = pq + c * D;
+                __m512i g = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw), idx,
+                                                     _mm512_loadu_si512(xw + 64));
+                if (D > 128) {
+                    __m512i hi = D > 192 ? _mm512_loadu_si512(xw + 192) : _mm512_setzero_si512();
+                    __m512i g2 = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw + 128), idx, hi);
+                    g = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), g, g2);
+                }
+                __m512i acc, fix;
+                if (bits == 4) {
+                    acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, g);
+                    fix = _mm512_dpbusd_epi32(_mm512_setzero_si512(), fixk, g);
+                } else {
+                    acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(g, flip), w);
+                    fix = _mm512_dpbusd_epi32(_mm512_setzero_si512(), fixk, w);
+                }
+                long g0 = c * 64 / KG;
+                __m512 s;
+                if (ngr == 1)
+                    s = _mm512_set1_ps(swn[g0] * sxm[g0]);
+                else
+                    s = _mm512_permutexvar_ps(lg, _mm512_mul_ps(_mm512_maskz_loadu_ps(gm, swn + g0),
+                                                                _mm512_maskz_loadu_ps(gm, sxm + g0)));
+                facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, fix)), s, facc);
+            }
+            y[m * N + n] = _mm512_reduce_add_ps(facc) + (b ? b[n] : 0.f);
+        }
+    }
+}
+
+static void hetc_linear_nm_portable(float *restrict y, const int8_t *restrict q,
+                                    const float *restrict sx, const uint8_t *restrict packed,
+                                    const float *restrict sw, const float *b, long M, long N,
+                                    long K, long G, int bits, int nn, int mm) {
+    long chunks = K / mm * nn / 64, groups = K / G, KG = G / mm * nn, D = 64 * mm / nn;
+    long cb = hetc_nm_chunk_bytes(bits, mm);
+    #pragma omp parallel for schedule(static)
+    for (long n = 0; n < N; n++)
+        for (long m = 0; m < M; m++) {
+            float acc = 0.f;
+            int32_t dot = 0; /* exact within a quantization group */
+            for (long k = 0; k < chunks * 64; k++) {
+                long c = k / 64, j = k % 64;
+                int pos, code = hetc_nm_get(packed + (n * chunks + c) * cb, j, bits, mm, &pos);
+                dot += code * q[m * K + c * D + mm * (j / nn) + pos];
+                if ((k + 1) % KG == 0) {
+                    long gi = k / KG;
+                    acc += sw[n * groups + gi] * sx[m * groups + gi] * (float)dot;
+                    dot = 0;
+                }
+            }
+            y[m * N + n] = acc + (b ? b[n] : 0.f);
+        }
+}
+
+/* Whether the AVX-512 integer kernels may run: the CPU has VNNI (and VBMI
+ * when asked) and HETC_X86_PORTABLE is unset (it forces the portable C
+ * kernels, so they are tested on AVX-512 hosts too). */
+static int hetc_int8_simd(int vbmi) {
+    const char *portable = getenv("HETC_X86_PORTABLE");
+    if (portable && *portable && *portable != '0') return 0;
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           (!vbmi || __builtin_cpu_supports("avx512vbmi"));
+}
+
+/* The int8 tokens of x in the scratch (from the arena, 64-byte aligned): the
+ * codes (M*K bytes), then their scales and their sums (M*K/G 4-byte values
+ * each), each part rounded up to 64 bytes. */
+static void hetc_quantize_into(const float *x, long M, long K, long G, unsigned char *scratch,
+                               int8_t **q, float **sx, int32_t **qsum) {
+    long side = (M * (K / G) * 4 + 63) / 64 * 64;
+    *q = (int8_t *)scratch;
+    *sx = (float *)(scratch + (M * K + 63) / 64 * 64);
+    *qsum = (int32_t *)((unsigned char *)*sx + side);
+    hetc_quantize_rows(x, M, K, G, *q, *sx, *qsum);
+}
+
+/* wsum: per row and group, the sum of the int8 codes (int8 weights only). */
 static void k_linear_qa(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                         const float *restrict sw, const int32_t *wsum, const float *b, long M,
                         long N, long K, long G, int bits, unsigned char *scratch) {
-    static int vnni = -1;
-    if (vnni < 0) vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
-    long groups = K / G, side = (M * groups * 4 + 63) / 64 * 64;
-    int8_t *q = (int8_t *)scratch;
-    float *sx = (float *)(scratch + (M * K + 63) / 64 * 64);
-    int32_t *qsum = (int32_t *)((unsigned char *)sx + side);
-    hetc_quantize_rows(x, M, K, G, q, sx, qsum);
+    int vnni = hetc_int8_simd(0);
+    int8_t *q;
+    float *sx;
+    int32_t *qsum;
+    hetc_quantize_into(x, M, K, G, scratch, &q, &sx, &qsum);
     const int32_t *corr = bits == 4 ? qsum : wsum;
     if (vnni && G % 64 == 0)
         hetc_linear_qa_vnni(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
     else
         hetc_linear_qa_portable(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
+}
+
+/* N:M weights (layout above) x int8 activations; same scratch as k_linear_qa. */
+static void k_linear_nm(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
+                        const float *restrict sw, const float *b, long M, long N, long K, long G,
+                        int bits, int nn, int mm, unsigned char *scratch) {
+    int fast = hetc_int8_simd(1);
+    int8_t *q;
+    float *sx;
+    int32_t *qsum;
+    hetc_quantize_into(x, M, K, G, scratch, &q, &sx, &qsum);
+    if (fast)
+        hetc_linear_nm_vnni(y, q, sx, packed, sw, b, M, N, K, G, bits, nn, mm);
+    else
+        hetc_linear_nm_portable(y, q, sx, packed, sw, b, M, N, K, G, bits, nn, mm);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight
