@@ -81,7 +81,7 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
             accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
-            criterion=None,
+            criterion=None, emulate=None,
             rounding="nearest", print_ir_after_all=False, print_ir_after=(),
             print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
@@ -112,6 +112,9 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     criterion: "wanda" (default when calibration data exist), "magnitude" or
       "sparsegpt" (prunes with the layer Hessian and updates kept weights).
     rounding: "nearest" (default) or "gptq" (second-order, needs calibration).
+    emulate: for target amx, run the generated kernels through hetc's
+      software model of the AMX instructions (exact, slow), e.g. on a CPU
+      without AMX; default: HETC_EMULATE=1 in the environment, else native.
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -122,6 +125,12 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))}")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
+    lower_options = {}
+    if emulate is not None:
+        if not getattr(backend, "EMULATION", False):
+            raise UsageError(f"emulate= applies to targets with a software model of their "
+                             f"hardware (amx), not to '{tgt.name}'")
+        lower_options["emulate"] = emulate
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
     auto = compression.is_auto(sparsity) or compression.is_auto(precision)
@@ -161,7 +170,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     if compress:
         summary, more = _accuracy(graph, ctx, what, accuracy_budget)
         notes += more
-    artifact = backend.lower(graph, tgt)
+    artifact = backend.lower(graph, tgt, **lower_options)
+    notes += artifact.extra.get("notes", [])
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
     report = Report.of(graph, tgt.name, manager.timings, notes, ctx.decisions, summary)

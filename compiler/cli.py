@@ -79,6 +79,8 @@ def build_parser():
                    help="pruning criterion (default: wanda with calibration, else magnitude)")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default="nearest",
                    help="weight rounding: to nearest, or GPTQ with calibration Hessians")
+    p.add_argument("--emulate", action="store_true", default=None,
+                   help="target amx: run through hetc's software model of the AMX instructions")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -133,7 +135,7 @@ def cmd_compile(args):
                           accuracy_budget=args.accuracy_budget, bits_budget=args.bits_budget,
                           activations=args.activations,
                           criterion=args.criterion,
-                          rounding=args.rounding,
+                          rounding=args.rounding, emulate=args.emulate,
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:

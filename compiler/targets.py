@@ -127,8 +127,8 @@ def _probe_x86():
 def _probe_amx():
     if "amx_tile" in cpu_flags():
         return Availability(True, "AMX tiles present")
-    return Availability(False, "CPU has no AMX (no amx_tile flag): compile works, running "
-                               "needs emulate=True or target x86")
+    return Availability(False, "CPU has no AMX (no amx_tile flag): compiling works; running "
+                               "needs emulate=True (hetc's software AMX model) or target x86")
 
 
 def _probe_cuda():
@@ -183,7 +183,7 @@ register_target(Target(
     COMMON_NM, ("bf16", "i8", "i4", "u4"), ("bf16", "i8"),
     CostModel("Xeon 8480+ socket, 8ch DDR5", 300.0,
               {"f32": 3000.0, "bf16": 200000.0, "i8": 400000.0}),
-    _CANON, None, _probe_amx))
+    _CANON, "amx", _probe_amx))
 
 register_target(Target(
     "cuda", "NVIDIA GPU, sm_80+, 2:4 sparse tensor cores", "CUDA C++",
