@@ -16,6 +16,7 @@ import torch.nn as nn
 
 import hetc
 from hetc.backends.amx import HERE as AMX_HERE
+from hetc.backends.x86 import HERE as X86_HERE, read_headers
 from hetc.backends.x86.build import build
 from hetc.errors import TargetError, UsageError
 from hetc.targets import cpu_flags
@@ -27,6 +28,7 @@ HAS_AMX = "amx_tile" in cpu_flags()
 # A C harness exposing each emulated instruction (tile numbers are literals
 # in real code; a switch keeps them literal here too).
 HARNESS = r"""
+#include "kernels.h"
 #include "amx_emu.h"
 void cfg(const void *c) { _tile_loadconfig(c); }
 void release(void) { _tile_release(); }
@@ -43,15 +45,15 @@ void dp(int kind, int same) {
     switch (kind) { case 0: _tile_dpbssd(0, 1, 2); break; case 1: _tile_dpbsud(0, 1, 2); break;
                     case 2: _tile_dpbusd(0, 1, 2); break; case 3: _tile_dpbuud(0, 1, 2); break;
                     default: _tile_dpbf16ps(0, 1, 2); } }
-const char *fault(void) { return hetc_amx_fault(); }
-int take(void) { return hetc_amx_take_fault(); }
+const char *fault(void) { return hetc_error_text; }
+int take(void) { return hetc_take_failure(); }
 """
 
 
 @pytest.fixture(scope="module")
 def emu():
-    with open(os.path.join(AMX_HERE, "amx_emu.h")) as f:
-        path = build({"model.c": HARNESS, "amx_emu.h": f.read()}, what="amx-emu-test")
+    headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, ["kernels.h"])
+    path = build({"model.c": HARNESS, **headers}, what="amx-emu-test")
     lib = ctypes.CDLL(path)
     lib.fault.restype = ctypes.c_char_p
     for name in ("load", "store"):

@@ -45,6 +45,62 @@ def test_vit_matches_the_interpreter():
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
 
 
+def test_bert_with_pretrained_weights_matches_the_interpreter():
+    """MiniLM: i64 token ids, embeddings, a bool padding mask computed in the
+    graph (cast, gather, logical_and) and made additive for attention."""
+    from families import minilm
+
+    model, inputs = minilm()
+    x86, ref = both(model, inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert x86.artifact.extra["kernels"]["attention f32"] == 6
+
+
+@pytest.mark.parametrize("make", ["gpt2_tiny", "llama_tiny"])
+def test_decoders_prefill_and_decode_with_kv_cache_match_the_interpreter(make):
+    import families
+
+    step = families.KVStep(getattr(families, make)())
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(1))
+    inputs = (ids, step.empty_cache())  # an empty cache: zero-length tensors
+    for _ in range(2):  # prefill, then one decode step on the cache it produced
+        x86, ref = both(step, inputs)
+        (logits, cache), (want_logits, want_cache) = x86(*inputs), ref(*inputs)
+        assert rel_err(logits, want_logits) < REL_TOL and rel_err(cache, want_cache) < REL_TOL
+        inputs = (want_logits[:, -1:].argmax(-1), want_cache)
+
+
+class Indexing(nn.Module):
+    """Slices with steps, broadcasts, gathers with negative indices,
+    reductions over several axes, comparisons, casts and bool logic."""
+
+    def forward(self, x, idx, keep):
+        a = x[:, 1:7:2] * 2
+        c = x[:, :1].expand(-1, 8, -1) + x
+        g = x[:, idx]
+        r = x.amax(dim=(0, 2)) + x.sum(dim=-1).mean(0) + x.amin(dim=1).sum()
+        m = (keep & (idx > 0).unsqueeze(0).expand(2, -1)[:, :1]).float()
+        w = torch.where(x > 0, x, x * 0.1)
+        s = torch.cumsum(x, 1).log_softmax(1) + x.argmax(1, keepdim=True).float()
+        return a.sum() + x[:, :, 1:4].sum(-1), c, g, r, m, idx.float(), w, s
+
+
+def test_indexing_reduction_and_bool_ops_match_the_interpreter():
+    inputs = (torch.randn(2, 8, 5), torch.tensor([3, -1, 0, 2]), torch.tensor([[True], [False]]))
+    x86, ref = both(Indexing(), inputs)
+    for got, want in zip(x86(*inputs), ref(*inputs)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert rel_err(got, want) < REL_TOL
+
+
+def test_an_index_out_of_range_is_a_clear_error_at_run_time():
+    emb = nn.Embedding(16, 4)
+    x86 = hetc.compile(emb, target="x86", example_inputs=(torch.tensor([1, 2]),))
+    with pytest.raises(TargetError, match=r"embedding: index 16 out of range \[-16, 16\)"):
+        x86(torch.tensor([3, 16]))
+    assert x86(torch.tensor([3, -16])).shape == (2, 4)  # negative indices count from the end
+
+
 @pytest.mark.parametrize("config", [{"precision": "int8"}, {"precision": "int4"},
                                     {"precision": "int4-g32"}, {"precision": "mx4"},
                                     {"sparsity": "2:4", "precision": "int4"}],
@@ -111,14 +167,14 @@ def test_int8_activations_cost_accuracy_the_report_measures():
         hetc.compile(model, example_inputs=inputs, activations="int8")
 
 
-class _Cumsum(nn.Module):
+class _IntArithmetic(nn.Module):
     def forward(self, x):
-        return torch.cumsum(x, 1)
+        return (x.long() * 3).float()
 
 
 def test_unsupported_ops_are_named_at_compile_time():
-    with pytest.raises(TargetError, match=r"target x86 cannot lower .*op #\d+ cumsum"):
-        hetc.compile(_Cumsum(), target="x86", example_inputs=(torch.randn(2, 3),))
+    with pytest.raises(TargetError, match=r"target x86 cannot lower .*op #\d+ mul: i64 value"):
+        hetc.compile(_IntArithmetic(), target="x86", example_inputs=(torch.randn(2, 3),))
 
 
 def test_missing_c_compiler_is_a_clear_error(monkeypatch, tmp_path):

@@ -13,12 +13,10 @@
 #include <errno.h>
 #ifdef HETC_AMX_EMULATE
 #include "amx_emu.h"
-#define HETC_AMX_STATUS() (hetc_amx_take_fault() ? 2 : 0)
 static int hetc_prepare_amx(void) { return 0; }
 #else
 #include <sys/syscall.h>
 #include <unistd.h>
-#define HETC_AMX_STATUS() 0
 /* 0 when the OS grants this process the AMX tile state, else errno. */
 static int hetc_prepare_amx(void) {
     static int done = -1;
@@ -26,7 +24,6 @@ static int hetc_prepare_amx(void) {
                                  18 /* XFEATURE_XTILEDATA */) == 0 ? 0 : errno;
     return done;
 }
-static const char *hetc_amx_fault(void) { return ""; }
 #endif
 
 /* The tile configuration (LDTILECFG's 64-byte layout): tile 0 is C (nt rows

@@ -6,9 +6,9 @@
  * the generated kernels keep calling _tile_loadd(...) and friends, and these
  * macros run them on a per-thread tile state (8 tiles of 16 rows x 64
  * bytes). Faults the hardware would raise (#GP on a bad configuration, #UD on
- * an unconfigured tile or mismatched shapes) are recorded instead: the first
- * one stops nothing but is returned by hetc_run as an error, with its text
- * from hetc_amx_fault().
+ * an unconfigured tile or mismatched shapes) are recorded instead with
+ * kernels.h's hetc_fail (include kernels.h first): hetc_run then returns an
+ * error whose text hetc_error() gives.
  */
 #ifndef HETC_AMX_EMU_H
 #define HETC_AMX_EMU_H
@@ -29,21 +29,8 @@ typedef struct {
 } hetc_amx_state;
 
 static __thread hetc_amx_state hetc_amx;
-static char hetc_amx_fault_text[256];
-static volatile int hetc_amx_faulted;
-
-/* The first fault's text (empty when there was none). */
-static const char *hetc_amx_fault(void) { return hetc_amx_fault_text; }
-
 static void hetc_amx_raise(const char *what, const char *detail, int tile) {
-    if (__sync_bool_compare_and_swap(&hetc_amx_faulted, 0, 1))
-        snprintf(hetc_amx_fault_text, sizeof hetc_amx_fault_text, "%s: %s (tile %d)", what,
-                 detail, tile);
-}
-
-/* Consumes and clears the fault flag: nonzero when a fault happened. */
-static int hetc_amx_take_fault(void) {
-    return __sync_lock_test_and_set(&hetc_amx_faulted, 0);
+    hetc_fail("%s: %s (tile %d)", what, detail, tile);
 }
 
 static void hetc_emu_tilerelease(void) { memset(&hetc_amx, 0, sizeof hetc_amx); }

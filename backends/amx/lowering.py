@@ -53,5 +53,4 @@ def amx_linear(e, op):
 
 
 FLAVOR = x86.Flavor(lowerings={"linear": amx_linear}, headers=HEADERS,
-                    prepare="hetc_prepare_amx()", status="HETC_AMX_STATUS()",
-                    error="hetc_amx_fault()")
+                    prepare="hetc_prepare_amx()")

@@ -23,10 +23,39 @@ ALIGN = 64
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
-         "log": "U_LOG", "erf": "U_ERF"}
+         "log": "U_LOG", "erf": "U_ERF", "floor": "U_FLOOR", "ceil": "U_CEIL", "round": "U_ROUND",
+         "reciprocal": "U_RECIPROCAL", "sign": "U_SIGN", "sin": "U_SIN", "cos": "U_COS",
+         "tan": "U_TAN", "asin": "U_ASIN", "acos": "U_ACOS", "atan": "U_ATAN", "sinh": "U_SINH",
+         "cosh": "U_COSH", "asinh": "U_ASINH", "acosh": "U_ACOSH", "atanh": "U_ATANH"}
 BINARY = {"add": "B_ADD", "sub": "B_SUB", "mul": "B_MUL", "div": "B_DIV", "maximum": "B_MAX",
           "minimum": "B_MIN", "pow": "B_POW"}
 ALIASES = ("reshape",)  # results that are their operand's bytes, unchanged
+
+#: activation dtypes the generated code holds, with their C types and kernels.h tags
+CTYPES = {"f32": ("float", "T_F32"), "i64": ("int64_t", "T_I64"), "i32": ("int32_t", "T_I32"),
+          "bool": ("uint8_t", "T_BOOL")}
+LOGICAL = {"logical_and": "L_AND", "logical_or": "L_OR", "logical_xor": "L_XOR"}
+COMPARE = {"equal": "C_EQ", "less": "C_LT", "greater": "C_GT", "less_equal": "C_LE",
+           "greater_equal": "C_GE"}
+REDUCE = {"reduce_sum": "R_SUM", "reduce_mean": "R_MEAN", "reduce_max": "R_MAX",
+          "reduce_min": "R_MIN", "reduce_prod": "R_PROD"}
+#: ops that move elements of any supported dtype; the others compute on f32
+#: (embedding/gather indices and attention masks are checked by their lowering)
+ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gather", "cast",
+             "embedding", "logical_not", "attention", "where", "pad", "gather_elements",
+             "isnan", "isinf", "argmax", "argmin", *LOGICAL, *COMPARE}
+PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
+
+
+def itemsize(t) -> int:
+    return np.dtype(t.dtype.storage).itemsize
+
+
+def cpointer(t, expr, const=False) -> str:
+    """`expr` (a byte address) as a pointer to the C element type of t (a
+    TensorType or a dtype name)."""
+    name = t if isinstance(t, str) else t.dtype.name
+    return f"(({'const ' if const else ''}{CTYPES[name][0]} *)({expr}))"
 
 
 @dataclass(frozen=True)
@@ -34,13 +63,11 @@ class Flavor:
     """What a CPU backend changes in the generated C: lowerings that replace
     the x86 ones, headers after kernels.h, and the C expressions behind the
     model's entry points (hetc_prepare: 0 or an error number, once per
-    process; hetc_run's status; hetc_error's text)."""
+    process)."""
 
     lowerings: dict = field(default_factory=dict)
     headers: tuple = ()
     prepare: str = "0"
-    status: str = "0"
-    error: str = '""'
 
 
 X86 = Flavor()
@@ -103,16 +130,18 @@ def check_supported(graph):
         for v in list(op.inputs) + list(op.outputs):
             if v.producer is not None and v.producer.kind == "const":
                 continue
-            if v.type.dtype.name != "f32":
+            name = v.type.dtype.name
+            if name not in CTYPES or (name != "f32" and op.kind not in ANY_DTYPE):
                 problems.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
                 break
     for v in graph.inputs + graph.outputs:
-        if v.type.dtype.name != "f32":
+        if v.type.dtype.name not in CTYPES:
             problems.append(f"graph value %{v.name} is {v.type.dtype}")
     if problems:
         shown = "; ".join(dict.fromkeys(problems))
         raise TargetError(f"target x86 cannot lower graph '{graph.name}' yet: {shown} "
-                          f"(the x86 backend handles f32 activations and these ops: "
+                          f"(the x86 backend handles {', '.join(CTYPES)} values, computes on "
+                          f"f32, and lowers these ops: "
                           f"{', '.join(sorted(LOWER))}); use target='ref' for it")
 
 
@@ -127,10 +156,14 @@ class Emitter:
 
     # -- values ------------------------------------------------------------------
     def const(self, v):
-        """Pointer to a constant's f32 values in the blob."""
+        """Pointer to a constant's values in the blob: f32 for every float
+        type (narrow and quantized ones decoded), else its own C type."""
         if v not in self.ptr:
-            data = np.asarray(load_const(v.producer, self.g), np.float32)
-            self.ptr[v] = f"((const float *)(W + {self.blob.add(data)}))"
+            data = np.asarray(load_const(v.producer, self.g))
+            name = v.type.dtype.name
+            if name not in CTYPES or data.dtype.kind == "f":
+                data, name = data.astype(np.float32), "f32"
+            self.ptr[v] = cpointer(name, f"W + {self.blob.add(data)}", const=True)
         return self.ptr[v]
 
     def val(self, v):
@@ -154,20 +187,20 @@ class Emitter:
         check_supported(self.g)
         arena = self._plan()
         for i, v in enumerate(self.g.inputs):
-            self.ptr[v] = f"((float *)in[{i}])"
+            self.ptr[v] = cpointer(v.type, f"in[{i}]")
         for op in self.g.ops:
             if op.kind == "const":
                 continue
             for v in op.outputs:
                 if v in arena:
-                    self.ptr[v] = f"((float *)(A + {arena[v]}))"
+                    self.ptr[v] = cpointer(v.type, f"A + {arena[v]}")
                 elif v in self.outs:
-                    self.ptr[v] = f"((float *)out[{self.outs[v]}])"
+                    self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]")
             self.emit(f"/* {op.kind} -> {', '.join('%' + v.name for v in op.outputs)} */")
             self.flavor.lowerings.get(op.kind, LOWER[op.kind])(self, op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
             if self.outs.get(v) != j:  # not written in place by its producer
-                self.emit(f"memcpy(out[{j}], {self.val(v)}, {4 * v.type.numel});")
+                self.emit(f"memcpy(out[{j}], {self.val(v)}, {itemsize(v.type) * v.type.numel});")
         body = "\n".join(self.lines)
         total = self.arena_size + self.scratch_size
         f = self.flavor
@@ -177,7 +210,7 @@ class Emitter:
                   f"/* One context per loaded model: its weights and activation arena. */\n"
                   f"typedef struct {{ const unsigned char *W; unsigned char *A; }} hetc_ctx;\n\n"
                   f"int hetc_prepare(void) {{ return {f.prepare}; }}\n\n"
-                  f"const char *hetc_error(void) {{ return {f.error}; }}\n\n"
+                  f"const char *hetc_error(void) {{ return hetc_error_text; }}\n\n"
                   f"void *hetc_create(const void *weights) {{\n"
                   f"    hetc_ctx *c = malloc(sizeof *c);\n"
                   f"    if (!c) return 0;\n"
@@ -192,7 +225,7 @@ class Emitter:
                   f"    unsigned char *A = ((hetc_ctx *)ctx)->A;\n"
                   f"    (void)W; (void)A;\n"
                   f"    omp_set_num_threads({self.threads});\n"
-                  f"{body}\n    return {f.status};\n}}\n")
+                  f"{body}\n    return hetc_take_failure();\n}}\n")
         return Lowered(source, self.blob.array(), total, self.kernels)
 
     def _plan(self):
@@ -218,11 +251,11 @@ class Emitter:
         for i, op in enumerate(ops):
             for r in [r for r in live if last.get(r, -1) < i]:
                 live.remove(r)
-                free.append((offsets[r], round_up(4 * r.type.numel)))
+                free.append((offsets[r], round_up(itemsize(r.type) * r.type.numel)))
             for v in op.outputs:
                 if root[v] is not v or v in self.outs:
                     continue
-                size = round_up(4 * v.type.numel)
+                size = round_up(itemsize(v.type) * v.type.numel)
                 slot = next((s for s in sorted(free) if s[1] >= size), None)
                 if slot:
                     free.remove(slot)
@@ -272,13 +305,19 @@ def _broadcast_strides(t, shape):
                         zip(t.shape, s, shape[pad:])]
 
 
+def _broadcast_args(op, *operands):
+    """C arguments `ndim, shape, strides of each operand` broadcasting the
+    operands to op's output shape."""
+    shape = list(op.output.type.shape) or [1]
+    return ", ".join([str(len(shape)), _carr(shape)] +
+                     [_carr(_broadcast_strides(v.type, shape) or [1]) for v in operands])
+
+
 @lowers(*BINARY)
 def _binary(e, op):
-    shape = list(op.output.type.shape) or [1]
     a, b = op.inputs
     e.emit(f"k_binary({BINARY[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
-           f"{len(shape)}, {_carr(shape)}, {_carr(_broadcast_strides(a.type, shape) or [1])}, "
-           f"{_carr(_broadcast_strides(b.type, shape) or [1])});")
+           f"{_broadcast_args(op, a, b)});")
 
 
 @lowers("reshape")
@@ -286,13 +325,40 @@ def _reshape(e, op):
     e.ptr[op.output] = e.val(op.inputs[0])
 
 
+def _strided(e, op, x, xs, offset=0):
+    """op's output as elements of x read at `xs` strides (along the output's
+    axes) from element `offset`: transposes, slices and broadcasts."""
+    t = op.output.type
+    src = f"{e.val(x)} + {offset}" if offset else e.val(x)
+    e.emit(f"k_strided({e.ptr[op.output]}, {src}, {t.rank}, {_carr(t.shape or [1])}, "
+           f"{_carr(xs or [0])}, {itemsize(t)});")
+
+
 @lowers("transpose")
 def _transpose(e, op):
     x = op.inputs[0]
     xs = _strides(x.type.shape)
-    perm = op.attrs["perm"]
-    e.emit(f"k_permute({e.ptr[op.output]}, {e.val(x)}, {len(perm)}, "
-           f"{_carr(op.output.type.shape)}, {_carr([xs[p] for p in perm])});")
+    _strided(e, op, x, [xs[p] for p in op.attrs["perm"]])
+
+
+@lowers("slice")
+def _slice(e, op):
+    x = op.inputs[0]
+    xs = _strides(x.type.shape)
+    strides, offset = list(xs), 0
+    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
+    for a, st, en, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
+        a %= x.type.rank
+        first = range(x.type.shape[a])[slice(st, en, step)]
+        offset += (first.start if len(first) else 0) * xs[a]
+        strides[a] = xs[a] * step
+    _strided(e, op, x, strides, offset)
+
+
+@lowers("expand")
+def _expand(e, op):
+    x = op.inputs[0]
+    _strided(e, op, x, _broadcast_strides(x.type, list(op.output.type.shape)))
 
 
 def _outer_inner(shape, axis):
@@ -308,7 +374,7 @@ def _concat(e, op):
     for x in op.inputs:
         rows = x.type.shape[axis]
         e.emit(f"k_copy_block({e.ptr[op.output]}, {t.shape[axis]}, {off}, {e.val(x)}, {rows}, 0, "
-               f"{rows}, {outer}, {inner});")
+               f"{rows}, {outer}, {inner * itemsize(t)});")
         off += rows
 
 
@@ -320,18 +386,159 @@ def _split(e, op):
     off = 0
     for v, rows in zip(op.outputs, op.attrs["sizes"]):
         e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {x.type.shape[axis]}, {off}, "
-               f"{rows}, {outer}, {inner});")
+               f"{rows}, {outer}, {inner * itemsize(x.type)});")
         off += rows
 
 
-@lowers("softmax")
+def _indices(e, op, idx):
+    if idx.type.dtype.name not in ("i64", "i32"):
+        raise TargetError(f"x86: {op.kind} indices of {idx.type.dtype} (i64 or i32 only)")
+    return int(idx.type.dtype.name == "i64")
+
+
+@lowers("gather_elements")
+def _gather_elements(e, op):
+    x, idx = op.inputs
+    axis = op.attrs["axis"] % x.type.rank
+    e.emit(f"k_gather_elements({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, "
+           f"{_indices(e, op, idx)}, {x.type.rank}, {_carr(idx.type.shape)}, "
+           f"{_carr(_strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(x.type)});")
+
+
+def _take(e, op, x, idx, axis):
+    """x's slices along `axis` picked by idx (gather; embedding is axis 0)."""
+    outer, inner = _outer_inner(x.type.shape, axis)
+    e.emit(f"k_gather({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, {_indices(e, op, idx)}, "
+           f"{idx.type.numel}, {outer}, {x.type.shape[axis]}, {inner * itemsize(x.type)}, "
+           f'"{op.kind}");')
+
+
+@lowers("gather")
+def _gather(e, op):
+    x, idx = op.inputs
+    _take(e, op, x, idx, op.attrs["axis"] % x.type.rank)
+
+
+@lowers("embedding")
+def _embedding(e, op):
+    ids, table = op.inputs
+    e.count("embedding")
+    _take(e, op, table, ids, 0)
+
+
+@lowers("cast")
+def _cast(e, op):
+    e.emit(f"k_cast({e.ptr[op.output]}, {_tag(op.output)}, {e.val(op.inputs[0])}, "
+           f"{_tag(op.inputs[0])}, {op.output.type.numel});")
+
+
+def _bool_operands(op):
+    for v in list(op.inputs) + [op.output]:
+        if v.type.dtype.name != "bool":
+            raise TargetError(f"x86: {op.kind} on {v.type.dtype} (bool only)")
+
+
+@lowers(*LOGICAL)
+def _logical(e, op):
+    _bool_operands(op)
+    a, b = op.inputs
+    e.emit(f"k_logical({LOGICAL[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
+           f"{_broadcast_args(op, a, b)});")
+
+
+def _tag(v):
+    return CTYPES["f32" if v.type.dtype.is_float else v.type.dtype.name][1]
+
+
+@lowers(*COMPARE)
+def _compare(e, op):
+    a, b = op.inputs
+    e.emit(f"k_compare({COMPARE[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {_tag(a)}, {e.val(b)}, "
+           f"{_tag(b)}, {_broadcast_args(op, a, b)});")
+
+
+@lowers("where")
+def _where(e, op):
+    c, a, b = op.inputs
+    if c.type.dtype.name != "bool":
+        raise TargetError(f"x86: where with a {c.type.dtype} condition (bool only)")
+    e.emit(f"k_where({e.ptr[op.output]}, {e.val(c)}, {e.val(a)}, {e.val(b)}, "
+           f"{_broadcast_args(op, c, a, b)}, {itemsize(op.output.type)});")
+
+
+@lowers("logical_not")
+def _logical_not(e, op):
+    _bool_operands(op)
+    e.emit(f"k_logical_not({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
+
+
+@lowers(*REDUCE)
+def _reduce(e, op):
+    x = op.inputs[0].type
+    xs = _strides(x.shape)
+    axes = {a % x.rank for a in op.attrs["axes"]} or set(range(x.rank))
+    keep = [d for d in range(x.rank) if d not in axes]
+    red = sorted(axes)
+    e.emit(f"k_reduce({REDUCE[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+           f"{len(keep)}, {_carr([x.shape[d] for d in keep] or [1])}, "
+           f"{_carr([xs[d] for d in keep] or [0])}, {len(red)}, "
+           f"{_carr([x.shape[d] for d in red] or [1])}, {_carr([xs[d] for d in red] or [0])});")
+
+
+def _axis_split(t, axis):
+    """(outer, n, inner) around `axis` of t."""
+    axis %= t.rank
+    return math.prod(t.shape[:axis]), t.shape[axis], math.prod(t.shape[axis + 1:])
+
+
+@lowers("softmax", "log_softmax")
 def _softmax(e, op):
-    t = op.output.type
-    axis = op.attrs["axis"] % t.rank
-    if axis != t.rank - 1:
-        raise TargetError(f"x86: softmax over axis {axis} of {t} (only the last axis is lowered)")
-    n = t.shape[-1]
-    e.emit(f"k_softmax({e.ptr[op.output]}, {e.val(op.inputs[0])}, {t.numel // n}, {n});")
+    outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
+    e.emit(f"k_softmax({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.kind == 'log_softmax')});")
+
+
+def _f32_operand(op):
+    if op.inputs[0].type.dtype.name != "f32":
+        raise TargetError(f"x86: {op.kind} on {op.inputs[0].type.dtype} (f32 only)")
+
+
+@lowers("argmax", "argmin")
+def _arg_reduce(e, op):
+    _f32_operand(op)
+    outer, n, inner = _axis_split(op.inputs[0].type, op.attrs["axis"])
+    e.emit(f"k_arg_reduce({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.kind == 'argmax')}, {int(op.attrs['select_last_index'])});")
+
+
+@lowers("cumsum")
+def _cumsum(e, op):
+    outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
+    e.emit(f"k_cumsum({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.attrs['exclusive'])}, {int(op.attrs['reverse'])});")
+
+
+@lowers("isnan", "isinf")
+def _float_test(e, op):
+    _f32_operand(op)
+    flags = ("-1, -1" if op.kind == "isnan" else
+             f"{int(op.attrs['detect_positive'])}, {int(op.attrs['detect_negative'])}")
+    e.emit(f"k_float_test({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel}, "
+           f"{flags});")
+
+
+@lowers("pad")
+def _pad(e, op):
+    x, t = op.inputs[0].type, op.output.type
+    r, pads = x.rank, op.attrs["pads"]
+    begins, ends = pads[:r], pads[r:]
+    crop = [max(-b, 0) for b in begins]
+    kept = [n - c - max(-en, 0) for n, c, en in zip(x.shape, crop, ends)]
+    value = np.asarray(op.attrs["value"]).astype(t.dtype.storage).reshape(1)
+    e.emit(f"k_pad({e.ptr[op.output]}, {e.val(op.inputs[0])}, {r}, {_carr(t.shape or [1])}, "
+           f"{_carr(_strides(x.shape) or [1])}, {_carr([max(b, 0) for b in begins] or [0])}, "
+           f"{_carr(crop or [0])}, {_carr(kept or [1])}, {PAD_MODES[op.attrs['mode']]}, "
+           f"{cpointer(t, 'W + ' + str(e.blob.add(value)), const=True)}, {itemsize(t)});")
 
 
 @lowers("layer_norm", "rms_norm")
@@ -359,6 +566,17 @@ def _batch_norm(e, op):
     e.emit(f"k_channel_affine({e.ptr[op.output]}, {e.val(x)}, (const float *)(W + {koff}), "
            f"(const float *)(W + {doff}), {t.shape[0]}, {t.shape[1]}, "
            f"{math.prod(t.shape[2:])});")
+
+
+@lowers("avg_pool2d")
+def _avg_pool(e, op):
+    x, y = op.inputs[0].type, op.output.type
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or (kh, kw)
+    pt, pl, pb, pr = op.attrs.get("padding", (0, 0, 0, 0))
+    e.emit(f"k_avg_pool2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {x.shape[0] * x.shape[1]}, "
+           f"{x.shape[2]}, {x.shape[3]}, {kh}, {kw}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, "
+           f"{pt}, {pl}, {pb}, {pr}, {int(op.attrs['count_include_pad'])});")
 
 
 @lowers("global_avg_pool")
@@ -418,35 +636,44 @@ def _attention(e, op):
     q, k, v = op.inputs[:3]
     if op.attrs.get("softcap"):
         raise TargetError("x86: attention with a softcap is not lowered yet")
-    if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2]:
+    if any(t.type.dtype.name != "f32" for t in (q, k, v, op.output)):
+        raise TargetError("x86: attention on non-f32 queries, keys or values")
+    if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2] or \
+            v.type.shape[:3] != k.type.shape[:3]:
         raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
                           f"with equal heads)")
     B, H, L, D = q.type.shape
     S = k.type.shape[2]
-    mask, mb, mh = "0", 0, 0
+    mask, strides = "0", [0, 0, 0]
     if len(op.inputs) > 3:
         mv = op.inputs[3]
         mt = mv.type
         full = [1] * (4 - mt.rank) + list(mt.shape)
+        if full[3] != S or any(d not in (1, n) for d, n in zip(full[:3], (B, H, L))):
+            raise TargetError(f"x86: attention mask {mt} does not broadcast to [{B}, {H}, {L}, "
+                              f"{S}] with its key axis whole")
         if mv.producer is not None and mv.producer.kind == "const":
-            # a constant mask becomes an additive f32 [B|1, H|1, L, S] one at pack time
-            data = np.asarray(load_const(mv.producer, e.g)).reshape(full)
+            # a constant bool mask becomes an additive f32 one at pack time
+            data = np.asarray(load_const(mv.producer, e.g))
             if data.dtype == np.bool_:
                 data = np.where(data, np.float32(0), np.float32(-np.inf))
-            full = full[:2] + [L, S]
-            data = np.broadcast_to(data.astype(np.float32), full)
-            mask = f"((const float *)(W + {e.blob.add(np.ascontiguousarray(data))}))"
-        elif mt.dtype.name == "f32" and full[2:] == [L, S]:
+            off = e.blob.add(np.ascontiguousarray(data.astype(np.float32)))
+            mask = f"((const float *)(W + {off}))"
+        elif mt.dtype.name == "bool":  # computed: made additive per call, in scratch
+            mask = f"((float *)(A + {e.scratch(4 * mt.numel)}))"
+            e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
+        elif mt.dtype.name == "f32":
             mask = e.val(mv)
         else:
-            raise TargetError(f"x86: attention mask {mt} (a computed mask must be an f32 "
-                              f"additive [.., {L}, {S}] one)")
-        mb = 0 if full[0] == 1 else full[1] * L * S
-        mh = 0 if full[1] == 1 else L * S
+            raise TargetError(f"x86: attention mask of {mt.dtype} (bool or f32 only)")
+        fs = _strides(full)
+        strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
     scale = op.attrs.get("scale") or 1 / math.sqrt(D)
     e.count("attention f32")
-    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {e.val(k)}, {e.val(v)}, {mask}, {mb}, "
-           f"{mh}, {B}, {H}, {L}, {S}, {D}, {_cfloat(scale)}, {int(bool(op.attrs.get('causal')))}, "
+    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {e.val(k)}, {e.val(v)}, {mask}, "
+           f"{', '.join(map(str, strides))}, {B}, {H}, {L}, {S}, {D}, {v.type.shape[-1]}, "
+           f"{_cfloat(scale)}, "
+           f"{int(bool(op.attrs.get('causal')))}, "
            f"{op.attrs.get('causal_offset', 0)});")
 
 

@@ -17,10 +17,31 @@
 
 #define HETC_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
 
+/* ---- run-time failures ------------------------------------------------- *
+ * A kernel that meets bad data (an index out of range, an emulated fault)
+ * records the first failure; hetc_run returns nonzero and hetc_error() gives
+ * the text. */
+#include <stdarg.h>
+#include <stdio.h>
+static char hetc_error_text[256];
+static volatile int hetc_failed;
+
+static void hetc_fail(const char *fmt, ...) {
+    if (!__sync_bool_compare_and_swap(&hetc_failed, 0, 1)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(hetc_error_text, sizeof hetc_error_text, fmt, ap);
+    va_end(ap);
+}
+
+/* Nonzero when a kernel failed since the last call; clears the flag. */
+static int hetc_take_failure(void) { return __sync_lock_test_and_set(&hetc_failed, 0); }
+
 /* ---- elementwise ------------------------------------------------------- */
 
 enum { U_RELU, U_GELU, U_GELU_TANH, U_SILU, U_SIGMOID, U_TANH, U_EXP, U_NEG, U_SQRT, U_RSQRT,
-       U_ABS, U_LOG, U_ERF };
+       U_ABS, U_LOG, U_ERF, U_FLOOR, U_CEIL, U_ROUND, U_RECIPROCAL, U_SIGN, U_SIN, U_COS, U_TAN,
+       U_ASIN, U_ACOS, U_ATAN, U_SINH, U_COSH, U_ASINH, U_ACOSH, U_ATANH };
 
 static inline float hetc_unary1(int op, float x) {
     switch (op) {
@@ -37,6 +58,22 @@ static inline float hetc_unary1(int op, float x) {
     case U_ABS: return fabsf(x);
     case U_LOG: return logf(x);
     case U_ERF: return erff(x);
+    case U_FLOOR: return floorf(x);
+    case U_CEIL: return ceilf(x);
+    case U_ROUND: return nearbyintf(x); /* half to even */
+    case U_RECIPROCAL: return 1.f / x;
+    case U_SIGN: return x > 0.f ? 1.f : x < 0.f ? -1.f : x; /* keeps 0, -0 and nan */
+    case U_SIN: return sinf(x);
+    case U_COS: return cosf(x);
+    case U_TAN: return tanf(x);
+    case U_ASIN: return asinf(x);
+    case U_ACOS: return acosf(x);
+    case U_ATAN: return atanf(x);
+    case U_SINH: return sinhf(x);
+    case U_COSH: return coshf(x);
+    case U_ASINH: return asinhf(x);
+    case U_ACOSH: return acoshf(x);
+    case U_ATANH: return atanhf(x);
     }
     return x;
 }
@@ -90,41 +127,300 @@ static void k_binary(int op, float *restrict y, const float *a, const float *b, 
 
 /* ---- layout ------------------------------------------------------------ */
 
-/* y = x permuted: y's index (i0..) reads x at sum(i_d * xs[d]) (strides of x along y's axes). */
-static void k_permute(float *restrict y, const float *restrict x, int ndim, const long *shape,
-                      const long *xs) {
-    long inner = shape[ndim - 1], sx = xs[ndim - 1], outer = 1;
-    for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
-    for (long o = 0; o < outer; o++) {
-        long rem = o, ix = 0;
-        for (int d = ndim - 2; d >= 0; d--) {
-            ix += (rem % shape[d]) * xs[d];
-            rem /= shape[d];
-        }
-        for (long i = 0; i < inner; i++) y[o * inner + i] = x[ix + i * sx];
+/* y = x permuted, sliced or broadcast: y's index (i0..) reads x at
+ * sum(i_d * xs[d]) (x's strides along y's axes, in elements: negative for
+ * reversed slices, 0 for broadcast axes). Any element size of 1, 2, 4 or 8. */
+#define HETC_STRIDED(T)                                                                    \
+    static void hetc_strided_##T(T *restrict y, const T *restrict x, int ndim,             \
+                                 const long *shape, const long *xs) {                      \
+        long inner = ndim ? shape[ndim - 1] : 1, sx = ndim ? xs[ndim - 1] : 0, outer = 1;  \
+        for (int d = 0; d < ndim - 1; d++) outer *= shape[d];                              \
+        for (long o = 0; o < outer; o++) {                                                 \
+            long rem = o, ix = 0;                                                          \
+            for (int d = ndim - 2; d >= 0; d--) {                                          \
+                ix += (rem % shape[d]) * xs[d];                                            \
+                rem /= shape[d];                                                           \
+            }                                                                              \
+            for (long i = 0; i < inner; i++) y[o * inner + i] = x[ix + i * sx];            \
+        }                                                                                  \
+    }
+HETC_STRIDED(uint8_t)
+HETC_STRIDED(uint16_t)
+HETC_STRIDED(uint32_t)
+HETC_STRIDED(uint64_t)
+
+static void k_strided(void *y, const void *x, int ndim, const long *shape, const long *xs,
+                      int esize) {
+    switch (esize) {
+    case 1: hetc_strided_uint8_t(y, x, ndim, shape, xs); break;
+    case 2: hetc_strided_uint16_t(y, x, ndim, shape, xs); break;
+    case 4: hetc_strided_uint32_t(y, x, ndim, shape, xs); break;
+    default: hetc_strided_uint64_t(y, x, ndim, shape, xs); break;
     }
 }
 
-/* Copies a [outer, rows, inner] block into y at column offset (concat/split along an axis). */
-static void k_copy_block(float *y, long y_rows, long y_off, const float *x, long x_rows,
+/* Copies a [outer, rows, inner] block into y at row offset (concat/split along
+ * an axis); inner counts bytes. */
+static void k_copy_block(void *y, long y_rows, long y_off, const void *x, long x_rows,
                          long x_off, long rows, long outer, long inner) {
     for (long o = 0; o < outer; o++)
-        memcpy(y + (o * y_rows + y_off) * inner, x + (o * x_rows + x_off) * inner,
-               sizeof(float) * rows * inner);
+        memcpy((char *)y + (o * y_rows + y_off) * inner, (const char *)x + (o * x_rows + x_off) * inner,
+               rows * inner);
+}
+
+/* Index i of an axis of `size` (negative counts from the end), or -1 with a
+ * failure recorded when it is out of range. */
+static inline long hetc_index(long i, long size, const char *op) {
+    if (i < -size || i >= size) {
+        hetc_fail("%s: index %ld out of range [%ld, %ld)", op, i, -size, size);
+        return -1;
+    }
+    return i < 0 ? i + size : i;
+}
+
+/* y[o, i, :] = x[o, idx[i], :] (gather along an axis; inner in bytes; idx is
+ * i64 when wide, else i32). embedding is the case outer = 1. */
+static void k_gather(void *y, const void *x, const void *idx, int wide, long n_idx, long outer,
+                     long size, long inner, const char *op) {
+    for (long i = 0; i < n_idx; i++) {
+        long j = hetc_index(wide ? (long)((const int64_t *)idx)[i] : (long)((const int32_t *)idx)[i],
+                            size, op);
+        if (j < 0) return;
+        for (long o = 0; o < outer; o++)
+            memcpy((char *)y + (o * n_idx + i) * inner, (const char *)x + (o * size + j) * inner,
+                   inner);
+    }
+}
+
+enum { T_F32, T_I64, T_I32, T_BOOL };
+
+static inline double hetc_load_as_double(const void *x, int t, long i) {
+    switch (t) {
+    case T_F32: return ((const float *)x)[i];
+    case T_I64: return (double)((const int64_t *)x)[i];
+    case T_I32: return ((const int32_t *)x)[i];
+    default: return ((const uint8_t *)x)[i] != 0;
+    }
+}
+
+/* Conversions as numpy's astype: floats to integers truncate, anything to
+ * bool is != 0; integers convert exactly (i64 -> i32 wraps). */
+static void k_cast(void *y, int yt, const void *x, int xt, long n) {
+    for (long i = 0; i < n; i++) {
+        if (xt == T_I64 && yt == T_I32) { ((int32_t *)y)[i] = (int32_t)((const int64_t *)x)[i]; continue; }
+        if (xt == T_I64 && yt == T_F32) { ((float *)y)[i] = (float)((const int64_t *)x)[i]; continue; }
+        double v = hetc_load_as_double(x, xt, i);
+        switch (yt) {
+        case T_F32: ((float *)y)[i] = (float)v; break;
+        case T_I64: ((int64_t *)y)[i] = xt == T_I64 ? ((const int64_t *)x)[i] : (int64_t)v; break;
+        case T_I32: ((int32_t *)y)[i] = (int32_t)v; break;
+        default: ((uint8_t *)y)[i] = v != 0; break;
+        }
+    }
+}
+
+/* The flat index of element i of `shape` in an operand with strides st. */
+static inline long hetc_bcast(long i, int ndim, const long *shape, const long *st) {
+    long off = 0;
+    for (int d = ndim - 1; d >= 0; d--) {
+        off += (i % shape[d]) * st[d];
+        i /= shape[d];
+    }
+    return off;
+}
+
+enum { C_EQ, C_LT, C_GT, C_LE, C_GE };
+
+/* Comparisons of any two numeric operands (compared as doubles: exact for
+ * f32, i32 and i64 up to 2^53), broadcasting, into bool. */
+static void k_compare(int op, uint8_t *y, const void *a, int at, const void *b, int bt, int ndim,
+                      const long *shape, const long *sa, const long *sb) {
+    long n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (long i = 0; i < n; i++) {
+        double p = hetc_load_as_double(a, at, hetc_bcast(i, ndim, shape, sa)),
+               q = hetc_load_as_double(b, bt, hetc_bcast(i, ndim, shape, sb));
+        y[i] = (uint8_t)(op == C_EQ ? p == q : op == C_LT ? p < q : op == C_GT ? p > q
+                         : op == C_LE ? p <= q : p >= q);
+    }
+}
+
+/* y = c ? a : b, broadcasting all three, elements of esize bytes. */
+static void k_where(void *y, const uint8_t *c, const void *a, const void *b, int ndim,
+                    const long *shape, const long *sc, const long *sa, const long *sb, int esize) {
+    long n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (long i = 0; i < n; i++) {
+        const char *src = c[hetc_bcast(i, ndim, shape, sc)]
+                              ? (const char *)a + hetc_bcast(i, ndim, shape, sa) * esize
+                              : (const char *)b + hetc_bcast(i, ndim, shape, sb) * esize;
+        memcpy((char *)y + i * esize, src, esize);
+    }
+}
+
+enum { L_AND, L_OR, L_XOR };
+
+/* Logical ops on bool (one byte, 0 or 1), broadcasting as k_binary does. */
+static void k_logical(int op, uint8_t *y, const uint8_t *a, const uint8_t *b, int ndim,
+                      const long *shape, const long *sa, const long *sb) {
+    long n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (long i = 0; i < n; i++) {
+        int p = a[hetc_bcast(i, ndim, shape, sa)] != 0, q = b[hetc_bcast(i, ndim, shape, sb)] != 0;
+        y[i] = (uint8_t)(op == L_AND ? p && q : op == L_OR ? p || q : p != q);
+    }
+}
+
+static void k_logical_not(uint8_t *y, const uint8_t *x, long n) {
+    for (long i = 0; i < n; i++) y[i] = !x[i];
+}
+
+/* isnan (pos = neg = -1) or isinf with the signs asked for, into bool. */
+static void k_float_test(uint8_t *y, const float *x, long n, int pos, int neg) {
+    for (long i = 0; i < n; i++)
+        y[i] = (uint8_t)(pos < 0 ? isnan(x[i]) : (isinf(x[i]) && (x[i] > 0 ? pos : neg)));
+}
+
+/* Index (i64) of the first (or, with last, the last) maximum (or minimum) along
+ * the middle axis of [outer, n, inner]; nan counts as the extreme. */
+static void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long inner, int max,
+                         int last) {
+    for (long o = 0; o < outer; o++)
+        for (long j = 0; j < inner; j++) {
+            const float *px = x + o * n * inner + j;
+            long best = -1, nan_at = -1;
+            for (long i = 0; i < n; i++) {
+                float v = px[i * inner];
+                if (isnan(v)) {
+                    if (nan_at < 0 || last) nan_at = i;
+                } else if (best < 0 || (max ? v > px[best * inner] : v < px[best * inner]) ||
+                           (last && v == px[best * inner])) {
+                    best = i;
+                }
+            }
+            if (nan_at >= 0) best = nan_at;
+            y[o * inner + j] = best;
+        }
+}
+
+/* cumsum along the middle axis of [outer, n, inner] (f32 sums, in order). */
+static void k_cumsum(float *y, const float *x, long outer, long n, long inner, int exclusive,
+                     int reverse) {
+    for (long o = 0; o < outer; o++)
+        for (long j = 0; j < inner; j++) {
+            float acc = 0.f;
+            for (long t = 0; t < n; t++) {
+                long i = reverse ? n - 1 - t : t, at = (o * n + i) * inner + j;
+                float v = x[at];
+                if (exclusive) { y[at] = acc; acc += v; }
+                else { acc += v; y[at] = acc; }
+            }
+        }
+}
+
+/* y[i] = x at i's coordinates with the axis one replaced by idx[i] (gather_elements;
+ * idx has y's shape, x's strides are xs, any element size). */
+static void k_gather_elements(void *y, const void *x, const void *idx, int wide, int ndim,
+                              const long *shape, const long *xs, int axis, long size, int esize) {
+    long n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (long i = 0; i < n; i++) {
+        long rem = i, off = 0;
+        for (int d = ndim - 1; d >= 0; d--) {
+            long c = rem % shape[d];
+            rem /= shape[d];
+            if (d != axis) off += c * xs[d];
+        }
+        long j = hetc_index(wide ? (long)((const int64_t *)idx)[i] : (long)((const int32_t *)idx)[i],
+                            size, "gather_elements");
+        if (j < 0) return;
+        memcpy((char *)y + i * esize, (const char *)x + (off + j * xs[axis]) * esize, esize);
+    }
+}
+
+enum { P_CONSTANT, P_REFLECT, P_EDGE, P_WRAP };
+
+/* pad: output coordinate i of an axis reads cropped coordinate i - grow[d]
+ * (the axis cropped by crop[d] in front to n[d] cells), mapped back inside by
+ * the mode, or is `value` (esize bytes) in constant mode. */
+static void k_pad(void *y, const void *x, int ndim, const long *yshape, const long *xs,
+                  const long *grow, const long *crop, const long *n, int mode, const void *value,
+                  int esize) {
+    long total = 1;
+    for (int d = 0; d < ndim; d++) total *= yshape[d];
+    for (long i = 0; i < total; i++) {
+        long rem = i, off = 0;
+        int outside = 0;
+        for (int d = ndim - 1; d >= 0; d--) {
+            long j = rem % yshape[d] - grow[d];
+            rem /= yshape[d];
+            if (j < 0 || j >= n[d]) {
+                if (mode == P_CONSTANT) { outside = 1; break; }
+                if (mode == P_EDGE) j = j < 0 ? 0 : n[d] - 1;
+                else if (mode == P_WRAP) j = ((j % n[d]) + n[d]) % n[d];
+                else if (n[d] == 1) j = 0;
+                else while (j < 0 || j >= n[d]) j = j < 0 ? -j : 2 * (n[d] - 1) - j;
+            }
+            off += (j + crop[d]) * xs[d];
+        }
+        memcpy((char *)y + i * esize, outside ? value : (const char *)x + off * esize, esize);
+    }
+}
+
+/* A bool mask as an additive one: 0 where true, -inf where false. */
+static void k_mask_additive(float *y, const uint8_t *m, long n) {
+    for (long i = 0; i < n; i++) y[i] = m[i] ? 0.f : -INFINITY;
+}
+
+enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD };
+
+/* y[o] = reduce over r of x[base(o) + off(r)]: kept axes (shape ks, x strides
+ * kx) index the output, reduced axes (shape rs, strides rx) are folded.
+ * Accumulates in double; an empty reduction gives the identity (mean: nan). */
+static void k_reduce(int op, float *y, const float *x, int nk, const long *ks, const long *kx,
+                     int nr, const long *rs, const long *rx) {
+    long no = 1, nred = 1;
+    for (int d = 0; d < nk; d++) no *= ks[d];
+    for (int d = 0; d < nr; d++) nred *= rs[d];
+    #pragma omp parallel for schedule(static) if (no * nred > 65536)
+    for (long o = 0; o < no; o++) {
+        long rem = o, base = 0;
+        for (int d = nk - 1; d >= 0; d--) { base += (rem % ks[d]) * kx[d]; rem /= ks[d]; }
+        double acc = op == R_PROD ? 1.0 : op == R_MAX ? -INFINITY : op == R_MIN ? INFINITY : 0.0;
+        for (long r = 0; r < nred; r++) {
+            long rr = r, off = 0;
+            for (int d = nr - 1; d >= 0; d--) { off += (rr % rs[d]) * rx[d]; rr /= rs[d]; }
+            double v = x[base + off];
+            if (op == R_SUM || op == R_MEAN) acc += v;
+            else if (op == R_PROD) acc *= v;
+            else if (op == R_MAX) acc = v > acc || isnan(v) ? v : acc;
+            else acc = v < acc || isnan(v) ? v : acc;
+        }
+        y[o] = (float)(op == R_MEAN ? (nred ? acc / nred : NAN) : acc);
+    }
 }
 
 /* ---- normalization ----------------------------------------------------- */
 
+/* softmax (or log_softmax) over the middle axis of [outer, n, inner]; a row
+ * whose max is not finite subtracts nothing (as the interpreter does). */
 HETC_CLONES
-static void k_softmax(float *y, const float *x, long rows, long n) {
-    for (long r = 0; r < rows; r++) {
-        const float *px = x + r * n;
-        float *py = y + r * n, m = -INFINITY, s = 0.f;
-        for (long i = 0; i < n; i++) m = px[i] > m ? px[i] : m;
-        if (!isfinite(m)) m = 0.f;
-        for (long i = 0; i < n; i++) { py[i] = expf(px[i] - m); s += py[i]; }
-        for (long i = 0; i < n; i++) py[i] /= s;
-    }
+static void k_softmax(float *y, const float *x, long outer, long n, long inner, int log) {
+    for (long o = 0; o < outer; o++)
+        for (long j = 0; j < inner; j++) {
+            const float *px = x + o * n * inner + j;
+            float *py = y + o * n * inner + j, m = -INFINITY, s = 0.f;
+            for (long i = 0; i < n; i++) m = px[i * inner] > m ? px[i * inner] : m;
+            if (log ? m == -INFINITY : !isfinite(m)) m = 0.f;
+            if (log) {
+                for (long i = 0; i < n; i++) s += expf(px[i * inner] - m);
+                float ls = logf(s);
+                for (long i = 0; i < n; i++) py[i * inner] = px[i * inner] - m - ls;
+                continue;
+            }
+            for (long i = 0; i < n; i++) { py[i * inner] = expf(px[i * inner] - m); s += py[i * inner]; }
+            for (long i = 0; i < n; i++) py[i * inner] /= s;
+        }
 }
 
 /* layer_norm (rms = 0) or rms_norm (rms = 1) over the last n values of each row. */
@@ -233,18 +529,20 @@ static void k_matmul(float *restrict y, const float *a, const float *b, long B, 
 }
 
 /* Attention on [B,H,L,D] q and [B,H,S,D] k, v: softmax(q k^T * scale [+ mask]) v;
- * causal masks keys beyond position l + offset; mask: additive, [L,S] broadcast
- * per (b,h) through strides mb, mh (0 when broadcast). */
+ * causal masks keys beyond position l + offset; mask: additive f32 with key
+ * axis whole, broadcast over b, h, l through strides mb, mh, ml (0 when
+ * broadcast). */
 HETC_CLONES
 static void k_attention(float *y, const float *q, const float *k, const float *v, const float *mask,
-                        long mb, long mh, long B, long H, long L, long S, long D, float scale,
+                        long mb, long mh, long ml, long B, long H, long L, long S, long D, long Dv,
+                        float scale,
                         int causal, long offset) {
     #pragma omp parallel for collapse(2) schedule(static) if (B * H * L * S * D > 65536)
     for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++) {
             float *p = malloc(sizeof(float) * S);
             const float *qb = q + (b * H + h) * L * D, *kb = k + (b * H + h) * S * D,
-                        *vb = v + (b * H + h) * S * D;
+                        *vb = v + (b * H + h) * S * Dv;
             const float *mk = mask ? mask + b * mb + h * mh : 0;
             for (long l = 0; l < L; l++) {
                 float m = -INFINITY;
@@ -254,17 +552,17 @@ static void k_attention(float *y, const float *q, const float *k, const float *v
                     for (long d = 0; d < D; d++) acc += qb[l * D + d] * kb[s * D + d];
                     acc *= scale;
                     if (causal && s > l + offset) acc = -INFINITY;
-                    if (mk) acc += mk[l * S + s];
+                    if (mk) acc += mk[l * ml + s];
                     p[s] = acc;
                     m = acc > m ? acc : m;
                 }
-                float *out = y + ((b * H + h) * L + l) * D, sum = 0.f;
-                for (long d = 0; d < D; d++) out[d] = 0.f;
+                float *out = y + ((b * H + h) * L + l) * Dv, sum = 0.f;
+                for (long d = 0; d < Dv; d++) out[d] = 0.f;
                 if (m == -INFINITY) continue; /* every key masked: zeros */
                 for (long s = 0; s < S; s++) { p[s] = expf(p[s] - m); sum += p[s]; }
                 for (long s = 0; s < S; s++) {
                     float w = p[s] / sum;
-                    for (long d = 0; d < D; d++) out[d] += w * vb[s * D + d];
+                    for (long d = 0; d < Dv; d++) out[d] += w * vb[s * Dv + d];
                 }
             }
             free(p);
@@ -318,6 +616,29 @@ static void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long
                         }
                     }
                 y[(c * OH + oh) * OW + ow] = m;
+            }
+}
+
+/* avg_pool2d: the divisor counts input cells, plus the explicit padding
+ * (pt, pl, pb, pr) when include_pad, never the ceil-mode overhang. */
+static void k_avg_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
+                         long OH, long OW, long sh, long sw, long pt, long pl, long pb, long pr,
+                         int include_pad) {
+    for (long c = 0; c < NC; c++)
+        for (long oh = 0; oh < OH; oh++)
+            for (long ow = 0; ow < OW; ow++) {
+                float sum = 0.f;
+                long count = 0;
+                for (long ki = 0; ki < KH; ki++)
+                    for (long kj = 0; kj < KW; kj++) {
+                        long ih = oh * sh - pt + ki, iw = ow * sw - pl + kj;
+                        int inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+                        if (inside) sum += x[(c * H + ih) * W + iw];
+                        if (inside || (include_pad && ih >= -pt && ih < H + pb && iw >= -pl &&
+                                       iw < W + pr))
+                            count++;
+                    }
+                y[(c * OH + oh) * OW + ow] = sum / (float)count;
             }
 }
 
