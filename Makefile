@@ -31,6 +31,7 @@ test: venv
 bench: venv
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/linear_kernels.py
+	$(PY) benchmarks/decode.py
 
 # Accuracy of compressed models on real weights and text (docs/compression.md).
 accuracy: venv

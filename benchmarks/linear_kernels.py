@@ -1,5 +1,5 @@
-"""Linear layers on this CPU: hetc x86 against PyTorch and ONNX Runtime, side
-by side in one process, and the measured memory-read ceiling.
+"""Linear layers on this CPU: hetc x86 against PyTorch, ONNX Runtime, OpenVINO
+and TVM, side by side in one process, and the measured memory-read ceiling.
 
     .venv/bin/python benchmarks/linear_kernels.py [--shapes 4096x11008] [--batch 1 16]
         [--repeat 30] [--markdown FILE]
@@ -21,6 +21,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
+os.environ.setdefault("TVM_NUM_THREADS", "2")
 # Runners alternate call by call: a thread pool left spinning after its call
 # would steal the 2 cores from the next runner, so no runner spins (OpenMP
 # pools of PyTorch and hetc sleep when idle; ONNX Runtime's spinning is off).
@@ -38,7 +39,8 @@ CONFIGS = [  # name, hetc.compile options, stored bytes per weight (for the copy
     ("f32", {}, 4.0),
     ("int8", {"precision": "int8", "activations": "int8"}, 1.0),
     ("int4 g128", {"precision": "int4", "activations": "int8"}, 0.53),
-    ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4", "activations": "int8"}, 0.53),
+    ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4", "activations": "int8"}, 0.41),
+    ("1:4 + int4 g128", {"sparsity": "1:4", "precision": "int4", "activations": "int8"}, 0.22),
 ]
 
 READ_C = r"""
@@ -139,17 +141,14 @@ def ort_runner(weights, x, int4):
     sessions = []
     for w in weights:
         if int4:  # MatMulNBits, block 128, symmetric (zero point 8), int8 activations
-            blocks = k // 128
-            g = w.reshape(n, blocks, 128)
-            scale = np.abs(g).max(-1) / 7.0
-            scale[scale == 0] = 1
-            q = (np.clip(np.rint(g / scale[..., None]), -8, 7) + 8).astype(np.uint8)
+            codes, scale = int4_groups(w)
+            q = (codes + 8).astype(np.uint8)
             packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
             node = helper.make_node("MatMulNBits", ["x", "B", "scales"], ["y"],
                                     domain="com.microsoft", K=k, N=n, bits=4, block_size=128,
                                     accuracy_level=4)
             inits = [onnx.numpy_helper.from_array(packed, "B"),
-                     onnx.numpy_helper.from_array(scale.astype(np.float32).reshape(-1), "scales")]
+                     onnx.numpy_helper.from_array(scale.reshape(-1), "scales")]
         else:
             node = helper.make_node("MatMul", ["x", "WT"], ["y"])
             inits = [onnx.numpy_helper.from_array(np.ascontiguousarray(w.T), "WT")]
@@ -169,6 +168,73 @@ def ort_runner(weights, x, int4):
         s = sessions[state["i"] % len(sessions)]
         state["i"] += 1
         return s.run(None, {"x": xn})
+    return run
+
+
+def int4_groups(w, group=128):
+    """Symmetric int4 codes [N, K/group, group] and f32 scales [N, K/group, 1]."""
+    n, k = w.shape
+    g = w.reshape(n, k // group, group)
+    scale = np.abs(g).max(-1, keepdims=True) / 7.0
+    scale[scale == 0] = 1
+    return np.clip(np.rint(g / scale), -8, 7).astype(np.int8), scale.astype(np.float32)
+
+
+def openvino_runner(weights, x, int4):
+    """OpenVINO CPU plugin: f32 with INFERENCE_PRECISION_HINT=f32, or int4
+    group-128 weights (Convert, Multiply decompression) with its defaults."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    n, k = weights[0].shape
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
+    if not int4:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    requests = []
+    for w in weights:
+        xin = ops.parameter([x.shape[0], k], ov.Type.f32, name="x")
+        if int4:
+            q, scale = int4_groups(w)
+            codes = ov.Tensor(ov.Type.i4, ov.Shape(list(q.shape)))
+            u = (q.astype(np.int16) & 0xF).astype(np.uint8).reshape(-1)
+            np.copyto(codes.data.reshape(-1), (u[0::2] | (u[1::2] << 4)).view(np.int8))
+            wf = ops.multiply(ops.convert(ops.constant(codes), ov.Type.f32), ops.constant(scale))
+            wmat = ops.reshape(wf, ops.constant(np.array([n, k], np.int64)), False)
+        else:
+            wmat = ops.constant(w)
+        model = ov.Model([ops.matmul(xin, wmat, False, True)], [xin], "linear")
+        requests.append(core.compile_model(model, "CPU", config).create_infer_request())
+    xn = x.numpy()
+    state = {"i": 0}
+
+    def run():
+        r = requests[state["i"] % len(requests)]
+        state["i"] += 1
+        return r.infer({0: xn})
+    return run
+
+
+def tvm_runner(weights, x):
+    """TVM 0.27, llvm for this CPU (AVX-512), from the exported PyTorch layer,
+    without tuning: MetaSchedule takes hours, so this is TVM's default code."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": THREADS})
+    vms = []
+    for w in weights:
+        program = torch.export.export(Linear(w).eval(), (x,))
+        mod = from_exported_program(program, keep_params_as_input=False)
+        vms.append(relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu()))
+    xt = tvm.runtime.tensor(x.numpy())
+    state = {"i": 0}
+
+    def run():
+        vm = vms[state["i"] % len(vms)]
+        state["i"] += 1
+        return vm["main"](xt)
     return run
 
 
@@ -215,7 +281,11 @@ def main():
                                                     torch.bfloat16),
                        "ONNX Runtime f32": ort_runner(few, x, False),
                        "ONNX Runtime int4 (MatMulNBits)": ort_runner(weights[:copies(0.53 * n * k)],
-                                                                      x, True)}
+                                                                      x, True),
+                       "OpenVINO f32": openvino_runner(few, x, False),
+                       "OpenVINO int4 g128": openvino_runner(weights[:copies(0.53 * n * k)], x,
+                                                             True),
+                       "TVM f32 (untuned)": tvm_runner(few, x)}
             wbytes = {}
             for name, cfg, per_weight in CONFIGS:
                 print(f"  compiling hetc {name} for {k}x{n} batch {batch}", file=sys.stderr)

@@ -163,6 +163,9 @@ def _probe_fpga():
 
 _ALL_FLOATS = ("f32", "f16", "bf16", "f8e4m3", "f8e5m2")
 _CANON = "canonicalize,fold,cse,dce"
+# CPU kernels want linear layers (GPT-2's Conv1D matmuls, transposed) and
+# rms_norm (Llama's written-out one) before compression sees the layers
+_CPU = "canonicalize,fold,cse,raise-patterns,dce"
 
 register_target(Target(
     "ref", "reference: the numpy interpreter, the ground truth", "nothing",
@@ -176,14 +179,14 @@ register_target(Target(
     "x86", "x86-64 CPU, AVX-512 (AVX2 fallback), one native entry point", "C with intrinsics",
     COMMON_NM, ("f32", "bf16", "i8", "i4", "u4"), ("f32", "bf16", "i8"),
     CostModel("2-core AVX-512 CPU, DDR5", 50.0, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}),
-    _CANON, "x86", _probe_x86))
+    _CPU, "x86", _probe_x86))
 
 register_target(Target(
     "amx", "Intel AMX (Sapphire Rapids+), tiles for bf16 and int8", "C with AMX intrinsics",
     COMMON_NM, ("bf16", "i8", "i4", "u4"), ("bf16", "i8"),
     CostModel("Xeon 8480+ socket, 8ch DDR5", 300.0,
               {"f32": 3000.0, "bf16": 200000.0, "i8": 400000.0}),
-    _CANON, "amx", _probe_amx))
+    _CPU, "amx", _probe_amx))
 
 register_target(Target(
     "cuda", "NVIDIA GPU, sm_80+, 2:4 sparse tensor cores", "CUDA C++",

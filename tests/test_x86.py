@@ -146,6 +146,18 @@ def test_nm_layouts_the_packed_kernel_cannot_take_stay_correct():
     assert x86.artifact.extra["kernels"] == {"linear int8 act x int4 g128": 1}
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_integer_kernel_tiles_cover_any_batch_and_row_count(precision):
+    """The VNNI kernel works on 2 rows x 4 tokens at a time: odd row counts
+    and every token remainder must come out right."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 33))
+    for batch in (1, 2, 3, 5, 9):
+        inputs = (torch.randn(batch, 256),)
+        x86, ref = both(model, inputs, precision=precision, activations="int8")
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch
+
+
 def test_int8_activations_are_quantized_per_token_and_group():
     x = np.array([[1.0, -0.5, 0.25, 0.0, 10.0, 5.0, -2.5, 1.0]], np.float32)
     q = quantize_activations(x, 4)

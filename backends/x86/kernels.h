@@ -699,42 +699,81 @@ static inline int32_t hetc_dot_group_scalar(const uint8_t *w, const int8_t *q, l
     return acc;
 }
 
+/* One register tile of the VNNI kernel: R output rows x T tokens (R <= 2,
+ * T <= 4, constants after inlining), so each decoded weight block serves T
+ * tokens and each activation load R rows. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void hetc_qa_tile(float *restrict y, const int8_t *restrict q,
+                                const float *restrict sx, const int32_t *restrict corr,
+                                const uint8_t *restrict codes, const float *restrict sw,
+                                const float *b, long n0, long m0, const int R, const int T,
+                                long N, long K, long G, int bits) {
+    long groups = K / G, row_bytes = bits == 4 ? K / 2 : K;
+    const __m512i low = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
+    __m512 facc[2][4];
+    float fix[2][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) { facc[r][t] = _mm512_setzero_ps(); fix[r][t] = 0.f; }
+    for (long g = 0; g < groups; g++) {
+        __m512i acc[2][4];
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_si512();
+        for (long k = g * G; k < (g + 1) * G; k += 64) {
+            __m512i w[2];
+            for (int r = 0; r < R; r++) {
+                const uint8_t *pw = codes + (n0 + r) * row_bytes;
+                if (bits == 4) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(pw + k / 2));
+                    w[r] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                                               _mm256_srli_epi16(v, 4), 1), low);
+                } else {
+                    w[r] = _mm512_loadu_si512(pw + k);
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                __m512i x = _mm512_loadu_si512(q + (m0 + t) * K + k);
+                if (bits == 4) { /* u4 + 8 codes x s8 tokens */
+                    for (int r = 0; r < R; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], w[r], x);
+                } else {        /* tokens + 128 as u8 x s8 codes */
+                    x = _mm512_xor_si512(x, flip);
+                    for (int r = 0; r < R; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], x, w[r]);
+                }
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) {
+                float sc = sw[(n0 + r) * groups + g] * sx[(m0 + t) * groups + g];
+                facc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][t]), _mm512_set1_ps(sc),
+                                             facc[r][t]);
+                fix[r][t] += sc * (float)(bits == 4 ? 8 * corr[(m0 + t) * groups + g]
+                                                    : 128 * corr[(n0 + r) * groups + g]);
+            }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            y[(m0 + t) * N + n0 + r] = _mm512_reduce_add_ps(facc[r][t]) - fix[r][t] +
+                                       (b ? b[n0 + r] : 0.f);
+}
+
+#define HETC_QA_TILE(R, T) \
+    hetc_qa_tile(y, q, sx, corr, codes, sw, b, n0, m0, R, T, N, K, G, bits)
+
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static void hetc_linear_qa_vnni(float *restrict y, const int8_t *restrict q,
                                 const float *restrict sx, const int32_t *restrict corr,
                                 const uint8_t *restrict codes, const float *restrict sw,
                                 const float *b, long M, long N, long K, long G, int bits) {
-    long groups = K / G, row_bytes = bits == 4 ? K / 2 : K;
-    const __m512i low = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
     #pragma omp parallel for schedule(static)
-    for (long n = 0; n < N; n++) {
-        const uint8_t *pw = codes + n * row_bytes;
-        for (long m = 0; m < M; m++) {
-            const int8_t *pq = q + m * K;
-            __m512 facc = _mm512_setzero_ps();
-            float fix = 0.f;
-            for (long g = 0; g < groups; g++) {
-                __m512i acc = _mm512_setzero_si512();
-                for (long k = g * G; k < (g + 1) * G; k += 64) {
-                    __m512i w, x = _mm512_loadu_si512(pq + k);
-                    if (bits == 4) {
-                        __m256i v = _mm256_loadu_si256((const __m256i *)(pw + k / 2));
-                        __m512i wide = _mm512_inserti64x4(_mm512_castsi256_si512(v),
-                                                          _mm256_srli_epi16(v, 4), 1);
-                        w = _mm512_and_si512(wide, low);
-                    } else { /* s8 codes as the signed factor; q + 128 as the unsigned one */
-                        w = _mm512_loadu_si512(pw + k);
-                        __m512i t = w;
-                        w = _mm512_xor_si512(x, flip);
-                        x = t;
-                    }
-                    acc = _mm512_dpbusd_epi32(acc, w, x);
-                }
-                float s = sw[n * groups + g] * sx[m * groups + g];
-                facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(s), facc);
-                fix += s * (float)(bits == 4 ? 8 * corr[m * groups + g] : 128 * corr[n * groups + g]);
-            }
-            y[m * N + n] = _mm512_reduce_add_ps(facc) - fix + (b ? b[n] : 0.f);
+    for (long pair = 0; pair < (N + 1) / 2; pair++) {
+        long n0 = 2 * pair, m0 = 0;
+        int two = n0 + 1 < N;
+        for (; m0 + 4 <= M; m0 += 4) {
+            if (two) HETC_QA_TILE(2, 4); else HETC_QA_TILE(1, 4);
+        }
+        switch (M - m0) {
+        case 3: if (two) HETC_QA_TILE(2, 3); else HETC_QA_TILE(1, 3); break;
+        case 2: if (two) HETC_QA_TILE(2, 2); else HETC_QA_TILE(1, 2); break;
+        case 1: if (two) HETC_QA_TILE(2, 1); else HETC_QA_TILE(1, 1); break;
         }
     }
 }
@@ -785,80 +824,111 @@ static inline int hetc_nm_get(const uint8_t *pc, long j, int bits, int mm, int *
     return bits == 4 ? ((j < 32 ? pc[j] : pc[j - 32] >> 4) & 15) - 8 : (int8_t)pc[j];
 }
 
+/* Per-call constants of the N:M kernel (see hetc_nm_setup). */
+typedef struct {
+    __m512i base, ctrl, qs, lg, pmask, low, fixk, flip;
+    long chunks, groups, KG, D, cb, code_bytes;
+    int pb, ngr;
+    __mmask16 gm;
+} hetc_nm_consts;
+
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
-static void hetc_linear_nm_vnni(float *restrict y, const int8_t *restrict q,
-                                const float *restrict sx, const uint8_t *restrict packed,
-                                const float *restrict sw, const float *b, long M, long N,
-                                long K, long G, int bits, int nn, int mm) {
-    long chunks = K / mm * nn / 64, groups = K / G, KG = G / mm * nn, D = 64 * mm / nn;
-    long cb = hetc_nm_chunk_bytes(bits, mm), code_bytes = bits == 4 ? 32 : 64;
-    int pb = mm <= 4 ? 2 : 4, ngr = KG >= 64 ? 1 : (int)(64 / KG);
+static void hetc_nm_setup(hetc_nm_consts *c, long K, long G, int bits, int nn, int mm) {
+    c->chunks = K / mm * nn / 64; c->groups = K / G; c->KG = G / mm * nn; c->D = 64 * mm / nn;
+    c->cb = hetc_nm_chunk_bytes(bits, mm); c->code_bytes = bits == 4 ? 32 : 64;
+    c->pb = mm <= 4 ? 2 : 4; c->ngr = c->KG >= 64 ? 1 : (int)(64 / c->KG);
     uint8_t base_b[64], ctrl_b[64];
     int64_t qsel[8];
     int32_t lane_g[16];
     for (int j = 0; j < 64; j++) base_b[j] = (uint8_t)(mm * (j / nn));
     for (int i = 0; i < 8; i++) {
-        qsel[i] = pb == 2 ? i / 4 : i / 2;
+        qsel[i] = c->pb == 2 ? i / 4 : i / 2;
         for (int j = 0; j < 8; j++)
-            ctrl_b[8 * i + j] = (uint8_t)((pb == 2 ? 16 * (i % 4) : 32 * (i % 2)) + pb * j);
+            ctrl_b[8 * i + j] = (uint8_t)((c->pb == 2 ? 16 * (i % 4) : 32 * (i % 2)) + c->pb * j);
     }
-    for (int l = 0; l < 16; l++) lane_g[l] = ngr == 1 ? 0 : l / (16 / ngr);
-    const __m512i base = _mm512_loadu_si512(base_b), ctrl = _mm512_loadu_si512(ctrl_b),
-                  qs = _mm512_loadu_si512(qsel), lg = _mm512_loadu_si512(lane_g),
-                  pmask = _mm512_set1_epi8(pb == 2 ? 3 : 15), low = _mm512_set1_epi8(15),
-                  fixk = _mm512_set1_epi8(bits == 4 ? 8 : (char)0x80),
-                  flip = _mm512_set1_epi8((char)0x80);
-    const __mmask16 gm = (__mmask16)((1u << ngr) - 1);
+    for (int l = 0; l < 16; l++) lane_g[l] = c->ngr == 1 ? 0 : l / (16 / c->ngr);
+    c->base = _mm512_loadu_si512(base_b); c->ctrl = _mm512_loadu_si512(ctrl_b);
+    c->qs = _mm512_loadu_si512(qsel); c->lg = _mm512_loadu_si512(lane_g);
+    c->pmask = _mm512_set1_epi8(c->pb == 2 ? 3 : 15); c->low = _mm512_set1_epi8(15);
+    c->fixk = _mm512_set1_epi8(bits == 4 ? 8 : (char)0x80); c->flip = _mm512_set1_epi8((char)0x80);
+    c->gm = (__mmask16)((1u << c->ngr) - 1);
+}
+
+/* One row and T tokens (a constant after inlining): each chunk's codes and
+ * positions are decoded once for the T tokens. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
+static inline void hetc_nm_tile(float *restrict y, const int8_t *restrict q,
+                                const float *restrict sx, const uint8_t *restrict packed,
+                                const float *restrict sw, const float *b, long n, long m0,
+                                const int T, long N, long K, int bits,
+                                const hetc_nm_consts *c) {
+    const uint8_t *row = packed + n * c->chunks * c->cb;
+    const float *swn = sw + n * c->groups;
+    __m512 facc[4];
+    for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (long ch = 0; ch < c->chunks; ch++) {
+        const uint8_t *pc = row + ch * c->cb;
+        __m512i w, pos, fixw = _mm512_setzero_si512();
+        if (bits == 4) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)pc);
+            w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
+                                                    _mm256_srli_epi16(v, 4), 1), c->low);
+        } else {
+            w = _mm512_loadu_si512(pc);
+            fixw = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c->fixk, w); /* 128 sum c */
+        }
+        if (c->pb == 2)
+            pos = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(pc + c->code_bytes)));
+        else
+            pos = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pc + c->code_bytes)));
+        __m512i idx = _mm512_add_epi8(_mm512_and_si512(
+            _mm512_multishift_epi64_epi8(c->ctrl, _mm512_permutexvar_epi64(c->qs, pos)), c->pmask),
+            c->base);
+        __mmask64 high = _mm512_movepi8_mask(idx);
+        long g0 = ch * 64 / c->KG;
+        __m512 swv = c->ngr == 1 ? _mm512_set1_ps(swn[g0]) : _mm512_maskz_loadu_ps(c->gm, swn + g0);
+        for (int t = 0; t < T; t++) {
+            const int8_t *xw = q + (m0 + t) * K + ch * c->D;
+            __m512i g = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw), idx,
+                                                 _mm512_loadu_si512(xw + 64));
+            if (c->D > 128) {
+                __m512i hi = c->D > 192 ? _mm512_loadu_si512(xw + 192) : _mm512_setzero_si512();
+                g = _mm512_mask_blend_epi8(high, g, _mm512_permutex2var_epi8(
+                                                        _mm512_loadu_si512(xw + 128), idx, hi));
+            }
+            __m512i acc;
+            if (bits == 4) /* (c + 8) q - 8 q */
+                acc = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, g),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), c->fixk, g));
+            else           /* (q + 128) c - 128 c */
+                acc = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                           _mm512_xor_si512(g, c->flip), w), fixw);
+            const float *sxm = sx + (m0 + t) * c->groups;
+            __m512 sc = c->ngr == 1 ? _mm512_mul_ps(swv, _mm512_set1_ps(sxm[g0]))
+                                    : _mm512_permutexvar_ps(c->lg, _mm512_mul_ps(
+                                          swv, _mm512_maskz_loadu_ps(c->gm, sxm + g0)));
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        y[(m0 + t) * N + n] = _mm512_reduce_add_ps(facc[t]) + (b ? b[n] : 0.f);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static void hetc_linear_nm_vnni(float *restrict y, const int8_t *restrict q,
+                                const float *restrict sx, const uint8_t *restrict packed,
+                                const float *restrict sw, const float *b, long M, long N,
+                                long K, long G, int bits, int nn, int mm) {
+    hetc_nm_consts c;
+    hetc_nm_setup(&c, K, G, bits, nn, mm);
     #pragma omp parallel for schedule(static)
     for (long n = 0; n < N; n++) {
-        const uint8_t *row = packed + n * chunks * cb;
-        const float *swn = sw + n * groups;
-        for (long m = 0; m < M; m++) {
-            const int8_t *pq = q + m * K;
-            const float *sxm = sx + m * groups;
-            __m512 facc = _mm512_setzero_ps();
-            for (long c = 0; c < chunks; c++) {
-                const uint8_t *pc = row + c * cb;
-                __m512i w, pos;
-                if (bits == 4) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)pc);
-                    w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
-                                                            _mm256_srli_epi16(v, 4), 1), low);
-                } else {
-                    w = _mm512_loadu_si512(pc);
-                }
-                if (pb == 2)
-                    pos = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(pc + code_bytes)));
-                else
-                    pos = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pc + code_bytes)));
-                __m512i idx = _mm512_add_epi8(_mm512_and_si512(
-                    _mm512_multishift_epi64_epi8(ctrl, _mm512_permutexvar_epi64(qs, pos)), pmask), base);
-                const int8_t *xw = pq + c * D;
-                __m512i g = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw), idx,
-                                                     _mm512_loadu_si512(xw + 64));
-                if (D > 128) {
-                    __m512i hi = D > 192 ? _mm512_loadu_si512(xw + 192) : _mm512_setzero_si512();
-                    __m512i g2 = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw + 128), idx, hi);
-                    g = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), g, g2);
-                }
-                __m512i acc, fix;
-                if (bits == 4) {
-                    acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, g);
-                    fix = _mm512_dpbusd_epi32(_mm512_setzero_si512(), fixk, g);
-                } else {
-                    acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(g, flip), w);
-                    fix = _mm512_dpbusd_epi32(_mm512_setzero_si512(), fixk, w);
-                }
-                long g0 = c * 64 / KG;
-                __m512 s;
-                if (ngr == 1)
-                    s = _mm512_set1_ps(swn[g0] * sxm[g0]);
-                else
-                    s = _mm512_permutexvar_ps(lg, _mm512_mul_ps(_mm512_maskz_loadu_ps(gm, swn + g0),
-                                                                _mm512_maskz_loadu_ps(gm, sxm + g0)));
-                facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, fix)), s, facc);
-            }
-            y[m * N + n] = _mm512_reduce_add_ps(facc) + (b ? b[n] : 0.f);
+        long m0 = 0;
+        for (; m0 + 4 <= M; m0 += 4) hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 4, N, K, bits, &c);
+        switch (M - m0) {
+        case 3: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 3, N, K, bits, &c); break;
+        case 2: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 2, N, K, bits, &c); break;
+        case 1: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 1, N, K, bits, &c); break;
         }
     }
 }
