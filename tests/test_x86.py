@@ -56,15 +56,17 @@ def test_bert_with_pretrained_weights_matches_the_interpreter():
     assert x86.artifact.extra["kernels"]["attention f32"] == 6
 
 
+@pytest.mark.parametrize("precision", [None, "int8", "int4"])
 @pytest.mark.parametrize("make", ["gpt2_tiny", "llama_tiny"])
-def test_decoders_prefill_and_decode_with_kv_cache_match_the_interpreter(make):
+def test_decoders_prefill_and_decode_with_kv_cache_match_the_interpreter(make, precision):
+    """GPT-2's tied embedding and LM head, int8/int4 weights on both."""
     import families
 
     step = families.KVStep(getattr(families, make)())
     ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(1))
     inputs = (ids, step.empty_cache())  # an empty cache: zero-length tensors
     for _ in range(2):  # prefill, then one decode step on the cache it produced
-        x86, ref = both(step, inputs)
+        x86, ref = both(step, inputs, precision=precision)
         (logits, cache), (want_logits, want_cache) = x86(*inputs), ref(*inputs)
         assert rel_err(logits, want_logits) < REL_TOL and rel_err(cache, want_cache) < REL_TOL
         inputs = (want_logits[:, -1:].argmax(-1), want_cache)

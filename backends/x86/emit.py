@@ -48,6 +48,8 @@ PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE",
 
 
 def itemsize(t) -> int:
+    """Bytes per element as the generated code holds t: constants of narrow
+    or quantized types are decoded to f32, so take sizes from op results."""
     return np.dtype(t.dtype.storage).itemsize
 
 
@@ -386,7 +388,7 @@ def _split(e, op):
     off = 0
     for v, rows in zip(op.outputs, op.attrs["sizes"]):
         e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {x.type.shape[axis]}, {off}, "
-               f"{rows}, {outer}, {inner * itemsize(x.type)});")
+               f"{rows}, {outer}, {inner * itemsize(v.type)});")
         off += rows
 
 
@@ -402,14 +404,14 @@ def _gather_elements(e, op):
     axis = op.attrs["axis"] % x.type.rank
     e.emit(f"k_gather_elements({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, "
            f"{_indices(e, op, idx)}, {x.type.rank}, {_carr(idx.type.shape)}, "
-           f"{_carr(_strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(x.type)});")
+           f"{_carr(_strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(op.output.type)});")
 
 
 def _take(e, op, x, idx, axis):
     """x's slices along `axis` picked by idx (gather; embedding is axis 0)."""
     outer, inner = _outer_inner(x.type.shape, axis)
     e.emit(f"k_gather({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, {_indices(e, op, idx)}, "
-           f"{idx.type.numel}, {outer}, {x.type.shape[axis]}, {inner * itemsize(x.type)}, "
+           f"{idx.type.numel}, {outer}, {x.type.shape[axis]}, {inner * itemsize(op.output.type)}, "
            f'"{op.kind}");')
 
 
