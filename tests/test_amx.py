@@ -299,6 +299,13 @@ def test_running_without_amx_or_emulation_is_a_clear_error(monkeypatch):
     assert mod(*inputs).shape == (2, 40)
 
 
+def test_compiling_without_a_c_compiler_says_the_check_was_skipped(monkeypatch):
+    monkeypatch.setenv("CC", "no-such-cc")
+    model, inputs = _model(), (torch.randn(2, 256),)
+    mod = hetc.compile(model, target="amx", example_inputs=inputs)
+    assert any("not compile-checked" in n for n in mod.report.notes)
+
+
 def test_emulate_is_only_for_targets_with_a_software_model():
     model, inputs = _model(), (torch.randn(2, 256),)
     with pytest.raises(UsageError, match="emulate= applies to .*amx"):

@@ -38,17 +38,22 @@ def _sources(lowered):
 
 def lower(graph, target, emulate=None):
     from hetc.backends.x86.build import FLAGS, build
+    from hetc.targets import c_compiler
 
     lowered = lower_graph(graph, threads(), FLAVOR)
     srcs = _sources(lowered)
-    build(srcs, AMX_FLAGS)  # the compile check: the real intrinsics, whatever this CPU has
+    notes = []
+    if c_compiler():  # the compile check: the real intrinsics, whatever this CPU has
+        build(srcs, AMX_FLAGS)
+    else:
+        notes.append("amx: no C compiler here, so the generated AMX code was not "
+                     "compile-checked (set CC or install gcc)")
     emulate = env_emulate() if emulate is None else bool(emulate)
     artifact = make_artifact(graph, target, lowered, srcs,
                              {"flags": FLAGS + AMX_FLAGS, "emulate": emulate,
                               "emulate_flags": FLAGS + EMULATE_FLAGS,
                               "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"})
-    if emulate:
-        artifact.extra["notes"] = [EMULATED_NOTE]
+    artifact.extra["notes"] = notes + ([EMULATED_NOTE] if emulate else [])
     return artifact
 
 

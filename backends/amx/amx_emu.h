@@ -179,6 +179,18 @@ static void hetc_emu_tdpbf16ps(int c, int a, int b) {
     hetc_emu_zero_upper(c);
 }
 
+/* immintrin.h may define these as macros over the real builtins */
+#undef _tile_loadconfig
+#undef _tile_release
+#undef _tile_zero
+#undef _tile_loadd
+#undef _tile_stream_loadd
+#undef _tile_stored
+#undef _tile_dpbssd
+#undef _tile_dpbsud
+#undef _tile_dpbusd
+#undef _tile_dpbuud
+#undef _tile_dpbf16ps
 #define _tile_loadconfig(cfg) hetc_emu_ldtilecfg(cfg)
 #define _tile_release() hetc_emu_tilerelease()
 #define _tile_zero(t) hetc_emu_tilezero(t)

@@ -763,6 +763,18 @@ static void hetc_linear_qa_vnni(float *restrict y, const int8_t *restrict q,
                                 const float *restrict sx, const int32_t *restrict corr,
                                 const uint8_t *restrict codes, const float *restrict sw,
                                 const float *b, long M, long N, long K, long G, int bits) {
+    if (M < 4) { /* decode: one row at a time keeps the loop lean */
+        #pragma omp parallel for schedule(static)
+        for (long n0 = 0; n0 < N; n0++) {
+            long m0 = 0;
+            switch (M) {
+            case 3: HETC_QA_TILE(1, 3); break;
+            case 2: HETC_QA_TILE(1, 2); break;
+            default: HETC_QA_TILE(1, 1); break;
+            }
+        }
+        return;
+    }
     #pragma omp parallel for schedule(static)
     for (long pair = 0; pair < (N + 1) / 2; pair++) {
         long n0 = 2 * pair, m0 = 0;
