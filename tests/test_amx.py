@@ -3,7 +3,6 @@ cases, the generated tile kernels against the interpreter (through that
 model, since this CPU has no AMX), and the native build's compile check."""
 
 import ctypes
-import os
 import shutil
 import struct
 import subprocess
