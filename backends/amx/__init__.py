@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from hetc.backends.x86 import Library, make_artifact, read_headers, sources, threads
+from hetc.backends.x86 import Library, make_artifact, packed, read_headers, sources, threads
 from hetc.backends.x86.emit import lower_graph
 from hetc.errors import TargetError
 from hetc.runtime.executors import register_executor
@@ -32,8 +32,8 @@ def env_emulate() -> bool:
     return os.environ.get("HETC_EMULATE", "") not in ("", "0")
 
 
-def _sources(lowered):
-    return sources(lowered, read_headers(HERE, ["amx.h", "amx_emu.h"]))
+HEADER_FILES = ("amx.h", "amx_emu.h")
+
 
 
 def lower(graph, target, emulate=None):
@@ -41,7 +41,7 @@ def lower(graph, target, emulate=None):
     from hetc.targets import c_compiler
 
     lowered = lower_graph(graph, threads(), FLAVOR)
-    srcs = _sources(lowered)
+    srcs = sources(lowered, read_headers(HERE, HEADER_FILES))
     notes = []
     if c_compiler():  # the compile check: the real intrinsics, whatever this CPU has
         build(srcs, AMX_FLAGS)
@@ -70,6 +70,6 @@ def _amx(artifact):
     x86 = get_target("x86").availability()
     if not x86.ok:
         raise TargetError(f"cannot build target amx on this host: {x86.detail}")
-    lowered = getattr(artifact, "lowered", None) or lower_graph(artifact.graph, threads(), FLAVOR)
-    path = build(_sources(lowered), EMULATE_FLAGS if emulate else AMX_FLAGS)
+    lowered, srcs = packed(artifact, FLAVOR, HEADER_FILES, HERE)
+    path = build(srcs, EMULATE_FLAGS if emulate else AMX_FLAGS)
     return Library(artifact.graph, lowered, path, "amx (emulated)" if emulate else "amx")

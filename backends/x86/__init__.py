@@ -41,6 +41,16 @@ def sources(lowered, headers=()) -> dict:
     return {"model.c": lowered.source, **read_headers(HERE, ["kernels.h"]), **dict(headers)}
 
 
+def packed(artifact, flavor=X86, header_files=(), folder=HERE):
+    """(lowered, sources) to build and run `artifact`: those of its compile,
+    or, for one loaded from disk (weights are not saved), lowered again with
+    this hetc's kernels."""
+    if getattr(artifact, "lowered", None) is not None:
+        return artifact.lowered, artifact.sources
+    lowered = lower_graph(artifact.graph, threads(), flavor)
+    return lowered, sources(lowered, read_headers(folder, header_files))
+
+
 def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
     artifact = Artifact(target.name, graph, srcs, build=build,
                         extra={"arena_bytes": lowered.arena_bytes,
@@ -109,5 +119,5 @@ def _x86(artifact):
     avail = get_target("x86").availability()
     if not avail.ok:
         raise TargetError(f"cannot run target x86 on this host: {avail.detail}")
-    lowered = getattr(artifact, "lowered", None) or lower_graph(artifact.graph, threads(), X86)
-    return Library(artifact.graph, lowered, build(sources(lowered)))
+    lowered, srcs = packed(artifact)
+    return Library(artifact.graph, lowered, build(srcs))

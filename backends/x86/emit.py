@@ -47,10 +47,46 @@ ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gath
 PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
 
 
+def _all_dtype(values, name, what):
+    bad = next((v for v in values if v.type.dtype.name != name), None)
+    return None if bad is None else f"{bad.type.dtype} {what} (needs {name})"
+
+
+def _index_problem(idx):
+    return None if idx.type.dtype.name in ("i64", "i32") else \
+        f"indices of {idx.type.dtype} (needs i64 or i32)"
+
+
+def _mask_problem(op):
+    if len(op.inputs) > 3 and op.inputs[3].type.dtype.name not in ("bool", "f32"):
+        return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
+    return None
+
+
+#: what the ANY_DTYPE ops need of their operands' dtypes, beyond CTYPES
+#: (op -> None or the problem); checked for every op before any is lowered
+DTYPE_RULES = {
+    **{k: (lambda op: _all_dtype(list(op.inputs) + [op.output], "bool", "operand"))
+       for k in (*LOGICAL, "logical_not")},
+    **{k: (lambda op: _all_dtype(op.inputs[:1], "f32", "input"))
+       for k in ("argmax", "argmin", "isnan", "isinf")},
+    "where": lambda op: _all_dtype(op.inputs[:1], "bool", "condition"),
+    "gather": lambda op: _index_problem(op.inputs[1]),
+    "gather_elements": lambda op: _index_problem(op.inputs[1]),
+    "embedding": lambda op: _index_problem(op.inputs[0]),
+    "attention": lambda op: (_all_dtype(list(op.inputs[:3]) + [op.output], "f32",
+                                        "query, key, value or result") or _mask_problem(op)),
+}
+
+
 def itemsize(t) -> int:
     """Bytes per element as the generated code holds t: constants of narrow
     or quantized types are decoded to f32, so take sizes from op results."""
     return np.dtype(t.dtype.storage).itemsize
+
+
+def nbytes(t) -> int:
+    return itemsize(t) * t.numel
 
 
 def cpointer(t, expr, const=False) -> str:
@@ -64,8 +100,8 @@ def cpointer(t, expr, const=False) -> str:
 class Flavor:
     """What a CPU backend changes in the generated C: lowerings that replace
     the x86 ones, headers after kernels.h, and the C expressions behind the
-    model's entry points (hetc_prepare: 0 or an error number, once per
-    process)."""
+    model's entry points (hetc_prepare, run when a model is loaded: 0 or an
+    error number)."""
 
     lowerings: dict = field(default_factory=dict)
     headers: tuple = ()
@@ -110,7 +146,7 @@ class _Blob:
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
         offset = self.size
         self.parts.append((offset, data))
-        self.size = (offset + data.nbytes + ALIGN - 1) // ALIGN * ALIGN
+        self.size = round_up(offset + data.nbytes)
         return offset
 
     def array(self):
@@ -136,6 +172,10 @@ def check_supported(graph):
             if name not in CTYPES or (name != "f32" and op.kind not in ANY_DTYPE):
                 problems.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
                 break
+        else:
+            problem = DTYPE_RULES.get(op.kind, lambda op: None)(op)
+            if problem:
+                problems.append(f"op #{i} {op.kind}: {problem}")
     for v in graph.inputs + graph.outputs:
         if v.type.dtype.name not in CTYPES:
             problems.append(f"graph value %{v.name} is {v.type.dtype}")
@@ -151,7 +191,7 @@ class Emitter:
     def __init__(self, graph, threads, flavor=X86):
         self.g, self.threads, self.flavor = graph, threads, flavor
         self.blob = _Blob()
-        self.ptr = {}  # Value -> C expression of its float* (or uint8* for packed weights)
+        self.ptr = {}  # Value -> C expression of a pointer to its elements
         self.lines = []
         self.kernels = {}
         self.scratch_size = 0
@@ -202,7 +242,7 @@ class Emitter:
             self.flavor.lowerings.get(op.kind, LOWER[op.kind])(self, op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
             if self.outs.get(v) != j:  # not written in place by its producer
-                self.emit(f"memcpy(out[{j}], {self.val(v)}, {itemsize(v.type) * v.type.numel});")
+                self.emit(f"memcpy(out[{j}], {self.val(v)}, {nbytes(v.type)});")
         body = "\n".join(self.lines)
         total = self.arena_size + self.scratch_size
         f = self.flavor
@@ -211,7 +251,7 @@ class Emitter:
                   f"{includes}\n"
                   f"/* One context per loaded model: its weights and activation arena. */\n"
                   f"typedef struct {{ const unsigned char *W; unsigned char *A; }} hetc_ctx;\n\n"
-                  f"int hetc_prepare(void) {{ return {f.prepare}; }}\n\n"
+                  f"int hetc_prepare(void) {{ hetc_configure(); return {f.prepare}; }}\n\n"
                   f"const char *hetc_error(void) {{ return hetc_error_text; }}\n\n"
                   f"void *hetc_create(const void *weights) {{\n"
                   f"    hetc_ctx *c = malloc(sizeof *c);\n"
@@ -253,11 +293,11 @@ class Emitter:
         for i, op in enumerate(ops):
             for r in [r for r in live if last.get(r, -1) < i]:
                 live.remove(r)
-                free.append((offsets[r], round_up(itemsize(r.type) * r.type.numel)))
+                free.append((offsets[r], round_up(nbytes(r.type))))
             for v in op.outputs:
                 if root[v] is not v or v in self.outs:
                     continue
-                size = round_up(itemsize(v.type) * v.type.numel)
+                size = round_up(nbytes(v.type))
                 slot = next((s for s in sorted(free) if s[1] >= size), None)
                 if slot:
                     free.remove(slot)
@@ -363,19 +403,21 @@ def _expand(e, op):
     _strided(e, op, x, _broadcast_strides(x.type, list(op.output.type.shape)))
 
 
-def _outer_inner(shape, axis):
-    return math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+def _axis_split(t, axis):
+    """(outer, n, inner): the element counts before, along and after `axis` of t."""
+    axis %= t.rank
+    return math.prod(t.shape[:axis]), t.shape[axis], math.prod(t.shape[axis + 1:])
 
 
 @lowers("concat")
 def _concat(e, op):
     t = op.output.type
     axis = op.attrs["axis"] % t.rank
-    outer, inner = _outer_inner(t.shape, axis)
+    outer, total, inner = _axis_split(t, axis)
     off = 0
     for x in op.inputs:
         rows = x.type.shape[axis]
-        e.emit(f"k_copy_block({e.ptr[op.output]}, {t.shape[axis]}, {off}, {e.val(x)}, {rows}, 0, "
+        e.emit(f"k_copy_block({e.ptr[op.output]}, {total}, {off}, {e.val(x)}, {rows}, 0, "
                f"{rows}, {outer}, {inner * itemsize(t)});")
         off += rows
 
@@ -383,18 +425,16 @@ def _concat(e, op):
 @lowers("split")
 def _split(e, op):
     x = op.inputs[0]
-    axis = op.attrs["axis"] % x.type.rank
-    outer, inner = _outer_inner(x.type.shape, axis)
+    outer, total, inner = _axis_split(x.type, op.attrs["axis"])
     off = 0
     for v, rows in zip(op.outputs, op.attrs["sizes"]):
-        e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {x.type.shape[axis]}, {off}, "
+        e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {total}, {off}, "
                f"{rows}, {outer}, {inner * itemsize(v.type)});")
         off += rows
 
 
-def _indices(e, op, idx):
-    if idx.type.dtype.name not in ("i64", "i32"):
-        raise TargetError(f"x86: {op.kind} indices of {idx.type.dtype} (i64 or i32 only)")
+def _wide(idx):
+    """1 for i64 indices, 0 for i32 (DTYPE_RULES admits only these)."""
     return int(idx.type.dtype.name == "i64")
 
 
@@ -403,15 +443,15 @@ def _gather_elements(e, op):
     x, idx = op.inputs
     axis = op.attrs["axis"] % x.type.rank
     e.emit(f"k_gather_elements({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, "
-           f"{_indices(e, op, idx)}, {x.type.rank}, {_carr(idx.type.shape)}, "
+           f"{_wide(idx)}, {x.type.rank}, {_carr(idx.type.shape)}, "
            f"{_carr(_strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(op.output.type)});")
 
 
 def _take(e, op, x, idx, axis):
     """x's slices along `axis` picked by idx (gather; embedding is axis 0)."""
-    outer, inner = _outer_inner(x.type.shape, axis)
-    e.emit(f"k_gather({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, {_indices(e, op, idx)}, "
-           f"{idx.type.numel}, {outer}, {x.type.shape[axis]}, {inner * itemsize(op.output.type)}, "
+    outer, size, inner = _axis_split(x.type, axis)
+    e.emit(f"k_gather({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, {_wide(idx)}, "
+           f"{idx.type.numel}, {outer}, {size}, {inner * itemsize(op.output.type)}, "
            f'"{op.kind}");')
 
 
@@ -434,15 +474,8 @@ def _cast(e, op):
            f"{_tag(op.inputs[0])}, {op.output.type.numel});")
 
 
-def _bool_operands(op):
-    for v in list(op.inputs) + [op.output]:
-        if v.type.dtype.name != "bool":
-            raise TargetError(f"x86: {op.kind} on {v.type.dtype} (bool only)")
-
-
 @lowers(*LOGICAL)
 def _logical(e, op):
-    _bool_operands(op)
     a, b = op.inputs
     e.emit(f"k_logical({LOGICAL[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
            f"{_broadcast_args(op, a, b)});")
@@ -462,15 +495,12 @@ def _compare(e, op):
 @lowers("where")
 def _where(e, op):
     c, a, b = op.inputs
-    if c.type.dtype.name != "bool":
-        raise TargetError(f"x86: where with a {c.type.dtype} condition (bool only)")
     e.emit(f"k_where({e.ptr[op.output]}, {e.val(c)}, {e.val(a)}, {e.val(b)}, "
            f"{_broadcast_args(op, c, a, b)}, {itemsize(op.output.type)});")
 
 
 @lowers("logical_not")
 def _logical_not(e, op):
-    _bool_operands(op)
     e.emit(f"k_logical_not({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
 
 
@@ -487,12 +517,6 @@ def _reduce(e, op):
            f"{_carr([x.shape[d] for d in red] or [1])}, {_carr([xs[d] for d in red] or [0])});")
 
 
-def _axis_split(t, axis):
-    """(outer, n, inner) around `axis` of t."""
-    axis %= t.rank
-    return math.prod(t.shape[:axis]), t.shape[axis], math.prod(t.shape[axis + 1:])
-
-
 @lowers("softmax", "log_softmax")
 def _softmax(e, op):
     outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
@@ -500,14 +524,8 @@ def _softmax(e, op):
            f"{int(op.kind == 'log_softmax')});")
 
 
-def _f32_operand(op):
-    if op.inputs[0].type.dtype.name != "f32":
-        raise TargetError(f"x86: {op.kind} on {op.inputs[0].type.dtype} (f32 only)")
-
-
 @lowers("argmax", "argmin")
 def _arg_reduce(e, op):
-    _f32_operand(op)
     outer, n, inner = _axis_split(op.inputs[0].type, op.attrs["axis"])
     e.emit(f"k_arg_reduce({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
            f"{int(op.kind == 'argmax')}, {int(op.attrs['select_last_index'])});")
@@ -522,7 +540,6 @@ def _cumsum(e, op):
 
 @lowers("isnan", "isinf")
 def _float_test(e, op):
-    _f32_operand(op)
     flags = ("-1, -1" if op.kind == "isnan" else
              f"{int(op.attrs['detect_positive'])}, {int(op.attrs['detect_negative'])}")
     e.emit(f"k_float_test({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel}, "
@@ -638,8 +655,6 @@ def _attention(e, op):
     q, k, v = op.inputs[:3]
     if op.attrs.get("softcap"):
         raise TargetError("x86: attention with a softcap is not lowered yet")
-    if any(t.type.dtype.name != "f32" for t in (q, k, v, op.output)):
-        raise TargetError("x86: attention on non-f32 queries, keys or values")
     if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2] or \
             v.type.shape[:3] != k.type.shape[:3]:
         raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
@@ -664,10 +679,8 @@ def _attention(e, op):
         elif mt.dtype.name == "bool":  # computed: made additive per call, in scratch
             mask = f"((float *)(A + {e.scratch(4 * mt.numel)}))"
             e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
-        elif mt.dtype.name == "f32":
+        else:  # f32 (DTYPE_RULES)
             mask = e.val(mv)
-        else:
-            raise TargetError(f"x86: attention mask of {mt.dtype} (bool or f32 only)")
         fs = _strides(full)
         strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
     scale = op.attrs.get("scale") or 1 / math.sqrt(D)

@@ -219,7 +219,8 @@ static void k_cast(void *y, int yt, const void *x, int xt, long n) {
     }
 }
 
-/* The flat index of element i of `shape` in an operand with strides st. */
+/* The flat index of element i of `shape` in an operand with strides st
+ * (broadcast operands have 0 strides; reductions use it for both index sets). */
 static inline long hetc_bcast(long i, int ndim, const long *shape, const long *st) {
     long off = 0;
     for (int d = ndim - 1; d >= 0; d--) {
@@ -384,13 +385,10 @@ static void k_reduce(int op, float *y, const float *x, int nk, const long *ks, c
     for (int d = 0; d < nr; d++) nred *= rs[d];
     #pragma omp parallel for schedule(static) if (no * nred > 65536)
     for (long o = 0; o < no; o++) {
-        long rem = o, base = 0;
-        for (int d = nk - 1; d >= 0; d--) { base += (rem % ks[d]) * kx[d]; rem /= ks[d]; }
+        long base = hetc_bcast(o, nk, ks, kx);
         double acc = op == R_PROD ? 1.0 : op == R_MAX ? -INFINITY : op == R_MIN ? INFINITY : 0.0;
         for (long r = 0; r < nred; r++) {
-            long rr = r, off = 0;
-            for (int d = nr - 1; d >= 0; d--) { off += (rr % rs[d]) * rx[d]; rr /= rs[d]; }
-            double v = x[base + off];
+            double v = x[base + hetc_bcast(r, nr, rs, rx)];
             if (op == R_SUM || op == R_MEAN) acc += v;
             else if (op == R_PROD) acc *= v;
             else if (op == R_MAX) acc = v > acc || isnan(v) ? v : acc;
@@ -970,15 +968,20 @@ static void hetc_linear_nm_portable(float *restrict y, const int8_t *restrict q,
         }
 }
 
-/* Whether the AVX-512 integer kernels may run: the CPU has VNNI (and VBMI
- * when asked) and HETC_X86_PORTABLE is unset (it forces the portable C
+/* Which integer kernels may run, decided by hetc_configure when a model is
+ * loaded (not per call): bit 0, AVX-512 VNNI; bit 1, also VBMI. Zero when
+ * the CPU lacks them or HETC_X86_PORTABLE is set (it forces the portable C
  * kernels, so they are tested on AVX-512 hosts too). */
-static int hetc_int8_simd(int vbmi) {
+static int hetc_simd;
+
+static void hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
-    if (portable && *portable && *portable != '0') return 0;
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           (!vbmi || __builtin_cpu_supports("avx512vbmi"));
+    int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+    hetc_simd = portable && *portable && *portable != '0'
+                    ? 0 : vnni | (vnni && __builtin_cpu_supports("avx512vbmi")) << 1;
 }
+
+static int hetc_int8_simd(int vbmi) { return (hetc_simd >> (vbmi ? 1 : 0)) & 1; }
 
 /* The int8 tokens of x in the scratch (from the arena, 64-byte aligned): the
  * codes (M*K bytes), then their scales and their sums (M*K/G 4-byte values
