@@ -81,7 +81,7 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
             accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
-            criterion=None, emulate=None,
+            criterion=None, emulate=None, device=None,
             rounding="nearest", print_ir_after_all=False, print_ir_after=(),
             print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
@@ -115,6 +115,9 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     emulate: for target amx, run the generated kernels through hetc's
       software model of the AMX instructions (exact, slow), e.g. on a CPU
       without AMX; default: HETC_EMULATE=1 in the environment, else native.
+    device: for target npu, the OpenVINO device to run on: "NPU" or "CPU";
+      default: the NPU when OpenVINO lists one, else the CPU plugin as a
+      stand-in (said so when it runs).
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -125,12 +128,11 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))}")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
-    lower_options = {}
-    if emulate is not None:
-        if not getattr(backend, "EMULATION", False):
-            raise UsageError(f"emulate= applies to targets with a software model of their "
-                             f"hardware (amx), not to '{tgt.name}'")
-        lower_options["emulate"] = emulate
+    lower_options = {k: v for k, v in (("emulate", emulate), ("device", device))
+                     if v is not None}
+    for key in lower_options:
+        if key not in getattr(backend, "LOWER_OPTIONS", ()):
+            raise UsageError(f"{key}= does not apply to target '{tgt.name}' ({_OPTION_TARGETS[key]})")
     graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
     auto = compression.is_auto(sparsity) or compression.is_auto(precision)
@@ -160,6 +162,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         reference = graph.copy()  # the uncompressed model, for the accuracy check
         if held_out or accuracy_metric is not None:
             ctx.measure, what = compression.measure(reference, held_out, accuracy_metric)
+    text = ",".join(t for t in (text, tgt.storage_pipeline) if t)
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
@@ -195,6 +198,12 @@ def _accuracy(graph, ctx, what, budget):
         notes.append("one calibration sample: the error is measured on the inputs the "
                      "statistics came from (give several samples for a held-out check)")
     return summary, notes
+
+
+_OPTION_TARGETS = {
+    "emulate": "it applies to targets with a software model of their hardware: amx",
+    "device": "it chooses the OpenVINO device of target npu",
+}
 
 
 def _names(x):

@@ -57,6 +57,12 @@ class Target:
     default_pipeline: str
     backend: str | None  # module under hetc.backends; None: not built yet
     probe: Callable[[], Availability] = field(repr=False, compare=False, default=None)
+    # an explicit N:M request outside nm_patterns: False keeps the layer dense;
+    # True prunes it anyway and stores the zeros densely (no speedup, said so)
+    nm_as_zeros: bool = False
+    # passes that run after compression, whatever the pipeline: how the
+    # target stores what compression left alone (e.g. f16 weights on an NPU)
+    storage_pipeline: str = ""
 
     def availability(self) -> Availability:
         return _cached_probe(self.name)
@@ -163,8 +169,9 @@ def _probe_fpga():
 
 _ALL_FLOATS = ("f32", "f16", "bf16", "f8e4m3", "f8e5m2")
 _CANON = "canonicalize,fold,cse,dce"
-# CPU kernels want linear layers (GPT-2's Conv1D matmuls, transposed) and
-# rms_norm (Llama's written-out one) before compression sees the layers
+# CPU kernels (and OpenVINO's compressed-weight matmuls) want linear layers
+# (GPT-2's Conv1D matmuls, transposed) and rms_norm (Llama's written-out
+# one) before compression sees the layers
 _CPU = "canonicalize,fold,cse,raise-patterns,dce"
 
 register_target(Target(
@@ -199,7 +206,7 @@ register_target(Target(
     "npu", "Intel NPU through OpenVINO (static shapes)", "OpenVINO IR (.xml/.bin)",
     (), ("f16", "i8", "i4", "u4"), ("f16", "i8"),
     CostModel("Core Ultra 200V NPU", 136.0, {"f16": 24000.0, "i8": 48000.0}),
-    _CANON, None, _probe_npu))
+    _CPU, "openvino", _probe_npu, nm_as_zeros=True, storage_pipeline="store-floats{dtype=f16}"))
 
 register_target(Target(
     "fpga", "FPGA through Vitis-style HLS C++", "HLS C++ (ap_int/ap_fixed)",

@@ -1,3 +1,3 @@
 """Built-in passes; importing this package registers them by name."""
 
-from . import activations, canonicalize, cleanup, compress, fuse, search  # noqa: F401
+from . import activations, canonicalize, cleanup, compress, fuse, search, storage  # noqa: F401

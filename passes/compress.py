@@ -91,11 +91,15 @@ class Sparsify(Pass):
                              f"(known: {', '.join(prune.CRITERIA)})")
         chosen = [ly for ly in select(find_layers(graph), self.layers, self.exclude)
                   if ly.weight.type.nm is None and ly.weight.type.quant is None]
+        unexploited = ""
         if ctx.target is not None and not ctx.target.supports_nm(n, m):
-            for ly in chosen:
-                _record(ctx, ly, f"kept dense: target {ctx.target.name} cannot exploit "
-                                 f"{n}:{m} (it can: {_patterns(ctx.target)})")
-            return
+            if not ctx.target.nm_as_zeros:
+                for ly in chosen:
+                    _record(ctx, ly, f"kept dense: target {ctx.target.name} cannot exploit "
+                                     f"{n}:{m} (it can: {_patterns(ctx.target)})")
+                return
+            unexploited = (f"; stored dense with its zeros: target {ctx.target.name} has no "
+                           f"N:M fast path, so no speedup there")
         norms, hess = {}, {}
         if self.criterion == "wanda":
             if not ctx.calibration:
@@ -112,7 +116,7 @@ class Sparsify(Pass):
             _remember(ctx, ly)
             how = prune_layer(graph, ly, n, m, self.criterion, norms.get(ly.name), hess.get(ly.name))
             _record(ctx, ly, f"{n}:{m} by {how}: requested" +
-                    (f" for layers ~ /{self.layers}/" if self.layers else ""))
+                    (f" for layers ~ /{self.layers}/" if self.layers else "") + unexploited)
 
 
 def prune_layer(graph, ly, n, m, criterion, norms=None, hessian=None) -> str:

@@ -20,7 +20,7 @@ MANIFEST, IR_FILE, REPORT_FILE, SOURCES_DIR = "manifest.json", "model.hir", "rep
 class Artifact:
     target: str
     graph: Graph
-    sources: dict = field(default_factory=dict)  # file name -> text
+    sources: dict = field(default_factory=dict)  # file name -> text (bytes: a binary file)
     build: dict = field(default_factory=dict)  # compiler, flags, ...
     extra: dict = field(default_factory=dict)  # backend-specific manifest entries
 
@@ -31,7 +31,9 @@ class Artifact:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "hetc_version": __version__,
                 "target": self.target, "graph": self.graph.name,
                 "inputs": sig(self.graph.inputs), "outputs": sig(self.graph.outputs),
-                "sources": sorted(self.sources), "build": self.build, "extra": self.extra}
+                "sources": sorted(self.sources),
+                "binary_sources": sorted(k for k, v in self.sources.items() if isinstance(v, bytes)),
+                "build": self.build, "extra": self.extra}
 
 
 def read_manifest(folder: str) -> dict:

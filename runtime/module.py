@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from hetc.errors import HetcError, UsageError
-from hetc.fsutil import atomic_dir, atomic_write_text
+from hetc.fsutil import atomic_dir, atomic_open, atomic_write_text
 from hetc.ir.parser import parse_file, save as save_ir
 from hetc.ir.printer import print_graph
 from hetc.report import Report
@@ -85,8 +85,13 @@ class Module:
         with atomic_dir(folder) as tmp:
             save_ir(self.graph, os.path.join(tmp, IR_FILE))
             atomic_write_text(os.path.join(tmp, REPORT_FILE), self.report.to_json())
-            for name, text in self.artifact.sources.items():
-                atomic_write_text(os.path.join(tmp, SOURCES_DIR, name), text)
+            for name, content in self.artifact.sources.items():
+                path = os.path.join(tmp, SOURCES_DIR, name)
+                if isinstance(content, bytes):
+                    with atomic_open(path, "wb") as f:
+                        f.write(content)
+                else:
+                    atomic_write_text(path, content)
             atomic_write_text(os.path.join(tmp, MANIFEST),
                               json.dumps(self.artifact.manifest(), indent=2))
         return folder
@@ -95,10 +100,11 @@ class Module:
     def load(cls, folder: str) -> "Module":
         manifest = read_manifest(folder)
         graph = parse_file(os.path.join(folder, IR_FILE))
-        sources = {}
+        sources, binary = {}, set(manifest.get("binary_sources", ()))
         for name in manifest["sources"]:
             try:
-                with open(os.path.join(folder, SOURCES_DIR, name)) as f:
+                with open(os.path.join(folder, SOURCES_DIR, name),
+                          "rb" if name in binary else "r") as f:
                     sources[name] = f.read()
             except OSError as e:
                 raise HetcError(f"{folder}: missing generated source {name}: {e.strerror}") from None

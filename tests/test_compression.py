@@ -98,9 +98,14 @@ def test_targets_limit_patterns_and_dtypes():
     g = PassManager.from_text("sparsify{pattern=1:4}").run(_linear_graph(), ctx)
     assert g.ops[0].output.type.nm is None
     assert "cannot exploit 1:4 (it can: 2:4)" in ctx.decisions["fc"]["why"][0]
+    ctx = PassContext(target=get_target("fpga"))
+    PassManager.from_text("sparsify{pattern=2:8}").run(_linear_graph(), ctx)
+    assert "it can: 2:4, 1:4, 1:3" in ctx.decisions["fc"]["why"][0]
+    # the NPU has no N:M fast path, but an explicit request is applied (as zeros)
     ctx = PassContext(target=get_target("npu"))
-    PassManager.from_text("sparsify{pattern=2:4}").run(_linear_graph(), ctx)
-    assert "it can: dense only" in ctx.decisions["fc"]["why"][0]
+    g = PassManager.from_text("sparsify{pattern=2:4}").run(_linear_graph(), ctx)
+    assert g.ops[0].output.type.nm is not None
+    assert "no N:M fast path, so no speedup" in ctx.decisions["fc"]["why"][0]
 
 
 def test_layers_that_do_not_divide_stay_dense():

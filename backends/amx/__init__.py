@@ -23,7 +23,7 @@ from .lowering import FLAVOR
 HERE = os.path.dirname(os.path.abspath(__file__))
 AMX_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
 EMULATE_FLAGS = ["-DHETC_AMX_EMULATE"]
-EMULATION = True  # compile(..., emulate=...) applies to this backend
+LOWER_OPTIONS = ("emulate",)  # compile(..., emulate=...) applies to this backend
 EMULATED_NOTE = ("amx runs through hetc's software model of the AMX instructions (emulate): "
                  "the numbers are the hardware's, the speed means nothing")
 

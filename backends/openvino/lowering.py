@@ -1,0 +1,426 @@
+"""hetc IR -> openvino.Model, op by op, with the opset API.
+
+Every op is built from OpenVINO's standard opset (opset16 names); ops
+OpenVINO lacks are spelled with the ones it has (rms_norm, attention with its
+causal offset and fully masked rows, dynamic int8 activations, C-style integer
+division). Fused regions are expanded into their bodies. Shapes are static:
+they come from the IR, which fixed them at import.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hetc.errors import TargetError
+
+from .weights import OV_TYPES, constant, ov_type, weight
+
+LOWER = {}
+
+
+def lowers(*kinds):
+    def deco(fn):
+        for k in kinds:
+            LOWER[k] = fn
+        return fn
+    return deco
+
+
+def _o():
+    import openvino.opset16 as o
+
+    return o
+
+
+def _i64(values):
+    return np.array(values, np.int64)
+
+
+# -- elementwise ------------------------------------------------------------------
+
+_UNARY = {"abs": "absolute", "neg": "negative", "relu": "relu", "sqrt": "sqrt", "exp": "exp",
+          "log": "log", "tanh": "tanh", "sigmoid": "sigmoid", "erf": "erf", "floor": "floor",
+          "ceil": "ceiling", "sign": "sign", "sin": "sin", "cos": "cos", "tan": "tan",
+          "asin": "asin", "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh",
+          "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "isnan": "is_nan",
+          "logical_not": "logical_not", "bitwise_not": "bitwise_not"}
+
+
+@lowers(*_UNARY)
+def _unary(op, x):
+    return getattr(_o(), _UNARY[op.kind])(x)
+
+
+def _like(x, value):
+    """`value` as a scalar constant of x's element type."""
+    return _o().convert_like(_o().constant(np.float32(value)), x)
+
+
+@lowers("rsqrt", "reciprocal")
+def _reciprocal(op, x):
+    o = _o()
+    return o.divide(_like(x, 1), o.sqrt(x) if op.kind == "rsqrt" else x)
+
+
+@lowers("silu")
+def _silu(op, x):
+    return _o().multiply(x, _o().sigmoid(x))
+
+
+@lowers("round")
+def _round(op, x):
+    return _o().round(x, "half_to_even")
+
+
+@lowers("gelu")
+def _gelu(op, x):
+    return _o().gelu(x, "tanh" if op.attrs["approximate"] == "tanh" else "erf")
+
+
+@lowers("isinf")
+def _isinf(op, x):
+    return _o().is_inf(x, {"detect_positive": op.attrs["detect_positive"],
+                           "detect_negative": op.attrs["detect_negative"]})
+
+
+_BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "pow": "power",
+           "maximum": "maximum", "minimum": "minimum", "mod": "floor_mod", "fmod": "mod",
+           "equal": "equal", "less": "less", "greater": "greater", "less_equal": "less_equal",
+           "greater_equal": "greater_equal", "logical_and": "logical_and",
+           "logical_or": "logical_or", "logical_xor": "logical_xor",
+           "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or", "bitwise_xor": "bitwise_xor",
+           "shift_left": "bitwise_left_shift", "shift_right": "bitwise_right_shift"}
+
+
+@lowers(*_BINARY)
+def _binary(op, a, b):
+    return getattr(_o(), _BINARY[op.kind])(a, b)
+
+
+@lowers("div")
+def _div(op, a, b):
+    o = _o()
+    if not op.output.type.dtype.is_int:
+        return o.divide(a, b)
+    # OpenVINO's integer Divide floors (Python); the IR truncates toward zero, as C
+    q = o.divide(a, b)
+    inexact = o.not_equal(o.multiply(q, b), a)
+    zero = _like(a, 0)
+    signs_differ = o.not_equal(o.less(a, zero), o.less(b, zero))
+    q = o.add(q, o.convert_like(o.logical_and(inexact, signs_differ), q))
+    return o.select(o.equal(b, zero), o.broadcast(zero, o.shape_of(q)), q)
+
+
+@lowers("where")
+def _where(op, c, a, b):
+    return _o().select(c, a, b)
+
+
+@lowers("cast")
+def _cast(op, x):
+    return _o().convert(x, ov_type(op.attrs["dtype"], f"cast %{op.output.name}"))
+
+
+# -- linear algebra ------------------------------------------------------------------
+
+def quantize_activations(x, shape, group):
+    """Dynamic symmetric int8 per token and group, dequantized (as the IR's
+    linear act_group defines it)."""
+    o = _o()
+    k = shape[-1]
+    g = o.reshape(x, _i64(list(shape[:-1]) + [k // group, group]), False)
+    scale = o.divide(o.reduce_max(o.absolute(g), _i64([-1]), True), np.float32(127))
+    safe = o.select(o.equal(scale, np.float32(0)), np.float32(1), scale)
+    q = o.round(o.divide(g, safe), "half_to_even")
+    return o.reshape(o.multiply(q, scale), _i64(shape), False)
+
+
+@lowers("linear")
+def _linear(op, x, w, b=None):
+    o = _o()
+    if op.attrs.get("act_group"):
+        x = quantize_activations(x, op.inputs[0].type.shape, op.attrs["act_group"])
+    y = o.matmul(x, o.convert_like(w, x), False, True)
+    return y if b is None else o.add(y, o.convert_like(b, x))
+
+
+@lowers("matmul")
+def _matmul(op, a, b):
+    return _o().matmul(a, b, False, False)
+
+
+@lowers("conv2d")
+def _conv2d(op, x, w, b=None):
+    o = _o()
+    t, l, bo, r = op.attrs["padding"]
+    groups, wshape = op.attrs["groups"], op.inputs[1].type.shape
+    w = o.convert_like(w, x)
+    args = (op.attrs["stride"], [t, l], [bo, r], op.attrs["dilation"])
+    if groups == 1:
+        y = o.convolution(x, w, *args)
+    else:
+        w = o.reshape(w, _i64([groups, wshape[0] // groups] + list(wshape[1:])), False)
+        y = o.group_convolution(x, w, *args)
+    if b is None:
+        return y
+    return o.add(y, o.reshape(o.convert_like(b, x), _i64([1, wshape[0], 1, 1]), False))
+
+
+@lowers("attention")
+def _attention(op, q, k, v, mask=None):
+    """softmax(q k^T * scale [softcap] [causal] [+mask]) v; fully masked rows give 0."""
+    o = _o()
+    qt, kt = op.inputs[0].type, op.inputs[1].type
+    scale = op.attrs["scale"] or 1 / math.sqrt(qt.shape[-1])
+    s = o.multiply(o.matmul(q, k, False, True), _like(q, scale))
+    if op.attrs["softcap"]:
+        cap = _like(q, op.attrs["softcap"])
+        s = o.multiply(cap, o.tanh(o.divide(s, cap)))
+    minus_inf = _like(q, -np.inf)
+    L, S = qt.shape[-2], kt.shape[-2]
+    if op.attrs["causal"]:
+        keep = np.tril(np.ones((L, S), bool), op.attrs["causal_offset"])
+        s = o.select(o.constant(keep), s, minus_inf)
+    if mask is not None:
+        if op.inputs[3].type.dtype.name == "bool":
+            s = o.select(mask, s, minus_inf)
+        else:
+            s = o.add(s, o.convert_like(mask, s))
+    p = o.softmax(s, -1)
+    dead = o.reduce_logical_and(o.is_inf(s, {"detect_positive": False}), _i64([-1]), True)
+    p = o.select(dead, _like(q, 0), p)
+    return o.matmul(p, v, False, False)
+
+
+# -- normalization --------------------------------------------------------------------
+
+@lowers("softmax", "log_softmax")
+def _softmax(op, x):
+    return getattr(_o(), op.kind)(x, op.attrs["axis"])
+
+
+def _tail_axes(op):
+    rank = op.inputs[0].type.rank
+    return _i64(range(op.attrs["axis"] % rank, rank))
+
+
+def _affine(x, w=None, b=None):
+    o = _o()
+    y = x if w is None else o.multiply(x, o.convert_like(w, x))
+    return y if b is None else o.add(y, o.convert_like(b, x))
+
+
+@lowers("layer_norm")
+def _layer_norm(op, x, w=None, b=None):
+    y = _o().mvn(x, _o().constant(_tail_axes(op)), True, op.attrs["eps"], "inside_sqrt")
+    return _affine(y, w, b)
+
+
+@lowers("rms_norm")
+def _rms_norm(op, x, w=None):
+    o = _o()
+    ms = o.reduce_mean(o.multiply(x, x), _tail_axes(op), True)
+    return _affine(o.divide(x, o.sqrt(o.add(ms, _like(x, op.attrs["eps"])))), w)
+
+
+@lowers("batch_norm")
+def _batch_norm(op, x, scale, bias, mean, var):
+    o = _o()
+    shape = _i64([1, -1] + [1] * (op.inputs[0].type.rank - 2))
+    inv = o.divide(scale, o.sqrt(o.add(var, _like(var, op.attrs["eps"]))))
+    return o.add(o.multiply(o.subtract(x, o.reshape(mean, shape, False)),
+                            o.reshape(inv, shape, False)), o.reshape(bias, shape, False))
+
+
+# -- shape ops ----------------------------------------------------------------------------
+
+@lowers("reshape")
+def _reshape(op, x):
+    return _o().reshape(x, _i64(op.output.type.shape), False)
+
+
+@lowers("expand")
+def _expand(op, x):
+    return _o().broadcast(x, _i64(op.output.type.shape))
+
+
+@lowers("transpose")
+def _transpose(op, x):
+    return _o().transpose(x, _i64(op.attrs["perm"]))
+
+
+@lowers("concat")
+def _concat(op, *xs):
+    kept = [x for x, v in zip(xs, op.inputs) if v.type.numel]  # OpenVINO rejects empty parts
+    return kept[0] if len(kept) == 1 else _o().concat(kept, op.attrs["axis"])
+
+
+@lowers("split")
+def _split(op, x):
+    return _o().variadic_split(x, np.int64(op.attrs["axis"]), _i64(op.attrs["sizes"])).outputs()
+
+
+@lowers("slice")
+def _slice(op, x):
+    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
+    return _o().slice(x, _i64(op.attrs["starts"]), _i64(op.attrs["ends"]), _i64(steps),
+                      _i64(op.attrs["axes"]))
+
+
+def _wrapped(o, idx, size):
+    """Negative indices counted from the end, as the IR allows."""
+    return o.select(o.less(idx, _like(idx, 0)), o.add(idx, _like(idx, size)), idx)
+
+
+@lowers("gather")
+def _gather(op, x, idx):
+    return _o().gather(x, idx, np.int64(op.attrs["axis"]))
+
+
+@lowers("embedding")
+def _embedding(op, ids, table):
+    return _o().gather(table, ids, np.int64(0))
+
+
+@lowers("gather_elements")
+def _gather_elements(op, x, idx):
+    o = _o()
+    ax = op.attrs["axis"] % op.inputs[0].type.rank
+    return o.gather_elements(x, _wrapped(o, idx, op.inputs[0].type.shape[ax]), ax)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge"}
+
+
+@lowers("pad")
+def _pad(op, x):
+    o = _o()
+    r, pads = op.inputs[0].type.rank, op.attrs["pads"]
+    value = None
+    if op.attrs["mode"] == "constant":
+        value = o.convert_like(o.constant(np.float32(op.attrs["value"])), x)
+    return o.pad(x, _i64(pads[:r]), _i64(pads[r:]), _PAD_MODES[op.attrs["mode"]], value)
+
+
+# -- reductions and pooling ---------------------------------------------------------------
+
+@lowers("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod")
+def _reduce(op, x):
+    axes = op.attrs["axes"] or range(op.inputs[0].type.rank)
+    return getattr(_o(), op.kind)(x, _i64(list(axes)), op.attrs["keepdims"])
+
+
+@lowers("argmax", "argmin")
+def _arg_reduce(op, x):
+    o = _o()
+    t = op.inputs[0].type
+    ax = op.attrs["axis"] % t.rank
+    if op.attrs["select_last_index"]:
+        x = o.slice(x, _i64([-1]), _i64([np.iinfo(np.int64).min]), _i64([-1]), _i64([ax]))
+    mode = "max" if op.kind == "argmax" else "min"
+    idx = o.topk(x, np.int64(1), ax, mode, "none", "i64", True).output(1)
+    if op.attrs["select_last_index"]:
+        idx = o.subtract(np.int64(t.shape[ax] - 1), idx)
+    return idx if op.attrs["keepdims"] else o.squeeze(idx, _i64([ax]))
+
+
+@lowers("cumsum")
+def _cumsum(op, x):
+    return _o().cumsum(x, np.int64(op.attrs["axis"]), op.attrs["exclusive"], op.attrs["reverse"])
+
+
+def _window(op):
+    t, l, b, r = op.attrs["padding"]
+    return dict(strides=op.attrs.get("stride") or op.attrs["kernel"], pads_begin=[t, l],
+                pads_end=[b, r], kernel_shape=op.attrs["kernel"],
+                rounding_type="ceil" if op.attrs["ceil_mode"] else "floor")
+
+
+@lowers("max_pool2d")
+def _max_pool2d(op, x):
+    return _o().max_pool(x, dilations=op.attrs["dilation"], **_window(op)).output(0)
+
+
+@lowers("avg_pool2d")
+def _avg_pool2d(op, x):
+    return _o().avg_pool(x, exclude_pad=not op.attrs["count_include_pad"], **_window(op))
+
+
+@lowers("global_avg_pool")
+def _global_avg_pool(op, x):
+    return _o().reduce_mean(x, _i64(range(2, op.inputs[0].type.rank)), True)
+
+
+# -- whole graphs -------------------------------------------------------------------------
+
+def check_supported(graph):
+    """A TargetError naming every op and dtype this backend cannot lower."""
+    problems = []
+    for g in graph.graphs():
+        for i, op in enumerate(g.ops):
+            if op.kind not in LOWER and op.kind not in ("const", "fused"):
+                problems.append(f"op #{i} {op.kind} (%{op.outputs[0].name})")
+            elif op.kind == "pad" and op.attrs["mode"] not in _PAD_MODES:
+                problems.append(f"op #{i} pad mode {op.attrs['mode']!r} (%{op.output.name})")
+            for v in list(op.inputs) + list(op.outputs):
+                if v.type.dtype.name not in OV_TYPES:
+                    problems.append(f"%{v.name}: {v.type.dtype} values")
+    if problems:
+        raise TargetError(f"target npu cannot lower graph '{graph.name}': "
+                          f"{'; '.join(dict.fromkeys(problems))} (OpenVINO's opset has no "
+                          f"equivalent here yet); use target='ref' for it")
+
+
+def _zeros(t):
+    """An empty result: OpenVINO computes nothing for it."""
+    return constant(np.zeros(t.shape, t.dtype.storage), t.dtype)
+
+
+def lower_body(graph, env):
+    """Add `graph`'s ops to the model being built; `env` maps its inputs (and
+    gets every result) to OpenVINO outputs."""
+    for op in graph.ops:
+        if op.kind == "const":
+            outs = [weight(graph, op)]
+        elif all(v.type.numel == 0 for v in op.outputs):
+            outs = [_zeros(v.type) for v in op.outputs]
+        elif op.kind == "fused":
+            inner = dict(zip(op.body.inputs, (env[v] for v in op.inputs)))
+            lower_body(op.body, inner)
+            outs = [inner[v] for v in op.body.outputs]
+        else:
+            res = LOWER[op.kind](op, *(env[v] for v in op.inputs))
+            outs = res if isinstance(res, (list, tuple)) else [res]
+        for v, node in zip(op.outputs, outs):
+            env[v] = node if hasattr(node, "get_node") else node.output(0)
+
+
+def to_model(graph):
+    """The openvino.Model computing `graph`; inputs and outputs keep the IR names."""
+    import openvino as ov
+    import openvino.opset16 as o
+
+    check_supported(graph)
+    env = {}
+    params = []
+    for v in graph.inputs:
+        p = o.parameter(list(v.type.shape), ov_type(v.type.dtype, f"input %{v.name}"), name=v.name)
+        p.output(0).get_tensor().set_names({v.name})
+        params.append(p)
+        env[v] = p.output(0)
+    lower_body(graph, env)
+    results, named = [], set(graph.inputs)
+    for v in graph.outputs:
+        out = env[v]
+        if v in named:  # an input or a repeated output: its own tensor, for its own name
+            out = o.identity(out).output(0)
+        named.add(v)
+        r = o.result(out)
+        r.set_friendly_name(f"{v.name}/result")
+        results.append(r)
+    model = ov.Model(results, params, graph.name)
+    for v, out in zip(graph.outputs, model.outputs):
+        out.get_tensor().set_names({v.name})
+    return model
