@@ -81,13 +81,14 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
             accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
-            criterion=None, emulate=None, device=None,
+            criterion=None, emulate=None, device=None, parts=None, decoder=None,
             rounding="nearest", print_ir_after_all=False, print_ir_after=(),
             print_ir_before=(), verify_each=True, ir_stream=None, **options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
     pipeline: a pass pipeline string (default: the target's own), e.g.
-      "canonicalize,fold,cse,dce".
+      "canonicalize,fold,cse,dce"; a target's storage passes (npu:
+      store-floats, f16 weights) run last either way.
     input_shapes / freeze_inputs: for ONNX models, fix symbolic input
       dimensions ({name: shape}) or make inputs constants ({name: array}).
     sparsity: "2:4", "1:4", ... or {layer regex: pattern}; precision: "int8",
@@ -118,6 +119,12 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     device: for target npu, the OpenVINO device to run on: "NPU" or "CPU";
       default: the NPU when OpenVINO lists one, else the CPU plugin as a
       stand-in (said so when it runs).
+    parts: for target npu, split the graph into this many OpenVINO models,
+      compiled separately and run in sequence (large models may not compile
+      in one piece on an NPU); cuts fall where one tensor crosses.
+    decoder: True or {"max_context": 256, "chunk": 8} for a transformers
+      causal LM: compile one generation step with a static KV cache (see
+      hetc.frontends.decoder); the module then has `generate()`.
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
@@ -128,12 +135,21 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))}")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
-    lower_options = {k: v for k, v in (("emulate", emulate), ("device", device))
-                     if v is not None}
+    lower_options = {k: v for k, v in (("emulate", emulate), ("device", device),
+                                       ("parts", parts)) if v is not None}
     for key in lower_options:
         if key not in getattr(backend, "LOWER_OPTIONS", ()):
             raise UsageError(f"{key}= does not apply to target '{tgt.name}' ({_OPTION_TARGETS[key]})")
-    graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
+    spec = None
+    if decoder is not None and decoder is not False:
+        from hetc.frontends.decoder import example_step_inputs, import_decoder
+
+        if example_inputs is not None:
+            raise UsageError("decoder= builds the step's inputs itself: leave out example_inputs")
+        graph, spec = import_decoder(model, decoder)
+        example_inputs = example_step_inputs(spec)
+    else:
+        graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
     auto = compression.is_auto(sparsity) or compression.is_auto(precision)
     if criterion is None and calibration is not None and not auto:
@@ -174,6 +190,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         summary, more = _accuracy(graph, ctx, what, accuracy_budget)
         notes += more
     artifact = backend.lower(graph, tgt, **lower_options)
+    if spec is not None:
+        artifact.extra["decoder"] = spec.to_dict()
     notes += artifact.extra.get("notes", [])
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
@@ -203,6 +221,7 @@ def _accuracy(graph, ctx, what, budget):
 _OPTION_TARGETS = {
     "emulate": "it applies to targets with a software model of their hardware: amx",
     "device": "it chooses the OpenVINO device of target npu",
+    "parts": "it splits the model into separately compiled OpenVINO models on target npu",
 }
 
 

@@ -81,6 +81,10 @@ def build_parser():
                    help="weight rounding: to nearest, or GPTQ with calibration Hessians")
     p.add_argument("--emulate", action="store_true", default=None,
                    help="target amx: run through hetc's software model of the AMX instructions")
+    p.add_argument("--device", choices=["NPU", "CPU"], default=None,
+                   help="target npu: the OpenVINO device (default: the NPU if listed, else CPU)")
+    p.add_argument("--parts", type=int, default=None, metavar="N",
+                   help="target npu: split into N OpenVINO models compiled separately")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -136,6 +140,7 @@ def cmd_compile(args):
                           activations=args.activations,
                           criterion=args.criterion,
                           rounding=args.rounding, emulate=args.emulate,
+                          device=args.device, parts=args.parts,
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:
@@ -272,7 +277,8 @@ def cmd_targets(args):
         table.add_column(col)
     for t in TARGETS.values():
         avail = t.availability()
-        pats = ", ".join(f"{n}:{m}" for n, m in t.nm_patterns) or "dense only"
+        pats = ", ".join(f"{n}:{m}" for n, m in t.nm_patterns) or (
+            "none (N:M stored as zeros)" if t.nm_as_zeros else "dense only")
         peak = max(t.cost.peak_gops.items(), key=lambda kv: kv[1])
         roof = f"{t.cost.reference_part}: {t.cost.bandwidth_gbs:g} GB/s, {peak[0]} {peak[1]:g} GOP/s"
         table.add_row(t.name, t.emits, pats, ", ".join(t.weight_dtypes), roof,

@@ -13,15 +13,15 @@ from hetc.ir.graph import Op, Value
 from hetc.ir.types import TensorType
 from hetc.pipeline import Pass, register_pass
 
-# ops that take a weight operand of another float dtype than their input
-_WEIGHT_OPERAND = {"linear": 1, "conv2d": 1}
+# ops whose weight and bias operands may have another float dtype than their input
+_WEIGHT_OPERANDS = {"linear": (1, 2), "conv2d": (1, 2)}
 
 
 @register_pass
 @dataclass(frozen=True)
 class StoreFloats(Pass):
-    """Store every f32 weight in the store as `dtype`: a layer's weight
-    operand directly, other uses through a cast back to f32."""
+    """Store every f32 weight in the store as `dtype`: a layer's weight and
+    bias operands directly, other uses through a cast back to f32."""
 
     name = "store-floats"
     dtype: str = "f16"
@@ -60,6 +60,6 @@ def _plain_f32_weight(op) -> bool:
 
 
 def _weight_use(user, v) -> bool:
-    i = _WEIGHT_OPERAND.get(user.kind)
-    return i is not None and len(user.inputs) > i and user.inputs[i] is v \
-        and v not in user.inputs[:i]
+    at = _WEIGHT_OPERANDS.get(user.kind, ())
+    return any(i in at for i, x in enumerate(user.inputs) if x is v) and \
+        all(i in at for i, x in enumerate(user.inputs) if x is v)

@@ -78,6 +78,24 @@ class Module:
         outs = [to_torch(o) if as_torch else np.asarray(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def generate(self, input_ids, max_new_tokens=32, eos_token_id=None):
+        """Greedy generation for a model compiled with decoder=...: the prompt
+        followed by the new tokens, [1, T + new] (torch in, torch out), like
+        transformers' generate with do_sample=False."""
+        from .generate import DecoderSpec, generate
+
+        if "decoder" not in self.artifact.extra:
+            raise UsageError("generate needs a model compiled with decoder=True (or "
+                             "decoder={'max_context': ..., 'chunk': ...})")
+        spec = DecoderSpec.from_dict(self.artifact.extra["decoder"])
+        if self._run is None:
+            self._run = make_executor(self.artifact)
+        new = generate(lambda *arrays: self._run(list(arrays)), spec, to_numpy(input_ids),
+                       max_new_tokens, eos_token_id)
+        seq = np.concatenate([to_numpy(input_ids).reshape(1, -1).astype(np.int64),
+                              np.array([new], np.int64)], axis=1)
+        return to_torch(seq) if is_torch(input_ids) else seq
+
     # -- persistence ---------------------------------------------------------------
     def save(self, folder: str):
         """Write manifest, IR, weights, report and sources to `folder`

@@ -16,9 +16,8 @@ from hetc.errors import TargetError, UsageError
 from hetc.runtime.artifact import Artifact
 from hetc.runtime.executors import register_executor
 
-XML, BIN = "model.xml", "model.bin"
 DEVICES = ("NPU", "CPU")
-LOWER_OPTIONS = ("device",)  # compile(..., device=...) applies to this backend
+LOWER_OPTIONS = ("device", "parts")  # compile(..., device=, parts=) apply to this backend
 STANDIN_NOTE = ("npu: OpenVINO lists no NPU here; the model runs on OpenVINO's CPU plugin "
                 "as a stand-in (f32 inference precision), for checking, not for speed")
 
@@ -36,12 +35,18 @@ def serialize(model) -> tuple[str, bytes]:
     (4-bit codes stay packed; float weights keep the IR's dtype)."""
     ov = openvino()
     with tempfile.TemporaryDirectory(prefix="hetc-ov-") as tmp:
-        path = os.path.join(tmp, XML)
+        path = os.path.join(tmp, "model.xml")
         ov.save_model(model, path, compress_to_fp16=False)
         with open(path) as f:
             xml = f.read()
-        with open(os.path.join(tmp, BIN), "rb") as f:
+        with open(os.path.join(tmp, "model.bin"), "rb") as f:
             return xml, f.read()
+
+
+def file_names(parts: int, k: int) -> tuple[str, str]:
+    """(xml, bin) of part k: model.xml/.bin for a whole model, else part<k>.xml/.bin."""
+    stem = "model" if parts == 1 else f"part{k}"
+    return f"{stem}.xml", f"{stem}.bin"
 
 
 def check_device(device):
@@ -50,19 +55,35 @@ def check_device(device):
                          f"OpenVINO lists one, else the CPU plugin), got {device!r}")
 
 
-def lower(graph, target, device=None) -> Artifact:
-    from .lowering import to_model
+def lower(graph, target, device=None, parts=1) -> Artifact:
+    from hetc.ir.partition import split
+
+    from .lowering import check_supported, to_model
 
     check_device(device)
     openvino()
-    xml, weights = serialize(to_model(graph))
-    artifact = Artifact(target.name, graph, {XML: xml, BIN: weights},
+    check_supported(graph)
+    pieces = split(graph, parts)
+    sources, manifest = {}, []
+    for k, part in enumerate(pieces):
+        xml_name, bin_name = file_names(len(pieces), k)
+        sources[xml_name], sources[bin_name] = serialize(to_model(part.graph))
+        manifest.append({"xml": xml_name, "bin": bin_name, "inputs": part.inputs,
+                         "outputs": part.outputs})
+    artifact = Artifact(target.name, graph, sources,
                         build={"runtime": "openvino", "device": device,
-                               "entry": f"{XML} + {BIN} (openvino.Core().read_model)"},
-                        extra={"weights_bytes": len(weights)})
-    avail = target.availability()
-    if not avail.ok and device != "NPU":
-        artifact.extra["notes"] = [STANDIN_NOTE]
+                               "entry": "openvino.Core().read_model(" +
+                                        ", ".join(m["xml"] for m in manifest) + ")"},
+                        extra={"parts": manifest,
+                               "weights_bytes": sum(len(sources[m["bin"]]) for m in manifest)})
+    notes = []
+    if len(pieces) > 1:
+        notes.append(f"npu: split into {len(pieces)} OpenVINO models run in sequence (" +
+                     "; ".join(f"{m['xml']}: {len(sources[m['bin']]) / 1e6:.1f} MB of weights, "
+                               f"{len(m['inputs'])} inputs" for m in manifest) + ")")
+    if not target.availability().ok and device != "NPU":
+        notes.append(STANDIN_NOTE)
+    artifact.extra["notes"] = notes
     return artifact
 
 
@@ -95,22 +116,29 @@ def compile_model(core, model, device):
 
 
 class Runner:
-    """A compiled OpenVINO model: one infer request, reused."""
+    """The compiled OpenVINO model(s) of an artifact, run in sequence, one
+    infer request each, reused."""
 
     def __init__(self, artifact):
         ov = openvino()
         self.core = ov.Core()
-        model = self.core.read_model(
-            model=artifact.sources[XML],
-            weights=ov.Tensor(np.frombuffer(artifact.sources[BIN], np.uint8).copy()))
-        self.compiled = compile_model(self.core, model, artifact.build.get("device"))
-        self.request = self.compiled.create_infer_request()
-        self.out_types = [v.type.dtype.storage for v in artifact.graph.outputs]
+        self.parts = []
+        for m in artifact.extra["parts"]:
+            model = self.core.read_model(
+                model=artifact.sources[m["xml"]],
+                weights=ov.Tensor(np.frombuffer(artifact.sources[m["bin"]], np.uint8).copy()))
+            compiled = compile_model(self.core, model, artifact.build.get("device"))
+            self.parts.append((compiled.create_infer_request(), m["inputs"], m["outputs"]))
+        self.inputs = [v.name for v in artifact.graph.inputs]
+        self.outputs = [(v.name, v.type.dtype.storage) for v in artifact.graph.outputs]
 
     def __call__(self, arrays):
-        self.request.infer([np.ascontiguousarray(a) for a in arrays], share_inputs=False)
-        return [np.asarray(self.request.get_output_tensor(i).data).astype(dt, copy=True)
-                for i, dt in enumerate(self.out_types)]
+        env = dict(zip(self.inputs, arrays))
+        for request, inputs, outputs in self.parts:
+            request.infer([np.ascontiguousarray(env[n]) for n in inputs], share_inputs=False)
+            for i, name in enumerate(outputs):
+                env[name] = np.array(request.get_output_tensor(i).data, copy=True)
+        return [np.asarray(env[name]).astype(dt, copy=False) for name, dt in self.outputs]
 
 
 @register_executor("npu")

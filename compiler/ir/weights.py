@@ -17,6 +17,9 @@ _DTYPES_KEY = "__hetc_dtypes__"
 _RAW_VIEW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
+AUX_KINDS = ("scale", "zero", "variant")
+
+
 def aux_key(name, kind):
     """Key of a weight's auxiliary array (kind: "scale", "zero" or "variant")."""
     return f"{name}:{kind}"
