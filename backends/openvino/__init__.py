@@ -87,6 +87,8 @@ def lower(graph, target, device=None, parts=1) -> Artifact:
     return artifact
 
 
+# The CPU plugin computing what the IR says (see choose_device).
+CHECK_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 _told = set()
 
 
@@ -100,9 +102,7 @@ def choose_device(core, device):
         if device == "CPU" and "standin" not in _told:
             _told.add("standin")
             print(f"hetc: {STANDIN_NOTE}", file=sys.stderr)
-    config = ({"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
-              if device == "CPU" else {})
-    return device, config
+    return device, (CHECK_CONFIG if device == "CPU" else {})
 
 
 def compile_model(core, model, device):

@@ -320,7 +320,7 @@ def _arg_reduce(op, x):
     if op.attrs["select_last_index"]:
         x = o.slice(x, _i64([-1]), _i64([np.iinfo(np.int64).min]), _i64([-1]), _i64([ax]))
     mode = "max" if op.kind == "argmax" else "min"
-    idx = o.topk(x, np.int64(1), ax, mode, "none", "i64", True).output(1)
+    idx = o.topk(x, np.int64(1), ax, mode, "value", "i64", True).output(1)  # stable: first of ties
     if op.attrs["select_last_index"]:
         idx = o.subtract(np.int64(t.shape[ax] - 1), idx)
     return idx if op.attrs["keepdims"] else o.squeeze(idx, _i64([ax]))
@@ -391,7 +391,13 @@ def lower_body(graph, env):
             lower_body(op.body, inner)
             outs = [inner[v] for v in op.body.outputs]
         else:
-            res = LOWER[op.kind](op, *(env[v] for v in op.inputs))
+            try:
+                res = LOWER[op.kind](op, *(env[v] for v in op.inputs))
+            except RuntimeError as e:  # OpenVINO's node validation: name the IR op
+                detail = " ".join(str(e).split())
+                raise TargetError(f"target npu: OpenVINO rejected {op.kind} "
+                                  f"%{op.outputs[0].name} of graph '{graph.name}': "
+                                  f"{detail[:400]}") from None
             outs = res if isinstance(res, (list, tuple)) else [res]
         for v, node in zip(op.outputs, outs):
             env[v] = node if hasattr(node, "get_node") else node.output(0)

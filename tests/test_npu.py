@@ -1,0 +1,237 @@
+"""Target npu: the OpenVINO model hetc builds computes what the reference
+interpreter computes on the same (f16-weight) graph, run here on OpenVINO's
+CPU plugin (no NPU on this machine), and a decoder compiled with a static KV
+cache generates the same greedy tokens as the model in PyTorch.
+
+Tolerances: the OpenVINO model against the interpreter on the same graph,
+relative L2 error 1e-5 (f32 arithmetic in both, summed in other orders);
+against the uncompressed f32 model, 2e-3 (the npu stores weights as f16).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import hetc
+from hetc.backends import openvino as ov_backend
+from hetc.errors import TargetError, UsageError
+from hetc.interpret import interpret
+from hetc.runtime.convert import to_numpy
+from models import examples
+
+REL_TOL = 1e-5  # same graph, f32 on both sides
+F16_WEIGHTS_TOL = 2e-3  # against the f32 model: weights rounded to f16
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def check(model, inputs, **kw):
+    """Compile for npu; every output matches the interpreter on the same graph."""
+    module = hetc.compile(model, target="npu", example_inputs=inputs, **kw)
+    arrays = [to_numpy(x) for x in inputs]
+    got = module(*arrays)
+    got = got if isinstance(got, tuple) else (got,)
+    for a, b in zip(got, interpret(module.graph, arrays)):
+        assert a.shape == b.shape and rel_err(a, b) < REL_TOL
+    return module, got
+
+
+@pytest.mark.parametrize("name, model, inputs", examples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_example_models_match_the_interpreter_and_the_f32_model(name, model, inputs):
+    module, (y,) = check(model, inputs)
+    with torch.no_grad():
+        assert rel_err(y, model(*inputs)) < F16_WEIGHTS_TOL
+    assert module.sources["model.xml"].startswith("<?xml")
+
+
+def test_vit_and_bert_match_the_interpreter():
+    from families import minilm, vit
+
+    for make in (vit, minilm):
+        check(*make())
+
+
+@pytest.mark.parametrize("precision", [None, "int8", "int4", "int4-asym", "mx4"])
+@pytest.mark.parametrize("make", ["gpt2_tiny", "llama_tiny"])
+def test_decoders_with_kv_cache_match_the_interpreter(make, precision):
+    import families
+
+    step = families.KVStep(getattr(families, make)())
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(1))
+    _, (logits, cache) = check(step, (ids, step.empty_cache()), precision=precision)
+    next_ids = torch.from_numpy(logits[:, -1:].argmax(-1))
+    check(step, (next_ids, torch.from_numpy(cache)), precision=precision)  # one decode step
+
+
+def test_indexing_reductions_and_dynamic_int8_activations():
+    from test_x86 import Indexing
+
+    check(Indexing(), (torch.randn(2, 8, 5), torch.tensor([3, -1, 0, 2]),
+                       torch.tensor([[True], [False]])))
+    name, model, inputs = examples()[0]
+    check(model, inputs, precision="int4", activations="int8")
+
+
+def test_4bit_weights_stay_packed_in_the_saved_file(tmp_path):
+    """int4 codes: half a byte each in the .bin, behind OpenVINO's decompression
+    pattern; plain OpenVINO opens the .xml and computes the same."""
+    import openvino as ov
+
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, target="npu", example_inputs=inputs, precision="int4")
+    layers = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    codes = sum(p.numel() for p in layers)
+    others = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("weight"))
+    scales = codes // 128 * 2  # f16, one per group of 128
+    assert len(module.sources["model.bin"]) <= codes // 2 + scales + 2 * others + 1024
+    assert 'element_type="i4"' in module.sources["model.xml"]
+    module.save(tmp_path / "m")
+    core = ov.Core()
+    plain = core.compile_model(core.read_model(str(tmp_path / "m" / "sources" / "model.xml")),
+                               "CPU", ov_backend.CHECK_CONFIG)
+    y = plain(to_numpy(inputs[0]))[0]
+    assert rel_err(y, module(*inputs).numpy()) < REL_TOL
+    loaded = hetc.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded(*inputs).numpy(), module(*inputs).numpy())
+
+
+def test_float_weights_are_stored_as_f16_in_the_ir():
+    from families import Logits, gpt2_tiny
+
+    model = Logits(gpt2_tiny())
+    module = hetc.compile(model, target="npu", example_inputs=(torch.tensor([[1, 2, 3]]),))
+    kinds = {op.output.type.dtype.name for op in module.graph.ops
+             if op.kind == "const" and "name" in op.attrs}
+    assert kinds == {"f16"}
+    # the tied embedding table feeds a gather through a cast; the LM head takes it directly
+    assert any(op.kind == "cast" for op in module.graph.ops)
+    assert "store-floats{dtype=f16}" in " ".join(module.report.notes)
+
+
+def test_explicit_nm_is_stored_as_zeros_and_says_there_is_no_speedup():
+    name, model, inputs = examples()[0]
+    module, _ = check(model, inputs, sparsity="2:4")
+    why = " ".join(w for row in module.report.layers for w in row.why)
+    assert "no N:M fast path, so no speedup" in why
+
+
+def test_symbolic_dimensions_need_shapes(tmp_path):
+    name, model, inputs = examples()[0]
+    path = tmp_path / "mlp.onnx"
+    torch.onnx.export(model, inputs, path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})  # a dimension fixed only at compile time
+    with pytest.raises(UsageError, match="'x' has symbolic dimensions"):
+        hetc.compile(str(path), target="npu")
+    module = hetc.compile(str(path), target="npu", input_shapes={"x": [3, 64]})
+    assert module(np.zeros((3, 64), np.float32)).shape == (3, 10)
+
+
+def test_no_npu_here_runs_on_the_cpu_plugin_and_says_so(capfd):
+    assert "NPU" not in ov_backend.openvino().Core().available_devices  # this machine
+    name, model, inputs = examples()[0]
+    module = hetc.compile(model, target="npu", example_inputs=inputs)
+    assert ov_backend.STANDIN_NOTE in module.report.notes
+    ov_backend._told.clear()
+    module(*inputs)
+    assert "runs on OpenVINO's CPU plugin as a stand-in" in capfd.readouterr().err
+    forced = hetc.compile(model, target="npu", example_inputs=inputs, device="NPU")
+    with pytest.raises(TargetError, match="OpenVINO cannot compile this model for NPU here: .+"):
+        forced(*inputs)
+    with pytest.raises(UsageError, match="device must be one of NPU, CPU"):
+        hetc.compile(model, target="npu", example_inputs=inputs, device="GPU")
+    with pytest.raises(UsageError, match="device= does not apply to target 'x86'"):
+        hetc.compile(model, target="x86", example_inputs=inputs, device="CPU")
+
+
+def test_unsupported_ops_are_named_at_compile_time():
+    class Wrap(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.pad(x, (2, 2), mode="circular")
+
+    with pytest.raises(TargetError, match=r"target npu cannot lower .*pad mode 'wrap'"):
+        hetc.compile(Wrap(), target="npu", example_inputs=(torch.randn(1, 2, 5),))
+
+
+def _greedy(model, ids, new):
+    with torch.no_grad():
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                              do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
+@pytest.mark.parametrize("make", ["gpt2_tiny", "llama_tiny"])
+def test_generate_matches_pytorch_greedy(make):
+    import families
+
+    model = getattr(families, make)()
+    ids = torch.randint(1, 256, (1, 7), generator=torch.Generator().manual_seed(3))
+    want = _greedy(model, ids, 32)
+    module = hetc.compile(model, target="npu", decoder={"max_context": 48, "chunk": 4})
+    assert torch.equal(module.generate(ids, max_new_tokens=32, eos_token_id=-1), want)
+    # split into separately compiled parts: the same tokens
+    parts = hetc.compile(model, target="npu", decoder={"max_context": 48, "chunk": 4}, parts=3)
+    assert len(parts.artifact.extra["parts"]) == 3
+    assert torch.equal(parts.generate(ids, max_new_tokens=32, eos_token_id=-1), want)
+
+
+def test_generate_with_int4_weights_matches_the_interpreter():
+    from families import llama_tiny
+
+    model = llama_tiny()
+    ids = torch.randint(1, 256, (1, 5), generator=torch.Generator().manual_seed(4))
+    kw = dict(decoder={"max_context": 24, "chunk": 2}, precision="int4")
+    npu, ref = hetc.compile(model, target="npu", **kw), hetc.compile(model, target="ref", **kw)
+    np.testing.assert_array_equal(npu.generate(ids, 12, eos_token_id=-1),
+                                  ref.generate(ids, 12, eos_token_id=-1))
+
+
+def test_smollm2_generates_what_pytorch_generates(tmp_path):
+    """The pretrained SmolLM2-135M, f16 weights, 32 new tokens; saved and loaded."""
+    from families import smollm2
+
+    model, tok = smollm2()
+    ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
+    want = _greedy(model, ids, 32)
+    module = hetc.compile(model, target="npu", decoder={"max_context": 64, "chunk": 8})
+    module.save(tmp_path / "smol")
+    got = hetc.load(tmp_path / "smol").generate(ids, max_new_tokens=32, eos_token_id=-1)
+    assert torch.equal(got, want), (tok.decode(got[0]), tok.decode(want[0]))
+
+
+def test_generate_errors_are_clear():
+    from families import llama_tiny
+
+    name, model, inputs = examples()[0]
+    plain = hetc.compile(model, target="npu", example_inputs=inputs)
+    with pytest.raises(UsageError, match="generate needs a model compiled with decoder="):
+        plain.generate(torch.tensor([[1, 2]]))
+    module = hetc.compile(llama_tiny(), target="ref", decoder={"max_context": 8, "chunk": 2})
+    with pytest.raises(UsageError, match="need 10 cache slots; .*max_context=8"):
+        module.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8)
+    with pytest.raises(UsageError, match="decoder= has no option"):
+        hetc.compile(llama_tiny(), target="ref", decoder={"max_len": 8})
+    with pytest.raises(UsageError, match="needs a transformers causal LM"):
+        hetc.compile(model, target="ref", decoder=True)
+    with pytest.raises(UsageError, match="cannot split graph .* into 99 parts"):
+        hetc.compile(model, target="npu", example_inputs=inputs, parts=99)
+
+
+def test_cli_compiles_onnx_for_npu(tmp_path):
+    name, model, inputs = examples()[1]
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(model, inputs, path, dynamo=False)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "--target",
+                        "npu", "-o", str(out), "--precision", "int8", "--parts", "2", "-q"],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert {"part0.xml", "part0.bin", "part1.xml", "part1.bin"} <= set(os.listdir(out / "sources"))
+    loaded = hetc.load(out)
+    x = to_numpy(inputs[0])
+    assert rel_err(loaded(x), interpret(loaded.graph, [x])[0]) < REL_TOL
