@@ -46,10 +46,11 @@ accuracy: venv
 	$(PY) benchmarks/compression_accuracy.py
 
 # Regenerates the published ONNX tables (docs/onnx-conformance.md, docs/onnx-conformance-x86.md,
-# docs/onnx-models.md).
+# docs/onnx-conformance-npu.md, docs/onnx-models.md).
 conformance: venv
 	$(VENV)/bin/hetc conformance onnx --markdown docs/onnx-conformance.md
 	$(VENV)/bin/hetc conformance onnx --target x86 --markdown docs/onnx-conformance-x86.md
+	$(VENV)/bin/hetc conformance onnx --target npu --markdown docs/onnx-conformance-npu.md
 	$(VENV)/bin/hetc conformance onnx-models --markdown docs/onnx-models.md
 
 clean:
