@@ -299,7 +299,9 @@ def run_suite(target="ref", pattern=None, jobs=None, progress=None, suite="onnx"
     else:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(jobs) as pool:
+        # forkserver, not fork: a parent that already started OpenVINO's (or
+        # OpenMP's) threads would leave forked workers deadlocked
+        with mp.get_context("forkserver").Pool(jobs) as pool:
             for r in pool.imap_unordered(_run_one, [(d, target) for d in dirs], chunksize=4):
                 results.append(r)
                 if progress:

