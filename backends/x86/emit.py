@@ -29,7 +29,6 @@ UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_
          "cosh": "U_COSH", "asinh": "U_ASINH", "acosh": "U_ACOSH", "atanh": "U_ATANH"}
 BINARY = {"add": "B_ADD", "sub": "B_SUB", "mul": "B_MUL", "div": "B_DIV", "maximum": "B_MAX",
           "minimum": "B_MIN", "pow": "B_POW"}
-ALIASES = ("reshape",)  # results that are their operand's bytes, unchanged
 
 #: activation dtypes the generated code holds, with their C types and kernels.h tags
 CTYPES = {"f32": ("float", "T_F32"), "i64": ("int64_t", "T_I64"), "i32": ("int32_t", "T_I32"),
@@ -227,11 +226,12 @@ class Emitter:
     # -- the whole graph -----------------------------------------------------------
     def run(self):
         check_supported(self.g)
+        self.views, self.skipped = attention_views(self.g)
         arena = self._plan()
         for i, v in enumerate(self.g.inputs):
             self.ptr[v] = cpointer(v.type, f"in[{i}]")
         for op in self.g.ops:
-            if op.kind == "const":
+            if op.kind == "const" or op in self.skipped:
                 continue
             for v in op.outputs:
                 if v in arena:
@@ -273,19 +273,24 @@ class Emitter:
     def _plan(self):
         """Arena offsets for intermediates: first fit over freed buffers once
         their last reader (through aliases) has run."""
-        ops = [op for op in self.g.ops if op.kind != "const"]
+        ops = [op for op in self.g.ops if op.kind != "const" and op not in self.skipped]
         self.outs = {}
         for j, v in enumerate(self.g.outputs):
-            if v.producer is not None and v.producer.kind not in ("const",) + ALIASES \
+            if v.producer is not None and v.producer.kind != "const" \
+                    and alias_offset(v.producer) is None \
                     and v not in self.outs and v not in self.g.inputs:
                 self.outs[v] = j
         root = {}  # value -> the value whose buffer it uses
         for op in ops:
+            alias = alias_offset(op) is not None
             for v in op.outputs:
-                root[v] = root.get(op.inputs[0], op.inputs[0]) if op.kind in ALIASES else v
+                root[v] = root.get(op.inputs[0], op.inputs[0]) if alias else v
         last = {}
         for i, op in enumerate(ops):
-            for v in op.inputs:
+            reads = list(op.inputs)
+            if op in self.views:  # the segments it reads in place of its k and v operands
+                reads += self.views[op].keys + self.views[op].values
+            for v in reads:
                 last[root.get(v, v)] = i
         for v in self.g.outputs:
             last[root.get(v, v)] = len(ops)
@@ -313,6 +318,93 @@ class Emitter:
 
 def round_up(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def alias_offset(op):
+    """Element offset into op's operand at which its result lies when the
+    result is the operand's bytes unchanged (reshape) or one contiguous block
+    of them (a slice of an outermost non-unit axis, as a decoder slicing its
+    cache per layer); None when the result must be computed."""
+    if op.kind == "reshape":
+        return 0
+    if op.kind != "slice":
+        return None
+    x, t = op.inputs[0], op.output.type
+    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
+    cut = []
+    for a, st, en, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
+        a %= x.type.rank
+        kept = range(x.type.shape[a])[slice(st, en, step)]
+        if kept != range(x.type.shape[a]):
+            if len(kept) > 1 and kept.step != 1:
+                return None
+            cut.append((a, kept.start if len(kept) else 0))
+    if len(cut) > 1 or (cut and math.prod(t.shape[:cut[0][0]]) != 1):
+        return None
+    return cut[0][1] * _strides(x.type.shape)[cut[0][0]] if cut else 0
+
+
+@dataclass
+class KVView:
+    keys: list  # one or two segments along the sequence axis, [B, H / group, S_i, D] each
+    values: list
+    group: int  # query heads per key head
+    ops: list  # the ops that would build the [B, H, S, D] operands
+
+
+def _kv_view(v):
+    """(segments, group, ops) for an attention key/value operand: looks
+    through the grouped-query repeat (reshape -> expand -> reshape) and a
+    concat along the sequence axis, which attention then never builds."""
+    x, group, ops = v, 1, []
+    r2 = v.producer
+    ex = r2.inputs[0].producer if r2 is not None and r2.kind == "reshape" else None
+    r1 = ex.inputs[0].producer if ex is not None and ex.kind == "expand" else None
+    if r1 is not None and r1.kind == "reshape" and r1.inputs[0].type.rank == 4:
+        base = r1.inputs[0].type.shape
+        B, Hk, S, D = base
+        g = ex.output.type.shape[2] if ex.output.type.rank == 5 else 0
+        if (r1.output.type.shape == (B, Hk, 1, S, D) and ex.output.type.shape == (B, Hk, g, S, D)
+                and v.type.shape == (B, Hk * g, S, D)):
+            x, group, ops = r1.inputs[0], g, [r2, ex, r1]
+    segments = [x]
+    c = x.producer
+    if c is not None and c.kind == "concat" and x.type.rank == 4 and \
+            c.attrs["axis"] % 4 == 2 and len(c.inputs) == 2:
+        segments, ops = list(c.inputs), ops + [c]
+    return segments, group, ops
+
+
+def attention_views(graph):
+    """({attention op: KVView}, ops no longer needed): attention reads its
+    keys and values where they lie; the ops that would have copied them into
+    one tensor are skipped when nothing else reads their results."""
+    views, chain = {}, set()
+    for op in graph.ops:
+        if op.kind != "attention" or op.inputs[0].type.rank != 4:
+            continue
+        (ks, kg, kops), (vs, vg, vops) = _kv_view(op.inputs[1]), _kv_view(op.inputs[2])
+        if kg != vg or len(ks) != len(vs) or \
+                [t.type.shape[2] for t in ks] != [t.type.shape[2] for t in vs]:
+            continue
+        if len(ks) == 1 and kg == 1:
+            continue  # nothing to look through
+        views[op] = KVView(ks, vs, kg, kops + vops)
+        chain.update(kops + vops)
+    users = graph.users()
+    outputs = set(graph.outputs)
+    skipped, changed = set(), True
+    while changed:
+        changed = False
+        for op in chain - skipped:
+            if any(v in outputs for v in op.outputs):
+                continue
+            if all(u in skipped or (u in views and op in views[u].ops and
+                                    v not in u.inputs[:1] + u.inputs[3:])
+                   for v in op.outputs for u in users.get(v, ())):
+                skipped.add(op)
+                changed = True
+    return views, skipped
 
 
 # -- per-op lowering ----------------------------------------------------------------
@@ -386,6 +478,10 @@ def _transpose(e, op):
 @lowers("slice")
 def _slice(e, op):
     x = op.inputs[0]
+    offset = alias_offset(op)
+    if offset is not None:  # a contiguous block: no copy
+        e.ptr[op.output] = f"({e.val(x)} + {offset})"
+        return
     xs = _strides(x.type.shape)
     strides, offset = list(xs), 0
     steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
@@ -655,6 +751,7 @@ def _attention(e, op):
     q, k, v = op.inputs[:3]
     if op.attrs.get("softcap"):
         raise TargetError("x86: attention with a softcap is not lowered yet")
+    view = e.views.get(op) or KVView([k], [v], 1, [])
     if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2] or \
             v.type.shape[:3] != k.type.shape[:3]:
         raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
@@ -685,8 +782,14 @@ def _attention(e, op):
         strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
     scale = op.attrs.get("scale") or 1 / math.sqrt(D)
     e.count("attention f32")
-    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {e.val(k)}, {e.val(v)}, {mask}, "
-           f"{', '.join(map(str, strides))}, {B}, {H}, {L}, {S}, {D}, {v.type.shape[-1]}, "
+    ks, vs = view.keys, view.values
+    if len(ks) == 1:
+        segments = f"{e.val(ks[0])}, {e.val(vs[0])}, {S}, 0, 0, 0"
+    else:
+        segments = (f"{e.val(ks[0])}, {e.val(vs[0])}, {ks[0].type.shape[2]}, "
+                    f"{e.val(ks[1])}, {e.val(vs[1])}, {ks[1].type.shape[2]}")
+    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {segments}, {view.group}, {mask}, "
+           f"{', '.join(map(str, strides))}, {B}, {H}, {L}, {D}, {v.type.shape[-1]}, "
            f"{_cfloat(scale)}, "
            f"{int(bool(op.attrs.get('causal')))}, "
            f"{op.attrs.get('causal_offset', 0)});")

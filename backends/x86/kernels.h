@@ -531,23 +531,32 @@ static void k_matmul(float *restrict y, const float *a, const float *b, long B, 
  * axis whole, broadcast over b, h, l through strides mb, mh, ml (0 when
  * broadcast). */
 HETC_CLONES
-static void k_attention(float *y, const float *q, const float *k, const float *v, const float *mask,
-                        long mb, long mh, long ml, long B, long H, long L, long S, long D, long Dv,
-                        float scale,
-                        int causal, long offset) {
+/* softmax(q k^T * scale [causal] [+ mask]) v over [B, H, L, D] queries.
+ * Keys and values are read where they lie: as up to two segments along the
+ * sequence (k0/v0: S0 rows, then k1/v1: S1 rows; a decoder's cache and its
+ * new tokens, never concatenated) of [B, H / group, S_i, D] tensors, query
+ * head h reading key head h / group (grouped-query attention, never expanded). */
+static void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
+                        const float *k1, const float *v1, long S1, long group,
+                        const float *mask, long mb, long mh, long ml, long B, long H, long L,
+                        long D, long Dv, float scale, int causal, long offset) {
+    long S = S0 + S1, Hk = H / group;
     #pragma omp parallel for collapse(2) schedule(static) if (B * H * L * S * D > 65536)
     for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++) {
             float *p = malloc(sizeof(float) * S);
-            const float *qb = q + (b * H + h) * L * D, *kb = k + (b * H + h) * S * D,
-                        *vb = v + (b * H + h) * S * Dv;
+            long kv = b * Hk + h / group;
+            const float *qb = q + (b * H + h) * L * D;
+            const float *kb0 = k0 + kv * S0 * D, *vb0 = v0 + kv * S0 * Dv;
+            const float *kb1 = S1 ? k1 + kv * S1 * D : 0, *vb1 = S1 ? v1 + kv * S1 * Dv : 0;
             const float *mk = mask ? mask + b * mb + h * mh : 0;
             for (long l = 0; l < L; l++) {
                 float m = -INFINITY;
                 for (long s = 0; s < S; s++) {
+                    const float *kr = s < S0 ? kb0 + s * D : kb1 + (s - S0) * D;
                     float acc = 0.f;
                     #pragma omp simd reduction(+:acc)
-                    for (long d = 0; d < D; d++) acc += qb[l * D + d] * kb[s * D + d];
+                    for (long d = 0; d < D; d++) acc += qb[l * D + d] * kr[d];
                     acc *= scale;
                     if (causal && s > l + offset) acc = -INFINITY;
                     if (mk) acc += mk[l * ml + s];
@@ -559,8 +568,10 @@ static void k_attention(float *y, const float *q, const float *k, const float *v
                 if (m == -INFINITY) continue; /* every key masked: zeros */
                 for (long s = 0; s < S; s++) { p[s] = expf(p[s] - m); sum += p[s]; }
                 for (long s = 0; s < S; s++) {
+                    const float *vr = s < S0 ? vb0 + s * Dv : vb1 + (s - S0) * Dv;
                     float w = p[s] / sum;
-                    for (long d = 0; d < Dv; d++) out[d] += w * vb[s * Dv + d];
+                    #pragma omp simd
+                    for (long d = 0; d < Dv; d++) out[d] += w * vr[d];
                 }
             }
             free(p);
