@@ -23,11 +23,15 @@ _WEIGHT_OPERANDS = {"linear": (1, 2), "conv2d": (1, 2)}
 @register_pass
 @dataclass(frozen=True)
 class StoreFloats(Pass):
-    """Store every f32 weight in the store as `dtype`: a layer's weight and
-    bias operands directly, other uses through a cast back to f32."""
+    """Store every f32 weight in the store of at least `min_elements` as
+    `dtype`: a layer's weight and bias operands directly, other uses through a
+    cast back to f32."""
 
     name = "store-floats"
     dtype: str = "f16"
+    # smaller constants (biases, norm scales, interpolation tables) stay f32:
+    # they weigh nothing, and some are exact tables
+    min_elements: int = 1024
 
     def run(self, graph, ctx):
         try:
@@ -42,7 +46,7 @@ class StoreFloats(Pass):
         ops, kept = [], []
         for op in graph.ops:
             ops.append(op)
-            if not _plain_f32_weight(op):
+            if not _plain_f32_weight(op) or op.output.type.numel < self.min_elements:
                 continue
             data = graph.weights[op.attrs["name"]]
             if np.abs(data[np.isfinite(data)]).max(initial=0) > largest:

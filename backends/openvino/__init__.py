@@ -130,15 +130,19 @@ class Runner:
             compiled = compile_model(self.core, model, artifact.build.get("device"))
             self.parts.append((compiled.create_infer_request(), m["inputs"], m["outputs"]))
         self.inputs = [v.name for v in artifact.graph.inputs]
-        self.outputs = [(v.name, v.type.dtype.storage) for v in artifact.graph.outputs]
+        self.outputs = [(v.name, v.type.shape, v.type.dtype.storage)
+                        for v in artifact.graph.outputs]
 
     def __call__(self, arrays):
         env = dict(zip(self.inputs, arrays))
         for request, inputs, outputs in self.parts:
-            request.infer([np.ascontiguousarray(env[n]) for n in inputs], share_inputs=False)
+            # np.require keeps 0-d arrays 0-d (ascontiguousarray would not)
+            request.infer([np.require(env[n], requirements="C") for n in inputs],
+                          share_inputs=False)
             for i, name in enumerate(outputs):
                 env[name] = np.array(request.get_output_tensor(i).data, copy=True)
-        return [np.asarray(env[name]).astype(dt, copy=False) for name, dt in self.outputs]
+        return [np.asarray(env[name]).astype(dt, copy=False).reshape(shape)
+                for name, shape, dt in self.outputs]
 
 
 @register_executor("npu")

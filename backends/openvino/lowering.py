@@ -14,10 +14,16 @@ import math
 import numpy as np
 
 from hetc.errors import TargetError
+from hetc.interpret import SEMANTICS
 
 from .weights import OV_TYPES, constant, ov_type, weight
 
 LOWER = {}
+# dtypes of computed values (and graph inputs and outputs): those OpenVINO
+# computes and exchanges exactly. Narrower floats, 4-bit integers and f64 stand
+# only for constants (f64 is computed in f32 by the CPU plugin; bf16, f8 and
+# 4-bit values do not cross its Python API as such).
+VALUE_TYPES = ("f32", "f16", "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "bool")
 
 
 def lowers(*kinds):
@@ -90,8 +96,7 @@ _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "pow": "power",
            "equal": "equal", "less": "less", "greater": "greater", "less_equal": "less_equal",
            "greater_equal": "greater_equal", "logical_and": "logical_and",
            "logical_or": "logical_or", "logical_xor": "logical_xor",
-           "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or", "bitwise_xor": "bitwise_xor",
-           "shift_left": "bitwise_left_shift", "shift_right": "bitwise_right_shift"}
+           "bitwise_and": "bitwise_and", "bitwise_or": "bitwise_or", "bitwise_xor": "bitwise_xor"}
 
 
 @lowers(*_BINARY)
@@ -104,13 +109,30 @@ def _div(op, a, b):
     o = _o()
     if not op.output.type.dtype.is_int:
         return o.divide(a, b)
-    # OpenVINO's integer Divide floors (Python); the IR truncates toward zero, as C
-    q = o.divide(a, b)
-    inexact = o.not_equal(o.multiply(q, b), a)
+    # OpenVINO's integer Divide truncates toward zero, as the IR does (checked on
+    # the CPU plugin; the ONNX suite's div_int32_trunc case would notice a change);
+    # x / 0 is 0 in the IR, and never divided here
+    zero, one = _like(a, 0), _like(a, 1)
+    by_zero = o.equal(b, zero)
+    q = o.divide(a, o.select(by_zero, one, b))
+    return o.select(by_zero, o.broadcast(zero, o.shape_of(q)), q)
+
+
+@lowers("shift_left", "shift_right")
+def _shift(op, a, b):
+    """Counts below 0 or of at least the bit width shift everything out (0,
+    or -1 for a negative value shifted right), as the IR defines."""
+    o = _o()
+    bits = 8 * op.output.type.dtype.storage.itemsize
+    ok = o.logical_and(o.greater_equal(b, _like(b, 0)), o.less(b, _like(b, bits)))
+    count = o.select(ok, b, _like(b, 0))
     zero = _like(a, 0)
-    signs_differ = o.not_equal(o.less(a, zero), o.less(b, zero))
-    q = o.add(q, o.convert_like(o.logical_and(inexact, signs_differ), q))
-    return o.select(o.equal(b, zero), o.broadcast(zero, o.shape_of(q)), q)
+    if op.kind == "shift_left":
+        out, spilled = o.bitwise_left_shift(a, count), o.broadcast(zero, o.shape_of(a))
+    else:
+        out = o.bitwise_right_shift(a, count)
+        spilled = o.select(o.less(a, zero), _like(a, -1), zero)
+    return o.select(ok, out, spilled)
 
 
 @lowers("where")
@@ -294,10 +316,30 @@ def _gather_elements(op, x, idx):
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge"}
 
 
+def _wrap(o, x, shape, begins, ends):
+    """Circular padding (OpenVINO has none): per axis, copies of x side by
+    side, sliced to the padded window. Negative pads crop first, as the IR says."""
+    for a, (b, e) in enumerate(zip(begins, ends)):
+        n = shape[a]
+        lo, hi = max(-b, 0), n - max(-e, 0)
+        if lo or hi != n:
+            x = o.slice(x, _i64([lo]), _i64([hi]), _i64([1]), _i64([a]))
+            n = hi - lo
+        b, e = max(b, 0), max(e, 0)
+        if (b or e) and n:
+            before, after = -(-b // n), -(-e // n)
+            x = o.concat([x] * (before + 1 + after), a)
+            start = before * n - b
+            x = o.slice(x, _i64([start]), _i64([start + b + n + e]), _i64([1]), _i64([a]))
+    return x
+
+
 @lowers("pad")
 def _pad(op, x):
     o = _o()
     r, pads = op.inputs[0].type.rank, op.attrs["pads"]
+    if op.attrs["mode"] == "wrap":
+        return _wrap(o, x, op.inputs[0].type.shape, pads[:r], pads[r:])
     value = None
     if op.attrs["mode"] == "constant":
         value = o.convert_like(o.constant(np.float32(op.attrs["value"])), x)
@@ -308,8 +350,24 @@ def _pad(op, x):
 
 @lowers("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod")
 def _reduce(op, x):
-    axes = op.attrs["axes"] or range(op.inputs[0].type.rank)
-    return getattr(_o(), op.kind)(x, _i64(list(axes)), op.attrs["keepdims"])
+    if op.inputs[0].type.numel == 0:  # over nothing: a constant, the interpreter's identity
+        t = op.output.type
+        empty = np.zeros(op.inputs[0].type.shape, op.inputs[0].type.dtype.storage)
+        return constant(np.asarray(SEMANTICS[op.kind](op, empty), t.dtype.storage), t.dtype)
+    o = _o()
+    axes = _i64(list(op.attrs["axes"] or range(op.inputs[0].type.rank)))
+    if op.inputs[0].type.dtype.name == "bool" and op.kind in ("reduce_max", "reduce_min"):
+        logical = o.reduce_logical_or if op.kind == "reduce_max" else o.reduce_logical_and
+        return logical(x, axes, op.attrs["keepdims"])
+    r = getattr(o, op.kind)(x, axes, op.attrs["keepdims"])
+    if op.kind in ("reduce_max", "reduce_min") and op.output.type.dtype.is_float:
+        # the CPU plugin gives the lowest (highest) finite value for a max (min)
+        # over infinities only; the IR gives the infinity
+        low = op.kind == "reduce_max"
+        inf = o.is_inf(x, {"detect_positive": not low, "detect_negative": low})
+        only = o.reduce_logical_and(inf, axes, op.attrs["keepdims"])
+        r = o.select(only, _like(x, -np.inf if low else np.inf), r)
+    return r
 
 
 @lowers("argmax", "argmin")
@@ -335,7 +393,8 @@ def _window(op):
     t, l, b, r = op.attrs["padding"]
     return dict(strides=op.attrs.get("stride") or op.attrs["kernel"], pads_begin=[t, l],
                 pads_end=[b, r], kernel_shape=op.attrs["kernel"],
-                rounding_type="ceil" if op.attrs["ceil_mode"] else "floor")
+                # PyTorch's rule: a last window starting in the right padding is dropped
+                rounding_type="ceil_torch" if op.attrs["ceil_mode"] else "floor")
 
 
 @lowers("max_pool2d")
@@ -345,7 +404,9 @@ def _max_pool2d(op, x):
 
 @lowers("avg_pool2d")
 def _avg_pool2d(op, x):
-    return _o().avg_pool(x, exclude_pad=not op.attrs["count_include_pad"], **_window(op))
+    # dilations given: AvgPool-16 built without them crashes OpenVINO 2026.4's CPU plugin
+    return _o().avg_pool(x, exclude_pad=not op.attrs["count_include_pad"], dilations=[1, 1],
+                         **_window(op))
 
 
 @lowers("global_avg_pool")
@@ -362,15 +423,19 @@ def check_supported(graph):
         for i, op in enumerate(g.ops):
             if op.kind not in LOWER and op.kind not in ("const", "fused"):
                 problems.append(f"op #{i} {op.kind} (%{op.outputs[0].name})")
-            elif op.kind == "pad" and op.attrs["mode"] not in _PAD_MODES:
-                problems.append(f"op #{i} pad mode {op.attrs['mode']!r} (%{op.output.name})")
-            for v in list(op.inputs) + list(op.outputs):
-                if v.type.dtype.name not in OV_TYPES:
+            for v in op.outputs if op.kind != "const" else ():
+                if v.type.dtype.name not in VALUE_TYPES:
                     problems.append(f"%{v.name}: {v.type.dtype} values")
+            if op.kind == "const" and op.output.type.dtype.name not in OV_TYPES:
+                problems.append(f"constant %{op.output.name}: {op.output.type.dtype}")
+    for v in graph.inputs + graph.outputs:
+        if v.type.dtype.name not in VALUE_TYPES:
+            problems.append(f"%{v.name}: {v.type.dtype} values")
     if problems:
         raise TargetError(f"target npu cannot lower graph '{graph.name}': "
-                          f"{'; '.join(dict.fromkeys(problems))} (OpenVINO's opset has no "
-                          f"equivalent here yet); use target='ref' for it")
+                          f"{'; '.join(dict.fromkeys(problems))} (computed values must be "
+                          f"{', '.join(VALUE_TYPES)}; ops OpenVINO's opset has no form for "
+                          f"here are named); use target='ref' for it")
 
 
 def _zeros(t):
