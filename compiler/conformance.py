@@ -282,10 +282,6 @@ def run_case(folder: str, target: str = "ref") -> Result:
         signal.signal(signal.SIGALRM, old)
 
 
-def _run_one(args):
-    return run_case(*args)
-
-
 def run_suite(target="ref", pattern=None, jobs=None, progress=None, suite="onnx") -> list[Result]:
     """Run every case of `suite` (matching `pattern`, a regex) in `jobs` processes."""
     dirs = case_dirs(suite, pattern)
@@ -297,16 +293,45 @@ def run_suite(target="ref", pattern=None, jobs=None, progress=None, suite="onnx"
             if progress:
                 progress(len(results), len(dirs), "running")
     else:
-        import multiprocessing as mp
-
-        # forkserver, not fork: a parent that already started OpenVINO's (or
-        # OpenMP's) threads would leave forked workers deadlocked
-        with mp.get_context("forkserver").Pool(jobs) as pool:
-            for r in pool.imap_unordered(_run_one, [(d, target) for d in dirs], chunksize=4):
-                results.append(r)
-                if progress:
-                    progress(len(results), len(dirs), "running")
+        for r in _in_workers(dirs, target, jobs):
+            results.append(r)
+            if progress:
+                progress(len(results), len(dirs), "running")
     return sorted(results, key=lambda r: r.name)
+
+
+def _in_workers(dirs, target, jobs):
+    """Results of the cases in `jobs` worker processes. A worker that dies (a
+    crash inside a native library) fails the cases it held, which are then run
+    one per fresh worker to find the culprit: it is reported as a crash."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    # forkserver, not fork: a parent that already started OpenVINO's (or
+    # OpenMP's) threads would leave forked workers deadlocked
+    context = mp.get_context("forkserver")
+    lost = []
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_case, d, target): d for d in dirs}
+        for f in as_completed(futures):
+            try:
+                yield f.result()
+            except BrokenProcessPool:
+                lost.append(futures[f])
+    for d in sorted(lost):  # each again, alone in a fresh worker
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            try:
+                yield pool.submit(run_case, d, target).result()
+            except BrokenProcessPool:
+                yield _died(d)
+
+
+def _died(folder):
+    with open(os.path.join(folder, "meta.json")) as f:
+        meta = json.load(f)
+    return Result(meta["name"], meta["op"], "crash",
+                  "the process running it died (a crash in native code)")
 
 
 # -- reporting ------------------------------------------------------------------------------------
