@@ -121,7 +121,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
       stand-in (said so when it runs).
     parts: for target npu, split the graph into this many OpenVINO models,
       compiled separately and run in sequence (large models may not compile
-      in one piece on an NPU); cuts fall where one tensor crosses.
+      in one piece on an NPU); cuts fall near equal shares of the weights,
+      where the fewest activation bytes cross.
     decoder: True or {"max_context": 256, "chunk": 8} for a transformers
       causal LM: compile one generation step with a static KV cache (see
       hetc.frontends.decoder); the module then has `generate()`.

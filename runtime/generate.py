@@ -76,8 +76,9 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
             pos += n
         token = int(np.asarray(logits)[0, n - 1].argmax())
         out.append(token)
-        if progress is not None:
-            progress(len(out), max_new_tokens, "tokens")
-        if len(out) == max_new_tokens or token == eos:
+        done = len(out) == max_new_tokens or token == eos
+        if progress is not None:  # an end-of-sequence token ends the count early
+            progress(len(out), len(out) if done else max_new_tokens, "generated tokens")
+        if done:
             return out
         pending = [token]

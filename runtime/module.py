@@ -82,6 +82,8 @@ class Module:
         """Greedy generation for a model compiled with decoder=...: the prompt
         followed by the new tokens, [1, T + new] (torch in, torch out), like
         transformers' generate with do_sample=False."""
+        from hetc.progress import stderr_progress
+
         from .generate import DecoderSpec, generate
 
         if "decoder" not in self.artifact.extra:
@@ -91,7 +93,7 @@ class Module:
         if self._run is None:
             self._run = make_executor(self.artifact)
         new = generate(lambda *arrays: self._run(list(arrays)), spec, to_numpy(input_ids),
-                       max_new_tokens, eos_token_id)
+                       max_new_tokens, eos_token_id, stderr_progress)
         seq = np.concatenate([to_numpy(input_ids).reshape(1, -1).astype(np.int64),
                               np.array([new], np.int64)], axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq
