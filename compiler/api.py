@@ -140,15 +140,16 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
                                        ("parts", parts)) if v is not None}
     for key in lower_options:
         if key not in getattr(backend, "LOWER_OPTIONS", ()):
-            raise UsageError(f"{key}= does not apply to target '{tgt.name}' ({_OPTION_TARGETS[key]})")
+            raise UsageError(f"{key}= does not apply to target '{tgt.name}'"
+                             f"{' (' + _OPTION_TARGETS[key] + ')' if key in _OPTION_TARGETS else ''}")
     spec = None
     if decoder is not None and decoder is not False:
-        from hetc.frontends.decoder import example_step_inputs, import_decoder
+        from hetc.frontends.decoder import CALIBRATION_NOTE, import_decoder
 
-        if example_inputs is not None:
-            raise UsageError("decoder= builds the step's inputs itself: leave out example_inputs")
-        graph, spec = import_decoder(model, decoder)
-        example_inputs = example_step_inputs(spec)
+        if example_inputs is not None or input_shapes is not None or freeze_inputs is not None:
+            raise UsageError("decoder= builds the step's inputs itself: leave out "
+                             "example_inputs, input_shapes and freeze_inputs")
+        graph, spec, example_inputs = import_decoder(model, decoder)
     else:
         graph = import_model(model, example_inputs, input_shapes, freeze_inputs)
     text = tgt.default_pipeline if pipeline is None else pipeline
@@ -186,6 +187,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         stream=ir_stream)
     graph = manager.run(graph, ctx)
     notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"] + ctx.notes
+    if spec is not None and compress and calibration is None:
+        notes.append(CALIBRATION_NOTE)
     summary = {}
     if compress:
         summary, more = _accuracy(graph, ctx, what, accuracy_budget)

@@ -302,8 +302,9 @@ def run_suite(target="ref", pattern=None, jobs=None, progress=None, suite="onnx"
 
 def _in_workers(dirs, target, jobs):
     """Results of the cases in `jobs` worker processes. A worker that dies (a
-    crash inside a native library) fails the cases it held, which are then run
-    one per fresh worker to find the culprit: it is reported as a crash."""
+    crash inside a native library) breaks the pool: every case not finished
+    then runs again, `jobs` at a time in fresh pools, and a batch that breaks
+    runs one case per pool, so the culprit is reported as a crash."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -311,20 +312,27 @@ def _in_workers(dirs, target, jobs):
     # forkserver, not fork: a parent that already started OpenVINO's (or
     # OpenMP's) threads would leave forked workers deadlocked
     context = mp.get_context("forkserver")
-    lost = []
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = {pool.submit(run_case, d, target): d for d in dirs}
-        for f in as_completed(futures):
-            try:
-                yield f.result()
-            except BrokenProcessPool:
-                lost.append(futures[f])
-    for d in sorted(lost):  # each again, alone in a fresh worker
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            try:
-                yield pool.submit(run_case, d, target).result()
-            except BrokenProcessPool:
-                yield _died(d)
+
+    def run(batch, workers):
+        done, lost = [], []
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(run_case, d, target): d for d in batch}
+            for f in as_completed(futures):
+                try:
+                    done.append(f.result())
+                except BrokenProcessPool:
+                    lost.append(futures[f])
+        return done, sorted(lost)
+
+    done, lost = run(dirs, jobs)
+    yield from done
+    for start in range(0, len(lost), jobs):
+        batch = lost[start:start + jobs]
+        done, again = run(batch, jobs)
+        yield from done
+        for d in again:
+            alone, died = run([d], 1)
+            yield from alone or [_died(d) for d in died]
 
 
 def _died(folder):

@@ -83,33 +83,44 @@ def decoder_spec(model, options) -> DecoderSpec:
     if limit and opts["max_context"] > limit:
         raise UsageError(f"decoder= max_context {opts['max_context']} exceeds the model's "
                          f"{limit} positions (config.max_position_embeddings)")
-    if getattr(cfg, "sliding_window", None):
-        raise UsageError("decoder=: models with a sliding attention window are not supported "
-                         "(their cache drops old entries, which a static cache does not model)")
+    window = getattr(cfg, "sliding_window", None)
+    if window and window < opts["max_context"] + opts["chunk"]:
+        raise UsageError(f"decoder=: this model attends to a sliding window of {window} tokens, "
+                         f"shorter than max_context + chunk; its cache drops old entries, "
+                         f"which a static cache does not model (use max_context <= "
+                         f"{window - opts['chunk']})")
     heads = cfg.num_attention_heads
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = [eos] if isinstance(eos, int) else [int(t) for t in eos or ()]
     return DecoderSpec(opts["max_context"], opts["chunk"], cfg.num_hidden_layers,
                        getattr(cfg, "num_key_value_heads", None) or heads,
-                       getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
-                       eos if isinstance(eos, int) else None)
+                       getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, eos)
 
 
-def example_step_inputs(spec: DecoderSpec):
-    """Inputs of the right shapes and dtypes for tracing (an empty cache)."""
+def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0):
+    """Step inputs of the right shapes and dtypes: a prefill chunk of random
+    token ids (seeded) against an empty cache. Tracing needs the shapes; the
+    compression passes use it as their one calibration sample."""
     import torch
 
     positions, mask = step_inputs(0, spec.chunk, spec.chunk, spec.max_context)
     past = [torch.zeros(2, 1, spec.kv_heads, spec.max_context, spec.head_dim)
             for _ in range(spec.layers)]
-    return (torch.zeros(1, spec.chunk, dtype=torch.int64), torch.from_numpy(positions),
-            torch.from_numpy(mask), *past)
+    ids = torch.randint(0, vocab, (1, spec.chunk), generator=torch.Generator().manual_seed(seed))
+    return (ids, torch.from_numpy(positions), torch.from_numpy(mask), *past)
+
+
+CALIBRATION_NOTE = ("decoder=: compression calibrated and checked on one prefill chunk of "
+                    "random token ids (no text was given)")
 
 
 def import_decoder(model, options):
-    """(Graph of the step, DecoderSpec) for a transformers causal LM."""
+    """(Graph of the step, DecoderSpec, example step inputs) for a transformers
+    causal LM."""
     from .torch_fx import import_module
 
     spec = decoder_spec(model, options)
     step = _step_module(model.eval())
-    graph = import_module(step, example_step_inputs(spec), name=type(model).__name__)
-    return graph, spec
+    inputs = example_step_inputs(spec, model.config.vocab_size)
+    graph = import_module(step, inputs, name=type(model).__name__)
+    return graph, spec, inputs

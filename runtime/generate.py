@@ -6,7 +6,7 @@ gets back the keys and values of its tokens, written into their slots.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -22,7 +22,7 @@ class DecoderSpec:
     layers: int
     kv_heads: int
     head_dim: int
-    eos_token_id: int | None = None
+    eos_token_id: list = field(default_factory=list)  # generation stops at any of these
 
     def to_dict(self):
         return asdict(self)
@@ -46,8 +46,9 @@ def step_inputs(pos, n, chunk, max_context):
 def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=None):
     """Greedy tokens after `input_ids` ([T] or [1, T]): prefill in chunks of
     spec.chunk tokens, then one token per call. `step(*arrays)` runs the step
-    graph on numpy arrays. Stops at `max_new_tokens` or the end-of-sequence
-    token (default: the model's). Returns the new token ids as a list."""
+    graph on numpy arrays. Stops at `max_new_tokens` or an end-of-sequence
+    token (an id or a list of ids; default: the model's). Returns the new
+    token ids as a list."""
     prompt = [int(t) for t in np.asarray(input_ids).reshape(-1)]
     if np.asarray(input_ids).ndim > 2 or (np.asarray(input_ids).ndim == 2
                                           and np.asarray(input_ids).shape[0] != 1):
@@ -60,7 +61,10 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
         raise UsageError(f"{len(prompt)} prompt tokens + {max_new_tokens} new ones need {need} "
                          f"cache slots; this model was compiled with max_context="
                          f"{spec.max_context} (compile with a larger decoder max_context)")
-    eos = spec.eos_token_id if eos_token_id is None else eos_token_id
+    if eos_token_id is None:
+        eos = set(spec.eos_token_id)
+    else:
+        eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
     cache = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), np.float32)
              for _ in range(spec.layers)]
     pos, out, pending = 0, [], prompt
@@ -76,7 +80,7 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
             pos += n
         token = int(np.asarray(logits)[0, n - 1].argmax())
         out.append(token)
-        done = len(out) == max_new_tokens or token == eos
+        done = len(out) == max_new_tokens or token in eos
         if progress is not None:  # an end-of-sequence token ends the count early
             progress(len(out), len(out) if done else max_new_tokens, "generated tokens")
         if done:

@@ -62,7 +62,7 @@ def lower(graph, target, device=None, parts=1) -> Artifact:
 
     check_device(device)
     openvino()
-    check_supported(graph)
+    check_supported(graph)  # the whole graph, so errors name it (parts are not re-checked)
     pieces = split(graph, parts)
     sources, manifest = {}, []
     for k, part in enumerate(pieces):
@@ -141,8 +141,8 @@ class Runner:
                           share_inputs=False)
             for i, name in enumerate(outputs):
                 env[name] = np.array(request.get_output_tensor(i).data, copy=True)
-        return [np.asarray(env[name]).astype(dt, copy=False).reshape(shape)
-                for name, shape, dt in self.outputs]
+        # copies: an output may be an input (or repeated), as on the other targets
+        return [np.array(env[name], dt).reshape(shape) for name, shape, dt in self.outputs]
 
 
 @register_executor("npu")

@@ -92,7 +92,7 @@ def _isinf(op, x):
 
 
 _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "pow": "power",
-           "maximum": "maximum", "minimum": "minimum", "mod": "floor_mod", "fmod": "mod",
+           "maximum": "maximum", "minimum": "minimum",
            "equal": "equal", "less": "less", "greater": "greater", "less_equal": "less_equal",
            "greater_equal": "greater_equal", "logical_and": "logical_and",
            "logical_or": "logical_or", "logical_xor": "logical_xor",
@@ -109,13 +109,32 @@ def _div(op, a, b):
     o = _o()
     if not op.output.type.dtype.is_int:
         return o.divide(a, b)
-    # OpenVINO's integer Divide truncates toward zero, as the IR does (checked on
-    # the CPU plugin; the ONNX suite's div_int32_trunc case would notice a change);
-    # x / 0 is 0 in the IR, and never divided here
-    zero, one = _like(a, 0), _like(a, 1)
+    # Divide floors integers by default (m_pythondiv); the IR truncates toward
+    # zero, as C does. x / 0 is 0 in the IR, and never divided here.
+    return _by_nonzero(o, a, b, lambda a, b: _truncating(o.divide(a, b)))
+
+
+def _truncating(node):
+    node.set_attribute("m_pythondiv", False)
+    return node
+
+
+def _by_nonzero(o, a, b, fn):
+    """fn(a, b) where b != 0, else 0: integer division and remainders by zero
+    give 0 in the IR."""
+    zero = _like(a, 0)
     by_zero = o.equal(b, zero)
-    q = o.divide(a, o.select(by_zero, one, b))
-    return o.select(by_zero, o.broadcast(zero, o.shape_of(q)), q)
+    r = fn(a, o.select(by_zero, _like(b, 1), b))
+    return o.select(by_zero, o.broadcast(zero, o.shape_of(r)), r)
+
+
+@lowers("mod", "fmod")
+def _mod(op, a, b):
+    o = _o()
+    fn = o.floor_mod if op.kind == "mod" else o.mod  # divisor's sign; dividend's sign
+    if not op.output.type.dtype.is_int:
+        return fn(a, b)
+    return _by_nonzero(o, a, b, fn)
 
 
 @lowers("shift_left", "shift_right")
@@ -469,11 +488,11 @@ def lower_body(graph, env):
 
 
 def to_model(graph):
-    """The openvino.Model computing `graph`; inputs and outputs keep the IR names."""
+    """The openvino.Model computing `graph` (which check_supported accepted);
+    inputs and outputs keep the IR names."""
     import openvino as ov
     import openvino.opset16 as o
 
-    check_supported(graph)
     env = {}
     params = []
     for v in graph.inputs:

@@ -9,8 +9,9 @@ A quantized weight becomes
 
 which is the pattern OpenVINO's CPU and NPU plugins fold into their
 compressed matmul kernels (the codes stay in 4 or 8 bits in the saved .bin).
-Mixture codebooks (mx4, mx3) have no OpenVINO type: their codes index a small
-table with a Gather, exact but no compressed-kernel fast path.
+The mx4 codebook has no OpenVINO type: its 4-bit codes index a small table
+with a Gather, exact but no compressed-kernel fast path. (3-bit formats are
+not npu weight dtypes: the passes keep those layers in float.)
 """
 
 from __future__ import annotations
@@ -102,8 +103,7 @@ def _codebook_values(graph, name, q, data, grouped, per_group):
     book = get_codebook(q.codebook)
     table = book.table.reshape(-1)  # [variants * codes]
     variant = graph.weights[aux_key(name, "variant")].reshape(per_group).astype(np.uint8)
-    stored = dtypes.u4 if book.bits == 4 else dtypes.u8  # 3-bit codes: a byte each
-    codes = o.convert(constant(data.reshape(grouped).astype(stored.storage), stored), "i32")
+    codes = o.convert(constant(data.reshape(grouped), dtypes.u4), "i32")
     index = o.add(o.multiply(o.convert(constant(variant, dtypes.u8), "i32"),
                              np.int32(1 << book.bits)), codes)
     return o.gather(o.constant(table), index, np.int32(0))

@@ -58,10 +58,11 @@ def _cut_points(graph: Graph, ops: list, parts: int) -> list[int]:
                 total += _weight_bytes(v.producer)
         weights.append(total)
     cuts = []
+    first = next((i for i, op in enumerate(ops) if op.kind != "const"), len(ops))
     for k in range(1, parts):
         goal = total * k / parts
         window = total / parts / 4
-        lo = max(cuts[-1] + 1 if cuts else 1, 1)
+        lo = cuts[-1] + 1 if cuts else first + 1  # every part computes something
         candidates = [i for i in range(lo, len(ops))
                       if abs(weights[i] - goal) <= window and ops[i].kind != "const"]
         if not candidates:
@@ -118,15 +119,19 @@ def split(graph: Graph, parts: int) -> list[Part]:
         for op in segments[k]:
             need.update(v for v in op.inputs if v not in consts)
     out = []
+    const_outputs = [consts[v] for v in graph.outputs if v in consts]  # given by the last part
     for k, seg in enumerate(segments):
-        made = {v for op in seg for v in op.outputs}
-        used = [v for op in seg for v in op.inputs]
+        computed = [op for op in seg if op.kind != "const"]
+        made = {v for op in computed for v in op.outputs}
+        used = [v for op in computed for v in op.inputs]
         inputs = list(dict.fromkeys(v for v in used if v not in made and v not in consts))
-        const_ops = list(dict.fromkeys(consts[v] for v in used if v in consts and v not in made))
-        body = [op for op in seg if op.kind != "const" or op.output in set(used)]
+        needed = [consts[v] for v in used if v in consts]
+        if k == parts - 1:
+            needed += const_outputs
         g = Graph(f"{graph.name}_part{k}", WeightStore())
-        g.inputs, g.ops = inputs, const_ops + body
-        g.outputs = [v for op in seg for v in op.outputs if v in later_uses[k]]
+        g.inputs, g.ops = inputs, list(dict.fromkeys(needed)) + computed
+        g.outputs = [v for op in g.ops for v in op.outputs
+                     if v in later_uses[k] and (v in made or k == parts - 1)]
         for op in g.ops:
             if op.kind == "const" and "name" in op.attrs:
                 name = op.attrs["name"]
