@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetc.interpret import load_const
+from hetc.ir.ops import slice_ranges
 from hetc.pipeline import Pass, register_pass
 
 from .cleanup import remove_dead_ops
@@ -97,11 +98,8 @@ def _single_concat(g, op):
 def _whole_slice(g, op):
     """A slice that keeps every element in order is its input."""
     x = op.inputs[0]
-    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
-    for ax, start, end, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
-        dim = x.type.shape[ax]
-        if step != 1 or range(dim)[slice(start, end, step)] != range(dim):
-            return None
+    if any(kept != range(x.type.shape[ax]) for ax, kept in slice_ranges(op.attrs, x.type.shape)):
+        return None
     return _same(x, op)
 
 
@@ -112,10 +110,9 @@ def _slice_of_concat(g, op):
     x, inner = op.inputs[0], op.inputs[0].producer
     if inner is None or inner.kind != "concat" or len(op.attrs["axes"]) != 1:
         return None
-    ax = op.attrs["axes"][0] % x.type.rank
-    if ax != inner.attrs["axis"] % x.type.rank or (op.attrs.get("steps") or [1])[0] != 1:
+    [(ax, kept)] = slice_ranges(op.attrs, x.type.shape)
+    if ax != inner.attrs["axis"] % x.type.rank or kept.step != 1:
         return None
-    kept = range(x.type.shape[ax])[slice(op.attrs["starts"][0], op.attrs["ends"][0])]
     start = 0
     for part in inner.inputs:
         n = part.type.shape[ax]

@@ -17,6 +17,7 @@ import numpy as np
 
 from hetc.errors import TargetError
 from hetc.interpret import load_const
+from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
 
 ALIGN = 64
@@ -330,11 +331,8 @@ def alias_offset(op):
     if op.kind != "slice":
         return None
     x, t = op.inputs[0], op.output.type
-    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
     cut = []
-    for a, st, en, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
-        a %= x.type.rank
-        kept = range(x.type.shape[a])[slice(st, en, step)]
+    for a, kept in slice_ranges(op.attrs, x.type.shape):
         if kept != range(x.type.shape[a]):
             if len(kept) > 1 and kept.step != 1:
                 return None
@@ -484,12 +482,9 @@ def _slice(e, op):
         return
     xs = _strides(x.type.shape)
     strides, offset = list(xs), 0
-    steps = op.attrs.get("steps") or [1] * len(op.attrs["axes"])
-    for a, st, en, step in zip(op.attrs["axes"], op.attrs["starts"], op.attrs["ends"], steps):
-        a %= x.type.rank
-        first = range(x.type.shape[a])[slice(st, en, step)]
-        offset += (first.start if len(first) else 0) * xs[a]
-        strides[a] = xs[a] * step
+    for a, kept in slice_ranges(op.attrs, x.type.shape):
+        offset += (kept.start if len(kept) else 0) * xs[a]
+        strides[a] = xs[a] * kept.step
     _strided(e, op, x, strides, offset)
 
 

@@ -473,6 +473,14 @@ def _split(types, attrs):
     return [TensorType(x.shape[:ax] + (s,) + x.shape[ax + 1:], x.value_dtype) for s in attrs["sizes"]]
 
 
+def slice_ranges(attrs, shape) -> list:
+    """(axis, range of the kept indices) for each axis a slice's attributes
+    name, Python's rules applied (clamping, negative indices, steps)."""
+    steps = attrs.get("steps") or [1] * len(attrs["axes"])
+    return [(a % len(shape), range(shape[a % len(shape)])[slice(s, e, st)])
+            for a, s, e, st in zip(attrs["axes"], attrs["starts"], attrs["ends"], steps)]
+
+
 @define("slice", ["x"], [Attr("axes", "ints"), Attr("starts", "ints"), Attr("ends", "ints"),
                          Attr("steps", "ints", None)])
 def _slice(types, attrs):
@@ -481,12 +489,13 @@ def _slice(types, attrs):
     steps = attrs.get("steps") or [1] * len(attrs["axes"])
     if not len(attrs["axes"]) == len(attrs["starts"]) == len(attrs["ends"]) == len(steps):
         raise InferError("slice axes, starts, ends and steps must have the same length")
+    if 0 in steps:
+        raise InferError("slice step must not be 0")
+    for a in attrs["axes"]:
+        _axis(a, x.rank)
     shape = list(x.shape)
-    for a, s, e, st in zip(attrs["axes"], attrs["starts"], attrs["ends"], steps):
-        if st == 0:
-            raise InferError("slice step must not be 0")
-        ax = _axis(a, x.rank)
-        shape[ax] = len(range(shape[ax])[slice(s, e, st)])
+    for ax, kept in slice_ranges(attrs, x.shape):
+        shape[ax] = len(kept)
     return TensorType(shape, x.value_dtype)
 
 
