@@ -49,11 +49,11 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
     graph on numpy arrays. Stops at `max_new_tokens` or an end-of-sequence
     token (an id or a list of ids; default: the model's). Returns the new
     token ids as a list."""
-    prompt = [int(t) for t in np.asarray(input_ids).reshape(-1)]
-    if np.asarray(input_ids).ndim > 2 or (np.asarray(input_ids).ndim == 2
-                                          and np.asarray(input_ids).shape[0] != 1):
+    ids = np.asarray(input_ids)
+    if ids.ndim > 2 or (ids.ndim == 2 and ids.shape[0] != 1):
         raise UsageError(f"generate takes one sequence ([T] or [1, T] token ids), got shape "
-                         f"{list(np.asarray(input_ids).shape)}")
+                         f"{list(ids.shape)}")
+    prompt = [int(t) for t in ids.reshape(-1)]
     if not prompt or max_new_tokens < 1:
         raise UsageError("generate needs at least one prompt token and max_new_tokens >= 1")
     need = len(prompt) + max_new_tokens - 1

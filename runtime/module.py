@@ -92,10 +92,11 @@ class Module:
         spec = DecoderSpec.from_dict(self.artifact.extra["decoder"])
         if self._run is None:
             self._run = make_executor(self.artifact)
-        new = generate(lambda *arrays: self._run(list(arrays)), spec, to_numpy(input_ids),
-                       max_new_tokens, eos_token_id, stderr_progress)
-        seq = np.concatenate([to_numpy(input_ids).reshape(1, -1).astype(np.int64),
-                              np.array([new], np.int64)], axis=1)
+        ids = to_numpy(input_ids)
+        new = generate(lambda *arrays: self._run(list(arrays)), spec, ids, max_new_tokens,
+                       eos_token_id, stderr_progress)
+        seq = np.concatenate([ids.reshape(1, -1).astype(np.int64), np.array([new], np.int64)],
+                             axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq
 
     # -- persistence ---------------------------------------------------------------

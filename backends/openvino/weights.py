@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hetc.backends.packing import pack_nibbles
 from hetc.errors import TargetError
 from hetc.ir import dtypes
 from hetc.ir.codebooks import get as get_codebook
@@ -41,13 +42,6 @@ def ov_type(dtype, where=""):
                           f"{' (' + where + ')' if where else ''}") from None
 
 
-def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
-    flat = codes.reshape(-1).astype(np.int16) & 0xF
-    if flat.size % 2:
-        flat = np.append(flat, 0)
-    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
-
-
 def constant(array: np.ndarray, dtype) -> "object":
     """An OpenVINO Constant holding `array` (storage of IR `dtype`) exactly."""
     import openvino as ov
@@ -55,7 +49,7 @@ def constant(array: np.ndarray, dtype) -> "object":
 
     if dtype.name in PACKED:
         tensor = ov.Tensor(ov_type(dtype), list(array.shape))
-        tensor.data.view(np.uint8).reshape(-1)[:] = _pack_nibbles(np.asarray(array))
+        tensor.data.view(np.uint8).reshape(-1)[:] = pack_nibbles(array)
         return ov.op.Constant(tensor)
     if dtype.name in ("bf16", "f8e4m3", "f8e5m2"):  # no numpy type OpenVINO takes: raw bits
         tensor = ov.Tensor(ov_type(dtype), list(array.shape))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hetc.backends.packing import pack_nibbles
 from hetc.errors import TargetError
 from hetc.interpret import load_const
 from hetc.ir.ops import slice_ranges
@@ -925,8 +926,7 @@ def pack_int(e, w, name, bits, group, vnni):
         u = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(n, k // 64, 2, 32)
         data = (u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2)
     elif bits == 4:
-        u = codes.astype(np.uint8) & 0x0F
-        data = u[:, 0::2] | (u[:, 1::2] << 4)
+        data = pack_nibbles(codes).reshape(n, k // 2)
     else:
         data = codes.view(np.uint8)
         if vnni:
