@@ -249,10 +249,14 @@ def _tvm_child(k, n, batch, repeat):
     return statistics.median(times)
 
 
-def measure(runners, repeat):
-    """Alternate the runners call by call; median seconds each."""
+def measure(runners, repeat, warmup):
+    """Alternate the runners call by call; median seconds each. Every runner
+    first makes `warmup` calls, at least one per copy of the layer: a first
+    call builds state (hetc's context, the peers' kernel caches) that later
+    calls reuse, and must not be timed."""
     for run in runners.values():
-        run(), run()
+        for _ in range(warmup):
+            run()
     times = {name: [] for name in runners}
     for _ in range(repeat):
         for name, run in runners.items():
@@ -303,7 +307,7 @@ def main():
                 run, wbytes[f"hetc x86 {name}"] = hetc_runner(
                     weights[:copies(per_weight * n * k)], x, cfg)
                 runners[f"hetc x86 {name}"] = run
-            t = measure(runners, args.repeat)
+            t = measure(runners, args.repeat, warmup=count + 1)
             if not args.no_tvm:
                 t["TVM f32 (untuned, alone)"] = tvm_seconds(k, n, batch, max(3, args.repeat // 5))
             base = t["PyTorch f32"]

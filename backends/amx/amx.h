@@ -5,7 +5,7 @@
  * from a row-major s8 or bf16 matrix), activations the B operand in AMX's
  * VNNI layout (per K-quad or K-pair, the tokens side by side), built once per
  * call. int4 and N:M weights are decoded into s8 rows per 16-row block just
- * before their tiles load (kernels.h's N:M layout). With HETC_AMX_EMULATE the
+ * before their tiles load (kernels.h's row blocks). With HETC_AMX_EMULATE the
  * same code runs through hetc's software model of the instructions
  * (amx_emu.h); otherwise the real intrinsics, and the process asks the kernel
  * for tile state once (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA).
@@ -56,28 +56,21 @@ static void hetc_amx_pack_b(uint8_t *dst, const uint8_t *src, long m0, long mt, 
 
 /* Rows [n0, n0 + nt) of a layer's integer weights as s8 rows of K bytes:
  * int8 codes are read in place; int4 (two per byte, low nibble first) and
- * N:M chunks are decoded into `dense`. */
+ * N:M row blocks (kernels.h) are decoded into `dense`. */
 static const int8_t *hetc_amx_rows(int8_t *dense, const uint8_t *codes, long n0, long nt, long K,
-                                   int bits, int nn, int mm) {
+                                   long G, int bits, int nn, int mm) {
     if (!nn && bits == 8) return (const int8_t *)codes + n0 * K;
+    hetc_rb_shape shape = hetc_rb(K, G, bits, nn, mm);
     for (long r = 0; r < nt; r++) {
         int8_t *row = dense + r * K;
-        if (!nn) {
-            const uint8_t *p = codes + (n0 + r) * (K / 2);
-            for (long k = 0; k < K / 2; k++) {
-                row[2 * k] = (int8_t)(uint8_t)(p[k] << 4) >> 4;
-                row[2 * k + 1] = (int8_t)p[k] >> 4;
-            }
+        if (nn) {
+            hetc_rb_row(row, codes, &shape, n0 + r);
             continue;
         }
-        long chunks = K / mm * nn / 64, D = 64 * mm / nn, cb = hetc_nm_chunk_bytes(bits, mm);
-        memset(row, 0, K);
-        for (long c = 0; c < chunks; c++) {
-            const uint8_t *pc = codes + ((n0 + r) * chunks + c) * cb;
-            for (int j = 0; j < 64; j++) {
-                int pos, code = hetc_nm_get(pc, j, bits, mm, &pos);
-                row[c * D + mm * (j / nn) + pos] = (int8_t)code;
-            }
+        const uint8_t *p = codes + (n0 + r) * (K / 2);
+        for (long k = 0; k < K / 2; k++) {
+            row[2 * k] = (int8_t)(uint8_t)(p[k] << 4) >> 4;
+            row[2 * k + 1] = (int8_t)p[k] >> 4;
         }
     }
     return dense;
@@ -91,12 +84,11 @@ static const int8_t *hetc_amx_rows(int8_t *dense, const uint8_t *codes, long n0,
 static void k_amx_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                            const float *restrict sw, const float *b, long M, long N, long K, long G,
                            int bits, int nn, int mm, unsigned char *scratch, int threads) {
-    int8_t *q;
+    uint8_t *q;
     float *sx;
-    int32_t *qsum;
     long groups = K / G;
-    hetc_quantize_into(x, M, K, G, scratch, &q, &sx, &qsum);
-    uint8_t *bq = scratch + (M * K + 63) / 64 * 64 + 2 * ((M * groups * 4 + 63) / 64 * 64);
+    hetc_quantize_into(x, M, K, G, 0, scratch, &q, &sx);
+    uint8_t *bq = scratch + (M * K + 63) / 64 * 64 + 64 + (M * groups * 4 + 63) / 64 * 64;
     int8_t *decode = (int8_t *)(bq + (M * K + 63) / 64 * 64);
     for (long m0 = 0; m0 < M; m0 += 16)
         hetc_amx_pack_b(bq + m0 * K, (const uint8_t *)q, m0, M - m0 < 16 ? M - m0 : 16, K, 1);
@@ -108,7 +100,7 @@ static void k_amx_linear_q(float *restrict y, const float *restrict x, const uin
         #pragma omp for schedule(static)
         for (long n0 = 0; n0 < N; n0 += 16) {
             int nt = N - n0 < 16 ? (int)(N - n0) : 16;
-            const int8_t *w = hetc_amx_rows(dense, codes, n0, nt, K, bits, nn, mm);
+            const int8_t *w = hetc_amx_rows(dense, codes, n0, nt, K, G, bits, nn, mm);
             for (long m0 = 0; m0 < M; m0 += 16) {
                 int mt = M - m0 < 16 ? (int)(M - m0) : 16;
                 const uint8_t *bt = bq + m0 * K;

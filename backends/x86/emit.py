@@ -815,28 +815,26 @@ def linear_operands(e, op) -> LinearOperands:
 def _linear(e, op):
     o = linear_operands(e, op)
     x, w, b, m, n, k, act, q = o.x, o.w, o.bias, o.m, o.n, o.k, o.act, o.q
-    scratch_bytes = token_scratch_bytes(m, k, act) if act else 0
-    nm = packed_nm(w, q) if act and q is not None and act == q[2] else None
-    if nm is not None:
-        packed, scales = pack_nm(e, w, *q, *nm)
-        e.count(f"linear int8 act x {nm[0]}:{nm[1]} int{q[1]} g{act}")
-        e.emit(f"k_linear_nm({e.ptr[op.output]}, {e.val(x)}, W + {packed}, "
-               f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {act}, {q[1]}, {nm[0]}, "
-               f"{nm[1]}, A + {e.scratch(scratch_bytes)});")
-        return
-    if act and q is not None and act == q[2] and (q[1] == 8 or act % 64 == 0):
-        codes, scales, wsum = pack_int(e, w, *q, vnni=True)
-        e.count(f"linear int8 act x int{q[1]} g{act}")
-        e.emit(f"k_linear_qa({e.ptr[op.output]}, {e.val(x)}, W + {codes}, "
-               f"(const float *)(W + {scales}), {wsum}, {b}, {m}, {n}, {k}, {act}, {q[1]}, "
-               f"A + {e.scratch(scratch_bytes)});")
+    blocks = row_blocks(w, q) if act and q is not None and act == q[2] else None
+    if blocks is not None:
+        _, bits, group = q
+        nn, mm = blocks
+        codes = integer_codes(e, q[0])
+        packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
+        scales = e.blob.add(in_lanes(weight_scales(e, q[0], n, k // group)))
+        sums = codes.astype(np.int32).reshape(n, -1, group).sum(-1, dtype=np.int32)
+        sums = e.blob.add(in_lanes(-128 * sums))
+        e.count(f"linear int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{act}")
+        e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, "
+               f"(const float *)(W + {scales}), (const int32_t *)(W + {sums}), {b}, {m}, {n}, "
+               f"{k}, {act}, {bits}, {nn}, {mm}, A + {e.scratch(token_scratch_bytes(m, k, act))});")
         return
     xin = e.val(x)
     if act:  # no integer kernel for this layout: the same numbers in floats
         xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
         e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
     if q is not None:
-        codes, scales, _ = pack_int(e, w, *q, vnni=False)
+        codes, scales = pack_int(e, w, *q)
         e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
@@ -848,8 +846,8 @@ def _linear(e, op):
 
 def token_scratch_bytes(m, k, group):
     """Scratch for m tokens of k features quantized to int8 per group
-    (kernels.h, hetc_quantize_into: codes, scales, sums)."""
-    return round_up(m * k) + 2 * round_up(4 * m * (k // group))
+    (kernels.h, hetc_quantize_into: codes and 64 bytes of slack, scales)."""
+    return round_up(m * k) + 64 + round_up(4 * m * (k // group))
 
 
 def integer_weight(w):
@@ -867,73 +865,96 @@ def integer_weight(w):
     return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
 
 
-def packed_nm(w, q):
-    """(N, M) when the weight's N:M pattern along its input axis fits the
-    packed sparse kernel (kernels.h: whole 64-value chunks, an activation
-    window of at most 256, groups that hold whole M-groups and align with
-    chunks); None keeps it dense (zeros stored, no sparse speedup)."""
+def row_blocks(w, q):
+    """(N, M) for the row-block integer kernel (kernels.h, k_linear_rb): the
+    weight's N:M pattern along its input axis when the kernel can skip the
+    dropped values, else (4, 4), dense, zeros stored. None when the groups do
+    not fit the kernel's steps (those layers run in floats)."""
+    _, bits, group = q
     nm = w.type.nm
-    if nm is None or nm.axis % w.type.rank != w.type.rank - 1 or nm.m > 16:
-        return None
-    k, group = w.type.shape[1], q[2]
-    kept_per_group = group * nm.n // nm.m
-    window = 64 * nm.m / nm.n
-    if (k * nm.n // nm.m) % 64 or window not in (128, 192, 256) or group % nm.m or \
-            kept_per_group % 4 or (kept_per_group % 64 and 64 % kept_per_group):
-        return None
-    return nm.n, nm.m
+    for nn, mm in ([(nm.n, nm.m)] if nm is not None and nm.axis % w.type.rank == w.type.rank - 1
+                   else []) + [(4, 4)]:
+        width = 4 * mm // nn
+        if 4 % nn == 0 and mm <= 16 and width <= 16 and group % (width * (2 if bits == 4
+                                                                            else 1)) == 0:
+            return nn, mm
+    return None
 
 
-def pack_nm(e, w, name, bits, group, n_keep, m):
-    """Blob offsets of (chunks of kept codes and their positions, f32 scales
-    per row and group), in the layout kernels.h describes for k_linear_nm.
-    Groups with fewer than N nonzero codes keep some zeros to fill N."""
-    rows, k = w.type.shape
-    codes = np.asarray(e.g.weights[name]).astype(np.int8).reshape(rows, k // m, m)
-    # N positions per group: the nonzeros first, then zeros, each in order
-    order = np.argsort(codes == 0, axis=-1, kind="stable")[..., :n_keep]
-    pos = np.sort(order, axis=-1)
-    vals = np.take_along_axis(codes, pos, axis=-1).reshape(rows, -1, 64)
-    pos = pos.reshape(rows, -1, 64).astype(np.uint8)
+def integer_codes(e, name):
+    return np.asarray(e.g.weights[name]).astype(np.int8)
+
+
+def weight_scales(e, name, rows, groups):
+    """The f32 scales of a quantized weight, one per row and group."""
+    return np.ascontiguousarray(np.broadcast_to(
+        np.asarray(e.g.weights[aux_key(name, "scale")], np.float32), (rows, groups)))
+
+
+def in_lanes(a):
+    """[rows, groups] per-row values as the row-block kernel reads them: per
+    block of 16 rows (zero rows pad the last) and group, 16 lanes."""
+    rows, groups = a.shape
+    blocks = -(-rows // 16)
+    a = np.concatenate([a, np.zeros((blocks * 16 - rows, groups), a.dtype)])
+    return np.ascontiguousarray(a.reshape(blocks, 16, groups).transpose(0, 2, 1))
+
+
+def pack_row_blocks(codes, bits, nn, mm):
+    """Integer codes [rows, k] in the row-block layout kernels.h describes
+    (16-row blocks of 64-byte vectors, slot j of row r at byte 4r + j; for
+    N:M only N values per M-group with their positions). Groups with fewer
+    than N nonzero codes keep some zeros to fill N."""
+    rows, k = codes.shape
+    blocks = -(-rows // 16)
+    codes = np.concatenate([codes, np.zeros((blocks * 16 - rows, k), np.int8)])
+    if nn != mm:
+        grouped = codes.reshape(blocks * 16, k // mm, mm)
+        # N positions per M-group: the nonzeros first, then zeros, each in order
+        pos = np.sort(np.argsort(grouped == 0, axis=-1, kind="stable")[..., :nn], axis=-1)
+        values = np.take_along_axis(grouped, pos, axis=-1)
+    else:
+        values, pos = codes, None
+    steps = k * nn // mm // 4
+
+    def vectors(a):  # [rows, steps * 4] -> [blocks, steps, 64], byte 4r + j
+        return a.reshape(blocks, 16, steps, 4).transpose(0, 2, 1, 3).reshape(blocks, steps, 64)
+
+    v = vectors(values)
     if bits == 4:
-        u = (vals.astype(np.int16) + 8).astype(np.uint8)
-        data = u[..., :32] | (u[..., 32:] << 4)
+        u = (v.astype(np.int16) + 8).astype(np.uint8).reshape(blocks, steps // 2, 2, 64)
+        parts = [u[:, :, 0] | (u[:, :, 1] << 4)]
     else:
-        data = vals.view(np.uint8)
-    width = 2 if m <= 4 else 4
-    per = 8 // width
-    fields = pos.reshape(rows, pos.shape[1], 64 // per, per)
-    posb = np.zeros(fields.shape[:-1], np.uint8)
-    for i in range(per):
-        posb |= fields[..., i] << (width * i)
-    chunks = np.concatenate([data, posb], axis=-1)
-    scale = np.broadcast_to(np.asarray(e.g.weights[aux_key(name, "scale")], np.float32),
-                            (rows, k // group))
-    return e.blob.add(np.ascontiguousarray(chunks)), \
-        e.blob.add(np.ascontiguousarray(scale, np.float32))
+        parts = [v.view(np.uint8)]
+    if pos is not None:
+        parts.append(position_fields(vectors(pos), nn, mm).reshape(blocks, parts[0].shape[1], -1))
+    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
 
 
-def pack_int(e, w, name, bits, group, vnni):
-    """Blob offsets of (codes, f32 scales per row and group, int8 code sums
-    per row and group or "0"). int4 codes: two per byte, low nibble first, or
-    for the VNNI kernel +8 in 64-weight blocks (kernels.h says the layout)."""
+def position_fields(pos, nn, mm):
+    """Each step's positions [blocks, steps, 64] as the N:M kernel reads them
+    (kernels.h): byte i = 8o + j's field in qword o % PB at bit
+    PB (8 (o / PB) + j); for M not a power of two the field is the offset in
+    the step's window, M (j / N) + pos."""
+    pow2 = (mm & (mm - 1)) == 0
+    width = 2 if mm <= 4 and pow2 else 4
+    f = pos.astype(np.uint64)
+    if not pow2:
+        f = f + (mm * (np.arange(64) % 4 // nn)).astype(np.uint64)
+    blocks, steps = f.shape[:2]
+    f = f.reshape(blocks, steps, 8 // width, width, 8)  # o = a * width + b, then j
+    shift = (width * (8 * np.arange(8 // width)[:, None, None] + np.arange(8)[None, None, :]))
+    qwords = (f << shift.astype(np.uint64)).sum(axis=(2, 4), dtype=np.uint64)
+    return qwords.astype("<u8").view(np.uint8).reshape(blocks, steps, 8 * width)
+
+
+def pack_int(e, w, name, bits, group):
+    """Blob offsets of (codes, f32 scales per row and group): int8 one per
+    byte, int4 two per byte, low nibble first (kernels.h, k_linear_q)."""
     n, k = w.type.shape
-    codes = np.asarray(e.g.weights[name]).astype(np.int8)
-    scale = np.broadcast_to(np.asarray(e.g.weights[aux_key(name, "scale")], np.float32),
-                            (n, k // group))
-    wsum = "0"
-    if bits == 4 and vnni:
-        u = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(n, k // 64, 2, 32)
-        data = (u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2)
-    elif bits == 4:
-        data = pack_nibbles(codes).reshape(n, k // 2)
-    else:
-        data = codes.view(np.uint8)
-        if vnni:
-            sums = codes.astype(np.int32).reshape(n, k // group, group).sum(-1)
-            wsum = f"(const int32_t *)(W + {e.blob.add(sums.astype(np.int32))})"
-    return (e.blob.add(data.astype(np.uint8)), e.blob.add(np.ascontiguousarray(scale, np.float32)),
-            wsum)
+    codes = integer_codes(e, name)
+    data = pack_nibbles(codes).reshape(n, k // 2) if bits == 4 else codes.view(np.uint8)
+    return e.blob.add(data.astype(np.uint8)), e.blob.add(weight_scales(e, name, n, k // group))
 
 
 def lower_graph(graph, threads=2, flavor=X86) -> Lowered:

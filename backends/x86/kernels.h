@@ -659,15 +659,33 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
     }
 }
 
-/* ---- int8 dynamic activations x integer weights (act_group) ------------ *
+/* ---- integer weights x int8 activations (act_group) --------------------- *
  * x is quantized per token and group of G features: s = max|x| / 127,
- * q = rint(x / s) (as the interpreter does). Weight codes are unsigned so
- * vpdpbusd (u8 x s8 -> s32) applies:
- *   int4: each 64-weight block is 32 bytes, byte j = (c[j] + 8) | (c[j + 32] + 8) << 4,
- *         and sum (c + 8) q = sum c q + 8 sum q (sum q kept per token and group);
- *   int8: codes are s8 and the activations are shifted instead, q + 128 as u8,
- *         sum (q + 128) c = sum q c + 128 sum c (sum c packed per row and group).
- * Every partial sum is an exact integer; y = sum_g s_w[n,g] s_x[m,g] dot_g. */
+ * q = rint(x / s) (as the interpreter does), kept as the byte q + 128 so that
+ * vpdpbusd (u8 x s8 -> s32) takes the weight codes as they are:
+ *   sum (q + 128) c = sum q c + 128 sum c, the second term packed per row and group.
+ * Every partial sum is an exact integer; y = sum_g s_w[n,g] s_x[m,g] dot_g.
+ *
+ * Weights ("row blocks"): rows in blocks of 16, zero rows padding the last.
+ * A block is a run of 64-byte vectors, byte 4r + j = slot j of row r at one
+ * step, so one vpdpbusd adds 4 products into each of the 16 rows' int32
+ * lanes and no horizontal sum is ever needed. Dense: slot j of step s
+ * multiplies activation 4s + j. N:M (N = 1, 2 or 4): a step covers
+ * W = 4M/N <= 16 activations (4/N M-groups of each row) and slot j multiplies
+ * activation sW + f, f = M (j / N) + pos from a PB-bit field per slot: for M
+ * a power of two f = base | pos (PB = 2 for M <= 4, else 4, base = M (j / N)
+ * stored once), else the field holds f itself (PB = 4). So only the kept
+ * values and their positions are read. A unit is the codes of one step
+ * (int8: s8 bytes) or of two (int4: byte i = (c_s + 8) | (c_s+1 + 8) << 4),
+ * followed for N:M by each of its steps' 8 PB bytes of fields: the field of
+ * byte i = 8o + j of the vector sits in qword o % PB at bit PB (8 (o / PB) + j),
+ * so that a broadcast of the step's qwords and one vpmultishiftqb put every
+ * field in the low bits of its byte. Per block and group: 16 f32 scales,
+ * then separately 16 int32 -128 sum c, in lane order. A step lies inside one
+ * quantization group (G % W == 0; int4 units too: G % 2W == 0).
+ * The AVX-512 kernel broadcasts a step's activations (dense: 4 bytes; N:M:
+ * 16), picks each lane's with vpshufb (N:M), then vpdpbusd; one pass over a
+ * block serves 8 tokens. */
 
 /* A token group's int8 scale, max |x| / 127 (0 for an all-zero group). */
 static inline float hetc_group_scale(const float *px, long G) {
@@ -676,365 +694,257 @@ static inline float hetc_group_scale(const float *px, long G) {
     return mx / 127.f;
 }
 
-static void hetc_quantize_rows(const float *x, long M, long K, long G, int8_t *q, float *s,
-                               int32_t *qsum) {
+/* q = rint(x / s) per token and group, stored as q + shift (0, or 128 for
+ * the row-block kernels' unsigned bytes); s per token and group in `s`. */
+static void hetc_quantize_rows(const float *x, long M, long K, long G, uint8_t *q, float *s,
+                               int shift) {
     long groups = K / G;
     for (long m = 0; m < M; m++)
         for (long g = 0; g < groups; g++) {
             const float *px = x + m * K + g * G;
             float sc = hetc_group_scale(px, G), div = sc == 0.f ? 1.f : sc;
-            int32_t sum = 0;
-            for (long i = 0; i < G; i++) {
-                int v = (int)nearbyintf(px[i] / div);
-                q[m * K + g * G + i] = (int8_t)v;
-                sum += v;
-            }
+            for (long i = 0; i < G; i++)
+                q[m * K + g * G + i] = (uint8_t)((int)nearbyintf(px[i] / div) + shift);
             s[m * groups + g] = sc;
-            qsum[m * groups + g] = sum;
         }
 }
 
-/* The dot product of one row's group with one token's group, in integers. */
-static inline int32_t hetc_dot_group_scalar(const uint8_t *w, const int8_t *q, long G, int bits) {
-    int32_t acc = 0;
-    if (bits == 4)
-        for (long b = 0; b < G; b += 64)
-            for (long j = 0; j < 32; j++) {
-                uint8_t byte = w[b / 2 + j];
-                acc += (int32_t)(byte & 15) * q[b + j] + (int32_t)(byte >> 4) * q[b + 32 + j];
-            }
-    else
-        for (long i = 0; i < G; i++) acc += (int32_t)(int8_t)w[i] * q[i];
-    return acc;
-}
-
-/* One register tile of the VNNI kernel: R output rows x T tokens (R <= 2,
- * T <= 4, constants after inlining), so each decoded weight block serves T
- * tokens and each activation load R rows. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
-static inline void hetc_qa_tile(float *restrict y, const int8_t *restrict q,
-                                const float *restrict sx, const int32_t *restrict corr,
-                                const uint8_t *restrict codes, const float *restrict sw,
-                                const float *b, long n0, long m0, const int R, const int T,
-                                long N, long K, long G, int bits) {
-    long groups = K / G, row_bytes = bits == 4 ? K / 2 : K;
-    const __m512i low = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
-    __m512 facc[2][4];
-    float fix[2][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) { facc[r][t] = _mm512_setzero_ps(); fix[r][t] = 0.f; }
-    for (long g = 0; g < groups; g++) {
-        __m512i acc[2][4];
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_si512();
-        for (long k = g * G; k < (g + 1) * G; k += 64) {
-            __m512i w[2];
-            for (int r = 0; r < R; r++) {
-                const uint8_t *pw = codes + (n0 + r) * row_bytes;
-                if (bits == 4) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(pw + k / 2));
-                    w[r] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
-                                                               _mm256_srli_epi16(v, 4), 1), low);
-                } else {
-                    w[r] = _mm512_loadu_si512(pw + k);
-                }
-            }
-            for (int t = 0; t < T; t++) {
-                __m512i x = _mm512_loadu_si512(q + (m0 + t) * K + k);
-                if (bits == 4) { /* u4 + 8 codes x s8 tokens */
-                    for (int r = 0; r < R; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], w[r], x);
-                } else {        /* tokens + 128 as u8 x s8 codes */
-                    x = _mm512_xor_si512(x, flip);
-                    for (int r = 0; r < R; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], x, w[r]);
-                }
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < T; t++) {
-                float sc = sw[(n0 + r) * groups + g] * sx[(m0 + t) * groups + g];
-                facc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][t]), _mm512_set1_ps(sc),
-                                             facc[r][t]);
-                fix[r][t] += sc * (float)(bits == 4 ? 8 * corr[(m0 + t) * groups + g]
-                                                    : 128 * corr[(n0 + r) * groups + g]);
-            }
-    }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++)
-            y[(m0 + t) * N + n0 + r] = _mm512_reduce_add_ps(facc[r][t]) - fix[r][t] +
-                                       (b ? b[n0 + r] : 0.f);
-}
-
-#define HETC_QA_TILE(R, T) \
-    hetc_qa_tile(y, q, sx, corr, codes, sw, b, n0, m0, R, T, N, K, G, bits)
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void hetc_linear_qa_vnni(float *restrict y, const int8_t *restrict q,
-                                const float *restrict sx, const int32_t *restrict corr,
-                                const uint8_t *restrict codes, const float *restrict sw,
-                                const float *b, long M, long N, long K, long G, int bits) {
-    if (M < 4) { /* decode: one row at a time keeps the loop lean */
-        #pragma omp parallel for schedule(static)
-        for (long n0 = 0; n0 < N; n0++) {
-            long m0 = 0;
-            switch (M) {
-            case 3: HETC_QA_TILE(1, 3); break;
-            case 2: HETC_QA_TILE(1, 2); break;
-            default: HETC_QA_TILE(1, 1); break;
-            }
-        }
-        return;
-    }
-    #pragma omp parallel for schedule(static)
-    for (long pair = 0; pair < (N + 1) / 2; pair++) {
-        long n0 = 2 * pair, m0 = 0;
-        int two = n0 + 1 < N;
-        for (; m0 + 4 <= M; m0 += 4) {
-            if (two) HETC_QA_TILE(2, 4); else HETC_QA_TILE(1, 4);
-        }
-        switch (M - m0) {
-        case 3: if (two) HETC_QA_TILE(2, 3); else HETC_QA_TILE(1, 3); break;
-        case 2: if (two) HETC_QA_TILE(2, 2); else HETC_QA_TILE(1, 2); break;
-        case 1: if (two) HETC_QA_TILE(2, 1); else HETC_QA_TILE(1, 1); break;
-        }
-    }
-}
-
-static void hetc_linear_qa_portable(float *restrict y, const int8_t *restrict q,
-                                    const float *restrict sx, const int32_t *restrict corr,
-                                    const uint8_t *restrict codes, const float *restrict sw,
-                                    const float *b, long M, long N, long K, long G, int bits) {
-    long groups = K / G, row_bytes = bits == 4 ? K / 2 : K;
-    #pragma omp parallel for schedule(static)
-    for (long n = 0; n < N; n++)
-        for (long m = 0; m < M; m++) {
-            float acc = 0.f;
-            for (long g = 0; g < groups; g++) {
-                const uint8_t *pw = codes + n * row_bytes + (bits == 4 ? g * G / 2 : g * G);
-                int32_t dot = hetc_dot_group_scalar(pw, q + m * K + g * G, G, bits);
-                if (bits == 4) dot -= 8 * corr[m * groups + g];
-                acc += sw[n * groups + g] * sx[m * groups + g] * (float)dot;
-            }
-            y[m * N + n] = acc + (b ? b[n] : 0.f);
-        }
-}
-
-/* ---- N:M sparse integer weights x int8 activations ---------------------- *
- * Only the kept values are stored. Each row is a run of chunks of 64 kept
- * values (K N / M is a multiple of 64); a chunk is the codes (int4: 32 bytes,
- * byte j = (c[j] + 8) | (c[j + 32] + 8) << 4; int8: 64 s8 bytes), then each
- * kept value's position inside its M-group as a PB-bit field, PB = 2 for
- * M <= 4 else 4, packed from bit 0 up (8 PB bytes). Kept value j of chunk c
- * multiplies activation c D + M (j / N) + pos[j], D = 64 M / N (D is 128,
- * 192 or 256). A quantization group holds KG = G N / M kept values: a chunk
- * lies inside one group or holds 64 / KG whole groups.
- * The AVX-512 kernel gathers the chunk's activations with vpermi2b from the
- * positions decoded by vpmultishiftqb, then vpdpbusd with unsigned weight
- * codes (int4: c + 8, minus 8 sum q) or unsigned activations (int8: q + 128,
- * minus 128 sum c); the corrections are a second vpdpbusd, so nothing but the
- * codes, positions and scales is read per row. */
-
-static inline long hetc_nm_chunk_bytes(int bits, int mm) {
-    return (bits == 4 ? 32 : 64) + 8 * (mm <= 4 ? 2 : 4);
-}
-
-/* Kept value j of a chunk: its code, and its position in its M-group in *pos. */
-static inline int hetc_nm_get(const uint8_t *pc, long j, int bits, int mm, int *pos) {
-    int pb = mm <= 4 ? 2 : 4;
-    long bit = pb * j, code_bytes = bits == 4 ? 32 : 64;
-    *pos = (pc[code_bytes + bit / 8] >> (bit % 8)) & ((1 << pb) - 1);
-    return bits == 4 ? ((j < 32 ? pc[j] : pc[j - 32] >> 4) & 15) - 8 : (int8_t)pc[j];
-}
-
-/* Per-call constants of the N:M kernel (see hetc_nm_setup). */
+/* The row-block layout of one layer (see above). */
 typedef struct {
-    __m512i base, ctrl, qs, lg, pmask, low, fixk, flip;
-    long chunks, groups, KG, D, cb, code_bytes;
-    int pb, ngr;
-    __mmask16 gm;
-} hetc_nm_consts;
+    long K, W, groups, gsteps, units, unit_bytes, block_bytes;
+    int bits, nn, mm, pb, us, pow2;
+} hetc_rb_shape;
 
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
-static void hetc_nm_setup(hetc_nm_consts *c, long K, long G, int bits, int nn, int mm) {
-    c->chunks = K / mm * nn / 64; c->groups = K / G; c->KG = G / mm * nn; c->D = 64 * mm / nn;
-    c->cb = hetc_nm_chunk_bytes(bits, mm); c->code_bytes = bits == 4 ? 32 : 64;
-    c->pb = mm <= 4 ? 2 : 4; c->ngr = c->KG >= 64 ? 1 : (int)(64 / c->KG);
-    uint8_t base_b[64], ctrl_b[64];
-    int64_t qsel[8];
-    int32_t lane_g[16];
-    for (int j = 0; j < 64; j++) base_b[j] = (uint8_t)(mm * (j / nn));
-    for (int i = 0; i < 8; i++) {
-        qsel[i] = c->pb == 2 ? i / 4 : i / 2;
-        for (int j = 0; j < 8; j++)
-            ctrl_b[8 * i + j] = (uint8_t)((c->pb == 2 ? 16 * (i % 4) : 32 * (i % 2)) + c->pb * j);
-    }
-    for (int l = 0; l < 16; l++) lane_g[l] = c->ngr == 1 ? 0 : l / (16 / c->ngr);
-    c->base = _mm512_loadu_si512(base_b); c->ctrl = _mm512_loadu_si512(ctrl_b);
-    c->qs = _mm512_loadu_si512(qsel); c->lg = _mm512_loadu_si512(lane_g);
-    c->pmask = _mm512_set1_epi8(c->pb == 2 ? 3 : 15); c->low = _mm512_set1_epi8(15);
-    c->fixk = _mm512_set1_epi8(bits == 4 ? 8 : (char)0x80); c->flip = _mm512_set1_epi8((char)0x80);
-    c->gm = (__mmask16)((1u << c->ngr) - 1);
+static hetc_rb_shape hetc_rb(long K, long G, int bits, int nn, int mm) {
+    hetc_rb_shape c;
+    c.K = K; c.bits = bits; c.nn = nn; c.mm = mm;
+    c.pow2 = (mm & (mm - 1)) == 0;
+    c.pb = nn == mm ? 0 : (mm <= 4 && c.pow2 ? 2 : 4);
+    c.us = bits == 4 ? 2 : 1;
+    c.W = nn == mm ? 4 : 4 * mm / nn;
+    c.groups = K / G; c.gsteps = G / c.W; c.units = K / c.W / c.us;
+    c.unit_bytes = 64 + c.us * 8 * c.pb;
+    c.block_bytes = c.units * c.unit_bytes;
+    return c;
 }
 
-/* One row and T tokens (a constant after inlining): each chunk's codes and
- * positions are decoded once for the T tokens. */
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
-static inline void hetc_nm_tile(float *restrict y, const int8_t *restrict q,
-                                const float *restrict sx, const uint8_t *restrict packed,
-                                const float *restrict sw, const float *b, long n, long m0,
-                                const int T, long N, long K, int bits,
-                                const hetc_nm_consts *c) {
-    const uint8_t *row = packed + n * c->chunks * c->cb;
-    const float *swn = sw + n * c->groups;
-    __m512 facc[4];
-    for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
-    for (long ch = 0; ch < c->chunks; ch++) {
-        const uint8_t *pc = row + ch * c->cb;
-        __m512i w, pos, fixw = _mm512_setzero_si512();
-        if (bits == 4) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)pc);
-            w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v),
-                                                    _mm256_srli_epi16(v, 4), 1), c->low);
-        } else {
-            w = _mm512_loadu_si512(pc);
-            fixw = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c->fixk, w); /* 128 sum c */
-        }
-        if (c->pb == 2)
-            pos = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(pc + c->code_bytes)));
-        else
-            pos = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pc + c->code_bytes)));
-        __m512i idx = _mm512_add_epi8(_mm512_and_si512(
-            _mm512_multishift_epi64_epi8(c->ctrl, _mm512_permutexvar_epi64(c->qs, pos)), c->pmask),
-            c->base);
-        __mmask64 high = _mm512_movepi8_mask(idx);
-        long g0 = ch * 64 / c->KG;
-        __m512 swv = c->ngr == 1 ? _mm512_set1_ps(swn[g0]) : _mm512_maskz_loadu_ps(c->gm, swn + g0);
-        for (int t = 0; t < T; t++) {
-            const int8_t *xw = q + (m0 + t) * K + ch * c->D;
-            __m512i g = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw), idx,
-                                                 _mm512_loadu_si512(xw + 64));
-            if (c->D > 128) {
-                __m512i hi = c->D > 192 ? _mm512_loadu_si512(xw + 192) : _mm512_setzero_si512();
-                g = _mm512_mask_blend_epi8(high, g, _mm512_permutex2var_epi8(
-                                                        _mm512_loadu_si512(xw + 128), idx, hi));
+/* Row n's codes as K s8 values (zeros where N:M dropped them). */
+static void hetc_rb_row(int8_t *row, const uint8_t *packed, const hetc_rb_shape *c, long n) {
+    const uint8_t *p = packed + (n / 16) * c->block_bytes;
+    long r = n % 16;
+    memset(row, 0, c->K);
+    for (long u = 0; u < c->units; u++, p += c->unit_bytes)
+        for (int su = 0; su < c->us; su++)
+            for (int j = 0; j < 4; j++) {
+                uint8_t byte = p[4 * r + j];
+                int code = c->bits == 4 ? ((byte >> (4 * su)) & 15) - 8 : (int8_t)byte;
+                long s = u * c->us + su, k = 4 * s + j;
+                if (c->pb) {
+                    long i = 4 * r + j, o = i / 8, bit = c->pb * (8 * (o / c->pb) + i % 8);
+                    const uint8_t *q = p + 64 + su * 8 * c->pb + 8 * (o % c->pb);
+                    int f = (q[bit / 8] >> (bit % 8)) & ((1 << c->pb) - 1);
+                    k = s * c->W + (c->pow2 ? c->mm * (j / c->nn) : 0) + f;
+                }
+                row[k] = (int8_t)code;
             }
-            __m512i acc;
-            if (bits == 4) /* (c + 8) q - 8 q */
-                acc = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, g),
-                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), c->fixk, g));
-            else           /* (q + 128) c - 128 c */
-                acc = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                           _mm512_xor_si512(g, c->flip), w), fixw);
-            const float *sxm = sx + (m0 + t) * c->groups;
-            __m512 sc = c->ngr == 1 ? _mm512_mul_ps(swv, _mm512_set1_ps(sxm[g0]))
-                                    : _mm512_permutexvar_ps(c->lg, _mm512_mul_ps(
-                                          swv, _mm512_maskz_loadu_ps(c->gm, sxm + g0)));
-            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc[t]);
-        }
-    }
-    for (int t = 0; t < T; t++)
-        y[(m0 + t) * N + n] = _mm512_reduce_add_ps(facc[t]) + (b ? b[n] : 0.f);
 }
 
+/* The N:M kernel's constants: fields to vpshufb indices. */
+typedef struct {
+    __m512i base, ctrl, pmask;
+} hetc_rb_simd;
+
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
-static void hetc_linear_nm_vnni(float *restrict y, const int8_t *restrict q,
+static void hetc_rb_simd_setup(hetc_rb_simd *v, const hetc_rb_shape *c) {
+    uint8_t base[64] = {0}, ctrl[64] = {0};
+    for (int i = 0; i < 64 && c->pb && c->pow2; i++) base[i] = (uint8_t)(c->mm * ((i % 4) / c->nn));
+    for (int i = 0; i < 64 && c->pb; i++) ctrl[i] = (uint8_t)(c->pb * (8 * ((i / 8) / c->pb) + i % 8));
+    v->base = _mm512_loadu_si512(base); v->ctrl = _mm512_loadu_si512(ctrl);
+    v->pmask = _mm512_set1_epi8((char)((1 << c->pb) - 1));
+}
+
+/* The vpshufb indices of one step from its PB * 8 bytes of fields. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
+static inline __m512i hetc_rb_index(const uint8_t *fields, const int pb, const hetc_rb_simd *v) {
+    __m512i f = pb == 2 ? _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)fields))
+                        : _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)fields));
+    /* (field & mask) | base in one vpternlogd */
+    return _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(v->ctrl, f), v->pmask, v->base,
+                                     0xEA);
+}
+
+/* How far ahead the kernel asks for weights: the hardware prefetcher alone
+ * left the batch-1 kernel at about 60% of the read bandwidth. */
+#define HETC_RB_PREFETCH 1024
+
+/* One block of 16 rows x T tokens (T, bits and pb constants after inlining). */
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
+static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
                                 const float *restrict sx, const uint8_t *restrict packed,
-                                const float *restrict sw, const float *b, long M, long N,
-                                long K, long G, int bits, int nn, int mm) {
-    hetc_nm_consts c;
-    hetc_nm_setup(&c, K, G, bits, nn, mm);
+                                const float *restrict sw, const int32_t *restrict wc,
+                                const float *b, long blk, long m0, const int T, long N,
+                                const int bits, const int pb, const hetc_rb_shape *c,
+                                const hetc_rb_simd *v) {
+    const uint8_t *p = packed + blk * c->block_bytes;
+    const long K = c->K, W = c->W, ub = c->unit_bytes, gsteps = c->gsteps;
+    const __m512i low = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+    /* int4 with one or two tokens: a second accumulator per token for the
+     * unit's second step, or vpdpbusd's latency would bound the loop */
+    const int two = bits == 4 && T <= 2;
+    __m512 facc[8];
+    for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (long g = 0; g < c->groups; g++) {
+        __m512i acc[8], acc2[2], init = _mm512_loadu_si512(wc + (blk * c->groups + g) * 16);
+        for (int t = 0; t < T; t++) acc[t] = init;
+        for (int t = 0; t < T && two; t++) acc2[t] = _mm512_setzero_si512();
+        const uint8_t *xs = xu + m0 * K + g * gsteps * W;
+        for (long s = 0; s < gsteps; s += bits == 4 ? 2 : 1, xs += (bits == 4 ? 2 : 1) * W) {
+            __m512i raw = _mm512_loadu_si512(p), w0 = raw, w1 = raw, i0 = raw, i1 = raw;
+            if (bits == 4) {
+                w0 = _mm512_sub_epi8(_mm512_and_si512(raw, low), eight);
+                w1 = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), eight);
+            }
+            if (pb) {
+                i0 = hetc_rb_index(p + 64, pb, v);
+                if (bits == 4) i1 = hetc_rb_index(p + 64 + 8 * pb, pb, v);
+            }
+            _mm_prefetch((const char *)p + HETC_RB_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + HETC_RB_PREFETCH + ub - 1, _MM_HINT_T0);
+            p += ub;
+            for (int t = 0; t < T; t++) {
+                const uint8_t *xt = xs + t * K;
+                __m512i x0, x1 = raw;
+                if (pb) { /* 16 bytes from xt: the scratch has slack after the tokens */
+                    x0 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(
+                        _mm_loadu_si128((const __m128i *)xt)), i0);
+                    if (bits == 4)
+                        x1 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(
+                            _mm_loadu_si128((const __m128i *)(xt + W))), i1);
+                } else {
+                    int32_t d0, d1;
+                    memcpy(&d0, xt, 4);
+                    memcpy(&d1, xt + 4, 4);
+                    x0 = _mm512_set1_epi32(d0);
+                    x1 = _mm512_set1_epi32(d1);
+                }
+                acc[t] = _mm512_dpbusd_epi32(acc[t], x0, w0);
+                if (two) acc2[t] = _mm512_dpbusd_epi32(acc2[t], x1, w1);
+                else if (bits == 4) acc[t] = _mm512_dpbusd_epi32(acc[t], x1, w1);
+            }
+        }
+        for (int t = 0; t < T && two; t++) acc[t] = _mm512_add_epi32(acc[t], acc2[t]);
+        __m512 swv = _mm512_loadu_ps(sw + (blk * c->groups + g) * 16);
+        for (int t = 0; t < T; t++)
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_mul_ps(
+                swv, _mm512_set1_ps(sx[(m0 + t) * c->groups + g])), facc[t]);
+    }
+    long n0 = blk * 16;
+    __mmask16 keep = N - n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1);
+    __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(facc[t], bias));
+}
+
+/* All tokens of one block: passes of 8, then 4, 2 and 1. */
+#define HETC_RB_BLOCK(BITS, PB)                                                       \
+    do {                                                                                 \
+        long m0 = 0;                                                                     \
+        for (; m0 + 8 <= M; m0 += 8)                                                     \
+            hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 8, N, BITS, PB, &c, &v); \
+        for (int T = 4; T >= 1; T /= 2)                                                  \
+            if (M - m0 >= T) {                                                           \
+                if (T == 4) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 4, N, BITS, PB, &c, &v); \
+                if (T == 2) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 2, N, BITS, PB, &c, &v); \
+                if (T == 1) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 1, N, BITS, PB, &c, &v); \
+                m0 += T;                                                                 \
+            }                                                                            \
+    } while (0)
+
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static void hetc_linear_rb_vnni(float *restrict y, const uint8_t *restrict xu,
+                                const float *restrict sx, const uint8_t *restrict packed,
+                                const float *restrict sw, const int32_t *restrict wc,
+                                const float *b, long M, long N, hetc_rb_shape c) {
+    hetc_rb_simd v;
+    hetc_rb_simd_setup(&v, &c);
+    #pragma omp parallel for schedule(static)
+    for (long blk = 0; blk < (N + 15) / 16; blk++) {
+        if (c.bits == 4)
+            switch (c.pb) {
+            case 0: HETC_RB_BLOCK(4, 0); break;
+            case 2: HETC_RB_BLOCK(4, 2); break;
+            default: HETC_RB_BLOCK(4, 4); break;
+            }
+        else
+            switch (c.pb) {
+            case 0: HETC_RB_BLOCK(8, 0); break;
+            case 2: HETC_RB_BLOCK(8, 2); break;
+            default: HETC_RB_BLOCK(8, 4); break;
+            }
+    }
+}
+
+/* The same integers in portable C: each row decoded, then group dot products. */
+static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict xu,
+                                    const float *restrict sx, const uint8_t *restrict packed,
+                                    const float *restrict sw, const int32_t *restrict wc,
+                                    const float *b, long M, long N, hetc_rb_shape c) {
+    long K = c.K, G = K / c.groups;
     #pragma omp parallel for schedule(static)
     for (long n = 0; n < N; n++) {
-        long m0 = 0;
-        for (; m0 + 4 <= M; m0 += 4) hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 4, N, K, bits, &c);
-        switch (M - m0) {
-        case 3: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 3, N, K, bits, &c); break;
-        case 2: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 2, N, K, bits, &c); break;
-        case 1: hetc_nm_tile(y, q, sx, packed, sw, b, n, m0, 1, N, K, bits, &c); break;
+        int8_t row[K];
+        hetc_rb_row(row, packed, &c, n);
+        long lane = (n / 16) * c.groups * 16 + n % 16;
+        for (long m = 0; m < M; m++) {
+            float acc = 0.f;
+            for (long g = 0; g < c.groups; g++) {
+                int32_t dot = wc[lane + 16 * g];
+                for (long i = g * G; i < (g + 1) * G; i++) dot += (int32_t)xu[m * K + i] * row[i];
+                acc += sw[lane + 16 * g] * sx[m * c.groups + g] * (float)dot;
+            }
+            y[m * N + n] = acc + (b ? b[n] : 0.f);
         }
     }
 }
 
-static void hetc_linear_nm_portable(float *restrict y, const int8_t *restrict q,
-                                    const float *restrict sx, const uint8_t *restrict packed,
-                                    const float *restrict sw, const float *b, long M, long N,
-                                    long K, long G, int bits, int nn, int mm) {
-    long chunks = K / mm * nn / 64, groups = K / G, KG = G / mm * nn, D = 64 * mm / nn;
-    long cb = hetc_nm_chunk_bytes(bits, mm);
-    #pragma omp parallel for schedule(static)
-    for (long n = 0; n < N; n++)
-        for (long m = 0; m < M; m++) {
-            float acc = 0.f;
-            int32_t dot = 0; /* exact within a quantization group */
-            for (long k = 0; k < chunks * 64; k++) {
-                long c = k / 64, j = k % 64;
-                int pos, code = hetc_nm_get(packed + (n * chunks + c) * cb, j, bits, mm, &pos);
-                dot += code * q[m * K + c * D + mm * (j / nn) + pos];
-                if ((k + 1) % KG == 0) {
-                    long gi = k / KG;
-                    acc += sw[n * groups + gi] * sx[m * groups + gi] * (float)dot;
-                    dot = 0;
-                }
-            }
-            y[m * N + n] = acc + (b ? b[n] : 0.f);
-        }
-}
-
-/* Which integer kernels may run, decided by hetc_configure when a model is
- * loaded (not per call): bit 0, AVX-512 VNNI; bit 1, also VBMI. Zero when
- * the CPU lacks them or HETC_X86_PORTABLE is set (it forces the portable C
- * kernels, so they are tested on AVX-512 hosts too). */
+/* Whether the AVX-512 integer kernels may run (VNNI, BW and VBMI: Ice Lake,
+ * Sapphire Rapids, Zen 4 and newer), decided by hetc_configure when a model
+ * is loaded, not per call. HETC_X86_PORTABLE forces the portable C kernels,
+ * so they are tested on AVX-512 hosts too. */
 static int hetc_simd;
 
 static void hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
-    int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
-    hetc_simd = portable && *portable && *portable != '0'
-                    ? 0 : vnni | (vnni && __builtin_cpu_supports("avx512vbmi")) << 1;
+    hetc_simd = !(portable && *portable && *portable != '0') &&
+                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vbmi");
 }
 
-static int hetc_int8_simd(int vbmi) { return (hetc_simd >> (vbmi ? 1 : 0)) & 1; }
 
 /* The int8 tokens of x in the scratch (from the arena, 64-byte aligned): the
- * codes (M*K bytes), then their scales and their sums (M*K/G 4-byte values
- * each), each part rounded up to 64 bytes. */
-static void hetc_quantize_into(const float *x, long M, long K, long G, unsigned char *scratch,
-                               int8_t **q, float **sx, int32_t **qsum) {
-    long side = (M * (K / G) * 4 + 63) / 64 * 64;
-    *q = (int8_t *)scratch;
-    *sx = (float *)(scratch + (M * K + 63) / 64 * 64);
-    *qsum = (int32_t *)((unsigned char *)*sx + side);
-    hetc_quantize_rows(x, M, K, G, *q, *sx, *qsum);
+ * codes (M*K bytes, then 64 bytes of slack for 16-byte loads near the end),
+ * then their scales (M*K/G floats). */
+static void hetc_quantize_into(const float *x, long M, long K, long G, int shift,
+                               unsigned char *scratch, uint8_t **q, float **sx) {
+    *q = scratch;
+    *sx = (float *)(scratch + (M * K + 63) / 64 * 64 + 64);
+    hetc_quantize_rows(x, M, K, G, *q, *sx, shift);
 }
 
-/* wsum: per row and group, the sum of the int8 codes (int8 weights only). */
-static void k_linear_qa(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
-                        const float *restrict sw, const int32_t *wsum, const float *b, long M,
-                        long N, long K, long G, int bits, unsigned char *scratch) {
-    int vnni = hetc_int8_simd(0);
-    int8_t *q;
+/* y = x W^T (+ b) with W integer in row blocks (layout above): wc is the
+ * -128 sum c per block, group and lane. */
+static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
+                        const float *restrict sw, const int32_t *restrict wc, const float *b,
+                        long M, long N, long K, long G, int bits, int nn, int mm,
+                        unsigned char *scratch) {
+    uint8_t *q;
     float *sx;
-    int32_t *qsum;
-    hetc_quantize_into(x, M, K, G, scratch, &q, &sx, &qsum);
-    const int32_t *corr = bits == 4 ? qsum : wsum;
-    if (vnni && G % 64 == 0)
-        hetc_linear_qa_vnni(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
+    hetc_quantize_into(x, M, K, G, 128, scratch, &q, &sx);
+    hetc_rb_shape c = hetc_rb(K, G, bits, nn, mm);
+    if (hetc_simd)
+        hetc_linear_rb_vnni(y, q, sx, packed, sw, wc, b, M, N, c);
     else
-        hetc_linear_qa_portable(y, q, sx, corr, codes, sw, b, M, N, K, G, bits);
-}
-
-/* N:M weights (layout above) x int8 activations; same scratch as k_linear_qa. */
-static void k_linear_nm(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
-                        const float *restrict sw, const float *b, long M, long N, long K, long G,
-                        int bits, int nn, int mm, unsigned char *scratch) {
-    int fast = hetc_int8_simd(1);
-    int8_t *q;
-    float *sx;
-    int32_t *qsum;
-    hetc_quantize_into(x, M, K, G, scratch, &q, &sx, &qsum);
-    if (fast)
-        hetc_linear_nm_vnni(y, q, sx, packed, sw, b, M, N, K, G, bits, nn, mm);
-    else
-        hetc_linear_nm_portable(y, q, sx, packed, sw, b, M, N, K, G, bits, nn, mm);
+        hetc_linear_rb_portable(y, q, sx, packed, sw, wc, b, M, N, c);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight
