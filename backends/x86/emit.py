@@ -821,13 +821,13 @@ def _linear(e, op):
         nn, mm = blocks
         codes = integer_codes(e, q[0])
         packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
-        scales = e.blob.add(in_lanes(weight_scales(e, q[0], n, k // group)))
-        sums = codes.astype(np.int32).reshape(n, -1, group).sum(-1, dtype=np.int32)
-        sums = e.blob.add(in_lanes(-128 * sums))
+        scales = stored_scales(e, q[0], n, k // group)
+        half = int(scales.dtype == np.float16)
+        scales = e.blob.add(in_lanes(scales))
         e.count(f"linear int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{act}")
-        e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, "
-               f"(const float *)(W + {scales}), (const int32_t *)(W + {sums}), {b}, {m}, {n}, "
-               f"{k}, {act}, {bits}, {nn}, {mm}, A + {e.scratch(token_scratch_bytes(m, k, act))});")
+        e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
+               f"{b}, {m}, {n}, {k}, {act}, {bits}, {nn}, {mm}, "
+               f"A + {e.scratch(token_scratch_bytes(m, k, act))});")
         return
     xin = e.val(x)
     if act:  # no integer kernel for this layout: the same numbers in floats
@@ -885,10 +885,17 @@ def integer_codes(e, name):
     return np.asarray(e.g.weights[name]).astype(np.int8)
 
 
+def stored_scales(e, name, rows, groups):
+    """The scales of a quantized weight, one per row and group, in the dtype
+    the weight stores them (f16 or f32; others widened to f32)."""
+    a = np.asarray(e.g.weights[aux_key(name, "scale")])
+    a = a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+    return np.ascontiguousarray(np.broadcast_to(a, (rows, groups)))
+
+
 def weight_scales(e, name, rows, groups):
-    """The f32 scales of a quantized weight, one per row and group."""
-    return np.ascontiguousarray(np.broadcast_to(
-        np.asarray(e.g.weights[aux_key(name, "scale")], np.float32), (rows, groups)))
+    """The scales as f32, one per row and group."""
+    return stored_scales(e, name, rows, groups).astype(np.float32)
 
 
 def in_lanes(a):

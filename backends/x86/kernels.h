@@ -663,7 +663,9 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
  * x is quantized per token and group of G features: s = max|x| / 127,
  * q = rint(x / s) (as the interpreter does), kept as the byte q + 128 so that
  * vpdpbusd (u8 x s8 -> s32) takes the weight codes as they are:
- *   sum (q + 128) c = sum q c + 128 sum c, the second term packed per row and group.
+ *   sum (q + 128) c = sum q c + 128 sum c, the second term summed from the
+ *   codes as they stream by (one more vpdpbusd per vector, shared by the
+ *   tokens: cheaper at batch 1 than reading it from memory).
  * Every partial sum is an exact integer; y = sum_g s_w[n,g] s_x[m,g] dot_g.
  *
  * Weights ("row blocks"): rows in blocks of 16, zero rows padding the last.
@@ -680,8 +682,8 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
  * followed for N:M by each of its steps' 8 PB bytes of fields: the field of
  * byte i = 8o + j of the vector sits in qword o % PB at bit PB (8 (o / PB) + j),
  * so that a broadcast of the step's qwords and one vpmultishiftqb put every
- * field in the low bits of its byte. Per block and group: 16 f32 scales,
- * then separately 16 int32 -128 sum c, in lane order. A step lies inside one
+ * field in the low bits of its byte. Per block and group: 16 scales in lane
+ * order, f16 or f32 as the weight stores them (half). A step lies inside one
  * quantization group (G % W == 0; int4 units too: G % 2W == 0).
  * The AVX-512 kernel broadcasts a step's activations (dense: 4 bytes; N:M:
  * 16), picks each lane's with vpshufb (N:M), then vpdpbusd; one pass over a
@@ -712,12 +714,12 @@ static void hetc_quantize_rows(const float *x, long M, long K, long G, uint8_t *
 /* The row-block layout of one layer (see above). */
 typedef struct {
     long K, W, groups, gsteps, units, unit_bytes, block_bytes;
-    int bits, nn, mm, pb, us, pow2;
+    int bits, nn, mm, pb, us, pow2, half;
 } hetc_rb_shape;
 
 static hetc_rb_shape hetc_rb(long K, long G, int bits, int nn, int mm) {
     hetc_rb_shape c;
-    c.K = K; c.bits = bits; c.nn = nn; c.mm = mm;
+    c.K = K; c.bits = bits; c.nn = nn; c.mm = mm; c.half = 0;
     c.pow2 = (mm & (mm - 1)) == 0;
     c.pb = nn == mm ? 0 : (mm <= 4 && c.pow2 ? 2 : 4);
     c.us = bits == 4 ? 2 : 1;
@@ -781,21 +783,22 @@ static inline __m512i hetc_rb_index(const uint8_t *fields, const int pb, const h
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
 static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
                                 const float *restrict sx, const uint8_t *restrict packed,
-                                const float *restrict sw, const int32_t *restrict wc,
-                                const float *b, long blk, long m0, const int T, long N,
+                                const void *restrict sw, const float *b, long blk, long m0,
+                                const int T, long N,
                                 const int bits, const int pb, const hetc_rb_shape *c,
                                 const hetc_rb_simd *v) {
     const uint8_t *p = packed + blk * c->block_bytes;
     const long K = c->K, W = c->W, ub = c->unit_bytes, gsteps = c->gsteps;
-    const __m512i low = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+    const __m512i low = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8),
+                  k128 = _mm512_set1_epi8((char)0x80);
     /* int4 with one or two tokens: a second accumulator per token for the
      * unit's second step, or vpdpbusd's latency would bound the loop */
     const int two = bits == 4 && T <= 2;
     __m512 facc[8];
     for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
     for (long g = 0; g < c->groups; g++) {
-        __m512i acc[8], acc2[2], init = _mm512_loadu_si512(wc + (blk * c->groups + g) * 16);
-        for (int t = 0; t < T; t++) acc[t] = init;
+        __m512i acc[8], acc2[2], sum128 = _mm512_setzero_si512(); /* 128 sum c per row */
+        for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_si512();
         for (int t = 0; t < T && two; t++) acc2[t] = _mm512_setzero_si512();
         const uint8_t *xs = xu + m0 * K + g * gsteps * W;
         for (long s = 0; s < gsteps; s += bits == 4 ? 2 : 1, xs += (bits == 4 ? 2 : 1) * W) {
@@ -803,7 +806,9 @@ static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
             if (bits == 4) {
                 w0 = _mm512_sub_epi8(_mm512_and_si512(raw, low), eight);
                 w1 = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), eight);
+                sum128 = _mm512_dpbusd_epi32(sum128, k128, w1);
             }
+            sum128 = _mm512_dpbusd_epi32(sum128, k128, w0);
             if (pb) {
                 i0 = hetc_rb_index(p + 64, pb, v);
                 if (bits == 4) i1 = hetc_rb_index(p + 64 + 8 * pb, pb, v);
@@ -833,9 +838,12 @@ static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
             }
         }
         for (int t = 0; t < T && two; t++) acc[t] = _mm512_add_epi32(acc[t], acc2[t]);
-        __m512 swv = _mm512_loadu_ps(sw + (blk * c->groups + g) * 16);
+        long at = (blk * c->groups + g) * 16;
+        __m512 swv = c->half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(
+                                   (const uint16_t *)sw + at)))
+                             : _mm512_loadu_ps((const float *)sw + at);
         for (int t = 0; t < T; t++)
-            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_mul_ps(
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[t], sum128)), _mm512_mul_ps(
                 swv, _mm512_set1_ps(sx[(m0 + t) * c->groups + g])), facc[t]);
     }
     long n0 = blk * 16;
@@ -850,12 +858,12 @@ static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
     do {                                                                                 \
         long m0 = 0;                                                                     \
         for (; m0 + 8 <= M; m0 += 8)                                                     \
-            hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 8, N, BITS, PB, &c, &v); \
+            hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 8, N, BITS, PB, &c, &v); \
         for (int T = 4; T >= 1; T /= 2)                                                  \
             if (M - m0 >= T) {                                                           \
-                if (T == 4) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 4, N, BITS, PB, &c, &v); \
-                if (T == 2) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 2, N, BITS, PB, &c, &v); \
-                if (T == 1) hetc_rb_tile(y, xu, sx, packed, sw, wc, b, blk, m0, 1, N, BITS, PB, &c, &v); \
+                if (T == 4) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 4, N, BITS, PB, &c, &v); \
+                if (T == 2) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 2, N, BITS, PB, &c, &v); \
+                if (T == 1) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 1, N, BITS, PB, &c, &v); \
                 m0 += T;                                                                 \
             }                                                                            \
     } while (0)
@@ -863,8 +871,8 @@ static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
 static void hetc_linear_rb_vnni(float *restrict y, const uint8_t *restrict xu,
                                 const float *restrict sx, const uint8_t *restrict packed,
-                                const float *restrict sw, const int32_t *restrict wc,
-                                const float *b, long M, long N, hetc_rb_shape c) {
+                                const void *restrict sw, const float *b, long M, long N,
+                                hetc_rb_shape c) {
     hetc_rb_simd v;
     hetc_rb_simd_setup(&v, &c);
     #pragma omp parallel for schedule(static)
@@ -887,8 +895,8 @@ static void hetc_linear_rb_vnni(float *restrict y, const uint8_t *restrict xu,
 /* The same integers in portable C: each row decoded, then group dot products. */
 static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict xu,
                                     const float *restrict sx, const uint8_t *restrict packed,
-                                    const float *restrict sw, const int32_t *restrict wc,
-                                    const float *b, long M, long N, hetc_rb_shape c) {
+                                    const void *restrict sw, const float *b, long M, long N,
+                                    hetc_rb_shape c) {
     long K = c.K, G = K / c.groups;
     #pragma omp parallel for schedule(static)
     for (long n = 0; n < N; n++) {
@@ -898,9 +906,12 @@ static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict x
         for (long m = 0; m < M; m++) {
             float acc = 0.f;
             for (long g = 0; g < c.groups; g++) {
-                int32_t dot = wc[lane + 16 * g];
-                for (long i = g * G; i < (g + 1) * G; i++) dot += (int32_t)xu[m * K + i] * row[i];
-                acc += sw[lane + 16 * g] * sx[m * c.groups + g] * (float)dot;
+                int32_t dot = 0;
+                for (long i = g * G; i < (g + 1) * G; i++)
+                    dot += ((int32_t)xu[m * K + i] - 128) * row[i];
+                float s = c.half ? _cvtsh_ss(((const uint16_t *)sw)[lane + 16 * g])
+                                 : ((const float *)sw)[lane + 16 * g];
+                acc += s * sx[m * c.groups + g] * (float)dot;
             }
             y[m * N + n] = acc + (b ? b[n] : 0.f);
         }
@@ -931,20 +942,20 @@ static void hetc_quantize_into(const float *x, long M, long K, long G, int shift
     hetc_quantize_rows(x, M, K, G, *q, *sx, shift);
 }
 
-/* y = x W^T (+ b) with W integer in row blocks (layout above): wc is the
- * -128 sum c per block, group and lane. */
+/* y = x W^T (+ b) with W integer in row blocks (layout above); scales f16
+ * when half, else f32. */
 static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
-                        const float *restrict sw, const int32_t *restrict wc, const float *b,
-                        long M, long N, long K, long G, int bits, int nn, int mm,
-                        unsigned char *scratch) {
+                        const void *restrict sw, int half, const float *b, long M, long N, long K,
+                        long G, int bits, int nn, int mm, unsigned char *scratch) {
     uint8_t *q;
     float *sx;
     hetc_quantize_into(x, M, K, G, 128, scratch, &q, &sx);
     hetc_rb_shape c = hetc_rb(K, G, bits, nn, mm);
+    c.half = half;
     if (hetc_simd)
-        hetc_linear_rb_vnni(y, q, sx, packed, sw, wc, b, M, N, c);
+        hetc_linear_rb_vnni(y, q, sx, packed, sw, b, M, N, c);
     else
-        hetc_linear_rb_portable(y, q, sx, packed, sw, wc, b, M, N, c);
+        hetc_linear_rb_portable(y, q, sx, packed, sw, b, M, N, c);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight
