@@ -38,6 +38,7 @@ COPIES_BYTES = 128 << 20  # 4x this machine's 32 MB L3
 SHAPES = [(768, 3072), (4096, 4096), (4096, 11008)]
 CONFIGS = [  # name, hetc.compile options, stored bytes per weight (for the copy count)
     ("f32", {}, 4.0),
+    ("bf16", {"precision": "bf16"}, 2.0),
     ("int8", {"precision": "int8", "activations": "int8"}, 1.0),
     ("int4 g128", {"precision": "int4", "activations": "int8"}, 0.53),
     ("2:4 + int4 g128", {"sparsity": "2:4", "precision": "int4", "activations": "int8"}, 0.41),

@@ -137,6 +137,23 @@ def test_packed_nm_kernels_match_the_interpreter(pattern, precision, portable, m
         x86.artifact.extra["kernels"]
 
 
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_float_weight_panels_match_the_interpreter(precision, portable, monkeypatch):
+    """Constant float weights run the panel kernel (16 rows per panel,
+    k-major; bf16 weights stay 16-bit): partial last panels, an odd
+    panel count and every token remainder, on AVX-512 and in portable C."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 37), nn.ReLU(), nn.Linear(37, 50))
+    for batch in (1, 3, 13):
+        inputs = (torch.randn(batch, 40),)
+        x86, ref = both(model, inputs, **({} if precision == "f32" else {"precision": precision}))
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch
+        assert x86.artifact.extra["kernels"] == {f"linear {precision} weights": 2}
+
+
 def test_nm_weights_store_only_the_kept_values_and_their_positions():
     """2:4 + int4 stores 4 + 2 bits per kept value (3 per weight), 1:4 + int4
     1.5 per weight, against 4 for dense int4 (plus scales and sums for all)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 from hetc.backends.packing import pack_nibbles
@@ -839,9 +840,33 @@ def _linear(e, op):
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
         return
-    e.count("linear f32" + (" (decoded from " + str(w.type) + ")" if w.type.encodings
-                            or w.type.dtype.name != "f32" else ""))
+    if w.producer is not None and w.producer.kind == "const":
+        data, kind = float_panels(e, w)
+        e.count(f"linear {('f32', 'bf16')[kind]} weights" +
+                (f" (decoded from {w.type})" if kind == 0 and (w.type.encodings
+                                                               or w.type.dtype.name != "f32")
+                 else ""))
+        e.emit(f"k_linear_panel({e.ptr[op.output]}, {xin}, W + {e.blob.add(data)}, {kind}, {b}, "
+               f"{m}, {n}, {k});")
+        return
+    e.count("linear f32, computed weight")
     e.emit(f"k_linear_f32({e.ptr[op.output]}, {xin}, {e.val(w)}, {b}, {m}, {n}, {k});")
+
+
+def float_panels(e, w):
+    """A constant float weight [n, k] in the panel layout kernels.h describes
+    for k_linear_panel (16 rows per panel, k-major, zero rows padding the
+    last), and its kind: 1 for bf16 (kept 16-bit), else 0: f32, decoded
+    encodings included."""
+    data = np.asarray(load_const(w.producer, e.g))
+    if data.dtype == ml_dtypes.bfloat16 and not w.type.encodings:
+        data, kind = data.view(np.uint16), 1
+    else:
+        data, kind = data.astype(np.float32), 0
+    n, k = data.shape
+    panels = -(-n // 16)
+    data = np.concatenate([data, np.zeros((panels * 16 - n, k), data.dtype)])
+    return np.ascontiguousarray(data.reshape(panels, 16, k).transpose(0, 2, 1)), kind
 
 
 def token_scratch_bytes(m, k, group):

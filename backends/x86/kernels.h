@@ -659,6 +659,103 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
     }
 }
 
+/* ---- float weights in panels ---------------------------------------------- *
+ * A constant float weight [N, K] is packed in panels of 16 output rows,
+ * k-major: panel p holds w[16p + l, k] at [p][k][l] (zero rows pad the
+ * last), as f32 or bf16 (kind 0 or 1: the weight's own dtype; bf16 reads
+ * half the bytes and is widened exactly in registers). For each k the kernel broadcasts x[m, k] and adds it times a
+ * whole 16-row vector: no horizontal sums, one pass over two panels serves 8
+ * tokens from registers (GEMM at batch 16, GEMV at batch 1). */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline __m512 hetc_panel_load(const void *w, long i, const int kind) {
+    if (kind == 1)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
+            _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i))), 16));
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+/* P panels (1 or 2) from panel p0 x T tokens (T, P, kind constants after inlining). */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline void hetc_panel_tile(float *restrict y, const float *restrict x, const void *w,
+                                   const float *b, long p0, long m0, const int T, const int P,
+                                   long N, long K, const int kind) {
+    __m512 acc[8][2];
+    for (int t = 0; t < T; t++)
+        for (int q = 0; q < P; q++) acc[t][q] = _mm512_setzero_ps();
+    const float *xt = x + m0 * K;
+    for (long k = 0; k < K; k++) {
+        __m512 wv[2];
+        for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((p0 + q) * K + k) * 16, kind);
+        for (int t = 0; t < T; t++) {
+            __m512 xb = _mm512_set1_ps(xt[t * K + k]);
+            for (int q = 0; q < P; q++) acc[t][q] = _mm512_fmadd_ps(xb, wv[q], acc[t][q]);
+        }
+    }
+    for (int q = 0; q < P; q++) {
+        long n0 = (p0 + q) * 16;
+        __mmask16 keep = N - n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1);
+        __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(acc[t][q], bias));
+    }
+}
+
+#define HETC_PANEL_TOKENS(P, KIND)                                                      \
+    do {                                                                                \
+        long m0 = 0;                                                                    \
+        for (; m0 + 8 <= M; m0 += 8) hetc_panel_tile(y, x, w, b, p0, m0, 8, P, N, K, KIND); \
+        for (int T = 4; T >= 1; T /= 2)                                                 \
+            if (M - m0 >= T) {                                                          \
+                if (T == 4) hetc_panel_tile(y, x, w, b, p0, m0, 4, P, N, K, KIND);      \
+                if (T == 2) hetc_panel_tile(y, x, w, b, p0, m0, 2, P, N, K, KIND);      \
+                if (T == 1) hetc_panel_tile(y, x, w, b, p0, m0, 1, P, N, K, KIND);      \
+                m0 += T;                                                                \
+            }                                                                           \
+    } while (0)
+
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x, const void *w,
+                                     int kind, const float *b, long M, long N, long K) {
+    long panels = (N + 15) / 16;
+    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    for (long pair = 0; pair < (panels + 1) / 2; pair++) {
+        long p0 = 2 * pair;
+        int two = p0 + 1 < panels;
+        if (kind) {
+            if (two) HETC_PANEL_TOKENS(2, 1); else HETC_PANEL_TOKENS(1, 1);
+        } else {
+            if (two) HETC_PANEL_TOKENS(2, 0); else HETC_PANEL_TOKENS(1, 0);
+        }
+    }
+}
+
+/* The same sums in portable C (the 16-lane loop vectorizes for AVX2). */
+static void hetc_linear_panel_portable(float *restrict y, const float *restrict x, const void *w,
+                                       int kind, const float *b, long M, long N, long K) {
+    long panels = (N + 15) / 16;
+    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    for (long p = 0; p < panels; p++)
+        for (long m = 0; m < M; m++) {
+            float acc[16] = {0};
+            for (long k = 0; k < K; k++) {
+                float xv = x[m * K + k];
+                long at = (p * K + k) * 16;
+                for (int l = 0; l < 16; l++) {
+                    float wl;
+                    if (kind) {
+                        uint32_t u = (uint32_t)((const uint16_t *)w)[at + l] << 16;
+                        memcpy(&wl, &u, 4);
+                    } else {
+                        wl = ((const float *)w)[at + l];
+                    }
+                    acc[l] += xv * wl;
+                }
+            }
+            for (int l = 0; l < 16 && p * 16 + l < N; l++)
+                y[m * N + p * 16 + l] = acc[l] + (b ? b[p * 16 + l] : 0.f);
+        }
+}
+
 /* ---- integer weights x int8 activations (act_group) --------------------- *
  * x is quantized per token and group of G features: s = max|x| / 127,
  * q = rint(x / s) (as the interpreter does), kept as the byte q + 128 so that
@@ -918,16 +1015,18 @@ static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict x
     }
 }
 
-/* Whether the AVX-512 integer kernels may run (VNNI, BW and VBMI: Ice Lake,
- * Sapphire Rapids, Zen 4 and newer), decided by hetc_configure when a model
- * is loaded, not per call. HETC_X86_PORTABLE forces the portable C kernels,
+/* Whether the AVX-512 kernels may run, decided by hetc_configure when a
+ * model is loaded, not per call: hetc_avx512 (F and BW) for the float
+ * panels, hetc_simd (also VNNI and VBMI: Ice Lake, Sapphire Rapids, Zen 4 and
+ * newer) for the integer row blocks. HETC_X86_PORTABLE forces the portable C kernels,
  * so they are tested on AVX-512 hosts too. */
-static int hetc_simd;
+static int hetc_simd, hetc_avx512;
 
 static void hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
-    hetc_simd = !(portable && *portable && *portable != '0') &&
-                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+    int allowed = !(portable && *portable && *portable != '0');
+    hetc_avx512 = allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    hetc_simd = hetc_avx512 && __builtin_cpu_supports("avx512vnni") &&
                 __builtin_cpu_supports("avx512vbmi");
 }
 
@@ -956,6 +1055,15 @@ static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_
         hetc_linear_rb_vnni(y, q, sx, packed, sw, b, M, N, c);
     else
         hetc_linear_rb_portable(y, q, sx, packed, sw, b, M, N, c);
+}
+
+/* y = x W^T (+ b) with a constant float weight in panels (layout above). */
+static void k_linear_panel(float *restrict y, const float *restrict x, const void *w, int kind,
+                           const float *b, long M, long N, long K) {
+    if (hetc_avx512)
+        hetc_linear_panel_avx512(y, x, w, kind, b, M, N, K);
+    else
+        hetc_linear_panel_portable(y, x, w, kind, b, M, N, K);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight
