@@ -27,15 +27,14 @@ def amx_linear(e, op):
     o = x86.linear_operands(e, op)
     x, w, b, m, n, k, act, q = o.x, o.w, o.bias, o.m, o.n, o.k, o.act, o.q
     if act and q is not None and act == q[2] and act % 64 == 0:
-        nm = x86.row_blocks(w, q)
-        nm = nm if nm is not None and nm[0] != nm[1] else None
-        if nm is not None:
+        nm = x86.row_blocks(w, q)  # (4, 4) is dense: the plain int layout serves it
+        if nm is not None and nm[0] != nm[1]:
             codes = e.blob.add(x86.pack_row_blocks(x86.integer_codes(e, q[0]), q[1], *nm))
             scales = e.blob.add(x86.weight_scales(e, q[0], n, k // q[2]))
             what = f"{nm[0]}:{nm[1]} int{q[1]}"
         else:
             codes, scales = x86.pack_int(e, w, *q)
-            what = f"int{q[1]}"
+            nm, what = None, f"int{q[1]}"
         scratch = e.scratch(x86.token_scratch_bytes(m, k, act) + x86.round_up(m * k)
                             + e.threads * 16 * k)
         e.count(f"linear amx tdpbssd int8 act x {what} g{act}")

@@ -863,10 +863,8 @@ def float_panels(e, w):
         data, kind = data.view(np.uint16), 1
     else:
         data, kind = data.astype(np.float32), 0
-    n, k = data.shape
-    panels = -(-n // 16)
-    data = np.concatenate([data, np.zeros((panels * 16 - n, k), data.dtype)])
-    return np.ascontiguousarray(data.reshape(panels, 16, k).transpose(0, 2, 1)), kind
+    data = rows_of_16(data)
+    return np.ascontiguousarray(data.reshape(-1, 16, data.shape[1]).transpose(0, 2, 1)), kind
 
 
 def token_scratch_bytes(m, k, group):
@@ -923,13 +921,18 @@ def weight_scales(e, name, rows, groups):
     return stored_scales(e, name, rows, groups).astype(np.float32)
 
 
+def rows_of_16(a):
+    """a [rows, ...] with zero rows appended up to a multiple of 16, the row
+    blocks and panels of the linear kernels."""
+    pad = -len(a) % 16
+    return np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+
+
 def in_lanes(a):
     """[rows, groups] per-row values as the row-block kernel reads them: per
     block of 16 rows (zero rows pad the last) and group, 16 lanes."""
-    rows, groups = a.shape
-    blocks = -(-rows // 16)
-    a = np.concatenate([a, np.zeros((blocks * 16 - rows, groups), a.dtype)])
-    return np.ascontiguousarray(a.reshape(blocks, 16, groups).transpose(0, 2, 1))
+    a = rows_of_16(a)
+    return np.ascontiguousarray(a.reshape(-1, 16, a.shape[1]).transpose(0, 2, 1))
 
 
 def pack_row_blocks(codes, bits, nn, mm):
@@ -937,11 +940,11 @@ def pack_row_blocks(codes, bits, nn, mm):
     (16-row blocks of 64-byte vectors, slot j of row r at byte 4r + j; for
     N:M only N values per M-group with their positions). Groups with fewer
     than N nonzero codes keep some zeros to fill N."""
+    codes = rows_of_16(codes)
     rows, k = codes.shape
-    blocks = -(-rows // 16)
-    codes = np.concatenate([codes, np.zeros((blocks * 16 - rows, k), np.int8)])
+    blocks = rows // 16
     if nn != mm:
-        grouped = codes.reshape(blocks * 16, k // mm, mm)
+        grouped = codes.reshape(rows, k // mm, mm)
         # N positions per M-group: the nonzeros first, then zeros, each in order
         pos = np.sort(np.argsort(grouped == 0, axis=-1, kind="stable")[..., :nn], axis=-1)
         values = np.take_along_axis(grouped, pos, axis=-1)

@@ -659,6 +659,23 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
     }
 }
 
+/* Every token of one tiled kernel: passes of 8 tokens, then 4, 2 and 1, so
+ * T is a constant in each call and the register tile fixed after inlining.
+ * TILE is called as TILE(args..., m0, T). */
+#define HETC_TOKEN_PASSES(M, TILE, ...)                                                   \
+    do {                                                                                 \
+        long m0_ = 0;                                                                    \
+        for (; m0_ + 8 <= (M); m0_ += 8) TILE(__VA_ARGS__, m0_, 8);                      \
+        if ((M) - m0_ >= 4) { TILE(__VA_ARGS__, m0_, 4); m0_ += 4; }                     \
+        if ((M) - m0_ >= 2) { TILE(__VA_ARGS__, m0_, 2); m0_ += 2; }                     \
+        if ((M) - m0_ >= 1) TILE(__VA_ARGS__, m0_, 1);                                   \
+    } while (0)
+
+/* The lanes of a 16-row block that hold rows: `left` rows remain from its first. */
+static inline __mmask16 hetc_rows16(long left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
 /* ---- float weights in panels ---------------------------------------------- *
  * A constant float weight [N, K] is packed in panels of 16 output rows,
  * k-major: panel p holds w[16p + l, k] at [p][k][l] (zero rows pad the
@@ -677,8 +694,8 @@ static inline __m512 hetc_panel_load(const void *w, long i, const int kind) {
 /* P panels (1 or 2) from panel p0 x T tokens (T, P, kind constants after inlining). */
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void hetc_panel_tile(float *restrict y, const float *restrict x, const void *w,
-                                   const float *b, long p0, long m0, const int T, const int P,
-                                   long N, long K, const int kind) {
+                                   const float *b, long p0, const int P, long N, long K,
+                                   const int kind, long m0, const int T) {
     __m512 acc[8][2];
     for (int t = 0; t < T; t++)
         for (int q = 0; q < P; q++) acc[t][q] = _mm512_setzero_ps();
@@ -693,25 +710,12 @@ static inline void hetc_panel_tile(float *restrict y, const float *restrict x, c
     }
     for (int q = 0; q < P; q++) {
         long n0 = (p0 + q) * 16;
-        __mmask16 keep = N - n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1);
+        __mmask16 keep = hetc_rows16(N - n0);
         __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
         for (int t = 0; t < T; t++)
             _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(acc[t][q], bias));
     }
 }
-
-#define HETC_PANEL_TOKENS(P, KIND)                                                      \
-    do {                                                                                \
-        long m0 = 0;                                                                    \
-        for (; m0 + 8 <= M; m0 += 8) hetc_panel_tile(y, x, w, b, p0, m0, 8, P, N, K, KIND); \
-        for (int T = 4; T >= 1; T /= 2)                                                 \
-            if (M - m0 >= T) {                                                          \
-                if (T == 4) hetc_panel_tile(y, x, w, b, p0, m0, 4, P, N, K, KIND);      \
-                if (T == 2) hetc_panel_tile(y, x, w, b, p0, m0, 2, P, N, K, KIND);      \
-                if (T == 1) hetc_panel_tile(y, x, w, b, p0, m0, 1, P, N, K, KIND);      \
-                m0 += T;                                                                \
-            }                                                                           \
-    } while (0)
 
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x, const void *w,
@@ -721,11 +725,10 @@ static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x,
     for (long pair = 0; pair < (panels + 1) / 2; pair++) {
         long p0 = 2 * pair;
         int two = p0 + 1 < panels;
-        if (kind) {
-            if (two) HETC_PANEL_TOKENS(2, 1); else HETC_PANEL_TOKENS(1, 1);
-        } else {
-            if (two) HETC_PANEL_TOKENS(2, 0); else HETC_PANEL_TOKENS(1, 0);
-        }
+        if (kind && two) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 1);
+        else if (kind) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 1);
+        else if (two) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 0);
+        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 0);
     }
 }
 
@@ -880,10 +883,9 @@ static inline __m512i hetc_rb_index(const uint8_t *fields, const int pb, const h
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi"), always_inline))
 static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
                                 const float *restrict sx, const uint8_t *restrict packed,
-                                const void *restrict sw, const float *b, long blk, long m0,
-                                const int T, long N,
+                                const void *restrict sw, const float *b, long blk, long N,
                                 const int bits, const int pb, const hetc_rb_shape *c,
-                                const hetc_rb_simd *v) {
+                                const hetc_rb_simd *v, long m0, const int T) {
     const uint8_t *p = packed + blk * c->block_bytes;
     const long K = c->K, W = c->W, ub = c->unit_bytes, gsteps = c->gsteps;
     const __m512i low = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8),
@@ -944,26 +946,15 @@ static inline void hetc_rb_tile(float *restrict y, const uint8_t *restrict xu,
                 swv, _mm512_set1_ps(sx[(m0 + t) * c->groups + g])), facc[t]);
     }
     long n0 = blk * 16;
-    __mmask16 keep = N - n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n0)) - 1);
+    __mmask16 keep = hetc_rows16(N - n0);
     __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
     for (int t = 0; t < T; t++)
         _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(facc[t], bias));
 }
 
-/* All tokens of one block: passes of 8, then 4, 2 and 1. */
-#define HETC_RB_BLOCK(BITS, PB)                                                       \
-    do {                                                                                 \
-        long m0 = 0;                                                                     \
-        for (; m0 + 8 <= M; m0 += 8)                                                     \
-            hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 8, N, BITS, PB, &c, &v); \
-        for (int T = 4; T >= 1; T /= 2)                                                  \
-            if (M - m0 >= T) {                                                           \
-                if (T == 4) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 4, N, BITS, PB, &c, &v); \
-                if (T == 2) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 2, N, BITS, PB, &c, &v); \
-                if (T == 1) hetc_rb_tile(y, xu, sx, packed, sw, b, blk, m0, 1, N, BITS, PB, &c, &v); \
-                m0 += T;                                                                 \
-            }                                                                            \
-    } while (0)
+/* One block's tokens with BITS and PB as constants. */
+#define HETC_RB_PASSES(BITS, PB) \
+    HETC_TOKEN_PASSES(M, hetc_rb_tile, y, xu, sx, packed, sw, b, blk, N, BITS, PB, &c, &v)
 
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
 static void hetc_linear_rb_vnni(float *restrict y, const uint8_t *restrict xu,
@@ -976,18 +967,19 @@ static void hetc_linear_rb_vnni(float *restrict y, const uint8_t *restrict xu,
     for (long blk = 0; blk < (N + 15) / 16; blk++) {
         if (c.bits == 4)
             switch (c.pb) {
-            case 0: HETC_RB_BLOCK(4, 0); break;
-            case 2: HETC_RB_BLOCK(4, 2); break;
-            default: HETC_RB_BLOCK(4, 4); break;
+            case 0: HETC_RB_PASSES(4, 0); break;
+            case 2: HETC_RB_PASSES(4, 2); break;
+            default: HETC_RB_PASSES(4, 4); break;
             }
         else
             switch (c.pb) {
-            case 0: HETC_RB_BLOCK(8, 0); break;
-            case 2: HETC_RB_BLOCK(8, 2); break;
-            default: HETC_RB_BLOCK(8, 4); break;
+            case 0: HETC_RB_PASSES(8, 0); break;
+            case 2: HETC_RB_PASSES(8, 2); break;
+            default: HETC_RB_PASSES(8, 4); break;
             }
     }
 }
+#undef HETC_RB_PASSES
 
 /* The same integers in portable C: each row decoded, then group dot products. */
 static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict xu,
