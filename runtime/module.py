@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
+import threading
 
 import numpy as np
 
 from hetc.errors import HetcError, UsageError
-from hetc.fsutil import atomic_dir, atomic_open, atomic_write_text
-from hetc.ir.parser import parse_file, save as save_ir
 from hetc.ir.printer import print_graph
 from hetc.report import Report
 
-from .artifact import IR_FILE, MANIFEST, REPORT_FILE, SOURCES_DIR, Artifact, read_manifest
+from . import artifact as artifact_io
+from .artifact import Artifact
 from .convert import is_torch, to_numpy, to_torch
 from .executors import make_executor
 
@@ -30,6 +29,7 @@ class Module:
         self.artifact = artifact
         self.report = report
         self._run = None  # the executor, made on first call
+        self._making = threading.Lock()  # one thread makes it, the others wait
 
     @property
     def graph(self):
@@ -72,9 +72,7 @@ class Module:
                       for v, x in zip(graph.inputs, inputs)]
         except ValueError as e:
             raise UsageError(f"{e} (inputs are fixed at compile time)") from None
-        if self._run is None:
-            self._run = make_executor(self.artifact)
-        outs = self._run(arrays)
+        outs = self._executor()(arrays)
         outs = [to_torch(o) if as_torch else np.asarray(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -90,52 +88,41 @@ class Module:
             raise UsageError("generate needs a model compiled with decoder=True (or "
                              "decoder={'max_context': ..., 'chunk': ...})")
         spec = DecoderSpec.from_dict(self.artifact.extra["decoder"])
-        if self._run is None:
-            self._run = make_executor(self.artifact)
+        run = self._executor()
         ids = to_numpy(input_ids)
-        new = generate(lambda *arrays: self._run(list(arrays)), spec, ids, max_new_tokens,
+        new = generate(lambda *arrays: run(list(arrays)), spec, ids, max_new_tokens,
                        eos_token_id, stderr_progress)
         seq = np.concatenate([ids.reshape(1, -1).astype(np.int64), np.array([new], np.int64)],
                              axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq
 
+    def _executor(self):
+        """The executor, made by the first call. Executors are safe to call
+        from several threads at once (see docs/reliability.md)."""
+        if self._run is None:
+            with self._making:
+                if self._run is None:
+                    self._run = make_executor(self.artifact)
+        return self._run
+
     # -- persistence ---------------------------------------------------------------
     def save(self, folder: str):
-        """Write manifest, IR, weights, report and sources to `folder`
-        (replaced atomically: a failed save leaves no partial folder)."""
-        with atomic_dir(folder) as tmp:
-            save_ir(self.graph, os.path.join(tmp, IR_FILE))
-            atomic_write_text(os.path.join(tmp, REPORT_FILE), self.report.to_json())
-            for name, content in self.artifact.sources.items():
-                path = os.path.join(tmp, SOURCES_DIR, name)
-                if isinstance(content, bytes):
-                    with atomic_open(path, "wb") as f:
-                        f.write(content)
-                else:
-                    atomic_write_text(path, content)
-            atomic_write_text(os.path.join(tmp, MANIFEST),
-                              json.dumps(self.artifact.manifest(), indent=2))
-        return folder
+        """Write manifest, IR, weights, report and sources to `folder`,
+        replaced atomically (a failed save leaves no partial folder). An
+        existing folder is replaced only if it is empty or holds a saved
+        artifact; anything else is refused."""
+        return artifact_io.save(os.fspath(folder), self.artifact, self.report.to_json(timings=False))
 
     @classmethod
     def load(cls, folder: str) -> "Module":
-        manifest = read_manifest(folder)
-        graph = parse_file(os.path.join(folder, IR_FILE))
-        sources, binary = {}, set(manifest.get("binary_sources", ()))
-        for name in manifest["sources"]:
-            try:
-                with open(os.path.join(folder, SOURCES_DIR, name),
-                          "rb" if name in binary else "r") as f:
-                    sources[name] = f.read()
-            except OSError as e:
-                raise HetcError(f"{folder}: missing generated source {name}: {e.strerror}") from None
+        """A module saved with `save`. Safe on folders from strangers: see
+        hetc.runtime.artifact and docs/reliability.md."""
+        artifact, report = artifact_io.load(folder)
         try:
-            with open(os.path.join(folder, REPORT_FILE)) as f:
-                report = Report.from_dict(json.load(f))
-        except (OSError, ValueError, TypeError) as e:
-            raise HetcError(f"{folder}: unreadable {REPORT_FILE}: {e}") from None
-        artifact = Artifact(manifest["target"], graph, sources, manifest.get("build", {}),
-                            manifest.get("extra", {}))
+            report = Report.from_dict(report)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise HetcError(f"{os.path.join(folder, artifact_io.REPORT_FILE)}: not a hetc report "
+                            f"({e})") from None
         return cls(artifact, report)
 
     def __repr__(self):

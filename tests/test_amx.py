@@ -44,8 +44,10 @@ void dp(int kind, int same) {
     switch (kind) { case 0: _tile_dpbssd(0, 1, 2); break; case 1: _tile_dpbsud(0, 1, 2); break;
                     case 2: _tile_dpbusd(0, 1, 2); break; case 3: _tile_dpbuud(0, 1, 2); break;
                     default: _tile_dpbf16ps(0, 1, 2); } }
-const char *fault(void) { return hetc_error_text; }
-int take(void) { return hetc_take_failure(); }
+static hetc_status st;
+void begin(void) { hetc_status_now = &st; }  /* faults of this thread's calls go to st */
+const char *fault(void) { return st.text; }
+int take(void) { int f = st.failed; st.failed = 0; return f; }
 """
 
 
@@ -55,6 +57,7 @@ def emu():
     path = build({"model.c": HARNESS, **headers}, what="amx-emu-test")
     lib = ctypes.CDLL(path)
     lib.fault.restype = ctypes.c_char_p
+    lib.begin()
     for name in ("load", "store"):
         getattr(lib, name).argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long]
     yield lib

@@ -92,8 +92,10 @@ static void k_amx_linear_q(float *restrict y, const float *restrict x, const uin
     int8_t *decode = (int8_t *)(bq + (M * K + 63) / 64 * 64);
     for (long m0 = 0; m0 < M; m0 += 16)
         hetc_amx_pack_b(bq + m0 * K, (const uint8_t *)q, m0, M - m0 < 16 ? M - m0 : 16, K, 1);
+    hetc_status *status = hetc_status_now; /* emulated faults go to this call */
     #pragma omp parallel num_threads(threads)
     {
+        hetc_status_now = status;
         int8_t *dense = decode + (long)omp_get_thread_num() * 16 * K;
         int32_t tile[16][16];
         float acc[16][16];
@@ -147,8 +149,10 @@ static void k_amx_linear_bf16(float *restrict y, const float *restrict x, const 
     for (long i = 0; i < M * K; i++) xb[i] = hetc_bf16(x[i]);
     for (long m0 = 0; m0 < M; m0 += 16)
         hetc_amx_pack_b(bp + m0 * K * 2, (const uint8_t *)xb, m0, M - m0 < 16 ? M - m0 : 16, K, 2);
+    hetc_status *status = hetc_status_now; /* emulated faults go to this call */
     #pragma omp parallel num_threads(threads)
     {
+        hetc_status_now = status;
         float tile[16][16];
         #pragma omp for schedule(static)
         for (long n0 = 0; n0 < N; n0 += 16) {

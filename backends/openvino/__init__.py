@@ -115,34 +115,78 @@ def compile_model(core, model, device):
                           f"{reason[:600]}") from None
 
 
+def _parts(artifact):
+    """The artifact's list of OpenVINO parts, checked: each part's files are
+    sources of the artifact (.xml text, .bin bytes), and each reads values the graph's inputs
+    or an earlier part give (a saved folder may have been tampered with)."""
+    parts = artifact.extra.get("parts")
+    known = {v.name for v in artifact.graph.inputs}
+    ok = isinstance(parts, list) and parts
+    for m in parts if ok else ():
+        ok = (isinstance(m, dict) and set(m) == {"xml", "bin", "inputs", "outputs"}
+              and isinstance(artifact.sources.get(m["xml"]), str)
+              and isinstance(artifact.sources.get(m["bin"]), bytes)
+              and all(isinstance(m[k], list) and all(isinstance(n, str) for n in m[k])
+                      for k in ("inputs", "outputs"))
+              and set(m["inputs"]) <= known)
+        if not ok:
+            break
+        known |= set(m["outputs"])
+    if not ok or not {v.name for v in artifact.graph.outputs} <= known:
+        raise TargetError("target npu: the artifact's list of OpenVINO models ('parts') is "
+                          "damaged or does not fit its graph; recompile the model")
+    return parts
+
+
 class Runner:
-    """The compiled OpenVINO model(s) of an artifact, run in sequence, one
-    infer request each, reused."""
+    """The compiled OpenVINO model(s) of an artifact, run in sequence.
+
+    An infer request serves one call at a time, so a call takes a set of
+    requests (one per part) from a pool and puts it back, making a new set
+    when all are in use: calls from several threads at once are safe."""
 
     def __init__(self, artifact):
         ov = openvino()
         self.core = ov.Core()
-        self.parts = []
-        for m in artifact.extra["parts"]:
-            model = self.core.read_model(
-                model=artifact.sources[m["xml"]],
-                weights=ov.Tensor(np.frombuffer(artifact.sources[m["bin"]], np.uint8).copy()))
+        self.parts = []  # (compiled model, input names, output names)
+        for m in _parts(artifact):
+            try:
+                model = self.core.read_model(
+                    model=artifact.sources[m["xml"]],
+                    weights=ov.Tensor(np.frombuffer(artifact.sources[m["bin"]], np.uint8).copy()))
+            except RuntimeError as e:
+                raise TargetError(f"target npu: OpenVINO cannot read {m['xml']} with "
+                                  f"{m['bin']}: {' '.join(str(e).split())[:300]}") from None
             compiled = compile_model(self.core, model, artifact.build.get("device"))
-            self.parts.append((compiled.create_infer_request(), m["inputs"], m["outputs"]))
+            self.parts.append((compiled, m["inputs"], m["outputs"]))
+        self.free = [self._requests()]  # pop and append are atomic under the GIL
         self.inputs = [v.name for v in artifact.graph.inputs]
         self.outputs = [(v.name, v.type.shape, v.type.dtype.storage)
                         for v in artifact.graph.outputs]
 
+    def _requests(self):
+        return [compiled.create_infer_request() for compiled, _, _ in self.parts]
+
     def __call__(self, arrays):
-        env = dict(zip(self.inputs, arrays))
-        for request, inputs, outputs in self.parts:
-            # np.require keeps 0-d arrays 0-d (ascontiguousarray would not)
-            request.infer([np.require(env[n], requirements="C") for n in inputs],
-                          share_inputs=False)
-            for i, name in enumerate(outputs):
-                env[name] = np.array(request.get_output_tensor(i).data, copy=True)
-        # copies: an output may be an input (or repeated), as on the other targets
-        return [np.array(env[name], dt).reshape(shape) for name, shape, dt in self.outputs]
+        try:
+            requests = self.free.pop()
+        except IndexError:  # every set is in use by another thread
+            requests = self._requests()
+        try:
+            env = dict(zip(self.inputs, arrays))
+            for request, (_, inputs, outputs) in zip(requests, self.parts):
+                # np.require keeps 0-d arrays 0-d (ascontiguousarray would not)
+                request.infer([np.require(env[n], requirements="C") for n in inputs],
+                              share_inputs=False)
+                for i, name in enumerate(outputs):
+                    env[name] = np.array(request.get_output_tensor(i).data, copy=True)
+            # copies: an output may be an input (or repeated), as on the other targets
+            return [np.array(env[name], dt).reshape(shape) for name, shape, dt in self.outputs]
+        except (RuntimeError, ValueError, IndexError) as e:  # a model that does not fit its IR
+            raise TargetError(f"target npu: OpenVINO failed running the model: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+        finally:
+            self.free.append(requests)
 
 
 @register_executor("npu")

@@ -19,23 +19,27 @@
 
 /* ---- run-time failures ------------------------------------------------- *
  * A kernel that meets bad data (an index out of range, an emulated fault)
- * records the first failure; hetc_run returns nonzero and hetc_error() gives
- * the text. */
+ * records the first failure in the status of the call it serves: hetc_run
+ * returns nonzero and hetc_error(ctx) gives the text. Each context has its
+ * own status, so calls running at once in several threads never see each
+ * other's failures. hetc_run points hetc_status_now (per thread) at it; a
+ * kernel whose parallel region can fail hands it on to its worker threads. */
 #include <stdarg.h>
 #include <stdio.h>
-static char hetc_error_text[256];
-static volatile int hetc_failed;
+typedef struct {
+    volatile int failed;
+    char text[256];
+} hetc_status;
+static __thread hetc_status *hetc_status_now;
 
 static void hetc_fail(const char *fmt, ...) {
-    if (!__sync_bool_compare_and_swap(&hetc_failed, 0, 1)) return;
+    hetc_status *s = hetc_status_now;
+    if (!s || !__sync_bool_compare_and_swap(&s->failed, 0, 1)) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(hetc_error_text, sizeof hetc_error_text, fmt, ap);
+    vsnprintf(s->text, sizeof s->text, fmt, ap);
     va_end(ap);
 }
-
-/* Nonzero when a kernel failed since the last call; clears the flag. */
-static int hetc_take_failure(void) { return __sync_lock_test_and_set(&hetc_failed, 0); }
 
 /* ---- elementwise ------------------------------------------------------- */
 
