@@ -7,7 +7,7 @@ import numpy as np
 from hetc.interpret import run_graph
 from hetc.ir.graph import Graph, Op
 from hetc.ir.printer import format_value
-from hetc.ir.weights import AUX_KINDS
+from hetc.ir.weights import is_aux
 from hetc.pipeline import Pass, register_pass
 
 
@@ -34,8 +34,7 @@ class DCE(Pass):
             remove_dead_ops(g)
         used = {op.attrs["name"] for op in graph.walk() if op.kind == "const" and "name" in op.attrs}
         for key in list(graph.weights):
-            base, _, kind = key.rpartition(":")  # NAME:scale and friends (NAME may hold ':')
-            if key not in used and not (base in used and kind in AUX_KINDS):
+            if (key[0] if is_aux(key) else key) not in used:  # a weight and its scales go together
                 del graph.weights[key]
 
 

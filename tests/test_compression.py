@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import hetc
 from hetc.errors import UsageError
-from hetc.ir import Graph, TensorType, dtypes, parse, print_graph, verify
+from hetc.ir import Graph, TensorType, aux_key, dtypes, parse, print_graph, verify
 from hetc.pipeline import PassContext, PassManager
 from hetc.targets import get_target
 from models import examples
@@ -78,7 +78,8 @@ def test_sparsify_and_quantize_compose_and_interpret_exactly():
     assert w.type.text() == "tensor<8x16xi4, nm<2:4>, quant<group=16, scale=f16>>"
     verify(g)  # nonzeros per group, scale shape and dtype
     # the interpreter computes with exactly the stored values: q * scale
-    q, s = g.weights["fc.weight"].astype(np.float32), g.weights["fc.weight:scale"].astype(np.float32)
+    q = g.weights["fc.weight"].astype(np.float32)
+    s = g.weights[aux_key("fc.weight", "scale")].astype(np.float32)
     x = RNG.standard_normal((3, 16)).astype(np.float32)
     (y,) = hetc.interpret(g, [x])
     np.testing.assert_allclose(y, x @ (q * s).T + g.weights["fc.bias"], rtol=1e-5, atol=1e-6)

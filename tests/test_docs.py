@@ -44,11 +44,11 @@ def test_ir_doc_example_parses_and_prints_back():
     import ml_dtypes
     import numpy as np
 
-    from hetc.ir import WeightStore
+    from hetc.ir import WeightStore, aux_key
 
     weights = WeightStore({
         "fc1.weight": np.tile(np.array([1, 0, -2, 0], ml_dtypes.int4), (3072, 192)),
-        "fc1.weight:scale": np.ones((3072, 6), np.float16),
+        aux_key("fc1.weight", "scale"): np.ones((3072, 6), np.float16),
         "fc1.bias": np.zeros(3072, np.float32),
     })
     g = parse(example, "ir-text.md", weights)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hetc.errors import ParseError, VerifyError
 from hetc.interpret import interpret
-from hetc.ir import NM, Graph, Quant, TensorType, WeightStore, dtypes, parse, print_graph, verify
+from hetc.ir import NM, Graph, Quant, TensorType, WeightStore, aux_key, dtypes, parse, print_graph, verify
 from hetc.ir.parser import parse_file, save
 
 f32 = dtypes.f32
@@ -54,9 +54,9 @@ def test_nm_checks_groups_along_the_axis():
 def _quant_graph(symmetric=True, scale_shape=(2, 2), with_zero=None):
     g = Graph("q")
     g.weights["w"] = np.array([[1, -2, 3, 4], [5, 6, -7, 0]], ml_dtypes.int4)
-    g.weights["w:scale"] = np.full(scale_shape, 0.5, np.float16)
+    g.weights[aux_key("w", "scale")] = np.full(scale_shape, 0.5, np.float16)
     if with_zero is not None:
-        g.weights["w:zero"] = with_zero
+        g.weights[aux_key("w", "zero")] = with_zero
     t = TensorType((2, 4), dtypes.i4, (Quant(2, dtypes.f16, symmetric),))
     w = g.add("const", [], {"name": "w"}, result_types=[t])
     g.outputs = [g.add("relu", [w])]
@@ -106,7 +106,7 @@ def test_weight_store_roundtrips_narrow_dtypes(tmp_path):
         "a": np.arange(6, dtype=np.float32).reshape(2, 3),
         "b": np.array([1.5, -2.25], ml_dtypes.bfloat16),
         "c": np.array([-8, 7, 3], ml_dtypes.int4),
-        "d:scale": np.array([0.5], ml_dtypes.float8_e4m3fn),
+        aux_key("d", "scale"): np.array([0.5], ml_dtypes.float8_e4m3fn),
     })
     store.save(tmp_path / "w.npz")
     back = WeightStore.load(tmp_path / "w.npz")
@@ -221,8 +221,8 @@ def test_codebook_quant_text_verify_and_interpret():
 
     g = Graph("mx")
     g.weights["w"] = np.array([[0, 15, 7, 3], [14, 1, 8, 9]], ml_dtypes.uint4)
-    g.weights["w:scale"] = np.array([[0.5], [2.0]], np.float16)
-    g.weights["w:variant"] = np.array([[1], [3]], np.uint8)
+    g.weights[aux_key("w", "scale")] = np.array([[0.5], [2.0]], np.float16)
+    g.weights[aux_key("w", "variant")] = np.array([[1], [3]], np.uint8)
     t = TensorType((2, 4), dtypes.u4, (Quant(4, dtypes.f16, codebook="mx4"),))
     w = g.add("const", [], {"name": "w"}, result_types=[t])
     g.outputs = [g.add("relu", [w])]
@@ -233,9 +233,9 @@ def test_codebook_quant_text_verify_and_interpret():
     np.testing.assert_array_equal(interpret(g, [])[0], expected)
     assert parse(print_graph(g), weights=g.weights) == g
     assert t.storage_bytes() == 4 + 2 * 2 + 1  # codes, f16 scales, 2-bit variant indices
-    g.weights["w:variant"] = np.array([[1], [4]], np.uint8)
+    g.weights[aux_key("w", "variant")] = np.array([[1], [4]], np.uint8)
     with pytest.raises(VerifyError, match="holds index 4, mx4 has 4"):
         verify(g)
-    del g.weights["w:variant"]
+    del g.weights[aux_key("w", "variant")]
     with pytest.raises(VerifyError, match="needs the array 'w:variant'"):
         verify(g)

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import VerifyError
 from .graph import Graph, Op
 from .ops import InferError, get_op
-from .weights import aux_key
+from .weights import aux_key, key_label
 
 
 def _where(graph: Graph, index: int, op: Op) -> str:
@@ -144,16 +144,16 @@ def _check_quant_params(graph, name, t):
         key = aux_key(name, kind)
         arr = graph.weights.get(key)
         if arr is None:
-            yield f"{q.text()} needs the array '{key}' in the weight store"
+            yield f"{q.text()} needs the array '{key_label(key)}' in the weight store"
         elif tuple(arr.shape) != want or arr.dtype != dt.storage:
-            yield (f"'{key}' must be {list(want)} of {dt}, got {list(arr.shape)} of "
+            yield (f"'{key_label(key)}' must be {list(want)} of {dt}, got {list(arr.shape)} of "
                    f"{np.dtype(arr.dtype)}")
     if q.symmetric and aux_key(name, "zero") in graph.weights:
-        yield f"{q.text()} is symmetric but the store has '{aux_key(name, 'zero')}'"
+        yield f"{q.text()} is symmetric but the store has '{key_label(aux_key(name, 'zero'))}'"
     variant = graph.weights.get(aux_key(name, "variant"))
     if q.codebook and variant is not None and variant.size:
         from .codebooks import get
 
         count = len(get(q.codebook).variants)
         if variant.max() >= count:
-            yield f"'{aux_key(name, 'variant')}' holds index {variant.max()}, {q.codebook} has {count}"
+            yield f"'{key_label(aux_key(name, 'variant'))}' holds index {variant.max()}, {q.codebook} has {count}"
