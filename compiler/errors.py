@@ -39,3 +39,12 @@ class FrontendError(HetcError):
 
 class TargetError(HetcError):
     """The target cannot compile or run this here (and says why)."""
+
+
+def printable(text) -> str:
+    """`text` with control characters (terminal escapes among them) shown as
+    escapes: names from a model file reach messages and tables this way."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from .errors import printable
 from .ir.graph import Graph
 
 
@@ -95,13 +96,31 @@ class Report:
     def to_dict(self):
         return asdict(self)
 
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=2)
+    def to_json(self, timings=True):
+        """The report as JSON; timings=False leaves out the pass timings, so
+        two compiles of one model save the same bytes."""
+        d = self.to_dict()
+        if not timings:
+            d["passes"] = []
+        return json.dumps(d, indent=2)
 
     @classmethod
     def from_dict(cls, d):
+        """A report from its dict form (as saved); ValueError when it is not one."""
+        problem = _shape_problem(d, _REPORT_FIELDS) or next(
+            (p for r in d["layers"] for p in [_shape_problem(r, _ROW_FIELDS)] if p), None)
+        if problem is None and not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                       and _is_number(p[1]) for p in d["passes"]):
+            problem = "'passes' must hold [name, seconds] pairs"
+        if problem is None and not (
+                all(_is_number(v) or (k == "measure" and isinstance(v, str))
+                    for k, v in d["compression"].items())
+                and all(isinstance(v, int) for v in d["op_counts"].values())):
+            problem = "'compression' and 'op_counts' must hold numbers"
+        if problem:
+            raise ValueError(problem)
         d = dict(d)
-        d["layers"] = [LayerRow(**r) for r in d.get("layers", [])]
+        d["layers"] = [LayerRow(**r) for r in d["layers"]]
         return cls(**d)
 
     @property
@@ -113,11 +132,15 @@ class Report:
         import sys
 
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
+
+        def text(x):  # names come from model files: no markup, no terminal escapes
+            return escape(printable(x))
 
         # piped output (make, CI logs) gets a wide table instead of rich's 80 columns
         console = console or Console(width=None if sys.stdout.isatty() else 160)
-        table = Table(title=f"@{self.model} for target {self.target}", title_justify="left")
+        table = Table(title=text(f"@{self.model} for target {self.target}"), title_justify="left")
         cols = [("layer", "left"), ("op", "left"), ("inputs", "left"), ("output", "left"),
                 ("weight", "left"), ("weight bytes", "right")]
         if self.compressed:
@@ -132,17 +155,18 @@ class Report:
             if len(r.weights) > 1:
                 weight += f" (+{len(r.weights) - 1} more)"
             if self.compressed:
-                table.add_row(r.name, r.op, weight, r.pattern, r.precision, f"{r.bits:g}",
+                table.add_row(text(r.name), text(r.op), text(weight), text(r.pattern),
+                              text(r.precision), f"{r.bits:g}",
                               f"{r.bytes_before:,}", f"{r.bytes:,}",
                               "-" if r.sensitivity is None else f"{r.sensitivity:.3g}",
                               "-" if r.speedup is None else f"{r.speedup:.2f}x",
-                              "; ".join(r.why))
+                              text("; ".join(r.why)))
             else:
-                table.add_row(r.name, r.op, " ".join(_shape(s) for s in r.inputs),
-                              _shape(r.output), weight, f"{r.bytes:,}")
+                table.add_row(text(r.name), text(r.op), " ".join(_shape(s) for s in r.inputs),
+                              _shape(r.output), text(weight), f"{r.bytes:,}")
         console.print(table)
         ops = ", ".join(f"{k} x{n}" for k, n in self.op_counts.items())
-        console.print(f"ops: {ops}")
+        console.print(text(f"ops: {ops}"))
         console.print(f"weights: {self.weight_bytes:,} bytes in {len(self.layers)} layers")
         c = self.compression
         if c:
@@ -151,15 +175,16 @@ class Report:
                     f"{100 * c.get('pruned', 0):.1f}% pruned in the compressed layers")
             if "error" in c:
                 verdict = "within" if c["error"] <= c["budget"] else "OVER"
-                what = c.get("measure", "output error")
+                what = text(c.get("measure", "output error"))
                 where = (f" on {c['held_out']} held-out sample(s)" if what == "output error"
                          else "")
                 line += f"; {what} {c['error']:.3g}{where}, {verdict} the budget {c['budget']:g}"
             console.print(line)
         if self.passes:
-            console.print("passes: " + ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in self.passes))
+            console.print(text("passes: " + ", ".join(f"{n} {s * 1e3:.1f} ms"
+                                                      for n, s in self.passes)))
         for note in self.notes:
-            console.print(f"note: {note}")
+            console.print(text(f"note: {note}"))
 
     def __str__(self):
         from io import StringIO
@@ -173,3 +198,49 @@ class Report:
 
 def _shape(s):
     return "[" + "x".join(map(str, s)) + "]"
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _ints(x):
+    return isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x)
+
+
+def _strs(x):
+    return isinstance(x, list) and all(isinstance(i, str) for i in x)
+
+
+def _kind(t):
+    return lambda x: isinstance(x, t) and not isinstance(x, bool)
+
+
+# what each saved field must be, as a check and the words for it
+_REPORT_FIELDS = {
+    "model": (_kind(str), "a string"), "target": (_kind(str), "a string"),
+    "layers": (_kind(list), "a list"), "op_counts": (_kind(dict), "an object"),
+    "weight_bytes": (_kind(int), "an integer"), "weight_bytes_before": (_kind(int), "an integer"),
+    "compression": (_kind(dict), "an object"), "passes": (_kind(list), "a list"),
+    "notes": (_strs, "a list of strings")}
+_ROW_FIELDS = {
+    "name": (_kind(str), "a string"), "op": (_kind(str), "a string"),
+    "inputs": (lambda x: isinstance(x, list) and all(_ints(i) for i in x), "a list of shapes"),
+    "output": (_ints, "a shape"),
+    "weights": (lambda x: _strs(x) and x and all(": " in w for w in x), "a list of 'name: type'"),
+    "bytes": (_kind(int), "an integer"), "pattern": (_kind(str), "a string"),
+    "precision": (_kind(str), "a string"), "bits": (_is_number, "a number"),
+    "bytes_before": (_kind(int), "an integer"), "why": (_strs, "a list of strings"),
+    "sensitivity": (lambda x: x is None or _is_number(x), "a number or null"),
+    "speedup": (lambda x: x is None or _is_number(x), "a number or null")}
+
+
+def _shape_problem(d, fields):
+    """What keeps dict `d` from having exactly `fields`, each as its check
+    wants, or None."""
+    if not isinstance(d, dict) or set(d) != set(fields):
+        return f"needs exactly the keys {', '.join(fields)}"
+    for key, (ok, words) in fields.items():
+        if not ok(d[key]):
+            return f"'{key}' must be {words}"
+    return None

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hetc.errors import UsageError
+from hetc.errors import HetcError, UsageError
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class DecoderSpec:
 
     @classmethod
     def from_dict(cls, d):
+        """The spec saved in an artifact; HetcError when it is not one."""
+        fields = ("max_context", "chunk", "layers", "kv_heads", "head_dim")
+        ok = isinstance(d, dict) and set(d) == set(fields) | {"eos_token_id"} and all(
+            type(d[k]) is int and 0 < d[k] < 1 << 31 for k in fields) and \
+            isinstance(d["eos_token_id"], list) and all(type(t) is int for t in d["eos_token_id"])
+        if not ok:
+            raise HetcError("the artifact's decoder description is damaged (it needs positive "
+                            "integers " + ", ".join(fields) + " and a list eos_token_id)")
         return cls(**d)
 
 

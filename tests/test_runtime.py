@@ -40,7 +40,8 @@ def test_save_and_load_roundtrip(compiled, tmp_path):
         "name": "x", "shape": [2, 16, 64], "dtype": "f32"}
     loaded = hetc.load(out)
     torch.testing.assert_close(loaded(*inputs), module(*inputs), rtol=0, atol=0)
-    assert loaded.report.to_dict() == module.report.to_dict()
+    saved = dict(module.report.to_dict(), passes=[])  # timings stay out of saved folders
+    assert loaded.report.to_dict() == saved
     # saving again over the folder replaces it whole
     module.save(out)
     assert hetc.load(out).ir == module.ir
@@ -49,12 +50,12 @@ def test_save_and_load_roundtrip(compiled, tmp_path):
 
 def test_failed_save_leaves_nothing_behind(compiled, tmp_path, monkeypatch):
     model, inputs, module = compiled
-    import hetc.runtime.module as mod
+    import hetc.ir.parser
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mod, "save_ir", boom)
+    monkeypatch.setattr(hetc.ir.parser, "save", boom)
     with pytest.raises(OSError):
         module.save(tmp_path / "art")
     assert os.listdir(tmp_path) == []
