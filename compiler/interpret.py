@@ -218,7 +218,9 @@ def _attention(op, q, k, v, mask=None):
 
 def _softmax_axis(x, axis):
     m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
+    # as PyTorch and ONNX: a row holding nan or +inf gives nan throughout; a
+    # row of -inf has no max to subtract (and gives nan too)
+    e = np.exp(x - np.where(np.isneginf(m), 0, m))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 

@@ -54,9 +54,33 @@ _UNARY = {"abs": "absolute", "neg": "negative", "relu": "relu", "sqrt": "sqrt", 
           "logical_not": "logical_not", "bitwise_not": "bitwise_not"}
 
 
+# OpenVINO's CPU plugin turns a nan into a number in these (relu(nan) = 0,
+# exp(nan) = inf); the IR, PyTorch and ONNX keep the nan
+_NAN_DROPPING = ("relu", "exp")
+
+
 @lowers(*_UNARY)
 def _unary(op, x):
-    return getattr(_o(), _UNARY[op.kind])(x)
+    y = getattr(_o(), _UNARY[op.kind])(x)
+    return _keep_nan(op.inputs[0], x, y) if op.kind in _NAN_DROPPING else y
+
+
+def _keep_nan(v, x, y):
+    """y, but x where x (the node of IR value v) is nan, unless v cannot hold one."""
+    if not v.type.dtype.is_float or _nan_free_constant(x):
+        return y
+    return _o().select(_o().is_nan(x), x, y)
+
+
+def _nan_free_constant(x) -> bool:
+    node = x.get_node() if hasattr(x, "get_node") else x
+    return node.get_type_name() == "Constant" and not np.isnan(
+        np.asarray(node.get_data(), np.float64)).any()
+
+
+def _nan_anywhere(x, axes, keepdims=True):
+    """Whether a nan lies anywhere along `axes`."""
+    return _o().reduce_logical_or(_o().is_nan(x), _i64(axes), keepdims)
 
 
 def _like(x, value):
@@ -92,7 +116,6 @@ def _isinf(op, x):
 
 
 _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "pow": "power",
-           "maximum": "maximum", "minimum": "minimum",
            "equal": "equal", "less": "less", "greater": "greater", "less_equal": "less_equal",
            "greater_equal": "greater_equal", "logical_and": "logical_and",
            "logical_or": "logical_or", "logical_xor": "logical_xor",
@@ -102,6 +125,14 @@ _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "pow": "power",
 @lowers(*_BINARY)
 def _binary(op, a, b):
     return getattr(_o(), _BINARY[op.kind])(a, b)
+
+
+@lowers("maximum", "minimum")
+def _extreme(op, a, b):
+    """OpenVINO's Maximum and Minimum pick a number over a nan; the IR's
+    pick the nan (so do clamp, relu6 and hardtanh, built from them)."""
+    y = getattr(_o(), op.kind)(a, b)
+    return _keep_nan(op.inputs[0], a, _keep_nan(op.inputs[1], b, y))
 
 
 @lowers("div")
@@ -239,7 +270,12 @@ def _attention(op, q, k, v, mask=None):
 
 @lowers("softmax", "log_softmax")
 def _softmax(op, x):
-    return getattr(_o(), op.kind)(x, op.attrs["axis"])
+    """A row holding a nan or +inf is nan throughout in the IR (as in PyTorch
+    and ONNX); OpenVINO gives nan there and zeros elsewhere."""
+    o = _o()
+    y = getattr(o, op.kind)(x, op.attrs["axis"])
+    odd = o.logical_or(o.is_nan(x), o.is_inf(x, {"detect_negative": False}))
+    return o.select(o.reduce_logical_or(odd, _i64([op.attrs["axis"]]), True), _like(x, np.nan), y)
 
 
 def _tail_axes(op):
@@ -386,6 +422,8 @@ def _reduce(op, x):
         inf = o.is_inf(x, {"detect_positive": not low, "detect_negative": low})
         only = o.reduce_logical_and(inf, axes, op.attrs["keepdims"])
         r = o.select(only, _like(x, -np.inf if low else np.inf), r)
+        # and it skips a nan, which the IR's max and min return
+        r = o.select(_nan_anywhere(x, axes, op.attrs["keepdims"]), _like(x, np.nan), r)
     return r
 
 
@@ -398,6 +436,10 @@ def _arg_reduce(op, x):
         x = o.slice(x, _i64([-1]), _i64([np.iinfo(np.int64).min]), _i64([-1]), _i64([ax]))
     mode = "max" if op.kind == "argmax" else "min"
     idx = o.topk(x, np.int64(1), ax, mode, "value", "i64", True).output(1)  # stable: first of ties
+    if t.dtype.is_float:  # the IR's (numpy's) argmax and argmin give the first nan
+        first_nan = o.topk(o.convert_like(o.is_nan(x), x), np.int64(1), ax, "max", "value", "i64",
+                           True).output(1)
+        idx = o.select(_nan_anywhere(x, [ax]), first_nan, idx)
     if op.attrs["select_last_index"]:
         idx = o.subtract(np.int64(t.shape[ax] - 1), idx)
     return idx if op.attrs["keepdims"] else o.squeeze(idx, _i64([ax]))
@@ -418,7 +460,15 @@ def _window(op):
 
 @lowers("max_pool2d")
 def _max_pool2d(op, x):
-    return _o().max_pool(x, dilations=op.attrs["dilation"], **_window(op)).output(0)
+    """OpenVINO's MaxPool skips a nan; the IR's gives it: windows holding one
+    are found by pooling the nan mask the same way."""
+    o = _o()
+    y = o.max_pool(x, dilations=op.attrs["dilation"], **_window(op)).output(0)
+    if not op.inputs[0].type.dtype.is_float:
+        return y
+    nans = o.max_pool(o.convert_like(o.is_nan(x), x), dilations=op.attrs["dilation"],
+                      **_window(op)).output(0)
+    return o.select(o.greater(nans, _like(x, 0)), _like(x, np.nan), y)
 
 
 @lowers("avg_pool2d")

@@ -49,7 +49,7 @@ enum { U_RELU, U_GELU, U_GELU_TANH, U_SILU, U_SIGMOID, U_TANH, U_EXP, U_NEG, U_S
 
 static inline float hetc_unary1(int op, float x) {
     switch (op) {
-    case U_RELU: return x > 0.f ? x : 0.f;
+    case U_RELU: return x < 0.f ? 0.f : x; /* keeps nan */
     case U_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
     case U_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
     case U_SILU: return x / (1.f + expf(-x));
@@ -405,7 +405,8 @@ static void k_reduce(int op, float *y, const float *x, int nk, const long *ks, c
 /* ---- normalization ----------------------------------------------------- */
 
 /* softmax (or log_softmax) over the middle axis of [outer, n, inner]; a row
- * whose max is not finite subtracts nothing (as the interpreter does). */
+ * whose max is -inf subtracts nothing (as the interpreter does); a nan or
+ * +inf makes its row nan. */
 HETC_CLONES
 static void k_softmax(float *y, const float *x, long outer, long n, long inner, int log) {
     for (long o = 0; o < outer; o++)
@@ -413,7 +414,7 @@ static void k_softmax(float *y, const float *x, long outer, long n, long inner, 
             const float *px = x + o * n * inner + j;
             float *py = y + o * n * inner + j, m = -INFINITY, s = 0.f;
             for (long i = 0; i < n; i++) m = px[i * inner] > m ? px[i * inner] : m;
-            if (log ? m == -INFINITY : !isfinite(m)) m = 0.f;
+            if (m == -INFINITY) m = 0.f;
             if (log) {
                 for (long i = 0; i < n; i++) s += expf(px[i * inner] - m);
                 float ls = logf(s);
@@ -625,7 +626,7 @@ static void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long
                         long ih = oh * sh - pt + ki * dh, iw = ow * sw - pl + kj * dw;
                         if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
                             float v = x[(c * H + ih) * W + iw];
-                            m = v > m ? v : m;
+                            m = v > m || isnan(v) ? v : m; /* a nan stays */
                         }
                     }
                 y[(c * OH + oh) * OW + ow] = m;
