@@ -49,8 +49,6 @@ def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=No
 
 
 def _import_file(path, example_inputs, input_shapes, freeze_inputs):
-    from .errors import HetcError
-
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
@@ -59,15 +57,10 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 
         return parse_file(path)
     if ext == ".pt2":
-        import torch
-
+        from hetc.frontends.pt2 import load_pt2
         from hetc.frontends.torch_fx import import_exported
 
-        try:
-            ep = torch.export.load(path)
-        except Exception as e:  # corrupt or foreign file: say which
-            raise HetcError(f"{path}: not a loadable torch.export program "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        ep = load_pt2(path)
         name = os.path.splitext(os.path.basename(path))[0]
         return import_exported(ep, name=name.replace("-", "_") or "main")
     if ext == ".onnx":
