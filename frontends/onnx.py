@@ -52,7 +52,13 @@ def to_array(tensor) -> np.ndarray:
 
     what = f"tensor '{tensor.name}'" if tensor.name else "tensor"
     dt = onnx_dtype(tensor.data_type, what)
-    arr = numpy_helper.to_array(tensor)
+    if any(d < 0 for d in tensor.dims):
+        raise FrontendError(f"{what}: negative dimension in {list(tensor.dims)}")
+    try:
+        arr = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as e:
+        raise FrontendError(f"{what}: its data does not fit its type "
+                            f"{list(tensor.dims)} ({type(e).__name__}: {e})") from None
     return np.asarray(arr).astype(dt.storage, copy=False)
 
 
@@ -71,14 +77,65 @@ def load(model, base_dir=None):
         proto = model
     else:
         raise UsageError(f"expected an ONNX ModelProto or path, got {type(model).__name__}")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        from onnx.external_data_helper import load_external_data_for_model
-
-        try:
-            load_external_data_for_model(proto, base_dir or os.getcwd())
-        except OSError as e:
-            raise FrontendError(f"cannot read external data of the model: {e}") from None
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _load_external(tensor, base_dir or os.getcwd())
     return proto
+
+
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers and node attributes, in subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(sub)
+
+
+def _load_external(tensor, base_dir):
+    """Read a tensor's external data into it. The model names the file, so
+    the name must stay inside the model's folder (no absolute path, no '..',
+    no symlink leading out), be a regular file, and hold the bytes asked for."""
+    import onnx
+
+    what = f"tensor '{tensor.name}'" if tensor.name else "a tensor"
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    try:
+        offset, length = int(info.get("offset") or 0), info.get("length")
+        length = None if length in (None, "") else int(length)
+    except ValueError:
+        raise FrontendError(f"{what}: external data offset/length are not integers") from None
+    if not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/"):
+        raise FrontendError(f"{what}: external data location {location!r} must be a file name "
+                            f"relative to the model's folder, without '..'")
+    root = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(root, location))
+    if not path.startswith(root + os.sep):
+        raise FrontendError(f"{what}: external data {location!r} leads outside the model's "
+                            f"folder {root} (through a symlink)")
+    try:
+        if not os.path.exists(path):
+            raise FrontendError(f"{what}: its external data file {location!r} is missing (looked "
+                                f"in {root})")
+        if not os.path.isfile(path):  # checked before opening: a FIFO would block
+            raise FrontendError(f"{what}: external data {location!r} is not a regular file")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            end = size if length is None else offset + length
+            if offset < 0 or (length is not None and length < 0) or end > size:
+                raise FrontendError(f"{what}: external data asks for bytes {offset}..{end} of "
+                                    f"{location!r}, which has {size}")
+            f.seek(offset)
+            tensor.raw_data = f.read(end - offset)
+    except OSError as e:
+        raise FrontendError(f"{what}: cannot read external data {location!r} beside the model: "
+                            f"{e.strerror}") from None
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 class _ReadTracking(dict):
