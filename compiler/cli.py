@@ -5,6 +5,7 @@
     hetc opt FILE.hir -p PIPELINE [--print-ir-after-all] [-o OUT.hir]
     hetc show MODEL|FILE.hir|OUTDIR
     hetc targets
+    hetc cache [show|clean]
 
 Exit codes: 0 ok, 1 a model/IR/environment problem, 2 a usage error, 3 an
 internal error (a bug in hetc; --debug shows the traceback).
@@ -19,7 +20,7 @@ import sys
 import numpy as np
 
 from . import __version__
-from .errors import HetcError, UsageError
+from .errors import HetcError, UsageError, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +54,13 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"hetc {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # --debug after the command too (SUPPRESS: the subcommand's default never hides the global one)
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
 
-    p = sub.add_parser("compile", help="compile a model into an artifact folder")
+    p = sub.add_parser("compile", parents=[common],
+                       help="compile a model into an artifact folder")
     p.add_argument("model", help="a .pt2 (saved torch.export program), .hir or .onnx file")
     p.add_argument("--target", "-t", default="ref", choices=list(TARGETS), help="target (default: ref)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="artifact folder to write")
@@ -88,26 +94,34 @@ def build_parser():
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
-    p = sub.add_parser("run", help="run a compiled artifact on .npy inputs")
+    p = sub.add_parser("run", parents=[common], help="run a compiled artifact on .npy inputs")
     p.add_argument("artifact", metavar="OUTDIR")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input by name (repeat for each input)")
     p.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs here")
 
-    p = sub.add_parser("opt", help="run a pass pipeline on a .hir file and print the result")
+    p = sub.add_parser("opt", parents=[common],
+                       help="run a pass pipeline on a .hir file and print the result")
     p.add_argument("file", metavar="FILE.hir")
     p.add_argument("-p", "--pipeline", required=True, help='e.g. "canonicalize,fold,cse,dce"')
     p.add_argument("-o", "--output", metavar="OUT.hir", help="write the IR (and its .npz) here")
     _add_ir_dump_options(p)
 
-    p = sub.add_parser("show", help="summarize a model, .hir file or artifact folder")
+    p = sub.add_parser("show", parents=[common],
+                       help="summarize a model, .hir file or artifact folder")
     p.add_argument("what", metavar="MODEL|FILE.hir|OUTDIR")
     p.add_argument("--ir", action="store_true", help="also print the IR")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead")
 
-    sub.add_parser("targets", help="list targets, their capabilities and availability here")
+    sub.add_parser("targets", parents=[common],
+                   help="list targets, their capabilities and availability here")
 
-    p = sub.add_parser("conformance", help="run a conformance suite (ONNX node tests, ONNX models)")
+    p = sub.add_parser("cache", parents=[common], help="show or empty hetc's build cache")
+    p.add_argument("action", nargs="?", choices=["show", "clean"], default="show",
+                   help="show (default): where it is and its size; clean: delete it")
+
+    p = sub.add_parser("conformance", parents=[common],
+                       help="run a conformance suite (ONNX node tests, ONNX models)")
     p.add_argument("suite", choices=["onnx", "onnx-models"],
                    help="onnx: the ONNX backend node tests; onnx-models: the models stored in "
                         "the onnx wheel")
@@ -199,8 +213,12 @@ def _load_input(spec, names):
         raise UsageError(f"--input {name}: the model has no input '{name}' "
                          f"(inputs: {', '.join(names)})")
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise UsageError(f"--input {name}: {path} is not a .npy file (write one with "
+                                 f"numpy.save)")
         return name, np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise UsageError(f"--input {name}: cannot read {path}: {e}") from None
 
 
@@ -309,8 +327,27 @@ def cmd_conformance(args):
         raise HetcError(f"{s['wrong'] + s['crash']} case(s) failed (wrong answer or crash)")
 
 
+def cmd_cache(args):
+    import shutil
+
+    from .fsutil import cache_root
+
+    root = cache_root()
+    if args.action == "clean":
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"removed {root}")
+        return
+    size, entries = 0, 0
+    for folder, _, files in os.walk(root):
+        entries += folder.count(os.sep) == root.count(os.sep) + 2  # <root>/<kind>/<entry>
+        size += sum(os.path.getsize(os.path.join(folder, f)) for f in files
+                    if not os.path.islink(os.path.join(folder, f)))
+    print(f"{root}: {entries} cached builds and test suites, {size / 1e6:.1f} MB "
+          f"(`hetc cache clean` deletes it; $HETC_CACHE moves it)")
+
+
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "opt": cmd_opt, "show": cmd_show,
-            "targets": cmd_targets, "conformance": cmd_conformance}
+            "targets": cmd_targets, "conformance": cmd_conformance, "cache": cmd_cache}
 
 
 def main(argv=None) -> int:
@@ -323,17 +360,17 @@ def main(argv=None) -> int:
         COMMANDS[args.command](args)
         return 0
     except HetcError as e:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
-        print(f"hetc: error: {e}", file=sys.stderr)
+        print(f"hetc: error: {printable(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("hetc: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug in hetc, not in the user's input
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
-        print(f"hetc: internal error: {type(e).__name__}: {e}\n"
+        print(f"hetc: internal error: {type(e).__name__}: {printable(e)}\n"
               f"(this is a bug in hetc; rerun with --debug for the traceback)", file=sys.stderr)
         return 3
 

@@ -1,14 +1,22 @@
 """Build generated C into a shared library with the system C compiler,
-cached by the hash of the sources and flags."""
+cached by the hash of the sources and flags.
+
+A cache entry is a folder named by that hash. It is built under a temporary
+name and renamed into place whole, and the first complete build of an entry
+wins: processes compiling or loading the same model at once never see a
+half-written entry, and an entry once there is never replaced under a
+reader. `hetc cache` shows the cache, `hetc cache clean` empties it."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
+import tempfile
 
 from hetc.errors import TargetError
-from hetc.fsutil import atomic_dir, cache_root
+from hetc.fsutil import cache_root, check_file_name
 from hetc.targets import c_compiler
 
 # AVX2 + FMA is the baseline; kernels carry AVX-512 clones picked at load time
@@ -33,9 +41,11 @@ def build(sources: dict, extra_flags=(), what="model") -> str:
     lib = os.path.join(folder, f"{what}.so")
     if os.path.exists(lib):
         return lib
-    with atomic_dir(folder) as tmp:
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=f".tmp-{key}-")
+    try:
         for name, text in sources.items():
-            with open(os.path.join(tmp, name), "w") as f:
+            with open(os.path.join(tmp, check_file_name(name, "generated source")), "w") as f:
                 f.write(text)
         cmd = [cc, *flags, "-o", os.path.join(tmp, f"{what}.so"), os.path.join(tmp, "model.c"),
                "-lm"]
@@ -44,4 +54,12 @@ def build(sources: dict, extra_flags=(), what="model") -> str:
             errors = "\n".join(p.stderr.strip().splitlines()[:20])
             raise TargetError(f"building the generated C failed ({os.path.basename(cc)} exit "
                               f"{p.returncode}):\n{errors}")
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # the folder exists: another build of it finished first
+            if not os.path.exists(lib):  # a stale folder without a library: replace it
+                shutil.rmtree(folder, ignore_errors=True)
+                os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return lib
