@@ -120,7 +120,7 @@ def import_decoder(model, options):
     from .torch_fx import import_module
 
     spec = decoder_spec(model, options)
-    step = _step_module(model.eval())
+    step = _step_module(model)  # import_module traces it in inference mode
     inputs = example_step_inputs(spec, model.config.vocab_size)
     graph = import_module(step, inputs, name=type(model).__name__)
     return graph, spec, inputs

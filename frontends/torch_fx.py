@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -290,20 +291,54 @@ def import_exported(ep, name: str = "main") -> Graph:
     return g
 
 
+@contextmanager
+def eval_mode(module):
+    """`module` in inference mode for the block; each submodule's own
+    training flag is given back afterwards (compiling never changes the
+    caller's model)."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextmanager
+def _torch_logs_quiet():
+    """torch logs a failed trace's whole stack before raising; hetc reports
+    the error in one line instead."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == "torch" or n.startswith("torch.")]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in levels:
+            lg.setLevel(level)
+
+
 def import_module(module, example_inputs, name: str | None = None) -> Graph:
-    """torch.export `module` with `example_inputs` (a tuple), then import it."""
+    """torch.export `module` (in inference mode) with `example_inputs` (a
+    tuple), then import it."""
     import torch
 
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
-    module = module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(module), _torch_logs_quiet():
             ep = torch.export.export(module, tuple(example_inputs))
     except Exception as e:  # torch's own errors are many and deep: report the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FrontendError(f"torch.export could not trace {type(module).__name__}: "
-                            f"{type(e).__name__}: {first}") from e
+        shapes = ", ".join(str(list(x.shape)) for x in example_inputs if hasattr(x, "shape"))
+        raise FrontendError(f"torch.export could not trace {type(module).__name__} with example "
+                            f"inputs of shapes {shapes or '(none)'}: {type(e).__name__}: "
+                            f"{first}") from None
     return import_exported(ep, name or _graph_name(type(module).__name__))
 
 

@@ -94,10 +94,9 @@ class Sparsify(Pass):
         unexploited = ""
         if ctx.target is not None and not ctx.target.supports_nm(n, m):
             if not ctx.target.nm_as_zeros:
-                for ly in chosen:
-                    _record(ctx, ly, f"kept dense: target {ctx.target.name} cannot exploit "
-                                     f"{n}:{m} (it can: {_patterns(ctx.target)})")
-                return
+                raise UsageError(f"sparsity {n}:{m}: target {ctx.target.name} cannot exploit it "
+                                 f"(it can: {_patterns(ctx.target)}); choose one of those, or "
+                                 f"target='ref' to study {n}:{m} on the interpreter")
             unexploited = (f"; stored dense with its zeros: target {ctx.target.name} has no "
                            f"N:M fast path, so no speedup there")
         norms, hess = {}, {}

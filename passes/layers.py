@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hetc.errors import UsageError
 from hetc.interpret import interpret
 from hetc.ir.graph import Graph, Op, Value
 from hetc.report import layer_name
@@ -55,11 +56,23 @@ def find_layers(graph: Graph) -> list[Layer]:
 
 def select(layers, pattern: str, exclude: str = ""):
     """Layers whose name matches `pattern` (all when empty) and not `exclude`
-    (regular expressions, searched anywhere in the name)."""
-    rx = re.compile(pattern) if pattern else None
-    ex = re.compile(exclude) if exclude else None
+    (regular expressions, searched anywhere in the name). A pattern that
+    matches no layer at all is a UsageError (a typo would otherwise leave
+    the model uncompressed without a word)."""
+    rx, ex = _regex(pattern), _regex(exclude)
+    if rx is not None and not any(rx.search(ly.name) for ly in layers):
+        names = [ly.name for ly in layers]
+        raise UsageError(f"layer pattern {pattern!r} matches no layer (the model's layers: "
+                         f"{', '.join(names[:12]) or 'none'}{', ...' if len(names) > 12 else ''})")
     return [ly for ly in layers
             if (rx is None or rx.search(ly.name)) and not (ex and ex.search(ly.name))]
+
+
+def _regex(pattern):
+    try:
+        return re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise UsageError(f"layer pattern {pattern!r} is not a regular expression: {e}") from None
 
 
 def activations(graph: Graph, layers, samples):

@@ -95,13 +95,21 @@ def test_sparsify_and_quantize_compose_and_interpret_exactly():
 
 
 def test_targets_limit_patterns_and_dtypes():
-    ctx = PassContext(target=get_target("cuda"))
-    g = PassManager.from_text("sparsify{pattern=1:4}").run(_linear_graph(), ctx)
-    assert g.ops[0].output.type.nm is None
-    assert "cannot exploit 1:4 (it can: 2:4)" in ctx.decisions["fc"]["why"][0]
-    ctx = PassContext(target=get_target("fpga"))
-    PassManager.from_text("sparsify{pattern=2:8}").run(_linear_graph(), ctx)
-    assert "it can: 2:4, 1:4, 1:3" in ctx.decisions["fc"]["why"][0]
+    # an explicit pattern the target cannot exploit is an error, not a silent dense layer
+    with pytest.raises(UsageError, match="target cuda cannot exploit it .it can: 2:4."):
+        PassManager.from_text("sparsify{pattern=1:4}").run(
+            _linear_graph(), PassContext(target=get_target("cuda")))
+    with pytest.raises(UsageError, match="it can: 2:4, 1:4, 1:3"):
+        PassManager.from_text("sparsify{pattern=2:8}").run(
+            _linear_graph(), PassContext(target=get_target("fpga")))
+    name, model, inputs = examples()[0]
+    with pytest.raises(UsageError, match="sparsity 3:4: target x86 cannot exploit it"):
+        hetc.compile(model, target="x86", example_inputs=inputs, sparsity="3:4")
+    # a layer regex that matches nothing is a typo, said so with the layer names
+    with pytest.raises(UsageError, match=r"layer pattern 'fc9' matches no layer .*fc1, fc2"):
+        hetc.compile(model, example_inputs=inputs, precision={"fc9": "int8"})
+    with pytest.raises(UsageError, match=r"'fc\[' is not a regular expression"):
+        hetc.compile(model, example_inputs=inputs, precision={"fc[": "int8"})
     # the NPU has no N:M fast path, but an explicit request is applied (as zeros)
     ctx = PassContext(target=get_target("npu"))
     g = PassManager.from_text("sparsify{pattern=2:4}").run(_linear_graph(), ctx)
