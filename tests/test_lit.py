@@ -16,7 +16,8 @@ import pytest
 
 from filecheck import filecheck
 from hetc.errors import HetcError
-from hetc.ir import WeightStore, parse, print_graph
+from hetc.ir import WeightStore, aux_key, parse, print_graph
+from hetc.ir.weights import AUX_KINDS
 from hetc.pipeline import PassManager
 
 LIT_DIR = os.path.join(os.path.dirname(__file__), "lit")
@@ -33,7 +34,9 @@ def _weights(text):
         name, _, literal = spec.partition(" = ")
         value, _, ty = literal.rpartition(" : ")
         g = parse(f"graph @w() -> ({ty}) {{\n  %0 = const {value} : {ty}\n  return %0\n}}")
-        store[name.strip()] = g.ops[0].attrs["value"]
+        base, _, kind = name.strip().rpartition(":")  # NAME:scale: a parameter array of NAME
+        key = aux_key(base, kind) if kind in AUX_KINDS else name.strip()
+        store[key] = g.ops[0].attrs["value"]
     return store
 
 

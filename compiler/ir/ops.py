@@ -94,7 +94,13 @@ class OpDef:
             want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
             raise InferError(f"{self.kind} takes {want} operands ({', '.join(self.operands)}), "
                              f"got {len(types)}")
-        res = self.infer_fn(types, attrs, body) if self.kind == "fused" else self.infer_fn(types, attrs)
+        try:
+            res = self.infer_fn(types, attrs, body) if self.kind == "fused" \
+                else self.infer_fn(types, attrs)
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError,
+                AttributeError) as e:  # operands or attributes no check above foresaw
+            raise InferError(f"{self.kind} cannot take these operands or attributes "
+                             f"({type(e).__name__}: {e})") from None
         return res if isinstance(res, list) else [res]
 
 
@@ -316,8 +322,10 @@ def _pairs(attrs, who, *names):
     """Each named window attribute as a (height, width) pair of positive ints."""
     out = []
     for name in names:
-        v = attrs.get(name) or attrs.get("kernel")  # a pooling stride defaults to the kernel
-        if len(v) != 2 or min(v) < 1:
+        v = attrs.get(name)
+        if v is None:  # a pooling stride defaults to the kernel
+            v = attrs.get("kernel")
+        if v is None or len(v) != 2 or min(v) < 1:
             raise InferError(f"{who} {name} must be two positive integers, got {v}")
         out.append(v)
     return out
@@ -582,6 +590,8 @@ def _reduce(kind):
     def infer(types, attrs):
         x = types[0]
         axes = {_axis(a, x.rank) for a in attrs["axes"]} or set(range(x.rank))
+        if attrs["axes"] and len(axes) != len(attrs["axes"]):
+            raise InferError(f"{kind} axes {attrs['axes']} name an axis twice")
         return TensorType(_reduced_shape(x, axes, attrs["keepdims"]), x.value_dtype)
     return infer
 

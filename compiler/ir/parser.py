@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -30,6 +31,9 @@ _TOKEN_NAMES = {
     "LSQB": "'['", "RSQB": "']'", "LESSTHAN": "'<'", "MORETHAN": "'>'", "COMMA": "','",
     "COLON": "':'", "EQUAL": "'='", "__ANON_0": "'->'",
 }
+
+
+_TYPE_BODY = re.compile(r"^((?:[0-9]+x)*)(.*)$")
 
 
 @lru_cache(maxsize=1)
@@ -74,9 +78,9 @@ class _Builder:
 
     def tensor_type(self, t: Tree) -> TensorType:
         body = t.children[0]
-        *dims, dt = str(body).split("x")
+        dims, dt = _TYPE_BODY.match(str(body)).groups()  # dims "4x8x", then the dtype name
         encodings = [self.encoding(e) for e in t.children[1:]]
-        return TensorType([int(d) for d in dims], self.dtype(body, dt), encodings)
+        return TensorType([int(d) for d in dims.split("x")[:-1]], self.dtype(body, dt), encodings)
 
     def encoding(self, e: Tree):
         if e.data == "nm":

@@ -29,11 +29,26 @@ def verify(graph: Graph, where: str | None = None):
         raise VerifyError(head + "IR verification failed:\n  " + "\n  ".join(problems[:10]) + more)
 
 
+# Largest tensor the IR takes (elements): generated code indexes with 64-bit
+# integers, and a bigger shape in a model file is a mistake or an attack.
+MAX_ELEMENTS = 1 << 48
+
+
+def _size_problem(t):
+    if any(d < 0 for d in t.shape):
+        return f"negative dimension in {list(t.shape)}"
+    if t.numel > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in t.shape):
+        return f"shape {list(t.shape)} is larger than the 2**48 elements hetc handles"
+    return None
+
+
 def check(graph: Graph, is_body=False):
     """Yield one message per problem."""
     defined = set()
     names = set()
     for v in graph.inputs:
+        if _size_problem(v.type):
+            yield f"@{graph.name}: input %{v.name}: {_size_problem(v.type)}"
         if v.name in names:
             yield f"@{graph.name}: input %{v.name} is defined twice"
         if v.type.encodings and not is_body:  # a fused body's inputs mirror its operands
@@ -48,6 +63,8 @@ def check(graph: Graph, is_body=False):
                 yield f"{where}: operand %{v.name} is not defined before use in this graph"
         yield from (f"{where}: {p}" for p in _check_op(graph, op))
         for v in op.outputs:
+            if _size_problem(v.type):
+                yield f"{where}: %{v.name}: {_size_problem(v.type)}"
             if v.name in names:
                 yield f"{where}: %{v.name} is defined twice"
             if v.producer is not op:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 
 import numpy as np
@@ -81,7 +82,8 @@ class WeightStore(dict):
     def load(cls, source, where=None):
         """The store saved in `source` (a path or a binary file object);
         `where` names it in errors (default: the path)."""
-        where = where or (source if isinstance(source, str) else "weights")
+        where = where or (os.fspath(source) if isinstance(source, (str, os.PathLike))
+                          else "weights")
         arrays = read_npz(source, where)
         try:
             return cls._from_entries(arrays)
