@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from hetc.errors import FrontendError, UsageError
+from hetc.errors import FrontendError, HetcError, UsageError
 from hetc.interpret import run_graph
 from hetc.ir import dtypes
 from hetc.ir.graph import Graph, Value
@@ -27,6 +27,10 @@ from . import onnx_opmap
 MIN_OPSET = 13
 # Largest compile-time value evaluated during import; bigger ones stay runtime values.
 MAX_STATIC_ELEMENTS = 1 << 16
+# Largest constant a handler builds from the model's shapes (an identity
+# matrix, a mask, resize weights); a model asking for more is refused before
+# anything is allocated.
+MAX_BUILT_ELEMENTS = 1 << 26
 
 _ONNX_DTYPES = {
     1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
@@ -77,10 +81,28 @@ def load(model, base_dir=None):
         proto = model
     else:
         raise UsageError(f"expected an ONNX ModelProto or path, got {type(model).__name__}")
+    _check_text(proto.graph)
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _load_external(tensor, base_dir or os.getcwd())
     return proto
+
+
+def _check_text(graph):
+    """FrontendError if a name in the graph is not UTF-8 text (protobuf hands
+    such fields over as bytes)."""
+    fields = [graph.name]
+    for v in list(graph.input) + list(graph.output) + list(graph.value_info) + list(graph.initializer):
+        fields.append(v.name)
+    for n in graph.node:
+        fields += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        for a in n.attribute:
+            fields.append(a.name)
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _check_text(sub)
+    bad = next((f for f in fields if not isinstance(f, str)), None)
+    if bad is not None:
+        raise FrontendError(f"the model holds a name that is not UTF-8 text: {bad[:60]!r}")
 
 
 def _tensors(graph):
@@ -207,10 +229,13 @@ class OnnxImporter:
             if a.ref_attr_name:
                 raise self.error(f"attribute '{a.name}' refers to a function attribute")
             v = helper.get_attribute_value(a)
-            if isinstance(v, bytes):
-                v = v.decode()
-            elif isinstance(v, list) and v and isinstance(v[0], bytes):
-                v = [x.decode() for x in v]
+            try:
+                if isinstance(v, bytes):
+                    v = v.decode()
+                elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                    v = [x.decode() for x in v]
+            except UnicodeDecodeError:
+                raise self.error(f"attribute '{a.name}' is not UTF-8 text") from None
             out[a.name] = v
         return out
 
@@ -254,6 +279,34 @@ class OnnxImporter:
                 raise NeedsFrozenInput(str(err), name)
             raise self.error(f"{label} must be known at compile time; hetc compiles static shapes")
         return self.static[name]
+
+    def static_scalar(self, i, what="", kinds="iuf"):
+        """Input i, known at compile time and holding exactly one number (of
+        a numpy kind in `kinds`), as a 0-d array."""
+        arr = np.asarray(self.static_input(i, what))
+        kind = {"int": "i", "uint": "u", "float": "f", "bool": "b"}[dtypes.from_numpy(arr.dtype).kind]
+        if arr.size != 1 or kind not in kinds:
+            one = "integer" if kinds == "iu" else "number"
+            raise self.error(f"input {i} ({what}) must be one {one}, got {arr.dtype} of shape "
+                             f"{list(arr.shape)}")
+        return arr.reshape(())
+
+    def room(self, what, count):
+        """FrontendError unless a constant of `count` elements may be built."""
+        if count > MAX_BUILT_ELEMENTS:
+            raise self.error(f"{what} would be a constant of {count:,} elements, more than the "
+                             f"{MAX_BUILT_ELEMENTS:,} hetc builds at import")
+
+    def static_ints(self, i, what="") -> list[int]:
+        """Input i, known at compile time: its integers in order, whatever its shape."""
+        arr = np.asarray(self.static_input(i, what))
+        if not dtypes.from_numpy(arr.dtype).is_int:
+            raise self.error(f"input {i} ({what}) must hold integers, got {arr.dtype}")
+        return [int(v) for v in arr.reshape(-1)]
+
+    def static_int(self, i, what="") -> int:
+        """Input i, known at compile time and holding exactly one integer."""
+        return int(self.static_scalar(i, what, "iu"))
 
     def is_static(self, i) -> bool:
         return self.has_input(i) and self.node.input[i] in self.static
@@ -350,6 +403,7 @@ class OnnxImporter:
         handler = onnx_opmap.lookup(domain, node.op_type)
         if handler is None:
             raise self.error("this op is not supported by the ONNX frontend yet")
+        self._check_schema(node)
         start = len(self.g.ops)
         attrs = _ReadTracking(self.attrs())
         results = handler(self, attrs)
@@ -369,6 +423,43 @@ class OnnxImporter:
             else:
                 self.env[out_name] = r
         self._fold(node, start)
+
+    def _check_schema(self, node):
+        """The node against its ONNX schema: required inputs present, no
+        inputs beyond the last, required attributes present and every known
+        attribute of its declared type. Handlers then meet only well-formed
+        nodes."""
+        from onnx import defs
+
+        domain = node.domain or "ai.onnx"
+        try:
+            schema = defs.get_schema(node.op_type, self.opsets.get(domain, 10**6),
+                                     "" if domain == "ai.onnx" else domain)
+        except defs.SchemaError:
+            return  # an op onnx has no schema for: its handler checks what it reads
+        inputs = list(node.input)
+        if len(inputs) > schema.max_input or len(inputs) < schema.min_input:
+            want = (f"{schema.min_input}" if schema.min_input == schema.max_input else
+                    f"{schema.min_input} to {schema.max_input}")
+            raise self.error(f"takes {want} inputs, the node has {len(inputs)}")
+        option = defs.OpSchema.FormalParameterOption
+        for i, formal in enumerate(schema.inputs):
+            if formal.option == option.Single and (i >= len(inputs) or not inputs[i]):
+                raise self.error(f"input {i} ({formal.name}) is required but missing")
+            if formal.option == option.Variadic and not all(inputs[i:]):
+                raise self.error(f"inputs {i}... ({formal.name}) may not be left empty")
+        given = {a.name: a for a in node.attribute}
+        for name, attr in schema.attributes.items():
+            a = given.get(name)
+            if a is None:
+                if attr.required:
+                    raise self.error(f"attribute '{name}' is required but missing")
+            elif not a.ref_attr_name and a.type != attr.type.value:
+                from onnx import AttributeProto
+
+                raise self.error(f"attribute '{name}' must be "
+                                 f"{AttributeProto.AttributeType.Name(attr.type.value)}, got "
+                                 f"{AttributeProto.AttributeType.Name(a.type)}")
 
     def _fold(self, node, start):
         """Record outputs computed only from constants as compile-time values."""
@@ -440,10 +531,31 @@ def import_onnx(model, input_shapes=None, example_inputs=None, name=None,
             shapes.setdefault(n, tuple(np.shape(x)))
     proto = _upgrade(proto)
     importer = OnnxImporter(proto, shapes, name, frozen)
-    g = importer.run()
+    try:
+        g = importer.run()
+    except HetcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - malformed input, or a bug: the checker tells which
+        problem = _invalid(proto)
+        if problem is None:
+            raise  # a valid model hetc failed on: a bug in hetc
+        raise importer.error(f"the model is not valid ONNX ({problem}); hetc cannot import it "
+                             f"({type(e).__name__}: {str(e)[:120]})") from None
     g.notes = importer.notes + g.notes
     verify(g)
     return g
+
+
+def _invalid(proto) -> str | None:
+    """What ONNX's own checker (with strict shape inference) finds wrong with
+    the model, or None when it finds nothing."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # noqa: BLE001 - any complaint of the checker's is the answer
+        return " ".join(str(e).split())[:300] or type(e).__name__
+    return None
 
 
 def _upgrade(proto):

@@ -1,8 +1,8 @@
 """The op table of the ONNX frontend: one handler per (domain, op type).
 
 A handler gets the importer `cx` (the current node's inputs through
-`cx.input(i)` / `cx.static_input(i)`, `cx.opset`, `cx.error(...)`) and the
-node's attributes as a dict, and returns the node's outputs: IR Values, or
+`cx.input(i)` / `cx.static_input(i)` / `static_ints` / `static_scalar`,
+`cx.opset`, `cx.error(...)`) and the node's attributes as a dict, and returns the node's outputs: IR Values, or
 numpy arrays for values known at compile time (Shape, Range, ...). Anything it
 cannot translate exactly raises `cx.error(...)` naming what is missing.
 """
@@ -76,17 +76,32 @@ def _size(cx, a):
 
 @onnx_op("ConstantOfShape")
 def _constant_of_shape(cx, a):
-    from .onnx import to_array
+    from .onnx import MAX_STATIC_ELEMENTS, to_array
 
-    shape = [int(d) for d in cx.static_input(0, "the shape")]
+    shape = cx.static_ints(0, "the shape")
+    if min(shape, default=0) < 0:
+        raise cx.error(f"shape {shape} has a negative dimension")
     value = to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
+    if value.size != 1:
+        raise cx.error(f"value must hold one element, it holds {value.size}")
+    if prod(shape) > MAX_STATIC_ELEMENTS:  # large: filled when the model runs, not now
+        return cx.add("expand", [cx.const(value.reshape(()))], {"shape": shape})
     return np.full(shape, value[0], value.dtype)
 
 
 @onnx_op("Range")
 def _range(cx, a):
-    start, limit, delta = (cx.static_input(i, "Range bounds set the output size") for i in range(3))
-    return np.arange(start, limit, delta).astype(np.asarray(start).dtype)
+    from .onnx import MAX_STATIC_ELEMENTS
+
+    start, limit, delta = (cx.static_scalar(i, "Range bounds set the output size")
+                           for i in range(3))
+    if delta == 0:
+        raise cx.error("Range with delta 0")
+    count = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    if count > MAX_STATIC_ELEMENTS:
+        raise cx.error(f"Range of {count} elements: hetc computes Range at compile time, up to "
+                       f"{MAX_STATIC_ELEMENTS}")
+    return np.arange(start, limit, delta).astype(start.dtype)
 
 
 @onnx_op("EyeLike")
@@ -97,6 +112,7 @@ def _eye_like(cx, a):
     if x.type.rank != 2:
         raise cx.error("EyeLike needs a 2-D input")
     dt = onnx_dtype(a["dtype"], "EyeLike dtype") if "dtype" in a else x.type.dtype
+    cx.room("EyeLike's matrix", x.type.numel)
     return np.eye(*x.type.shape, k=a.get("k", 0)).astype(dt.storage)
 
 
@@ -107,12 +123,16 @@ def _identity(cx, a):
 
 @onnx_op("Dropout")
 def _dropout(cx, a):
-    if cx.has_input(2) and bool(cx.static_input(2, "training_mode")):
+    if cx.has_input(2) and bool(cx.static_scalar(2, "training_mode", "iub")):
         raise cx.error("Dropout in training mode is not supported (inference only)")
     a.get("seed")  # only matters in training mode
+    from .onnx import MAX_STATIC_ELEMENTS
+
     x = cx.input(0)
-    mask = np.ones(x.type.shape, np.bool_)
-    return [x, mask]
+    if x.type.numel > MAX_STATIC_ELEMENTS:  # large: made when the model runs
+        return [x, cx.add("expand", [cx.const(np.ones((), np.bool_))],
+                          {"shape": list(x.type.shape)})]
+    return [x, np.ones(x.type.shape, np.bool_)]
 
 
 # -- casts ----------------------------------------------------------------------------------
@@ -444,10 +464,13 @@ def _attention(cx, a):
         k = cx.add("concat", [past_k, k], {"axis": 2})
         v = cx.add("concat", [past_v, v], {"axis": 2})
     hq, hkv = q.type.shape[1], k.type.shape[1]
-    if hq % hkv:
+    if not hkv or hq % hkv:
         raise cx.error(f"Attention query heads {hq} are not a multiple of kv heads {hkv}")
     ins = [q, _repeat_heads(cx, k, hq // hkv), _repeat_heads(cx, v, hq // hkv)]
     mask = cx.input(3)
+    if mask is not None and not (mask.type.dtype == dtypes.boolean or mask.type.dtype.is_float):
+        raise cx.error(f"Attention's mask must be bool or float, got {mask.type.dtype}")
+    cx.room("Attention's window mask", q.type.shape[2] * k.type.shape[2])
     window = _window_mask(a, q.type.shape[2], k.type.shape[2], past)
     if window is not None:
         keep = cx.const(window)
@@ -491,7 +514,11 @@ def _log_softmax(cx, a):
 @onnx_op("Hardmax")
 def _hardmax(cx, a):
     x = cx.input(0)
-    axis = _softmax_axis(cx, a, x) % x.type.rank
+    axis = _softmax_axis(cx, a, x)
+    if not -x.type.rank <= axis < x.type.rank:
+        raise cx.error(f"axis {axis} is out of range for rank {x.type.rank}")
+    axis %= x.type.rank
+    cx.room("Hardmax's index range", x.type.shape[axis])
     idx = cx.add("argmax", [x], {"axis": axis, "keepdims": True})
     iota = np.arange(x.type.shape[axis], dtype=np.int64).reshape(
         [-1 if i == axis else 1 for i in range(x.type.rank)])
@@ -504,8 +531,10 @@ def _hardmax(cx, a):
 @onnx_op("Reshape")
 def _reshape(cx, a):
     x = cx.input(0)
-    shape = [int(d) for d in cx.static_input(1, "the target shape")]
+    shape = cx.static_ints(1, "the target shape")
     if not a.get("allowzero", 0):
+        if any(d == 0 and i >= x.type.rank for i, d in enumerate(shape)):
+            raise cx.error(f"shape {shape} copies (0) a dimension the {x.type.rank}-D input lacks")
         shape = [x.type.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return cx.add("reshape", [x], {"shape": shape})
 
@@ -522,7 +551,7 @@ def _flatten(cx, a):
 def _axes_arg(cx, a, index):
     """Axes from input `index` (newer opsets) or the `axes` attribute (older)."""
     if cx.has_input(index):
-        return [int(v) for v in np.atleast_1d(cx.static_input(index, "axes"))]
+        return cx.static_ints(index, "axes")
     return list(a["axes"]) if "axes" in a else None
 
 
@@ -566,14 +595,19 @@ def _concat(cx, a):
 @onnx_op("Split")
 def _split(cx, a):
     x = cx.input(0)
-    axis = a.get("axis", 0) % x.type.rank
+    axis = a.get("axis", 0)
+    if not -x.type.rank <= axis < x.type.rank:
+        raise cx.error(f"axis {axis} is out of range for rank {x.type.rank}")
+    axis %= x.type.rank
     dim = x.type.shape[axis]
     if cx.has_input(1):
-        sizes = [int(s) for s in cx.static_input(1, "split sizes")]
+        sizes = cx.static_ints(1, "split sizes")
     elif "split" in a:
         sizes = list(a["split"])
     else:
         n = a.get("num_outputs", len(cx.node.output))
+        if n < 1:
+            raise cx.error(f"Split into {n} outputs")
         chunk = -(-dim // n)
         sizes = [min(chunk, dim - i * chunk) for i in range(n)]
     out = cx.add("split", [x], {"axis": axis, "sizes": sizes})
@@ -583,10 +617,12 @@ def _split(cx, a):
 @onnx_op("Slice")
 def _slice(cx, a):
     x = cx.input(0)
-    starts = [int(v) for v in cx.static_input(1, "starts")]
-    ends = [int(v) for v in cx.static_input(2, "ends")]
-    axes = [int(v) for v in cx.static_input(3, "axes")] if cx.has_input(3) else list(range(len(starts)))
-    steps = [int(v) for v in cx.static_input(4, "steps")] if cx.has_input(4) else [1] * len(starts)
+    starts = cx.static_ints(1, "starts")
+    ends = cx.static_ints(2, "ends")
+    axes = cx.static_ints(3, "axes") if cx.has_input(3) else list(range(len(starts)))
+    steps = cx.static_ints(4, "steps") if cx.has_input(4) else [1] * len(starts)
+    if any(not -x.type.rank <= ax < x.type.rank for ax in axes):
+        raise cx.error(f"axes {axes} are out of range for rank {x.type.rank}")
     axes = [ax % x.type.rank for ax in axes]
     return cx.add("slice", [x], {"axes": axes, "starts": starts, "ends": ends, "steps": steps})
 
@@ -622,14 +658,14 @@ def _gather_nd(cx, a):
 
 @onnx_op("Expand")
 def _expand(cx, a):
-    shape = [int(d) for d in cx.static_input(1, "the target shape")]
+    shape = cx.static_ints(1, "the target shape")
     return cx.add("expand", [cx.input(0)], {"shape": shape})
 
 
 @onnx_op("Tile")
 def _tile(cx, a):
     x = cx.input(0)
-    reps = [int(r) for r in cx.static_input(1, "repeats")]
+    reps = cx.static_ints(1, "repeats")
     if len(reps) != x.type.rank:
         raise cx.error(f"Tile repeats {reps} do not match rank {x.type.rank}")
     # [a, b] -> [1, a, 1, b] -> expand [ra, a, rb, b] -> [ra*a, rb*b]
@@ -642,12 +678,12 @@ def _tile(cx, a):
 @onnx_op("Pad")
 def _pad(cx, a):
     x = cx.input(0)
-    pads = [int(p) for p in (cx.static_input(1, "pads") if cx.has_input(1) else a["pads"])]
+    pads = cx.static_ints(1, "pads") if cx.has_input(1) else [int(p) for p in a["pads"]]
     value = 0.0
     if cx.has_input(2):
-        value = float(np.asarray(cx.static_input(2, "the pad value")).reshape(-1)[0])
+        value = float(cx.static_scalar(2, "the pad value", "iufb"))
     if cx.has_input(3):
-        axes = _axes([int(v) for v in cx.static_input(3, "axes")], x.type.rank)
+        axes = _axes(cx.static_ints(3, "axes"), x.type.rank)
         full = [0] * (2 * x.type.rank)
         for i, ax in enumerate(axes):
             full[ax], full[ax + x.type.rank] = pads[i], pads[i + len(axes)]
@@ -658,8 +694,11 @@ def _pad(cx, a):
 @onnx_op("Trilu")
 def _trilu(cx, a):
     x = cx.input(0)
-    k = int(cx.static_input(1, "k")) if cx.has_input(1) else 0
+    k = cx.static_int(1, "k") if cx.has_input(1) else 0
+    if x.type.rank < 2:
+        raise cx.error(f"Trilu needs a tensor of rank >= 2, got {list(x.type.shape)}")
     n, m = x.type.shape[-2:]
+    cx.room("Trilu's mask", n * m)
     keep = np.triu(np.ones((n, m), bool), k) if a.get("upper", 1) else np.tril(np.ones((n, m), bool), k)
     zero = np.zeros((), x.type.dtype.storage)
     return cx.add("where", [cx.const(keep), x, cx.const(zero)])
@@ -692,7 +731,7 @@ def _space_to_depth(cx, a):
 
 @onnx_op("CumSum")
 def _cumsum(cx, a):
-    axis = int(cx.static_input(1, "axis"))
+    axis = cx.static_int(1, "axis")
     return cx.add("cumsum", [cx.input(0)], {"axis": axis, "exclusive": bool(a.get("exclusive", 0)),
                                             "reverse": bool(a.get("reverse", 0))})
 
@@ -760,11 +799,18 @@ def _resize(cx, a):
     roi, scales, sizes = (None if v is None or v.size == 0 else v for v in (roi, scales, sizes))
     if (scales is None) == (sizes is None):
         raise cx.error("Resize needs exactly one of scales and sizes")
+    given = scales if sizes is None else sizes
+    if len(given) != len(axes):
+        raise cx.error(f"Resize has {len(given)} {'scales' if sizes is None else 'sizes'} for "
+                       f"{len(axes)} axes")
     try:
         out_shape, scale = rz.output_sizes(x.type.shape, axes, scales, sizes,
                                            a.get("keep_aspect_ratio_policy", "stretch"))
-    except ValueError as e:
-        raise cx.error(str(e)) from None
+    except (ValueError, OverflowError, ZeroDivisionError) as e:
+        raise cx.error(f"Resize cannot size its output: {e}") from None
+    if min(out_shape) < 0:
+        raise cx.error(f"Resize output shape {out_shape} has a negative dimension")
+    cx.room("Resize's weights", sum(out_shape[ax] * x.type.shape[ax] for ax in axes))
     if antialias and any(scale[ax] < 1 for ax in axes):
         raise cx.error("Resize with antialias while downscaling is not supported")
     if mode != "nearest" and not x.type.dtype.is_float:
