@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import functools
 import os
 import shutil
@@ -144,15 +145,20 @@ def check_file_name(name, what="file name") -> str:
 def read_file(path, limit=None) -> bytes:
     """The bytes of the regular file at `path`, not following a symlink at
     its last component (a saved folder's symlink to /dev/zero or a FIFO must
-    not hang a reader). OSError as open() raises it; HetcError for other
-    kinds of file or a file larger than `limit` bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    not hang a reader); None when it holds more than `limit` bytes. OSError
+    as open() raises it; HetcError for a symlink or another kind of file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HetcError(f"{path}: a symbolic link, not a file") from None
+        raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise HetcError(f"{path}: not a regular file")
         if limit is not None and st.st_size > limit:
-            raise HetcError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} expected")
+            return None
         return f.read()
 
 

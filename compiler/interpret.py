@@ -95,7 +95,7 @@ def _gelu(op, x):
     return 0.5 * x * (1 + _erf(x / np.sqrt(2).astype(x.dtype)))
 
 
-_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "pow": np.power,
+_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
            "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
            "less": np.less, "greater": np.greater, "less_equal": np.less_equal,
            "greater_equal": np.greater_equal,
@@ -112,9 +112,27 @@ def _binary(op, a, b):
     return _BINARY[op.kind](a, b)
 
 
+def _is_int(a) -> bool:
+    """An integer array, 4-bit and 2-bit ones (numpy kind 'V') included."""
+    return dtypes.from_numpy(a.dtype).is_int
+
+
+@semantics("pow")
+def _pow(op, a, b):
+    if not _is_int(a):
+        return np.power(a, b)
+    # integers (wrapping as they overflow); a negative exponent truncates
+    # 1 / a**-b toward zero: 1 for a = 1, +-1 for a = -1, else 0 (0 for a = 0
+    # too, as x / 0 is)
+    neg = b < 0
+    out = np.power(a, np.where(neg, 0, b).astype(b.dtype))
+    small = np.where(a == -1, np.where(b % 2 == 0, 1, -1), np.where(a == 1, 1, 0))
+    return np.where(neg, small, out).astype(out.dtype)
+
+
 @semantics("div")
 def _div(op, a, b):
-    if a.dtype.kind in "iu":  # integer division truncates toward zero, as in C and ONNX
+    if _is_int(a):  # integer division truncates toward zero, as in C and ONNX
         # in integers: going through f64 loses digits of i64 values beyond 2^53
         q = np.floor_divide(a, b)
         q = q + ((q * b != a) & ((a < 0) != (b < 0))).astype(q.dtype)
@@ -149,7 +167,13 @@ def _where(op, c, a, b):
 
 @semantics("cast")
 def _cast(op, x):
-    return x.astype(op.attrs["dtype"].storage)
+    to = op.attrs["dtype"].storage
+    try:
+        return x.astype(to)
+    except TypeError:  # ml_dtypes casts 4-bit to 4-bit through a numpy type only
+        wide = np.int64 if not dtypes.from_numpy(x.dtype).is_float and \
+            dtypes.from_numpy(to).is_int else np.float32
+        return x.astype(wide).astype(to)
 
 
 # -- linear algebra ---------------------------------------------------------------
@@ -217,7 +241,7 @@ def _attention(op, q, k, v, mask=None):
 # -- normalization -----------------------------------------------------------------
 
 def _softmax_axis(x, axis):
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     # as PyTorch and ONNX: a row holding nan or +inf gives nan throughout; a
     # row of -inf has no max to subtract (and gives nan too)
     e = np.exp(x - np.where(np.isneginf(m), 0, m))
@@ -460,8 +484,13 @@ def run_graph(graph: Graph, inputs: list[np.ndarray], trace=None) -> list[np.nda
             results = [load_const(op, graph)]
         else:
             args = [_wide(env[v]) for v in op.inputs]
-            with np.errstate(all="ignore"):
-                out = SEMANTICS[op.kind](op, *args)
+            try:
+                with np.errstate(all="ignore"):
+                    out = SEMANTICS[op.kind](op, *args)
+            except MemoryError:  # the machine's limit, not a bug: say where it was met
+                raise HetcError(f"@{graph.name}: not enough memory to run {op.kind} -> "
+                                f"%{op.outputs[0].name} {op.outputs[0].type.text()} in the "
+                                f"interpreter") from None
             results = out if isinstance(out, (list, tuple)) else [out]
         for v, r in zip(op.outputs, results):
             env[v] = _round_to(r, v.type)

@@ -112,11 +112,13 @@ class Report:
         if problem is None and not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
                                        and _is_number(p[1]) for p in d["passes"]):
             problem = "'passes' must hold [name, seconds] pairs"
+        c = d["compression"] if problem is None else {}
         if problem is None and not (
-                all(_is_number(v) or (k == "measure" and isinstance(v, str))
-                    for k, v in d["compression"].items())
+                set(c) <= _COMPRESSION_KEYS and ("error" not in c or _MEASURED <= set(c))
+                and all(_is_number(v) or (k == "measure" and isinstance(v, str))
+                        for k, v in c.items())
                 and all(isinstance(v, int) for v in d["op_counts"].values())):
-            problem = "'compression' and 'op_counts' must hold numbers"
+            problem = "'compression' and 'op_counts' must hold what a compile writes"
         if problem:
             raise ValueError(problem)
         d = dict(d)
@@ -216,6 +218,8 @@ def _kind(t):
     return lambda x: isinstance(x, t) and not isinstance(x, bool)
 
 
+_COMPRESSION_KEYS = {"budget", "error", "held_out", "measure", "pruned", "bits_per_weight"}
+_MEASURED = {"budget", "error", "held_out", "measure"}  # written together
 # what each saved field must be, as a check and the words for it
 _REPORT_FIELDS = {
     "model": (_kind(str), "a string"), "target": (_kind(str), "a string"),

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 from hetc import __version__
@@ -30,7 +29,7 @@ FORMAT = "hetc-artifact"
 FORMAT_VERSION = 2
 MANIFEST, IR_FILE, WEIGHTS_FILE, REPORT_FILE, SOURCES_DIR = \
     "manifest.json", "model.hir", "model.npz", "report.json", "sources"
-_READ_ATTEMPTS = 4  # a folder replaced while being read is read again this often
+_READ_ATTEMPTS = 4  # a folder replaced while being read is read again, at most this often
 _MANIFEST_LIMIT = 1 << 24  # bytes
 
 
@@ -96,13 +95,14 @@ def load(folder) -> tuple[Artifact, dict]:
     if not os.path.isdir(folder):
         raise HetcError(f"{folder}: not a folder (expected a compiled artifact from "
                         f"`hetc compile -o`)")
-    for attempt in range(_READ_ATTEMPTS):
+    previous = None
+    for _ in range(_READ_ATTEMPTS):
         manifest = read_manifest(folder)
         files, changed = _read_listed(folder, manifest["files"])
-        if changed is None:
-            break
-        time.sleep(0.05 * (attempt + 1))  # another process may be saving here: read again
-    else:
+        if changed is None or manifest == previous:
+            break  # read whole, or damaged: the same manifest twice means no save was under way
+        previous = manifest  # another process may have replaced the folder meanwhile: again
+    if changed is not None:
         raise HetcError(f"{os.path.join(folder, changed)}: missing, or not what the manifest "
                         f"lists (changed or damaged since it was saved); recompile the model")
     try:
@@ -139,15 +139,14 @@ def _read_listed(folder, listed) -> tuple[dict, str | None]:
     for rel, fp in listed.items():
         path = os.path.join(folder, rel)
         try:
-            files[rel] = read_file(path, limit=fp["bytes"])
+            data = read_file(path, limit=fp["bytes"])
         except FileNotFoundError:
             return files, rel
         except OSError as e:
             raise HetcError(f"{path}: cannot read: {e.strerror}") from None
-        except HetcError:  # larger than listed
+        if data is None or _fingerprint(data) != fp:  # larger than listed, or other bytes
             return files, rel
-        if _fingerprint(files[rel]) != fp:
-            return files, rel
+        files[rel] = data
     return files, None
 
 
@@ -155,7 +154,10 @@ def read_manifest(folder: str) -> dict:
     """The manifest of `folder`, checked for the shape `save` writes."""
     path = os.path.join(folder, MANIFEST)
     try:
-        manifest = json.loads(read_file(path, _MANIFEST_LIMIT))
+        data = read_file(path, _MANIFEST_LIMIT)
+        if data is None:
+            raise HetcError(f"{path}: larger than any manifest hetc writes")
+        manifest = json.loads(data)
     except FileNotFoundError:
         raise HetcError(f"{folder}: no {MANIFEST}; not a hetc artifact") from None
     except OSError as e:
@@ -190,7 +192,8 @@ def _manifest_problem(m) -> str | None:
         names = [check_file_name(n, "source") for n in m["sources"]]
     except HetcError as e:
         return str(e)
-    if len(set(names)) != len(names) or not set(m["binary_sources"]) <= set(names):
+    if len(set(names)) != len(names) or not all(isinstance(n, str) for n in m["binary_sources"]) \
+            or not set(m["binary_sources"]) <= set(names):
         return "'sources' repeats a name, or 'binary_sources' names one it lacks"
     if set(m["files"]) != set(_file_list(m)):
         return "'files' does not list exactly the model, its weights, report and sources"

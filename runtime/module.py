@@ -72,7 +72,11 @@ class Module:
                       for v, x in zip(graph.inputs, inputs)]
         except ValueError as e:
             raise UsageError(f"{e} (inputs are fixed at compile time)") from None
-        outs = self._executor()(arrays)
+        try:
+            outs = self._executor()(arrays)
+        except MemoryError:
+            raise HetcError(f"not enough memory to run @{graph.name} on target "
+                            f"{self.target}") from None
         outs = [to_torch(o) if as_torch else np.asarray(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -149,6 +149,10 @@ class Runner:
         ov = openvino()
         self.core = ov.Core()
         self.parts = []  # (compiled model, input names, output names)
+        device = artifact.build.get("device")
+        if device not in (None, *DEVICES):
+            raise TargetError(f"target npu: the artifact names device {str(device)[:40]!r}; "
+                              f"it is damaged, recompile the model")
         for m in _parts(artifact):
             try:
                 model = self.core.read_model(
@@ -157,7 +161,7 @@ class Runner:
             except RuntimeError as e:
                 raise TargetError(f"target npu: OpenVINO cannot read {m['xml']} with "
                                   f"{m['bin']}: {' '.join(str(e).split())[:300]}") from None
-            compiled = compile_model(self.core, model, artifact.build.get("device"))
+            compiled = compile_model(self.core, model, device)
             self.parts.append((compiled, m["inputs"], m["outputs"]))
         self.free = [self._requests()]  # pop and append are atomic under the GIL
         self.inputs = [v.name for v in artifact.graph.inputs]

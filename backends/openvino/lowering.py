@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from hetc.backends.c.text import identifier
 from hetc.errors import TargetError
 from hetc.interpret import SEMANTICS
 
@@ -560,7 +561,7 @@ def to_model(graph):
         r = o.result(out)
         r.set_friendly_name(f"{v.name}/result")
         results.append(r)
-    model = ov.Model(results, params, graph.name)
+    model = ov.Model(results, params, identifier(graph.name, prefix=""))  # any name, as an id
     for v, out in zip(graph.outputs, model.outputs):
         out.get_tensor().set_names({v.name})
     return model

@@ -733,7 +733,7 @@ def _matmul(e, op):
     if a.type.rank < 2 or b.type.rank < 2:
         raise TargetError(f"x86: matmul of {a.type} and {b.type} (vectors are not lowered yet)")
     m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
-    batch = y.numel // (m * n)
+    batch = math.prod(y.shape[:-2])
     ab = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
     bb = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
     if (ab and math.prod(a.type.shape[:-2]) != batch) or (bb and math.prod(b.type.shape[:-2]) != batch):

@@ -231,8 +231,9 @@ def _binary(kind, kinds=None):
     return infer
 
 
-for _k in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
+for _k in ("add", "sub", "mul", "div", "maximum", "minimum"):
     define(_k, ["a", "b"])(_binary(_k))
+define("pow", ["a", "b"])(_binary("pow", _FLOAT + _INT))
 for _k in ("mod", "fmod"):
     define(_k, ["a", "b"])(_binary(_k, _FLOAT + _INT))
 for _k in ("logical_and", "logical_or", "logical_xor"):
@@ -338,6 +339,8 @@ def _conv2d(types, attrs):
     _float(x, "conv2d")
     if x.rank != 4 or w.rank != 4:
         raise InferError(f"conv2d needs 4-D input and weight, got {list(x.shape)} and {list(w.shape)}")
+    if min(w.shape[2:]) < 1:
+        raise InferError(f"conv2d kernel {list(w.shape[2:])} is empty")
     g = attrs["groups"]
     if g < 1 or x.shape[1] != w.shape[1] * g or w.shape[0] % g:
         raise InferError(f"conv2d input channels {x.shape[1]} do not match weight "
@@ -512,6 +515,7 @@ def _gather(types, attrs):
     x, idx = types
     if not idx.dtype.is_int:
         raise InferError(f"gather indices must be integers, got {idx.dtype}")
+    _rank1(x, "gather")
     ax = _axis(attrs["axis"], x.rank)
     return TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.value_dtype)
 

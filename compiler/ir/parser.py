@@ -65,10 +65,16 @@ class _Builder:
         return ParseError(message, self.file, line, col)
 
     # -- leaves -----------------------------------------------------------------
-    @staticmethod
-    def global_name(tok: Token) -> str:
+    def global_name(self, tok: Token) -> str:
         s = str(tok)[1:]
-        return json.loads(s) if s.startswith('"') else s
+        return self.string(tok, s) if s.startswith('"') else s
+
+    def string(self, tok, text) -> str:
+        """A quoted string of the text form (JSON's escapes)."""
+        try:
+            return json.loads(text, strict=False)  # strict=False: raw control characters too
+        except ValueError as e:
+            raise self.error(tok, f"bad string {text[:40]!r}: {e}") from None
 
     def dtype(self, node, name):
         try:
@@ -114,7 +120,7 @@ class _Builder:
         if kind == "float":
             return float(tok)
         if kind == "string":
-            return json.loads(str(tok))
+            return self.string(tok, str(tok))
         return str(tok)  # ident: a dtype name and the like
 
     # -- structure -----------------------------------------------------------------

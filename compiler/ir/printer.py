@@ -4,6 +4,7 @@ Printing is canonical: attributes at their default value are left out, floats
 print so they parse back to the same bits, so `parse(print(g)) == g`.
 """
 
+import json
 import math
 import re
 
@@ -32,13 +33,21 @@ def _scalar(x) -> str:
 def format_value(v) -> str:
     if isinstance(v, DType):
         return v.name
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, str):  # JSON's escapes; \u escapes only where UTF-8 cannot go (lone surrogates)
+        return json.dumps(v, ensure_ascii=not _encodable(v))
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, np.ndarray):
         return format_dense(v)
     return _scalar(v)
+
+
+def _encodable(text) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def format_dense(a: np.ndarray) -> str:

@@ -7,6 +7,8 @@ what is wrong, e.g.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import VerifyError
@@ -34,10 +36,15 @@ def verify(graph: Graph, where: str | None = None):
 MAX_ELEMENTS = 1 << 48
 
 
+MAX_RANK = 32  # numpy stops at 64; no model comes near
+
+
 def _size_problem(t):
+    if t.rank > MAX_RANK:
+        return f"rank {t.rank} is more than the {MAX_RANK} dimensions hetc handles"
     if any(d < 0 for d in t.shape):
         return f"negative dimension in {list(t.shape)}"
-    if t.numel > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in t.shape):
+    if math.prod(max(d, 1) for d in t.shape) > MAX_ELEMENTS:  # zero dims hide none of it
         return f"shape {list(t.shape)} is larger than the 2**48 elements hetc handles"
     return None
 
