@@ -213,7 +213,7 @@ def _check_signature(manifest, graph, folder):
     saved = Artifact(manifest["target"], graph).manifest()
     for key in ("graph", "inputs", "outputs"):
         if manifest[key] != saved[key]:
-            raise HetcError(f"{os.path.join(folder, MANIFEST)}: its {key} do not match "
+            raise HetcError(f"{os.path.join(folder, MANIFEST)}: its '{key}' does not match "
                             f"{IR_FILE}; the folder was changed since it was saved")
 
 

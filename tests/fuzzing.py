@@ -568,6 +568,24 @@ def _json_mutant(value, rng, depth=0):
     return rng.choice(junk)
 
 
+def _mutate_npz(path, rng):
+    from hetc.ir.weights import STORE_KEY, read_npz, write_npz
+
+    entries = read_npz(path, path)
+    key = rng.choice(list(entries))
+    if key == STORE_KEY:
+        meta = _json_mutant(json.loads(str(entries[key][()])), rng)
+        entries[key] = np.array(json.dumps(meta))
+    else:
+        shape = [rng.choice([0, 1, 3, 64]) for _ in range(rng.randrange(4))]
+        entries[key] = np.zeros(shape, rng.choice([np.float32, np.int8, np.uint16, np.bool_,
+                                                   np.float64, np.int64]))
+    if rng.random() < 0.3:
+        entries[rng.choice(["x", "__hetc_w9", "__hetc_aux9", "a:scale"])] = np.ones(2, np.float32)
+    with open(path, "wb") as f:
+        write_npz(f, list(entries.items()))
+
+
 class ArtifactFuzzer:
     salt = "artifact"
 
@@ -608,6 +626,8 @@ class ArtifactFuzzer:
                     text = mutate_text(f.read(), rng, self.texts)
                 with open(path, "w") as f:
                     f.write(text)
+            elif choice == 2 and rel.endswith(".npz"):  # a well-formed .npz saying odd things
+                _mutate_npz(path, rng)
             elif choice == 3 and rel.endswith(".json"):
                 with open(path) as f:
                     doc = _json_mutant(json.load(f), rng)

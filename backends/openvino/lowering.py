@@ -564,4 +564,7 @@ def to_model(graph):
     model = ov.Model(results, params, identifier(graph.name, prefix=""))  # any name, as an id
     for v, out in zip(graph.outputs, model.outputs):
         out.get_tensor().set_names({v.name})
+    for i, node in enumerate(model.get_ordered_ops()):  # OpenVINO numbers unnamed nodes
+        if node.get_type_name() not in ("Parameter", "Result"):  # process-wide: name them here
+            node.set_friendly_name(f"{node.get_type_name()}_{i}")
     return model

@@ -131,8 +131,8 @@ class WeightStore(dict):
 
 
 def _plain_entry_name(name) -> bool:
-    """A weight name that can be its own zip entry name."""
-    if not isinstance(name, str) or name.startswith(_RESERVED):
+    """A weight name that can be its own zip entry name (zip cuts names at a NUL)."""
+    if not isinstance(name, str) or name.startswith(_RESERVED) or not name.isprintable():
         return False
     try:
         return len(name.encode("utf-8")) <= _MAX_ENTRY_NAME
