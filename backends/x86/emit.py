@@ -662,7 +662,8 @@ def _norm(e, op):
     ins = [e.val(v) for v in op.inputs[1:]] + ["0"] * (3 - len(op.inputs))
     eps = op.attrs.get("eps", 1e-5 if op.kind == "layer_norm" else 1e-6)
     e.emit(f"k_norm({e.ptr[op.output]}, {e.val(op.inputs[0])}, {ins[0]}, {ins[1]}, "
-           f"{t.numel // n}, {n}, {float_literal(eps)}, {int(op.kind == 'rms_norm')});")
+           f"{math.prod(t.shape[:axis])}, {n}, {float_literal(eps)}, "
+           f"{int(op.kind == 'rms_norm')});")
 
 
 @lowers("batch_norm")

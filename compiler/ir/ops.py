@@ -23,6 +23,7 @@ class InferError(Exception):
 
 
 REQUIRED = object()
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1  # integer attributes are 64-bit, as in ONNX
 ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats", "dtype", "array")
 
 
@@ -35,7 +36,8 @@ class Attr:
     def coerce(self, value, kind):
         t = self.type
         try:
-            if t == "int" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            if t == "int" and isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+                    and _I64_MIN <= value <= _I64_MAX:
                 return int(value)
             if t == "float" and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
                 return float(value)
@@ -44,7 +46,7 @@ class Attr:
             if t == "str" and isinstance(value, str):
                 return value
             if t == "ints" and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                   for v in value):
+                                   and _I64_MIN <= v <= _I64_MAX for v in value):
                 return [int(v) for v in value]
             if t == "floats":
                 return [float(v) for v in value]
@@ -212,13 +214,8 @@ define("logical_not", ["x"])(_unary("logical_not", _BOOL))
 define("bitwise_not", ["x"])(_unary("bitwise_not", _INT))
 
 
-@define("neg", ["x"])
-def _neg(types, attrs):
-    return types[0].plain()
-
-
-define("relu", ["x"])(_neg)
-define("abs", ["x"])(_neg)
+for _k in ("neg", "relu", "abs"):
+    define(_k, ["x"])(_unary(_k, _FLOAT + _INT))
 
 
 def _binary(kind, kinds=None):
