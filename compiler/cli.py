@@ -337,13 +337,16 @@ def cmd_cache(args):
         shutil.rmtree(root, ignore_errors=True)
         print(f"removed {root}")
         return
-    size, entries = 0, 0
-    for folder, _, files in os.walk(root):
-        entries += folder.count(os.sep) == root.count(os.sep) + 2  # <root>/<kind>/<entry>
-        size += sum(os.path.getsize(os.path.join(folder, f)) for f in files
-                    if not os.path.islink(os.path.join(folder, f)))
-    print(f"{root}: {entries} cached builds and test suites, {size / 1e6:.1f} MB "
-          f"(`hetc cache clean` deletes it; $HETC_CACHE moves it)")
+    kinds = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    print(f"{root} ($HETC_CACHE moves it; `hetc cache clean` deletes it):")
+    for kind in kinds:
+        path = os.path.join(root, kind)
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+                   if not os.path.islink(os.path.join(d, f)))
+        entries = len(os.listdir(path)) if os.path.isdir(path) else 1
+        print(f"  {kind}: {entries} entries, {size / 1e6:.1f} MB")
+    if not kinds:
+        print("  empty")
 
 
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "opt": cmd_opt, "show": cmd_show,

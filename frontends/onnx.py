@@ -281,8 +281,8 @@ class OnnxImporter:
         return self.static[name]
 
     def static_scalar(self, i, what="", kinds="iuf"):
-        """Input i, known at compile time and holding exactly one number (of
-        a numpy kind in `kinds`), as a 0-d array."""
+        """Input i, known at compile time and holding exactly one number of a
+        kind in `kinds` (i int, u uint, f float, b bool), as a 0-d array."""
         arr = np.asarray(self.static_input(i, what))
         kind = {"int": "i", "uint": "u", "float": "f", "bool": "b"}[dtypes.from_numpy(arr.dtype).kind]
         if arr.size != 1 or kind not in kinds:
@@ -290,12 +290,6 @@ class OnnxImporter:
             raise self.error(f"input {i} ({what}) must be one {one}, got {arr.dtype} of shape "
                              f"{list(arr.shape)}")
         return arr.reshape(())
-
-    def room(self, what, count):
-        """FrontendError unless a constant of `count` elements may be built."""
-        if count > MAX_BUILT_ELEMENTS:
-            raise self.error(f"{what} would be a constant of {count:,} elements, more than the "
-                             f"{MAX_BUILT_ELEMENTS:,} hetc builds at import")
 
     def static_ints(self, i, what="") -> list[int]:
         """Input i, known at compile time: its integers in order, whatever its shape."""
@@ -307,6 +301,12 @@ class OnnxImporter:
     def static_int(self, i, what="") -> int:
         """Input i, known at compile time and holding exactly one integer."""
         return int(self.static_scalar(i, what, "iu"))
+
+    def room(self, what, count):
+        """FrontendError unless a constant of `count` elements may be built."""
+        if count > MAX_BUILT_ELEMENTS:
+            raise self.error(f"{what} would be a constant of {count:,} elements, more than the "
+                             f"{MAX_BUILT_ELEMENTS:,} hetc builds at import")
 
     def is_static(self, i) -> bool:
         return self.has_input(i) and self.node.input[i] in self.static

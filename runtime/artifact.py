@@ -57,9 +57,9 @@ def is_artifact(folder) -> bool:
     """Whether `folder` holds a saved artifact (of any format version): the
     only kind of non-empty folder a save may replace."""
     try:
-        with open(os.path.join(folder, MANIFEST)) as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        return json.loads(read_file(os.path.join(folder, MANIFEST), _MANIFEST_LIMIT) or b"{}"
+                          ).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError, HetcError):
         return False
 
 

@@ -64,8 +64,10 @@ def _rng(seed, index, salt):
 
 def corpus_dir():
     from hetc.fsutil import cache_root
+    from hetc.runtime.artifact import FORMAT_VERSION
 
-    return os.path.join(cache_root(), f"fuzz-corpus-{CORPUS_VERSION}")
+    # saved artifacts in it must be of the format this hetc reads
+    return os.path.join(cache_root(), f"fuzz-corpus-{CORPUS_VERSION}-a{FORMAT_VERSION}")
 
 
 def build_corpus(progress=print):
@@ -122,8 +124,10 @@ def build_corpus(progress=print):
             module = hetc.compile(model, target=target, example_inputs=inputs, **opts)
             module.save(os.path.join(tmp, "artifacts", f"{target}{k}"))
     open(os.path.join(tmp, ".complete"), "w").close()
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process built it first (pytest workers): theirs serves
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -548,7 +548,7 @@ def test_cache_show_and_clean(tmp_path):
     (tmp_path / "c" / "x86" / "k" / "model.so").write_bytes(b"\0" * 1000)
     p = subprocess.run([sys.executable, "-m", "hetc.cli", "cache"], capture_output=True, text=True,
                        env=env)
-    assert p.returncode == 0 and "1 cached builds" in p.stdout
+    assert p.returncode == 0 and "x86: 1 entries, 0.0 MB" in p.stdout
     p = subprocess.run([sys.executable, "-m", "hetc.cli", "cache", "clean"], capture_output=True,
                        text=True, env=env)
     assert p.returncode == 0 and not (tmp_path / "c").exists()

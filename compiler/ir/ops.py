@@ -15,7 +15,7 @@ import numpy as np
 
 from . import dtypes
 from .dtypes import DType
-from .types import TensorType
+from .types import MAX_ELEMENTS, TensorType
 
 
 class InferError(Exception):
@@ -309,10 +309,15 @@ _CONV_ATTRS = [Attr("stride", "ints", (1, 1)), Attr("padding", "ints", (0, 0, 0,
                Attr("dilation", "ints", (1, 1))]
 
 
-def _pads(attrs, who):
+def _pads(attrs, who, x=None):
+    """The padding attribute [top, left, bottom, right], checked (and, given
+    the NCHW input type x, that the padded input is a tensor the IR takes)."""
     p = attrs["padding"]
     if len(p) != 4 or min(p) < 0:
         raise InferError(f"{who} padding is [top, left, bottom, right] >= 0, got {p}")
+    if x is not None and prod(x.shape[:2]) * (x.shape[2] + p[0] + p[2]) * \
+            (x.shape[3] + p[1] + p[3]) > MAX_ELEMENTS:
+        raise InferError(f"{who} padding {p} makes the padded input larger than 2**48 elements")
     return p
 
 
@@ -344,7 +349,7 @@ def _conv2d(types, attrs):
                          f"{list(w.shape)} with groups={g}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         raise InferError(f"conv2d bias must be [{w.shape[0]}], got {list(types[2].shape)}")
-    t, l, b, r = _pads(attrs, "conv2d")
+    t, l, b, r = _pads(attrs, "conv2d", x)
     (sh, sw), (dh, dw) = _pairs(attrs, "conv2d", "stride", "dilation")
     oh = pool_out(x.shape[2], w.shape[2], sh, t, b, dh, False)
     ow = pool_out(x.shape[3], w.shape[3], sw, l, r, dw, False)
@@ -643,7 +648,7 @@ def _pool(types, attrs, who):
     x = types[0]
     if x.rank != 4:
         raise InferError(f"{who} needs a 4-D NCHW input, got {list(x.shape)}")
-    t, l, b, r = _pads(attrs, who)
+    t, l, b, r = _pads(attrs, who, x)
     (kh, kw), (sh, sw) = _pairs(attrs, who, "kernel", "stride")
     dh, dw = _pairs(attrs, who, "dilation")[0] if "dilation" in attrs else (1, 1)
     oh = pool_out(x.shape[2], kh, sh, t, b, dh, attrs["ceil_mode"])

@@ -17,6 +17,11 @@ from . import dtypes
 from .dtypes import DType
 
 
+# Largest tensor the IR takes (elements): generated code indexes with 64-bit
+# integers, and a bigger shape in a model file is a mistake or an attack.
+MAX_ELEMENTS = 1 << 48
+
+
 def _norm_axis(axis, rank):
     return axis + rank if axis < 0 else axis
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import VerifyError
 from .graph import Graph, Op
 from .ops import InferError, get_op
+from .types import MAX_ELEMENTS
 from .weights import aux_key, key_label
 
 
