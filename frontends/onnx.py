@@ -31,6 +31,7 @@ MAX_STATIC_ELEMENTS = 1 << 16
 # matrix, a mask, resize weights); a model asking for more is refused before
 # anything is allocated.
 MAX_BUILT_ELEMENTS = 1 << 26
+_KIND_LETTER = {"int": "i", "uint": "u", "float": "f", "bool": "b"}  # for static_scalar's kinds
 
 _ONNX_DTYPES = {
     1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
@@ -92,8 +93,8 @@ def _check_text(graph):
     """FrontendError if a name in the graph is not UTF-8 text (protobuf hands
     such fields over as bytes)."""
     fields = [graph.name]
-    for v in list(graph.input) + list(graph.output) + list(graph.value_info) + list(graph.initializer):
-        fields.append(v.name)
+    for vs in (graph.input, graph.output, graph.value_info, graph.initializer):
+        fields += [v.name for v in vs]
     for n in graph.node:
         fields += [n.name, n.op_type, n.domain, *n.input, *n.output]
         for a in n.attribute:
@@ -284,7 +285,7 @@ class OnnxImporter:
         """Input i, known at compile time and holding exactly one number of a
         kind in `kinds` (i int, u uint, f float, b bool), as a 0-d array."""
         arr = np.asarray(self.static_input(i, what))
-        kind = {"int": "i", "uint": "u", "float": "f", "bool": "b"}[dtypes.from_numpy(arr.dtype).kind]
+        kind = _KIND_LETTER[dtypes.from_numpy(arr.dtype).kind]
         if arr.size != 1 or kind not in kinds:
             one = "integer" if kinds == "iu" else "number"
             raise self.error(f"input {i} ({what}) must be one {one}, got {arr.dtype} of shape "

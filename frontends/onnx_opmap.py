@@ -2,9 +2,12 @@
 
 A handler gets the importer `cx` (the current node's inputs through
 `cx.input(i)` / `cx.static_input(i)` / `static_ints` / `static_scalar`,
-`cx.opset`, `cx.error(...)`) and the node's attributes as a dict, and returns the node's outputs: IR Values, or
-numpy arrays for values known at compile time (Shape, Range, ...). Anything it
-cannot translate exactly raises `cx.error(...)` naming what is missing.
+`cx.opset`, `cx.error(...)`, `cx.room(...)` before building a constant from
+shapes) and the node's attributes as a dict, and returns the node's outputs:
+IR Values, or numpy arrays for values known at compile time (Shape, Range,
+...). The importer has checked the node against its ONNX schema first.
+Anything a handler cannot translate exactly raises `cx.error(...)` naming
+what is missing.
 """
 
 from __future__ import annotations

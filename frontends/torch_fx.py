@@ -292,7 +292,7 @@ def import_exported(ep, name: str = "main") -> Graph:
 
 
 @contextmanager
-def eval_mode(module):
+def _eval_mode(module):
     """`module` in inference mode for the block; each submodule's own
     training flag is given back afterwards (compiling never changes the
     caller's model)."""
@@ -331,7 +331,7 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     try:
-        with torch.no_grad(), eval_mode(module), _torch_logs_quiet():
+        with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
             ep = torch.export.export(module, tuple(example_inputs))
     except Exception as e:  # torch's own errors are many and deep: report the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

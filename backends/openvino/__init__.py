@@ -117,8 +117,9 @@ def compile_model(core, model, device):
 
 def _parts(artifact):
     """The artifact's list of OpenVINO parts, checked: each part's files are
-    sources of the artifact (.xml text, .bin bytes), and each reads values the graph's inputs
-    or an earlier part give (a saved folder may have been tampered with)."""
+    sources of the artifact (.xml text, .bin bytes), and each reads values
+    the graph's inputs or an earlier part give (a saved folder may have been
+    tampered with)."""
     parts = artifact.extra.get("parts")
     known = {v.name for v in artifact.graph.inputs}
     ok = isinstance(parts, list) and parts

@@ -33,7 +33,7 @@ def _scalar(x) -> str:
 def format_value(v) -> str:
     if isinstance(v, DType):
         return v.name
-    if isinstance(v, str):  # JSON's escapes; \u escapes only where UTF-8 cannot go (lone surrogates)
+    if isinstance(v, str):  # JSON's escapes; \u ones only where UTF-8 cannot go (lone surrogates)
         return json.dumps(v, ensure_ascii=not _encodable(v))
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(format_value(x) for x in v) + "]"

@@ -32,11 +32,6 @@ def verify(graph: Graph, where: str | None = None):
         raise VerifyError(head + "IR verification failed:\n  " + "\n  ".join(problems[:10]) + more)
 
 
-# Largest tensor the IR takes (elements): generated code indexes with 64-bit
-# integers, and a bigger shape in a model file is a mistake or an attack.
-MAX_ELEMENTS = 1 << 48
-
-
 MAX_RANK = 32  # numpy stops at 64; no model comes near
 
 
@@ -181,4 +176,5 @@ def _check_quant_params(graph, name, t):
 
         count = len(get(q.codebook).variants)
         if variant.max() >= count:
-            yield f"'{key_label(aux_key(name, 'variant'))}' holds index {variant.max()}, {q.codebook} has {count}"
+            yield (f"'{key_label(aux_key(name, 'variant'))}' holds index {variant.max()}, "
+                   f"{q.codebook} has {count}")
