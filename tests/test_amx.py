@@ -15,7 +15,8 @@ import torch.nn as nn
 
 import hetc
 from hetc.backends.amx import HERE as AMX_HERE
-from hetc.backends.x86 import HERE as X86_HERE, read_headers
+from hetc.backends.c.emitter import read_headers, shared_headers
+from hetc.backends.x86 import HERE as X86_HERE
 from hetc.backends.x86.build import build
 from hetc.errors import TargetError, UsageError
 from hetc.targets import cpu_flags
@@ -53,7 +54,8 @@ int take(void) { int f = st.failed; st.failed = 0; return f; }
 
 @pytest.fixture(scope="module")
 def emu():
-    headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, ["kernels.h"])
+    headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, ["kernels.h"]) | \
+        shared_headers()
     path = build({"model.c": HARNESS, **headers}, what="amx-emu-test")
     lib = ctypes.CDLL(path)
     lib.fault.restype = ctypes.c_char_p

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 
-from hetc.backends.x86 import Library, make_artifact, packed, read_headers, sources, threads
+from hetc.backends.c.emitter import read_headers
+from hetc.backends.x86 import Library, make_artifact, packed, sources, threads
 from hetc.backends.x86.emit import lower_graph
 from hetc.errors import TargetError
 from hetc.runtime.executors import register_executor
 
-from .lowering import FLAVOR
+from .lowering import AmxEmitter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AMX_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
@@ -40,7 +41,7 @@ def lower(graph, target, emulate=None):
     from hetc.backends.x86.build import FLAGS, build
     from hetc.targets import c_compiler
 
-    lowered = lower_graph(graph, threads(), FLAVOR)
+    lowered = lower_graph(graph, threads(), AmxEmitter)
     srcs = sources(lowered, read_headers(HERE, HEADER_FILES))
     notes = []
     if c_compiler():  # the compile check: the real intrinsics, whatever this CPU has
@@ -70,6 +71,6 @@ def _amx(artifact):
     x86 = get_target("x86").availability()
     if not x86.ok:
         raise TargetError(f"cannot build target amx on this host: {x86.detail}")
-    lowered, srcs = packed(artifact, FLAVOR, HEADER_FILES, HERE)
+    lowered, srcs = packed(artifact, AmxEmitter, HEADER_FILES, HERE)
     path = build(srcs, EMULATE_FLAGS if emulate else AMX_FLAGS)
     return Library(artifact.graph, lowered, path, "amx (emulated)" if emulate else "amx")

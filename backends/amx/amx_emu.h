@@ -7,7 +7,7 @@
  * macros run them on a per-thread tile state (8 tiles of 16 rows x 64
  * bytes). Faults the hardware would raise (#GP on a bad configuration, #UD on
  * an unconfigured tile or mismatched shapes) are recorded instead with
- * kernels.h's hetc_fail (include kernels.h first): hetc_run then returns an
+ * hetc_fail (hetc_status.h, which kernels.h includes): hetc_run then returns an
  * error whose text hetc_error() gives.
  */
 #ifndef HETC_AMX_EMU_H

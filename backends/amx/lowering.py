@@ -53,5 +53,9 @@ def amx_linear(e, op):
     x86.LOWER["linear"](e, op)
 
 
-FLAVOR = x86.Flavor(lowerings={"linear": amx_linear}, headers=HEADERS,
-                    prepare="hetc_prepare_amx()")
+class AmxEmitter(x86.X86Emitter):
+    """The x86 renderer with linear layers on AMX tiles (amx.h)."""
+
+    lowerings = {**x86.LOWER, "linear": amx_linear}
+    headers = x86.X86Emitter.headers + HEADERS
+    prepare = "hetc_configure(); return hetc_prepare_amx();"

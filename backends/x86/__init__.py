@@ -1,6 +1,6 @@
-"""The x86 backend: the whole graph as one generated C function over
-hand-written kernels (kernels.h), built into a shared library with the system
-C compiler and called once per run through ctypes.
+"""The x86 backend: the whole graph as one generated C function (backends/c)
+over hand-written kernels (kernels.h), built into a shared library with the
+system C compiler and called once per run through ctypes.
 
 Ops and dtypes it cannot lower yet raise a TargetError naming them at
 compile time (emit.check_supported).
@@ -17,7 +17,9 @@ from hetc.errors import TargetError
 from hetc.runtime.artifact import Artifact
 from hetc.runtime.executors import register_executor
 
-from .emit import X86, lower_graph
+from hetc.backends.c.emitter import read_headers, shared_headers
+
+from .emit import X86Emitter, lower_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,26 +30,19 @@ def threads() -> int:
     return int(env) if env else len(os.sched_getaffinity(0))
 
 
-def read_headers(folder, names) -> dict:
-    out = {}
-    for name in names:
-        with open(os.path.join(folder, name)) as f:
-            out[name] = f.read()
-    return out
-
-
 def sources(lowered, headers=()) -> dict:
-    """model.c, kernels.h and a flavor's own headers (name -> text)."""
-    return {"model.c": lowered.source, **read_headers(HERE, ["kernels.h"]), **dict(headers)}
+    """model.c, the shared and x86 headers, and a renderer's own headers (name -> text)."""
+    return {"model.c": lowered.source, **shared_headers(), **read_headers(HERE, ["kernels.h"]),
+            **dict(headers)}
 
 
-def packed(artifact, flavor=X86, header_files=(), folder=HERE):
+def packed(artifact, emitter=X86Emitter, header_files=(), folder=HERE):
     """(lowered, sources) to build and run `artifact`: those of its compile,
     or, for one loaded from disk (weights are not saved), lowered again with
     this hetc's kernels."""
     if getattr(artifact, "lowered", None) is not None:
         return artifact.lowered, artifact.sources
-    lowered = lower_graph(artifact.graph, threads(), flavor)
+    lowered = lower_graph(artifact.graph, threads(), emitter)
     return lowered, sources(lowered, read_headers(folder, header_files))
 
 

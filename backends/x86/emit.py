@@ -1,29 +1,30 @@
-"""IR graph -> one C function, `hetc_run(ctx, inputs, outputs)`, and a weights blob.
+"""The x86 renderer: what the C of backends/c computes with, on x86 CPUs.
 
-Shapes are static, so every size is a literal in the generated code. Every
-value gets a pointer: graph inputs and outputs are the caller's buffers,
-constants point into the weights blob (packed here, 64-byte aligned, in the
-kernels' layouts), intermediates live in one arena whose offsets are planned
-from the values' lifetimes (a buffer is reused once its last reader ran), and
-reshapes alias their operand. The kernels are in kernels.h.
+The lowerings call the kernels of kernels.h (AVX-512 with AVX2 fallbacks)
+and pack weights into their layouts (row blocks for integer weights, float
+panels); attention reads keys and values where they lie (a cache and new
+tokens as two segments, grouped-query heads without the expand copy). What
+every C-family generator shares (the blob, the arena planner, views, the
+source template, the one way names reach the file) is in backends/c.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
 
-from hetc.backends.c.text import comment, float_literal, string_literal
+from hetc.backends.c.emitter import Emitter, Lowered
+from hetc.backends.c.plan import alias_offset
+from hetc.backends.c.text import float_literal, string_literal
+from hetc.backends.c.values import CTYPE, carray, cpointer, itemsize, round_up, strides
 from hetc.backends.packing import pack_nibbles
 from hetc.errors import TargetError
 from hetc.interpret import load_const
 from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
-
-ALIGN = 64
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
@@ -34,9 +35,8 @@ UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_
 BINARY = {"add": "B_ADD", "sub": "B_SUB", "mul": "B_MUL", "div": "B_DIV", "maximum": "B_MAX",
           "minimum": "B_MIN", "pow": "B_POW"}
 
-#: activation dtypes the generated code holds, with their C types and kernels.h tags
-CTYPES = {"f32": ("float", "T_F32"), "i64": ("int64_t", "T_I64"), "i32": ("int32_t", "T_I32"),
-          "bool": ("uint8_t", "T_BOOL")}
+#: the kernels.h tag of each dtype the generated code holds (backends/c CTYPE)
+TAGS = {"f32": "T_F32", "i64": "T_I64", "i32": "T_I32", "bool": "T_BOOL"}
 LOGICAL = {"logical_and": "L_AND", "logical_or": "L_OR", "logical_xor": "L_XOR"}
 COMPARE = {"equal": "C_EQ", "less": "C_LT", "greater": "C_GT", "less_equal": "C_LE",
            "greater_equal": "C_GE"}
@@ -66,7 +66,7 @@ def _mask_problem(op):
     return None
 
 
-#: what the ANY_DTYPE ops need of their operands' dtypes, beyond CTYPES
+#: what the ANY_DTYPE ops need of their operands' dtypes, beyond CTYPE
 #: (op -> None or the problem); checked for every op before any is lowered
 DTYPE_RULES = {
     **{k: (lambda op: _all_dtype(list(op.inputs) + [op.output], "bool", "operand"))
@@ -82,76 +82,6 @@ DTYPE_RULES = {
 }
 
 
-def itemsize(t) -> int:
-    """Bytes per element as the generated code holds t: constants of narrow
-    or quantized types are decoded to f32, so take sizes from op results."""
-    return np.dtype(t.dtype.storage).itemsize
-
-
-def nbytes(t) -> int:
-    return itemsize(t) * t.numel
-
-
-def cpointer(t, expr, const=False) -> str:
-    """`expr` (a byte address) as a pointer to the C element type of t (a
-    TensorType or a dtype name)."""
-    name = t if isinstance(t, str) else t.dtype.name
-    return f"(({'const ' if const else ''}{CTYPES[name][0]} *)({expr}))"
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """What a CPU backend changes in the generated C: lowerings that replace
-    the x86 ones, headers after kernels.h, and the C expressions behind the
-    model's entry points (hetc_prepare, run when a model is loaded: 0 or an
-    error number)."""
-
-    lowerings: dict = field(default_factory=dict)
-    headers: tuple = ()
-    prepare: str = "0"
-
-
-X86 = Flavor()
-
-
-@dataclass
-class Lowered:
-    source: str  # model.c
-    blob: np.ndarray  # uint8 weights, in the kernels' layouts
-    arena_bytes: int
-    kernels: dict = field(default_factory=dict)  # op kind / variant -> count, for the report
-
-
-def _strides(shape):
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return out[::-1]
-
-
-def _carr(values, ctype="long"):
-    return f"(const {ctype}[]){{{', '.join(str(int(v)) for v in values)}}}"
-
-
-class _Blob:
-    def __init__(self):
-        self.parts, self.size = [], 0
-
-    def add(self, array) -> int:
-        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        offset = self.size
-        self.parts.append((offset, data))
-        self.size = round_up(offset + data.nbytes)
-        return offset
-
-    def array(self):
-        out = np.zeros(max(self.size, ALIGN), np.uint8)
-        for off, data in self.parts:
-            out[off:off + data.nbytes] = data
-        return out
-
-
 def check_supported(graph):
     """A TargetError naming every op (and dtype) this backend cannot lower."""
     problems = []
@@ -165,7 +95,7 @@ def check_supported(graph):
             if v.producer is not None and v.producer.kind == "const":
                 continue
             name = v.type.dtype.name
-            if name not in CTYPES or (name != "f32" and op.kind not in ANY_DTYPE):
+            if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
                 problems.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
                 break
         else:
@@ -173,176 +103,14 @@ def check_supported(graph):
             if problem:
                 problems.append(f"op #{i} {op.kind}: {problem}")
     for v in graph.inputs + graph.outputs:
-        if v.type.dtype.name not in CTYPES:
+        if v.type.dtype.name not in CTYPE:
             problems.append(f"graph value %{v.name} is {v.type.dtype}")
     if problems:
         shown = "; ".join(dict.fromkeys(problems))
         raise TargetError(f"target x86 cannot lower graph '{graph.name}' yet: {shown} "
-                          f"(the x86 backend handles {', '.join(CTYPES)} values, computes on "
+                          f"(the x86 backend handles {', '.join(CTYPE)} values, computes on "
                           f"f32, and lowers these ops: "
                           f"{', '.join(sorted(LOWER))}); use target='ref' for it")
-
-
-class Emitter:
-    def __init__(self, graph, threads, flavor=X86):
-        self.g, self.threads, self.flavor = graph, threads, flavor
-        self.blob = _Blob()
-        self.ptr = {}  # Value -> C expression of a pointer to its elements
-        self.lines = []
-        self.kernels = {}
-        self.scratch_size = 0
-
-    # -- values ------------------------------------------------------------------
-    def const(self, v):
-        """Pointer to a constant's values in the blob: f32 for every float
-        type (narrow and quantized ones decoded), else its own C type."""
-        if v not in self.ptr:
-            data = np.asarray(load_const(v.producer, self.g))
-            name = v.type.dtype.name
-            if name not in CTYPES or data.dtype.kind == "f":
-                data, name = data.astype(np.float32), "f32"
-            self.ptr[v] = cpointer(name, f"W + {self.blob.add(data)}", const=True)
-        return self.ptr[v]
-
-    def val(self, v):
-        if v.producer is not None and v.producer.kind == "const":
-            return self.const(v)
-        return self.ptr[v]
-
-    def scratch(self, nbytes):
-        """Arena offset of a temporary used within one op (after the planned buffers)."""
-        self.scratch_size = max(self.scratch_size, round_up(nbytes))
-        return self.arena_size
-
-    def emit(self, text):
-        self.lines.append("    " + text)
-
-    def count(self, what):
-        self.kernels[what] = self.kernels.get(what, 0) + 1
-
-    # -- the whole graph -----------------------------------------------------------
-    def run(self):
-        check_supported(self.g)
-        self.views, self.skipped = attention_views(self.g)
-        arena = self._plan()
-        for i, v in enumerate(self.g.inputs):
-            self.ptr[v] = cpointer(v.type, f"in[{i}]")
-        for op in self.g.ops:
-            if op.kind == "const" or op in self.skipped:
-                continue
-            for v in op.outputs:
-                if v in arena:
-                    self.ptr[v] = cpointer(v.type, f"A + {arena[v]}")
-                elif v in self.outs:
-                    self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]")
-            self.emit(comment(f"{op.kind} -> {', '.join('%' + v.name for v in op.outputs)}"))
-            self.flavor.lowerings.get(op.kind, LOWER[op.kind])(self, op)
-        for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
-            if self.outs.get(v) != j:  # not written in place by its producer
-                self.emit(f"memcpy(out[{j}], {self.val(v)}, {nbytes(v.type)});")
-        body = "\n".join(self.lines)
-        total = self.arena_size + self.scratch_size
-        f = self.flavor
-        includes = "".join(f'#include "{h}"\n' for h in ("kernels.h",) + f.headers)
-        source = (comment("generated by hetc: do not edit") + "\n" +
-                  comment(f"graph @{self.g.name}") + "\n"
-                  f"{includes}\n"
-                  f"/* A context: the weights, an activation arena and the status of the\n"
-                  f" * call using it. Calls at once in several threads need a context each. */\n"
-                  f"typedef struct {{ const unsigned char *W; unsigned char *A; hetc_status status; }} "
-                  f"hetc_ctx;\n\n"
-                  f"int hetc_prepare(void) {{ hetc_configure(); return {f.prepare}; }}\n\n"
-                  f"const char *hetc_error(void *ctx) {{ return ((hetc_ctx *)ctx)->status.text; }}\n\n"
-                  f"void *hetc_create(const void *weights) {{\n"
-                  f"    hetc_ctx *c = calloc(1, sizeof *c);\n"
-                  f"    if (!c) return 0;\n"
-                  f"    c->W = (const unsigned char *)weights;\n"
-                  f"    c->A = aligned_alloc({ALIGN}, {max(total, ALIGN)});\n"
-                  f"    if (!c->A) {{ free(c); return 0; }}\n"
-                  f"    return c;\n}}\n\n"
-                  f"void hetc_destroy(void *ctx) {{\n"
-                  f"    if (ctx) {{ free(((hetc_ctx *)ctx)->A); free(ctx); }}\n}}\n\n"
-                  f"int hetc_run(void *ctx, void **in, void **out) {{\n"
-                  f"    hetc_ctx *c = (hetc_ctx *)ctx;\n"
-                  f"    const unsigned char *W = c->W;\n"
-                  f"    unsigned char *A = c->A;\n"
-                  f"    (void)W; (void)A;\n"
-                  f"    c->status.failed = 0;\n"
-                  f"    c->status.text[0] = 0;\n"
-                  f"    hetc_status_now = &c->status;\n"
-                  f"    omp_set_num_threads({self.threads});\n"
-                  f"{body}\n    hetc_status_now = 0;\n    return c->status.failed;\n}}\n")
-        return Lowered(source, self.blob.array(), total, self.kernels)
-
-    def _plan(self):
-        """Arena offsets for intermediates: first fit over freed buffers once
-        their last reader (through aliases) has run."""
-        ops = [op for op in self.g.ops if op.kind != "const" and op not in self.skipped]
-        self.outs = {}
-        for j, v in enumerate(self.g.outputs):
-            if v.producer is not None and v.producer.kind != "const" \
-                    and alias_offset(v.producer) is None \
-                    and v not in self.outs and v not in self.g.inputs:
-                self.outs[v] = j
-        root = {}  # value -> the value whose buffer it uses
-        for op in ops:
-            alias = alias_offset(op) is not None
-            for v in op.outputs:
-                root[v] = root.get(op.inputs[0], op.inputs[0]) if alias else v
-        last = {}
-        for i, op in enumerate(ops):
-            reads = list(op.inputs)
-            if op in self.views:  # the segments it reads in place of its k and v operands
-                reads += self.views[op].keys + self.views[op].values
-            for v in reads:
-                last[root.get(v, v)] = i
-        for v in self.g.outputs:
-            last[root.get(v, v)] = len(ops)
-        offsets, free, self.arena_size, live = {}, [], 0, []
-        for i, op in enumerate(ops):
-            for r in [r for r in live if last.get(r, -1) < i]:
-                live.remove(r)
-                free.append((offsets[r], round_up(nbytes(r.type))))
-            for v in op.outputs:
-                if root[v] is not v or v in self.outs:
-                    continue
-                size = round_up(nbytes(v.type))
-                slot = next((s for s in sorted(free) if s[1] >= size), None)
-                if slot:
-                    free.remove(slot)
-                    offsets[v] = slot[0]
-                    if slot[1] > size:
-                        free.append((slot[0] + size, slot[1] - size))
-                else:
-                    offsets[v] = self.arena_size
-                    self.arena_size += size
-                live.append(v)
-        return offsets
-
-
-def round_up(n):
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def alias_offset(op):
-    """Element offset into op's operand at which its result lies when the
-    result is the operand's bytes unchanged (reshape) or one contiguous block
-    of them (a slice of an outermost non-unit axis, as a decoder slicing its
-    cache per layer); None when the result must be computed."""
-    if op.kind == "reshape":
-        return 0
-    if op.kind != "slice":
-        return None
-    x, t = op.inputs[0], op.output.type
-    cut = []
-    for a, kept in slice_ranges(op.attrs, x.type.shape):
-        if kept != range(x.type.shape[a]):
-            if len(kept) > 1 and kept.step != 1:
-                return None
-            cut.append((a, kept.start if len(kept) else 0))
-    if len(cut) > 1 or (cut and math.prod(t.shape[:cut[0][0]]) != 1):
-        return None
-    return cut[0][1] * _strides(x.type.shape)[cut[0][0]] if cut else 0
 
 
 @dataclass
@@ -434,7 +202,7 @@ def _gelu(e, op):
 
 
 def _broadcast_strides(t, shape):
-    s = _strides(t.shape)
+    s = strides(t.shape)
     pad = len(shape) - t.rank
     return [0] * pad + [0 if d == 1 and n != 1 else st for d, st, n in
                         zip(t.shape, s, shape[pad:])]
@@ -444,8 +212,8 @@ def _broadcast_args(op, *operands):
     """C arguments `ndim, shape, strides of each operand` broadcasting the
     operands to op's output shape."""
     shape = list(op.output.type.shape) or [1]
-    return ", ".join([str(len(shape)), _carr(shape)] +
-                     [_carr(_broadcast_strides(v.type, shape) or [1]) for v in operands])
+    return ", ".join([str(len(shape)), carray(shape)] +
+                     [carray(_broadcast_strides(v.type, shape) or [1]) for v in operands])
 
 
 @lowers(*BINARY)
@@ -465,14 +233,14 @@ def _strided(e, op, x, xs, offset=0):
     axes) from element `offset`: transposes, slices and broadcasts."""
     t = op.output.type
     src = f"{e.val(x)} + {offset}" if offset else e.val(x)
-    e.emit(f"k_strided({e.ptr[op.output]}, {src}, {t.rank}, {_carr(t.shape or [1])}, "
-           f"{_carr(xs or [0])}, {itemsize(t)});")
+    e.emit(f"k_strided({e.ptr[op.output]}, {src}, {t.rank}, {carray(t.shape or [1])}, "
+           f"{carray(xs or [0])}, {itemsize(t)});")
 
 
 @lowers("transpose")
 def _transpose(e, op):
     x = op.inputs[0]
-    xs = _strides(x.type.shape)
+    xs = strides(x.type.shape)
     _strided(e, op, x, [xs[p] for p in op.attrs["perm"]])
 
 
@@ -483,12 +251,12 @@ def _slice(e, op):
     if offset is not None:  # a contiguous block: no copy
         e.ptr[op.output] = f"({e.val(x)} + {offset})"
         return
-    xs = _strides(x.type.shape)
-    strides, offset = list(xs), 0
+    xs = strides(x.type.shape)
+    steps, offset = list(xs), 0
     for a, kept in slice_ranges(op.attrs, x.type.shape):
         offset += (kept.start if len(kept) else 0) * xs[a]
-        strides[a] = xs[a] * kept.step
-    _strided(e, op, x, strides, offset)
+        steps[a] = xs[a] * kept.step
+    _strided(e, op, x, steps, offset)
 
 
 @lowers("expand")
@@ -537,8 +305,8 @@ def _gather_elements(e, op):
     x, idx = op.inputs
     axis = op.attrs["axis"] % x.type.rank
     e.emit(f"k_gather_elements({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, "
-           f"{_wide(idx)}, {x.type.rank}, {_carr(idx.type.shape)}, "
-           f"{_carr(_strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(op.output.type)});")
+           f"{_wide(idx)}, {x.type.rank}, {carray(idx.type.shape)}, "
+           f"{carray(strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(op.output.type)});")
 
 
 def _take(e, op, x, idx, axis):
@@ -576,7 +344,7 @@ def _logical(e, op):
 
 
 def _tag(v):
-    return CTYPES["f32" if v.type.dtype.is_float else v.type.dtype.name][1]
+    return TAGS["f32" if v.type.dtype.is_float else v.type.dtype.name]
 
 
 @lowers(*COMPARE)
@@ -601,14 +369,14 @@ def _logical_not(e, op):
 @lowers(*REDUCE)
 def _reduce(e, op):
     x = op.inputs[0].type
-    xs = _strides(x.shape)
+    xs = strides(x.shape)
     axes = {a % x.rank for a in op.attrs["axes"]} or set(range(x.rank))
     keep = [d for d in range(x.rank) if d not in axes]
     red = sorted(axes)
     e.emit(f"k_reduce({REDUCE[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
-           f"{len(keep)}, {_carr([x.shape[d] for d in keep] or [1])}, "
-           f"{_carr([xs[d] for d in keep] or [0])}, {len(red)}, "
-           f"{_carr([x.shape[d] for d in red] or [1])}, {_carr([xs[d] for d in red] or [0])});")
+           f"{len(keep)}, {carray([x.shape[d] for d in keep] or [1])}, "
+           f"{carray([xs[d] for d in keep] or [0])}, {len(red)}, "
+           f"{carray([x.shape[d] for d in red] or [1])}, {carray([xs[d] for d in red] or [0])});")
 
 
 @lowers("softmax", "log_softmax")
@@ -648,9 +416,9 @@ def _pad(e, op):
     crop = [max(-b, 0) for b in begins]
     kept = [n - c - max(-en, 0) for n, c, en in zip(x.shape, crop, ends)]
     value = np.asarray(op.attrs["value"]).astype(t.dtype.storage).reshape(1)
-    e.emit(f"k_pad({e.ptr[op.output]}, {e.val(op.inputs[0])}, {r}, {_carr(t.shape or [1])}, "
-           f"{_carr(_strides(x.shape) or [1])}, {_carr([max(b, 0) for b in begins] or [0])}, "
-           f"{_carr(crop or [0])}, {_carr(kept or [1])}, {PAD_MODES[op.attrs['mode']]}, "
+    e.emit(f"k_pad({e.ptr[op.output]}, {e.val(op.inputs[0])}, {r}, {carray(t.shape or [1])}, "
+           f"{carray(strides(x.shape) or [1])}, {carray([max(b, 0) for b in begins] or [0])}, "
+           f"{carray(crop or [0])}, {carray(kept or [1])}, {PAD_MODES[op.attrs['mode']]}, "
            f"{cpointer(t, 'W + ' + str(e.blob.add(value)), const=True)}, {itemsize(t)});")
 
 
@@ -757,7 +525,7 @@ def _attention(e, op):
                           f"with equal heads)")
     B, H, L, D = q.type.shape
     S = k.type.shape[2]
-    mask, strides = "0", [0, 0, 0]
+    mask, mask_strides = "0", [0, 0, 0]
     if len(op.inputs) > 3:
         mv = op.inputs[3]
         mt = mv.type
@@ -777,8 +545,8 @@ def _attention(e, op):
             e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
         else:  # f32 (DTYPE_RULES)
             mask = e.val(mv)
-        fs = _strides(full)
-        strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
+        fs = strides(full)
+        mask_strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
     scale = op.attrs.get("scale") or 1 / math.sqrt(D)
     e.count("attention f32")
     ks, vs = view.keys, view.values
@@ -788,7 +556,7 @@ def _attention(e, op):
         segments = (f"{e.val(ks[0])}, {e.val(vs[0])}, {ks[0].type.shape[2]}, "
                     f"{e.val(ks[1])}, {e.val(vs[1])}, {ks[1].type.shape[2]}")
     e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {segments}, {view.group}, {mask}, "
-           f"{', '.join(map(str, strides))}, {B}, {H}, {L}, {D}, {v.type.shape[-1]}, "
+           f"{', '.join(map(str, mask_strides))}, {B}, {H}, {L}, {D}, {v.type.shape[-1]}, "
            f"{float_literal(scale)}, "
            f"{int(bool(op.attrs.get('causal')))}, "
            f"{op.attrs.get('causal_offset', 0)});")
@@ -994,5 +762,27 @@ def pack_int(e, w, name, bits, group):
     return e.blob.add(data.astype(np.uint8)), e.blob.add(weight_scales(e, name, n, k // group))
 
 
-def lower_graph(graph, threads=2, flavor=X86) -> Lowered:
-    return Emitter(graph, threads, flavor).run()
+class X86Emitter(Emitter):
+    """The graph on x86 kernels (kernels.h), OpenMP threads set per call."""
+
+    lowerings = LOWER
+    headers = ("kernels.h",)
+    prepare = "hetc_configure(); return 0;"
+
+    def check_supported(self):
+        check_supported(self.g)
+
+    def skipped(self):
+        self.views, skipped = attention_views(self.g)
+        return skipped
+
+    def reads(self, op):
+        view = self.views.get(op)  # attention reads these segments in place of its k and v
+        return list(op.inputs) + (view.keys + view.values if view else [])
+
+    def prologue(self):
+        return [f"omp_set_num_threads({self.threads});"]
+
+
+def lower_graph(graph, threads=2, emitter=X86Emitter) -> Lowered:
+    return emitter(graph, threads).run()

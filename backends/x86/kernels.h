@@ -8,38 +8,12 @@
  * order differs from a sequential loop: results match the interpreter to
  * rounding, not bit for bit.
  */
+#include "hetc_status.h"
 #include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <immintrin.h>
 #include <omp.h>
 
 #define HETC_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-
-/* ---- run-time failures ------------------------------------------------- *
- * A kernel that meets bad data (an index out of range, an emulated fault)
- * records the first failure in the status of the call it serves: hetc_run
- * returns nonzero and hetc_error(ctx) gives the text. Each context has its
- * own status, so calls running at once in several threads never see each
- * other's failures. hetc_run points hetc_status_now (per thread) at it; a
- * kernel whose parallel region can fail hands it on to its worker threads. */
-#include <stdarg.h>
-#include <stdio.h>
-typedef struct {
-    volatile int failed;
-    char text[256];
-} hetc_status;
-static __thread hetc_status *hetc_status_now;
-
-static void hetc_fail(const char *fmt, ...) {
-    hetc_status *s = hetc_status_now;
-    if (!s || !__sync_bool_compare_and_swap(&s->failed, 0, 1)) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->text, sizeof s->text, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- elementwise ------------------------------------------------------- */
 

@@ -1,0 +1,81 @@
+"""Where each value of a graph lives in generated C-family code: the
+activation arena planned from the values' lifetimes, and the ops whose
+result is a view of their operand's bytes (no copy)."""
+
+from __future__ import annotations
+
+import math
+
+from hetc.ir.ops import slice_ranges
+
+from .values import nbytes, round_up, strides
+
+
+def alias_offset(op):
+    """Element offset into op's operand at which its result lies when the
+    result is the operand's bytes unchanged (reshape) or one contiguous block
+    of them (a slice of an outermost non-unit axis, as a decoder slicing its
+    cache per layer); None when the result must be computed."""
+    if op.kind == "reshape":
+        return 0
+    if op.kind != "slice":
+        return None
+    x, t = op.inputs[0], op.output.type
+    cut = []
+    for a, kept in slice_ranges(op.attrs, x.type.shape):
+        if kept != range(x.type.shape[a]):
+            if len(kept) > 1 and kept.step != 1:
+                return None
+            cut.append((a, kept.start if len(kept) else 0))
+    if len(cut) > 1 or (cut and math.prod(t.shape[:cut[0][0]]) != 1):
+        return None
+    return cut[0][1] * strides(x.type.shape)[cut[0][0]] if cut else 0
+
+
+def output_slots(graph) -> dict:
+    """{value: output index} for the graph outputs their producer writes in
+    place into the caller's buffer (not inputs, constants or views)."""
+    outs = {}
+    for j, v in enumerate(graph.outputs):
+        if v.producer is not None and v.producer.kind != "const" \
+                and alias_offset(v.producer) is None and v not in outs and v not in graph.inputs:
+            outs[v] = j
+    return outs
+
+
+def plan_arena(graph, ops, outs, reads=lambda op: op.inputs):
+    """({value: arena byte offset}, arena bytes) for the results of `ops` (in
+    order) that are neither views nor written in place (`outs`): first fit
+    over buffers freed once their last reader (through views; `reads(op)`
+    lists what an op reads) has run."""
+    root = {}  # value -> the value whose buffer it uses
+    for op in ops:
+        view = alias_offset(op) is not None
+        for v in op.outputs:
+            root[v] = root.get(op.inputs[0], op.inputs[0]) if view else v
+    last = {}
+    for i, op in enumerate(ops):
+        for v in reads(op):
+            last[root.get(v, v)] = i
+    for v in graph.outputs:
+        last[root.get(v, v)] = len(ops)
+    offsets, free, size, live = {}, [], 0, []
+    for i, op in enumerate(ops):
+        for r in [r for r in live if last.get(r, -1) < i]:
+            live.remove(r)
+            free.append((offsets[r], round_up(nbytes(r.type))))
+        for v in op.outputs:
+            if root[v] is not v or v in outs:
+                continue
+            need = round_up(nbytes(v.type))
+            slot = next((s for s in sorted(free) if s[1] >= need), None)
+            if slot:
+                free.remove(slot)
+                offsets[v] = slot[0]
+                if slot[1] > need:
+                    free.append((slot[0] + need, slot[1] - need))
+            else:
+                offsets[v] = size
+                size += need
+            live.append(v)
+    return offsets, size

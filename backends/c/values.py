@@ -1,0 +1,46 @@
+"""How generated C-family code holds IR values: element types, sizes,
+pointers and literal arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ALIGN = 64  # bytes; every buffer and weight starts on a cache line
+
+#: the C element type of each IR dtype that generated code computes on
+CTYPE = {"f32": "float", "i64": "int64_t", "i32": "int32_t", "bool": "uint8_t"}
+
+
+def round_up(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def itemsize(t) -> int:
+    """Bytes per element as the generated code holds t: constants of narrow
+    or quantized types are decoded to f32, so take sizes from op results."""
+    return np.dtype(t.dtype.storage).itemsize
+
+
+def nbytes(t) -> int:
+    return itemsize(t) * t.numel
+
+
+def cpointer(t, expr, const=False) -> str:
+    """`expr` (a byte address) as a pointer to the C element type of t (a
+    TensorType or a dtype name)."""
+    name = t if isinstance(t, str) else t.dtype.name
+    return f"(({'const ' if const else ''}{CTYPE[name]} *)({expr}))"
+
+
+def strides(shape):
+    """Row-major element strides of a shape."""
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def carray(values, ctype="long"):
+    """A C compound literal holding integers."""
+    return f"(const {ctype}[]){{{', '.join(str(int(v)) for v in values)}}}"
