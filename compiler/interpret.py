@@ -19,16 +19,10 @@ from .errors import HetcError
 from .ir import dtypes
 from .ir.graph import Graph, Op
 from .ir.weights import aux_key
+from .registry import Registry
 
-SEMANTICS = {}
-
-
-def semantics(*kinds):
-    def deco(fn):
-        for k in kinds:
-            SEMANTICS[k] = fn
-        return fn
-    return deco
+SEMANTICS = Registry("interpreter semantics")
+semantics = SEMANTICS.register
 
 
 def _wide(a):

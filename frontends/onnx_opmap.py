@@ -17,16 +17,13 @@ from math import prod
 import numpy as np
 
 from hetc.ir import dtypes
+from hetc.registry import Registry
 
-_TABLE: dict = {}
+_TABLE = Registry("ONNX op handlers")
 
 
 def onnx_op(*op_types, domain="ai.onnx"):
-    def deco(fn):
-        for t in op_types:
-            _TABLE[(domain, t)] = fn
-        return fn
-    return deco
+    return _TABLE.register(*((domain, t) for t in op_types))
 
 
 def lookup(domain, op_type):

@@ -11,29 +11,21 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.ir import dtypes
+from hetc.registry import Registry
 
-
-_TABLE: dict = {}
-_PENDING: list = []
-
-
-def aten(*names):
-    """Register a handler for `torch.ops.aten.NAME.OVERLOAD` for each name."""
-    def deco(fn):
-        _PENDING.extend((n, fn) for n in names)
-        return fn
-    return deco
+_BY_NAME = Registry("ATen op handlers")  # "NAME.OVERLOAD" -> handler
+_TABLE: dict = {}  # the same by torch op object, made on first lookup (torch imports late)
+#: Register a handler for `torch.ops.aten.NAME.OVERLOAD` for each name.
+aten = _BY_NAME.register
 
 
 def lookup(target):
-    if _PENDING:
+    if not _TABLE:
         import torch
 
-        for name, fn in _PENDING:
+        for name, fn in _BY_NAME.items():
             packet, _, overload = name.partition(".")
-            op = getattr(getattr(torch.ops.aten, packet), overload or "default")
-            _TABLE[op] = fn
-        _PENDING.clear()
+            _TABLE[getattr(getattr(torch.ops.aten, packet), overload or "default")] = fn
     return _TABLE.get(target)
 
 

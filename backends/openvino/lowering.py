@@ -16,23 +16,17 @@ import numpy as np
 from hetc.backends.c.text import identifier
 from hetc.errors import TargetError
 from hetc.interpret import SEMANTICS
+from hetc.registry import Registry
 
 from .weights import OV_TYPES, constant, ov_type, weight
 
-LOWER = {}
+LOWER = Registry("OpenVINO lowerings")
 # dtypes of computed values (and graph inputs and outputs): those OpenVINO
 # computes and exchanges exactly. Narrower floats, 4-bit integers and f64 stand
 # only for constants (f64 is computed in f32 by the CPU plugin; bf16, f8 and
 # 4-bit values do not cross its Python API as such).
 VALUE_TYPES = ("f32", "f16", "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "bool")
-
-
-def lowers(*kinds):
-    def deco(fn):
-        for k in kinds:
-            LOWER[k] = fn
-        return fn
-    return deco
+lowers = LOWER.register
 
 
 def _o():

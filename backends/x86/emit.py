@@ -25,6 +25,7 @@ from hetc.errors import TargetError
 from hetc.interpret import load_const
 from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
+from hetc.registry import Registry
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
@@ -178,15 +179,8 @@ def attention_views(graph):
 
 # -- per-op lowering ----------------------------------------------------------------
 
-LOWER = {}
-
-
-def lowers(*kinds):
-    def deco(fn):
-        for k in kinds:
-            LOWER[k] = fn
-        return fn
-    return deco
+LOWER = Registry("x86 lowerings")
+lowers = LOWER.register
 
 
 @lowers(*UNARY)
