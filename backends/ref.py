@@ -1,7 +1,20 @@
 """The reference backend: emits nothing; the interpreter runs the IR."""
 
+from hetc.backends.base import Backend
+from hetc.interpret import interpret
 from hetc.runtime.artifact import Artifact
 
 
-def lower(graph, target) -> Artifact:
-    return Artifact(target.name, graph)
+class RefBackend(Backend):
+    name = "ref"
+    summary = "the interpreter runs every op of the IR"
+
+    def lower(self, graph, target, options) -> Artifact:
+        return Artifact(target.name, graph)
+
+    def load(self, artifact):
+        graph = artifact.graph
+        return lambda arrays: interpret(graph, arrays)
+
+
+BACKEND = RefBackend()

@@ -74,9 +74,10 @@ def read_ceiling_gbs(mb=1024, repeat=5):
     """Measured read bandwidth (GB/s), 2 threads streaming a large buffer."""
     import ctypes
 
-    from hetc.backends.x86.build import build
+    from hetc.backends.c.build import build
+    from hetc.backends.x86 import FLAGS
 
-    lib = ctypes.CDLL(build({"model.c": READ_C}, what="read"))
+    lib = ctypes.CDLL(build({"model.c": READ_C}, FLAGS, what="read"))
     lib.hetc_read.argtypes, lib.hetc_read.restype = [ctypes.c_void_p, ctypes.c_long], ctypes.c_double
     x = np.ones((mb << 20) // 4, np.float32)
     lib.hetc_read(x.ctypes.data, x.size)

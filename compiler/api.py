@@ -74,9 +74,9 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,
             freeze_inputs=None, sparsity=None, precision=None, calibration=None,
             accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
-            criterion=None, emulate=None, device=None, parts=None, decoder=None,
-            rounding="nearest", print_ir_after_all=False, print_ir_after=(),
-            print_ir_before=(), verify_each=True, ir_stream=None, **options):
+            criterion=None, decoder=None, rounding="nearest", print_ir_after_all=False,
+            print_ir_after=(), print_ir_before=(), verify_each=True, ir_stream=None,
+            **target_options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
     pipeline: a pass pipeline string (default: the target's own), e.g.
@@ -106,16 +106,10 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     criterion: "wanda" (default when calibration data exist), "magnitude" or
       "sparsegpt" (prunes with the layer Hessian and updates kept weights).
     rounding: "nearest" (default) or "gptq" (second-order, needs calibration).
-    emulate: for target amx, run the generated kernels through hetc's
-      software model of the AMX instructions (exact, slow), e.g. on a CPU
-      without AMX; default: HETC_EMULATE=1 in the environment, else native.
-    device: for target npu, the OpenVINO device to run on: "NPU" or "CPU";
-      default: the NPU when OpenVINO lists one, else the CPU plugin as a
-      stand-in (said so when it runs).
-    parts: for target npu, split the graph into this many OpenVINO models,
-      compiled separately and run in sequence (large models may not compile
-      in one piece on an NPU); cuts fall near equal shares of the weights,
-      where the fewest activation bytes cross.
+    **target_options: the options of the target's backend (its Options
+      dataclass; `hetc compile --help` lists them all): emulate= for amx,
+      device= and parts= for npu. An option of another target is an error
+      that names the target it belongs to.
     decoder: True or {"max_context": 256, "chunk": 8} for a transformers
       causal LM: compile one generation step with a static KV cache (see
       hetc.frontends.decoder); the module then has `generate()`.
@@ -125,16 +119,9 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     from hetc.backends import get_backend
     from hetc.runtime.module import Module
 
-    if options:
-        raise UsageError(f"unknown compile option(s): {', '.join(sorted(options))}")
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
-    lower_options = {k: v for k, v in (("emulate", emulate), ("device", device),
-                                       ("parts", parts)) if v is not None}
-    for key in lower_options:
-        if key not in getattr(backend, "LOWER_OPTIONS", ()):
-            raise UsageError(f"{key}= does not apply to target '{tgt.name}'"
-                             f"{' (' + _OPTION_TARGETS[key] + ')' if key in _OPTION_TARGETS else ''}")
+    options = backend.options(target_options, tgt)
     spec = None
     if decoder is not None and decoder is not False:
         from hetc.frontends.decoder import CALIBRATION_NOTE, import_decoder
@@ -186,14 +173,14 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     if compress:
         summary, more = _accuracy(graph, ctx, what, accuracy_budget)
         notes += more
-    artifact = backend.lower(graph, tgt, **lower_options)
+    artifact = backend.lower(graph, tgt, options)
     if spec is not None:
         artifact.extra["decoder"] = spec.to_dict()
     notes += artifact.extra.get("notes", [])
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
     report = Report.of(graph, tgt.name, manager.timings, notes, ctx.decisions, summary)
-    return Module(artifact, report)
+    return Module(artifact, report, backend.load)
 
 
 def _accuracy(graph, ctx, what, budget):
@@ -215,19 +202,24 @@ def _accuracy(graph, ctx, what, budget):
     return summary, notes
 
 
-_OPTION_TARGETS = {
-    "emulate": "it applies to targets with a software model of their hardware: amx",
-    "device": "it chooses the OpenVINO device of target npu",
-    "parts": "it splits the model into separately compiled OpenVINO models on target npu",
-}
-
-
 def _names(x):
     return [x] if isinstance(x, str) else list(x)
 
 
 def load(folder):
-    """Load a compiled module saved with `module.save(folder)` or `hetc compile -o`."""
+    """Load a compiled module saved with `module.save(folder)` or `hetc
+    compile -o`. Safe on folders from strangers (docs/reliability.md)."""
+    from hetc.backends import get_backend
+    from hetc.runtime import artifact as artifact_io
     from hetc.runtime.module import Module
 
-    return Module.load(os.fspath(folder))
+    from .errors import HetcError
+
+    folder = os.fspath(folder)
+    artifact, report = artifact_io.load(folder)
+    try:
+        report = Report.from_dict(report)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise HetcError(f"{os.path.join(folder, artifact_io.REPORT_FILE)}: not a hetc report "
+                        f"({e})") from None
+    return Module(artifact, report, get_backend(get_target(artifact.target)).load)

@@ -85,12 +85,7 @@ def build_parser():
                    help="pruning criterion (default: wanda with calibration, else magnitude)")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default="nearest",
                    help="weight rounding: to nearest, or GPTQ with calibration Hessians")
-    p.add_argument("--emulate", action="store_true", default=None,
-                   help="target amx: run through hetc's software model of the AMX instructions")
-    p.add_argument("--device", choices=["NPU", "CPU"], default=None,
-                   help="target npu: the OpenVINO device (default: the NPU if listed, else CPU)")
-    p.add_argument("--parts", type=int, default=None, metavar="N",
-                   help="target npu: split into N OpenVINO models compiled separately")
+    _add_target_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     _add_ir_dump_options(p)
 
@@ -135,6 +130,29 @@ def build_parser():
     return parser
 
 
+def _add_target_options(p):
+    """One flag per option of the backends' Options dataclasses (--emulate,
+    --device, ...), its help saying which targets take it."""
+    from hetc.backends.base import option_fields
+
+    for name, (f, targets) in option_fields().items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"target {', '.join(targets)}: {f.metadata['help']}"
+        if "bool" in str(f.type):
+            p.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif f.metadata.get("choices"):
+            p.add_argument(flag, choices=list(f.metadata["choices"]), default=None, help=help_text)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, metavar="N" if isinstance(
+                f.default, int) else "VALUE", help=help_text)
+
+
+def _target_options(args) -> dict:
+    from hetc.backends.base import option_fields
+
+    return {name: getattr(args, name) for name in option_fields()}
+
+
 def _pipeline_kwargs(args):
     return dict(print_ir_after_all=args.print_ir_after_all,
                 print_ir_after=tuple(args.print_ir_after),
@@ -153,8 +171,7 @@ def cmd_compile(args):
                           accuracy_budget=args.accuracy_budget, bits_budget=args.bits_budget,
                           activations=args.activations,
                           criterion=args.criterion,
-                          rounding=args.rounding, emulate=args.emulate,
-                          device=args.device, parts=args.parts,
+                          rounding=args.rounding, **_target_options(args),
                           **_pipeline_kwargs(args))
     module.save(args.output)
     if not args.quiet:

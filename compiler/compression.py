@@ -191,12 +191,12 @@ def measure(reference, held_out, metric=None):
     """
     if metric is None:
         return (lambda graph: output_error(reference, graph, held_out)), "output error"
-    from hetc.backends import ref
+    from hetc.backends.ref import BACKEND as ref
     from hetc.runtime.module import Module
     from hetc.targets import get_target
 
     def score(graph):
-        value = metric(Module(ref.lower(graph, get_target("ref")), None))
+        value = metric(Module(ref.lower(graph, get_target("ref"), None), None, ref.load))
         try:
             return float(value)
         except (TypeError, ValueError):

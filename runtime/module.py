@@ -14,7 +14,6 @@ from hetc.report import Report
 from . import artifact as artifact_io
 from .artifact import Artifact
 from .convert import is_torch, to_numpy, to_torch
-from .executors import make_executor
 
 
 class Module:
@@ -25,9 +24,10 @@ class Module:
     tuple.
     """
 
-    def __init__(self, artifact: Artifact, report: Report):
+    def __init__(self, artifact: Artifact, report: Report, load):
         self.artifact = artifact
         self.report = report
+        self._load = load  # artifact -> executor: its backend's load
         self._run = None  # the executor, made on first call
         self._making = threading.Lock()  # one thread makes it, the others wait
 
@@ -106,7 +106,7 @@ class Module:
         if self._run is None:
             with self._making:
                 if self._run is None:
-                    self._run = make_executor(self.artifact)
+                    self._run = self._load(self.artifact)
         return self._run
 
     # -- persistence ---------------------------------------------------------------
@@ -116,18 +116,6 @@ class Module:
         existing folder is replaced only if it is empty or holds a saved
         artifact; anything else is refused."""
         return artifact_io.save(os.fspath(folder), self.artifact, self.report.to_json(timings=False))
-
-    @classmethod
-    def load(cls, folder: str) -> "Module":
-        """A module saved with `save`. Safe on folders from strangers: see
-        hetc.runtime.artifact and docs/reliability.md."""
-        artifact, report = artifact_io.load(folder)
-        try:
-            report = Report.from_dict(report)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise HetcError(f"{os.path.join(folder, artifact_io.REPORT_FILE)}: not a hetc report "
-                            f"({e})") from None
-        return cls(artifact, report)
 
     def __repr__(self):
         ins = ", ".join(f"{v.name}: {v.type.text()}" for v in self.graph.inputs)

@@ -168,18 +168,21 @@ def exercise(graph, seed):
     """What a user does next with an accepted graph: print it and read it
     back (equal), run it on the interpreter, generate x86 C and an OpenVINO
     model for it (HetcErrors there are refusals, as everywhere)."""
-    from hetc.backends.openvino.lowering import check_supported, to_model
+    from hetc.backends import backend_named
+    from hetc.backends.openvino.lowering import to_model
     from hetc.backends.x86.emit import lower_graph
     from hetc.errors import HetcError
     from hetc.interpret import interpret
     from hetc.ir import parse, print_graph
+    from hetc.targets import get_target
 
     again = parse(print_graph(graph), weights=graph.weights)
     if again != graph:
         raise AssertionError("print -> parse gave a different graph")
     if not small(graph):
         return
-    for lower in (lower_graph, lambda g: (check_supported(g), to_model(g))):
+    npu = backend_named("openvino")
+    for lower in (lower_graph, lambda g: (npu.check(g, get_target("npu")), to_model(g))):
         try:
             lower(graph)
         except HetcError:

@@ -17,7 +17,8 @@ import hetc
 from hetc.backends.amx import HERE as AMX_HERE
 from hetc.backends.c.emitter import read_headers, shared_headers
 from hetc.backends.x86 import HERE as X86_HERE
-from hetc.backends.x86.build import build
+from hetc.backends.c.build import build
+from hetc.backends.x86 import FLAGS
 from hetc.errors import TargetError, UsageError
 from hetc.targets import cpu_flags
 from models import examples
@@ -56,7 +57,7 @@ int take(void) { int f = st.failed; st.failed = 0; return f; }
 def emu():
     headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, ["kernels.h"]) | \
         shared_headers()
-    path = build({"model.c": HARNESS, **headers}, what="amx-emu-test")
+    path = build({"model.c": HARNESS, **headers}, FLAGS, what="amx-emu-test")
     lib = ctypes.CDLL(path)
     lib.fault.restype = ctypes.c_char_p
     lib.begin()
@@ -283,7 +284,7 @@ def test_the_native_build_has_the_amx_instructions():
                        precision={"0": "bf16", "2": "int8"}, activations="int8")
     assert set(mod.artifact.extra["kernels"]) == {"linear amx tdpbf16ps bf16",
                                                   "linear amx tdpbssd int8 act x int8 g128"}
-    path = build(mod.artifact.sources, AMX_FLAGS)  # built (so cached) by the compile
+    path = build(mod.artifact.sources, FLAGS + AMX_FLAGS)  # built (so cached) by the compile
     text = subprocess.run(["objdump", "-d", path], capture_output=True, text=True).stdout
     for insn in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tdpbssd", "tilestored", "tilerelease"):
         assert insn in text, insn

@@ -69,3 +69,12 @@ def test_writing_a_pass_example_runs(monkeypatch):
     out = print_graph(PassManager.from_text(pipeline).run(parse(case)))
     filecheck(out, case)
     assert "drop-double-relu" in hetc.pipeline.PASSES
+
+
+def test_backend_options_table_matches_the_registry():
+    from hetc.backends.base import option_fields
+
+    text = _read("writing-a-backend.md").split("## Options of the built backends")[1]
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip()
+            for line in text.splitlines() if line.startswith("| `")}
+    assert rows == {name: ", ".join(targets) for name, (_, targets) in option_fields().items()}

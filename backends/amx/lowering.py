@@ -56,6 +56,7 @@ def amx_linear(e, op):
 class AmxEmitter(x86.X86Emitter):
     """The x86 renderer with linear layers on AMX tiles (amx.h)."""
 
+    target = "amx"
     lowerings = {**x86.LOWER, "linear": amx_linear}
     headers = x86.X86Emitter.headers + HEADERS
     prepare = "hetc_configure(); return hetc_prepare_amx();"

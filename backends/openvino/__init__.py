@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
-from hetc.errors import TargetError, UsageError
+from hetc.backends.base import Backend, option
+from hetc.errors import TargetError
 from hetc.runtime.artifact import Artifact
-from hetc.runtime.executors import register_executor
 
 DEVICES = ("NPU", "CPU")
-LOWER_OPTIONS = ("device", "parts")  # compile(..., device=, parts=) apply to this backend
 STANDIN_NOTE = ("npu: OpenVINO lists no NPU here; the model runs on OpenVINO's CPU plugin "
                 "as a stand-in (f32 inference precision), for checking, not for speed")
 
@@ -49,42 +49,64 @@ def file_names(parts: int, k: int) -> tuple[str, str]:
     return f"{stem}.xml", f"{stem}.bin"
 
 
-def check_device(device):
-    if device is not None and device not in DEVICES:
-        raise UsageError(f"device must be one of {', '.join(DEVICES)} (or None: the NPU when "
-                         f"OpenVINO lists one, else the CPU plugin), got {device!r}")
+@dataclass(frozen=True)
+class NpuOptions:
+    device: str | None = option(
+        None, "the OpenVINO device to run on; default: the NPU when OpenVINO lists one, else "
+              "the CPU plugin as a stand-in (said so when it runs)", DEVICES)
+    parts: int = option(
+        1, "split the graph into this many OpenVINO models, compiled separately and run in "
+           "sequence (large models may not compile in one piece on an NPU)")
 
 
-def lower(graph, target, device=None, parts=1) -> Artifact:
-    from hetc.ir.partition import split
+class NpuBackend(Backend):
+    name = "openvino"
+    Options = NpuOptions
 
-    from .lowering import check_supported, to_model
+    def problems(self, graph, target):
+        from .lowering import problems
 
-    check_device(device)
-    openvino()
-    check_supported(graph)  # the whole graph, so errors name it (parts are not re-checked)
-    pieces = split(graph, parts)
-    sources, manifest = {}, []
-    for k, part in enumerate(pieces):
-        xml_name, bin_name = file_names(len(pieces), k)
-        sources[xml_name], sources[bin_name] = serialize(to_model(part.graph))
-        manifest.append({"xml": xml_name, "bin": bin_name, "inputs": part.inputs,
-                         "outputs": part.outputs})
-    artifact = Artifact(target.name, graph, sources,
-                        build={"runtime": "openvino", "device": device,
-                               "entry": "openvino.Core().read_model(" +
-                                        ", ".join(m["xml"] for m in manifest) + ")"},
-                        extra={"parts": manifest,
-                               "weights_bytes": sum(len(sources[m["bin"]]) for m in manifest)})
-    notes = []
-    if len(pieces) > 1:
-        notes.append(f"npu: split into {len(pieces)} OpenVINO models run in sequence (" +
-                     "; ".join(f"{m['xml']}: {len(sources[m['bin']]) / 1e6:.1f} MB of weights, "
-                               f"{len(m['inputs'])} inputs" for m in manifest) + ")")
-    if not target.availability().ok and device != "NPU":
-        notes.append(STANDIN_NOTE)
-    artifact.extra["notes"] = notes
-    return artifact
+        return problems(graph)
+
+    @property
+    def summary(self):
+        from .lowering import SUMMARY
+
+        return SUMMARY
+
+    def lower(self, graph, target, options) -> Artifact:
+        from hetc.ir.partition import split
+
+        from .lowering import to_model
+
+        openvino()
+        self.check(graph, target)  # the whole graph, so errors name it (parts are not)
+        device = options.device
+        pieces = split(graph, options.parts)
+        sources, manifest = {}, []
+        for k, part in enumerate(pieces):
+            xml_name, bin_name = file_names(len(pieces), k)
+            sources[xml_name], sources[bin_name] = serialize(to_model(part.graph))
+            manifest.append({"xml": xml_name, "bin": bin_name, "inputs": part.inputs,
+                             "outputs": part.outputs})
+        weights = sum(len(sources[m["bin"]]) for m in manifest)
+        artifact = Artifact(target.name, graph, sources,
+                            build={"runtime": "openvino", "device": device,
+                                   "entry": "openvino.Core().read_model(" +
+                                            ", ".join(m["xml"] for m in manifest) + ")"},
+                            extra={"parts": manifest, "weights_bytes": weights})
+        notes = []
+        if len(pieces) > 1:
+            notes.append(f"npu: split into {len(pieces)} OpenVINO models run in sequence (" +
+                         "; ".join(f"{m['xml']}: {len(sources[m['bin']]) / 1e6:.1f} MB of "
+                                   f"weights, {len(m['inputs'])} inputs" for m in manifest) + ")")
+        if not target.availability().ok and device != "NPU":
+            notes.append(STANDIN_NOTE)
+        artifact.extra["notes"] = notes
+        return artifact
+
+    def load(self, artifact):
+        return Runner(artifact)
 
 
 # The CPU plugin computing what the IR says (see choose_device).
@@ -194,6 +216,4 @@ class Runner:
             self.free.append(requests)
 
 
-@register_executor("npu")
-def _npu(artifact):
-    return Runner(artifact)
+BACKEND = NpuBackend()

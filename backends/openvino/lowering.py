@@ -480,26 +480,26 @@ def _global_avg_pool(op, x):
 
 # -- whole graphs -------------------------------------------------------------------------
 
-def check_supported(graph):
-    """A TargetError naming every op and dtype this backend cannot lower."""
-    problems = []
+def problems(graph) -> list:
+    """One message per op and dtype of `graph` OpenVINO cannot take."""
+    out = []
     for g in graph.graphs():
         for i, op in enumerate(g.ops):
             if op.kind not in LOWER and op.kind not in ("const", "fused"):
-                problems.append(f"op #{i} {op.kind} (%{op.outputs[0].name})")
+                out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})")
             for v in op.outputs if op.kind != "const" else ():
                 if v.type.dtype.name not in VALUE_TYPES:
-                    problems.append(f"%{v.name}: {v.type.dtype} values")
+                    out.append(f"%{v.name}: {v.type.dtype} values")
             if op.kind == "const" and op.output.type.dtype.name not in OV_TYPES:
-                problems.append(f"constant %{op.output.name}: {op.output.type.dtype}")
+                out.append(f"constant %{op.output.name}: {op.output.type.dtype}")
     for v in graph.inputs + graph.outputs:
         if v.type.dtype.name not in VALUE_TYPES:
-            problems.append(f"%{v.name}: {v.type.dtype} values")
-    if problems:
-        raise TargetError(f"target npu cannot lower graph '{graph.name}': "
-                          f"{'; '.join(dict.fromkeys(problems))} (computed values must be "
-                          f"{', '.join(VALUE_TYPES)}; ops OpenVINO's opset has no form for "
-                          f"here are named); use target='ref' for it")
+            out.append(f"%{v.name}: {v.type.dtype} values")
+    return out
+
+
+SUMMARY = (f"computed values must be {', '.join(VALUE_TYPES)}; ops OpenVINO's opset has no "
+           f"form for here are named")
 
 
 def _zeros(t):
@@ -533,7 +533,7 @@ def lower_body(graph, env):
 
 
 def to_model(graph):
-    """The openvino.Model computing `graph` (which check_supported accepted);
+    """The openvino.Model computing `graph` (which `problems` found nothing in);
     inputs and outputs keep the IR names."""
     import openvino as ov
     import openvino.opset16 as o

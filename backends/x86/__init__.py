@@ -3,25 +3,28 @@ over hand-written kernels (kernels.h), built into a shared library with the
 system C compiler and called once per run through ctypes.
 
 Ops and dtypes it cannot lower yet raise a TargetError naming them at
-compile time (emit.check_supported).
+compile time (emit.problems).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-import numpy as np
-
+from hetc.backends.base import Backend
+from hetc.backends.c.build import build
+from hetc.backends.c.emitter import read_headers, shared_headers
+from hetc.backends.c.library import Library
 from hetc.errors import TargetError
 from hetc.runtime.artifact import Artifact
-from hetc.runtime.executors import register_executor
 
-from hetc.backends.c.emitter import read_headers, shared_headers
-
+from . import emit
 from .emit import X86Emitter, lower_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# AVX2 + FMA is the baseline; kernels carry AVX-512 clones picked at load time
+# from CPUID, so one library serves both kinds of CPU.
+FLAGS = ["-O3", "-march=x86-64-v3", "-fopenmp", "-fPIC", "-shared", "-std=gnu11",
+         "-ffp-contract=fast", "-fno-math-errno"]
 
 
 def threads() -> int:
@@ -55,84 +58,35 @@ def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
     return artifact
 
 
-def lower(graph, target) -> Artifact:
-    from .build import FLAGS
-
-    lowered = lower_graph(graph, threads())
-    return make_artifact(graph, target, lowered, sources(lowered),
-                         {"flags": FLAGS,
-                          "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"})
-
-
-class Library:
-    """A built model: one ctypes call per run, outputs allocated per call.
-    `lowered` holds the packed weights; `path` is the built shared library.
-
-    Safe to call from several threads at once: a call takes a context (the
-    weights, an activation arena and its failure status) from a pool and
-    puts it back, and makes one more when all are in use; so N threads
-    calling together hold N arenas of `arena_bytes` each."""
-
-    def __init__(self, graph, lowered, path, target="x86"):
-        self.blob = lowered.blob  # kept alive: the contexts point into it
-        self.arena_bytes = lowered.arena_bytes
-        self.lib = ctypes.CDLL(path)
-        self.target = target
-        self.lib.hetc_create.argtypes = [ctypes.c_void_p]
-        self.lib.hetc_create.restype = ctypes.c_void_p
-        self.lib.hetc_destroy.argtypes = [ctypes.c_void_p]
-        self.lib.hetc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        self.lib.hetc_error.argtypes = [ctypes.c_void_p]
-        self.lib.hetc_error.restype = ctypes.c_char_p
-        code = self.lib.hetc_prepare()
-        if code:
-            raise TargetError(f"target {target}: the OS refused what the kernels need "
-                              f"({os.strerror(code)})")
-        # models with the same code share the loaded library, never a context
-        self.free = [self._create()]  # pop and append are atomic under the GIL
-        self.out_types = [(tuple(v.type.shape), v.type.dtype.storage) for v in graph.outputs]
-        self.n_in = len(graph.inputs)
-
-    def _create(self):
-        ctx = self.lib.hetc_create(self.blob.ctypes.data)
-        if not ctx:
-            raise TargetError(f"target {self.target}: cannot allocate the model's activation "
-                              f"arena ({self.arena_bytes:,} bytes)")
-        return ctx
-
-    def __call__(self, arrays):
-        ins = [np.ascontiguousarray(a) for a in arrays]
-        outs = [np.empty(s, d) for s, d in self.out_types]
-        pin = (ctypes.c_void_p * max(self.n_in, 1))(*[a.ctypes.data for a in ins])
-        pout = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
-        try:
-            ctx = self.free.pop()
-        except IndexError:  # every context is in use by another thread
-            ctx = self._create()
-        try:
-            status = self.lib.hetc_run(ctx, pin, pout)
-            detail = self.lib.hetc_error(ctx).decode(errors="replace") if status else ""
-        finally:
-            self.free.append(ctx)
-        if status:
-            raise TargetError(f"target {self.target}: the generated code failed (status "
-                              f"{status}): {detail or 'no detail'}")
-        return outs
-
-    def __del__(self):
-        for ctx in getattr(self, "free", ()):
-            self.lib.hetc_destroy(ctx)
-        self.free = []
-
-
-@register_executor("x86")
-def _x86(artifact):
+def can_build(target_name):
+    """TargetError unless this host can build and run x86 code."""
     from hetc.targets import get_target
-
-    from .build import build
 
     avail = get_target("x86").availability()
     if not avail.ok:
-        raise TargetError(f"cannot run target x86 on this host: {avail.detail}")
-    lowered, srcs = packed(artifact)
-    return Library(artifact.graph, lowered, build(srcs))
+        raise TargetError(f"cannot run target {target_name} on this host: {avail.detail}")
+
+
+class X86Backend(Backend):
+    name = "x86"
+
+    def problems(self, graph, target):
+        return emit.problems(graph)
+
+    @property
+    def summary(self):
+        return emit.summary()
+
+    def lower(self, graph, target, options) -> Artifact:
+        lowered = lower_graph(graph, threads())
+        return make_artifact(graph, target, lowered, sources(lowered),
+                             {"flags": FLAGS,
+                              "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"})
+
+    def load(self, artifact):
+        can_build("x86")
+        lowered, srcs = packed(artifact)
+        return Library(artifact.graph, lowered, build(srcs, FLAGS))
+
+
+BACKEND = X86Backend()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
+from hetc.backends.base import refuse
 from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.plan import alias_offset
 from hetc.backends.c.text import float_literal, string_literal
@@ -83,35 +84,36 @@ DTYPE_RULES = {
 }
 
 
-def check_supported(graph):
-    """A TargetError naming every op (and dtype) this backend cannot lower."""
-    problems = []
+def problems(graph) -> list:
+    """One message per op (and dtype) of `graph` this renderer cannot lower."""
+    out = []
     for i, op in enumerate(graph.ops):
         if op.kind == "const":
             continue
         if op.kind not in LOWER:
-            problems.append(f"op #{i} {op.kind}")
+            out.append(f"op #{i} {op.kind}")
             continue
         for v in list(op.inputs) + list(op.outputs):
             if v.producer is not None and v.producer.kind == "const":
                 continue
             name = v.type.dtype.name
             if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
-                problems.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
+                out.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
                 break
         else:
             problem = DTYPE_RULES.get(op.kind, lambda op: None)(op)
             if problem:
-                problems.append(f"op #{i} {op.kind}: {problem}")
+                out.append(f"op #{i} {op.kind}: {problem}")
     for v in graph.inputs + graph.outputs:
         if v.type.dtype.name not in CTYPE:
-            problems.append(f"graph value %{v.name} is {v.type.dtype}")
-    if problems:
-        shown = "; ".join(dict.fromkeys(problems))
-        raise TargetError(f"target x86 cannot lower graph '{graph.name}' yet: {shown} "
-                          f"(the x86 backend handles {', '.join(CTYPE)} values, computes on "
-                          f"f32, and lowers these ops: "
-                          f"{', '.join(sorted(LOWER))}); use target='ref' for it")
+            out.append(f"graph value %{v.name} is {v.type.dtype}")
+    return out
+
+
+def summary() -> str:
+    """What the x86 renderer lowers, for its refusals."""
+    return (f"it handles {', '.join(CTYPE)} values, computes on f32, and lowers these ops: "
+            f"{', '.join(sorted(LOWER))}")
 
 
 @dataclass
@@ -759,12 +761,13 @@ def pack_int(e, w, name, bits, group):
 class X86Emitter(Emitter):
     """The graph on x86 kernels (kernels.h), OpenMP threads set per call."""
 
+    target = "x86"
     lowerings = LOWER
     headers = ("kernels.h",)
     prepare = "hetc_configure(); return 0;"
 
     def check_supported(self):
-        check_supported(self.g)
+        refuse(self.target, self.g, problems(self.g), summary())
 
     def skipped(self):
         self.views, skipped = attention_views(self.g)

@@ -1,5 +1,5 @@
 """Build generated C into a shared library with the system C compiler,
-cached by the hash of the sources and flags.
+cached by the hash of the sources and flags (the flags are the target's).
 
 A cache entry is a folder named by that hash. It is built under a temporary
 name and renamed into place whole, and the first complete build of an entry
@@ -19,13 +19,7 @@ from hetc.errors import TargetError
 from hetc.fsutil import cache_root, check_file_name
 from hetc.targets import c_compiler
 
-# AVX2 + FMA is the baseline; kernels carry AVX-512 clones picked at load time
-# from CPUID, so one library serves both kinds of CPU.
-FLAGS = ["-O3", "-march=x86-64-v3", "-fopenmp", "-fPIC", "-shared", "-std=gnu11",
-         "-ffp-contract=fast", "-fno-math-errno"]
-
-
-def build(sources: dict, extra_flags=(), what="model") -> str:
+def build(sources: dict, flags, what="model") -> str:
     """Path of the shared library built from `sources` (file name -> text;
     model.c is the translation unit). Raises TargetError naming the compiler
     and its first errors when the build fails."""
@@ -34,8 +28,8 @@ def build(sources: dict, extra_flags=(), what="model") -> str:
         named = os.environ.get("CC")
         raise TargetError((f"no C compiler: CC={named} is not found" if named else
                            "no C compiler found: install gcc or clang, or set CC to one") +
-                          " (target x86 builds the generated C with it)")
-    flags = FLAGS + list(extra_flags)
+                          " (the generated C is built with it)")
+    flags = list(flags)
     key = hashlib.sha256(repr((cc, flags, sorted(sources.items()))).encode()).hexdigest()[:20]
     folder = os.path.join(cache_root(), "x86", key)
     lib = os.path.join(folder, f"{what}.so")
