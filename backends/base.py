@@ -79,6 +79,20 @@ class Backend:
         return self.Options(**given)
 
 
+def op_problems(graph, lowerings, why=lambda op: None) -> list:
+    """A backend's support table applied to `graph`: `op #i kind` for each op
+    (constants aside) without an entry in `lowerings`, `op #i kind: reason`
+    for each whose `why(op)` gives a reason it cannot be lowered."""
+    out = []
+    for i, op in enumerate(graph.ops):
+        if op.kind == "const":
+            continue
+        reason = why(op) if op.kind in lowerings else ""
+        if reason is not None:
+            out.append(f"op #{i} {op.kind}" + (f": {reason}" if reason else ""))
+    return out
+
+
 def refuse(target_name, graph, problems, summary):
     """The TargetError every backend raises for what it cannot lower."""
     if problems:

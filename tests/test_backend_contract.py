@@ -17,7 +17,7 @@ from hetc.ir import Graph, TensorType, dtypes
 TOY = '''
 from dataclasses import dataclass
 
-from hetc.backends.base import Backend, option
+from hetc.backends.base import Backend, op_problems, option
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import Emitter, shared_headers
 from hetc.backends.c.library import Library
@@ -57,16 +57,9 @@ class ToyBackend(Backend):
     summary = "f32 add, sub, mul and relu on operands of one shape"
 
     def problems(self, graph, target):
-        out = []
-        for i, op in enumerate(graph.ops):
-            if op.kind == "const":
-                continue
-            if op.kind not in LOWER:
-                out.append(f"op #{i} {op.kind}")
-            elif any(v.type.shape != op.output.type.shape or v.type.dtype.name != "f32"
-                     for v in op.inputs):
-                out.append(f"op #{i} {op.kind}: operands of other shapes or dtypes")
-        return out
+        return op_problems(graph, LOWER, lambda op: "operands of other shapes or dtypes" if any(
+            v.type.shape != op.output.type.shape or v.type.dtype.name != "f32"
+            for v in op.inputs) else None)
 
     def lower(self, graph, target, options):
         self.check(graph, target)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hetc.backends.base import Backend, option
+from hetc.backends.base import option
 from hetc.backends.c.emitter import read_headers
 from hetc.backends.c.build import build
 from hetc.backends.c.library import Library
-from hetc.backends.x86 import FLAGS, can_build, emit, make_artifact, packed, sources, threads
+from hetc.backends.x86 import (FLAGS, X86Backend, can_build, make_artifact, packed, sources,
+                               threads)
 from hetc.backends.x86.emit import lower_graph
 from hetc.errors import TargetError
 
@@ -44,16 +45,11 @@ class AmxOptions:
               "in the environment, else native")
 
 
-class AmxBackend(Backend):
+class AmxBackend(X86Backend):
+    """x86's support table and refusals; its own renderer, options, build and loading."""
+
     name = "amx"
     Options = AmxOptions
-
-    def problems(self, graph, target):
-        return emit.problems(graph)
-
-    @property
-    def summary(self):
-        return emit.summary()
 
     def lower(self, graph, target, options):
         from hetc.targets import c_compiler

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from hetc.backends.base import refuse
+from hetc.backends.base import op_problems, refuse
 from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.plan import alias_offset
 from hetc.backends.c.text import float_literal, string_literal
@@ -84,30 +84,22 @@ DTYPE_RULES = {
 }
 
 
+def _why_not(op):
+    """Why the x86 renderer cannot lower `op` (which it has a lowering for), or None."""
+    for v in list(op.inputs) + list(op.outputs):
+        if v.producer is not None and v.producer.kind == "const":
+            continue
+        name = v.type.dtype.name
+        if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
+            return f"{v.type.dtype} value %{v.name}"
+    return DTYPE_RULES.get(op.kind, lambda op: None)(op)
+
+
 def problems(graph) -> list:
     """One message per op (and dtype) of `graph` this renderer cannot lower."""
-    out = []
-    for i, op in enumerate(graph.ops):
-        if op.kind == "const":
-            continue
-        if op.kind not in LOWER:
-            out.append(f"op #{i} {op.kind}")
-            continue
-        for v in list(op.inputs) + list(op.outputs):
-            if v.producer is not None and v.producer.kind == "const":
-                continue
-            name = v.type.dtype.name
-            if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
-                out.append(f"op #{i} {op.kind}: {v.type.dtype} value %{v.name}")
-                break
-        else:
-            problem = DTYPE_RULES.get(op.kind, lambda op: None)(op)
-            if problem:
-                out.append(f"op #{i} {op.kind}: {problem}")
-    for v in graph.inputs + graph.outputs:
-        if v.type.dtype.name not in CTYPE:
-            out.append(f"graph value %{v.name} is {v.type.dtype}")
-    return out
+    return op_problems(graph, LOWER, _why_not) + [
+        f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
+        if v.type.dtype.name not in CTYPE]
 
 
 def summary() -> str:
