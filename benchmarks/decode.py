@@ -240,7 +240,7 @@ def main():
         lines.append(f"\nNot measured: {what}.")
         print(lines[-1].strip())
     if args.markdown:
-        from hetc.fsutil import atomic_write_text
+        from hetc.core.fsutil import atomic_write_text
 
         atomic_write_text(args.markdown, "\n".join(lines) + "\n")
 

@@ -27,7 +27,7 @@ def main():
     import hetc
     from families import Logits
     from hetc.frontends.torch_fx import import_exported
-    from hetc.pipeline import PassManager
+    from hetc.passes.pipeline import PassManager
 
     torch.manual_seed(0)
     model = Logits(GPT2LMHeadModel(GPT2Config(n_layer=args.layers)).eval())

@@ -323,7 +323,7 @@ def main():
                 lines.append(line)
                 print(line, flush=True)
     if args.markdown:
-        from hetc.fsutil import atomic_write_text
+        from hetc.core.fsutil import atomic_write_text
 
         atomic_write_text(args.markdown, "\n".join(lines) + "\n")
 

@@ -50,7 +50,7 @@ def compile_timed(*args, target, **kw):
     start = time.perf_counter()
     try:
         module = hetc.compile(*args, target=target, **kw)
-    except hetc.errors.TargetError as e:
+    except hetc.core.errors.TargetError as e:
         if target == "ref":
             raise
         print(f"  (target {target}: {str(e).split(' (the ')[0]}; running on target ref)")
@@ -134,7 +134,7 @@ def main():
                         rel_err(got, expected_ort), "ONNX Runtime"))
 
     print("\nTarget npu (an OpenVINO model; on OpenVINO's CPU plugin here, no NPU):")
-    from hetc.interpret import interpret
+    from hetc.ir.interpret import interpret
 
     npu, s = compile_timed(cnn, target="npu", example_inputs=inputs, precision="int8")
     results.append(line("cnn int8 [npu]", s, npu(x).shape,

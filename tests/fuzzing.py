@@ -63,7 +63,7 @@ def _rng(seed, index, salt):
 # -- corpora (built once, cached) ------------------------------------------------------------
 
 def corpus_dir():
-    from hetc.fsutil import cache_root
+    from hetc.core.fsutil import cache_root
     from hetc.runtime.artifact import FORMAT_VERSION
 
     # saved artifacts in it must be of the format this hetc reads
@@ -78,7 +78,7 @@ def build_corpus(progress=print):
     if os.path.exists(os.path.join(root, ".complete")):
         return root
     import hetc
-    from hetc import conformance
+    from hetc.driver import conformance
     from hetc.ir.parser import save
 
     tmp = tempfile.mkdtemp(prefix=".tmp-fuzz-corpus-", dir=os.path.dirname(root) or None)
@@ -171,10 +171,10 @@ def exercise(graph, seed):
     from hetc.backends import backend_named
     from hetc.backends.openvino.lowering import to_model
     from hetc.backends.x86.emit import lower_graph
-    from hetc.errors import HetcError
-    from hetc.interpret import interpret
+    from hetc.core.errors import HetcError
+    from hetc.ir.interpret import interpret
     from hetc.ir import parse, print_graph
-    from hetc.targets import get_target
+    from hetc.core.targets import get_target
 
     again = parse(print_graph(graph), weights=graph.weights)
     if again != graph:
@@ -328,7 +328,7 @@ class HirFuzzer:
     def case(self, seed, index):
         from hetc.ir import parse
 
-        from hetc.errors import HetcError
+        from hetc.core.errors import HetcError
 
         rng = _rng(seed, index, self.salt)
         text, weights = rng.choice(self.seeds)
@@ -677,7 +677,7 @@ FUZZERS = {"hir": HirFuzzer, "onnx": OnnxFuzzer, "artifacts": ArtifactFuzzer}
 
 def classify(fuzzer, seed, index):
     """(outcome, signature, detail) of one case."""
-    from hetc.errors import HetcError
+    from hetc.core.errors import HetcError
 
     try:
         fn = fuzzer.case(seed, index)
@@ -800,7 +800,7 @@ def main(argv=None):
     if args.replay:
         replay(args.replay)
         return 0
-    from hetc.progress import stderr_progress
+    from hetc.core.progress import stderr_progress
 
     failed = 0
     for name in FUZZERS:

@@ -19,8 +19,8 @@ from hetc.backends.c.emitter import read_headers, shared_headers
 from hetc.backends.x86 import HERE as X86_HERE
 from hetc.backends.c.build import build
 from hetc.backends.x86 import FLAGS
-from hetc.errors import TargetError, UsageError
-from hetc.targets import cpu_flags
+from hetc.core.errors import TargetError, UsageError
+from hetc.core.targets import cpu_flags
 from models import examples
 
 REL_TOL = 1e-5
@@ -316,7 +316,7 @@ def test_emulate_is_only_for_targets_with_a_software_model():
 
 
 def test_cli_compiles_saves_and_runs_emulated(tmp_path):
-    from hetc.cli import main
+    from hetc.driver.cli import main
 
     model, inputs = _model(), (torch.randn(3, 256),)
     program = torch.export.export(model, inputs)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import hetc
-from hetc.errors import TargetError, UsageError
+from hetc.core.errors import TargetError, UsageError
 from hetc.ir import Graph, TensorType, dtypes
 
 # A toy backend, written as a stranger to hetc would write one: its lowerings
@@ -21,9 +21,9 @@ from hetc.backends.base import Backend, op_problems, option
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import Emitter, shared_headers
 from hetc.backends.c.library import Library
-from hetc.registry import Registry
+from hetc.core.registry import Registry
 from hetc.runtime.artifact import Artifact
-from hetc.targets import COMMON_NM, CostModel, Target
+from hetc.core.targets import COMMON_NM, CostModel, Target
 
 LOWER = Registry("toy lowerings")
 SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
@@ -83,7 +83,7 @@ TARGET = Target("toy", "a toy CPU target", "plain C", (), ("f32",), ("f32",),
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     from hetc.backends import _BACKENDS, register
-    from hetc.targets import TARGETS
+    from hetc.core.targets import TARGETS
 
     folder = tmp_path_factory.mktemp("toy")
     (folder / "toy_backend.py").write_text(textwrap.dedent(TOY))
@@ -117,7 +117,7 @@ def test_a_registered_backend_compiles_runs_and_saves(toy, tmp_path):
 
 
 def test_its_options_reach_the_cli_and_other_targets_refuse_them(toy):
-    from hetc.cli import build_parser
+    from hetc.driver.cli import build_parser
 
     assert "target toy: how many elements a loop step handles" in \
         build_parser()._subparsers._group_actions[0].choices["compile"].format_help()

@@ -14,7 +14,7 @@ LIT = os.path.join(os.path.dirname(__file__), "lit")
 
 
 def hetc(*args, cwd=None):
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", *map(str, args)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "hetc", *map(str, args)], capture_output=True,
                        text=True, cwd=cwd, env={**os.environ, "COLUMNS": "200"})
     assert "Traceback" not in p.stderr, p.stderr
     return p

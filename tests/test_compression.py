@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 
 import hetc
-from hetc.errors import UsageError
+from hetc.core.errors import UsageError
 from hetc.ir import Graph, TensorType, aux_key, dtypes, parse, print_graph, verify
-from hetc.pipeline import PassContext, PassManager
-from hetc.targets import get_target
+from hetc.passes.pipeline import PassContext, PassManager
+from hetc.core.targets import get_target
 from models import examples
 from hetc.passes import formats, prune
 
@@ -212,20 +212,20 @@ def test_cli_compression_flags(tmp_path):
     torch.export.save(torch.export.export(model, inputs), path)
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32))
     env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-o", str(tmp_path / "o"),
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", str(path), "-o", str(tmp_path / "o"),
                         "--sparsity", "fc[12]=2:4", "--precision", "int8", "--calibration",
                         str(tmp_path / "cal.npz"), "--accuracy-budget", "0.5"],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     assert "2:4 by wanda" in p.stdout and "within the budget 0.5" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "show", str(tmp_path / "o"), "--json"],
+    p = subprocess.run([sys.executable, "-m", "hetc", "show", str(tmp_path / "o"), "--json"],
                        capture_output=True, text=True, env=env)
     import json
 
     report = json.loads(p.stdout)
     assert report["compression"]["budget"] == 0.5
     assert [r["pattern"] for r in report["layers"]] == ["2:4", "2:4", "dense"]
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-o",
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", str(path), "-o",
                         str(tmp_path / "auto"), "--precision", "auto:int8|int4", "--bits-budget",
                         "6", "--calibration", str(tmp_path / "cal.npz")],
                        capture_output=True, text=True, env=env)
@@ -246,7 +246,7 @@ def _calibrated_linear():
 
 
 def _layer_error(g, compressed, samples):
-    from hetc.compression import output_error
+    from hetc.driver.compression_options import output_error
 
     return output_error(g, compressed, samples)
 

@@ -6,7 +6,7 @@ import re
 from filecheck import filecheck
 from hetc.ir import parse, print_graph
 from hetc.ir.ops import OPS
-from hetc.pipeline import PASSES, PassManager, parse_pipeline
+from hetc.passes.pipeline import PASSES, PassManager, parse_pipeline
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
@@ -59,8 +59,8 @@ def test_writing_a_pass_example_runs(monkeypatch):
     text = _read("writing-a-pass.md")
     code = _blocks(text, "python")[0]
     parse_pipeline("dce")  # built-in passes registered before the registry is swapped
-    monkeypatch.setattr("hetc.pipeline.PASSES", dict(PASSES))  # do not leak the example pass
-    import hetc.pipeline
+    monkeypatch.setattr("hetc.passes.pipeline.PASSES", dict(PASSES))  # do not leak the example pass
+    import hetc.passes.pipeline
 
     namespace = {}
     exec(compile(code, "writing-a-pass.md", "exec"), namespace)
@@ -68,7 +68,7 @@ def test_writing_a_pass_example_runs(monkeypatch):
     pipeline = re.search(r"// PIPELINE: (.*)", case).group(1)
     out = print_graph(PassManager.from_text(pipeline).run(parse(case)))
     filecheck(out, case)
-    assert "drop-double-relu" in hetc.pipeline.PASSES
+    assert "drop-double-relu" in hetc.passes.pipeline.PASSES
 
 
 def test_backend_options_table_matches_the_registry():

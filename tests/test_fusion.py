@@ -6,7 +6,7 @@ import torch
 
 import hetc
 from families import Logits, gpt2_tiny, llama_tiny
-from hetc.pipeline import PassManager
+from hetc.passes.pipeline import PassManager
 from models import examples
 
 MODELS = [(n, m, x) for n, m, x in examples()] + [

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hetc.errors import ParseError, VerifyError
-from hetc.interpret import interpret
+from hetc.core.errors import ParseError, VerifyError
+from hetc.ir.interpret import interpret
 from hetc.ir import NM, Graph, Quant, TensorType, WeightStore, aux_key, dtypes, parse, print_graph, verify
 from hetc.ir.parser import parse_file, save
 

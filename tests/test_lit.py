@@ -15,10 +15,10 @@ import re
 import pytest
 
 from filecheck import filecheck
-from hetc.errors import HetcError
+from hetc.core.errors import HetcError
 from hetc.ir import WeightStore, aux_key, parse, print_graph
 from hetc.ir.weights import AUX_KINDS
-from hetc.pipeline import PassManager
+from hetc.passes.pipeline import PassManager
 
 LIT_DIR = os.path.join(os.path.dirname(__file__), "lit")
 CASES = sorted(glob.glob(os.path.join(LIT_DIR, "*.hir")))

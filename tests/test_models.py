@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hetc
-from hetc.errors import FrontendError, UsageError
+from hetc.core.errors import FrontendError, UsageError
 from models import examples
 
 REL_TOL = 1e-5  # relative L2 error against PyTorch in f32 (the bar)

@@ -18,8 +18,8 @@ import torch
 
 import hetc
 from hetc.backends import openvino as ov_backend
-from hetc.errors import TargetError, UsageError
-from hetc.interpret import interpret
+from hetc.core.errors import TargetError, UsageError
+from hetc.ir.interpret import interpret
 from hetc.runtime.convert import to_numpy
 from models import examples
 
@@ -119,7 +119,7 @@ def test_float_weights_are_stored_as_f16_in_the_ir():
 
 def test_weights_beyond_f16_range_stay_f32():
     from hetc.ir import Graph, TensorType, dtypes
-    from hetc.pipeline import PassContext, PassManager
+    from hetc.passes.pipeline import PassContext, PassManager
 
     g = Graph("g")
     x = g.add_input("x", TensorType((2,), dtypes.f32))
@@ -301,7 +301,7 @@ def test_cli_compiles_onnx_for_npu(tmp_path):
     path = tmp_path / "cnn.onnx"
     torch.onnx.export(model, inputs, path, dynamo=False)
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "--target",
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", str(path), "--target",
                         "npu", "-o", str(out), "--precision", "int8", "--parts", "2", "-q"],
                        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert p.returncode == 0, p.stderr

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from hetc import conformance
+from hetc.driver import conformance
 
 MIN_NODE_PASSED = 1100  # the bar set for the ONNX frontend
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")

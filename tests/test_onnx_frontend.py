@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper
 
 import hetc
-from hetc.errors import FrontendError, UsageError
+from hetc.core.errors import FrontendError, UsageError
 from hetc.frontends.onnx import NeedsFrozenInput
 from models import examples
 
@@ -139,12 +139,12 @@ def test_cli_compiles_and_runs_onnx(exported, tmp_path):
     name, path, inputs = exported[1]
     out = tmp_path / "art"
     env = {**os.environ, "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", path, "-o", out, "-q"],
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", path, "-o", out, "-q"],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     np.save(tmp_path / "x.npy", inputs[0])
     in_name = hetc.load(out).input_names[0]
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "run", out, "--input",
+    p = subprocess.run([sys.executable, "-m", "hetc", "run", out, "--input",
                         f"{in_name}={tmp_path / 'x.npy'}"], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "[2, 10] float32" in p.stdout, p.stderr
 
@@ -154,7 +154,7 @@ def test_cli_input_shape_fixes_symbolic_dims(tmp_path):
                [_io("y", TensorProto.FLOAT, ["n", 4])])
     path = tmp_path / "sym.onnx"
     onnx.save(m, str(path))
-    cli = [sys.executable, "-m", "hetc.cli", "compile", str(path), "-o", str(tmp_path / "o")]
+    cli = [sys.executable, "-m", "hetc", "compile", str(path), "-o", str(tmp_path / "o")]
     p = subprocess.run(cli, capture_output=True, text=True)
     assert p.returncode == 2 and "symbolic dimensions" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run(cli + ["--input-shape", "x=3,4"], capture_output=True, text=True,

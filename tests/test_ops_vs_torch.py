@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hetc.errors import HetcError
-from hetc.interpret import interpret
+from hetc.core.errors import HetcError
+from hetc.ir.interpret import interpret
 from hetc.ir import Graph, OPS, TensorType, dtypes, verify
 from hetc.ir.ops import InferError
 from hetc.runtime.convert import to_numpy, to_torch

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from filecheck import filecheck
-from hetc.errors import UsageError, VerifyError
-from hetc.interpret import interpret
+from hetc.core.errors import UsageError, VerifyError
+from hetc.ir.interpret import interpret
 from hetc.ir import Graph, TensorType, dtypes, parse
-from hetc.pipeline import PASSES, Pass, PassManager, parse_pipeline, register_pass
+from hetc.passes.pipeline import PASSES, Pass, PassManager, parse_pipeline, register_pass
 
 SRC = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>) {
   %zero = const dense<0.0> : tensor<f32>

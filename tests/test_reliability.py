@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hetc
 from hetc.backends.c.text import comment, identifier, string_literal
-from hetc.errors import FrontendError, HetcError, UsageError
+from hetc.core.errors import FrontendError, HetcError, UsageError
 from hetc.ir import Graph, TensorType, WeightStore, dtypes, parse
 from models import examples
 
@@ -225,7 +225,7 @@ def test_output_folder_is_replaced_only_when_it_holds_an_artifact(tmp_path):
     with pytest.raises(HetcError, match="other files in it"):
         module.save(project)
     assert (project / "notes.txt").read_text() == "mine"
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", os.path.join(
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", os.path.join(
         os.path.dirname(__file__), "lit", "fold.hir"), "-o", "."], cwd=project,
         capture_output=True, text=True)
     assert p.returncode == 1 and "other files in it" in p.stderr
@@ -524,7 +524,7 @@ def test_wrong_example_shapes_are_one_line(capfd):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hetc.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hetc", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd)
 
 
@@ -546,10 +546,10 @@ def test_cache_show_and_clean(tmp_path):
     env = {**os.environ, "HETC_CACHE": str(tmp_path / "c")}
     (tmp_path / "c" / "x86" / "k").mkdir(parents=True)
     (tmp_path / "c" / "x86" / "k" / "model.so").write_bytes(b"\0" * 1000)
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "cache"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "hetc", "cache"], capture_output=True, text=True,
                        env=env)
     assert p.returncode == 0 and "x86: 1 entries, 0.0 MB" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "cache", "clean"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "hetc", "cache", "clean"], capture_output=True,
                        text=True, env=env)
     assert p.returncode == 0 and not (tmp_path / "c").exists()
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import hetc
-from hetc.errors import HetcError, TargetError, UsageError
-from hetc.targets import TARGETS
+from hetc.core.errors import HetcError, TargetError, UsageError
+from hetc.core.targets import TARGETS
 from models import examples
 
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 import hetc
-from hetc.errors import TargetError
-from hetc.interpret import quantize_activations
+from hetc.core.errors import TargetError
+from hetc.ir.interpret import quantize_activations
 from models import examples
 
 REL_TOL = 1e-5
@@ -209,7 +209,7 @@ def test_int8_activations_cost_accuracy_the_report_measures():
                        activations="int8")
     assert act.report.compression["error"] > plain.report.compression["error"]
     assert any("activations int8 per token" in w for r in act.report.layers for w in r.why)
-    with pytest.raises(hetc.errors.UsageError, match="activations='int8' applies to integer"):
+    with pytest.raises(hetc.core.errors.UsageError, match="activations='int8' applies to integer"):
         hetc.compile(model, example_inputs=inputs, activations="int8")
 
 
@@ -241,7 +241,7 @@ def test_save_load_and_the_cli(tmp_path):
     np.testing.assert_array_equal(loaded(*inputs).numpy(), module(*inputs).numpy())
     path = tmp_path / "mlp.pt2"
     torch.export.save(torch.export.export(model, inputs), path)
-    p = subprocess.run([sys.executable, "-m", "hetc.cli", "compile", str(path), "-t", "x86",
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", str(path), "-t", "x86",
                         "-o", str(tmp_path / "cli"), "--precision", "int8", "--activations",
                         "int8", "-q"], capture_output=True, text=True,
                        env={**os.environ, "COLUMNS": "200"})

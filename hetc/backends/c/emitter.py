@@ -1,0 +1,206 @@
+"""A graph as one generated C function over a weights blob and an activation
+arena: what every C-family code generator shares. A target's emitter is a
+subclass that says which ops it lowers and how (`lowerings`), which headers
+the generated file includes, what runs when a model is loaded and at the
+start of each call, and which graphs it refuses (`check_supported`).
+
+The generated file has one entry point for the whole graph:
+
+    int hetc_prepare(void);                   0, or an error number, once per load
+    void *hetc_create(const void *weights);   a context: weights, arena, status
+    int hetc_run(void *ctx, void **in, void **out);
+    const char *hetc_error(void *ctx);        the failure of the last run
+    void hetc_destroy(void *ctx);
+
+Every value gets a pointer: graph inputs and outputs are the caller's
+buffers, constants point into the weights blob (64-byte aligned, in the
+layouts the lowerings choose), intermediates live in the arena planned from
+their lifetimes (plan.py), and views alias their operand. Names reach the
+file only through text.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hetc.ir.interpret import load_const
+
+from .plan import output_slots, plan_arena
+from .text import comment
+from .values import ALIGN, CTYPE, cpointer, nbytes, round_up
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: headers in this folder that every generated file includes (sources of every artifact)
+HEADERS = ("hetc_status.h",)
+
+
+@dataclass
+class Lowered:
+    source: str  # model.c
+    blob: np.ndarray  # uint8 weights, in the kernels' layouts
+    arena_bytes: int
+    kernels: dict = field(default_factory=dict)  # op kind / variant -> count, for the report
+
+
+class Blob:
+    """The weights blob: arrays appended at 64-byte aligned offsets."""
+
+    def __init__(self):
+        self.parts, self.size = [], 0
+
+    def add(self, array) -> int:
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        offset = self.size
+        self.parts.append((offset, data))
+        self.size = round_up(offset + data.nbytes)
+        return offset
+
+    def array(self):
+        out = np.zeros(max(self.size, ALIGN), np.uint8)
+        for off, data in self.parts:
+            out[off:off + data.nbytes] = data
+        return out
+
+
+class Emitter:
+    """Lowers one graph; `run()` gives its Lowered. Subclasses set:
+
+    lowerings: {op kind: fn(emitter, op)} that emit the op's C
+    headers: files the generated C includes after hetc_status.h
+    prepare: C statements of hetc_prepare (return 0 or an error number)
+    """
+
+    lowerings: dict = {}
+    headers: tuple = ()
+    prepare = "return 0;"
+
+    def __init__(self, graph, threads=1):
+        self.g, self.threads = graph, threads
+        self.blob = Blob()
+        self.ptr = {}  # Value -> C expression of a pointer to its elements
+        self.lines = []
+        self.kernels = {}
+        self.arena_size = self.scratch_size = 0
+
+    # -- what a target says ------------------------------------------------------
+    def check_supported(self):
+        """Raise a TargetError naming everything in the graph this target
+        cannot lower (before anything is emitted)."""
+
+    def skipped(self) -> set:
+        """Ops the target needs not run (their results are read elsewhere)."""
+        return set()
+
+    def reads(self, op):
+        """The values op's code reads (its operands, unless a lowering reads
+        others in their place): they stay in the arena until it ran."""
+        return op.inputs
+
+    def prologue(self) -> list:
+        """C statements at the start of every hetc_run."""
+        return []
+
+    # -- values ------------------------------------------------------------------
+    def const(self, v):
+        """Pointer to a constant's values in the blob: f32 for every float
+        type (narrow and quantized ones decoded), else its own C type."""
+        if v not in self.ptr:
+            data = np.asarray(load_const(v.producer, self.g))
+            name = v.type.dtype.name
+            if name not in CTYPE or data.dtype.kind == "f":
+                data, name = data.astype(np.float32), "f32"
+            self.ptr[v] = cpointer(name, f"W + {self.blob.add(data)}", const=True)
+        return self.ptr[v]
+
+    def val(self, v):
+        if v.producer is not None and v.producer.kind == "const":
+            return self.const(v)
+        return self.ptr[v]
+
+    def scratch(self, nbytes):
+        """Arena offset of a temporary used within one op (after the planned buffers)."""
+        self.scratch_size = max(self.scratch_size, round_up(nbytes))
+        return self.arena_size
+
+    def emit(self, text):
+        self.lines.append("    " + text)
+
+    def count(self, what):
+        self.kernels[what] = self.kernels.get(what, 0) + 1
+
+    # -- the whole graph -----------------------------------------------------------
+    def run(self) -> Lowered:
+        self.check_supported()
+        skipped = self.skipped()
+        ops = [op for op in self.g.ops if op.kind != "const" and op not in skipped]
+        self.outs = output_slots(self.g)
+        arena, self.arena_size = plan_arena(self.g, ops, self.outs, self.reads)
+        for i, v in enumerate(self.g.inputs):
+            self.ptr[v] = cpointer(v.type, f"in[{i}]")
+        for op in ops:
+            for v in op.outputs:
+                if v in arena:
+                    self.ptr[v] = cpointer(v.type, f"A + {arena[v]}")
+                elif v in self.outs:
+                    self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]")
+            self.emit(comment(f"{op.kind} -> {', '.join('%' + v.name for v in op.outputs)}"))
+            self.lowerings[op.kind](self, op)
+        for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
+            if self.outs.get(v) != j:  # not written in place by its producer
+                self.emit(f"memcpy(out[{j}], {self.val(v)}, {nbytes(v.type)});")
+        total = self.arena_size + self.scratch_size
+        return Lowered(self.source("\n".join(self.lines), total), self.blob.array(), total,
+                       self.kernels)
+
+    def source(self, body, arena_bytes) -> str:
+        """The generated file around the graph's code."""
+        includes = "".join(f'#include "{h}"\n' for h in HEADERS + tuple(self.headers))
+        prologue = "".join(f"    {line}\n" for line in self.prologue())
+        return (comment("generated by hetc: do not edit") + "\n" +
+                comment(f"graph @{self.g.name}") + "\n"
+                f"{includes}\n"
+                f"/* A context: the weights, an activation arena and the status of the\n"
+                f" * call using it. Calls at once in several threads need a context each. */\n"
+                f"typedef struct {{\n"
+                f"    const unsigned char *W;\n"
+                f"    unsigned char *A;\n"
+                f"    hetc_status status;\n"
+                f"}} hetc_ctx;\n\n"
+                f"int hetc_prepare(void) {{ {self.prepare} }}\n\n"
+                f"const char *hetc_error(void *ctx) {{ return ((hetc_ctx *)ctx)->status.text; }}\n\n"
+                f"void *hetc_create(const void *weights) {{\n"
+                f"    hetc_ctx *c = calloc(1, sizeof *c);\n"
+                f"    if (!c) return 0;\n"
+                f"    c->W = (const unsigned char *)weights;\n"
+                f"    c->A = aligned_alloc({ALIGN}, {max(arena_bytes, ALIGN)});\n"
+                f"    if (!c->A) {{ free(c); return 0; }}\n"
+                f"    return c;\n}}\n\n"
+                f"void hetc_destroy(void *ctx) {{\n"
+                f"    if (ctx) {{ free(((hetc_ctx *)ctx)->A); free(ctx); }}\n}}\n\n"
+                f"int hetc_run(void *ctx, void **in, void **out) {{\n"
+                f"    hetc_ctx *c = (hetc_ctx *)ctx;\n"
+                f"    const unsigned char *W = c->W;\n"
+                f"    unsigned char *A = c->A;\n"
+                f"    (void)W; (void)A;\n"
+                f"    c->status.failed = 0;\n"
+                f"    c->status.text[0] = 0;\n"
+                f"    hetc_status_now = &c->status;\n"
+                f"{prologue}"
+                f"{body}\n    hetc_status_now = 0;\n    return c->status.failed;\n}}\n")
+
+
+def read_headers(folder, names) -> dict:
+    """{name: text} of header files in `folder`."""
+    out = {}
+    for name in names:
+        with open(os.path.join(folder, name)) as f:
+            out[name] = f.read()
+    return out
+
+
+def shared_headers() -> dict:
+    """The headers of this folder every generated file includes."""
+    return read_headers(HERE, HEADERS)

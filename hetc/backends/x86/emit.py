@@ -1,0 +1,777 @@
+"""The x86 renderer: what the C of backends/c computes with, on x86 CPUs.
+
+The lowerings call the kernels of kernels.h (AVX-512 with AVX2 fallbacks)
+and pack weights into their layouts (row blocks for integer weights, float
+panels); attention reads keys and values where they lie (a cache and new
+tokens as two segments, grouped-query heads without the expand copy). What
+every C-family generator shares (the blob, the arena planner, views, the
+source template, the one way names reach the file) is in backends/c.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from hetc.backends.base import op_problems, refuse
+from hetc.backends.c.emitter import Emitter, Lowered
+from hetc.backends.c.plan import alias_offset
+from hetc.backends.c.text import float_literal, string_literal
+from hetc.backends.c.values import CTYPE, carray, cpointer, itemsize, round_up, strides
+from hetc.backends.packing import pack_nibbles
+from hetc.core.errors import TargetError
+from hetc.core.registry import Registry
+from hetc.ir.interpret import load_const
+from hetc.ir.ops import slice_ranges
+from hetc.ir.weights import aux_key
+
+UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
+         "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
+         "log": "U_LOG", "erf": "U_ERF", "floor": "U_FLOOR", "ceil": "U_CEIL", "round": "U_ROUND",
+         "reciprocal": "U_RECIPROCAL", "sign": "U_SIGN", "sin": "U_SIN", "cos": "U_COS",
+         "tan": "U_TAN", "asin": "U_ASIN", "acos": "U_ACOS", "atan": "U_ATAN", "sinh": "U_SINH",
+         "cosh": "U_COSH", "asinh": "U_ASINH", "acosh": "U_ACOSH", "atanh": "U_ATANH"}
+BINARY = {"add": "B_ADD", "sub": "B_SUB", "mul": "B_MUL", "div": "B_DIV", "maximum": "B_MAX",
+          "minimum": "B_MIN", "pow": "B_POW"}
+
+#: the kernels.h tag of each dtype the generated code holds (backends/c CTYPE)
+TAGS = {"f32": "T_F32", "i64": "T_I64", "i32": "T_I32", "bool": "T_BOOL"}
+LOGICAL = {"logical_and": "L_AND", "logical_or": "L_OR", "logical_xor": "L_XOR"}
+COMPARE = {"equal": "C_EQ", "less": "C_LT", "greater": "C_GT", "less_equal": "C_LE",
+           "greater_equal": "C_GE"}
+REDUCE = {"reduce_sum": "R_SUM", "reduce_mean": "R_MEAN", "reduce_max": "R_MAX",
+          "reduce_min": "R_MIN", "reduce_prod": "R_PROD"}
+#: ops that move elements of any supported dtype; the others compute on f32
+#: (embedding/gather indices and attention masks are checked by their lowering)
+ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gather", "cast",
+             "embedding", "logical_not", "attention", "where", "pad", "gather_elements",
+             "isnan", "isinf", "argmax", "argmin", *LOGICAL, *COMPARE}
+PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
+
+
+def _all_dtype(values, name, what):
+    bad = next((v for v in values if v.type.dtype.name != name), None)
+    return None if bad is None else f"{bad.type.dtype} {what} (needs {name})"
+
+
+def _index_problem(idx):
+    return None if idx.type.dtype.name in ("i64", "i32") else \
+        f"indices of {idx.type.dtype} (needs i64 or i32)"
+
+
+def _mask_problem(op):
+    if len(op.inputs) > 3 and op.inputs[3].type.dtype.name not in ("bool", "f32"):
+        return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
+    return None
+
+
+#: what the ANY_DTYPE ops need of their operands' dtypes, beyond CTYPE
+#: (op -> None or the problem); checked for every op before any is lowered
+DTYPE_RULES = {
+    **{k: (lambda op: _all_dtype(list(op.inputs) + [op.output], "bool", "operand"))
+       for k in (*LOGICAL, "logical_not")},
+    **{k: (lambda op: _all_dtype(op.inputs[:1], "f32", "input"))
+       for k in ("argmax", "argmin", "isnan", "isinf")},
+    "where": lambda op: _all_dtype(op.inputs[:1], "bool", "condition"),
+    "gather": lambda op: _index_problem(op.inputs[1]),
+    "gather_elements": lambda op: _index_problem(op.inputs[1]),
+    "embedding": lambda op: _index_problem(op.inputs[0]),
+    "attention": lambda op: (_all_dtype(list(op.inputs[:3]) + [op.output], "f32",
+                                        "query, key, value or result") or _mask_problem(op)),
+}
+
+
+def _why_not(op):
+    """Why the x86 renderer cannot lower `op` (which it has a lowering for), or None."""
+    for v in list(op.inputs) + list(op.outputs):
+        if v.producer is not None and v.producer.kind == "const":
+            continue
+        name = v.type.dtype.name
+        if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
+            return f"{v.type.dtype} value %{v.name}"
+    return DTYPE_RULES.get(op.kind, lambda op: None)(op)
+
+
+def problems(graph) -> list:
+    """One message per op (and dtype) of `graph` this renderer cannot lower."""
+    return op_problems(graph, LOWER, _why_not) + [
+        f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
+        if v.type.dtype.name not in CTYPE]
+
+
+def summary() -> str:
+    """What the x86 renderer lowers, for its refusals."""
+    return (f"it handles {', '.join(CTYPE)} values, computes on f32, and lowers these ops: "
+            f"{', '.join(sorted(LOWER))}")
+
+
+@dataclass
+class KVView:
+    keys: list  # one or two segments along the sequence axis, [B, H / group, S_i, D] each
+    values: list
+    group: int  # query heads per key head
+    ops: list  # the ops that would build the [B, H, S, D] operands
+
+
+def _kv_view(v):
+    """(segments, group, ops) for an attention key/value operand: looks
+    through the grouped-query repeat (reshape -> expand -> reshape) and a
+    concat along the sequence axis, which attention then never builds."""
+    x, group, ops = v, 1, []
+    r2 = v.producer
+    ex = r2.inputs[0].producer if r2 is not None and r2.kind == "reshape" else None
+    r1 = ex.inputs[0].producer if ex is not None and ex.kind == "expand" else None
+    if r1 is not None and r1.kind == "reshape" and r1.inputs[0].type.rank == 4:
+        base = r1.inputs[0].type.shape
+        B, Hk, S, D = base
+        g = ex.output.type.shape[2] if ex.output.type.rank == 5 else 0
+        if (r1.output.type.shape == (B, Hk, 1, S, D) and ex.output.type.shape == (B, Hk, g, S, D)
+                and v.type.shape == (B, Hk * g, S, D)):
+            x, group, ops = r1.inputs[0], g, [r2, ex, r1]
+    segments = [x]
+    c = x.producer
+    if c is not None and c.kind == "concat" and x.type.rank == 4 and \
+            c.attrs["axis"] % 4 == 2 and len(c.inputs) == 2:
+        segments, ops = list(c.inputs), ops + [c]
+    return segments, group, ops
+
+
+def attention_views(graph):
+    """({attention op: KVView}, ops no longer needed): attention reads its
+    keys and values where they lie; the ops that would have copied them into
+    one tensor are skipped when nothing else reads their results."""
+    views, chain = {}, set()
+    for op in graph.ops:
+        if op.kind != "attention" or op.inputs[0].type.rank != 4:
+            continue
+        (ks, kg, kops), (vs, vg, vops) = _kv_view(op.inputs[1]), _kv_view(op.inputs[2])
+        if kg != vg or len(ks) != len(vs) or \
+                [t.type.shape[2] for t in ks] != [t.type.shape[2] for t in vs]:
+            continue
+        if len(ks) == 1 and kg == 1:
+            continue  # nothing to look through
+        views[op] = KVView(ks, vs, kg, kops + vops)
+        chain.update(kops + vops)
+    users = graph.users()
+    outputs = set(graph.outputs)
+    skipped, changed = set(), True
+    while changed:
+        changed = False
+        for op in chain - skipped:
+            if any(v in outputs for v in op.outputs):
+                continue
+            if all(u in skipped or (u in views and op in views[u].ops and
+                                    v not in u.inputs[:1] + u.inputs[3:])
+                   for v in op.outputs for u in users.get(v, ())):
+                skipped.add(op)
+                changed = True
+    return views, skipped
+
+
+# -- per-op lowering ----------------------------------------------------------------
+
+LOWER = Registry("x86 lowerings")
+lowers = LOWER.register
+
+
+@lowers(*UNARY)
+def _unary(e, op):
+    e.emit(f"k_unary({UNARY[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+           f"{op.output.type.numel});")
+
+
+@lowers("gelu")
+def _gelu(e, op):
+    kind = "U_GELU_TANH" if op.attrs.get("approximate") == "tanh" else "U_GELU"
+    e.emit(f"k_unary({kind}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
+
+
+def _broadcast_strides(t, shape):
+    s = strides(t.shape)
+    pad = len(shape) - t.rank
+    return [0] * pad + [0 if d == 1 and n != 1 else st for d, st, n in
+                        zip(t.shape, s, shape[pad:])]
+
+
+def _broadcast_args(op, *operands):
+    """C arguments `ndim, shape, strides of each operand` broadcasting the
+    operands to op's output shape."""
+    shape = list(op.output.type.shape) or [1]
+    return ", ".join([str(len(shape)), carray(shape)] +
+                     [carray(_broadcast_strides(v.type, shape) or [1]) for v in operands])
+
+
+@lowers(*BINARY)
+def _binary(e, op):
+    a, b = op.inputs
+    e.emit(f"k_binary({BINARY[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
+           f"{_broadcast_args(op, a, b)});")
+
+
+@lowers("reshape")
+def _reshape(e, op):
+    e.ptr[op.output] = e.val(op.inputs[0])
+
+
+def _strided(e, op, x, xs, offset=0):
+    """op's output as elements of x read at `xs` strides (along the output's
+    axes) from element `offset`: transposes, slices and broadcasts."""
+    t = op.output.type
+    src = f"{e.val(x)} + {offset}" if offset else e.val(x)
+    e.emit(f"k_strided({e.ptr[op.output]}, {src}, {t.rank}, {carray(t.shape or [1])}, "
+           f"{carray(xs or [0])}, {itemsize(t)});")
+
+
+@lowers("transpose")
+def _transpose(e, op):
+    x = op.inputs[0]
+    xs = strides(x.type.shape)
+    _strided(e, op, x, [xs[p] for p in op.attrs["perm"]])
+
+
+@lowers("slice")
+def _slice(e, op):
+    x = op.inputs[0]
+    offset = alias_offset(op)
+    if offset is not None:  # a contiguous block: no copy
+        e.ptr[op.output] = f"({e.val(x)} + {offset})"
+        return
+    xs = strides(x.type.shape)
+    steps, offset = list(xs), 0
+    for a, kept in slice_ranges(op.attrs, x.type.shape):
+        offset += (kept.start if len(kept) else 0) * xs[a]
+        steps[a] = xs[a] * kept.step
+    _strided(e, op, x, steps, offset)
+
+
+@lowers("expand")
+def _expand(e, op):
+    x = op.inputs[0]
+    _strided(e, op, x, _broadcast_strides(x.type, list(op.output.type.shape)))
+
+
+def _axis_split(t, axis):
+    """(outer, n, inner): the element counts before, along and after `axis` of t."""
+    axis %= t.rank
+    return math.prod(t.shape[:axis]), t.shape[axis], math.prod(t.shape[axis + 1:])
+
+
+@lowers("concat")
+def _concat(e, op):
+    t = op.output.type
+    axis = op.attrs["axis"] % t.rank
+    outer, total, inner = _axis_split(t, axis)
+    off = 0
+    for x in op.inputs:
+        rows = x.type.shape[axis]
+        e.emit(f"k_copy_block({e.ptr[op.output]}, {total}, {off}, {e.val(x)}, {rows}, 0, "
+               f"{rows}, {outer}, {inner * itemsize(t)});")
+        off += rows
+
+
+@lowers("split")
+def _split(e, op):
+    x = op.inputs[0]
+    outer, total, inner = _axis_split(x.type, op.attrs["axis"])
+    off = 0
+    for v, rows in zip(op.outputs, op.attrs["sizes"]):
+        e.emit(f"k_copy_block({e.ptr[v]}, {rows}, 0, {e.val(x)}, {total}, {off}, "
+               f"{rows}, {outer}, {inner * itemsize(v.type)});")
+        off += rows
+
+
+def _wide(idx):
+    """1 for i64 indices, 0 for i32 (DTYPE_RULES admits only these)."""
+    return int(idx.type.dtype.name == "i64")
+
+
+@lowers("gather_elements")
+def _gather_elements(e, op):
+    x, idx = op.inputs
+    axis = op.attrs["axis"] % x.type.rank
+    e.emit(f"k_gather_elements({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, "
+           f"{_wide(idx)}, {x.type.rank}, {carray(idx.type.shape)}, "
+           f"{carray(strides(x.type.shape))}, {axis}, {x.type.shape[axis]}, {itemsize(op.output.type)});")
+
+
+def _take(e, op, x, idx, axis):
+    """x's slices along `axis` picked by idx (gather; embedding is axis 0)."""
+    outer, size, inner = _axis_split(x.type, axis)
+    e.emit(f"k_gather({e.ptr[op.output]}, {e.val(x)}, {e.val(idx)}, {_wide(idx)}, "
+           f"{idx.type.numel}, {outer}, {size}, {inner * itemsize(op.output.type)}, "
+           f"{string_literal(op.kind)});")
+
+
+@lowers("gather")
+def _gather(e, op):
+    x, idx = op.inputs
+    _take(e, op, x, idx, op.attrs["axis"] % x.type.rank)
+
+
+@lowers("embedding")
+def _embedding(e, op):
+    ids, table = op.inputs
+    e.count("embedding")
+    _take(e, op, table, ids, 0)
+
+
+@lowers("cast")
+def _cast(e, op):
+    e.emit(f"k_cast({e.ptr[op.output]}, {_tag(op.output)}, {e.val(op.inputs[0])}, "
+           f"{_tag(op.inputs[0])}, {op.output.type.numel});")
+
+
+@lowers(*LOGICAL)
+def _logical(e, op):
+    a, b = op.inputs
+    e.emit(f"k_logical({LOGICAL[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
+           f"{_broadcast_args(op, a, b)});")
+
+
+def _tag(v):
+    return TAGS["f32" if v.type.dtype.is_float else v.type.dtype.name]
+
+
+@lowers(*COMPARE)
+def _compare(e, op):
+    a, b = op.inputs
+    e.emit(f"k_compare({COMPARE[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {_tag(a)}, {e.val(b)}, "
+           f"{_tag(b)}, {_broadcast_args(op, a, b)});")
+
+
+@lowers("where")
+def _where(e, op):
+    c, a, b = op.inputs
+    e.emit(f"k_where({e.ptr[op.output]}, {e.val(c)}, {e.val(a)}, {e.val(b)}, "
+           f"{_broadcast_args(op, c, a, b)}, {itemsize(op.output.type)});")
+
+
+@lowers("logical_not")
+def _logical_not(e, op):
+    e.emit(f"k_logical_not({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
+
+
+@lowers(*REDUCE)
+def _reduce(e, op):
+    x = op.inputs[0].type
+    xs = strides(x.shape)
+    axes = {a % x.rank for a in op.attrs["axes"]} or set(range(x.rank))
+    keep = [d for d in range(x.rank) if d not in axes]
+    red = sorted(axes)
+    e.emit(f"k_reduce({REDUCE[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+           f"{len(keep)}, {carray([x.shape[d] for d in keep] or [1])}, "
+           f"{carray([xs[d] for d in keep] or [0])}, {len(red)}, "
+           f"{carray([x.shape[d] for d in red] or [1])}, {carray([xs[d] for d in red] or [0])});")
+
+
+@lowers("softmax", "log_softmax")
+def _softmax(e, op):
+    outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
+    e.emit(f"k_softmax({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.kind == 'log_softmax')});")
+
+
+@lowers("argmax", "argmin")
+def _arg_reduce(e, op):
+    outer, n, inner = _axis_split(op.inputs[0].type, op.attrs["axis"])
+    e.emit(f"k_arg_reduce({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.kind == 'argmax')}, {int(op.attrs['select_last_index'])});")
+
+
+@lowers("cumsum")
+def _cumsum(e, op):
+    outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
+    e.emit(f"k_cumsum({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
+           f"{int(op.attrs['exclusive'])}, {int(op.attrs['reverse'])});")
+
+
+@lowers("isnan", "isinf")
+def _float_test(e, op):
+    flags = ("-1, -1" if op.kind == "isnan" else
+             f"{int(op.attrs['detect_positive'])}, {int(op.attrs['detect_negative'])}")
+    e.emit(f"k_float_test({e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel}, "
+           f"{flags});")
+
+
+@lowers("pad")
+def _pad(e, op):
+    x, t = op.inputs[0].type, op.output.type
+    r, pads = x.rank, op.attrs["pads"]
+    begins, ends = pads[:r], pads[r:]
+    crop = [max(-b, 0) for b in begins]
+    kept = [n - c - max(-en, 0) for n, c, en in zip(x.shape, crop, ends)]
+    value = np.asarray(op.attrs["value"]).astype(t.dtype.storage).reshape(1)
+    e.emit(f"k_pad({e.ptr[op.output]}, {e.val(op.inputs[0])}, {r}, {carray(t.shape or [1])}, "
+           f"{carray(strides(x.shape) or [1])}, {carray([max(b, 0) for b in begins] or [0])}, "
+           f"{carray(crop or [0])}, {carray(kept or [1])}, {PAD_MODES[op.attrs['mode']]}, "
+           f"{cpointer(t, 'W + ' + str(e.blob.add(value)), const=True)}, {itemsize(t)});")
+
+
+@lowers("layer_norm", "rms_norm")
+def _norm(e, op):
+    t = op.output.type
+    axis = op.attrs.get("axis", -1) % t.rank
+    n = math.prod(t.shape[axis:])
+    ins = [e.val(v) for v in op.inputs[1:]] + ["0"] * (3 - len(op.inputs))
+    eps = op.attrs.get("eps", 1e-5 if op.kind == "layer_norm" else 1e-6)
+    e.emit(f"k_norm({e.ptr[op.output]}, {e.val(op.inputs[0])}, {ins[0]}, {ins[1]}, "
+           f"{math.prod(t.shape[:axis])}, {n}, {float_literal(eps)}, "
+           f"{int(op.kind == 'rms_norm')});")
+
+
+@lowers("batch_norm")
+def _batch_norm(e, op):
+    x, scale, bias, mean, var = op.inputs
+    if any(v.producer is None or v.producer.kind != "const" for v in (scale, bias, mean, var)):
+        raise TargetError("x86: batch_norm needs constant statistics")
+    s, b, m, va = (np.asarray(load_const(v.producer, e.g), np.float32)
+                   for v in (scale, bias, mean, var))
+    k = s / np.sqrt(va + np.float32(op.attrs.get("eps", 1e-5)))
+    d = b - m * k
+    t = x.type
+    koff, doff = e.blob.add(k.astype(np.float32)), e.blob.add(d.astype(np.float32))
+    e.emit(f"k_channel_affine({e.ptr[op.output]}, {e.val(x)}, (const float *)(W + {koff}), "
+           f"(const float *)(W + {doff}), {t.shape[0]}, {t.shape[1]}, "
+           f"{math.prod(t.shape[2:])});")
+
+
+@lowers("avg_pool2d")
+def _avg_pool(e, op):
+    x, y = op.inputs[0].type, op.output.type
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or (kh, kw)
+    pt, pl, pb, pr = op.attrs.get("padding", (0, 0, 0, 0))
+    e.emit(f"k_avg_pool2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {x.shape[0] * x.shape[1]}, "
+           f"{x.shape[2]}, {x.shape[3]}, {kh}, {kw}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, "
+           f"{pt}, {pl}, {pb}, {pr}, {int(op.attrs['count_include_pad'])});")
+
+
+@lowers("global_avg_pool")
+def _gap(e, op):
+    t = op.inputs[0].type
+    rows = t.shape[0] * t.shape[1]
+    e.emit(f"k_mean_rows({e.ptr[op.output]}, {e.val(op.inputs[0])}, {rows}, {t.numel // rows});")
+
+
+@lowers("max_pool2d")
+def _max_pool(e, op):
+    x, y = op.inputs[0].type, op.output.type
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or (kh, kw)
+    pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
+    dh, dw = op.attrs.get("dilation", (1, 1))
+    e.emit(f"k_max_pool2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {x.shape[0] * x.shape[1]}, "
+           f"{x.shape[2]}, {x.shape[3]}, {kh}, {kw}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, "
+           f"{pt}, {pl}, {dh}, {dw});")
+
+
+@lowers("conv2d")
+def _conv2d(e, op):
+    x, w = op.inputs[0].type, op.inputs[1].type
+    y = op.output.type
+    b = e.val(op.inputs[2]) if len(op.inputs) > 2 else "0"
+    sh, sw = op.attrs.get("stride", (1, 1))
+    pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
+    dh, dw = op.attrs.get("dilation", (1, 1))
+    e.count("conv2d f32")
+    e.emit(f"k_conv2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {e.val(op.inputs[1])}, {b}, "
+           f"{x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[0]}, {w.shape[2]}, "
+           f"{w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, "
+           f"{op.attrs.get('groups', 1)});")
+
+
+@lowers("matmul")
+def _matmul(e, op):
+    a, b = op.inputs
+    y = op.output.type
+    if a.type.rank < 2 or b.type.rank < 2:
+        raise TargetError(f"x86: matmul of {a.type} and {b.type} (vectors are not lowered yet)")
+    m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
+    batch = math.prod(y.shape[:-2])
+    ab = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
+    bb = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
+    if (ab and math.prod(a.type.shape[:-2]) != batch) or (bb and math.prod(b.type.shape[:-2]) != batch):
+        raise TargetError(f"x86: matmul of {a.type} and {b.type}: partial batch broadcasting "
+                          f"is not lowered yet")
+    e.count("matmul f32")
+    e.emit(f"k_matmul({e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, {batch}, {m}, {n}, {k}, "
+           f"{ab}, {bb});")
+
+
+@lowers("attention")
+def _attention(e, op):
+    q, k, v = op.inputs[:3]
+    if op.attrs.get("softcap"):
+        raise TargetError("x86: attention with a softcap is not lowered yet")
+    view = e.views.get(op) or KVView([k], [v], 1, [])
+    if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2] or \
+            v.type.shape[:3] != k.type.shape[:3]:
+        raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
+                          f"with equal heads)")
+    B, H, L, D = q.type.shape
+    S = k.type.shape[2]
+    mask, mask_strides = "0", [0, 0, 0]
+    if len(op.inputs) > 3:
+        mv = op.inputs[3]
+        mt = mv.type
+        full = [1] * (4 - mt.rank) + list(mt.shape)
+        if full[3] != S or any(d not in (1, n) for d, n in zip(full[:3], (B, H, L))):
+            raise TargetError(f"x86: attention mask {mt} does not broadcast to [{B}, {H}, {L}, "
+                              f"{S}] with its key axis whole")
+        if mv.producer is not None and mv.producer.kind == "const":
+            # a constant bool mask becomes an additive f32 one at pack time
+            data = np.asarray(load_const(mv.producer, e.g))
+            if data.dtype == np.bool_:
+                data = np.where(data, np.float32(0), np.float32(-np.inf))
+            off = e.blob.add(np.ascontiguousarray(data.astype(np.float32)))
+            mask = f"((const float *)(W + {off}))"
+        elif mt.dtype.name == "bool":  # computed: made additive per call, in scratch
+            mask = f"((float *)(A + {e.scratch(4 * mt.numel)}))"
+            e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
+        else:  # f32 (DTYPE_RULES)
+            mask = e.val(mv)
+        fs = strides(full)
+        mask_strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
+    scale = op.attrs.get("scale") or 1 / math.sqrt(D)
+    e.count("attention f32")
+    ks, vs = view.keys, view.values
+    if len(ks) == 1:
+        segments = f"{e.val(ks[0])}, {e.val(vs[0])}, {S}, 0, 0, 0"
+    else:
+        segments = (f"{e.val(ks[0])}, {e.val(vs[0])}, {ks[0].type.shape[2]}, "
+                    f"{e.val(ks[1])}, {e.val(vs[1])}, {ks[1].type.shape[2]}")
+    e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {segments}, {view.group}, {mask}, "
+           f"{', '.join(map(str, mask_strides))}, {B}, {H}, {L}, {D}, {v.type.shape[-1]}, "
+           f"{float_literal(scale)}, "
+           f"{int(bool(op.attrs.get('causal')))}, "
+           f"{op.attrs.get('causal_offset', 0)});")
+
+
+@dataclass
+class LinearOperands:
+    x: object  # the input value
+    w: object  # the weight value
+    bias: str  # C pointer expression, "0" without a bias
+    m: int  # tokens
+    n: int  # output features
+    k: int  # input features
+    act: int  # act_group: int8 activation group, 0 for f32 activations
+    q: tuple | None  # integer_weight(w)
+
+
+def linear_operands(e, op) -> LinearOperands:
+    x, w = op.inputs[:2]
+    n, k = w.type.shape
+    return LinearOperands(x, w, e.val(op.inputs[2]) if len(op.inputs) > 2 else "0",
+                          x.type.numel // k, n, k, op.attrs.get("act_group", 0),
+                          integer_weight(w))
+
+
+@lowers("linear")
+def _linear(e, op):
+    o = linear_operands(e, op)
+    x, w, b, m, n, k, act, q = o.x, o.w, o.bias, o.m, o.n, o.k, o.act, o.q
+    blocks = row_blocks(w, q) if act and q is not None and act == q[2] else None
+    if blocks is not None:
+        _, bits, group = q
+        nn, mm = blocks
+        codes = integer_codes(e, q[0])
+        packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
+        scales = stored_scales(e, q[0], n, k // group)
+        half = int(scales.dtype == np.float16)
+        scales = e.blob.add(in_lanes(scales))
+        e.count(f"linear int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{act}")
+        e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
+               f"{b}, {m}, {n}, {k}, {act}, {bits}, {nn}, {mm}, "
+               f"A + {e.scratch(token_scratch_bytes(m, k, act))});")
+        return
+    xin = e.val(x)
+    if act:  # no integer kernel for this layout: the same numbers in floats
+        xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
+        e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
+    if q is not None:
+        codes, scales = pack_int(e, w, *q)
+        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
+        e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
+               f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
+        return
+    if w.producer is not None and w.producer.kind == "const":
+        data, kind = float_panels(e, w)
+        e.count(f"linear {('f32', 'bf16')[kind]} weights" +
+                (f" (decoded from {w.type})" if kind == 0 and (w.type.encodings
+                                                               or w.type.dtype.name != "f32")
+                 else ""))
+        e.emit(f"k_linear_panel({e.ptr[op.output]}, {xin}, W + {e.blob.add(data)}, {kind}, {b}, "
+               f"{m}, {n}, {k});")
+        return
+    e.count("linear f32, computed weight")
+    e.emit(f"k_linear_f32({e.ptr[op.output]}, {xin}, {e.val(w)}, {b}, {m}, {n}, {k});")
+
+
+def float_panels(e, w):
+    """A constant float weight [n, k] in the panel layout kernels.h describes
+    for k_linear_panel (16 rows per panel, k-major, zero rows padding the
+    last), and its kind: 1 for bf16 (kept 16-bit), else 0: f32, decoded
+    encodings included."""
+    data = np.asarray(load_const(w.producer, e.g))
+    if data.dtype == ml_dtypes.bfloat16 and not w.type.encodings:
+        data, kind = data.view(np.uint16), 1
+    else:
+        data, kind = data.astype(np.float32), 0
+    data = rows_of_16(data)
+    return np.ascontiguousarray(data.reshape(-1, 16, data.shape[1]).transpose(0, 2, 1)), kind
+
+
+def token_scratch_bytes(m, k, group):
+    """Scratch for m tokens of k features quantized to int8 per group
+    (kernels.h, hetc_quantize_into: codes and 64 bytes of slack, scales)."""
+    return round_up(m * k) + 64 + round_up(4 * m * (k // group))
+
+
+def integer_weight(w):
+    """(name, bits, group) for a constant weight stored as symmetric int8/int4
+    quantized along its input axis (N:M zeros included); None otherwise
+    (other encodings are decoded to f32 at pack time: correct, not fast)."""
+    t = w.type
+    q = t.quant
+    if w.producer is None or w.producer.kind != "const" or q is None or not q.symmetric \
+            or q.codebook or t.dtype.name not in ("i8", "i4") or q.axis % t.rank != t.rank - 1:
+        return None
+    group = q.group or t.shape[1]
+    if t.dtype.name == "i4" and group % 2:
+        return None
+    return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
+
+
+def row_blocks(w, q):
+    """(N, M) for the row-block integer kernel (kernels.h, k_linear_rb): the
+    weight's N:M pattern along its input axis when the kernel can skip the
+    dropped values, else (4, 4), dense, zeros stored. None when the groups do
+    not fit the kernel's steps (those layers run in floats)."""
+    _, bits, group = q
+    nm = w.type.nm
+    for nn, mm in ([(nm.n, nm.m)] if nm is not None and nm.axis % w.type.rank == w.type.rank - 1
+                   else []) + [(4, 4)]:
+        width = 4 * mm // nn
+        if 4 % nn == 0 and mm <= 16 and width <= 16 and group % (width * (2 if bits == 4
+                                                                            else 1)) == 0:
+            return nn, mm
+    return None
+
+
+def integer_codes(e, name):
+    return np.asarray(e.g.weights[name]).astype(np.int8)
+
+
+def stored_scales(e, name, rows, groups):
+    """The scales of a quantized weight, one per row and group, in the dtype
+    the weight stores them (f16 or f32; others widened to f32)."""
+    a = np.asarray(e.g.weights[aux_key(name, "scale")])
+    a = a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+    return np.ascontiguousarray(np.broadcast_to(a, (rows, groups)))
+
+
+def weight_scales(e, name, rows, groups):
+    """The scales as f32, one per row and group."""
+    return stored_scales(e, name, rows, groups).astype(np.float32)
+
+
+def rows_of_16(a):
+    """a [rows, ...] with zero rows appended up to a multiple of 16, the row
+    blocks and panels of the linear kernels."""
+    pad = -len(a) % 16
+    return np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+
+
+def in_lanes(a):
+    """[rows, groups] per-row values as the row-block kernel reads them: per
+    block of 16 rows (zero rows pad the last) and group, 16 lanes."""
+    a = rows_of_16(a)
+    return np.ascontiguousarray(a.reshape(-1, 16, a.shape[1]).transpose(0, 2, 1))
+
+
+def pack_row_blocks(codes, bits, nn, mm):
+    """Integer codes [rows, k] in the row-block layout kernels.h describes
+    (16-row blocks of 64-byte vectors, slot j of row r at byte 4r + j; for
+    N:M only N values per M-group with their positions). Groups with fewer
+    than N nonzero codes keep some zeros to fill N."""
+    codes = rows_of_16(codes)
+    rows, k = codes.shape
+    blocks = rows // 16
+    if nn != mm:
+        grouped = codes.reshape(rows, k // mm, mm)
+        # N positions per M-group: the nonzeros first, then zeros, each in order
+        pos = np.sort(np.argsort(grouped == 0, axis=-1, kind="stable")[..., :nn], axis=-1)
+        values = np.take_along_axis(grouped, pos, axis=-1)
+    else:
+        values, pos = codes, None
+    steps = k * nn // mm // 4
+
+    def vectors(a):  # [rows, steps * 4] -> [blocks, steps, 64], byte 4r + j
+        return a.reshape(blocks, 16, steps, 4).transpose(0, 2, 1, 3).reshape(blocks, steps, 64)
+
+    v = vectors(values)
+    if bits == 4:
+        u = (v.astype(np.int16) + 8).astype(np.uint8).reshape(blocks, steps // 2, 2, 64)
+        parts = [u[:, :, 0] | (u[:, :, 1] << 4)]
+    else:
+        parts = [v.view(np.uint8)]
+    if pos is not None:
+        parts.append(position_fields(vectors(pos), nn, mm).reshape(blocks, parts[0].shape[1], -1))
+    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+
+
+def position_fields(pos, nn, mm):
+    """Each step's positions [blocks, steps, 64] as the N:M kernel reads them
+    (kernels.h): byte i = 8o + j's field in qword o % PB at bit
+    PB (8 (o / PB) + j); for M not a power of two the field is the offset in
+    the step's window, M (j / N) + pos."""
+    pow2 = (mm & (mm - 1)) == 0
+    width = 2 if mm <= 4 and pow2 else 4
+    f = pos.astype(np.uint64)
+    if not pow2:
+        f = f + (mm * (np.arange(64) % 4 // nn)).astype(np.uint64)
+    blocks, steps = f.shape[:2]
+    f = f.reshape(blocks, steps, 8 // width, width, 8)  # o = a * width + b, then j
+    shift = (width * (8 * np.arange(8 // width)[:, None, None] + np.arange(8)[None, None, :]))
+    qwords = (f << shift.astype(np.uint64)).sum(axis=(2, 4), dtype=np.uint64)
+    return qwords.astype("<u8").view(np.uint8).reshape(blocks, steps, 8 * width)
+
+
+def pack_int(e, w, name, bits, group):
+    """Blob offsets of (codes, f32 scales per row and group): int8 one per
+    byte, int4 two per byte, low nibble first (kernels.h, k_linear_q)."""
+    n, k = w.type.shape
+    codes = integer_codes(e, name)
+    data = pack_nibbles(codes).reshape(n, k // 2) if bits == 4 else codes.view(np.uint8)
+    return e.blob.add(data.astype(np.uint8)), e.blob.add(weight_scales(e, name, n, k // group))
+
+
+class X86Emitter(Emitter):
+    """The graph on x86 kernels (kernels.h), OpenMP threads set per call."""
+
+    target = "x86"
+    lowerings = LOWER
+    headers = ("kernels.h",)
+    prepare = "hetc_configure(); return 0;"
+
+    def check_supported(self):
+        refuse(self.target, self.g, problems(self.g), summary())
+
+    def skipped(self):
+        self.views, skipped = attention_views(self.g)
+        return skipped
+
+    def reads(self, op):
+        view = self.views.get(op)  # attention reads these segments in place of its k and v
+        return list(op.inputs) + (view.keys + view.values if view else [])
+
+    def prologue(self):
+        return [f"omp_set_num_threads({self.threads});"]
+
+
+def lower_graph(graph, threads=2, emitter=X86Emitter) -> Lowered:
+    return emitter(graph, threads).run()

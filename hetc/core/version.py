@@ -1,0 +1,3 @@
+"""The hetc version, written into every saved artifact."""
+
+__version__ = "0.1.0"

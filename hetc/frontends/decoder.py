@@ -1,0 +1,126 @@
+"""A Hugging Face causal LM as one generation step with a static KV cache.
+
+Static-shape hardware (an NPU) compiles one graph of fixed shapes; generation
+is dynamic. The step graph makes everything that depends on where the
+sequence is a graph input:
+
+    step(ids [1, C] i64, positions [1, C] i64, mask [1, 1, C, MAX + C] bool,
+         past_0 .. past_{L-1} [2, 1, kv heads, MAX, head dim])
+      -> (logits [1, C, vocab], new_0 .. new_{L-1} [2, 1, kv heads, C, head dim])
+
+The cache holds MAX slots per layer (keys, then values; empty slots are
+zeros); `new` holds the keys (after the rotary embedding) and values of the C
+tokens of this call, which the caller writes into the cache
+(hetc.runtime.generate). mask[0, 0, i, j] opens key j to query i: keys
+0..MAX-1 are the cache slots, MAX..MAX+C-1 this call's tokens. Prefill runs
+in chunks of C tokens; decoding runs the same graph with one real token.
+"""
+
+from __future__ import annotations
+
+from hetc.core.errors import UsageError
+from hetc.runtime.generate import DecoderSpec, step_inputs
+
+
+def _step_module(model):
+    import torch
+    import torch.nn as nn
+
+    class StaticKVStep(nn.Module):
+        """One call of `model` on C new tokens against a MAX-slot cache."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, positions, mask, *past):
+            from transformers import DynamicCache
+
+            # The full static cache seeds the model's cache; its own update then
+            # appends the C new keys/values, so attention sees MAX + C keys in the
+            # mask's order. A 4-D mask reaches attention as given, and explicit
+            # positions drive the rotary (or learned) position embedding.
+            cache = DynamicCache(config=self.model.config)
+            for i, kv in enumerate(past):
+                cache.update(kv[0], kv[1], i)
+            if self.model.config._attn_implementation != "sdpa":  # eager adds the mask
+                mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+            out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
+                             past_key_values=cache, use_cache=True)
+            c = ids.shape[1]
+            new = [torch.stack([layer.keys[:, :, -c:], layer.values[:, :, -c:]])
+                   for layer in out.past_key_values.layers]
+            return (out.logits, *new)
+
+    return StaticKVStep(model)
+
+
+DEFAULTS = {"max_context": 256, "chunk": 8}
+
+
+def decoder_spec(model, options) -> DecoderSpec:
+    """The spec for a transformers causal LM and the user's `decoder=` options."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "num_hidden_layers"):
+        raise UsageError(f"decoder= needs a transformers causal LM (a model with a .config), "
+                         f"got {type(model).__name__}")
+    opts = dict(DEFAULTS)
+    if options is not True:
+        if not isinstance(options, dict):
+            raise UsageError(f"decoder= takes True or a dict of max_context, chunk; got "
+                             f"{type(options).__name__}")
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise UsageError(f"decoder= has no option(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(DEFAULTS)})")
+        opts.update(options)
+    for key, value in opts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"decoder= {key} must be a positive integer, got {value!r}")
+    if opts["chunk"] > opts["max_context"]:
+        raise UsageError(f"decoder= chunk {opts['chunk']} exceeds max_context {opts['max_context']}")
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if limit and opts["max_context"] > limit:
+        raise UsageError(f"decoder= max_context {opts['max_context']} exceeds the model's "
+                         f"{limit} positions (config.max_position_embeddings)")
+    window = getattr(cfg, "sliding_window", None)
+    if window and window < opts["max_context"] + opts["chunk"]:
+        raise UsageError(f"decoder=: this model attends to a sliding window of {window} tokens, "
+                         f"shorter than max_context + chunk; its cache drops old entries, "
+                         f"which a static cache does not model (use max_context <= "
+                         f"{window - opts['chunk']})")
+    heads = cfg.num_attention_heads
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = [eos] if isinstance(eos, int) else [int(t) for t in eos or ()]
+    return DecoderSpec(opts["max_context"], opts["chunk"], cfg.num_hidden_layers,
+                       getattr(cfg, "num_key_value_heads", None) or heads,
+                       getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, eos)
+
+
+def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0):
+    """Step inputs of the right shapes and dtypes: a prefill chunk of random
+    token ids (seeded) against an empty cache. Tracing needs the shapes; the
+    compression passes use it as their one calibration sample."""
+    import torch
+
+    positions, mask = step_inputs(0, spec.chunk, spec.chunk, spec.max_context)
+    past = [torch.zeros(2, 1, spec.kv_heads, spec.max_context, spec.head_dim)
+            for _ in range(spec.layers)]
+    ids = torch.randint(0, vocab, (1, spec.chunk), generator=torch.Generator().manual_seed(seed))
+    return (ids, torch.from_numpy(positions), torch.from_numpy(mask), *past)
+
+
+CALIBRATION_NOTE = ("decoder=: compression calibrated and checked on one prefill chunk of "
+                    "random token ids (no text was given)")
+
+
+def import_decoder(model, options):
+    """(Graph of the step, DecoderSpec, example step inputs) for a transformers
+    causal LM."""
+    from .torch_fx import import_module
+
+    spec = decoder_spec(model, options)
+    step = _step_module(model)  # import_module traces it in inference mode
+    inputs = example_step_inputs(spec, model.config.vocab_size)
+    graph = import_module(step, inputs, name=type(model).__name__)
+    return graph, spec, inputs

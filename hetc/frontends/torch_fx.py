@@ -1,0 +1,346 @@
+"""PyTorch frontend: a torch.export program becomes a hetc Graph.
+
+An Interpreter-style walk over the exported FX graph: parameters and buffers
+become named constants (their names are the module's state-dict names), user
+inputs become graph inputs with the example inputs' static shapes, and every
+call is translated by the handler registered for its ATen op in
+`torch_opmap`. Nothing here matches raw FX targets but that table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+
+import numpy as np
+
+from hetc.core.errors import FrontendError
+from hetc.ir import dtypes
+from hetc.ir.graph import Graph, Value
+from hetc.ir.ops import InferError
+from hetc.ir.types import TensorType
+from hetc.runtime.convert import to_numpy
+
+from . import torch_opmap
+
+
+def torch_dtype(tdt) -> dtypes.DType:
+    import torch
+
+    table = {torch.float32: dtypes.f32, torch.float16: dtypes.f16, torch.bfloat16: dtypes.bf16,
+             torch.float64: dtypes.f64, torch.int64: dtypes.i64, torch.int32: dtypes.i32,
+             torch.int16: dtypes.i16, torch.int8: dtypes.i8, torch.uint8: dtypes.u8,
+             torch.bool: dtypes.boolean, torch.float8_e4m3fn: dtypes.f8e4m3,
+             torch.float8_e5m2: dtypes.f8e5m2}
+    if tdt not in table:
+        raise FrontendError(f"torch dtype {tdt} has no hetc equivalent")
+    return table[tdt]
+
+
+def source_location(node) -> str:
+    """`file.py:LINE` of the user code that produced an FX node, if known."""
+    trace = node.meta.get("stack_trace") or ""
+    found = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)', trace)
+    if not found:
+        return ""
+    path, line, fn, code = found[-1]
+    return f"{os.path.relpath(path) if not path.startswith('<') else path}:{line} (in {fn}: {code.strip()})"
+
+
+# Largest result evaluated with torch at import time (elements); bigger ones
+# computed only from constants stay graph ops.
+MAX_STATIC_ELEMENTS = 1 << 24
+
+
+class _Scope:
+    """Values of one FX graph being walked: IR values and compile-time tensors."""
+
+    def __init__(self):
+        self.env: dict = {}  # node name -> Value, or list of Values
+        self.static: dict = {}  # node name -> torch value known at compile time
+        self.consts: dict = {}  # node name -> const Value made for a static tensor
+
+
+class Importer:
+    """Walks one ExportedProgram; handlers call back into it.
+
+    A node whose operands are all known at compile time (parameters, tensor
+    constructors such as arange, and anything computed only from those) is
+    evaluated with torch itself and becomes a constant; only nodes that
+    depend on the model's inputs are translated by the op table.
+    """
+
+    def __init__(self, ep, name):
+        self.ep = ep
+        self.g = Graph(name)
+        self.node = None
+        self.scope = _Scope()
+        sig = ep.graph_signature
+        self.params = {}  # placeholder name -> state-dict name
+        for spec in sig.input_specs:
+            if spec.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                self.params[spec.arg.name] = spec.target
+            elif spec.kind.name != "USER_INPUT":
+                raise FrontendError(f"exported program input {spec.arg.name} of kind "
+                                    f"{spec.kind.name} is not supported")
+        for spec in sig.output_specs:
+            if spec.kind.name != "USER_OUTPUT":
+                raise FrontendError(f"the model mutates {spec.target} ({spec.kind.name}); "
+                                    f"hetc compiles inference graphs without state updates")
+
+    # -- helpers for handlers -------------------------------------------------------
+    def error(self, message) -> FrontendError:
+        node = self.node
+        loc = source_location(node) if node is not None else ""
+        what = f"node %{node.name} ({node.target})" if node is not None else "model"
+        return FrontendError(f"{loc + ': ' if loc else ''}{what}: {message}")
+
+    def out_type(self, index=None) -> TensorType:
+        val = self.node.meta.get("val")
+        if index is not None:
+            val = val[index]
+        return TensorType(tuple(int(d) for d in val.shape), torch_dtype(val.dtype))
+
+    def value(self, arg, like: TensorType | None = None) -> Value:
+        """A Value for an FX argument: a node, or a Python scalar made an
+        inline constant of `like`'s dtype."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            sc = self.scope
+            if arg.name in sc.static:
+                return self._const_of(arg.name)
+            v = sc.env.get(arg.name)
+            if not isinstance(v, Value):
+                raise self.error(f"operand %{arg.name} is not a tensor here")
+            return v
+        if isinstance(arg, (bool, int, float)):
+            dt = like.dtype if like is not None else dtypes.f32
+            return self.g.const(np.array(arg, dtype=dt.storage), inline=True)
+        raise self.error(f"cannot use {type(arg).__name__} {arg!r} as a tensor operand")
+
+    def static_value(self, arg):
+        """The compile-time value of an FX argument (a tensor, number or list)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            if arg.name not in self.scope.static:
+                raise self.error(f"operand %{arg.name} must be known at compile time")
+            return self.scope.static[arg.name]
+        return arg
+
+    def add(self, kind, inputs, attrs=None, **kw):
+        try:
+            return self.g.add(kind, inputs, attrs, name=self.node.name if self.node else None, **kw)
+        except InferError as e:
+            raise self.error(f"translating to {kind}: {e}") from None
+
+    def cast(self, v: Value, dt: dtypes.DType) -> Value:
+        return v if v.type.dtype == dt else self.add("cast", [v], {"dtype": dt})
+
+    def _const_of(self, name):
+        sc = self.scope
+        v = sc.consts.get(name)
+        if v is None:
+            v = sc.consts[name] = self._tensor_const(sc.static[name], name, f"operand %{name}")
+        return v
+
+    def _tensor_const(self, value, name, what):
+        """A compile-time torch tensor as a constant; a parameter keeps its
+        state-dict name whatever its size, other values go inline when small."""
+        import torch
+
+        if not isinstance(value, torch.Tensor):
+            raise self.error(f"{what} is a {type(value).__name__}, not a tensor")
+        arr = np.require(to_numpy(value), requirements="C")
+        if name in self.params:
+            return self.g.const(arr, name=self.params[name], inline=False)
+        return self.g.const(arr, name=f"const.{name}", inline=None)
+
+    def _param_tensor(self, placeholder):
+        target = self.params[placeholder]
+        tensor = self.ep.state_dict.get(target)
+        if tensor is None:
+            tensor = self.ep.constants.get(target)
+        if tensor is None:
+            raise FrontendError(f"exported program has no data for {target}")
+        return tensor
+
+    # -- the walk ------------------------------------------------------------------------
+    def run(self) -> Graph:
+        for name in self.params:
+            self.scope.static[name] = self._param_tensor(name)
+        self.g.outputs = self.walk(self.ep.graph_module, None)
+        return self.g
+
+    def walk(self, module, args):
+        """Translate the FX graph of `module`; `args` feed its placeholders
+        (None: the top-level graph, whose user inputs become graph inputs)."""
+        graph = module.graph
+        import torch
+
+        sc = self.scope
+        placeholders = iter(args or [])
+        for node in graph.nodes:
+            self.node = node
+            if node.op == "placeholder":
+                if args is not None:
+                    kind, value = next(placeholders)
+                    (sc.static if kind == "static" else sc.env)[node.name] = value
+                    continue
+                if node.name in self.params:
+                    continue
+                val = node.meta.get("val")
+                if not isinstance(val, torch.Tensor):
+                    raise self.error(f"input {node.name} is a {type(val).__name__}, "
+                                     f"only tensor inputs are supported")
+                sc.env[node.name] = self.g.add_input(node.name, self.out_type())
+            elif node.op == "get_attr":
+                sc.static[node.name] = getattr(module, node.target)
+            elif node.op == "call_function":
+                self._call(node)
+            elif node.op == "output":
+                outs = node.args[0]
+                outs = outs if isinstance(outs, (list, tuple)) else [outs]
+                self.node = None
+                if args is not None:
+                    return [self._scoped(o) for o in outs]
+                return [self.value(o) for o in outs]
+            else:
+                raise self.error(f"FX node kind {node.op} is not supported")
+        raise FrontendError("FX graph has no output node")
+
+    def _scoped(self, arg):
+        """An FX argument as ("static", torch value) or ("value", Value)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node) and arg.name in self.scope.static:
+            return ("static", self.scope.static[arg.name])
+        return ("value", self.value(arg))
+
+    def _call(self, node):
+        import operator
+
+        import torch
+
+        sc = self.scope
+        if self._all_static(node):
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
+                                                 lambda n: sc.static[n.name])
+            try:
+                with torch.no_grad():
+                    result = node.target(*args, **kwargs)
+            except Exception as e:
+                raise self.error(f"evaluating at compile time failed: {type(e).__name__}: {e}") from None
+            if not _too_big(result):
+                sc.static[node.name] = result
+                return
+        if node.target is operator.getitem:
+            src, index = node.args
+            items = sc.env.get(src.name)
+            if not isinstance(items, (list, tuple)) or items[index] is None:
+                raise self.error(f"result {index} of %{src.name} is not available")
+            sc.env[node.name] = items[index]
+            return
+        if node.target is torch.ops.higher_order.wrap_with_set_grad_enabled:
+            sc.env[node.name] = self._inline(node.args[1], node.args[2:])
+            return
+        handler = torch_opmap.lookup(node.target)
+        if handler is None:
+            raise self.error("this op is not supported by the torch frontend yet")
+        sc.env[node.name] = handler(self, torch_opmap.bind(node))
+
+    def _all_static(self, node):
+        import torch.fx
+
+        nodes = []
+        torch.fx.node.map_arg((node.args, node.kwargs), nodes.append)
+        return all(n.name in self.scope.static for n in nodes) and \
+            node.target is not torch.ops.higher_order.wrap_with_set_grad_enabled
+
+    def _inline(self, body_node, args):
+        """Translate a higher-order op's body graph in place of the call
+        (gradient mode does not matter for inference)."""
+        body = self.scope.static[body_node.name]
+        outer = self.scope
+        fed = [self._scoped(a) for a in args]
+        self.scope = _Scope()
+        try:
+            results = self.walk(body, fed)
+        finally:
+            self.scope = outer
+        return [value if kind == "value" else
+                self._tensor_const(value, "body", "a higher-order op body's result")
+                for kind, value in results]
+
+
+def _too_big(result):
+    import torch
+
+    items = result if isinstance(result, (list, tuple)) else [result]
+    return any(isinstance(t, torch.Tensor) and t.numel() > MAX_STATIC_ELEMENTS for t in items)
+
+
+def import_exported(ep, name: str = "main") -> Graph:
+    """Translate a torch.export ExportedProgram into a verified Graph."""
+    from hetc.ir.verify import verify
+
+    g = Importer(ep, name).run()
+    verify(g)
+    return g
+
+
+@contextmanager
+def _eval_mode(module):
+    """`module` in inference mode for the block; each submodule's own
+    training flag is given back afterwards (compiling never changes the
+    caller's model)."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextmanager
+def _torch_logs_quiet():
+    """torch logs a failed trace's whole stack before raising; hetc reports
+    the error in one line instead."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == "torch" or n.startswith("torch.")]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in levels:
+            lg.setLevel(level)
+
+
+def import_module(module, example_inputs, name: str | None = None) -> Graph:
+    """torch.export `module` (in inference mode) with `example_inputs` (a
+    tuple), then import it."""
+    import torch
+
+    if not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    try:
+        with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
+            ep = torch.export.export(module, tuple(example_inputs))
+    except Exception as e:  # torch's own errors are many and deep: report the gist
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shapes = ", ".join(str(list(x.shape)) for x in example_inputs if hasattr(x, "shape"))
+        raise FrontendError(f"torch.export could not trace {type(module).__name__} with example "
+                            f"inputs of shapes {shapes or '(none)'}: {type(e).__name__}: "
+                            f"{first}") from None
+    return import_exported(ep, name or _graph_name(type(module).__name__))
+
+
+def _graph_name(name):
+    return re.sub(r"[^A-Za-z0-9_]", "_", name) or "main"

@@ -1,0 +1,581 @@
+"""The ATen op table of the torch frontend: one handler per ATen overload.
+
+A handler gets the Importer and the node's arguments bound by name (from the
+op's schema, defaults filled in) and returns the Value (or list of Values) of
+the node's result. This is the one place that knows ATen ops; the importer
+only looks up this table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hetc.core.registry import Registry
+from hetc.ir import dtypes
+
+_BY_NAME = Registry("ATen op handlers")  # "NAME.OVERLOAD" -> handler
+_TABLE: dict = {}  # the same by torch op object, made on first lookup (torch imports late)
+#: Register a handler for `torch.ops.aten.NAME.OVERLOAD` for each name.
+aten = _BY_NAME.register
+
+
+def lookup(target):
+    if not _TABLE:
+        import torch
+
+        for name, fn in _BY_NAME.items():
+            packet, _, overload = name.partition(".")
+            _TABLE[getattr(getattr(torch.ops.aten, packet), overload or "default")] = fn
+    return _TABLE.get(target)
+
+
+def supported_ops():
+    lookup(None)
+    return sorted(str(k) for k in _TABLE)
+
+
+def bind(node) -> dict:
+    """The node's arguments by schema name, defaults filled in."""
+    schema = node.target._schema
+    out = {}
+    for i, arg in enumerate(schema.arguments):
+        if i < len(node.args):
+            out[arg.name] = node.args[i]
+        elif arg.name in node.kwargs:
+            out[arg.name] = node.kwargs[arg.name]
+        elif arg.has_default_value():
+            out[arg.name] = arg.default_value
+        else:
+            out[arg.name] = None
+    return out
+
+
+def _aten_name(cx):
+    """The ATen op's name without namespace or overload: "add" for aten::add.Tensor."""
+    return cx.node.target._schema.name.split("::")[1]
+
+
+def _pair(v):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * 2 if len(v) == 1 else v
+
+
+def _pads(p):
+    ph, pw = _pair(p)
+    return [ph, pw, ph, pw]
+
+
+# -- identity and shape -----------------------------------------------------------
+
+@aten("contiguous", "clone", "alias", "detach", "lift_fresh_copy")
+def _identity(cx, a):
+    return cx.value(a["self"])
+
+
+@aten("_assert_tensor_metadata", "_assert_scalar")
+def _assertion(cx, a):
+    return None  # checks of the traced program; the IR's types already hold them
+
+
+@aten("to.device")
+def _to_device(cx, a):
+    x = cx.value(a["self"])
+    return cx.cast(x, cx.out_type().dtype)
+
+
+@aten("dropout")
+def _dropout(cx, a):
+    if a["train"]:
+        raise cx.error("dropout in training mode; call model.eval() before compiling")
+    return cx.value(a["input"])
+
+
+@aten("view", "reshape", "_unsafe_view", "flatten.using_ints", "unsqueeze", "squeeze.dim",
+      "squeeze.dims", "squeeze")
+def _reshape(cx, a):
+    return cx.add("reshape", [cx.value(a["self"])], {"shape": list(cx.out_type().shape)})
+
+
+@aten("expand")
+def _expand(cx, a):
+    return cx.add("expand", [cx.value(a["self"])], {"shape": list(cx.out_type().shape)})
+
+
+@aten("transpose.int")
+def _transpose(cx, a):
+    x = cx.value(a["self"])
+    perm = list(range(x.type.rank))
+    d0, d1 = a["dim0"] % max(x.type.rank, 1), a["dim1"] % max(x.type.rank, 1)
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return cx.add("transpose", [x], {"perm": perm})
+
+
+@aten("t")
+def _t(cx, a):
+    x = cx.value(a["self"])
+    return x if x.type.rank < 2 else cx.add("transpose", [x], {"perm": [1, 0]})
+
+
+@aten("permute")
+def _permute(cx, a):
+    x = cx.value(a["self"])
+    return cx.add("transpose", [x], {"perm": [d % x.type.rank for d in a["dims"]]})
+
+
+@aten("stack")
+def _stack(cx, a):
+    out = cx.out_type()
+    dim = a["dim"] % out.rank
+    xs = []
+    for t in a["tensors"]:
+        x = cx.cast(cx.value(t), out.dtype)
+        shape = list(x.type.shape)
+        xs.append(cx.add("reshape", [x], {"shape": shape[:dim] + [1] + shape[dim:]}))
+    return cx.add("concat", xs, {"axis": dim})
+
+
+@aten("repeat")
+def _repeat(cx, a):
+    x = cx.value(a["self"])
+    reps = list(a["repeats"])
+    shape = [1] * (len(reps) - x.type.rank) + list(x.type.shape)
+    x = cx.add("reshape", [x], {"shape": shape})
+    # [a, b] -> [1, a, 1, b] -> expand [ra, a, rb, b] -> [ra*a, rb*b]
+    y = cx.add("reshape", [x], {"shape": [d for s in shape for d in (1, s)]})
+    y = cx.add("expand", [y], {"shape": [d for r, s in zip(reps, shape) for d in (r, s)]})
+    return cx.add("reshape", [y], {"shape": list(cx.out_type().shape)})
+
+
+@aten("argmax", "argmin")
+def _argmax(cx, a):
+    x = cx.value(a["self"])
+    if a["dim"] is None:
+        x = cx.add("reshape", [x], {"shape": [-1]})
+    return cx.add(_aten_name(cx), [x], {"axis": 0 if a["dim"] is None else a["dim"],
+                                        "keepdims": bool(a["keepdim"])})
+
+
+@aten("_log_softmax", "log_softmax.int")
+def _log_softmax(cx, a):
+    return cx.add("log_softmax", [cx.value(a["self"])], {"axis": a["dim"]})
+
+
+@aten("cat")
+def _cat(cx, a):
+    out = cx.out_type()
+    if out.numel == 0:
+        return cx.g.const(np.zeros(out.shape, out.dtype.storage), inline=True)
+    xs = [cx.cast(cx.value(t), out.dtype) for t in a["tensors"]]
+    xs = [x for x in xs if x.type.numel]  # torch skips empty pieces, even of other ranks
+    return cx.add("concat", xs, {"axis": a["dim"]})
+
+
+def _split_sizes(cx, x, sizes, dim):
+    return cx.add("split", [x], {"axis": dim, "sizes": sizes})
+
+
+@aten("split.Tensor", "split_with_sizes", "chunk")
+def _split(cx, a):
+    x = cx.value(a["self"])
+    results = cx.node.meta["val"]
+    dim = a["dim"]
+    sizes = [int(r.shape[dim]) for r in results]
+    out = _split_sizes(cx, x, sizes, dim)
+    return out if isinstance(out, list) else [out]
+
+
+@aten("unbind.int")
+def _unbind(cx, a):
+    x = cx.value(a["self"])
+    dim = a["dim"] % x.type.rank
+    parts = _split_sizes(cx, x, [1] * x.type.shape[dim], dim)
+    parts = parts if isinstance(parts, list) else [parts]
+    return [cx.add("reshape", [p], {"shape": list(cx.out_type(i).shape)})
+            for i, p in enumerate(parts)]
+
+
+@aten("slice.Tensor")
+def _slice(cx, a):
+    x = cx.value(a["self"])
+    start = 0 if a["start"] is None else a["start"]
+    end = 2 ** 63 - 1 if a["end"] is None else a["end"]
+    return cx.add("slice", [x], {"axes": [a["dim"]], "starts": [start], "ends": [end],
+                                 "steps": [a["step"]]})
+
+
+@aten("select.int")
+def _select(cx, a):
+    x = cx.value(a["self"])
+    i = a["index"]
+    end = i + 1 if i != -1 else 2 ** 63 - 1
+    s = cx.add("slice", [x], {"axes": [a["dim"]], "starts": [i], "ends": [end]})
+    return cx.add("reshape", [s], {"shape": list(cx.out_type().shape)})
+
+
+# -- elementwise ----------------------------------------------------------------------
+
+def _operands(cx, a, first="self", second="other"):
+    """Both operands, cast to the result dtype as torch's type promotion does."""
+    out = cx.out_type()
+    x = cx.cast(cx.value(a[first], like=out), out.dtype)
+    y = cx.cast(cx.value(a[second], like=out), out.dtype)
+    return x, y
+
+
+def _scaled(cx, y, alpha):
+    if alpha in (None, 1):
+        return y
+    return cx.add("mul", [y, cx.value(alpha, like=y.type)])
+
+
+@aten("add.Tensor", "add.Scalar", "sub.Tensor", "sub.Scalar")
+def _add_sub(cx, a):
+    x, y = _operands(cx, a)
+    return cx.add(_aten_name(cx), [x, _scaled(cx, y, a.get("alpha"))])
+
+
+@aten("rsub.Scalar", "rsub.Tensor")
+def _rsub(cx, a):
+    x, y = _operands(cx, a)
+    return cx.add("sub", [y, _scaled(cx, x, a.get("alpha"))])
+
+
+@aten("mul.Tensor", "mul.Scalar")
+def _mul(cx, a):
+    return cx.add("mul", list(_operands(cx, a)))
+
+
+@aten("div.Tensor", "div.Scalar")
+def _div(cx, a):
+    return cx.add("div", list(_operands(cx, a)))
+
+
+@aten("div.Tensor_mode")
+def _div_mode(cx, a):
+    if a["rounding_mode"] not in (None, "trunc"):
+        raise cx.error(f"div with rounding_mode={a['rounding_mode']!r} is not supported yet")
+    return cx.add("div", list(_operands(cx, a)))
+
+
+@aten("pow.Tensor_Scalar", "pow.Tensor_Tensor")
+def _pow(cx, a):
+    return cx.add("pow", list(_operands(cx, a, "self", "exponent")))
+
+
+@aten("maximum", "minimum")
+def _maxmin(cx, a):
+    return cx.add(_aten_name(cx), list(_operands(cx, a)))
+
+
+_COMPARE = {"eq": "equal", "lt": "less", "gt": "greater", "le": "less_equal",
+            "ge": "greater_equal"}
+
+
+@aten(*(f"{k}.{o}" for k in (*_COMPARE, "ne") for o in ("Tensor", "Scalar")))
+def _compare(cx, a):
+    x = cx.value(a["self"])
+    y = cx.value(a["other"], like=x.type)
+    common = x.type.dtype if x.type.dtype.is_float or not y.type.dtype.is_float else y.type.dtype
+    x, y = cx.cast(x, common), cx.cast(y, common)
+    name = _aten_name(cx)
+    if name == "ne":
+        return cx.add("logical_not", [cx.add("equal", [x, y])])
+    return cx.add(_COMPARE[name], [x, y])
+
+
+_LOGICAL = {"__and__": "logical_and", "__or__": "logical_or", "logical_and": "logical_and",
+            "logical_or": "logical_or", "bitwise_and": "logical_and", "bitwise_or": "logical_or"}
+
+
+@aten("__and__.Tensor", "__or__.Tensor", "logical_and", "logical_or", "bitwise_and.Tensor",
+      "bitwise_or.Tensor")
+def _logical(cx, a):
+    x, y = cx.value(a["self"]), cx.value(a["other"])
+    kind = _LOGICAL[_aten_name(cx)]
+    if x.type.dtype != dtypes.boolean or y.type.dtype != dtypes.boolean:
+        kind = kind.replace("logical", "bitwise")
+    return cx.add(kind, [x, y])
+
+
+@aten("logical_not", "bitwise_not")
+def _not(cx, a):
+    x = cx.value(a["self"])
+    return cx.add("logical_not" if x.type.dtype == dtypes.boolean else "bitwise_not", [x])
+
+
+@aten("index.Tensor")
+def _index(cx, a):
+    """x[i0, i1, ...] with index tensors on leading dims: one gather over the
+    flattened leading dims (indices known at compile time), or a gather on
+    the one indexed dim (a runtime index)."""
+    import torch
+
+    x = cx.value(a["self"])
+    indices = a["indices"]
+    used = [i for i, t in enumerate(indices) if t is not None]
+    if len(used) == 1:
+        idx = indices[used[0]]
+        return cx.add("gather", [x, cx.value(idx)], {"axis": used[0]})
+    if used != list(range(len(used))):
+        raise cx.error("indexing with tensors on non-leading dims is not supported")
+    static = [cx.static_value(t) for t in indices]
+    lead = x.type.shape[:len(static)]
+    idx = [t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in static]
+    idx = [np.where(i < 0, i + d, i) for i, d in zip(idx, lead)]
+    flat = np.ravel_multi_index(np.broadcast_arrays(*idx), lead).astype(np.int64)
+    rest = list(x.type.shape[len(lead):])
+    x2 = cx.add("reshape", [x], {"shape": [int(np.prod(lead))] + rest})
+    return cx.add("gather", [x2, cx.g.const(flat, name=f"const.{cx.node.name}.index")], {"axis": 0})
+
+
+@aten("masked_fill.Scalar", "masked_fill.Tensor")
+def _masked_fill(cx, a):
+    x = cx.value(a["self"])
+    value = cx.cast(cx.value(a["value"], like=x.type), x.type.dtype)
+    return cx.add("where", [cx.value(a["mask"]), value, x])
+
+
+@aten("zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full")
+def _filled_like(cx, a):
+    out = cx.out_type()
+    name = _aten_name(cx)
+    fill = 0 if "zeros" in name else 1 if "ones" in name else a["fill_value"]
+    return cx.g.const(np.full(out.shape, fill, out.dtype.storage), name=f"const.{cx.node.name}",
+                      inline=None)
+
+
+@aten("clamp", "clamp.Tensor", "hardtanh", "relu6")
+def _clamp(cx, a):
+    x = cx.value(a["self"])
+    if _aten_name(cx) == "relu6":
+        lo, hi = 0.0, 6.0
+    elif "min_val" in a:  # hardtanh
+        lo, hi = a["min_val"], a["max_val"]
+    else:
+        lo, hi = a.get("min"), a.get("max")
+    if lo is not None:
+        x = cx.add("maximum", [x, cx.cast(cx.value(lo, like=x.type), x.type.dtype)])
+    if hi is not None:
+        x = cx.add("minimum", [x, cx.cast(cx.value(hi, like=x.type), x.type.dtype)])
+    return x
+
+
+@aten("cumsum")
+def _cumsum(cx, a):
+    x = cx.cast(cx.value(a["self"]), cx.out_type().dtype)
+    return cx.add("cumsum", [x], {"axis": a["dim"]})
+
+
+@aten("where.self")
+def _where(cx, a):
+    x, y = _operands(cx, a)
+    return cx.add("where", [cx.value(a["condition"]), x, y])
+
+
+_UNARY = {k: k for k in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "neg", "abs",
+                         "silu", "erf", "sin", "cos", "tan", "floor", "ceil", "round",
+                         "reciprocal", "sign", "isnan", "asin", "acos", "atan", "sinh", "cosh")}
+
+
+@aten(*_UNARY)
+def _unary(cx, a):
+    kind = _UNARY[_aten_name(cx)]
+    return cx.add(kind, [cx.value(a["self"])])
+
+
+@aten("gelu")
+def _gelu(cx, a):
+    return cx.add("gelu", [cx.value(a["self"])], {"approximate": a["approximate"]})
+
+
+@aten("_to_copy", "to.dtype", "to.dtype_layout", "type_as")
+def _to(cx, a):
+    return cx.cast(cx.value(a["self"]), cx.out_type().dtype)
+
+
+# -- linear algebra -------------------------------------------------------------------
+
+@aten("linear")
+def _linear(cx, a):
+    ins = [cx.value(a["input"]), cx.value(a["weight"])]
+    if a["bias"] is not None:
+        ins.append(cx.value(a["bias"]))
+    return cx.add("linear", ins)
+
+
+@aten("matmul", "mm", "bmm")
+def _matmul(cx, a):
+    return cx.add("matmul", [cx.value(a["self"]), cx.value(a["other"] if "other" in a
+                                                             else a["mat2"])])
+
+
+@aten("addmm")
+def _addmm(cx, a):
+    y = cx.add("matmul", [cx.value(a["mat1"]), cx.value(a["mat2"])])
+    y = _scaled(cx, y, a["alpha"])
+    return cx.add("add", [y, _scaled(cx, cx.value(a["self"]), a["beta"])])
+
+
+@aten("conv2d", "conv2d.padding")
+def _conv2d(cx, a):
+    x, w = cx.value(a["input"]), cx.value(a["weight"])
+    stride, dilation = _pair(a["stride"]), _pair(a["dilation"])
+    padding = a["padding"]
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = [0, 0, 0, 0]
+        else:  # "same": torch puts the odd extra cell at the bottom/right
+            tot = [d * (k - 1) for d, k in zip(dilation, w.type.shape[2:])]
+            padding = [tot[0] // 2, tot[1] // 2, tot[0] - tot[0] // 2, tot[1] - tot[1] // 2]
+    else:
+        padding = _pads(padding)
+    ins = [x, w] + ([cx.value(a["bias"])] if a["bias"] is not None else [])
+    return cx.add("conv2d", ins, {"stride": stride, "padding": padding, "dilation": dilation,
+                                  "groups": a["groups"]})
+
+
+_TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+                    "circular": "wrap"}
+
+
+@aten("pad", "constant_pad_nd")
+def _pad(cx, a):
+    """torch lists (begin, end) pairs from the last axis backwards; the IR all
+    begins then all ends, first axis first."""
+    x = cx.value(a["self"] if "self" in a else a["input"])
+    mode = a.get("mode", "constant")
+    if mode not in _TORCH_PAD_MODES:
+        raise cx.error(f"pad mode {mode!r} is not supported")
+    pairs = list(a["pad"])
+    begins, ends = [0] * x.type.rank, [0] * x.type.rank
+    for i in range(len(pairs) // 2):
+        begins[x.type.rank - 1 - i], ends[x.type.rank - 1 - i] = pairs[2 * i], pairs[2 * i + 1]
+    value = a.get("value")
+    return cx.add("pad", [x], {"pads": begins + ends, "mode": _TORCH_PAD_MODES[mode],
+                               "value": float(value or 0.0)})
+
+
+@aten("scaled_dot_product_attention")
+def _sdpa(cx, a):
+    if a["dropout_p"]:
+        raise cx.error("attention dropout_p must be 0 for inference")
+    if a.get("enable_gqa"):
+        raise cx.error("scaled_dot_product_attention with enable_gqa is not supported yet")
+    ins = [cx.value(a["query"]), cx.value(a["key"]), cx.value(a["value"])]
+    if a["attn_mask"] is not None:
+        ins.append(cx.value(a["attn_mask"]))
+    return cx.add("attention", ins, {"causal": bool(a["is_causal"]), "scale": a["scale"] or 0.0})
+
+
+@aten("embedding")
+def _embedding(cx, a):
+    return cx.add("embedding", [cx.value(a["indices"]), cx.value(a["weight"])])
+
+
+# -- normalization -----------------------------------------------------------------------
+
+def _channel_const(cx, x, value, role):
+    """A per-channel constant standing in for an absent affine parameter."""
+    return cx.g.const(np.full((x.type.shape[1],), value, x.type.dtype.storage),
+                      name=f"{cx.node.name}.{role}")
+
+
+def _batch_norm_core(cx, a, eps):
+    x = cx.value(a["input"])
+    scale = cx.value(a["weight"]) if a["weight"] is not None else _channel_const(cx, x, 1, "weight")
+    bias = cx.value(a["bias"]) if a["bias"] is not None else _channel_const(cx, x, 0, "bias")
+    return cx.add("batch_norm", [x, scale, bias, cx.value(a["running_mean"]),
+                                 cx.value(a["running_var"])], {"eps": eps})
+
+
+@aten("batch_norm")
+def _batch_norm(cx, a):
+    if a["training"]:
+        raise cx.error("batch_norm in training mode; call model.eval() before compiling")
+    return _batch_norm_core(cx, a, a["eps"])
+
+
+@aten("_native_batch_norm_legit_no_training")
+def _batch_norm_legit(cx, a):
+    return [_batch_norm_core(cx, a, a["eps"]), None, None]
+
+
+@aten("layer_norm")
+def _layer_norm(cx, a):
+    ins = [cx.value(a["input"])]
+    if a["weight"] is not None:
+        ins.append(cx.value(a["weight"]))
+    if a["bias"] is not None:
+        if a["weight"] is None:
+            raise cx.error("layer_norm with a bias but no weight is not supported")
+        ins.append(cx.value(a["bias"]))
+    return cx.add("layer_norm", ins, {"axis": -len(a["normalized_shape"]), "eps": a["eps"]})
+
+
+@aten("rms_norm")
+def _rms_norm(cx, a):
+    x = cx.value(a["input"])
+    eps = a["eps"] if a["eps"] is not None else float(np.finfo(np.float32).eps)
+    ins = [x] + ([cx.value(a["weight"])] if a["weight"] is not None else [])
+    return cx.add("rms_norm", ins, {"axis": -len(a["normalized_shape"]), "eps": eps})
+
+
+@aten("softmax.int", "_softmax")
+def _softmax(cx, a):
+    x = cx.value(a["self"])
+    if a.get("dtype") is not None:
+        x = cx.cast(x, cx.out_type().dtype)
+    return cx.add("softmax", [x], {"axis": a["dim"]})
+
+
+# -- reductions and pooling ----------------------------------------------------------------
+
+def _reduce(kind):
+    def handler(cx, a):
+        x = cx.value(a["self"])
+        dims = a.get("dim")
+        axes = [] if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+        y = cx.add(kind, [x], {"axes": axes, "keepdims": bool(a.get("keepdim", False))})
+        return cx.cast(y, cx.out_type().dtype)
+    return handler
+
+
+aten("mean.dim", "mean")(_reduce("reduce_mean"))
+aten("sum.dim_IntList", "sum")(_reduce("reduce_sum"))
+aten("amax")(_reduce("reduce_max"))
+aten("amin")(_reduce("reduce_min"))
+
+
+def _pool_attrs(a):
+    k = _pair(a["kernel_size"])
+    return {"kernel": k, "stride": _pair(a["stride"]) if a["stride"] else k,
+            "padding": _pads(a["padding"]), "ceil_mode": bool(a["ceil_mode"])}
+
+
+@aten("max_pool2d")
+def _max_pool2d(cx, a):
+    attrs = {**_pool_attrs(a), "dilation": _pair(a["dilation"])}
+    return cx.add("max_pool2d", [cx.value(a["self"])], attrs)
+
+
+@aten("avg_pool2d")
+def _avg_pool2d(cx, a):
+    if a["divisor_override"] is not None:
+        raise cx.error("avg_pool2d with divisor_override is not supported")
+    attrs = {**_pool_attrs(a), "count_include_pad": bool(a["count_include_pad"])}
+    return cx.add("avg_pool2d", [cx.value(a["self"])], attrs)
+
+
+@aten("adaptive_avg_pool2d")
+def _adaptive_avg_pool2d(cx, a):
+    x = cx.value(a["self"])
+    oh, ow = _pair(a["output_size"])
+    h, w = x.type.shape[-2:]
+    if (oh, ow) == (1, 1):
+        return cx.add("global_avg_pool", [x])
+    if h % oh or w % ow:
+        raise cx.error(f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} needs uneven windows; "
+                       f"only evenly dividing sizes are supported")
+    return cx.add("avg_pool2d", [x], {"kernel": [h // oh, w // ow]})
+
+

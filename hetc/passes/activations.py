@@ -1,0 +1,56 @@
+"""`quantize-activations`: int8 dynamic activations for linear layers whose
+weights are stored as symmetric integers along their input axis.
+
+It sets the layer's `act_group` (see the linear op): the input is quantized
+per token and group of features at run time, so a backend can use integer
+dot products (x86 VNNI `vpdpbusd`, AMX `tdpbssd`) instead of decoding the
+weights to floats. The group is the weight's (one scale for both factors of
+each partial sum), or `group=` when given; the interpreter computes exactly
+this, so the error it adds shows in the accuracy check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hetc.core.errors import UsageError
+from hetc.passes.pipeline import Pass, register_pass
+
+from .compress import _record
+from .layers import find_layers, select
+
+INTEGER_WEIGHTS = ("i8", "i4")
+
+
+@register_pass
+@dataclass(frozen=True)
+class QuantizeActivations(Pass):
+    """Quantize the inputs of integer-weight linear layers to int8 per token and group."""
+
+    name = "quantize-activations"
+    group: int = 0  # features per activation scale; 0: the weight's group
+    layers: str = ""
+    exclude: str = ""
+
+    def run(self, graph, ctx):
+        if self.group < 0:
+            raise UsageError(f"quantize-activations: group must be positive, got {self.group}")
+        if ctx.target is not None and "i8" not in ctx.target.activation_dtypes:
+            for ly in select(find_layers(graph), self.layers, self.exclude):
+                _record(ctx, ly, f"activations kept: target {ctx.target.name} has no int8 "
+                                 f"activations")
+            return
+        for ly in select(find_layers(graph), self.layers, self.exclude):
+            t = ly.weight.type
+            if ly.op.kind != "linear" or t.dtype.name not in INTEGER_WEIGHTS or t.quant is None \
+                    or not t.quant.symmetric or t.quant.axis % t.rank != t.rank - 1:
+                _record(ctx, ly, "activations kept: int8 activations need a linear layer with "
+                                 "symmetric int8/int4 weights")
+                continue
+            k = t.shape[1]
+            group = self.group or t.quant.group or k
+            if k % group:
+                _record(ctx, ly, f"activations kept: group {group} does not divide {k} inputs")
+                continue
+            ly.op.attrs["act_group"] = group
+            _record(ctx, ly, f"activations int8 per token and {group} features")

@@ -1,0 +1,314 @@
+"""Per-layer choice of N:M pattern and precision under an accuracy or a
+bits-per-weight budget.
+
+For every compressible layer and every candidate (pattern, format) the pass
+measures the layer's sensitivity on calibration activations (the relative
+error of its output, X W^T, when only its weight is compressed), scaled by
+how much the rest of the model amplifies that layer's errors (measured once
+per layer, end to end, with its most aggressive candidate: a small local
+error in an early feed-forward layer can dominate the output), and predicts
+its time with the target's roofline cost model. A trade-off weight lam then
+picks, per layer, the candidate minimizing cost + lam * sensitivity^2 (both
+normalized). Under an accuracy budget the cost is predicted time and the
+pass searches lam for the most compression whose end-to-end error on
+held-out calibration samples (measured with the interpreter) stays within
+the budget; under a bits budget the cost is stored bytes and lam is the
+least compression (lowest predicted error) that fits the bits. The chosen
+configuration is then applied with the requested criterion and rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hetc.core.errors import UsageError
+from hetc.ir.interpret import interpret, load_const
+from hetc.ir.types import NM, Quant, TensorType
+from hetc.passes.pipeline import Pass, register_pass
+
+from . import formats, prune, reconstruct
+from .accuracy import output_error, relative_error
+from .compress import _remember, prune_layer, quantize_layer
+from .layers import activations, channel_squares, find_layers
+
+MAX_ROWS = 2048  # activation rows per layer used for sensitivities
+
+
+def _statistics(graph, layers, samples):
+    """One walk over the calibration samples: per layer, input-channel norms
+    (for wanda) and up to MAX_ROWS activation rows [rows, in] (linear/matmul)."""
+    sums, rows = {}, {}
+    for ly, array in activations(graph, layers, samples):
+        sums[ly.name] = sums.get(ly.name, 0) + channel_squares(ly, array)
+        have = sum(len(r) for r in rows.get(ly.name, []))
+        if ly.op.kind != "conv2d" and have < MAX_ROWS:
+            rows.setdefault(ly.name, []).append(
+                np.asarray(array, np.float32).reshape(-1, array.shape[-1])[:MAX_ROWS - have])
+    return ({name: np.sqrt(s) for name, s in sums.items()},
+            {name: np.concatenate(r) for name, r in rows.items()})
+
+
+def _compressed(w, ly, nm, fmt, norms):
+    """The weight's logical values under a candidate (pattern, format)."""
+    if nm is not None:
+        keep = prune.nm_mask(prune.scores(w, "wanda" if norms is not None else "magnitude",
+                                          ly.axis, norms), *nm, ly.axis)
+        w = w * keep
+    if fmt is not None:
+        w = formats.quantize(w, fmt, ly.axis).values()
+    return w
+
+
+def _sensitivity(w, wc, ly, x):
+    if x is None:  # conv: weight-space error
+        return float(np.linalg.norm(wc - w) / max(np.linalg.norm(w), 1e-30))
+    y = x @ (w.T if ly.op.kind == "linear" else w)
+    yc = x @ (wc.T if ly.op.kind == "linear" else wc)
+    return float(np.linalg.norm(yc - y) / max(np.linalg.norm(y), 1e-30))
+
+
+def _weight_type(ly, nm, fmt):
+    """The weight's IR type when stored as the candidate says."""
+    t = ly.weight.type
+    enc = []
+    if nm is not None:
+        enc.append(NM(*nm, -1 if ly.axis % t.rank == t.rank - 1 else ly.axis))
+    if fmt is not None and fmt.scale is not None:
+        length = t.shape[ly.axis]
+        enc.append(Quant(formats.group_size(fmt, length), fmt.scale, fmt.symmetric, ly.axis,
+                         fmt.codebook))
+    return TensorType(t.shape, fmt.dtype if fmt is not None else t.value_dtype, enc)
+
+
+def _seconds(target, ly, nm, fmt):
+    """Roofline time of the layer with its weight stored as the candidate says."""
+    t = _weight_type(ly, nm, fmt)
+    rows = max(1, ly.activation.type.numel // max(ly.activation.type.shape[-1], 1))
+    act_bytes = 4 * rows * (t.shape[ly.axis] + t.numel // t.shape[ly.axis])
+    ops = 2.0 * rows * t.numel
+    if nm is not None:
+        ops /= target.cost.sparse_speedup.get(f"{nm[0]}:{nm[1]}", 1.0)
+    peak = t.dtype.name if t.dtype.name in target.cost.peak_gops else "f32"
+    return target.cost.seconds(t.packed_bytes() + act_bytes, ops, peak)
+
+
+@dataclass(frozen=True)
+class Option:
+    choice: tuple  # (N:M pattern or None, format or None)
+    sensitivity: float
+    seconds: float
+    bytes: int
+
+
+@register_pass
+@dataclass(frozen=True)
+class AutoCompress(Pass):
+    """Search per-layer N:M patterns and formats under the accuracy or bits budget."""
+
+    name = "autocompress"
+    patterns: str = "auto"  # "|"-separated N:M patterns, "auto" (the target's) or "" (dense)
+    formats: str = "auto"  # "|"-separated formats, "auto" (int8|int4) or "" (keep)
+    budget: float = 0.01  # the accuracy budget (see passes/accuracy.py)
+    bits: float = 0.0  # a bits-per-weight budget over the compressible layers (0: none)
+    criterion: str = "wanda"  # how the chosen patterns are pruned (wanda, magnitude, sparsegpt)
+    method: str = "rtn"  # how the chosen formats are rounded (rtn, gptq)
+
+    def run(self, graph, ctx):
+        target = ctx.target
+        if target is None or not ctx.calibration:
+            raise UsageError("autocompress needs a target and calibration inputs")
+        if self.criterion not in prune.CRITERIA or self.method not in ("rtn", "gptq"):
+            raise UsageError(f"autocompress: criterion must be one of {', '.join(prune.CRITERIA)} "
+                             f"and method rtn or gptq")
+        held = ctx.held_out or ctx.calibration
+        try:
+            patterns = [prune.parse_pattern(p) for p in self._list(
+                self.patterns, [f"{n}:{m}" for n, m in target.nm_patterns if (n, m) in
+                                ((2, 4), (1, 4))])]
+            fmts = [formats.get_format(f) for f in self._list(self.formats, ["int8", "int4"])]
+        except (ValueError, KeyError) as e:
+            raise UsageError(f"autocompress: {e.args[0]}") from None
+        patterns = [p for p in patterns if target.supports_nm(*p)]
+        fmts = [f for f in fmts if f.dtype.name in target.weight_dtypes]
+        layers = find_layers(graph)
+        norms, acts = _statistics(graph, layers, ctx.calibration)
+        progress = ctx.progress or (lambda done, total, what: None)
+        table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
+                            ctx.calibration[0], progress)
+        if self.bits > 0:
+            choice, why = _fit_bits(table, self.bits)
+        else:
+            error = ctx.measure
+            if error is None:
+                reference = graph.copy()
+                error = lambda g: output_error(reference, g, held)  # noqa: E731
+            choice, err = _bisect(graph, table, norms, error, self.budget, progress)
+            why = (f"the most compression whose end-to-end error ({err:.3g}, measured with "
+                   f"round-to-nearest candidates) fits the budget {self.budget:g}")
+        for ly in layers:
+            opt = choice[ly.name]
+            nm, fmt = opt.choice
+            entry = _remember(ctx, ly)
+            entry["sensitivity"] = opt.sensitivity
+            entry["speedup"] = table[ly.name][2] / opt.seconds
+            label = " + ".join(x for x in (f"{nm[0]}:{nm[1]}" if nm else "",
+                                            fmt.name if fmt else "") if x) or "kept as is"
+            entry["why"].append(f"auto: {label}")
+        dense = sum(d for _, _, d in table.values())
+        ctx.notes.append(f"autocompress: {why}; predicted "
+                         f"{dense / sum(c.seconds for c in choice.values()):.2f}x "
+                         f"on {target.name} ({target.cost.reference_part})")
+        hessians = {}
+        if self.criterion == "sparsegpt" or self.method == "gptq":
+            second = [ly for ly in layers if ly.op.kind != "conv2d" and choice[ly.name].choice
+                      != (None, None)]
+            hessians = reconstruct.hessians(graph, second, ctx.calibration)
+        apply(graph, layers, choice, norms, self.criterion, self.method, hessians)
+
+    @staticmethod
+    def _list(text, auto):
+        if text == "auto":
+            return auto
+        return [t for t in text.split("|") if t]
+
+
+def _amplify(graph, table, norms, sample, progress):
+    """Scale each layer's local sensitivities by the end-to-end error its most
+    aggressive candidate causes, per unit of its local error."""
+    refs = interpret(graph, list(sample))
+    for i, (name, (ly, options, dense_t)) in enumerate(list(table.items())):
+        progress(i + 1, len(table), "autocompress: measuring layer sensitivities")
+        probe = max(options, key=lambda o: o.sensitivity)
+        if probe.sensitivity <= 0:
+            continue
+        key = ly.weight_name
+        original = graph.weights[key]
+        nm, fmt = probe.choice
+        graph.weights[key] = _compressed(np.asarray(original, np.float32), ly, nm, fmt,
+                                         norms.get(name)).astype(original.dtype)
+        try:
+            e2e = relative_error(interpret(graph, list(sample)), refs)
+        finally:
+            graph.weights[key] = original
+        scale = e2e / probe.sensitivity
+        table[name] = (ly, [replace(o, sensitivity=o.sensitivity * scale) for o in options],
+                       dense_t)
+
+
+def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress):
+    """layer -> (layer, [Option], dense seconds)."""
+    table = {}
+    for ly in layers:
+        w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
+        dense_t = _seconds(target, ly, None, None)
+        options = [Option((None, None), 0.0, dense_t, ly.weight.type.packed_bytes())]
+        length = ly.weight.type.shape[ly.axis]
+        for nm in [None] + [p for p in patterns if length % p[1] == 0]:
+            for fmt in [None] + fmts:
+                if nm is None and fmt is None:
+                    continue
+                wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
+                options.append(Option((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
+                                      _seconds(target, ly, nm, fmt),
+                                      _weight_type(ly, nm, fmt).packed_bytes()))
+        table[ly.name] = (ly, options, dense_t)
+    _amplify(graph, table, norms, sample, progress)
+    return table
+
+
+def _chooser(table, cost):
+    """lam -> {layer: the option minimizing normalized cost + lam * sensitivity^2}."""
+    total = sum(min(cost(o) for o in opts) for _, opts, _ in table.values()) or 1.0
+
+    def choose(lam):
+        return {name: min(opts, key=lambda o: cost(o) / total + lam * o.sensitivity ** 2)
+                for name, (ly, opts, _) in table.items()}
+    return choose
+
+
+def _fit_bits(table, bits, steps=40):
+    """The least predicted error whose stored bits per weight (over the
+    compressible layers) fit `bits`."""
+    choose = _chooser(table, lambda o: o.bytes)
+    weights = sum(ly.weight.type.numel for ly, _, _ in table.values())
+
+    def avg_bits(choice):
+        return 8.0 * sum(o.bytes for o in choice.values()) / max(weights, 1)
+
+    lo, hi = -8.0, 8.0  # log10 of lam; larger: less compression
+    best = choose(10.0 ** lo)
+    if avg_bits(best) > bits:
+        return best, (f"no candidate mix fits {bits:g} bits per weight; the most compressed "
+                      f"one stores {avg_bits(best):.2f}")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        choice = choose(10.0 ** mid)
+        if avg_bits(choice) <= bits:
+            best, lo = choice, mid
+        else:
+            hi = mid
+    best = _fill(table, best, bits * max(weights, 1) / 8.0)
+    return best, (f"the lowest predicted error within {bits:g} bits per weight "
+                  f"({avg_bits(best):.2f} stored)")
+
+
+def _fill(table, choice, capacity):
+    """Spend the bytes the trade-off left unused: the trade-off only reaches
+    mixes on the convex hull of (bytes, error), so upgrade layers greedily,
+    best error reduction per byte first, while they fit."""
+    choice = dict(choice)
+    used = sum(o.bytes for o in choice.values())
+    while True:
+        best, gain = None, 0.0
+        for name, (_, opts, _) in table.items():
+            now = choice[name]
+            for o in opts:
+                extra = o.bytes - now.bytes
+                drop = now.sensitivity ** 2 - o.sensitivity ** 2
+                if drop > 0 and used + extra <= capacity:
+                    rate = drop / max(extra, 1)
+                    if rate > gain:
+                        best, gain = (name, o), rate
+        if best is None:
+            return choice
+        used += best[1].bytes - choice[best[0]].bytes
+        choice[best[0]] = best[1]
+
+
+def _bisect(graph, table, norms, error, budget, progress, steps=10):
+    """The choice at the smallest trade-off weight (most compression) whose
+    end-to-end error (`error(graph)`) fits the budget, and that error."""
+    choose = _chooser(table, lambda o: o.seconds)
+    best = (choose(1e9), 0.0)  # keeps every layer: always within any budget
+    lo, hi = -6.0, 6.0  # log10 of the weight; larger: less compression, lower error
+    for step in range(steps):
+        progress(step + 1, steps, "autocompress: searching the trade-off")
+        mid = (lo + hi) / 2
+        choice = choose(10.0 ** mid)
+        trial = graph.copy()
+        apply(trial, find_layers(trial), choice, norms)
+        err = error(trial)
+        if err <= budget:
+            best, hi = (choice, err), mid
+        else:
+            lo = mid
+    return best
+
+
+def apply(graph, layers, choice, norms, criterion="wanda", method="rtn", hessians=None):
+    """Compress each layer as its chosen (pattern, format) says: pruned by
+    `criterion` (wanda falls back to magnitude without norms), rounded by
+    `method`; the second-order ones use `hessians` where a layer has one."""
+    hessians = hessians or {}
+    for ly in layers:
+        nm, fmt = choice[ly.name].choice
+        h = hessians.get(ly.name)
+        if nm is not None:
+            how = criterion if criterion != "wanda" or ly.name in norms else "magnitude"
+            prune_layer(graph, ly, *nm, how, norms.get(ly.name),
+                        h if criterion == "sparsegpt" else None)
+        if fmt is not None:
+            quantize_layer(graph, ly, fmt, h if method == "gptq" and fmt.scale is not None
+                           else None)
