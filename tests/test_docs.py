@@ -72,7 +72,7 @@ def test_writing_a_pass_example_runs(monkeypatch):
 
 
 def test_backend_options_table_matches_the_registry():
-    from hetc.backends.base import option_fields
+    from hetc.backends import option_fields
 
     text = _read("writing-a-backend.md").split("## Options of the built backends")[1]
     rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip()

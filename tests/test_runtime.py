@@ -50,12 +50,12 @@ def test_save_and_load_roundtrip(compiled, tmp_path):
 
 def test_failed_save_leaves_nothing_behind(compiled, tmp_path, monkeypatch):
     model, inputs, module = compiled
-    import hetc.ir.parser
+    import hetc.runtime.artifact
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hetc.ir.parser, "save", boom)
+    monkeypatch.setattr(hetc.runtime.artifact, "save_ir", boom)
     with pytest.raises(OSError):
         module.save(tmp_path / "art")
     assert os.listdir(tmp_path) == []

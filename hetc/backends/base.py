@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hetc.core.errors import TargetError, UsageError
+from hetc.core.errors import TargetError
 
 
 @dataclass(frozen=True)
@@ -56,28 +56,6 @@ class Backend:
     def load(self, artifact):
         raise NotImplementedError
 
-    def options(self, given: dict, target):
-        """`given` (compile() keywords, None for unset) as this backend's
-        Options; UsageError for one it does not take or a value outside its
-        choices."""
-        fields = {f.name: f for f in dataclasses.fields(self.Options)}
-        given = {k: v for k, v in given.items() if v is not None}
-        unknown = [k for k in given if k not in fields]
-        if unknown:
-            everywhere = option_fields()
-            strange = sorted(k for k in unknown if k not in everywhere)
-            if strange:
-                raise UsageError(f"unknown compile option(s): {', '.join(strange)}")
-            f, targets = everywhere[unknown[0]]
-            raise UsageError(f"{unknown[0]}= does not apply to target '{target.name}' (it "
-                             f"applies to target {', '.join(targets)}: {f.metadata['help']})")
-        for key, value in given.items():
-            choices = fields[key].metadata.get("choices")
-            if choices and value not in choices:
-                raise UsageError(f"{key} must be one of {', '.join(map(str, choices))} for "
-                                 f"target '{target.name}', got {value!r}")
-        return self.Options(**given)
-
 
 def op_problems(graph, lowerings, why=lambda op: None) -> list:
     """A backend's support table applied to `graph`: `op #i kind` for each op
@@ -100,17 +78,3 @@ def refuse(target_name, graph, problems, summary):
         raise TargetError(f"target {target_name} cannot lower graph '{graph.name}': {shown} "
                           f"({summary}); use target='ref' for it")
 
-
-def option_fields() -> dict:
-    """{option name: (field, [target names taking it])} over every registered
-    backend: what `compile()` and `hetc compile` accept beyond their own."""
-    from hetc.backends import backend_named
-    from hetc.core.targets import TARGETS
-
-    out = {}
-    for t in TARGETS.values():
-        if t.backend is None:
-            continue
-        for f in dataclasses.fields(backend_named(t.backend).Options):
-            out.setdefault(f.name, (f, []))[1].append(t.name)
-    return out

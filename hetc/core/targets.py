@@ -4,6 +4,9 @@ A Target names the N:M patterns and dtypes its kernels make fast, a roofline
 cost model, its default pipeline and the backend that lowers for it, and can
 tell whether this host can run it (and why not). Passes ask the target; they
 never branch on its name.
+
+openvino is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations

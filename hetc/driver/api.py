@@ -1,16 +1,29 @@
-"""hetc.compile and hetc.load."""
+"""hetc.compile and hetc.load.
+
+torch is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
+"""
 
 from __future__ import annotations
 
 import os
 
-from hetc.core.errors import UsageError
+from hetc.backends import get_backend, options_for
+from hetc.core.errors import HetcError, UsageError
+from hetc.core.progress import stderr_progress
 from hetc.core.targets import get_target
 from hetc.driver import compression_options
+from hetc.frontends.decoder import CALIBRATION_NOTE, import_decoder
+from hetc.frontends.onnx import import_onnx
+from hetc.frontends.pt2 import load_pt2
+from hetc.frontends.torch_fx import import_exported, import_module
 from hetc.ir.graph import Graph
+from hetc.ir.parser import parse_file
 from hetc.ir.report import Report
 from hetc.ir.verify import verify
 from hetc.passes.pipeline import PassContext, PassManager
+from hetc.runtime import artifact as artifact_io
+from hetc.runtime.module import Module
 
 
 def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=None) -> Graph:
@@ -29,13 +42,10 @@ def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=No
     if isinstance(model, (str, os.PathLike)):
         return _import_file(os.fspath(model), example_inputs, input_shapes, freeze_inputs)
     if type(model).__name__ == "ModelProto":
-        from hetc.frontends.onnx import import_onnx
-
         return import_onnx(model, input_shapes=input_shapes, example_inputs=example_inputs,
                            freeze_inputs=freeze_inputs)
     import torch
 
-    from hetc.frontends.torch_fx import import_exported, import_module
 
     if isinstance(model, torch.export.ExportedProgram):
         return import_exported(model)
@@ -53,19 +63,12 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     if ext == ".hir":
-        from hetc.ir.parser import parse_file
-
         return parse_file(path)
     if ext == ".pt2":
-        from hetc.frontends.pt2 import load_pt2
-        from hetc.frontends.torch_fx import import_exported
-
         ep = load_pt2(path)
         name = os.path.splitext(os.path.basename(path))[0]
         return import_exported(ep, name=name.replace("-", "_") or "main")
     if ext == ".onnx":
-        from hetc.frontends.onnx import import_onnx
-
         return import_onnx(path, input_shapes=input_shapes, example_inputs=example_inputs,
                            freeze_inputs=freeze_inputs)
     raise UsageError(f"{path}: unknown model file type '{ext}' (expected .pt2, .hir or .onnx)")
@@ -116,16 +119,11 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
       dump the IR around passes to `ir_stream` (stderr by default).
     """
-    from hetc.backends import get_backend
-    from hetc.runtime.module import Module
-
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
-    options = backend.options(target_options, tgt)
+    options = options_for(backend, tgt, target_options)
     spec = None
     if decoder is not None and decoder is not False:
-        from hetc.frontends.decoder import CALIBRATION_NOTE, import_decoder
-
         if example_inputs is not None or input_shapes is not None or freeze_inputs is not None:
             raise UsageError("decoder= builds the step's inputs itself: leave out "
                              "example_inputs, input_shapes and freeze_inputs")
@@ -147,7 +145,6 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     if accuracy_metric is not None and not callable(accuracy_metric):
         raise UsageError(f"accuracy_metric must be a callable scoring a model, got "
                          f"{type(accuracy_metric).__name__}")
-    from hetc.core.progress import stderr_progress
 
     ctx = PassContext(target=tgt, progress=stderr_progress)
     what = ""  # what the accuracy budget bounds, once measurable
@@ -208,11 +205,6 @@ def _names(x):
 def load(folder):
     """Load a compiled module saved with `module.save(folder)` or `hetc
     compile -o`. Safe on folders from strangers (docs/reliability.md)."""
-    from hetc.backends import get_backend
-    from hetc.core.errors import HetcError
-    from hetc.runtime import artifact as artifact_io
-    from hetc.runtime.module import Module
-
     folder = os.fspath(folder)
     artifact, report = artifact_io.load(folder)
     try:

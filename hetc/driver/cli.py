@@ -15,12 +15,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
+from hetc.backends import option_fields
 from hetc.core.errors import HetcError, UsageError, printable
+from hetc.core.fsutil import atomic_write_text, cache_root
+from hetc.core.progress import stderr_progress
+from hetc.core.targets import TARGETS
 from hetc.core.version import __version__
+from hetc.driver import conformance
+from hetc.driver.api import compile as hetc_compile
+from hetc.driver.api import import_model, load
+from hetc.ir.parser import parse_file, save
+from hetc.ir.printer import print_graph
+from hetc.ir.report import Report
+from hetc.ir.weights import WeightStore
+from hetc.passes.pipeline import PassManager
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,8 +45,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console():
-    from rich.console import Console
-
     return Console(soft_wrap=False, width=max(120, os.get_terminal_size().columns)
                    if sys.stdout.isatty() else 140)
 
@@ -47,8 +60,6 @@ def _add_ir_dump_options(p):
 
 
 def build_parser():
-    from hetc.core.targets import TARGETS
-
     parser = _Parser(prog="hetc", description="hetc: compile PyTorch models for x86, AMX, "
                      "CUDA, NPU and FPGA targets with per-layer sparsity and precision.")
     parser.add_argument("--version", action="version", version=f"hetc {__version__}")
@@ -133,8 +144,6 @@ def build_parser():
 def _add_target_options(p):
     """One flag per option of the backends' Options dataclasses (--emulate,
     --device, ...), its help saying which targets take it."""
-    from hetc.backends.base import option_fields
-
     for name, (f, targets) in option_fields().items():
         flag = "--" + name.replace("_", "-")
         help_text = f"target {', '.join(targets)}: {f.metadata['help']}"
@@ -148,8 +157,6 @@ def _add_target_options(p):
 
 
 def _target_options(args) -> dict:
-    from hetc.backends.base import option_fields
-
     return {name: getattr(args, name) for name in option_fields()}
 
 
@@ -161,8 +168,6 @@ def _pipeline_kwargs(args):
 
 
 def cmd_compile(args):
-    from hetc.driver.api import compile as hetc_compile
-
     module = hetc_compile(args.model, target=args.target, pipeline=args.pipeline,
                           input_shapes=_input_shapes(args.input_shape) or None,
                           sparsity=_per_layer(args.sparsity, "--sparsity"),
@@ -240,8 +245,6 @@ def _load_input(spec, names):
 
 
 def cmd_run(args):
-    from hetc.driver.api import load
-
     module = load(args.artifact)
     names = module.input_names
     inputs = dict(_load_input(s, names) for s in args.input)
@@ -252,8 +255,6 @@ def cmd_run(args):
     outs = outs if isinstance(outs, tuple) else (outs,)
     out_names = [v.name for v in module.graph.outputs]
     if args.output:
-        from hetc.ir.weights import WeightStore
-
         WeightStore(zip(out_names, outs)).save(args.output)
         print(f"wrote {args.output}")
     for name, o in zip(out_names, outs):
@@ -263,10 +264,6 @@ def cmd_run(args):
 
 
 def cmd_opt(args):
-    from hetc.ir.parser import parse_file, save
-    from hetc.ir.printer import print_graph
-    from hetc.passes.pipeline import PassManager
-
     graph = parse_file(args.file)
     kw = _pipeline_kwargs(args)
     manager = PassManager.from_text(args.pipeline, verify_each=kw["verify_each"],
@@ -281,9 +278,6 @@ def cmd_opt(args):
 
 
 def cmd_show(args):
-    from hetc.driver.api import import_model, load
-    from hetc.ir.report import Report
-
     what = args.what
     if os.path.isdir(what):
         module = load(what)
@@ -296,15 +290,10 @@ def cmd_show(args):
         return
     report.render(_console())
     if args.ir:
-        from hetc.ir.printer import print_graph
-
         sys.stdout.write(print_graph(graph))
 
 
 def cmd_targets(args):
-    from rich.table import Table
-
-    from hetc.core.targets import TARGETS
 
     table = Table(title="hetc targets", title_justify="left")
     for col in ("target", "emits", "N:M patterns", "weight dtypes", "roofline (nominal)",
@@ -323,10 +312,6 @@ def cmd_targets(args):
 
 
 def cmd_conformance(args):
-    from hetc.core.fsutil import atomic_write_text
-    from hetc.core.progress import stderr_progress
-    from hetc.driver import conformance
-
     results = conformance.run_suite(args.target, args.pattern, args.jobs,
                                     progress=stderr_progress, suite=args.suite)
     if not results:
@@ -345,9 +330,6 @@ def cmd_conformance(args):
 
 
 def cmd_cache(args):
-    import shutil
-
-    from hetc.core.fsutil import cache_root
 
     root = cache_root()
     if args.action == "clean":

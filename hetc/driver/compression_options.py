@@ -12,8 +12,12 @@ per-layer search under the accuracy budget.
 
 from __future__ import annotations
 
+from hetc.backends.ref import BACKEND as ref
 from hetc.core.errors import UsageError
+from hetc.core.targets import get_target
 from hetc.passes.accuracy import output_error
+from hetc.runtime.convert import to_numpy
+from hetc.runtime.module import Module
 
 DEFAULT_BUDGET = 0.01  # largest relative L2 output error allowed against the uncompressed model
 
@@ -124,8 +128,6 @@ def samples(calibration, example_inputs, graph):
     dict by input name, or one input); without it the example inputs are the
     only sample.
     """
-    from hetc.runtime.convert import to_numpy
-
     raw = calibration if calibration is not None else (
         [example_inputs] if example_inputs is not None else [])
     out = []
@@ -166,9 +168,6 @@ def measure(reference, held_out, metric=None):
     """
     if metric is None:
         return (lambda graph: output_error(reference, graph, held_out)), "output error"
-    from hetc.backends.ref import BACKEND as ref
-    from hetc.core.targets import get_target
-    from hetc.runtime.module import Module
 
     def score(graph):
         value = metric(Module(ref.lower(graph, get_target("ref"), None), None, ref.load))

@@ -9,22 +9,34 @@ with the expected ones at the case's own tolerances.
 Every case ends in one of: passed; unsupported (hetc refused it with an error
 naming what is missing); wrong (an answer that does not match); crash (any
 other error, a bug in hetc).
+
+onnx is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import re
 import shutil
 import signal
 import tempfile
+import warnings
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from rich.table import Table
 
+import hetc
+from hetc.core.errors import FrontendError, TargetError, UsageError
 from hetc.core.fsutil import cache_root
+from hetc.frontends.onnx import NeedsFrozenInput
+from hetc.frontends.onnx_tensors import to_array
 
 CASE_TIMEOUT_S = 60
 # Narrow float outputs compare within two ulps at least: the suite's own runner
@@ -103,8 +115,6 @@ def _write_case(root, name, op, model, data_sets, rtol=1e-3, atol=1e-7):
 
 
 def _node_cases(root, progress):
-    import warnings
-
     from onnx.backend.test.case import node as node_cases
 
     with warnings.catch_warnings():
@@ -195,8 +205,6 @@ def case_dirs(suite="onnx", pattern=None) -> list[str]:
 # -- running a case ----------------------------------------------------------------------------
 
 def _read_tensors(folder, kind):
-    from hetc.frontends.onnx import to_array
-
     return [to_array(t) for t in _read_pbs(folder, kind)]
 
 
@@ -224,8 +232,6 @@ def _compile_case(folder, target, inputs):
     shape compiler must; the module then takes the remaining inputs."""
     import onnx
 
-    import hetc
-    from hetc.frontends.onnx import NeedsFrozenInput
 
     path = os.path.join(folder, "model.onnx")
     model = onnx.load(path)
@@ -249,8 +255,6 @@ def _timeout(signum, frame):
 
 
 def run_case(folder: str, target: str = "ref") -> Result:
-    from hetc.core.errors import FrontendError, TargetError, UsageError
-
     with open(os.path.join(folder, "meta.json")) as f:
         meta = json.load(f)
     name, op = meta["name"], meta["op"]
@@ -305,10 +309,6 @@ def _in_workers(dirs, target, jobs):
     crash inside a native library) breaks the pool: every case not finished
     then runs again, `jobs` at a time in fresh pools, and a batch that breaks
     runs one case per pool, so the culprit is reported as a crash."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
     # forkserver, not fork: a parent that already started OpenVINO's (or
     # OpenMP's) threads would leave forked workers deadlocked
     context = mp.get_context("forkserver")
@@ -408,8 +408,6 @@ def _onnx_version():
 
 
 def render(results, console, show_cases=False, suite="onnx"):
-    from rich.table import Table
-
     table = Table(title=f"{suite}: {SUITES[suite]}", title_justify="left")
     for col in ("op type" if suite == "onnx" else "group", "cases", "passed", "wrong", "crash", "unsupported", "why not (most common)"):
         table.add_column(col, justify="right" if col in STATUSES or col == "cases" else "left")

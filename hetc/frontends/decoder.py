@@ -14,12 +14,17 @@ tokens of this call, which the caller writes into the cache
 (hetc.runtime.generate). mask[0, 0, i, j] opens key j to query i: keys
 0..MAX-1 are the cache slots, MAX..MAX+C-1 this call's tokens. Prefill runs
 in chunks of C tokens; decoding runs the same graph with one real token.
+
+torch and transformers are imported inside the functions that use them: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
 
 from hetc.core.errors import UsageError
 from hetc.runtime.generate import DecoderSpec, step_inputs
+
+from .torch_fx import import_module
 
 
 def _step_module(model):
@@ -117,7 +122,6 @@ CALIBRATION_NOTE = ("decoder=: compression calibrated and checked on one prefill
 def import_decoder(model, options):
     """(Graph of the step, DecoderSpec, example step inputs) for a transformers
     causal LM."""
-    from .torch_fx import import_module
 
     spec = decoder_spec(model, options)
     step = _step_module(model)  # import_module traces it in inference mode

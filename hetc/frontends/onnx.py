@@ -7,6 +7,9 @@ from the example inputs or `input_shapes=` (the graph's notes say which).
 Values known at compile time (initializers, Constant, Shape and anything
 computed only from those) are also kept as numpy arrays, so shape arithmetic
 feeds attributes such as a reshape's target shape.
+
+onnx is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
@@ -18,54 +21,20 @@ import numpy as np
 from hetc.core.errors import FrontendError, HetcError, UsageError
 from hetc.ir import dtypes
 from hetc.ir.graph import Graph, Value
-from hetc.ir.interpret import run_graph
+from hetc.ir.interpret import load_const, run_graph
 from hetc.ir.ops import InferError
 from hetc.ir.types import TensorType
+from hetc.ir.verify import verify
 
 from . import onnx_opmap
+from .onnx_tensors import MAX_STATIC_ELEMENTS, onnx_dtype, to_array
 
 MIN_OPSET = 13
-# Largest compile-time value evaluated during import; bigger ones stay runtime values.
-MAX_STATIC_ELEMENTS = 1 << 16
 # Largest constant a handler builds from the model's shapes (an identity
 # matrix, a mask, resize weights); a model asking for more is refused before
 # anything is allocated.
 MAX_BUILT_ELEMENTS = 1 << 26
 _KIND_LETTER = {"int": "i", "uint": "u", "float": "f", "bool": "b"}  # for static_scalar's kinds
-
-_ONNX_DTYPES = {
-    1: "f32", 2: "u8", 3: "i8", 4: "u16", 5: "i16", 6: "i32", 7: "i64", 9: "bool", 10: "f16",
-    11: "f64", 12: "u32", 13: "u64", 16: "bf16", 17: "f8e4m3", 18: "f8e4m3fnuz", 19: "f8e5m2",
-    20: "f8e5m2fnuz", 21: "u4", 22: "i4", 23: "f4e2m1", 24: "f8e8m0", 25: "u2", 26: "i2",
-}
-
-
-def onnx_dtype(elem_type: int, what: str) -> dtypes.DType:
-    import onnx
-
-    name = _ONNX_DTYPES.get(elem_type)
-    if name is None:
-        tname = onnx.TensorProto.DataType.Name(elem_type) if elem_type in \
-            onnx.TensorProto.DataType.values() else str(elem_type)
-        raise FrontendError(f"{what}: ONNX element type {tname} is not supported")
-    return dtypes.get(name)
-
-
-def to_array(tensor) -> np.ndarray:
-    """An ONNX TensorProto as a numpy array of its hetc dtype's storage."""
-    from onnx import numpy_helper
-
-    what = f"tensor '{tensor.name}'" if tensor.name else "tensor"
-    dt = onnx_dtype(tensor.data_type, what)
-    if any(d < 0 for d in tensor.dims):
-        raise FrontendError(f"{what}: negative dimension in {list(tensor.dims)}")
-    try:
-        arr = numpy_helper.to_array(tensor)
-    except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as e:
-        raise FrontendError(f"{what}: its data does not fit its type "
-                            f"{list(tensor.dims)} ({type(e).__name__}: {e})") from None
-    return np.asarray(arr).astype(dt.storage, copy=False)
-
 
 def load(model, base_dir=None):
     """A ModelProto from a path or a ModelProto, with external data loaded."""
@@ -464,8 +433,6 @@ class OnnxImporter:
 
     def _fold(self, node, start):
         """Record outputs computed only from constants as compile-time values."""
-        from hetc.ir.interpret import load_const
-
         names = [n for n in node.output if n and n in self.env]
         outs = [self.env[n] for n in names]
         if not outs or any(v.type.numel > MAX_STATIC_ELEMENTS for v in outs):
@@ -508,8 +475,6 @@ def import_onnx(model, input_shapes=None, example_inputs=None, name=None,
     constants, for inputs that set shapes (a Reshape's shape, reduction axes);
     the compiled graph then no longer takes them.
     """
-    from hetc.ir.verify import verify
-
     proto = load(model)
     if not isinstance(model, (str, os.PathLike)):
         name = name or proto.graph.name

@@ -19,6 +19,9 @@ import numpy as np
 from hetc.core.registry import Registry
 from hetc.ir import dtypes
 
+from . import onnx_resize as rz
+from .onnx_tensors import MAX_STATIC_ELEMENTS, onnx_dtype, to_array
+
 _TABLE = Registry("ONNX op handlers")
 
 
@@ -50,8 +53,6 @@ def _scalar(cx, value, like):
 
 @onnx_op("Constant")
 def _constant(cx, a):
-    from .onnx import to_array
-
     if "value" in a:
         return to_array(a["value"])
     for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
@@ -76,8 +77,6 @@ def _size(cx, a):
 
 @onnx_op("ConstantOfShape")
 def _constant_of_shape(cx, a):
-    from .onnx import MAX_STATIC_ELEMENTS, to_array
-
     shape = cx.static_ints(0, "the shape")
     if min(shape, default=0) < 0:
         raise cx.error(f"shape {shape} has a negative dimension")
@@ -91,8 +90,6 @@ def _constant_of_shape(cx, a):
 
 @onnx_op("Range")
 def _range(cx, a):
-    from .onnx import MAX_STATIC_ELEMENTS
-
     start, limit, delta = (cx.static_scalar(i, "Range bounds set the output size")
                            for i in range(3))
     if delta == 0:
@@ -106,8 +103,6 @@ def _range(cx, a):
 
 @onnx_op("EyeLike")
 def _eye_like(cx, a):
-    from .onnx import onnx_dtype
-
     x = cx.input(0)
     if x.type.rank != 2:
         raise cx.error("EyeLike needs a 2-D input")
@@ -126,7 +121,6 @@ def _dropout(cx, a):
     if cx.has_input(2) and bool(cx.static_scalar(2, "training_mode", "iub")):
         raise cx.error("Dropout in training mode is not supported (inference only)")
     a.get("seed")  # only matters in training mode
-    from .onnx import MAX_STATIC_ELEMENTS
 
     x = cx.input(0)
     if x.type.numel > MAX_STATIC_ELEMENTS:  # large: made when the model runs
@@ -155,8 +149,6 @@ def _cast_to(cx, x, dt, saturate):
 
 @onnx_op("Cast")
 def _cast(cx, a):
-    from .onnx import onnx_dtype
-
     dt = onnx_dtype(a["to"], "Cast target")
     return _cast_to(cx, cx.input(0), dt, a.get("saturate", 1))
 
@@ -792,8 +784,6 @@ def _reduce_composite(cx, a):
 
 @onnx_op("Resize")
 def _resize(cx, a):
-    from . import onnx_resize as rz
-
     x = cx.input(0)
     rank = x.type.rank
     mode = a.get("mode", "nearest")

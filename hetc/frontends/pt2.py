@@ -10,6 +10,9 @@ the files torch.export.save writes for a program, weights and constants as
 raw tensor bytes, and sample inputs that torch.load(weights_only=True)
 reads. Anything else is refused with a message naming it. What remains is
 as safe as torch's JSON deserializer of the program (docs/reliability.md).
+
+torch is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import zipfile
 
@@ -103,8 +107,6 @@ def _check_config(path, zf, name, kind):
 def _check_sample_inputs(path, zf, name):
     """torch would retry a failed weights-only load of the sample inputs
     with pickles allowed: make sure the weights-only load succeeds."""
-    import pickle
-
     import torch
 
     try:

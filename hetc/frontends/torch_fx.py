@@ -5,6 +5,9 @@ become named constants (their names are the module's state-dict names), user
 inputs become graph inputs with the example inputs' static shapes, and every
 call is translated by the handler registered for its ATen op in
 `torch_opmap`. Nothing here matches raw FX targets but that table.
+
+torch is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from hetc.ir import dtypes
 from hetc.ir.graph import Graph, Value
 from hetc.ir.ops import InferError
 from hetc.ir.types import TensorType
+from hetc.ir.verify import verify
 from hetc.runtime.convert import to_numpy
 
 from . import torch_opmap
@@ -284,8 +288,6 @@ def _too_big(result):
 
 def import_exported(ep, name: str = "main") -> Graph:
     """Translate a torch.export ExportedProgram into a verified Graph."""
-    from hetc.ir.verify import verify
-
     g = Importer(ep, name).run()
     verify(g)
     return g

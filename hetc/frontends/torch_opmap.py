@@ -4,6 +4,9 @@ A handler gets the Importer and the node's arguments bound by name (from the
 op's schema, defaults filled in) and returns the Value (or list of Values) of
 the node's result. This is the one place that knows ATen ops; the importer
 only looks up this table.
+
+torch is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ import re
 
 import numpy as np
 
+from . import dtypes
+from .ops import get_op
+from .printer import print_graph
 from .types import TensorType
 from .weights import WeightStore
 
@@ -88,8 +91,6 @@ class Graph:
 
     def add(self, kind, inputs=(), attrs=None, name=None, body=None, result_types=None):
         """Append an op; returns its Value (or a list of Values for several)."""
-        from .ops import get_op
-
         opdef = get_op(kind)
         attrs = opdef.complete_attrs(attrs or {})
         if result_types is None:
@@ -105,8 +106,6 @@ class Graph:
     def const(self, array, name=None, type: TensorType | None = None, inline=False):
         """A constant: in the weight store under `name` (made unique), or
         written inline; inline=None decides by size (small ones inline)."""
-        from . import dtypes
-
         array = np.asarray(array)
         if type is None:
             type = TensorType(array.shape, dtypes.from_numpy(array.dtype))
@@ -151,17 +150,13 @@ class Graph:
     def copy(self) -> "Graph":
         """An independent copy (through the text form); weight arrays are
         shared, so passes must store new arrays rather than write into them."""
-        from .parser import parse
-        from .printer import print_graph
-        from .weights import WeightStore
+        from .parser import parse  # the parser builds Graphs: a cycle at import time
 
         g = parse(print_graph(self), weights=WeightStore(self.weights), verify=False)
         g.notes = list(self.notes)
         return g
 
     def __eq__(self, other):
-        from .printer import print_graph
-
         if not isinstance(other, Graph):
             return NotImplemented
         if print_graph(self) != print_graph(other):
@@ -174,6 +169,4 @@ class Graph:
     __hash__ = object.__hash__
 
     def __str__(self):
-        from .printer import print_graph
-
         return print_graph(self)

@@ -22,7 +22,9 @@ from hetc.core.fsutil import atomic_write_text
 from . import dtypes
 from .graph import Graph, Op, Value
 from .ops import InferError, get_op
+from .printer import print_graph
 from .types import NM, Quant, TensorType
+from .verify import verify as run_verifier
 from .weights import WeightStore
 
 _TOKEN_NAMES = {
@@ -215,8 +217,6 @@ def parse(text: str, filename: str = "<string>", weights: WeightStore | None = N
         raise _syntax_error(e, text, filename) from None
     g = _Builder(filename, weights if weights is not None else WeightStore()).graph(tree.children[0])
     if verify:
-        from .verify import verify as run_verifier
-
         run_verifier(g, where=filename)
     return g
 
@@ -259,7 +259,5 @@ def parse_file(path: str, verify: bool = True) -> Graph:
 
 def save(graph: Graph, path: str):
     """Write `graph` as `path` (.hir) and its weights as the .npz beside it."""
-    from .printer import print_graph
-
     graph.weights.save(weights_path(path))
     atomic_write_text(path, print_graph(graph))

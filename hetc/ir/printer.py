@@ -4,15 +4,20 @@ Printing is canonical: attributes at their default value are left out, floats
 print so they parse back to the same bits, so `parse(print(g)) == g`.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .dtypes import DType
-from .graph import Graph, Op
 from .ops import get_op
+
+if TYPE_CHECKING:  # the graph prints itself with this module
+    from .graph import Graph, Op
 
 _BARE_WEIGHT = re.compile(r"^[A-Za-z0-9_.$:/-]+$")
 

@@ -4,8 +4,14 @@ pass timings and notes. Printed as a table, saved as JSON."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from io import StringIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from hetc.core.errors import printable
 from hetc.ir.graph import Graph
@@ -131,12 +137,6 @@ class Report:
 
     def render(self, console=None):
         """Print the report as tables (to `console`, a rich Console)."""
-        import sys
-
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-
         def text(x):  # names come from model files: no markup, no terminal escapes
             return escape(printable(x))
 
@@ -189,10 +189,6 @@ class Report:
             console.print(text(f"note: {note}"))
 
     def __str__(self):
-        from io import StringIO
-
-        from rich.console import Console
-
         buf = StringIO()
         self.render(Console(file=buf, width=160, color_system=None))
         return buf.getvalue()

@@ -14,6 +14,7 @@ from math import ceil, log2, prod
 import numpy as np
 
 from . import dtypes
+from .codebooks import CODEBOOKS, get
 from .dtypes import DType
 
 # Largest tensor the IR takes (elements): generated code indexes with 64-bit
@@ -91,8 +92,6 @@ class Quant:
 
     def problem(self, shape, dtype):
         if self.codebook:
-            from .codebooks import CODEBOOKS
-
             cb = CODEBOOKS.get(self.codebook)
             if cb is None:
                 return f"unknown codebook {self.codebook!r}"
@@ -115,8 +114,6 @@ class Quant:
         codebook, `variant` holds each group's variant index."""
         ax = _norm_axis(self.axis, data.ndim)
         if self.codebook:
-            from .codebooks import get
-
             v = np.repeat(np.asarray(variant, np.int64), self.group, axis=ax)
             q = get(self.codebook).table[v, np.asarray(data, np.int64)]
             return q * np.repeat(np.asarray(scale).astype(np.float32), self.group, axis=ax)
@@ -188,8 +185,6 @@ class TensorType:
         groups = prod(q.param_shape(self.shape))
         bits = groups * (q.scale.bits + (0 if q.symmetric else self.dtype.bits))
         if q.codebook:
-            from .codebooks import get
-
             bits += groups * get(q.codebook).index_bits
         return bits
 

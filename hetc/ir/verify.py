@@ -12,7 +12,10 @@ import math
 import numpy as np
 
 from hetc.core.errors import VerifyError
+from hetc.ir.interpret import load_const
 
+from . import dtypes
+from .codebooks import get
 from .graph import Graph, Op
 from .ops import InferError, get_op
 from .types import MAX_ELEMENTS
@@ -146,8 +149,6 @@ def _check_const(graph: Graph, op: Op):
         yield from _check_quant_params(graph, op.attrs["name"], t)
     nm = t.nm
     if nm is not None:
-        from hetc.ir.interpret import load_const
-
         logical = load_const(op, graph)
         problem = nm.problem(t.shape, logical)
         if problem:
@@ -155,8 +156,6 @@ def _check_const(graph: Graph, op: Op):
 
 
 def _check_quant_params(graph, name, t):
-    from . import dtypes
-
     q = t.quant
     want = q.param_shape(t.shape)
     params = [("scale", q.scale)] + ([] if q.symmetric else [("zero", t.dtype)]) + \
@@ -173,8 +172,6 @@ def _check_quant_params(graph, name, t):
         yield f"{q.text()} is symmetric but the store has '{key_label(aux_key(name, 'zero'))}'"
     variant = graph.weights.get(aux_key(name, "variant"))
     if q.codebook and variant is not None and variant.size:
-        from .codebooks import get
-
         count = len(get(q.codebook).variants)
         if variant.max() >= count:
             yield (f"'{key_label(aux_key(name, 'variant'))}' holds index {variant.max()}, "

@@ -19,6 +19,7 @@ import numpy as np
 
 from hetc.ir.graph import Graph, Op, Value
 from hetc.ir.interpret import load_const
+from hetc.ir.types import TensorType
 from hetc.passes.pipeline import Pass, register_pass
 
 from .cleanup import remove_dead_ops
@@ -80,7 +81,6 @@ def _raise_linear(graph, op, users):
     if wv is None or wv.ndim != 2 or x.type.rank < 1 or "name" not in w.producer.attrs \
             or len(users.get(w, [])) != 1 or op.output.type.shape != x.type.shape[:-1] + (wv.shape[1],):
         return False
-    from hetc.ir.types import TensorType
 
     graph.weights[w.producer.attrs["name"]] = np.ascontiguousarray(wv.T)
     w.type = TensorType((wv.shape[1], wv.shape[0]), w.type.dtype)

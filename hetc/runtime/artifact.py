@@ -27,8 +27,12 @@ from hetc.core.fsutil import (
     check_file_name,
     read_file,
 )
+from hetc.core.targets import TARGETS
 from hetc.core.version import __version__
 from hetc.ir.graph import Graph
+from hetc.ir.parser import parse
+from hetc.ir.parser import save as save_ir
+from hetc.ir.weights import WeightStore
 
 FORMAT = "hetc-artifact"
 FORMAT_VERSION = 2
@@ -70,8 +74,6 @@ def is_artifact(folder) -> bool:
 
 def save(folder, artifact: Artifact, report_json: str):
     """Write `artifact` to `folder` atomically (a failed save leaves nothing)."""
-    from hetc.ir.parser import save as save_ir
-
     for name in artifact.sources:
         check_file_name(name, "generated source")
     with atomic_dir(folder, replaceable=is_artifact) as tmp:
@@ -93,9 +95,6 @@ def save(folder, artifact: Artifact, report_json: str):
 def load(folder) -> tuple[Artifact, dict]:
     """(artifact, report as a dict) saved in `folder`; HetcError naming the
     file and what is wrong when the folder is not one save wrote whole."""
-    from hetc.ir.parser import parse
-    from hetc.ir.weights import WeightStore
-
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise HetcError(f"{folder}: not a folder (expected a compiled artifact from "
@@ -184,8 +183,6 @@ def read_manifest(folder: str) -> dict:
 
 
 def _manifest_problem(m) -> str | None:
-    from hetc.core.targets import TARGETS
-
     kinds = {"target": str, "graph": str, "inputs": list, "outputs": list, "sources": list,
              "binary_sources": list, "build": dict, "extra": dict, "files": dict}
     for key, kind in kinds.items():

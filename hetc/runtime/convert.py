@@ -1,4 +1,8 @@
-"""numpy <-> torch conversion that keeps bf16 and other narrow types exact."""
+"""numpy <-> torch conversion that keeps bf16 and other narrow types exact.
+
+torch is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
+"""
 
 import ml_dtypes
 import numpy as np

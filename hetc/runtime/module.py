@@ -8,12 +8,14 @@ import threading
 import numpy as np
 
 from hetc.core.errors import HetcError, UsageError
+from hetc.core.progress import stderr_progress
 from hetc.ir.printer import print_graph
 from hetc.ir.report import Report
 
 from . import artifact as artifact_io
 from .artifact import Artifact
 from .convert import is_torch, to_numpy, to_torch
+from .generate import DecoderSpec, generate
 
 
 class Module:
@@ -84,10 +86,6 @@ class Module:
         """Greedy generation for a model compiled with decoder=...: the prompt
         followed by the new tokens, [1, T + new] (torch in, torch out), like
         transformers' generate with do_sample=False."""
-        from hetc.core.progress import stderr_progress
-
-        from .generate import DecoderSpec, generate
-
         if "decoder" not in self.artifact.extra:
             raise UsageError("generate needs a model compiled with decoder=True (or "
                              "decoder={'max_context': ..., 'chunk': ...})")

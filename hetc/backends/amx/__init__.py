@@ -21,6 +21,7 @@ from hetc.backends.c.library import Library
 from hetc.backends.x86 import FLAGS, X86Backend, can_build, make_artifact, packed, sources, threads
 from hetc.backends.x86.emit import lower_graph
 from hetc.core.errors import TargetError
+from hetc.core.targets import c_compiler, get_target
 
 from .lowering import AmxEmitter
 
@@ -51,8 +52,6 @@ class AmxBackend(X86Backend):
     Options = AmxOptions
 
     def lower(self, graph, target, options):
-        from hetc.core.targets import c_compiler
-
         lowered = lower_graph(graph, threads(), AmxEmitter)
         srcs = sources(lowered, read_headers(HERE, HEADER_FILES))
         notes = []
@@ -70,8 +69,6 @@ class AmxBackend(X86Backend):
         return artifact
 
     def load(self, artifact):
-        from hetc.core.targets import get_target
-
         emulate = bool(artifact.build.get("emulate")) or env_emulate()
         if not emulate and not get_target("amx").availability().ok:
             raise TargetError("cannot run target amx here: this CPU has no AMX. Compile for "

@@ -2,6 +2,9 @@
 OpenVINO's opset API, static shapes throughout, compressed weights kept
 packed, run by OpenVINO on an Intel NPU, or on its CPU plugin as a stand-in
 when no NPU is present (as on a machine without one; said so when it runs).
+
+openvino is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import numpy as np
 
 from hetc.backends.base import Backend, option
 from hetc.core.errors import TargetError
+from hetc.ir.partition import split
 from hetc.runtime.artifact import Artifact
+
+from .lowering import SUMMARY, problems, to_model
 
 DEVICES = ("NPU", "CPU")
 STANDIN_NOTE = ("npu: OpenVINO lists no NPU here; the model runs on OpenVINO's CPU plugin "
@@ -64,21 +70,13 @@ class NpuBackend(Backend):
     Options = NpuOptions
 
     def problems(self, graph, target):
-        from .lowering import problems
-
         return problems(graph)
 
     @property
     def summary(self):
-        from .lowering import SUMMARY
-
         return SUMMARY
 
     def lower(self, graph, target, options) -> Artifact:
-        from hetc.ir.partition import split
-
-        from .lowering import to_model
-
         openvino()
         self.check(graph, target)  # the whole graph, so errors name it (parts are not)
         device = options.device

@@ -5,6 +5,9 @@ OpenVINO lacks are spelled with the ones it has (rms_norm, attention with its
 causal offset and fully masked rows, dynamic int8 activations, C-style integer
 division). Fused regions are expanded into their bodies. Shapes are static:
 they come from the IR, which fixed them at import.
+
+openvino is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations

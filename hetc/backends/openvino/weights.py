@@ -12,6 +12,9 @@ compressed matmul kernels (the codes stay in 4 or 8 bits in the saved .bin).
 The mx4 codebook has no OpenVINO type: its 4-bit codes index a small table
 with a Gather, exact but no compressed-kernel fast path. (3-bit formats are
 not npu weight dtypes: the passes keep those layers in float.)
+
+openvino is imported inside the functions that use it: `import hetc` must not
+load heavy optional packages.
 """
 
 from __future__ import annotations

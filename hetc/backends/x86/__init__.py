@@ -15,6 +15,7 @@ from hetc.backends.c.build import build
 from hetc.backends.c.emitter import read_headers, shared_headers
 from hetc.backends.c.library import Library
 from hetc.core.errors import TargetError
+from hetc.core.targets import get_target
 from hetc.runtime.artifact import Artifact
 
 from . import emit
@@ -60,8 +61,6 @@ def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
 
 def can_build(target_name):
     """TargetError unless this host can build and run x86 code."""
-    from hetc.core.targets import get_target
-
     avail = get_target("x86").availability()
     if not avail.ok:
         raise TargetError(f"cannot run target {target_name} on this host: {avail.detail}")
