@@ -17,7 +17,7 @@ from hetc.ir import Graph, TensorType, dtypes
 TOY = '''
 from dataclasses import dataclass
 
-from hetc.backends.base import Backend, op_problems, option
+from hetc.backends.base import Backend, option
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import Emitter, shared_headers
 from hetc.backends.c.library import Library
@@ -56,10 +56,12 @@ class ToyBackend(Backend):
     Options = ToyOptions
     summary = "f32 add, sub, mul and relu on operands of one shape"
 
-    def problems(self, graph, target):
-        return op_problems(graph, LOWER, lambda op: "operands of other shapes or dtypes" if any(
-            v.type.shape != op.output.type.shape or v.type.dtype.name != "f32"
-            for v in op.inputs) else None)
+    lowerings = LOWER
+
+    def op_problem(self, op):
+        if any(v.type.shape != op.output.type.shape or v.type.dtype.name != "f32"
+               for v in op.inputs):
+            return "operands of other shapes or dtypes"
 
     def lower(self, graph, target, options):
         self.check(graph, target)
@@ -132,5 +134,15 @@ def test_what_it_cannot_lower_is_named_in_the_common_words(toy):
     x = g.add_input("x", TensorType((8,), dtypes.f32))
     g.outputs = [g.add("tanh", [x])]
     with pytest.raises(TargetError, match=r"target toy cannot lower graph 'g': op #0 tanh "
-                                          r"\(f32 add, sub, mul and relu .*\); use target='ref'"):
+                                          r"\(%\w+\) \(f32 add, sub, mul and relu .*\); "
+                                          r"use target='ref'"):
         hetc.compile(g, target="toy")
+
+
+def test_the_op_matrix_lists_it(toy):
+    from hetc.backends import support_matrix
+    from hetc.driver import ops_table
+
+    table = support_matrix()["toy"]
+    assert table["add"] == ("lowered", "") and table["tanh"] == ("missing", "")
+    assert "| op | ref | x86 | amx | cuda | npu | fpga | toy |" in ops_table.markdown("x")

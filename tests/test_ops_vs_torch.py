@@ -854,18 +854,24 @@ COVERED = {c.kind for c in CASES}
 
 # -- running -------------------------------------------------------------------------------------
 
-def run_hetc(c: Case) -> list[np.ndarray]:
-    g = Graph(name="one_op")
+def add_case(c: Case, g: Graph, prefix="") -> tuple[list, list]:
+    """Case `c` as ops of `g`, names prefixed: (its input arrays, its results)."""
     operands, feeds = [], []
     for i, a in enumerate(c.inputs):
         if isinstance(a, W):
-            operands.append(g.const(a.array, name=f"w{i}"))
+            operands.append(g.const(a.array, name=f"{prefix}w{i}"))
         else:
             a = np.asarray(a)
-            operands.append(g.add_input(f"x{i}", TensorType(a.shape, dtypes.from_numpy(a.dtype))))
+            operands.append(g.add_input(f"{prefix}x{i}",
+                                        TensorType(a.shape, dtypes.from_numpy(a.dtype))))
             feeds.append(a)
     out = g.add(c.kind, operands, c.attrs)
-    g.outputs = out if isinstance(out, list) else [out]
+    return feeds, out if isinstance(out, list) else [out]
+
+
+def run_hetc(c: Case) -> list[np.ndarray]:
+    g = Graph(name="one_op")
+    feeds, g.outputs = add_case(c, g)
     verify(g)
     results = interpret(g, feeds)
     for v, r in zip(g.outputs, results):

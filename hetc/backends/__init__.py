@@ -11,6 +11,7 @@ import importlib
 
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.targets import TARGETS, register_target
+from hetc.ir.ops import OPS
 
 from .base import Backend
 
@@ -78,3 +79,11 @@ def options_for(backend: Backend, target, given: dict):
             raise UsageError(f"{key} must be one of {', '.join(map(str, choices))} for "
                              f"target '{target.name}', got {value!r}")
     return backend.Options(**given)
+
+
+def support_matrix() -> dict:
+    """{target name: {op kind: (status, why)} or None when its backend is not
+    built}: status is "lowered", "refused" or "missing" (docs/ops.md)."""
+    kinds = sorted(k for k in OPS if k != "const")
+    return {t.name: None if t.backend is None else
+            {k: backend_named(t.backend).support(k) for k in kinds} for t in TARGETS.values()}

@@ -7,7 +7,13 @@ A backend is one instance of a `Backend` subclass, registered under its name
   `hetc compile` flags; each field's metadata gives its help text (and
   `choices`). Keyword checking, the CLI flags, the message for an option
   given to another target, and the docs table all come from it.
-- `problems(graph, target)`: what in the graph it cannot lower, one message
+- Its support table: `lowerings` (op kind -> how it is lowered, a
+  `hetc.core.registry.Registry`) and `refused` (op kind -> why not); every
+  op kind of the IR is in one of the two (docs/ops.md is generated from
+  them). `op_problem(op)` says why one op of a lowered kind cannot be
+  (its dtypes or encodings), `graph_problems(graph)` what else the graph
+  holds that the backend cannot take (boundary dtypes).
+- `problems(graph, target)`: all of that applied to a graph, one message
   each, before anything is lowered; `check` turns them into the one
   TargetError every backend raises, in the same words.
 - `lower(graph, target, options) -> Artifact`.
@@ -21,6 +27,7 @@ Availability on this host is the target's (`Target.probe`, `hetc targets`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hetc.core.errors import TargetError
@@ -41,10 +48,30 @@ class Backend:
     Options = NoOptions
     #: what the backend lowers, for the refusal message (values, ops)
     summary = ""
+    #: op kind -> its lowering; the kinds here are the ones the backend lowers
+    lowerings: Mapping = {}
+    #: op kind -> why the backend does not lower it
+    refused: Mapping[str, str] = {}
+
+    def op_problem(self, op) -> str | None:
+        """Why `op`, of a kind in `lowerings`, cannot be lowered (its dtypes,
+        encodings or attributes), or None."""
+        return None
+
+    def graph_problems(self, graph) -> list:
+        """Problems beyond single ops (the dtypes at the graph's boundary)."""
+        return []
 
     def problems(self, graph, target) -> list:
         """One message per op or value of `graph` this backend cannot lower."""
-        return []
+        return op_problems(graph, self.lowerings, self.refused, self.op_problem) + \
+            self.graph_problems(graph)
+
+    def support(self, kind) -> tuple[str, str]:
+        """("lowered", "") / ("refused", why) / ("missing", "") for an op kind."""
+        if kind in self.refused:
+            return "refused", self.refused[kind]
+        return ("lowered", "") if kind in self.lowerings else ("missing", "")
 
     def check(self, graph, target):
         """TargetError naming every problem, or nothing."""
@@ -57,17 +84,27 @@ class Backend:
         raise NotImplementedError
 
 
-def op_problems(graph, lowerings, why=lambda op: None) -> list:
-    """A backend's support table applied to `graph`: `op #i kind` for each op
-    (constants aside) without an entry in `lowerings`, `op #i kind: reason`
-    for each whose `why(op)` gives a reason it cannot be lowered."""
+def op_problems(graph, lowerings, refused=None, why=lambda op: None) -> list:
+    """A support table applied to `graph` and the bodies inside it: for each
+    op (constants aside) `op #i kind (%result)`, with the reason from
+    `refused`, none when the kind has no lowering, or `why(op)`'s for a
+    lowered kind it gives one for."""
+    refused = refused or {}
     out = []
-    for i, op in enumerate(graph.ops):
-        if op.kind == "const":
-            continue
-        reason = why(op) if op.kind in lowerings else ""
-        if reason is not None:
-            out.append(f"op #{i} {op.kind}" + (f": {reason}" if reason else ""))
+    for g in graph.graphs():
+        for i, op in enumerate(g.ops):
+            if op.kind == "const":
+                continue
+            if op.kind in refused:
+                reason = refused[op.kind]
+            elif op.kind in lowerings:
+                reason = why(op)
+                if reason is None:
+                    continue
+            else:
+                reason = ""
+            out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})" +
+                       (f": {reason}" if reason else ""))
     return out
 
 

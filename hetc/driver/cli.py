@@ -28,7 +28,7 @@ from hetc.core.fsutil import atomic_write_text, cache_root
 from hetc.core.progress import stderr_progress
 from hetc.core.targets import TARGETS
 from hetc.core.version import __version__
-from hetc.driver import conformance
+from hetc.driver import conformance, ops_table
 from hetc.driver.api import compile as hetc_compile
 from hetc.driver.api import import_model, load
 from hetc.ir.parser import parse_file, save
@@ -121,6 +121,10 @@ def build_parser():
 
     sub.add_parser("targets", parents=[common],
                    help="list targets, their capabilities and availability here")
+
+    p = sub.add_parser("ops", parents=[common],
+                       help="which targets lower each op of the IR, or why they refuse it")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown here instead")
 
     p = sub.add_parser("cache", parents=[common], help="show or empty hetc's build cache")
     p.add_argument("action", nargs="?", choices=["show", "clean"], default="show",
@@ -311,6 +315,13 @@ def cmd_targets(args):
     _console().print(table)
 
 
+def cmd_ops(args):
+    if args.markdown:
+        atomic_write_text(args.markdown, ops_table.markdown(f"hetc ops --markdown {args.markdown}"))
+    else:
+        _console().print(ops_table.table())
+
+
 def cmd_conformance(args):
     results = conformance.run_suite(args.target, args.pattern, args.jobs,
                                     progress=stderr_progress, suite=args.suite)
@@ -349,7 +360,8 @@ def cmd_cache(args):
 
 
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "opt": cmd_opt, "show": cmd_show,
-            "targets": cmd_targets, "conformance": cmd_conformance, "cache": cmd_cache}
+            "targets": cmd_targets, "ops": cmd_ops, "conformance": cmd_conformance,
+            "cache": cmd_cache}
 
 
 def main(argv=None) -> int:

@@ -1,8 +1,11 @@
 """The op table: for every op kind, its operands, typed attributes with
-defaults, and its shape/dtype inference. Its numpy semantics live in
-`hetc.ir.interpret`, one function per kind.
+defaults, its shape/dtype inference and its traits (what passes and backends
+ask of an op instead of keeping their own lists of kinds). Its numpy
+semantics live in `hetc.ir.interpret`, one function per kind.
 
-Adding an op = one `define(...)` here + one function in interpret.py + tests.
+Adding an op = one `define(...)` here + one function in interpret.py + its
+importer entries (frontends) + tests; each backend lowers it or lists it as
+refused (docs/ops.md is generated from these tables).
 """
 
 from __future__ import annotations
@@ -66,6 +69,27 @@ class OpDef:
     attrs: tuple[Attr, ...]
     infer_fn: Callable
     doc: str = ""
+    # -- traits -------------------------------------------------------------
+    #: the result maps element to element from operands of (broadcast) shape
+    elementwise: bool = False
+    #: operands broadcast against each other (numpy rules)
+    broadcasting: bool = False
+    #: swapping the two operands leaves the result unchanged
+    commutative: bool = False
+    #: b with op(a, b) == a for every a (a right identity), or None
+    identity: float | None = None
+    #: (operand index, reduction axis) of the operand that may be a stored
+    #: weight compression passes prune and quantize, or None
+    weight: tuple[int, int] | None = None
+    #: operands that may be stored in another float type than the input
+    #: (a weight and bias kept in bf16 beside f32 activations)
+    stored_floats: tuple[int, ...] = ()
+    #: a fused kernel may run elementwise ops on its result (an epilogue)
+    takes_epilogue: bool = False
+    #: may run inside an epilogue
+    epilogue: bool = False
+    #: the result is the operand's bytes unchanged (no computation)
+    view: bool = False
 
     def attr(self, name):
         return next((a for a in self.attrs if a.name == name), None)
@@ -109,9 +133,13 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def define(kind, operands, attrs=(), doc=""):
+def define(kind, operands, attrs=(), doc="", **traits):
+    """Decorator: `fn` infers `kind`'s result types; `traits` are OpDef's."""
     def deco(fn):
-        OPS[kind] = OpDef(kind, tuple(operands), tuple(attrs), fn, doc or (fn.__doc__ or ""))
+        if kind in OPS:
+            raise ValueError(f"op '{kind}' is defined twice")
+        OPS[kind] = OpDef(kind, tuple(operands), tuple(attrs), fn, doc or (fn.__doc__ or ""),
+                          **traits)
         return fn
     return deco
 
@@ -201,21 +229,26 @@ def _unary(kind, kinds=_FLOAT, result=None):
     return infer
 
 
+# ops an epilogue of a fused linear/matmul/conv2d may run
+_EPILOGUE = {"add", "sub", "mul", "div", "neg", "relu", "gelu", "silu", "sigmoid", "tanh", "exp",
+             "sqrt", "rsqrt", "abs", "maximum", "minimum", "pow", "erf"}
+_EW = {"elementwise": True}
+
 for _k in ("sqrt", "rsqrt", "exp", "log", "tanh", "sigmoid", "silu", "erf",
            "floor", "ceil", "round", "reciprocal",
            "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"):
-    define(_k, ["x"])(_unary(_k))
-define("gelu", ["x"], [Attr("approximate", "str", "none")])(_unary("gelu"))
-define("sign", ["x"])(_unary("sign", _FLOAT + _INT))
-define("isnan", ["x"])(_unary("isnan", result=dtypes.boolean))
-define("isinf", ["x"], [Attr("detect_positive", "bool", True),
-                        Attr("detect_negative", "bool", True)])(_unary("isinf", result=dtypes.boolean))
-define("logical_not", ["x"])(_unary("logical_not", _BOOL))
-define("bitwise_not", ["x"])(_unary("bitwise_not", _INT))
+    define(_k, ["x"], epilogue=_k in _EPILOGUE, **_EW)(_unary(_k))
+define("gelu", ["x"], [Attr("approximate", "str", "none")], epilogue=True, **_EW)(_unary("gelu"))
+define("sign", ["x"], **_EW)(_unary("sign", _FLOAT + _INT))
+define("isnan", ["x"], **_EW)(_unary("isnan", result=dtypes.boolean))
+define("isinf", ["x"], [Attr("detect_positive", "bool", True), Attr("detect_negative", "bool", True)],
+       **_EW)(_unary("isinf", result=dtypes.boolean))
+define("logical_not", ["x"], **_EW)(_unary("logical_not", _BOOL))
+define("bitwise_not", ["x"], **_EW)(_unary("bitwise_not", _INT))
 
 
 for _k in ("neg", "relu", "abs"):
-    define(_k, ["x"])(_unary(_k, _FLOAT + _INT))
+    define(_k, ["x"], epilogue=True, **_EW)(_unary(_k, _FLOAT + _INT))
 
 
 def _binary(kind, kinds=None):
@@ -228,17 +261,23 @@ def _binary(kind, kinds=None):
     return infer
 
 
+_BW = {"elementwise": True, "broadcasting": True}
+_COMMUTATIVE = {"add", "mul", "maximum", "minimum", "logical_and", "logical_or", "logical_xor",
+                "bitwise_and", "bitwise_or", "bitwise_xor", "equal"}
+_IDENTITY = {"add": 0, "sub": 0, "mul": 1, "div": 1, "pow": 1}
+
 for _k in ("add", "sub", "mul", "div", "maximum", "minimum"):
-    define(_k, ["a", "b"])(_binary(_k))
-define("pow", ["a", "b"])(_binary("pow", _FLOAT + _INT))
+    define(_k, ["a", "b"], commutative=_k in _COMMUTATIVE, identity=_IDENTITY.get(_k),
+           epilogue=True, **_BW)(_binary(_k))
+define("pow", ["a", "b"], identity=1, epilogue=True, **_BW)(_binary("pow", _FLOAT + _INT))
 for _k in ("mod", "fmod"):
-    define(_k, ["a", "b"])(_binary(_k, _FLOAT + _INT))
+    define(_k, ["a", "b"], **_BW)(_binary(_k, _FLOAT + _INT))
 for _k in ("logical_and", "logical_or", "logical_xor"):
-    define(_k, ["a", "b"])(_binary(_k, _BOOL))
+    define(_k, ["a", "b"], commutative=True, **_BW)(_binary(_k, _BOOL))
 for _k in ("bitwise_and", "bitwise_or", "bitwise_xor"):
-    define(_k, ["a", "b"])(_binary(_k, _INT + _BOOL))
+    define(_k, ["a", "b"], commutative=True, **_BW)(_binary(_k, _INT + _BOOL))
 for _k in ("shift_left", "shift_right"):
-    define(_k, ["a", "b"])(_binary(_k, _INT))
+    define(_k, ["a", "b"], **_BW)(_binary(_k, _INT))
 
 
 def _compare(kind):
@@ -249,10 +288,10 @@ def _compare(kind):
 
 
 for _k in ("equal", "less", "greater", "less_equal", "greater_equal"):
-    define(_k, ["a", "b"])(_compare(_k))
+    define(_k, ["a", "b"], commutative=_k in _COMMUTATIVE, **_BW)(_compare(_k))
 
 
-@define("where", ["cond", "a", "b"])
+@define("where", ["cond", "a", "b"], **_BW)
 def _where(types, attrs):
     if types[0].dtype != dtypes.boolean:
         raise InferError(f"where needs a bool condition, got {types[0].dtype}")
@@ -260,14 +299,15 @@ def _where(types, attrs):
     return TensorType(broadcast(*(t.shape for t in types)), types[1].value_dtype)
 
 
-@define("cast", ["x"], [Attr("dtype", "dtype")])
+@define("cast", ["x"], [Attr("dtype", "dtype")], **_EW)
 def _cast(types, attrs):
     return TensorType(types[0].shape, attrs["dtype"])
 
 
 # -- linear algebra -----------------------------------------------------------------
 
-@define("linear", ["x", "w", "b?"], [Attr("act_group", "int", 0)])
+@define("linear", ["x", "w", "b?"], [Attr("act_group", "int", 0)], weight=(1, -1),
+        stored_floats=(1, 2), takes_epilogue=True)
 def _linear(types, attrs):
     """y = x @ w^T + b, w is [out, in]. act_group G > 0: x is first quantized
     to int8 dynamically, symmetric, one scale (max |x| / 127) per token and
@@ -287,7 +327,7 @@ def _linear(types, attrs):
     return TensorType(x.shape[:-1] + (w.shape[0],), x.value_dtype)
 
 
-@define("matmul", ["a", "b"])
+@define("matmul", ["a", "b"], weight=(1, 0), takes_epilogue=True)
 def _matmul(types, attrs):
     a, b = types
     _same_dtype(types, "matmul")
@@ -334,7 +374,8 @@ def _pairs(attrs, who, *names):
     return out
 
 
-@define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1)])
+@define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1)], weight=(1, 1),
+        stored_floats=(1, 2), takes_epilogue=True)
 def _conv2d(types, attrs):
     """NCHW input, OIHW weight; padding is [top, left, bottom, right]."""
     x, w = types[0], types[1]
@@ -430,7 +471,7 @@ def _batch_norm(types, attrs):
 
 # -- shape ops ---------------------------------------------------------------------
 
-@define("reshape", ["x"], [Attr("shape", "ints")])
+@define("reshape", ["x"], [Attr("shape", "ints")], view=True)
 def _reshape(types, attrs):
     x, shape = types[0], list(attrs["shape"])
     if shape.count(-1) > 1 or any(d < -1 for d in shape):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetc.ir.interpret import load_const
-from hetc.ir.ops import slice_ranges
+from hetc.ir.ops import OPS, get_op, slice_ranges
 from hetc.passes.pipeline import Pass, register_pass
 
 from .cleanup import remove_dead_ops
@@ -39,19 +39,15 @@ def _same(v, op):
     return v if v.type == op.output.type else None
 
 
-# x op e == x for these identity elements e, on the right; on either side for
-# the commutative ones.
-_IDENTITY = {"add": 0, "mul": 1, "sub": 0, "div": 1, "pow": 1}
-_COMMUTATIVE = {"add", "mul"}
-
-
-@rewrite(*_IDENTITY)
+@rewrite(*(kind for kind, d in OPS.items() if d.identity is not None))
 def _identity_operand(g, op):
+    """x op e == x for the op's identity element e on the right; on either
+    side when the op is commutative."""
     a, b = op.inputs
-    e = _IDENTITY[op.kind]
-    if _const_equal(g, b, e):
+    d = get_op(op.kind)
+    if _const_equal(g, b, d.identity):
         return _same(a, op)
-    if op.kind in _COMMUTATIVE and _const_equal(g, a, e):
+    if d.commutative and _const_equal(g, a, d.identity):
         return _same(b, op)
 
 

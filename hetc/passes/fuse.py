@@ -19,14 +19,11 @@ import numpy as np
 
 from hetc.ir.graph import Graph, Op, Value
 from hetc.ir.interpret import load_const
+from hetc.ir.ops import get_op
 from hetc.ir.types import TensorType
 from hetc.passes.pipeline import Pass, register_pass
 
 from .cleanup import remove_dead_ops
-
-ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "relu", "gelu", "silu", "sigmoid", "tanh",
-               "exp", "sqrt", "rsqrt", "abs", "maximum", "minimum", "pow", "erf"}
-ANCHORS = {"linear", "matmul", "conv2d"}
 
 
 def _const_value(v: Value, graph):
@@ -142,13 +139,14 @@ def _regions(graph: Graph):
     outputs = set(graph.outputs)
     taken, regions = set(), []
     for op in graph.ops:
-        if op in taken or (op.kind not in ANCHORS and op.kind not in ELEMENTWISE):
+        d = get_op(op.kind)
+        if op in taken or not (d.takes_epilogue or d.epilogue):
             continue
         region = [op]
         while True:
             tail = region[-1].output
             nxt = users.get(tail, [])
-            if tail in outputs or len(nxt) != 1 or nxt[0].kind not in ELEMENTWISE \
+            if tail in outputs or len(nxt) != 1 or not get_op(nxt[0].kind).epilogue \
                     or nxt[0] in taken:
                 break
             region.append(nxt[0])

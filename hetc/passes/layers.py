@@ -17,6 +17,7 @@ import numpy as np
 from hetc.core.errors import UsageError
 from hetc.ir.graph import Graph, Op, Value
 from hetc.ir.interpret import interpret
+from hetc.ir.ops import get_op
 from hetc.ir.report import layer_name
 
 
@@ -42,13 +43,14 @@ def find_layers(graph: Graph) -> list[Layer]:
     (tied embeddings) is listed once, at its first use."""
     layers, seen = [], set()
     for op in graph.ops:
-        if op.kind in ("linear", "conv2d", "matmul") and len(op.inputs) >= 2:
-            w = op.inputs[1]
+        weight = get_op(op.kind).weight
+        if weight is not None and len(op.inputs) > weight[0]:
+            operand, axis = weight
+            w = op.inputs[operand]
             if not _named_const(w) or w in seen or not w.type.value_dtype.is_float:
                 continue
             if op.kind == "matmul" and w.type.rank != 2:
                 continue
-            axis = {"linear": -1, "matmul": 0, "conv2d": 1}[op.kind]
             seen.add(w)
             layers.append(Layer(layer_name(w.producer.attrs["name"]), op, w, axis, op.inputs[0]))
     return layers

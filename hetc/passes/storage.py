@@ -13,11 +13,9 @@ import numpy as np
 from hetc.core.errors import UsageError
 from hetc.ir import dtypes
 from hetc.ir.graph import Op, Value
+from hetc.ir.ops import get_op
 from hetc.ir.types import TensorType
 from hetc.passes.pipeline import Pass, register_pass
-
-# ops whose weight and bias operands may have another float dtype than their input
-_WEIGHT_OPERANDS = {"linear": (1, 2), "conv2d": (1, 2)}
 
 
 @register_pass
@@ -75,6 +73,6 @@ def _plain_f32_weight(op) -> bool:
 
 
 def _weight_use(user, v) -> bool:
-    at = _WEIGHT_OPERANDS.get(user.kind, ())
+    at = get_op(user.kind).stored_floats
     return any(i in at for i, x in enumerate(user.inputs) if x is v) and \
         all(i in at for i, x in enumerate(user.inputs) if x is v)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from hetc.ir.ops import slice_ranges
+from hetc.ir.ops import get_op, slice_ranges
 
 from .values import nbytes, round_up, strides
 
@@ -16,7 +16,7 @@ def alias_offset(op):
     result is the operand's bytes unchanged (reshape) or one contiguous block
     of them (a slice of an outermost non-unit axis, as a decoder slicing its
     cache per layer); None when the result must be computed."""
-    if op.kind == "reshape":
+    if get_op(op.kind).view:
         return 0
     if op.kind != "slice":
         return None

@@ -21,7 +21,7 @@ from hetc.core.errors import TargetError
 from hetc.ir.partition import split
 from hetc.runtime.artifact import Artifact
 
-from .lowering import SUMMARY, problems, to_model
+from .lowering import LOWER, SUMMARY, to_model, value_problems
 
 DEVICES = ("NPU", "CPU")
 STANDIN_NOTE = ("npu: OpenVINO lists no NPU here; the model runs on OpenVINO's CPU plugin "
@@ -69,8 +69,10 @@ class NpuBackend(Backend):
     name = "openvino"
     Options = NpuOptions
 
-    def problems(self, graph, target):
-        return problems(graph)
+    lowerings = LOWER  # every IR op kind
+
+    def graph_problems(self, graph):
+        return value_problems(graph)
 
     @property
     def summary(self):

@@ -190,6 +190,8 @@ def _where(op, c, a, b):
 
 @lowers("cast")
 def _cast(op, x):
+    if op.attrs["dtype"].name == "bool" and op.inputs[0].type.dtype.is_float:
+        return _o().not_equal(x, _like(x, 0))  # NaN is true, as in C; Convert makes it false
     return _o().convert(x, ov_type(op.attrs["dtype"], f"cast %{op.output.name}"))
 
 
@@ -345,7 +347,10 @@ def _slice(op, x):
 
 
 def _wrapped(o, idx, size):
-    """Negative indices counted from the end, as the IR allows."""
+    """Negative indices counted from the end, as the IR allows; i64 unless
+    they are i32 (OpenVINO takes no other index type)."""
+    if str(idx.get_element_type()) not in ("i32", "i64"):
+        idx = o.convert(idx, "i64").output(0)
     return o.select(o.less(idx, _like(idx, 0)), o.add(idx, _like(idx, size)), idx)
 
 
@@ -362,8 +367,14 @@ def _embedding(op, ids, table):
 @lowers("gather_elements")
 def _gather_elements(op, x, idx):
     o = _o()
-    ax = op.attrs["axis"] % op.inputs[0].type.rank
-    return o.gather_elements(x, _wrapped(o, idx, op.inputs[0].type.shape[ax]), ax)
+    shape, want = op.inputs[0].type.shape, op.inputs[1].type.shape
+    ax = op.attrs["axis"] % len(shape)
+    # OpenVINO needs the data's shape off the axis to equal the indices'; the
+    # IR lets the indices cover a leading block of it, so take that block
+    cut = [a for a in range(len(shape)) if a != ax and want[a] != shape[a]]
+    for a in cut:  # gathers, not a Slice: the CPU plugin rejected Slice -> GatherElements
+        x = o.gather(x, _i64(range(want[a])), np.int64(a))
+    return o.gather_elements(x, _wrapped(o, idx, shape[ax]), ax)
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge"}
@@ -395,6 +406,12 @@ def _pad(op, x):
         return _wrap(o, x, op.inputs[0].type.shape, pads[:r], pads[r:])
     value = None
     if op.attrs["mode"] == "constant":
+        shape = op.inputs[0].type.shape
+        if any(max(-b, 0) + max(-e, 0) >= n for b, e, n in zip(pads[:r], pads[r:], shape)):
+            # a crop that removes a whole axis leaves padding only (OpenVINO's
+            # CPU plugin hangs on such a Pad)
+            t = op.output.type
+            return constant(np.full(t.shape, op.attrs["value"], t.dtype.storage), t.dtype)
         value = o.convert_like(o.constant(np.float32(op.attrs["value"])), x)
     return o.pad(x, _i64(pads[:r]), _i64(pads[r:]), _PAD_MODES[op.attrs["mode"]], value)
 
@@ -483,13 +500,19 @@ def _global_avg_pool(op, x):
 
 # -- whole graphs -------------------------------------------------------------------------
 
-def problems(graph) -> list:
-    """One message per op and dtype of `graph` OpenVINO cannot take."""
+@LOWER.register("fused")
+def _fused(op, *xs):
+    """The body's ops, in line: OpenVINO's compiler does its own fusion."""
+    inner = dict(zip(op.body.inputs, xs))
+    lower_body(op.body, inner)
+    return [inner[v] for v in op.body.outputs]
+
+
+def value_problems(graph) -> list:
+    """One message per value of `graph` whose dtype OpenVINO cannot take."""
     out = []
     for g in graph.graphs():
-        for i, op in enumerate(g.ops):
-            if op.kind not in LOWER and op.kind not in ("const", "fused"):
-                out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})")
+        for op in g.ops:
             for v in op.outputs if op.kind != "const" else ():
                 if v.type.dtype.name not in VALUE_TYPES:
                     out.append(f"%{v.name}: {v.type.dtype} values")
@@ -518,10 +541,6 @@ def lower_body(graph, env):
             outs = [weight(graph, op)]
         elif all(v.type.numel == 0 for v in op.outputs):
             outs = [_zeros(v.type) for v in op.outputs]
-        elif op.kind == "fused":
-            inner = dict(zip(op.body.inputs, (env[v] for v in op.inputs)))
-            lower_body(op.body, inner)
-            outs = [inner[v] for v in op.body.outputs]
         else:
             try:
                 res = LOWER[op.kind](op, *(env[v] for v in op.inputs))

@@ -68,9 +68,11 @@ def can_build(target_name):
 
 class X86Backend(Backend):
     name = "x86"
+    lowerings = emit.LOWER
+    refused = emit.REFUSED
 
     def problems(self, graph, target):
-        return emit.problems(graph)
+        return emit.problems(graph)  # the table above, as the renderer checks it
 
     @property
     def summary(self):

@@ -22,7 +22,6 @@ from hetc.backends.c.plan import alias_offset
 from hetc.backends.c.text import float_literal, string_literal
 from hetc.backends.c.values import CTYPE, carray, cpointer, itemsize, round_up, strides
 from hetc.backends.packing import pack_nibbles
-from hetc.core.errors import TargetError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import slice_ranges
@@ -68,9 +67,43 @@ def _mask_problem(op):
     return None
 
 
-#: what the ANY_DTYPE ops need of their operands' dtypes, beyond CTYPE
-#: (op -> None or the problem); checked for every op before any is lowered
-DTYPE_RULES = {
+def _attention_problem(op):
+    q, k, v = (x.type for x in op.inputs[:3])
+    if op.attrs.get("softcap"):
+        return "a softcap (not lowered yet)"
+    if q.rank != 4 or k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3]:
+        return f"q {q}, k {k} (needs [B,H,L,D] q, k, v with equal heads)"
+    if len(op.inputs) > 3:
+        mt = op.inputs[3].type
+        full = [1] * (4 - mt.rank) + list(mt.shape)
+        if mt.rank > 4 or full[3] != k.shape[2] or \
+                any(d not in (1, n) for d, n in zip(full[:3], q.shape[:3])):
+            return (f"mask {mt} does not broadcast to [{', '.join(map(str, q.shape[:3]))}, "
+                    f"{k.shape[2]}] with its key axis whole")
+    return _all_dtype(list(op.inputs[:3]) + [op.output], "f32",
+                      "query, key, value or result") or _mask_problem(op)
+
+
+def _matmul_problem(op):
+    a, b = (x.type for x in op.inputs)
+    if a.rank < 2 or b.rank < 2:
+        return f"{a} x {b}: vector operands (not lowered yet)"
+    batch = math.prod(op.output.type.shape[:-2])
+    if any(math.prod(t.shape[:-2]) not in (1, batch) for t in (a, b)):
+        return f"{a} x {b}: partial batch broadcasting (not lowered yet)"
+    return None
+
+
+def _batch_norm_problem(op):
+    if any(v.producer is None or v.producer.kind != "const" for v in op.inputs[1:]):
+        return "statistics that are not constants"
+    return None
+
+
+#: what lowerings need of their operands beyond CTYPE (dtypes, shapes,
+#: constants): op -> None or the problem; checked for every op before any
+#: is lowered
+RULES = {
     **{k: (lambda op: _all_dtype(list(op.inputs) + [op.output], "bool", "operand"))
        for k in (*LOGICAL, "logical_not")},
     **{k: (lambda op: _all_dtype(op.inputs[:1], "f32", "input"))
@@ -79,12 +112,13 @@ DTYPE_RULES = {
     "gather": lambda op: _index_problem(op.inputs[1]),
     "gather_elements": lambda op: _index_problem(op.inputs[1]),
     "embedding": lambda op: _index_problem(op.inputs[0]),
-    "attention": lambda op: (_all_dtype(list(op.inputs[:3]) + [op.output], "f32",
-                                        "query, key, value or result") or _mask_problem(op)),
+    "attention": _attention_problem,
+    "matmul": _matmul_problem,
+    "batch_norm": _batch_norm_problem,
 }
 
 
-def _why_not(op):
+def why_not(op):
     """Why the x86 renderer cannot lower `op` (which it has a lowering for), or None."""
     for v in list(op.inputs) + list(op.outputs):
         if v.producer is not None and v.producer.kind == "const":
@@ -92,14 +126,26 @@ def _why_not(op):
         name = v.type.dtype.name
         if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
             return f"{v.type.dtype} value %{v.name}"
-    return DTYPE_RULES.get(op.kind, lambda op: None)(op)
+    return RULES.get(op.kind, lambda op: None)(op)
+
+
+#: the IR ops the x86 renderer does not lower, and why
+REFUSED = {
+    **{k: "no integer bitwise kernel in kernels.h yet" for k in (
+        "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "shift_left", "shift_right")},
+    **{k: "no remainder kernel in kernels.h yet" for k in ("mod", "fmod")},
+    "fused": "x86 fuses epilogues inside its own kernels; its pipeline runs no `fuse` pass",
+}
+
+
+def graph_problems(graph) -> list:
+    return [f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
+            if v.type.dtype.name not in CTYPE]
 
 
 def problems(graph) -> list:
     """One message per op (and dtype) of `graph` this renderer cannot lower."""
-    return op_problems(graph, LOWER, _why_not) + [
-        f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
-        if v.type.dtype.name not in CTYPE]
+    return op_problems(graph, LOWER, REFUSED, why_not) + graph_problems(graph)
 
 
 def summary() -> str:
@@ -284,7 +330,7 @@ def _split(e, op):
 
 
 def _wide(idx):
-    """1 for i64 indices, 0 for i32 (DTYPE_RULES admits only these)."""
+    """1 for i64 indices, 0 for i32 (RULES admits only these)."""
     return int(idx.type.dtype.name == "i64")
 
 
@@ -425,8 +471,6 @@ def _norm(e, op):
 @lowers("batch_norm")
 def _batch_norm(e, op):
     x, scale, bias, mean, var = op.inputs
-    if any(v.producer is None or v.producer.kind != "const" for v in (scale, bias, mean, var)):
-        raise TargetError("x86: batch_norm needs constant statistics")
     s, b, m, va = (np.asarray(load_const(v.producer, e.g), np.float32)
                    for v in (scale, bias, mean, var))
     k = s / np.sqrt(va + np.float32(op.attrs.get("eps", 1e-5)))
@@ -487,15 +531,10 @@ def _conv2d(e, op):
 def _matmul(e, op):
     a, b = op.inputs
     y = op.output.type
-    if a.type.rank < 2 or b.type.rank < 2:
-        raise TargetError(f"x86: matmul of {a.type} and {b.type} (vectors are not lowered yet)")
     m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     batch = math.prod(y.shape[:-2])
     ab = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
     bb = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
-    if (ab and math.prod(a.type.shape[:-2]) != batch) or (bb and math.prod(b.type.shape[:-2]) != batch):
-        raise TargetError(f"x86: matmul of {a.type} and {b.type}: partial batch broadcasting "
-                          f"is not lowered yet")
     e.count("matmul f32")
     e.emit(f"k_matmul({e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, {batch}, {m}, {n}, {k}, "
            f"{ab}, {bb});")
@@ -504,13 +543,7 @@ def _matmul(e, op):
 @lowers("attention")
 def _attention(e, op):
     q, k, v = op.inputs[:3]
-    if op.attrs.get("softcap"):
-        raise TargetError("x86: attention with a softcap is not lowered yet")
     view = e.views.get(op) or KVView([k], [v], 1, [])
-    if q.type.rank != 4 or k.type.shape[:2] != q.type.shape[:2] or \
-            v.type.shape[:3] != k.type.shape[:3]:
-        raise TargetError(f"x86: attention on {q.type}, {k.type} (needs [B,H,L,D] q, k, v "
-                          f"with equal heads)")
     B, H, L, D = q.type.shape
     S = k.type.shape[2]
     mask, mask_strides = "0", [0, 0, 0]
@@ -518,9 +551,6 @@ def _attention(e, op):
         mv = op.inputs[3]
         mt = mv.type
         full = [1] * (4 - mt.rank) + list(mt.shape)
-        if full[3] != S or any(d not in (1, n) for d, n in zip(full[:3], (B, H, L))):
-            raise TargetError(f"x86: attention mask {mt} does not broadcast to [{B}, {H}, {L}, "
-                              f"{S}] with its key axis whole")
         if mv.producer is not None and mv.producer.kind == "const":
             # a constant bool mask becomes an additive f32 one at pack time
             data = np.asarray(load_const(mv.producer, e.g))
@@ -531,7 +561,7 @@ def _attention(e, op):
         elif mt.dtype.name == "bool":  # computed: made additive per call, in scratch
             mask = f"((float *)(A + {e.scratch(4 * mt.numel)}))"
             e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
-        else:  # f32 (DTYPE_RULES)
+        else:  # f32 (RULES)
             mask = e.val(mv)
         fs = strides(full)
         mask_strides = [0 if full[d] == 1 else fs[d] for d in range(3)]
