@@ -114,4 +114,3 @@ def refuse(target_name, graph, problems, summary):
         shown = "; ".join(dict.fromkeys(problems))
         raise TargetError(f"target {target_name} cannot lower graph '{graph.name}': {shown} "
                           f"({summary}); use target='ref' for it")
-

@@ -46,7 +46,6 @@ def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=No
                            freeze_inputs=freeze_inputs)
     import torch
 
-
     if isinstance(model, torch.export.ExportedProgram):
         return import_exported(model)
     if isinstance(model, torch.nn.Module):

@@ -298,7 +298,6 @@ def cmd_show(args):
 
 
 def cmd_targets(args):
-
     table = Table(title="hetc targets", title_justify="left")
     for col in ("target", "emits", "N:M patterns", "weight dtypes", "roofline (nominal)",
                 "backend", "available here"):
@@ -341,7 +340,6 @@ def cmd_conformance(args):
 
 
 def cmd_cache(args):
-
     root = cache_root()
     if args.action == "clean":
         shutil.rmtree(root, ignore_errors=True)
@@ -393,4 +391,3 @@ def main(argv=None) -> int:
         print(f"hetc: internal error: {type(e).__name__}: {printable(e)}\n"
               f"(this is a bug in hetc; rerun with --debug for the traceback)", file=sys.stderr)
         return 3
-

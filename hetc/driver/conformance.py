@@ -232,7 +232,6 @@ def _compile_case(folder, target, inputs):
     shape compiler must; the module then takes the remaining inputs."""
     import onnx
 
-
     path = os.path.join(folder, "model.onnx")
     model = onnx.load(path)
     init = {t.name for t in model.graph.initializer}
@@ -425,5 +424,3 @@ def render(results, console, show_cases=False, suite="onnx"):
 
 def to_json(results) -> str:
     return json.dumps([asdict(r) for r in results], indent=1)
-
-

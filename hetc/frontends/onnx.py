@@ -36,6 +36,7 @@ MIN_OPSET = 13
 MAX_BUILT_ELEMENTS = 1 << 26
 _KIND_LETTER = {"int": "i", "uint": "u", "float": "f", "bool": "b"}  # for static_scalar's kinds
 
+
 def load(model, base_dir=None):
     """A ModelProto from a path or a ModelProto, with external data loaded."""
     import onnx

@@ -1142,5 +1142,3 @@ def _lp_norm(cx, a, x, e):
     norm = cx.add("reduce_sum", [mag], {"axes": [axis], "keepdims": True})
     norm = norm if p == 1 else e.sqrt(norm)
     return e.div(x, e.where(e.equal(norm, 0), 1, norm))  # an all-zero slice stays zero
-
-

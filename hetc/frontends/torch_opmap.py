@@ -580,5 +580,3 @@ def _adaptive_avg_pool2d(cx, a):
         raise cx.error(f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} needs uneven windows; "
                        f"only evenly dividing sizes are supported")
     return cx.add("avg_pool2d", [x], {"kernel": [h // oh, w // ow]})
-
-
