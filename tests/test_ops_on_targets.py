@@ -19,7 +19,7 @@ from hetc.core.targets import get_target
 from hetc.ir import Graph, dtypes
 
 # Targets and their options; each is skipped where it cannot run.
-TARGETS = {"x86": {}, "amx": {"emulate": True}, "npu": {}}
+TARGETS = {"x86": {}, "amx": {"emulate": True}, "cuda": {"emulate": True}, "npu": {}}
 # x86 computes transcendental functions with its own vector approximations and
 # sums in another order; OpenVINO's CPU plugin likewise. Integer and bool
 # results must be equal.
@@ -71,7 +71,7 @@ def test_every_op_case_matches_the_interpreter_on_each_target(name):
     avail = target.availability()
     if name == "npu":
         pytest.importorskip("openvino")
-    elif name == "amx":
+    elif name in ("amx", "cuda"):  # emulated: a C/C++ compiler is enough
         if not get_target("x86").availability().ok:
             pytest.skip(get_target("x86").availability().detail)
     elif not avail.ok:

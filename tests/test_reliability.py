@@ -485,8 +485,8 @@ def test_concurrent_builds_of_one_model_share_the_cache(tmp_path):
              for _ in range(3)]
     results = [(p.wait(), p.stderr.read().decode()) for p in procs]
     assert all(code == 0 for code, _ in results), results
-    entries = [e for e in os.listdir(tmp_path / "cache" / "x86") if not e.startswith(".")]
-    assert len(entries) == 1 and not [e for e in os.listdir(tmp_path / "cache" / "x86")
+    entries = [e for e in os.listdir(tmp_path / "cache" / "builds") if not e.startswith(".")]
+    assert len(entries) == 1 and not [e for e in os.listdir(tmp_path / "cache" / "builds")
                                       if e.startswith(".tmp")]
 
 

@@ -17,7 +17,7 @@ from .base import Backend
 
 #: backend name -> the module whose BACKEND it is
 BUILTIN = {"ref": "hetc.backends.ref", "x86": "hetc.backends.x86", "amx": "hetc.backends.amx",
-           "openvino": "hetc.backends.openvino"}
+           "openvino": "hetc.backends.openvino", "cuda": "hetc.backends.cuda"}
 _BACKENDS: dict[str, Backend] = {}
 
 

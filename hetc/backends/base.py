@@ -27,6 +27,7 @@ Availability on this host is the target's (`Target.probe`, `hetc targets`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -41,6 +42,21 @@ class NoOptions:
 def option(default, help: str, choices: tuple = ()):
     """A field of a backend's Options: its default, help text and allowed values."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def emulate_option():
+    """The `emulate` option of the backends that can run their generated code
+    through a CPU model of hardware this host lacks (amx, cuda)."""
+    return option(None, "run the generated code through hetc's CPU model of the hardware "
+                        "(exact, slow), e.g. where the hardware is missing; default: "
+                        "HETC_EMULATE=1 in the environment, else native")
+
+
+def emulating(asked) -> bool:
+    """Whether to emulate: `asked` (True/False), else HETC_EMULATE=1."""
+    if asked is not None:
+        return bool(asked)
+    return os.environ.get("HETC_EMULATE", "") not in ("", "0")
 
 
 class Backend:

@@ -117,6 +117,13 @@ def c_compiler() -> str | None:
     return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
 
 
+def cxx_compiler() -> str | None:
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx)
+    return next((p for p in map(shutil.which, ("c++", "g++", "clang++")) if p), None)
+
+
 def _probe_ref():
     return Availability(True, "numpy interpreter")
 
@@ -144,10 +151,12 @@ def _probe_cuda():
     gpu = os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
     nvcc = shutil.which("nvcc") or (os.path.exists("/usr/local/cuda/bin/nvcc") and
                                      "/usr/local/cuda/bin/nvcc")
+    tools = "NVRTC checks the generated code" + (f"; nvcc at {nvcc}" if nvcc else "")
     if gpu:
-        return Availability(True, "NVIDIA GPU present")
-    return Availability(False, "no NVIDIA GPU; " + (f"nvcc at {nvcc} for compile checks"
-                                                      if nvcc else "no nvcc either"))
+        return Availability(True, f"NVIDIA GPU present ({tools}; hetc's GPU launcher is not "
+                                  f"built yet: emulate=True runs the kernels on the CPU)")
+    return Availability(False, f"no NVIDIA GPU ({tools}); emulate=True runs the generated "
+                               f"kernels on the CPU")
 
 
 def _probe_npu():
@@ -203,7 +212,7 @@ register_target(Target(
     ((2, 4),), ("f16", "bf16", "i8", "i4", "f8e4m3"), ("f16", "bf16", "i8"),
     CostModel("A100 SXM 80GB", 2039.0, {"f32": 19500.0, "f16": 312000.0, "bf16": 312000.0,
                                         "i8": 624000.0}, {"2:4": 2.0}),
-    _CANON, None, _probe_cuda))
+    _CPU, "cuda", _probe_cuda))
 
 register_target(Target(
     "npu", "Intel NPU through OpenVINO (static shapes)", "OpenVINO IR (.xml/.bin)",

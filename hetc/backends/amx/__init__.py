@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hetc.backends.base import option
+from hetc.backends.base import emulate_option, emulating
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import read_headers
 from hetc.backends.c.library import Library
@@ -33,16 +33,9 @@ EMULATED_NOTE = ("amx runs through hetc's software model of the AMX instructions
 HEADER_FILES = ("amx.h", "amx_emu.h")
 
 
-def env_emulate() -> bool:
-    return os.environ.get("HETC_EMULATE", "") not in ("", "0")
-
-
 @dataclass(frozen=True)
 class AmxOptions:
-    emulate: bool | None = option(
-        None, "run the generated AMX code through hetc's software model of the "
-              "instructions (exact, slow), e.g. on a CPU without AMX; default: HETC_EMULATE=1 "
-              "in the environment, else native")
+    emulate: bool | None = emulate_option()
 
 
 class AmxBackend(X86Backend):
@@ -50,6 +43,7 @@ class AmxBackend(X86Backend):
 
     name = "amx"
     Options = AmxOptions
+    emitter = AmxEmitter
 
     def lower(self, graph, target, options):
         lowered = lower_graph(graph, threads(), AmxEmitter)
@@ -60,7 +54,7 @@ class AmxBackend(X86Backend):
         else:
             notes.append("amx: no C compiler here, so the generated AMX code was not "
                          "compile-checked (set CC or install gcc)")
-        emulate = env_emulate() if options.emulate is None else bool(options.emulate)
+        emulate = emulating(options.emulate)
         artifact = make_artifact(graph, target, lowered, srcs,
                                  {"flags": FLAGS + AMX_FLAGS, "emulate": emulate,
                                   "emulate_flags": FLAGS + EMULATE_FLAGS,
@@ -69,7 +63,7 @@ class AmxBackend(X86Backend):
         return artifact
 
     def load(self, artifact):
-        emulate = bool(artifact.build.get("emulate")) or env_emulate()
+        emulate = bool(artifact.build.get("emulate")) or emulating(None)
         if not emulate and not get_target("amx").availability().ok:
             raise TargetError("cannot run target amx here: this CPU has no AMX. Compile for "
                               "target='x86' instead, or run these same kernels through hetc's "

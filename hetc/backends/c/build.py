@@ -1,5 +1,6 @@
-"""Build generated C into a shared library with the system C compiler,
-cached by the hash of the sources and flags (the flags are the target's).
+"""Build generated C (or C++: the cuda simulation) into a shared library with
+the system compiler, cached by the hash of the sources and flags (the flags
+are the target's).
 
 A cache entry is a folder named by that hash. It is built under a temporary
 name and renamed into place whole, and the first complete build of an entry
@@ -17,22 +18,25 @@ import tempfile
 
 from hetc.core.errors import TargetError
 from hetc.core.fsutil import cache_root, check_file_name
-from hetc.core.targets import c_compiler
+from hetc.core.targets import c_compiler, cxx_compiler
 
 
-def build(sources: dict, flags, what="model") -> str:
+def build(sources: dict, flags, what="model", main="model.c") -> str:
     """Path of the shared library built from `sources` (file name -> text;
-    model.c is the translation unit). Raises TargetError naming the compiler
-    and its first errors when the build fails."""
-    cc = c_compiler()
+    `main` is the translation unit: C, or C++ when it is not a .c file).
+    Raises TargetError naming the compiler and its first errors when the
+    build fails."""
+    cxx = not main.endswith(".c")
+    cc = cxx_compiler() if cxx else c_compiler()
     if cc is None:
-        named = os.environ.get("CC")
-        raise TargetError((f"no C compiler: CC={named} is not found" if named else
-                           "no C compiler found: install gcc or clang, or set CC to one") +
-                          " (the generated C is built with it)")
+        var, lang, names = ("CXX", "C++", "g++ or clang++") if cxx else ("CC", "C", "gcc or clang")
+        named = os.environ.get(var)
+        raise TargetError((f"no {lang} compiler: {var}={named} is not found" if named else
+                           f"no {lang} compiler found: install {names}, or set {var} to one") +
+                          " (the generated code is built with it)")
     flags = list(flags)
     key = hashlib.sha256(repr((cc, flags, sorted(sources.items()))).encode()).hexdigest()[:20]
-    folder = os.path.join(cache_root(), "x86", key)
+    folder = os.path.join(cache_root(), "builds", key)
     lib = os.path.join(folder, f"{what}.so")
     if os.path.exists(lib):
         return lib
@@ -42,12 +46,12 @@ def build(sources: dict, flags, what="model") -> str:
         for name, text in sources.items():
             with open(os.path.join(tmp, check_file_name(name, "generated source")), "w") as f:
                 f.write(text)
-        cmd = [cc, *flags, "-o", os.path.join(tmp, f"{what}.so"), os.path.join(tmp, "model.c"),
-               "-lm"]
+        cmd = [cc, *flags, "-o", os.path.join(tmp, f"{what}.so"),
+               *(["-x", "c++"] if cxx else []), os.path.join(tmp, main), "-lm"]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             errors = "\n".join(p.stderr.strip().splitlines()[:20])
-            raise TargetError(f"building the generated C failed ({os.path.basename(cc)} exit "
+            raise TargetError(f"building the generated code failed ({os.path.basename(cc)} exit "
                               f"{p.returncode}):\n{errors}")
         try:
             os.rename(tmp, folder)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hetc.backends.base import Backend, op_problems, refuse
 from hetc.ir.interpret import load_const
 
 from .plan import output_slots, plan_arena
@@ -65,17 +66,44 @@ class Blob:
         return out
 
 
+def boundary_problems(graph) -> list:
+    """Graph inputs and outputs whose dtype generated C cannot hold."""
+    return [f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
+            if v.type.dtype.name not in CTYPE]
+
+
 class Emitter:
     """Lowers one graph; `run()` gives its Lowered. Subclasses set:
 
+    target: the target name its refusals give
     lowerings: {op kind: fn(emitter, op)} that emit the op's C
+    refused: {op kind: why} for the IR ops it does not lower
+    why_not(op): why an op of a lowered kind cannot be (dtypes, shapes), or None
+    what: what it lowers, for its refusals
     headers: files the generated C includes after hetc_status.h
     prepare: C statements of hetc_prepare (return 0 or an error number)
     """
 
+    target = ""
     lowerings: dict = {}
+    refused: dict = {}
+    what = ""
     headers: tuple = ()
     prepare = "return 0;"
+
+    @staticmethod
+    def why_not(op):
+        return None
+
+    @classmethod
+    def problems(cls, graph) -> list:
+        """The support table applied to `graph`: one message per problem."""
+        return op_problems(graph, cls.lowerings, cls.refused, cls.why_not) + \
+            boundary_problems(graph)
+
+    @classmethod
+    def summary(cls) -> str:
+        return f"{cls.what}, and lowers these ops: {', '.join(sorted(cls.lowerings))}"
 
     def __init__(self, graph, threads=1):
         self.g, self.threads = graph, threads
@@ -89,6 +117,7 @@ class Emitter:
     def check_supported(self):
         """Raise a TargetError naming everything in the graph this target
         cannot lower (before anything is emitted)."""
+        refuse(self.target, self.g, self.problems(self.g), self.summary())
 
     def skipped(self) -> set:
         """Ops the target needs not run (their results are read elsewhere)."""
@@ -204,3 +233,24 @@ def read_headers(folder, names) -> dict:
 def shared_headers() -> dict:
     """The headers of this folder every generated file includes."""
     return read_headers(HERE, HEADERS)
+
+
+class EmitterBackend(Backend):
+    """A backend whose support table is its renderer's (`emitter`)."""
+
+    emitter = Emitter
+
+    @property
+    def lowerings(self):
+        return self.emitter.lowerings
+
+    @property
+    def refused(self):
+        return self.emitter.refused
+
+    def problems(self, graph, target):
+        return self.emitter.problems(graph)
+
+    @property
+    def summary(self):
+        return self.emitter.summary()

@@ -32,6 +32,17 @@ def alias_offset(op):
     return cut[0][1] * strides(x.type.shape)[cut[0][0]] if cut else 0
 
 
+def slice_reads(op):
+    """(strides, offset): a slice's output element at coordinates c is its
+    operand's element offset + sum(c[d] * strides[d])."""
+    xs = strides(op.inputs[0].type.shape)
+    steps, offset = list(xs), 0
+    for a, kept in slice_ranges(op.attrs, op.inputs[0].type.shape):
+        offset += (kept.start if len(kept) else 0) * xs[a]
+        steps[a] = xs[a] * kept.step
+    return steps, offset
+
+
 def output_slots(graph) -> dict:
     """{value: output index} for the graph outputs their producer writes in
     place into the caller's buffer (not inputs, constants or views)."""

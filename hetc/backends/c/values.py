@@ -41,6 +41,15 @@ def strides(shape):
     return out[::-1]
 
 
+def broadcast_strides(t, shape):
+    """Element strides of a value of type t read as `shape` (numpy
+    broadcasting: 0 along the axes it is repeated on)."""
+    s = strides(t.shape)
+    pad = len(shape) - t.rank
+    return [0] * pad + [0 if d == 1 and n != 1 else st for d, st, n in
+                        zip(t.shape, s, shape[pad:])]
+
+
 def carray(values, ctype="long"):
     """A C compound literal holding integers."""
     return f"(const {ctype}[]){{{', '.join(str(int(v)) for v in values)}}}"

@@ -3,22 +3,20 @@ over hand-written kernels (kernels.h), built into a shared library with the
 system C compiler and called once per run through ctypes.
 
 Ops and dtypes it cannot lower yet raise a TargetError naming them at
-compile time (emit.problems).
+compile time (the renderer's support table).
 """
 
 from __future__ import annotations
 
 import os
 
-from hetc.backends.base import Backend
 from hetc.backends.c.build import build
-from hetc.backends.c.emitter import read_headers, shared_headers
+from hetc.backends.c.emitter import EmitterBackend, read_headers, shared_headers
 from hetc.backends.c.library import Library
 from hetc.core.errors import TargetError
 from hetc.core.targets import get_target
 from hetc.runtime.artifact import Artifact
 
-from . import emit
 from .emit import X86Emitter, lower_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,17 +64,9 @@ def can_build(target_name):
         raise TargetError(f"cannot run target {target_name} on this host: {avail.detail}")
 
 
-class X86Backend(Backend):
+class X86Backend(EmitterBackend):
     name = "x86"
-    lowerings = emit.LOWER
-    refused = emit.REFUSED
-
-    def problems(self, graph, target):
-        return emit.problems(graph)  # the table above, as the renderer checks it
-
-    @property
-    def summary(self):
-        return emit.summary()
+    emitter = X86Emitter
 
     def lower(self, graph, target, options) -> Artifact:
         lowered = lower_graph(graph, threads())

@@ -16,15 +16,22 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from hetc.backends.base import op_problems, refuse
 from hetc.backends.c.emitter import Emitter, Lowered
-from hetc.backends.c.plan import alias_offset
+from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import float_literal, string_literal
-from hetc.backends.c.values import CTYPE, carray, cpointer, itemsize, round_up, strides
+from hetc.backends.c.values import (
+    CTYPE,
+    broadcast_strides,
+    carray,
+    cpointer,
+    itemsize,
+    round_up,
+    strides,
+)
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
-from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
@@ -84,16 +91,6 @@ def _attention_problem(op):
                       "query, key, value or result") or _mask_problem(op)
 
 
-def _matmul_problem(op):
-    a, b = (x.type for x in op.inputs)
-    if a.rank < 2 or b.rank < 2:
-        return f"{a} x {b}: vector operands (not lowered yet)"
-    batch = math.prod(op.output.type.shape[:-2])
-    if any(math.prod(t.shape[:-2]) not in (1, batch) for t in (a, b)):
-        return f"{a} x {b}: partial batch broadcasting (not lowered yet)"
-    return None
-
-
 def _batch_norm_problem(op):
     if any(v.producer is None or v.producer.kind != "const" for v in op.inputs[1:]):
         return "statistics that are not constants"
@@ -113,7 +110,7 @@ RULES = {
     "gather_elements": lambda op: _index_problem(op.inputs[1]),
     "embedding": lambda op: _index_problem(op.inputs[0]),
     "attention": _attention_problem,
-    "matmul": _matmul_problem,
+    "matmul": matmul_problem,
     "batch_norm": _batch_norm_problem,
 }
 
@@ -136,22 +133,6 @@ REFUSED = {
     **{k: "no remainder kernel in kernels.h yet" for k in ("mod", "fmod")},
     "fused": "x86 fuses epilogues inside its own kernels; its pipeline runs no `fuse` pass",
 }
-
-
-def graph_problems(graph) -> list:
-    return [f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
-            if v.type.dtype.name not in CTYPE]
-
-
-def problems(graph) -> list:
-    """One message per op (and dtype) of `graph` this renderer cannot lower."""
-    return op_problems(graph, LOWER, REFUSED, why_not) + graph_problems(graph)
-
-
-def summary() -> str:
-    """What the x86 renderer lowers, for its refusals."""
-    return (f"it handles {', '.join(CTYPE)} values, computes on f32, and lowers these ops: "
-            f"{', '.join(sorted(LOWER))}")
 
 
 @dataclass
@@ -235,19 +216,12 @@ def _gelu(e, op):
     e.emit(f"k_unary({kind}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, {op.output.type.numel});")
 
 
-def _broadcast_strides(t, shape):
-    s = strides(t.shape)
-    pad = len(shape) - t.rank
-    return [0] * pad + [0 if d == 1 and n != 1 else st for d, st, n in
-                        zip(t.shape, s, shape[pad:])]
-
-
 def _broadcast_args(op, *operands):
     """C arguments `ndim, shape, strides of each operand` broadcasting the
     operands to op's output shape."""
     shape = list(op.output.type.shape) or [1]
     return ", ".join([str(len(shape)), carray(shape)] +
-                     [carray(_broadcast_strides(v.type, shape) or [1]) for v in operands])
+                     [carray(broadcast_strides(v.type, shape) or [1]) for v in operands])
 
 
 @lowers(*BINARY)
@@ -285,18 +259,13 @@ def _slice(e, op):
     if offset is not None:  # a contiguous block: no copy
         e.ptr[op.output] = f"({e.val(x)} + {offset})"
         return
-    xs = strides(x.type.shape)
-    steps, offset = list(xs), 0
-    for a, kept in slice_ranges(op.attrs, x.type.shape):
-        offset += (kept.start if len(kept) else 0) * xs[a]
-        steps[a] = xs[a] * kept.step
-    _strided(e, op, x, steps, offset)
+    _strided(e, op, x, *slice_reads(op))
 
 
 @lowers("expand")
 def _expand(e, op):
     x = op.inputs[0]
-    _strided(e, op, x, _broadcast_strides(x.type, list(op.output.type.shape)))
+    _strided(e, op, x, broadcast_strides(x.type, list(op.output.type.shape)))
 
 
 def _axis_split(t, axis):
@@ -785,11 +754,11 @@ class X86Emitter(Emitter):
 
     target = "x86"
     lowerings = LOWER
+    refused = REFUSED
+    why_not = staticmethod(why_not)
+    what = f"it handles {', '.join(CTYPE)} values, computes on f32"
     headers = ("kernels.h",)
     prepare = "hetc_configure(); return 0;"
-
-    def check_supported(self):
-        refuse(self.target, self.g, problems(self.g), summary())
 
     def skipped(self):
         self.views, skipped = attention_views(self.g)

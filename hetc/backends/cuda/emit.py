@@ -1,0 +1,533 @@
+"""The CUDA renderer: the graph as one .cu translation unit of generated
+kernels (one `extern "C" __global__` function per launch, its shapes baked
+in) over device.cuh, and a host entry point that launches them in order.
+
+The host entry is the backends/c one (weights blob, arena, hetc_run); under
+-DHETC_SIM it is C++ that runs each launch through device.cuh's simulation,
+so `emulate=True` executes exactly the kernels NVRTC compiles for the GPU.
+
+The first kernels compute in f32: elementwise ops (broadcasting), linear
+and matmul as shared-memory tiled GEMMs, softmax, the norms and attention
+with warp shuffles, embedding, and data movement (transpose, slice, concat,
+expand, split, reshape views). Every other op, and int4/int8/N:M weights
+(the tensor-core kernels docs/cuda.md plans), is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hetc.backends.c.emitter import Emitter
+from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.shapes import matmul_problem
+from hetc.backends.c.text import comment, float_literal
+from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, strides
+from hetc.core.registry import Registry
+from hetc.ir.ops import OPS
+
+LOWER = Registry("cuda lowerings")
+TILE = 16  # the GEMM tile: TILE x TILE threads, each one output
+
+UNARY = {
+    "relu": "x < 0.f ? 0.f : x", "neg": "-x", "abs": "fabsf(x)", "exp": "expf(x)",
+    "log": "logf(x)", "sqrt": "sqrtf(x)", "rsqrt": "1.f / sqrtf(x)", "reciprocal": "1.f / x",
+    "sigmoid": "1.f / (1.f + expf(-x))", "silu": "x / (1.f + expf(-x))", "tanh": "tanhf(x)",
+    "erf": "erff(x)", "floor": "floorf(x)", "ceil": "ceilf(x)", "round": "rintf(x)",
+    "sign": "x > 0.f ? 1.f : (x < 0.f ? -1.f : x)",
+    "sin": "sinf(x)", "cos": "cosf(x)", "tan": "tanf(x)", "asin": "asinf(x)",
+    "acos": "acosf(x)", "atan": "atanf(x)", "sinh": "sinhf(x)", "cosh": "coshf(x)",
+    "asinh": "asinhf(x)", "acosh": "acoshf(x)", "atanh": "atanhf(x)",
+}
+GELU = {"none": "0.5f * x * (1.f + erff(x * 0.70710678118654752f))",
+        "tanh": "0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)))"}
+BINARY = {
+    "add": "a + b", "sub": "a - b", "mul": "a * b", "div": "a / b", "pow": "powf(a, b)",
+    # NaN wins, as in numpy (fmaxf would drop it)
+    "maximum": "a != a ? a : (b != b ? b : (a > b ? a : b))",
+    "minimum": "a != a ? a : (b != b ? b : (a < b ? a : b))",
+}
+COMPARE = {"equal": "a == b", "less": "a < b", "greater": "a > b", "less_equal": "a <= b",
+           "greater_equal": "a >= b"}
+MOVES = ("reshape", "transpose", "slice", "concat", "expand", "split")
+
+REFUSED_WHY = ("not lowered for cuda yet (its first kernels are f32: elementwise, linear/matmul, "
+               "softmax, norms, attention, embedding, data movement; docs/cuda.md)")
+
+
+def lowers(*kinds):
+    return LOWER.register(*kinds)
+
+
+# -- what the renderer can take ------------------------------------------------
+
+def _f32(values):
+    return next((f"{v.type.dtype} value %{v.name}" for v in values
+                 if v.type.dtype.name != "f32"), None)
+
+
+def why_not(op):
+    """Why this renderer cannot lower `op` (of a kind it has a lowering for), or None."""
+    ins = [v for v in op.inputs if v.producer is None or v.producer.kind != "const"]
+    if op.kind in MOVES:
+        bad = [v for v in ins + op.outputs if v.type.dtype.name not in CTYPE]
+        return f"{bad[0].type.dtype} value %{bad[0].name}" if bad else None
+    if op.kind in COMPARE:
+        return _f32(ins)
+    if op.kind == "embedding":
+        ins = ins[1:] if op.inputs[0] in ins else ins
+    if op.kind == "attention":
+        ins = [v for v in ins if v not in op.inputs[3:]]
+    if op.kind == "where":
+        if op.inputs[0].type.dtype.name != "bool":
+            return "a condition that is not bool"
+        return _f32(ins[1:] + op.outputs) if op.inputs[0] in ins else _f32(ins + op.outputs)
+    problem = _f32(ins + op.outputs)
+    if problem:
+        return problem
+    if op.kind == "linear":
+        w = op.inputs[1]
+        if w.type.encodings:
+            return ("quantized or N:M weights (the int4/int8 and 2:4 tensor-core kernels are "
+                    "not built yet)")
+        if op.attrs.get("act_group"):
+            return "int8 activations (not built yet)"
+    if op.kind == "matmul":
+        if any(v.type.encodings for v in op.inputs):
+            return "quantized or N:M weights (not built yet)"
+        return matmul_problem(op)
+    if op.kind == "embedding" and op.inputs[0].type.dtype.name not in ("i64", "i32"):
+        return f"indices of {op.inputs[0].type.dtype} (needs i64 or i32)"
+    if op.kind == "attention":
+        if op.inputs[3:] and op.inputs[3].type.dtype.name not in ("bool", "f32"):
+            return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
+    if op.kind in ("softmax", "log_softmax"):
+        if op.attrs["axis"] % op.inputs[0].type.rank != op.inputs[0].type.rank - 1:
+            return "an axis other than the last (not lowered yet)"
+    return None
+
+
+# -- kernels -------------------------------------------------------------------
+
+def _ctype(v, const=False):
+    return f"{'const ' if const else ''}{CTYPE[v.type.dtype.name]} *__restrict__"
+
+
+def _elements(n):
+    """(grid, block) for one thread per element, grid-stride loops."""
+    block = min(256, max(32, -(-n // 32) * 32))
+    return str(min(max(1, -(-n // block)), 4096)), str(block)
+
+
+def _offset(shape, operand_strides, var, index="i"):
+    """C statements: `var` = the element offset, in an operand read with
+    `operand_strides`, of output element `index` (of `shape`)."""
+    if list(operand_strides) == strides(shape):
+        return f"long {var} = {index};"
+    lines = [f"long {var} = 0, r_{var} = {index};"]
+    for d, s in zip(reversed(shape), reversed(operand_strides)):
+        if s:
+            lines.append(f"{var} += (r_{var} % {d}) * {s};")
+        lines.append(f"r_{var} /= {d};")
+    return " ".join(lines)
+
+
+def _grid_loop(n, body):
+    return (f"    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < {n}; "
+            f"i += (long)gridDim.x * blockDim.x) {{\n{body}\n    }}")
+
+
+def _elementwise(e, op, expr):
+    """y[i] = expr over the operands a, b, c (broadcast), named x for one."""
+    t = op.output.type
+    shape = list(t.shape) or [1]
+    names = ["x"] if len(op.inputs) == 1 else ["a", "b", "c"][:len(op.inputs)]
+    lines, params, args = [], [f"{_ctype(op.output)} y"], [e.ptr[op.output]]
+    for name, v in zip(names, op.inputs):
+        params.append(f"{_ctype(v, True)} p_{name}")
+        args.append(e.val(v))
+        reads = broadcast_strides(v.type, shape) or [0]
+        lines.append(f"        {_offset(shape, reads, 'o_' + name)}")
+        lines.append(f"        {CTYPE[v.type.dtype.name]} {name} = p_{name}[o_{name}];")
+    lines.append(f"        y[i] = ({CTYPE[t.dtype.name]})({expr});")
+    e.launch(params, _grid_loop(t.numel, "\n".join(lines)), *_elements(t.numel), args,
+             f"elementwise {op.kind}")
+
+
+@lowers(*UNARY)
+def _unary(e, op):
+    _elementwise(e, op, UNARY[op.kind])
+
+
+@lowers("gelu")
+def _gelu(e, op):
+    _elementwise(e, op, GELU[op.attrs.get("approximate", "none")])
+
+
+@lowers(*BINARY)
+def _binary(e, op):
+    _elementwise(e, op, BINARY[op.kind])
+
+
+@lowers(*COMPARE)
+def _compare(e, op):
+    _elementwise(e, op, COMPARE[op.kind])
+
+
+@lowers("where")
+def _where(e, op):
+    _elementwise(e, op, "a ? b : c")
+
+
+def _gemm(e, op, a, b, bias, m, n, k, a_batch, b_batch, b_at, what):
+    """y[z][row][col] = sum_k a[z][row][k] * B(k, col) (+ bias[col]), tiled
+    TILE x TILE through shared memory; `b_at` reads B(k, col) from `bp`."""
+    t = op.output.type
+    batch = math.prod(t.shape[:-2]) if op.kind == "matmul" else 1
+    params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", "const float *__restrict__ bp"]
+    args = [e.ptr[op.output], e.val(a), e.val(b)]
+    if bias is not None:
+        params.append("const float *__restrict__ bias")
+        args.append(e.val(bias))
+    body = f"""    __shared__ float As[{TILE}][{TILE + 1}];
+    __shared__ float Bs[{TILE}][{TILE + 1}];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    long row = blockIdx.y * {TILE} + ty, col = blockIdx.x * {TILE} + tx, z = blockIdx.z;
+    const float *a = ap + z * {a_batch};
+    const float *b = bp + z * {b_batch};
+    float acc = 0.f;
+    for (long k0 = 0; k0 < {k}; k0 += {TILE}) {{
+        As[ty][tx] = (row < {m} && k0 + tx < {k}) ? a[row * {k} + k0 + tx] : 0.f;
+        Bs[ty][tx] = (k0 + ty < {k} && col < {n}) ? {b_at('k0 + ty', 'col')} : 0.f;
+        __syncthreads();
+        for (int kk = 0; kk < {TILE}; kk++) acc += As[ty][kk] * Bs[kk][tx];
+        __syncthreads();
+    }}
+    if (row < {m} && col < {n})
+        y[z * {m * n} + row * {n} + col] = acc{' + bias[col]' if bias is not None else ''};"""
+    grid = f"{-(-n // TILE)}, {-(-m // TILE)}, {batch}"
+    e.launch(params, body, grid, f"{TILE}, {TILE}", args, what)
+
+
+@lowers("linear")
+def _linear(e, op):
+    x, w = op.inputs[:2]
+    bias = op.inputs[2] if len(op.inputs) > 2 else None
+    n, k = w.type.shape
+    m = op.output.type.numel // n
+    _gemm(e, op, x, w, bias, m, n, k, 0, 0, lambda kk, c: f"b[{c} * {k} + {kk}]",
+          "linear f32 tiled")
+
+
+@lowers("matmul")
+def _matmul(e, op):
+    a, b = op.inputs
+    m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
+    a_batch = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
+    b_batch = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
+    _gemm(e, op, a, b, None, m, n, k, a_batch, b_batch, lambda kk, c: f"b[({kk}) * {n} + {c}]",
+          "matmul f32 tiled")
+
+
+ROWS = 4  # rows per block in the row kernels: one warp each
+
+
+def _rows(e, rows, params, args, body, what):
+    """A kernel with one warp per row: `body` runs with `row`, `lane`,
+    `live` (every lane takes part in the shuffles, only live ones write)."""
+    head = (f"    long row = blockIdx.x * {ROWS} + threadIdx.y;\n"
+            f"    int lane = threadIdx.x;\n"
+            f"    bool live = row < {rows};\n")
+    e.launch(params, head + body, str(max(1, -(-rows // ROWS))), f"32, {ROWS}", args, what)
+
+
+@lowers("softmax", "log_softmax")
+def _softmax(e, op):
+    x = op.inputs[0]
+    c = x.type.shape[-1]
+    out = "expf(v - m) / s" if op.kind == "softmax" else "v - m - logf(s)"
+    body = f"""    const float *xr = x + (live ? row : 0) * {c};
+    float m = -HETC_INF;
+    for (long j = lane; j < {c}; j += 32) if (live) m = fmaxf(m, xr[j]);
+    m = hetc_warp_max(m);
+    float s = 0.f;
+    for (long j = lane; j < {c}; j += 32) if (live) s += expf(xr[j] - m);
+    s = hetc_warp_sum(s);
+    for (long j = lane; j < {c}; j += 32)
+        if (live) {{ float v = xr[j]; y[row * {c} + j] = {out}; }}"""
+    _rows(e, x.type.numel // max(c, 1), [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
+          [e.ptr[op.output], e.val(x)], body, f"{op.kind} warp per row")
+
+
+@lowers("layer_norm", "rms_norm")
+def _norm(e, op):
+    x = op.inputs[0]
+    axis = op.attrs["axis"] % x.type.rank
+    c = math.prod(x.type.shape[axis:])
+    eps = float_literal(op.attrs["eps"])
+    params, args = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], [e.ptr[op.output], e.val(x)]
+    scale = bias = ""
+    if len(op.inputs) > 1:
+        params.append("const float *__restrict__ w")
+        args.append(e.val(op.inputs[1]))
+        scale = f" * w[{_offset_expr(op.inputs[1], x.type.shape[axis:])}]"
+    if len(op.inputs) > 2:
+        params.append("const float *__restrict__ bb")
+        args.append(e.val(op.inputs[2]))
+        bias = f" + bb[{_offset_expr(op.inputs[2], x.type.shape[axis:])}]"
+    if op.kind == "layer_norm":
+        stats = f"""    float mean = 0.f;
+    for (long j = lane; j < {c}; j += 32) if (live) mean += xr[j];
+    mean = hetc_warp_sum(mean) / {c};
+    float var = 0.f;
+    for (long j = lane; j < {c}; j += 32) if (live) {{ float d = xr[j] - mean; var += d * d; }}
+    float inv = 1.f / sqrtf(hetc_warp_sum(var) / {c} + {eps});"""
+        value = "(xr[j] - mean) * inv"
+    else:
+        stats = f"""    float ss = 0.f;
+    for (long j = lane; j < {c}; j += 32) if (live) ss += xr[j] * xr[j];
+    float inv = 1.f / sqrtf(hetc_warp_sum(ss) / {c} + {eps});"""
+        value = "xr[j] * inv"
+    body = (f"    const float *xr = x + (live ? row : 0) * {c};\n{stats}\n"
+            f"    for (long j = lane; j < {c}; j += 32) if (live) "
+            f"y[row * {c} + j] = {value}{scale}{bias};")
+    _rows(e, x.type.numel // max(c, 1), params, args, body, f"{op.kind} warp per row")
+
+
+def _offset_expr(v, shape):
+    """The offset in v (broadcast to `shape`, flattened) of element j."""
+    s = broadcast_strides(v.type, list(shape))
+    if s == strides(shape):
+        return "j"
+    parts, div = [], 1
+    for d, st in zip(reversed(shape), reversed(s)):
+        if st:
+            parts.append(f"((j / {div}) % {d}) * {st}")
+        div *= d
+    return " + ".join(parts) or "0"
+
+
+@lowers("attention")
+def _attention(e, op):
+    """One warp per query row: scores into an arena scratch row, the
+    softmax with warp reductions, then each lane a slice of the head dim."""
+    q, k, v = op.inputs[:3]
+    mask = op.inputs[3] if len(op.inputs) > 3 else None
+    t = op.output.type
+    batch = list(t.shape[:-2])
+    L, E, S, Ev = q.type.shape[-2], q.type.shape[-1], k.type.shape[-2], v.type.shape[-1]
+    rows = math.prod(batch) * L
+    nb = len(batch)
+
+    def batch_strides(x):
+        return broadcast_strides(x.type, batch + list(x.type.shape[-2:]))[:nb]
+    scale = float_literal(op.attrs["scale"] or 1 / math.sqrt(E))
+    params = [f"{_ctype(op.output)} y", f"{_ctype(q, True)} qp", f"{_ctype(k, True)} kp",
+              f"{_ctype(v, True)} vp", "float *__restrict__ p"]
+    args = [e.ptr[op.output], e.val(q), e.val(k), e.val(v),
+            f"((float *)(A + {e.scratch(4 * rows * S)}))"]
+    score = [f"s *= {scale};"]
+    if op.attrs["softcap"]:
+        cap = float_literal(op.attrs["softcap"])
+        score.append(f"s = {cap} * tanhf(s / {cap});")
+    if op.attrs["causal"]:
+        score.append(f"if (j > i + {op.attrs['causal_offset']}) s = -HETC_INF;")
+    head = [f"long z = r / {L}, i = r % {L};",
+            _offset(batch or [1], batch_strides(q) or [0], "qo", "z"),
+            _offset(batch or [1], batch_strides(k) or [0], "ko", "z"),
+            _offset(batch or [1], batch_strides(v) or [0], "vo", "z")]
+    if mask is not None:
+        ms = broadcast_strides(mask.type, batch + [L, S])
+        params.append(f"{_ctype(mask, True)} mp")
+        args.append(e.val(mask))
+        head.append(_offset(batch or [1], ms[:nb] or [0], "mo", "z"))
+        at = f"mp[mo + i * {ms[-2]} + j * {ms[-1]}]"
+        score.append(f"if (!{at}) s = -HETC_INF;" if mask.type.dtype.name == "bool"
+                     else f"s += {at};")
+    body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
+    {' '.join(head)}
+    const float *qr = qp + qo + i * {E};
+    float *pr = p + r * {S};
+    float m = -HETC_INF;
+    for (long j = lane; live && j < {S}; j += 32) {{
+        float s = 0.f;
+        for (long c = 0; c < {E}; c++) s += qr[c] * kp[ko + j * {E} + c];
+        {' '.join(score)}
+        pr[j] = s;
+        m = fmaxf(m, s);
+    }}
+    m = hetc_warp_max(m);
+    bool none = m == -HETC_INF;  /* every key masked: zeros, as the IR says */
+    float sum = 0.f;
+    for (long j = lane; live && j < {S}; j += 32) {{
+        float w = none ? 0.f : expf(pr[j] - m);
+        pr[j] = w;
+        sum += w;
+    }}
+    sum = hetc_warp_sum(sum);
+    hetc_syncwarp();  /* every lane reads the weights the others wrote */
+    if (live)
+        for (long d = lane; d < {Ev}; d += 32) {{
+            float acc = 0.f;
+            for (long j = 0; j < {S}; j++) acc += pr[j] * vp[vo + j * {Ev} + d];
+            y[row * {Ev} + d] = none ? 0.f : acc / sum;
+        }}"""
+    _rows(e, rows, params, args, body, "attention warp per query row")
+
+
+@lowers("embedding")
+def _embedding(e, op):
+    ids, table = op.inputs
+    vocab, dim = table.type.shape
+    n = op.output.type.numel
+    body = f"""        long r = i / {dim}, c = i % {dim};
+        long id = (long)ids[r];
+        if (id < -{vocab} || id >= {vocab}) {{
+            HETC_FAIL("embedding: index %ld out of range [-{vocab}, {vocab})", id);
+            return;
+        }}
+        if (id < 0) id += {vocab};
+        y[i] = table[id * {dim} + c];"""
+    e.launch([f"{_ctype(op.output)} y", f"{_ctype(ids, True)} ids",
+              "const float *__restrict__ table"],
+             _grid_loop(n, body), *_elements(n), [e.ptr[op.output], e.val(ids), e.val(table)],
+             "embedding gather")
+
+
+# -- data movement -----------------------------------------------------------------
+
+def _strided(e, op, out, x, xs, offset=0):
+    """out[i] = x[offset + sum(coord_d(i) * xs[d])]: transposes, slices, broadcasts."""
+    shape = list(out.type.shape) or [1]
+    ct = CTYPE[out.type.dtype.name]
+    body = f"        {_offset(shape, xs or [0], 'o')}\n        y[i] = x[{offset} + o];"
+    e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x"],
+             _grid_loop(out.type.numel, body), *_elements(out.type.numel),
+             [e.ptr[out], e.val(x)], f"{op.kind} copy")
+
+
+@lowers("reshape")
+def _reshape(e, op):
+    e.ptr[op.output] = e.val(op.inputs[0])
+
+
+@lowers("transpose")
+def _transpose(e, op):
+    x = op.inputs[0]
+    xs = strides(x.type.shape)
+    _strided(e, op, op.output, x, [xs[p] for p in op.attrs["perm"]])
+
+
+@lowers("slice")
+def _slice(e, op):
+    x = op.inputs[0]
+    offset = alias_offset(op)
+    if offset is not None:  # a contiguous block: a view
+        e.ptr[op.output] = f"({e.val(x)} + {offset})"
+        return
+    _strided(e, op, op.output, x, *slice_reads(op))
+
+
+@lowers("expand")
+def _expand(e, op):
+    x = op.inputs[0]
+    _strided(e, op, op.output, x, broadcast_strides(x.type, list(op.output.type.shape)))
+
+
+@lowers("split")
+def _split(e, op):
+    x = op.inputs[0]
+    axis = op.attrs["axis"] % x.type.rank
+    xs = strides(x.type.shape)
+    start = 0
+    for out, size in zip(op.outputs, op.attrs["sizes"]):
+        if out.type.numel:
+            _strided(e, op, out, x, xs, start * xs[axis])
+        start += size
+
+
+@lowers("concat")
+def _concat(e, op):
+    t = op.output.type
+    axis = op.attrs["axis"] % t.rank
+    ys = strides(t.shape)
+    ct = CTYPE[t.dtype.name]
+    start = 0
+    for x in op.inputs:
+        shape = list(x.type.shape)
+        if x.type.numel:
+            # operand element i goes to its coordinates in the output, shifted along the axis
+            body = (f"        {_offset(shape, ys, 'o')}\n"
+                    f"        y[{start * ys[axis]} + o] = x[i];")
+            e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x"],
+                     _grid_loop(x.type.numel, body), *_elements(x.type.numel),
+                     [e.ptr[op.output], e.val(x)], "concat copy")
+        start += x.type.shape[axis]
+
+
+# -- the file --------------------------------------------------------------------
+
+#: every IR op this renderer has no lowering for, and why
+REFUSED = {k: REFUSED_WHY for k in OPS if k not in LOWER and k != "const"}
+
+
+class CudaEmitter(Emitter):
+    """The graph as generated CUDA kernels and a host entry point that
+    launches them (run on the CPU under -DHETC_SIM)."""
+
+    target = "cuda"
+    lowerings = LOWER
+    refused = REFUSED
+    why_not = staticmethod(why_not)
+    what = f"it computes on f32 ({', '.join(CTYPE)} for data movement)"
+
+    def __init__(self, graph, threads=1):
+        super().__init__(graph, threads)
+        self.device = []  # the generated kernels, in launch order
+
+    def launch(self, params, body, grid, block, args, what):
+        name = f"k{len(self.device)}"
+        self.device.append(f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
+                           f'{body}\n}}\n')
+        self.emit(f"HETC_LAUNCH({name}, dim3({grid}), dim3({block}), ({', '.join(args)}));")
+        self.count(what)
+
+    def source(self, body, arena_bytes) -> str:
+        return (comment("generated by hetc: do not edit") + "\n" +
+                comment(f"graph @{self.g.name}") + "\n"
+                "#ifdef HETC_SIM\n#include \"hetc_status.h\"\n#endif\n"
+                "#include \"device.cuh\"\n\n" +
+                "\n".join(self.device) +
+                "\n#ifdef HETC_SIM\n"
+                "/* The host side, for the CPU simulation: the backends/c entry points.\n"
+                " * A context holds the weights, an activation arena and a call's status. */\n"
+                "typedef struct {\n"
+                "    const unsigned char *W;\n"
+                "    unsigned char *A;\n"
+                "    hetc_status status;\n"
+                "} hetc_ctx;\n\n"
+                "extern \"C\" {\n"
+                "int hetc_prepare(void) { return 0; }\n\n"
+                "const char *hetc_error(void *ctx) { return ((hetc_ctx *)ctx)->status.text; }\n\n"
+                "void *hetc_create(const void *weights) {\n"
+                "    hetc_ctx *c = (hetc_ctx *)calloc(1, sizeof *c);\n"
+                "    if (!c) return 0;\n"
+                "    c->W = (const unsigned char *)weights;\n"
+                f"    c->A = (unsigned char *)aligned_alloc({ALIGN}, {max(arena_bytes, ALIGN)});\n"
+                "    if (!c->A) { free(c); return 0; }\n"
+                "    return c;\n}\n\n"
+                "void hetc_destroy(void *ctx) {\n"
+                "    if (ctx) { free(((hetc_ctx *)ctx)->A); free(ctx); }\n}\n\n"
+                "int hetc_run(void *ctx, void **in, void **out) {\n"
+                "    hetc_ctx *c = (hetc_ctx *)ctx;\n"
+                "    const unsigned char *W = c->W;\n"
+                "    unsigned char *A = c->A;\n"
+                "    (void)W; (void)A;\n"
+                "    c->status.failed = 0;\n"
+                "    c->status.text[0] = 0;\n"
+                "    hetc_status_now = &c->status;\n"
+                f"{body}\n    hetc_status_now = 0;\n    return c->status.failed;\n}}\n"
+                "}\n#endif\n")
+
+
+def lower_graph(graph):
+    return CudaEmitter(graph).run()

@@ -1,0 +1,70 @@
+"""The compile check of generated CUDA: NVRTC (pip `nvidia-cuda-nvrtc`,
+driven through `cuda-bindings`) compiles the same .cu the simulation runs
+to cubin for each GPU architecture, in process, without a GPU."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hetc.core.errors import TargetError
+
+#: what the cubins are built for: Ampere (A100) and Hopper (H100/H200)
+ARCHS = ("sm_80", "sm_90a")
+
+_CACHE: dict[str, dict] = {}  # hash of the sources -> {arch: cubin size}
+
+
+def available() -> str | None:
+    """None when NVRTC can be used here, else why not."""
+    try:
+        from cuda.bindings import nvrtc  # heavy and optional: the `cuda` extra
+    except ImportError:
+        return "NVRTC is not installed (pip install 'hetc[cuda]')"
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception as e:  # the library is missing or does not load
+        return f"NVRTC does not load here ({type(e).__name__}: {e})"
+    return None
+
+
+def compile_check(sources: dict, main="model.cu", archs=ARCHS) -> dict:
+    """{arch: cubin bytes} for `sources[main]` with the other sources as its
+    headers; TargetError with NVRTC's log when it does not compile."""
+    from cuda.bindings import nvrtc
+
+    key = hashlib.sha256(repr((sorted(sources.items()), archs)).encode()).hexdigest()
+    if key in _CACHE:
+        return _CACHE[key]
+    headers = sorted(k for k in sources if k != main)
+    out = {}
+    for arch in archs:
+        err, prog = nvrtc.nvrtcCreateProgram(
+            sources[main].encode(), main.encode(), len(headers),
+            [sources[h].encode() for h in headers], [h.encode() for h in headers])
+        _ok(nvrtc, err, "nvrtcCreateProgram")
+        try:
+            opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+            (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+            if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+                raise TargetError(f"target cuda: NVRTC cannot compile the generated code for "
+                                  f"{arch}:\n{_log(nvrtc, prog)}")
+            err, size = nvrtc.nvrtcGetCUBINSize(prog)
+            _ok(nvrtc, err, "nvrtcGetCUBINSize")
+            out[arch] = size
+        finally:
+            nvrtc.nvrtcDestroyProgram(prog)
+    _CACHE[key] = out
+    return out
+
+
+def _ok(nvrtc, err, what):
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise TargetError(f"target cuda: {what} failed ({err})")
+
+
+def _log(nvrtc, prog) -> str:
+    err, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    lines = log.rstrip(b"\0").decode(errors="replace").strip().splitlines()
+    return "\n".join(lines[:20])

@@ -1,0 +1,193 @@
+"""Target cuda: generated CUDA checked by NVRTC and run here through
+device.cuh's CPU simulation (emulate=True) against the interpreter.
+
+The op cases run on cuda in test_ops_on_targets.py; here are whole models,
+the refusals, and the simulation's own guarantees (barriers, shuffles, a
+missing barrier showing up)."""
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import hetc
+from hetc.backends.c.build import build
+from hetc.backends.c.emitter import read_headers, shared_headers
+from hetc.backends.cuda import HEADER_FILES, HERE, SIM_FLAGS, nvrtc
+from hetc.core.errors import TargetError
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from families import Logits, gpt2_tiny, llama_tiny  # noqa: E402
+from models import examples  # noqa: E402
+
+NVRTC = nvrtc.available()
+
+MODELS = [(n, m, x) for n, m, x in examples() if n != "cnn"] + [
+    ("llama", Logits(llama_tiny()), (torch.randint(0, 256, (1, 6)),)),
+    ("gpt2", Logits(gpt2_tiny()), (torch.randint(0, 256, (1, 6)),)),
+]
+
+
+@pytest.mark.parametrize("name, model, inputs", MODELS, ids=[m[0] for m in MODELS])
+def test_models_run_on_the_simulation_as_the_interpreter_computes(name, model, inputs):
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    want = hetc.compile(model, example_inputs=inputs)(*inputs)
+    torch.testing.assert_close(module(*inputs), want, rtol=1e-5, atol=2e-6)
+    if NVRTC is None:  # the same source compiled for the GPUs
+        assert set(module.artifact.extra["cubin_bytes"]) == set(nvrtc.ARCHS)
+    assert "cuda runs through hetc's CPU simulation" in str(module.report)
+
+
+def test_saved_and_loaded(tmp_path):
+    name, model, inputs = MODELS[0]
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    module.save(tmp_path / "m")
+    saved = tmp_path / "m" / "sources"
+    assert (saved / "model.cu").exists() and (saved / "device.cuh").exists()
+    torch.testing.assert_close(hetc.load(tmp_path / "m")(*inputs), module(*inputs))
+
+
+def test_what_is_not_built_is_refused_with_the_reason():
+    name, model, inputs = next(m for m in examples() if m[0] == "cnn")
+    with pytest.raises(TargetError, match=r"target cuda cannot lower .*op #\d+ conv2d "
+                                          r"\(%\w+\): not lowered for cuda yet"):
+        hetc.compile(model, target="cuda", example_inputs=inputs)
+    mlp, x = MODELS[0][1], MODELS[0][2]
+    with pytest.raises(TargetError, match="quantized or N:M weights"):
+        hetc.compile(mlp, target="cuda", example_inputs=x, precision="int4")
+
+
+def test_without_a_gpu_running_says_what_to_do():
+    name, model, inputs = MODELS[0]
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=False)
+    with pytest.raises(TargetError, match="emulate=True"):
+        module(*inputs)
+
+
+def test_bad_indices_fail_the_call():
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = torch.nn.Embedding(10, 4)
+
+        def forward(self, ids):
+            return self.e(ids)
+
+    model, ids = Embed(), torch.tensor([[1, 2, 3]])
+    module = hetc.compile(model, target="cuda", example_inputs=(ids,), emulate=True)
+    torch.testing.assert_close(module(ids), model(ids).detach())
+    with pytest.raises(TargetError, match=r"embedding: index 12 out of range \[-10, 10\)"):
+        module(torch.tensor([[1, 12, 3]]))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc here")
+def test_nvcc_compiles_the_generated_source_too(tmp_path):
+    name, model, inputs = MODELS[0]
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    for file, text in module.artifact.sources.items():
+        (tmp_path / file).write_text(text)
+    p = subprocess.run(["nvcc", "-arch=sm_80", "-c", str(tmp_path / "model.cu"), "-o",
+                        str(tmp_path / "model.o")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+# -- the simulation itself ------------------------------------------------------------
+
+SIM_TEST = r'''
+#ifdef HETC_SIM
+#include "hetc_status.h"
+#endif
+#include "device.cuh"
+
+/* each block reverses its 64 values through shared memory */
+extern "C" __global__ void reverse(float *y, const float *x, int sync) {
+    __shared__ float s[64];
+    int t = threadIdx.x;
+    s[t] = x[blockIdx.x * 64 + t];
+    if (sync) __syncthreads();
+    y[blockIdx.x * 64 + t] = s[63 - t];
+}
+
+extern "C" __global__ void divergent(float *y) {
+    if (threadIdx.x < 16) __syncthreads();
+    y[threadIdx.x] = 1.f;
+}
+
+extern "C" __global__ void warp_sums(float *y, const float *x) {
+    y[threadIdx.x] = hetc_warp_sum(x[threadIdx.x]);
+}
+
+#ifdef HETC_SIM
+extern "C" int run(int which, float *y, const float *x, int sync, char *err) {
+    hetc_status st;
+    memset(&st, 0, sizeof st);
+    hetc_status_now = &st;
+    if (which == 0) HETC_LAUNCH(reverse, dim3(2), dim3(64), (y, x, sync));
+    if (which == 1) HETC_LAUNCH(divergent, dim3(1), dim3(32), (y));
+    if (which == 2) HETC_LAUNCH(warp_sums, dim3(1), dim3(64), (y, x));
+    strcpy(err, st.text);
+    return st.failed;
+}
+#endif
+'''
+
+
+@pytest.fixture(scope="module")
+def sim():
+    srcs = {"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES), **shared_headers()}
+    lib = ctypes.CDLL(build(srcs, SIM_FLAGS, "simtest", main="t.cu"))
+    lib.run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                        ctypes.c_char_p]
+
+    def run(which, x, sync=1, seed=1):
+        os.environ["HETC_SIM_SEED"] = str(seed)
+        try:
+            y = np.zeros(max(x.size, 64), np.float32)
+            err = ctypes.create_string_buffer(256)
+            status = lib.run(which, y.ctypes.data, x.ctypes.data, sync, err)
+            return y, status, err.value.decode()
+        finally:
+            del os.environ["HETC_SIM_SEED"]
+    return run
+
+
+def test_barriers_order_shared_memory(sim):
+    x = np.arange(1, 129, dtype=np.float32)
+    want = x.reshape(2, 64)[:, ::-1].reshape(-1)
+    for seed in range(1, 6):
+        y, status, _ = sim(0, x, sync=1, seed=seed)
+        assert status == 0
+        np.testing.assert_array_equal(y, want)
+
+
+def test_a_missing_barrier_shows(sim):
+    # resumed in a shuffled order, threads read slots not yet written
+    x = np.arange(1, 129, dtype=np.float32)
+    want = x.reshape(2, 64)[:, ::-1].reshape(-1)
+    wrong = [not np.array_equal(sim(0, x, sync=0, seed=s)[0], want) for s in range(1, 6)]
+    assert any(wrong)
+
+
+def test_a_divergent_barrier_fails_the_call(sim):
+    y, status, err = sim(1, np.zeros(32, np.float32))
+    assert status and "kernel divergent" in err and "exited" in err
+
+
+def test_warp_shuffles_reduce_each_warp(sim):
+    x = np.random.default_rng(0).standard_normal(64).astype(np.float32)
+    y, status, _ = sim(2, x)
+    assert status == 0
+    np.testing.assert_allclose(y[:32], x[:32].sum(), rtol=1e-5)
+    np.testing.assert_allclose(y[32:], x[32:].sum(), rtol=1e-5)
+
+
+@pytest.mark.skipif(NVRTC is not None, reason=str(NVRTC))
+def test_the_simulated_source_is_real_cuda():
+    sizes = nvrtc.compile_check({"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES)},
+                                main="t.cu")
+    assert set(sizes) == set(nvrtc.ARCHS) and all(sizes.values())
