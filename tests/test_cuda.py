@@ -38,8 +38,14 @@ def test_models_run_on_the_simulation_as_the_interpreter_computes(name, model, i
     module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
     want = hetc.compile(model, example_inputs=inputs)(*inputs)
     torch.testing.assert_close(module(*inputs), want, rtol=1e-5, atol=2e-6)
-    if NVRTC is None:  # the same source compiled for the GPUs
-        assert set(module.artifact.extra["cubin_bytes"]) == set(nvrtc.ARCHS)
+    if NVRTC is None:  # the same source compiled for the GPUs, no kernel spilling
+        cubins = module.artifact.extra["cubins"]
+        assert set(cubins) == set(nvrtc.ARCHS)
+        for arch, c in cubins.items():
+            assert c["cubin_bytes"] and len(c["kernels"]) == sum(
+                module.artifact.extra["kernels"].values())
+            spilling = {k: r for k, r in c["kernels"].items() if r["spill_bytes"]}
+            assert not spilling, (arch, spilling)
     assert "cuda runs through hetc's CPU simulation" in str(module.report)
 
 
@@ -190,4 +196,5 @@ def test_warp_shuffles_reduce_each_warp(sim):
 def test_the_simulated_source_is_real_cuda():
     sizes = nvrtc.compile_check({"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES)},
                                 main="t.cu")
-    assert set(sizes) == set(nvrtc.ARCHS) and all(sizes.values())
+    assert set(sizes) == set(nvrtc.ARCHS)
+    assert all(set(c["kernels"]) == {"reverse", "divergent", "warp_sums"} for c in sizes.values())

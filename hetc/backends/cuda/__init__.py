@@ -35,6 +35,19 @@ def sources(lowered) -> dict:
     return {"model.cu": lowered.source, **read_headers(HERE, HEADER_FILES), **shared_headers()}
 
 
+def _resources_note(cubins) -> str:
+    """One line per architecture: kernels, the most registers and shared
+    memory one uses, and spills (which a hot kernel must not have)."""
+    parts = []
+    for arch, c in cubins.items():
+        ks = c["kernels"].values()
+        spills = sum(k["spill_bytes"] for k in ks)
+        parts.append(f"{arch}: {len(ks)} kernels, <= {max((k['registers'] for k in ks), default=0)}"
+                     f" registers, <= {max((k['shared_bytes'] for k in ks), default=0)} B shared, "
+                     + (f"{spills} B of spills" if spills else "no spills"))
+    return "cuda (NVRTC): " + "; ".join(parts)
+
+
 class CudaBackend(EmitterBackend):
     name = "cuda"
     Options = CudaOptions
@@ -48,6 +61,7 @@ class CudaBackend(EmitterBackend):
         if why is None:  # the compile check: the kernels as a GPU gets them
             device = {k: v for k, v in srcs.items() if k not in C_HEADERS}
             cubins = nvrtc.compile_check(device)
+            notes.append(_resources_note(cubins))
         else:
             notes.append(f"cuda: the generated code was not compile-checked: {why}")
         emulate = emulating(options.emulate)
@@ -57,7 +71,7 @@ class CudaBackend(EmitterBackend):
                                    "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"},
                             extra={"arena_bytes": lowered.arena_bytes,
                                    "weights_bytes": int(lowered.blob.nbytes),
-                                   "kernels": lowered.kernels, "cubin_bytes": cubins,
+                                   "kernels": lowered.kernels, "cubins": cubins,
                                    "notes": notes + ([EMULATED_NOTE] if emulate else [])})
         artifact.lowered = lowered  # the weights blob, for the executor (not saved: re-packed)
         return artifact
