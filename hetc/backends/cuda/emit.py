@@ -7,9 +7,10 @@ The host entry is the backends/c one (weights blob, arena, hetc_run); under
 so `emulate=True` executes exactly the kernels NVRTC compiles for the GPU.
 
 The first kernels compute in f32: elementwise ops (broadcasting), linear
-and matmul as shared-memory tiled GEMMs, softmax, the norms and attention
-with warp shuffles, embedding, and data movement (transpose, slice, concat,
-expand, split, reshape views). Every other op, and int4/int8/N:M weights
+and matmul as shared-memory tiled GEMMs, direct convolution, pooling,
+batch norm and reductions, softmax, the norms and attention with warp
+shuffles, embedding, and data movement (transpose, slice, concat, expand,
+split, reshape views). Every other op, and int4/int8/N:M weights
 (the tensor-core kernels docs/cuda.md plans), is refused with the reason.
 """
 
@@ -51,7 +52,8 @@ COMPARE = {"equal": "a == b", "less": "a < b", "greater": "a > b", "less_equal":
 MOVES = ("reshape", "transpose", "slice", "concat", "expand", "split")
 
 REFUSED_WHY = ("not lowered for cuda yet (its first kernels are f32: elementwise, linear/matmul, "
-               "softmax, norms, attention, embedding, data movement; docs/cuda.md)")
+               "conv2d, pooling, reductions, softmax, norms, attention, embedding, data "
+               "movement; docs/cuda.md)")
 
 
 def lowers(*kinds):
@@ -84,7 +86,7 @@ def why_not(op):
     problem = _f32(ins + op.outputs)
     if problem:
         return problem
-    if op.kind == "linear":
+    if op.kind in ("linear", "conv2d"):
         w = op.inputs[1]
         if w.type.encodings:
             return ("quantized or N:M weights (the int4/int8 and 2:4 tensor-core kernels are "
@@ -391,6 +393,159 @@ def _embedding(e, op):
               "const float *__restrict__ table"],
              _grid_loop(n, body), *_elements(n), [e.ptr[op.output], e.val(ids), e.val(table)],
              "embedding gather")
+
+
+# -- convolution, pooling, normalization by channel, reductions --------------------
+
+def _nchw_loop(op, body):
+    """A grid-stride loop over op's NCHW output with n, o, oh, ow set."""
+    n_, c_, h_, w_ = op.output.type.shape
+    return _grid_loop(op.output.type.numel,
+                      f"        long ow = i % {w_}, oh = (i / {w_}) % {h_}, "
+                      f"o = (i / {w_ * h_}) % {c_}, n = i / {w_ * h_ * c_};\n{body}")
+
+
+def _window(op, h, wd, inner, pad):
+    """C loops over the input cells (ih, iw) of output (oh, ow)'s window
+    that lie inside the input, running `inner`; `pad` indents them."""
+    kh, kw = op.attrs["kernel"] if op.kind != "conv2d" else op.inputs[1].type.shape[2:]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs.get("dilation", [1, 1])
+    top, left = op.attrs["padding"][:2]
+    return "\n".join(pad + line for line in f"""for (long a = 0; a < {kh}; a++) {{
+    long ih = oh * {sh} - {top} + a * {dh};
+    if (ih < 0 || ih >= {h}) continue;
+    for (long b = 0; b < {kw}; b++) {{
+        long iw = ow * {sw} - {left} + b * {dw};
+        if (iw < 0 || iw >= {wd}) continue;
+        {inner}
+    }}
+}}""".splitlines())
+
+
+@lowers("conv2d")
+def _conv2d(e, op):
+    """Direct convolution, one thread per output element (an implicit-GEMM
+    tensor-core kernel is the planned fast path)."""
+    x, w = op.inputs[:2]
+    bias = op.inputs[2] if len(op.inputs) > 2 else None
+    _, c, h, wd = x.type.shape
+    o_, cg, kh, kw = w.type.shape
+    og = o_ // op.attrs["groups"]
+    params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", "const float *__restrict__ w"]
+    args = [e.ptr[op.output], e.val(x), e.val(w)]
+    if bias is not None:
+        params.append("const float *__restrict__ bias")
+        args.append(e.val(bias))
+    inner = (f"acc += x[((n * {c} + g * {cg} + ci) * {h} + ih) * {wd} + iw] * "
+             f"w[((o * {cg} + ci) * {kh} + a) * {kw} + b];")
+    body = f"""        long g = o / {og};
+        float acc = {'bias[o]' if bias is not None else '0.f'};
+        for (long ci = 0; ci < {cg}; ci++) {{
+{_window(op, h, wd, inner, "            ")}
+        }}
+        y[i] = acc;"""
+    e.launch(params, _nchw_loop(op, body), *_elements(op.output.type.numel), args,
+             "conv2d direct")
+
+
+@lowers("max_pool2d", "avg_pool2d")
+def _pool(e, op):
+    x = op.inputs[0]
+    _, c, h, wd = x.type.shape
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs.get("dilation", [1, 1])
+    top, left, bottom, right = op.attrs["padding"]
+    if op.kind == "max_pool2d":  # NaN wins, as in numpy; padding never does
+        init, step, done = "-HETC_INF", "if (v != v || v > acc) acc = v;", "acc"
+    else:  # the divisor counts input cells, and explicit padding when asked
+        init, step = "0.f", "acc += v;"
+        done = "acc / count" if op.attrs["count_include_pad"] else "acc / inside"
+    count = ""
+    if op.kind == "avg_pool2d" and op.attrs["count_include_pad"]:
+        # window cells inside the padded input (never the ceil-mode overhang)
+        count = (f"long ch = 0, cw = 0;\n"
+                 f"        for (long a = 0; a < {kh}; a++) {{\n"
+                 f"            long r = oh * {sh} - {top} + a * {dh};\n"
+                 f"            ch += r >= -{top} && r < {h + bottom};\n"
+                 f"        }}\n"
+                 f"        for (long b = 0; b < {kw}; b++) {{\n"
+                 f"            long s = ow * {sw} - {left} + b * {dw};\n"
+                 f"            cw += s >= -{left} && s < {wd + right};\n"
+                 f"        }}\n"
+                 f"        float count = (float)(ch * cw);")
+    inner = f"float v = x[((n * {c} + o) * {h} + ih) * {wd} + iw]; {step} inside++;"
+    body = f"""        float acc = {init};
+        long inside = 0;
+        {count}
+{_window(op, h, wd, inner, "        ")}
+        (void)inside;
+        y[i] = {done};"""
+    e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], _nchw_loop(op, body),
+             *_elements(op.output.type.numel), [e.ptr[op.output], e.val(x)], f"{op.kind} direct")
+
+
+@lowers("global_avg_pool")
+def _global_avg_pool(e, op):
+    x = op.inputs[0]
+    c = math.prod(x.type.shape[2:])
+    body = f"""    const float *xr = x + (live ? row : 0) * {c};
+    float s = 0.f;
+    for (long j = lane; j < {c}; j += 32) if (live) s += xr[j];
+    s = hetc_warp_sum(s);
+    if (live && lane == 0) y[row] = s / {c};"""
+    _rows(e, x.type.numel // max(c, 1), [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
+          [e.ptr[op.output], e.val(x)], body, "global_avg_pool warp per channel")
+
+
+@lowers("batch_norm")
+def _batch_norm(e, op):
+    x = op.inputs[0]
+    c = x.type.shape[1]
+    inner = math.prod(x.type.shape[2:])
+    eps = float_literal(op.attrs["eps"])
+    names = ("scale", "bias", "mean", "var")
+    params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"] + \
+        [f"const float *__restrict__ {n}" for n in names]
+    args = [e.ptr[op.output], e.val(x)] + [e.val(v) for v in op.inputs[1:]]
+    body = (f"        long c = (i / {inner}) % {c};\n"
+            f"        float inv = scale[c] / sqrtf(var[c] + {eps});\n"
+            f"        y[i] = (x[i] - mean[c]) * inv + bias[c];")
+    e.launch(params, _grid_loop(x.type.numel, body), *_elements(x.type.numel), args,
+             "batch_norm elementwise")
+
+
+REDUCE = {"reduce_sum": ("0.f", "acc += v;", "acc"), "reduce_prod": ("1.f", "acc *= v;", "acc"),
+          "reduce_max": ("-HETC_INF", "if (v != v || v > acc) acc = v;", "acc"),
+          "reduce_min": ("HETC_INF", "if (v != v || v < acc) acc = v;", "acc")}
+
+
+@lowers("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod")
+def _reduce(e, op):
+    """One thread per output element, looping over the reduced ones."""
+    x = op.inputs[0]
+    shape = list(x.type.shape)
+    axes = sorted({a % len(shape) for a in op.attrs["axes"]} or range(len(shape)))
+    kept = [a for a in range(len(shape)) if a not in axes]
+    xs = strides(shape)
+    count = math.prod(shape[a] for a in axes)
+    init, step, done = REDUCE["reduce_sum" if op.kind == "reduce_mean" else op.kind]
+    if op.kind == "reduce_mean":
+        done = f"acc / {count}"  # 0 / 0 over nothing: NaN, as numpy
+    base = _offset([shape[a] for a in kept] or [1], [xs[a] for a in kept] or [0], "o")
+    inner = _offset([shape[a] for a in axes] or [1], [xs[a] for a in axes] or [0], "q", "r")
+    body = f"""        {base}
+        float acc = {init};
+        for (long r = 0; r < {count}; r++) {{
+            {inner}
+            float v = x[o + q];
+            {step}
+        }}
+        y[i] = {done};"""
+    e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
+             _grid_loop(op.output.type.numel, body), *_elements(op.output.type.numel),
+             [e.ptr[op.output], e.val(x)], f"{op.kind} thread per output")
 
 
 # -- data movement -----------------------------------------------------------------
