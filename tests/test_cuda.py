@@ -20,6 +20,7 @@ from hetc.backends.c.build import build
 from hetc.backends.c.emitter import read_headers, shared_headers
 from hetc.backends.cuda import HEADER_FILES, HERE, SIM_FLAGS, nvrtc
 from hetc.core.errors import TargetError
+from hetc.ir import Graph, TensorType, dtypes
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from families import Logits, gpt2_tiny, llama_tiny  # noqa: E402
@@ -58,15 +59,13 @@ def test_saved_and_loaded(tmp_path):
     torch.testing.assert_close(hetc.load(tmp_path / "m")(*inputs), module(*inputs))
 
 
-class _Cumsum(torch.nn.Module):
-    def forward(self, x):
-        return torch.cumsum(x, -1)
-
-
 def test_what_is_not_built_is_refused_with_the_reason():
-    with pytest.raises(TargetError, match=r"target cuda cannot lower .*op #\d+ cumsum "
-                                          r"\(%\w+\): not lowered for cuda yet"):
-        hetc.compile(_Cumsum(), target="cuda", example_inputs=(torch.randn(2, 5),))
+    g = Graph("shifts")
+    x = g.add_input("x", TensorType((4,), dtypes.i32))
+    g.outputs = [g.add("shift_left", [x, x])]
+    with pytest.raises(TargetError, match=r"target cuda cannot lower graph 'shifts': op #0 "
+                                          r"shift_left \(%\w+\): not lowered for cuda yet"):
+        hetc.compile(g, target="cuda")
     mlp, x = MODELS[0][1], MODELS[0][2]
     with pytest.raises(TargetError, match="quantized or N:M weights"):
         hetc.compile(mlp, target="cuda", example_inputs=x, precision="int4")

@@ -245,6 +245,14 @@ inline float hetc_shfl_xor(float v, int lane_mask) {
 
 /* -- what kernels share --------------------------------------------------- */
 
+/* a mod b with the divisor's sign (Python %); a finite a by an infinite b is
+ * a, or b when their signs differ, as numpy gives */
+HETC_INLINE float hetc_mod(float a, float b) {
+    float r = fmodf(a, b);
+    if (r != 0.f && ((r < 0.f) != (b < 0.f))) r += b;
+    return r == 0.f ? copysignf(0.f, b) : r;
+}
+
 /* The sum over a warp's 32 lanes, in every lane. */
 HETC_INLINE float hetc_warp_sum(float v) {
     for (int m = 16; m > 0; m >>= 1) v += hetc_shfl_xor(v, m);

@@ -6,11 +6,12 @@ The host entry is the backends/c one (weights blob, arena, hetc_run); under
 -DHETC_SIM it is C++ that runs each launch through device.cuh's simulation,
 so `emulate=True` executes exactly the kernels NVRTC compiles for the GPU.
 
-The first kernels compute in f32: elementwise ops (broadcasting), linear
-and matmul as shared-memory tiled GEMMs, direct convolution, pooling,
-batch norm and reductions, softmax, the norms and attention with warp
-shuffles, embedding, and data movement (transpose, slice, concat, expand,
-split, reshape views). Every other op, and int4/int8/N:M weights
+The first kernels compute in f32 (integers and bools exactly where an op
+takes them): elementwise ops (broadcasting), linear and matmul as
+shared-memory tiled GEMMs, direct convolution, pooling, batch norm,
+reductions, arg-reductions and running sums, softmax, the norms and
+attention with warp shuffles, embedding and gathers, padding, and data
+movement (transpose, slice, concat, expand, split, reshape views). Every other op, and int4/int8/N:M weights
 (the tensor-core kernels docs/cuda.md plans), is refused with the reason.
 """
 
@@ -49,11 +50,28 @@ BINARY = {
 }
 COMPARE = {"equal": "a == b", "less": "a < b", "greater": "a > b", "less_equal": "a <= b",
            "greater_equal": "a >= b"}
-MOVES = ("reshape", "transpose", "slice", "concat", "expand", "split")
+# i32/i64: exact, wrapping as numpy does (unsigned arithmetic: no C overflow)
+INTEGER = {"add": "(T)((U)a + (U)b)", "sub": "(T)((U)a - (U)b)", "mul": "(T)((U)a * (U)b)",
+           "maximum": "a > b ? a : b", "minimum": "a < b ? a : b", "neg": "(T)(0u - (U)x)",
+           "abs": "x < 0 ? (T)(0u - (U)x) : x", "relu": "x < 0 ? 0 : x",
+           "sign": "(T)((x > 0) - (x < 0))"}
+UNSIGNED = {"i32": "uint32_t", "i64": "uint64_t"}
+LOGICAL = {"logical_and": "a && b", "logical_or": "a || b", "logical_xor": "(a != 0) != (b != 0)",
+           "logical_not": "!x"}
+BITWISE = {"bitwise_and": "a & b", "bitwise_or": "a | b", "bitwise_xor": "a ^ b",
+           "bitwise_not": "(T)~(U)x"}
+# mod takes the divisor's sign (Python %), fmod the dividend's (C fmod); an
+# integer divisor of 0 (and -1: INT_MIN % -1 is undefined in C) gives 0
+REMAINDER = {
+    ("mod", "f32"): "hetc_mod(a, b)", ("fmod", "f32"): "fmodf(a, b)",
+    ("mod", "int"): "(b == 0 || b == -1) ? 0 : ((a % b != 0 && ((a % b < 0) != (b < 0))) "
+                    "? a % b + b : a % b)",
+    ("fmod", "int"): "(b == 0 || b == -1) ? 0 : a % b",
+}
+MOVES = ("reshape", "transpose", "slice", "concat", "expand", "split", "gather",
+         "gather_elements")
 
-REFUSED_WHY = ("not lowered for cuda yet (its first kernels are f32: elementwise, linear/matmul, "
-               "conv2d, pooling, reductions, softmax, norms, attention, embedding, data "
-               "movement; docs/cuda.md)")
+REFUSED_WHY = "not lowered for cuda yet (docs/cuda.md lists what is)"
 
 
 def lowers(*kinds):
@@ -67,14 +85,39 @@ def _f32(values):
                  if v.type.dtype.name != "f32"), None)
 
 
+def _same_kind(values, allowed):
+    """The first value whose dtype is not in `allowed`, as a problem, or None."""
+    return next((f"{v.type.dtype} value %{v.name}" for v in values
+                 if v.type.dtype.name not in allowed), None)
+
+
 def why_not(op):
     """Why this renderer cannot lower `op` (of a kind it has a lowering for), or None."""
     ins = [v for v in op.inputs if v.producer is None or v.producer.kind != "const"]
+    if op.kind in ("gather", "gather_elements") and \
+            op.inputs[1].type.dtype.name not in ("i64", "i32"):
+        return f"indices of {op.inputs[1].type.dtype} (needs i64 or i32)"
     if op.kind in MOVES:
-        bad = [v for v in ins + op.outputs if v.type.dtype.name not in CTYPE]
-        return f"{bad[0].type.dtype} value %{bad[0].name}" if bad else None
-    if op.kind in COMPARE:
+        return _same_kind(ins + op.outputs, CTYPE)
+    if op.kind == "cast":
+        src, dst = op.inputs[0].type.dtype.name, op.output.type.dtype.name
+        if src == "f32" and dst in UNSIGNED:
+            return "f32 to integers (NaN and out-of-range values differ between C and numpy)"
+        return _same_kind(op.inputs + op.outputs, CTYPE)
+    if op.kind in LOGICAL:
+        return _same_kind(ins + op.outputs, ("bool",))
+    if op.kind in BITWISE:
+        return _same_kind(ins + op.outputs, ("bool", *UNSIGNED))
+    if op.kind in ("mod", "fmod", "cumsum", "pad"):
+        return _same_kind(ins + op.outputs, ("f32", *UNSIGNED))
+    if op.kind in ("argmax", "argmin"):
         return _f32(ins)
+    if op.kind in ("isnan", "isinf"):
+        return _f32(ins)
+    if op.kind in COMPARE:
+        return _same_kind(ins, ("f32", *UNSIGNED))
+    if op.kind in INTEGER and op.output.type.dtype.name in UNSIGNED:
+        return None  # the IR keeps operands and result of one integer dtype
     if op.kind == "embedding":
         ins = ins[1:] if op.inputs[0] in ins else ins
     if op.kind == "attention":
@@ -82,7 +125,7 @@ def why_not(op):
     if op.kind == "where":
         if op.inputs[0].type.dtype.name != "bool":
             return "a condition that is not bool"
-        return _f32(ins[1:] + op.outputs) if op.inputs[0] in ins else _f32(ins + op.outputs)
+        return _same_kind(op.outputs, CTYPE)
     problem = _f32(ins + op.outputs)
     if problem:
         return problem
@@ -139,8 +182,12 @@ def _grid_loop(n, body):
 
 
 def _elementwise(e, op, expr):
-    """y[i] = expr over the operands a, b, c (broadcast), named x for one."""
+    """y[i] = expr over the operands a, b, c (broadcast), named x for one;
+    T and U in `expr` are the result's C type and its unsigned twin."""
     t = op.output.type
+    if t.dtype.name in UNSIGNED:
+        expr = expr.replace("(U)", f"({UNSIGNED[t.dtype.name]})").replace(
+            "(T)", f"({CTYPE[t.dtype.name]})")
     shape = list(t.shape) or [1]
     names = ["x"] if len(op.inputs) == 1 else ["a", "b", "c"][:len(op.inputs)]
     lines, params, args = [], [f"{_ctype(op.output)} y"], [e.ptr[op.output]]
@@ -155,9 +202,47 @@ def _elementwise(e, op, expr):
              f"elementwise {op.kind}")
 
 
+def _integer(op):
+    return op.output.type.dtype.name in UNSIGNED and op.kind in INTEGER
+
+
 @lowers(*UNARY)
 def _unary(e, op):
-    _elementwise(e, op, UNARY[op.kind])
+    _elementwise(e, op, INTEGER[op.kind] if _integer(op) else UNARY[op.kind])
+
+
+@lowers(*LOGICAL)
+def _logical(e, op):
+    _elementwise(e, op, LOGICAL[op.kind])
+
+
+@lowers(*BITWISE)
+def _bitwise(e, op):
+    _elementwise(e, op, BITWISE[op.kind])
+
+
+@lowers("mod", "fmod")
+def _remainder(e, op):
+    kind = "f32" if op.output.type.dtype.name == "f32" else "int"
+    _elementwise(e, op, REMAINDER[op.kind, kind])
+
+
+@lowers("isnan")
+def _isnan(e, op):
+    _elementwise(e, op, "x != x")
+
+
+@lowers("isinf")
+def _isinf(e, op):
+    sides = [s for s, on in (("x == HETC_INF", op.attrs["detect_positive"]),
+                             ("x == -HETC_INF", op.attrs["detect_negative"])) if on]
+    _elementwise(e, op, " || ".join(sides) or "false")
+
+
+@lowers("cast")
+def _cast(e, op):
+    src, dst = op.inputs[0].type.dtype.name, op.output.type.dtype.name
+    _elementwise(e, op, "x != 0" if dst == "bool" and src != "bool" else "x")
 
 
 @lowers("gelu")
@@ -167,7 +252,7 @@ def _gelu(e, op):
 
 @lowers(*BINARY)
 def _binary(e, op):
-    _elementwise(e, op, BINARY[op.kind])
+    _elementwise(e, op, INTEGER[op.kind] if _integer(op) else BINARY[op.kind])
 
 
 @lowers(*COMPARE)
@@ -383,12 +468,7 @@ def _embedding(e, op):
     n = op.output.type.numel
     body = f"""        long r = i / {dim}, c = i % {dim};
         long id = (long)ids[r];
-        if (id < -{vocab} || id >= {vocab}) {{
-            HETC_FAIL("embedding: index %ld out of range [-{vocab}, {vocab})", id);
-            return;
-        }}
-        if (id < 0) id += {vocab};
-        y[i] = table[id * {dim} + c];"""
+{_index(vocab, "embedding")}        y[i] = table[id * {dim} + c];"""
     e.launch([f"{_ctype(op.output)} y", f"{_ctype(ids, True)} ids",
               "const float *__restrict__ table"],
              _grid_loop(n, body), *_elements(n), [e.ptr[op.output], e.val(ids), e.val(table)],
@@ -617,6 +697,141 @@ def _concat(e, op):
                      _grid_loop(x.type.numel, body), *_elements(x.type.numel),
                      [e.ptr[op.output], e.val(x)], "concat copy")
         start += x.type.shape[axis]
+
+
+def _index(size, what):
+    """C statements: `id` checked against [-size, size) and wrapped."""
+    return (f"        if (id < -{size} || id >= {size}) {{\n"
+            f"            HETC_FAIL(\"{what}: index %ld out of range [-{size}, {size})\", id);\n"
+            f"            return;\n"
+            f"        }}\n"
+            f"        if (id < 0) id += {size};\n")
+
+
+@lowers("gather")
+def _gather(e, op):
+    """y[outer, idx..., inner] = x[outer, indices[idx...], inner]."""
+    x, idx = op.inputs
+    axis = op.attrs["axis"] % x.type.rank
+    size, inner = x.type.shape[axis], math.prod(x.type.shape[axis + 1:])
+    count = idx.type.numel
+    ct = CTYPE[x.type.dtype.name]
+    body = (f"        long c = i % {inner}, k = (i / {inner}) % {count}, "
+            f"p = i / {inner * count};\n"
+            f"        long id = (long)ids[k];\n" + _index(size, "gather") +
+            f"        y[i] = x[(p * {size} + id) * {inner} + c];")
+    e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x",
+              f"{_ctype(idx, True)} ids"], _grid_loop(op.output.type.numel, body),
+             *_elements(op.output.type.numel), [e.ptr[op.output], e.val(x), e.val(idx)],
+             "gather")
+
+
+@lowers("gather_elements")
+def _gather_elements(e, op):
+    """y[c] = x[c with its axis coordinate replaced by indices[c]]."""
+    x, idx = op.inputs
+    axis = op.attrs["axis"] % x.type.rank
+    shape = list(idx.type.shape)
+    xs = strides(x.type.shape)
+    ct = CTYPE[x.type.dtype.name]
+    others = [s if a != axis else 0 for a, s in enumerate(xs)]
+    body = (f"        {_offset(shape, others, 'o')}\n"
+            f"        long id = (long)ids[i];\n" + _index(x.type.shape[axis], "gather_elements") +
+            f"        y[i] = x[o + id * {xs[axis]}];")
+    e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x",
+              f"{_ctype(idx, True)} ids"], _grid_loop(op.output.type.numel, body),
+             *_elements(op.output.type.numel), [e.ptr[op.output], e.val(x), e.val(idx)],
+             "gather_elements")
+
+
+def _lines(x, axis):
+    """(count, size, inner): x as `count` lines of `size` elements along
+    `axis`, `inner` apart."""
+    shape = x.type.shape
+    size, inner = shape[axis], math.prod(shape[axis + 1:])
+    return x.type.numel // max(size, 1), size, inner
+
+
+def _line_start(size, inner):
+    return f"long base = (i / {inner}) * {size * inner} + i % {inner};"
+
+
+@lowers("argmax", "argmin")
+def _arg_reduce(e, op):
+    """One thread per line: the first extreme (the last with
+    select_last_index); NaN is the most extreme, as in numpy."""
+    x = op.inputs[0]
+    count, size, inner = _lines(x, op.attrs["axis"] % x.type.rank)
+    better = "v > best" if op.kind == "argmax" else "v < best"
+    tie = " || v == best" if op.attrs["select_last_index"] else ""
+    body = f"""        {_line_start(size, inner)}
+        float best = x[base];
+        long at = 0;
+        for (long k = 1; k < {size}; k++) {{
+            float v = x[base + k * {inner}];
+            if (best != best) break;  /* a NaN is never beaten */
+            if (v != v || {better}{tie}) {{ best = v; at = k; }}
+        }}
+        y[i] = at;"""
+    e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], _grid_loop(count, body),
+             *_elements(count), [e.ptr[op.output], e.val(x)], f"{op.kind} thread per line")
+
+
+@lowers("cumsum")
+def _cumsum(e, op):
+    """One thread per line, summing in order (as numpy does)."""
+    x = op.inputs[0]
+    count, size, inner = _lines(x, op.attrs["axis"] % x.type.rank)
+    ct = CTYPE[x.type.dtype.name]
+    first, step = (f"{size - 1}", "k--") if op.attrs["reverse"] else ("0", "k++")
+    add = "(T)((U)acc + (U)v)" if ct != "float" else "acc + v"
+    add = add.replace("(U)", f"({UNSIGNED.get(x.type.dtype.name, '')})").replace("(T)", f"({ct})")
+    keep = ("y[base + k * {inner}] = acc; acc = {add};" if op.attrs["exclusive"]
+            else "acc = {add}; y[base + k * {inner}] = acc;").format(inner=inner, add=add)
+    body = f"""        {_line_start(size, inner)}
+        {ct} acc = 0;
+        for (long k = {first}, n = 0; n < {size}; n++, {step}) {{
+            {ct} v = x[base + k * {inner}];
+            {keep}
+        }}"""
+    e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x"], _grid_loop(count, body),
+             *_elements(count), [e.ptr[op.output], e.val(x)], "cumsum thread per line")
+
+
+@lowers("pad")
+def _pad(e, op):
+    """One thread per output element: its source coordinate per axis.
+    constant pads around x (a negative pad crops, reaching into the padding
+    as padding first would); reflect, edge and wrap pad what cropping left."""
+    x = op.inputs[0]
+    t = op.output.type
+    r, pads, mode = x.type.rank, op.attrs["pads"], op.attrs["mode"]
+    ct = CTYPE[t.dtype.name]
+    xs = strides(x.type.shape)
+    lines = ["long rest = i, src = 0, outside = 0;"]
+    for a in reversed(range(r)):
+        n, b, end = x.type.shape[a], pads[a], pads[r + a]
+        lines.append(f"long c{a} = rest % {t.shape[a]}; rest /= {t.shape[a]};")
+        if mode == "constant":
+            lines.append(f"long s{a} = c{a} - {b}; outside |= s{a} < 0 || s{a} >= {n};")
+        else:
+            lo, m = max(-b, 0), n - max(-b, 0) - max(-end, 0)
+            lines.append(f"long s{a} = c{a} - {max(b, 0)};")  # in the cropped axis
+            if mode == "edge":
+                lines.append(f"s{a} = s{a} < 0 ? 0 : (s{a} >= {m} ? {m - 1} : s{a});")
+            elif mode == "wrap":
+                lines.append(f"s{a} = ((s{a} % {m}) + {m}) % {m};")
+            else:  # reflect, repeatedly for pads longer than the axis
+                period = max(2 * (m - 1), 1)
+                lines.append(f"s{a} = ((s{a} % {period}) + {period}) % {period};")
+                lines.append(f"if (s{a} >= {m}) s{a} = {period} - s{a};")
+            lines.append(f"s{a} += {lo};")
+        lines.append(f"if (!outside) src += s{a} * {xs[a]};")
+    value = f"({ct}){float_literal(op.attrs['value'])}" if mode == "constant" else "0"
+    body = "        " + "\n        ".join(lines) + f"\n        y[i] = outside ? {value} : x[src];"
+    e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x"],
+             _grid_loop(t.numel, body), *_elements(t.numel), [e.ptr[op.output], e.val(x)],
+             f"pad {mode}")
 
 
 # -- the file --------------------------------------------------------------------
