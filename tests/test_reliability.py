@@ -424,8 +424,9 @@ def test_weight_names_never_collide_with_hetc_keys(name, tmp_path):
 
 @pytest.mark.parametrize("target, options", [
     ("ref", {}), ("x86", {}), ("x86", {"precision": "int4", "activations": "int8"}),
-    ("amx", {"emulate": True, "precision": "int8", "activations": "int8"}), ("npu", {})],
-    ids=["ref", "x86", "x86-int4", "amx", "npu"])
+    ("amx", {"emulate": True, "precision": "int8", "activations": "int8"}), ("npu", {}),
+    ("cuda", {"emulate": True})],
+    ids=["ref", "x86", "x86-int4", "amx", "npu", "cuda"])
 def test_a_module_called_from_several_threads_answers_each_right(target, options):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(),
