@@ -37,9 +37,6 @@ KNOWN_WRONG = {"npu": {
     "div-i32-extremes": "i32 division goes through f32 near the type's limits",
     "mod-i32-extremes": "i32 remainders near the type's limits",
     "fmod-i32-extremes": "i32 remainders near the type's limits",
-    "mod-f32-specials": "the remainder of a finite value by infinity is NaN, not the value",
-    "fmod-f32-specials": "the remainder of a finite value by infinity is NaN, not the value",
-    "avg_pool2d-ceil-pad-k3-cip1": "ceil-mode windows past the padding divide by the wrong count",
 }}
 
 

@@ -162,7 +162,15 @@ def _mod(op, a, b):
     o = _o()
     fn = o.floor_mod if op.kind == "mod" else o.mod  # divisor's sign; dividend's sign
     if not op.output.type.dtype.is_int:
-        return fn(a, b)
+        # OpenVINO gives nan for a finite value by an infinite one; the IR (numpy)
+        # gives the value, or for mod the divisor when their signs differ
+        keep = a
+        if op.kind == "mod":
+            same = o.logical_or(o.equal(a, _like(a, 0)),
+                                o.equal(o.less(a, _like(a, 0)), o.less(b, _like(b, 0))))
+            keep = o.select(same, a, b)
+        special = o.logical_and(o.is_inf(b), o.is_finite(a))
+        return o.select(special, keep, fn(a, b))
     return _by_nonzero(o, a, b, fn)
 
 
@@ -488,9 +496,35 @@ def _max_pool2d(op, x):
 
 @lowers("avg_pool2d")
 def _avg_pool2d(op, x):
+    o = _o()
+    include = op.attrs["count_include_pad"]
+    if include and op.attrs["ceil_mode"]:
+        # OpenVINO counts the ceil-mode overhang past the padding; the IR never
+        # does: pool over the input cells only, then rescale by the two counts
+        inside, padded = _pool_counts(op)
+        y = o.avg_pool(x, exclude_pad=True, dilations=[1, 1], **_window(op))
+        scale = np.where(inside > 0, inside / np.maximum(padded, 1), 0).astype(np.float32)
+        return o.multiply(o.select(o.constant(inside > 0), y, _like(y, 0)),
+                          o.convert_like(o.constant(scale), y))
     # dilations given: AvgPool-16 built without them crashes OpenVINO 2026.4's CPU plugin
-    return _o().avg_pool(x, exclude_pad=not op.attrs["count_include_pad"], dilations=[1, 1],
-                         **_window(op))
+    return o.avg_pool(x, exclude_pad=not include, dilations=[1, 1], **_window(op))
+
+
+def _pool_counts(op):
+    """[1, 1, OH, OW] counts of each window's cells inside the input, and
+    inside the input with its explicit padding."""
+    _, _, h, w = op.inputs[0].type.shape
+    oh, ow = op.output.type.shape[2:]
+    (kh, kw), (t, l, b, r) = op.attrs["kernel"], op.attrs["padding"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+
+    def along(n_out, k, s, pad_lo, pad_hi, n):
+        starts = np.arange(n_out)[:, None] * s - pad_lo + np.arange(k)[None, :]
+        return (((starts >= 0) & (starts < n)).sum(1),
+                ((starts >= -pad_lo) & (starts < n + pad_hi)).sum(1))
+    (ih, ph), (iw, pw) = along(oh, kh, sh, t, b, h), along(ow, kw, sw, l, r, w)
+    return (np.outer(ih, iw)[None, None].astype(np.float32),
+            np.outer(ph, pw)[None, None].astype(np.float32))
 
 
 @lowers("global_avg_pool")
