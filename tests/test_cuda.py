@@ -201,3 +201,25 @@ def test_the_simulated_source_is_real_cuda():
                                 main="t.cu")
     assert set(sizes) == set(nvrtc.ARCHS)
     assert all(set(c["kernels"]) == {"reverse", "divergent", "warp_sums"} for c in sizes.values())
+
+
+def test_a_vit_encoder_runs_on_the_simulation():
+    from families import vit
+
+    model, inputs = vit()
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    want = hetc.compile(model, example_inputs=inputs)(*inputs)
+    torch.testing.assert_close(module(*inputs), want, rtol=1e-4, atol=1e-5)
+
+
+def test_generate_with_a_static_kv_cache_matches_pytorch_greedy():
+    """decoder=: the generation step (cache, positions and mask as inputs) on
+    the simulated GPU gives transformers' greedy tokens."""
+    model = llama_tiny()
+    ids = torch.randint(1, 256, (1, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                              do_sample=False, eos_token_id=None, pad_token_id=0)
+    module = hetc.compile(model, target="cuda", decoder={"max_context": 32, "chunk": 4},
+                          emulate=True)
+    assert torch.equal(module.generate(ids, max_new_tokens=12, eos_token_id=-1), want)
