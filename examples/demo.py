@@ -1,5 +1,5 @@
 """The main job: compile real models with hetc, run them, check them against
-PyTorch and ONNX Runtime (and one model on target npu against the
+PyTorch and ONNX Runtime (and one model each on targets npu and cuda against the
 interpreter), generate text with the pretrained SmolLM2-135M through a
 static-KV-cache step and check the tokens against PyTorch's, save and reload
 a compiled module, print the report.
@@ -139,6 +139,12 @@ def main():
     npu, s = compile_timed(cnn, target="npu", example_inputs=inputs, precision="int8")
     results.append(line("cnn int8 [npu]", s, npu(x).shape,
                         rel_err(npu(x), interpret(npu.graph, [x])[0]), "hetc interpreter"))
+
+    print("\nTarget cuda (generated CUDA, checked by NVRTC for sm_80/sm_90a; no GPU here, so "
+          "the same source runs through hetc's CPU simulation):")
+    gpu, s = compile_timed(cnn, target="cuda", example_inputs=inputs, emulate=True)
+    results.append(line("cnn [cuda, emulated]", s, gpu(x).shape,
+                        rel_err(gpu(x), interpret(gpu.graph, [x])[0]), "hetc interpreter"))
 
     print(f"\nLLM generation (decoder=: one step with a static KV cache, target {args.target}):")
     results.append(generate_smollm2(args.target))
