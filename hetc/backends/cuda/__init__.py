@@ -82,7 +82,8 @@ class CudaBackend(EmitterBackend):
             raise TargetError(
                 "cannot run target cuda on a GPU yet: hetc generates and NVRTC-compiles the "
                 "kernels, but the GPU launcher is not built (docs/cuda.md); run the same "
-                "kernels on the CPU with emulate=True (or HETC_EMULATE=1)")
+                "kernels on the CPU: compile with emulate=True (hetc compile --emulate), or "
+                "set HETC_EMULATE=1")
         lowered = getattr(artifact, "lowered", None) or emit.lower_graph(artifact.graph)
         path = build(sources(lowered), SIM_FLAGS, main="model.cu")
         return Library(artifact.graph, lowered, path, "cuda (emulated)")
