@@ -67,8 +67,26 @@ def test_what_is_not_built_is_refused_with_the_reason():
                                           r"shift_left \(%\w+\): not lowered for cuda yet"):
         hetc.compile(g, target="cuda")
     mlp, x = MODELS[0][1], MODELS[0][2]
-    with pytest.raises(TargetError, match="quantized or N:M weights"):
-        hetc.compile(mlp, target="cuda", example_inputs=x, precision="int4")
+    with pytest.raises(TargetError, match="int8 activations"):
+        hetc.compile(mlp, target="cuda", example_inputs=x, precision="int8", activations="int8")
+
+
+@pytest.mark.parametrize("options, kernel", [
+    ({"precision": "int8"}, "linear int8 g"), ({"precision": "int4-g32"}, "linear int4 g32"),
+    ({"sparsity": "2:4", "precision": "int4"}, "(2:4 zeros stored)"),
+    ({"precision": "fp8"}, "weights decoded to f32")])
+def test_compressed_weights_compute_as_the_interpreter(options, kernel):
+    """int8/int4 weights stay codes in the weights blob, dequantized as the
+    GEMM loads its tile; other encodings are decoded to f32 when packed."""
+    name, model, inputs = MODELS[0]
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True, **options)
+    x = inputs[0].numpy()
+    np.testing.assert_allclose(module(x), hetc.interpret(module.graph, [x])[0],
+                               rtol=1e-5, atol=1e-6)
+    assert any(kernel in k for k in module.artifact.extra["kernels"])
+    if "int4" in kernel:  # packed: half a byte per weight plus scales, not 4 bytes
+        f32_bytes = 4 * sum(w.size for w in module.graph.weights.values() if w.ndim == 2)
+        assert module.artifact.extra["weights_bytes"] < 0.2 * f32_bytes
 
 
 def test_without_a_gpu_running_says_what_to_do():

@@ -11,19 +11,25 @@ takes them): elementwise ops (broadcasting), linear and matmul as
 shared-memory tiled GEMMs, direct convolution, pooling, batch norm,
 reductions, arg-reductions and running sums, softmax, the norms and
 attention with warp shuffles, embedding and gathers, padding, and data
-movement (transpose, slice, concat, expand, split, reshape views). Every other op, and int4/int8/N:M weights
-(the tensor-core kernels docs/cuda.md plans), is refused with the reason.
+movement (transpose, slice, concat, expand, split, reshape views).
+Symmetric int8/int4 weights stay codes dequantized in the GEMM (f32 math);
+other encodings are decoded to f32. The tensor-core kernels docs/cuda.md
+plans are not built; what is not lowered is refused with the reason.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from hetc.backends.c.emitter import Emitter
 from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, strides
+from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir.ops import OPS
 
@@ -129,16 +135,9 @@ def why_not(op):
     problem = _f32(ins + op.outputs)
     if problem:
         return problem
-    if op.kind in ("linear", "conv2d"):
-        w = op.inputs[1]
-        if w.type.encodings:
-            return ("quantized or N:M weights (the int4/int8 and 2:4 tensor-core kernels are "
-                    "not built yet)")
-        if op.attrs.get("act_group"):
-            return "int8 activations (not built yet)"
+    if op.kind == "linear" and op.attrs.get("act_group"):
+        return "int8 activations (not built yet)"
     if op.kind == "matmul":
-        if any(v.type.encodings for v in op.inputs):
-            return "quantized or N:M weights (not built yet)"
         return matmul_problem(op)
     if op.kind == "embedding" and op.inputs[0].type.dtype.name not in ("i64", "i32"):
         return f"indices of {op.inputs[0].type.dtype} (needs i64 or i32)"
@@ -265,13 +264,14 @@ def _where(e, op):
     _elementwise(e, op, "a ? b : c")
 
 
-def _gemm(e, op, a, b, bias, m, n, k, a_batch, b_batch, b_at, what):
+def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
     """y[z][row][col] = sum_k a[z][row][k] * B(k, col) (+ bias[col]), tiled
-    TILE x TILE through shared memory; `b_at` reads B(k, col) from `bp`."""
+    TILE x TILE through shared memory; `b_at(k, col)` reads B from the
+    `b_params` (in batch z of a batched matmul)."""
     t = op.output.type
     batch = math.prod(t.shape[:-2]) if op.kind == "matmul" else 1
-    params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", "const float *__restrict__ bp"]
-    args = [e.ptr[op.output], e.val(a), e.val(b)]
+    params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", *b_params]
+    args = [e.ptr[op.output], e.val(a), *b_args]
     if bias is not None:
         params.append("const float *__restrict__ bias")
         args.append(e.val(bias))
@@ -280,11 +280,10 @@ def _gemm(e, op, a, b, bias, m, n, k, a_batch, b_batch, b_at, what):
     int tx = threadIdx.x, ty = threadIdx.y;
     long row = blockIdx.y * {TILE} + ty, col = blockIdx.x * {TILE} + tx, z = blockIdx.z;
     const float *a = ap + z * {a_batch};
-    const float *b = bp + z * {b_batch};
     float acc = 0.f;
     for (long k0 = 0; k0 < {k}; k0 += {TILE}) {{
         As[ty][tx] = (row < {m} && k0 + tx < {k}) ? a[row * {k} + k0 + tx] : 0.f;
-        Bs[ty][tx] = (k0 + ty < {k} && col < {n}) ? {b_at('k0 + ty', 'col')} : 0.f;
+        Bs[ty][tx] = (k0 + ty < {k} && col < {n}) ? {b_at('(k0 + ty)', 'col')} : 0.f;
         __syncthreads();
         for (int kk = 0; kk < {TILE}; kk++) acc += As[ty][kk] * Bs[kk][tx];
         __syncthreads();
@@ -297,12 +296,40 @@ def _gemm(e, op, a, b, bias, m, n, k, a_batch, b_batch, b_at, what):
 
 @lowers("linear")
 def _linear(e, op):
+    """Symmetric int8/int4 weights stay integer codes (int4 two per byte, low
+    nibble first) with f32 scales per row and group, dequantized as the tile
+    is loaded, so the math is the interpreter's f32; other encodings are
+    decoded to f32 when packed."""
     x, w = op.inputs[:2]
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     n, k = w.type.shape
     m = op.output.type.numel // n
-    _gemm(e, op, x, w, bias, m, n, k, 0, 0, lambda kk, c: f"b[{c} * {k} + {kk}]",
-          "linear f32 tiled")
+    q = integer_weight(w)
+    if q is None:
+        what = "linear f32 tiled" + (" (weights decoded to f32)" if w.type.encodings else "")
+        _gemm(e, op, x, ["const float *__restrict__ bp"], [e.val(w)], bias, m, n, k, 0,
+              lambda kk, c: f"bp[{c} * {k} + {kk}]", what)
+        return
+    name, bits, group = q
+    codes = integer_codes(e, name)
+    data = pack_nibbles(codes).reshape(n, k // 2) if bits == 4 else codes
+    wq = e.blob.add(np.ascontiguousarray(data))
+    ws = e.blob.add(weight_scales(e, name, n, k // group))
+    params = [f"const {'uint8_t' if bits == 4 else 'int8_t'} *__restrict__ wq",
+              "const float *__restrict__ ws"]
+    args = [f"((const {'uint8_t' if bits == 4 else 'int8_t'} *)(W + {wq}))",
+            f"((const float *)(W + {ws}))"]
+
+    def code(kk, c):
+        if bits == 8:
+            return f"(float)wq[{c} * {k} + {kk}]"
+        # the nibble of byte kk / 2, sign-extended
+        return f"(float)((((wq[{c} * {k // 2} + {kk} / 2] >> (4 * ({kk} & 1))) & 15) ^ 8) - 8)"
+    nm = w.type.nm
+    _gemm(e, op, x, params, args, bias, m, n, k, 0,
+          lambda kk, c: f"{code(kk, c)} * ws[{c} * {k // group} + {kk} / {group}]",
+          f"linear int{bits} g{group} weights{f' ({nm.n}:{nm.m} zeros stored)' if nm else ''}"
+          f", f32 math")
 
 
 @lowers("matmul")
@@ -311,8 +338,8 @@ def _matmul(e, op):
     m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     a_batch = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
     b_batch = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
-    _gemm(e, op, a, b, None, m, n, k, a_batch, b_batch, lambda kk, c: f"b[({kk}) * {n} + {c}]",
-          "matmul f32 tiled")
+    _gemm(e, op, a, ["const float *__restrict__ bp"], [e.val(b)], None, m, n, k, a_batch,
+          lambda kk, c: f"bp[z * {b_batch} + {kk} * {n} + {c}]", "matmul f32 tiled")
 
 
 ROWS = 4  # rows per block in the row kernels: one warp each

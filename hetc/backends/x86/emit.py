@@ -18,6 +18,7 @@ import numpy as np
 
 from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales, weight_scales
 from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import float_literal, string_literal
 from hetc.backends.c.values import (
@@ -32,7 +33,6 @@ from hetc.backends.c.values import (
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
-from hetc.ir.weights import aux_key
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
@@ -630,21 +630,6 @@ def token_scratch_bytes(m, k, group):
     return round_up(m * k) + 64 + round_up(4 * m * (k // group))
 
 
-def integer_weight(w):
-    """(name, bits, group) for a constant weight stored as symmetric int8/int4
-    quantized along its input axis (N:M zeros included); None otherwise
-    (other encodings are decoded to f32 at pack time: correct, not fast)."""
-    t = w.type
-    q = t.quant
-    if w.producer is None or w.producer.kind != "const" or q is None or not q.symmetric \
-            or q.codebook or t.dtype.name not in ("i8", "i4") or q.axis % t.rank != t.rank - 1:
-        return None
-    group = q.group or t.shape[1]
-    if t.dtype.name == "i4" and group % 2:
-        return None
-    return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
-
-
 def row_blocks(w, q):
     """(N, M) for the row-block integer kernel (kernels.h, k_linear_rb): the
     weight's N:M pattern along its input axis when the kernel can skip the
@@ -659,23 +644,6 @@ def row_blocks(w, q):
                                                                             else 1)) == 0:
             return nn, mm
     return None
-
-
-def integer_codes(e, name):
-    return np.asarray(e.g.weights[name]).astype(np.int8)
-
-
-def stored_scales(e, name, rows, groups):
-    """The scales of a quantized weight, one per row and group, in the dtype
-    the weight stores them (f16 or f32; others widened to f32)."""
-    a = np.asarray(e.g.weights[aux_key(name, "scale")])
-    a = a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
-    return np.ascontiguousarray(np.broadcast_to(a, (rows, groups)))
-
-
-def weight_scales(e, name, rows, groups):
-    """The scales as f32, one per row and group."""
-    return stored_scales(e, name, rows, groups).astype(np.float32)
 
 
 def rows_of_16(a):
