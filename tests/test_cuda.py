@@ -66,18 +66,17 @@ def test_what_is_not_built_is_refused_with_the_reason():
     with pytest.raises(TargetError, match=r"target cuda cannot lower graph 'shifts': op #0 "
                                           r"shift_left \(%\w+\): not lowered for cuda yet"):
         hetc.compile(g, target="cuda")
-    mlp, x = MODELS[0][1], MODELS[0][2]
-    with pytest.raises(TargetError, match="int8 activations"):
-        hetc.compile(mlp, target="cuda", example_inputs=x, precision="int8", activations="int8")
 
 
 @pytest.mark.parametrize("options, kernel", [
     ({"precision": "int8"}, "linear int8 g"), ({"precision": "int4-g32"}, "linear int4 g32"),
     ({"sparsity": "2:4", "precision": "int4"}, "(2:4 zeros stored)"),
-    ({"precision": "fp8"}, "weights decoded to f32")])
+    ({"precision": "fp8"}, "weights decoded to f32"),
+    ({"precision": "int8", "activations": "int8"}, "int8 activations g")])
 def test_compressed_weights_compute_as_the_interpreter(options, kernel):
     """int8/int4 weights stay codes in the weights blob, dequantized as the
-    GEMM loads its tile; other encodings are decoded to f32 when packed."""
+    GEMM loads its tile; other encodings are decoded to f32 when packed;
+    int8 activations are quantized per token group first."""
     name, model, inputs = MODELS[0]
     module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True, **options)
     x = inputs[0].numpy()

@@ -135,8 +135,6 @@ def why_not(op):
     problem = _f32(ins + op.outputs)
     if problem:
         return problem
-    if op.kind == "linear" and op.attrs.get("act_group"):
-        return "int8 activations (not built yet)"
     if op.kind == "matmul":
         return matmul_problem(op)
     if op.kind == "embedding" and op.inputs[0].type.dtype.name not in ("i64", "i32"):
@@ -264,6 +262,13 @@ def _where(e, op):
     _elementwise(e, op, "a ? b : c")
 
 
+class _Scratch:
+    """An arena scratch buffer standing in for a value as a GEMM operand."""
+
+    def __init__(self, ptr, type_):
+        self.ptr, self.type = ptr, type_
+
+
 def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
     """y[z][row][col] = sum_k a[z][row][k] * B(k, col) (+ bias[col]), tiled
     TILE x TILE through shared memory; `b_at(k, col)` reads B from the
@@ -271,7 +276,7 @@ def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
     t = op.output.type
     batch = math.prod(t.shape[:-2]) if op.kind == "matmul" else 1
     params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", *b_params]
-    args = [e.ptr[op.output], e.val(a), *b_args]
+    args = [e.ptr[op.output], a.ptr if isinstance(a, _Scratch) else e.val(a), *b_args]
     if bias is not None:
         params.append("const float *__restrict__ bias")
         args.append(e.val(bias))
@@ -304,6 +309,8 @@ def _linear(e, op):
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     n, k = w.type.shape
     m = op.output.type.numel // n
+    if op.attrs.get("act_group"):
+        x = _quantized_activations(e, op, x, m, k, op.attrs["act_group"])
     q = integer_weight(w)
     if q is None:
         what = "linear f32 tiled" + (" (weights decoded to f32)" if w.type.encodings else "")
@@ -330,6 +337,29 @@ def _linear(e, op):
           lambda kk, c: f"{code(kk, c)} * ws[{c} * {k // group} + {kk} / {group}]",
           f"linear int{bits} g{group} weights{f' ({nm.n}:{nm.m} zeros stored)' if nm else ''}"
           f", f32 math")
+
+
+def _quantized_activations(e, op, x, m, k, group):
+    """x as int8 dynamic quantization sees it (one warp per token and group:
+    scale = max |x| / 127, values rounded half to even, dequantized), into
+    an arena scratch buffer the GEMM then reads: the interpreter's f32
+    arithmetic, step for step."""
+    ptr = f"((float *)(A + {e.scratch(4 * m * k)}))"
+    body = f"""    long token = row / {k // group}, g = row % {k // group};
+    const float *xr = x + (live ? token * {k} + g * {group} : 0);
+    float top = 0.f;  /* max |x|, NaN winning as in numpy */
+    for (long j = lane; j < {group}; j += 32)
+        if (live) {{ float v = fabsf(xr[j]); top = (v != v || v > top) ? v : top; }}
+    for (int s = 16; s > 0; s >>= 1) {{
+        float o = hetc_shfl_xor(top, s);
+        top = (o != o || o > top) ? o : top;
+    }}
+    float scale = top / 127.f, d = scale == 0.f ? 1.f : scale;
+    for (long j = lane; j < {group}; j += 32)
+        if (live) y[token * {k} + g * {group} + j] = rintf(xr[j] / d) * scale;"""
+    _rows(e, m * (k // group), ["float *__restrict__ y", f"{_ctype(x, True)} x"],
+          [ptr, e.val(x)], body, f"int8 activations g{group} warp per token group")
+    return _Scratch(ptr, x.type)
 
 
 @lowers("matmul")
