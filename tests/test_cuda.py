@@ -21,6 +21,7 @@ from hetc.backends.c.emitter import read_headers, shared_headers
 from hetc.backends.cuda import HEADER_FILES, HERE, SIM_FLAGS, nvrtc
 from hetc.core.errors import TargetError
 from hetc.ir import Graph, TensorType, dtypes
+from hetc.passes.pipeline import PassManager
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from families import Logits, gpt2_tiny, llama_tiny  # noqa: E402
@@ -60,11 +61,15 @@ def test_saved_and_loaded(tmp_path):
 
 
 def test_what_is_not_built_is_refused_with_the_reason():
-    g = Graph("shifts")
-    x = g.add_input("x", TensorType((4,), dtypes.i32))
-    g.outputs = [g.add("shift_left", [x, x])]
-    with pytest.raises(TargetError, match=r"target cuda cannot lower graph 'shifts': op #0 "
-                                          r"shift_left \(%\w+\): not lowered for cuda yet"):
+    name, model, inputs = MODELS[0]
+    fused = PassManager.from_text("fuse").run(hetc.compile(model, example_inputs=inputs).graph)
+    with pytest.raises(TargetError, match=r"target cuda cannot lower graph '\w+': op #\d+ fused "
+                                          r"\(%\w+\): not lowered for cuda yet"):
+        hetc.compile(fused, target="cuda")
+    g = Graph("narrow")
+    x = g.add_input("x", TensorType((4,), dtypes.get("i16")))
+    g.outputs = [g.add("add", [x, x])]
+    with pytest.raises(TargetError, match=r"op #0 add \(%\w+\): i16 value %x"):
         hetc.compile(g, target="cuda")
 
 

@@ -28,7 +28,7 @@ from hetc.backends.c.plan import alias_offset, slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
-from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, strides
+from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, itemsize, strides
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir.ops import OPS
@@ -65,7 +65,11 @@ UNSIGNED = {"i32": "uint32_t", "i64": "uint64_t"}
 LOGICAL = {"logical_and": "a && b", "logical_or": "a || b", "logical_xor": "(a != 0) != (b != 0)",
            "logical_not": "!x"}
 BITWISE = {"bitwise_and": "a & b", "bitwise_or": "a | b", "bitwise_xor": "a ^ b",
-           "bitwise_not": "(T)~(U)x"}
+           "bitwise_not": "(T)~(U)x",
+           # a count outside [0, bits) shifts everything out, as the IR defines
+           # (C leaves it undefined); right shifts of signed values are arithmetic
+           "shift_left": "(b < 0 || b >= BITS) ? (T)0 : (T)((U)a << b)",
+           "shift_right": "(b < 0 || b >= BITS) ? (T)(a < 0 ? -1 : 0) : (T)(a >> b)"}
 # mod takes the divisor's sign (Python %), fmod the dividend's (C fmod); an
 # integer divisor of 0 (and -1: INT_MIN % -1 is undefined in C) gives 0
 REMAINDER = {
@@ -113,7 +117,8 @@ def why_not(op):
     if op.kind in LOGICAL:
         return _same_kind(ins + op.outputs, ("bool",))
     if op.kind in BITWISE:
-        return _same_kind(ins + op.outputs, ("bool", *UNSIGNED))
+        return _same_kind(ins + op.outputs, ("bool", *UNSIGNED) if op.kind.startswith("bitwise")
+                          else tuple(UNSIGNED))
     if op.kind in ("mod", "fmod", "cumsum", "pad"):
         return _same_kind(ins + op.outputs, ("f32", *UNSIGNED))
     if op.kind in ("argmax", "argmin"):
@@ -184,7 +189,7 @@ def _elementwise(e, op, expr):
     t = op.output.type
     if t.dtype.name in UNSIGNED:
         expr = expr.replace("(U)", f"({UNSIGNED[t.dtype.name]})").replace(
-            "(T)", f"({CTYPE[t.dtype.name]})")
+            "(T)", f"({CTYPE[t.dtype.name]})").replace("BITS", str(8 * itemsize(t)))
     shape = list(t.shape) or [1]
     names = ["x"] if len(op.inputs) == 1 else ["a", "b", "c"][:len(op.inputs)]
     lines, params, args = [], [f"{_ctype(op.output)} y"], [e.ptr[op.output]]
