@@ -166,9 +166,10 @@ def small(graph):
 
 def exercise(graph, seed):
     """What a user does next with an accepted graph: print it and read it
-    back (equal), run it on the interpreter, generate x86 C and an OpenVINO
-    model for it (HetcErrors there are refusals, as everywhere)."""
+    back (equal), run it on the interpreter, generate x86 C, CUDA and an
+    OpenVINO model for it (HetcErrors there are refusals, as everywhere)."""
     from hetc.backends import backend_named
+    from hetc.backends.cuda.emit import lower_graph as lower_cuda
     from hetc.backends.openvino.lowering import to_model
     from hetc.backends.x86.emit import lower_graph
     from hetc.core.errors import HetcError
@@ -182,7 +183,8 @@ def exercise(graph, seed):
     if not small(graph):
         return
     npu = backend_named("openvino")
-    for lower in (lower_graph, lambda g: (npu.check(g, get_target("npu")), to_model(g))):
+    for lower in (lower_graph, lower_cuda,
+                  lambda g: (npu.check(g, get_target("npu")), to_model(g))):
         try:
             lower(graph)
         except HetcError:

@@ -249,7 +249,8 @@ def _cast(e, op):
 
 @lowers("gelu")
 def _gelu(e, op):
-    _elementwise(e, op, GELU[op.attrs.get("approximate", "none")])
+    # as the interpreter: tanh, else the exact (erf) form
+    _elementwise(e, op, GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"])
 
 
 @lowers(*BINARY)
