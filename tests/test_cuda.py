@@ -5,6 +5,7 @@ The op cases run on cuda in test_ops_on_targets.py; here are whole models,
 the refusals, and the simulation's own guarantees (barriers, shuffles, a
 missing barrier showing up)."""
 
+import copy
 import ctypes
 import os
 import shutil
@@ -245,3 +246,21 @@ def test_generate_with_a_static_kv_cache_matches_pytorch_greedy():
     module = hetc.compile(model, target="cuda", decoder={"max_context": 32, "chunk": 4},
                           emulate=True)
     assert torch.equal(module.generate(ids, max_new_tokens=12, eos_token_id=-1), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", ["cnn", "llama"])
+def test_half_precision_models_compute_as_the_interpreter(name, dtype):
+    """bf16/f16 values are held as their bits, computed in f32 and rounded
+    after each op, as the IR defines: within one rounding of the interpreter
+    (sums taken in another order may round the other way)."""
+    from hetc.runtime.convert import to_numpy
+
+    name, model, inputs = next(m for m in MODELS if m[0] == name)
+    model = copy.deepcopy(model).to(dtype)  # the shared model stays f32
+    inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    want = hetc.interpret(module.graph, [to_numpy(x) for x in inputs])[0].astype(np.float32)
+    got = to_numpy(module(*inputs)).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-2 if dtype == torch.bfloat16 else 1e-3,
+                               atol=1e-3 * float(np.abs(want).max()))

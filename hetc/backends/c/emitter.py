@@ -66,10 +66,10 @@ class Blob:
         return out
 
 
-def boundary_problems(graph) -> list:
-    """Graph inputs and outputs whose dtype generated C cannot hold."""
+def boundary_problems(graph, ctypes=CTYPE) -> list:
+    """Graph inputs and outputs whose dtype generated code cannot hold."""
     return [f"graph value %{v.name} is {v.type.dtype}" for v in graph.inputs + graph.outputs
-            if v.type.dtype.name not in CTYPE]
+            if v.type.dtype.name not in ctypes]
 
 
 class Emitter:
@@ -85,6 +85,8 @@ class Emitter:
     """
 
     target = ""
+    #: IR dtype -> the C type generated code holds its values in
+    ctypes = CTYPE
     lowerings: dict = {}
     refused: dict = {}
     what = ""
@@ -99,7 +101,7 @@ class Emitter:
     def problems(cls, graph) -> list:
         """The support table applied to `graph`: one message per problem."""
         return op_problems(graph, cls.lowerings, cls.refused, cls.why_not) + \
-            boundary_problems(graph)
+            boundary_problems(graph, cls.ctypes)
 
     @classmethod
     def summary(cls) -> str:
@@ -168,13 +170,13 @@ class Emitter:
         self.outs = output_slots(self.g)
         arena, self.arena_size = plan_arena(self.g, ops, self.outs, self.reads)
         for i, v in enumerate(self.g.inputs):
-            self.ptr[v] = cpointer(v.type, f"in[{i}]")
+            self.ptr[v] = cpointer(v.type, f"in[{i}]", ctypes=self.ctypes)
         for op in ops:
             for v in op.outputs:
                 if v in arena:
-                    self.ptr[v] = cpointer(v.type, f"A + {arena[v]}")
+                    self.ptr[v] = cpointer(v.type, f"A + {arena[v]}", ctypes=self.ctypes)
                 elif v in self.outs:
-                    self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]")
+                    self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]", ctypes=self.ctypes)
             self.emit(comment(f"{op.kind} -> {', '.join('%' + v.name for v in op.outputs)}"))
             self.lowerings[op.kind](self, op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases

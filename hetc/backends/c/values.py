@@ -25,11 +25,11 @@ def nbytes(t) -> int:
     return itemsize(t) * t.numel
 
 
-def cpointer(t, expr, const=False) -> str:
+def cpointer(t, expr, const=False, ctypes=CTYPE) -> str:
     """`expr` (a byte address) as a pointer to the C element type of t (a
-    TensorType or a dtype name)."""
+    TensorType or a dtype name) in `ctypes`."""
     name = t if isinstance(t, str) else t.dtype.name
-    return f"(({'const ' if const else ''}{CTYPE[name]} *)({expr}))"
+    return f"(({'const ' if const else ''}{ctypes[name]} *)({expr}))"
 
 
 def strides(shape):

@@ -40,6 +40,8 @@ __device__ __forceinline__ float hetc_shfl_xor(float v, int lane_mask) {
 }
 #define HETC_INLINE __device__ __forceinline__
 #define HETC_INF __int_as_float(0x7f800000)
+#define hetc_bits(f) __float_as_uint(f)
+#define hetc_float(u) __uint_as_float(u)
 #define hetc_syncwarp() __syncwarp()
 /* Bad data (an index out of range): the kernel traps, the launch fails. */
 #define HETC_FAIL(...) asm volatile("trap;")
@@ -62,6 +64,9 @@ __device__ __forceinline__ float hetc_shfl_xor(float v, int lane_mask) {
 #define __shared__ static thread_local
 #define HETC_INLINE inline
 #define HETC_INF INFINITY
+
+inline uint32_t hetc_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+inline float hetc_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 struct dim3 {
     unsigned x, y, z;
@@ -244,6 +249,41 @@ inline float hetc_shfl_xor(float v, int lane_mask) {
 #endif
 
 /* -- what kernels share --------------------------------------------------- */
+
+/* bf16 and f16 values are held as their 16 bits and computed in f32, each
+ * result rounded to nearest even (NaN stays NaN), as the IR defines. */
+HETC_INLINE float hetc_from_bf16(uint16_t h) { return hetc_float((uint32_t)h << 16); }
+
+HETC_INLINE uint16_t hetc_to_bf16(float f) {
+    uint32_t u = hetc_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+HETC_INLINE float hetc_from_f16(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023;
+    if (e == 31) return hetc_float(sign | 0x7f800000u | (m << 13));  /* inf, NaN */
+    if (e == 0) {  /* zero or subnormal: m * 2^-24 */
+        float v = (float)m * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return hetc_float(sign | ((e + 112) << 23) | (m << 13));
+}
+
+HETC_INLINE uint16_t hetc_to_f16(float f) {
+    uint32_t u = hetc_bits(f), sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  /* rounds past 65504: inf */
+    if (a < 0x38800000u) {  /* below 2^-14: a subnormal (or zero), rounded to nearest even */
+        float v = hetc_float(a) * 16777216.f;  /* in units of 2^-24, exact */
+        uint32_t q = (uint32_t)v;
+        float rest = v - (float)q;
+        if (rest > 0.5f || (rest == 0.5f && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1);  /* round the 13 dropped bits to even */
+    return (uint16_t)(sign | (((r >> 23) - 112) << 10) | ((r >> 13) & 1023));
+}
 
 /* a mod b with the divisor's sign (Python %); a finite a by an infinite b is
  * a, or b when their signs differ, as numpy gives */

@@ -31,7 +31,9 @@ from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, itemsize, strides
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
+from hetc.ir import dtypes
 from hetc.ir.ops import OPS
+from hetc.ir.types import TensorType
 
 LOWER = Registry("cuda lowerings")
 TILE = 16  # the GEMM tile: TILE x TILE threads, each one output
@@ -78,6 +80,15 @@ REMAINDER = {
                     "? a % b + b : a % b)",
     ("fmod", "int"): "(b == 0 || b == -1) ? 0 : a % b",
 }
+# bf16/f16 values: held as their bits, loaded to f32, results rounded back
+NARROW = {"bf16": "hetc_%s_bf16", "f16": "hetc_%s_f16"}
+CUDA_CTYPE = {**CTYPE, "bf16": "uint16_t", "f16": "uint16_t"}
+FLOATS = ("f32", *NARROW)
+#: the kinds whose kernels load and store bf16/f16 values through NARROW
+NARROW_OK = {*UNARY, *BINARY, *COMPARE, "gelu", "where", "linear", "matmul", "softmax",
+             "log_softmax", "layer_norm", "rms_norm", "cast", "attention", "conv2d",
+             "max_pool2d", "avg_pool2d", "global_avg_pool", "reduce_sum", "reduce_mean",
+             "reduce_max", "reduce_min", "reduce_prod", "batch_norm", "embedding"}
 MOVES = ("reshape", "transpose", "slice", "concat", "expand", "split", "gather",
          "gather_elements")
 
@@ -90,9 +101,26 @@ def lowers(*kinds):
 
 # -- what the renderer can take ------------------------------------------------
 
-def _f32(values):
+def _f32(values, floats=("f32",)):
     return next((f"{v.type.dtype} value %{v.name}" for v in values
-                 if v.type.dtype.name != "f32"), None)
+                 if v.type.dtype.name not in floats), None)
+
+
+def _is_const(v):
+    return v.producer is not None and v.producer.kind == "const"
+
+
+def load(v, expr):
+    """`expr` (an element of value v as held) as the f32 or integer computed
+    on; constants are held in f32 already (Emitter.const decodes them)."""
+    name = v.type.dtype.name
+    return f"{NARROW[name] % 'from'}({expr})" if name in NARROW and not _is_const(v) else expr
+
+
+def store(v, expr):
+    """`expr` (f32) rounded to value v's dtype as held."""
+    name = v.type.dtype.name
+    return f"{NARROW[name] % 'to'}({expr})" if name in NARROW else expr
 
 
 def _same_kind(values, allowed):
@@ -108,12 +136,12 @@ def why_not(op):
             op.inputs[1].type.dtype.name not in ("i64", "i32"):
         return f"indices of {op.inputs[1].type.dtype} (needs i64 or i32)"
     if op.kind in MOVES:
-        return _same_kind(ins + op.outputs, CTYPE)
+        return _same_kind(ins + op.outputs, CUDA_CTYPE)
     if op.kind == "cast":
         src, dst = op.inputs[0].type.dtype.name, op.output.type.dtype.name
-        if src == "f32" and dst in UNSIGNED:
-            return "f32 to integers (NaN and out-of-range values differ between C and numpy)"
-        return _same_kind(op.inputs + op.outputs, CTYPE)
+        if src in FLOATS and dst in UNSIGNED:
+            return "floats to integers (NaN and out-of-range values differ between C and numpy)"
+        return _same_kind(op.inputs + op.outputs, CUDA_CTYPE)
     if op.kind in LOGICAL:
         return _same_kind(ins + op.outputs, ("bool",))
     if op.kind in BITWISE:
@@ -126,7 +154,7 @@ def why_not(op):
     if op.kind in ("isnan", "isinf"):
         return _f32(ins)
     if op.kind in COMPARE:
-        return _same_kind(ins, ("f32", *UNSIGNED))
+        return _same_kind(ins, (*FLOATS, *UNSIGNED))
     if op.kind in INTEGER and op.output.type.dtype.name in UNSIGNED:
         return None  # the IR keeps operands and result of one integer dtype
     if op.kind == "embedding":
@@ -136,8 +164,8 @@ def why_not(op):
     if op.kind == "where":
         if op.inputs[0].type.dtype.name != "bool":
             return "a condition that is not bool"
-        return _same_kind(op.outputs, CTYPE)
-    problem = _f32(ins + op.outputs)
+        return _same_kind(op.outputs, CUDA_CTYPE)
+    problem = _f32(ins + op.outputs, FLOATS if op.kind in NARROW_OK else ("f32",))
     if problem:
         return problem
     if op.kind == "matmul":
@@ -156,7 +184,10 @@ def why_not(op):
 # -- kernels -------------------------------------------------------------------
 
 def _ctype(v, const=False):
-    return f"{'const ' if const else ''}{CTYPE[v.type.dtype.name]} *__restrict__"
+    """The C pointer type a kernel takes value v by (f32 for float constants)."""
+    name = v.type.dtype.name
+    held = "float" if _is_const(v) and v.type.dtype.is_float else CUDA_CTYPE[name]
+    return f"{'const ' if const else ''}{held} *__restrict__"
 
 
 def _elements(n):
@@ -198,8 +229,11 @@ def _elementwise(e, op, expr):
         args.append(e.val(v))
         reads = broadcast_strides(v.type, shape) or [0]
         lines.append(f"        {_offset(shape, reads, 'o_' + name)}")
-        lines.append(f"        {CTYPE[v.type.dtype.name]} {name} = p_{name}[o_{name}];")
-    lines.append(f"        y[i] = ({CTYPE[t.dtype.name]})({expr});")
+        held = "float" if v.type.dtype.name in NARROW or (
+            _is_const(v) and v.type.dtype.is_float) else CTYPE[v.type.dtype.name]
+        lines.append(f"        {held} {name} = {load(v, f'p_{name}[o_{name}]')};")
+    value = f"({CTYPE.get(t.dtype.name, 'float')})({expr})"
+    lines.append(f"        y[i] = {store(op.output, value)};")
     e.launch(params, _grid_loop(t.numel, "\n".join(lines)), *_elements(t.numel), args,
              f"elementwise {op.kind}")
 
@@ -269,10 +303,12 @@ def _where(e, op):
 
 
 class _Scratch:
-    """An arena scratch buffer standing in for a value as a GEMM operand."""
+    """An arena scratch buffer of f32 standing in for a value as a GEMM operand."""
 
-    def __init__(self, ptr, type_):
-        self.ptr, self.type = ptr, type_
+    producer = None
+
+    def __init__(self, ptr, shape):
+        self.ptr, self.type = ptr, TensorType(shape, dtypes.f32)
 
 
 def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
@@ -284,23 +320,24 @@ def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
     params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", *b_params]
     args = [e.ptr[op.output], a.ptr if isinstance(a, _Scratch) else e.val(a), *b_args]
     if bias is not None:
-        params.append("const float *__restrict__ bias")
+        params.append(f"{_ctype(bias, True)} bias")
         args.append(e.val(bias))
+    result = "acc" + (f" + {load(bias, 'bias[col]')}" if bias is not None else "")
     body = f"""    __shared__ float As[{TILE}][{TILE + 1}];
     __shared__ float Bs[{TILE}][{TILE + 1}];
     int tx = threadIdx.x, ty = threadIdx.y;
     long row = blockIdx.y * {TILE} + ty, col = blockIdx.x * {TILE} + tx, z = blockIdx.z;
-    const float *a = ap + z * {a_batch};
+    const auto *a = ap + z * {a_batch};
     float acc = 0.f;
     for (long k0 = 0; k0 < {k}; k0 += {TILE}) {{
-        As[ty][tx] = (row < {m} && k0 + tx < {k}) ? a[row * {k} + k0 + tx] : 0.f;
+        As[ty][tx] = (row < {m} && k0 + tx < {k}) ? {load(a, f"a[row * {k} + k0 + tx]")} : 0.f;
         Bs[ty][tx] = (k0 + ty < {k} && col < {n}) ? {b_at('(k0 + ty)', 'col')} : 0.f;
         __syncthreads();
         for (int kk = 0; kk < {TILE}; kk++) acc += As[ty][kk] * Bs[kk][tx];
         __syncthreads();
     }}
     if (row < {m} && col < {n})
-        y[z * {m * n} + row * {n} + col] = acc{' + bias[col]' if bias is not None else ''};"""
+        y[z * {m * n} + row * {n} + col] = {store(op.output, result)};"""
     grid = f"{-(-n // TILE)}, {-(-m // TILE)}, {batch}"
     e.launch(params, body, grid, f"{TILE}, {TILE}", args, what)
 
@@ -320,8 +357,8 @@ def _linear(e, op):
     q = integer_weight(w)
     if q is None:
         what = "linear f32 tiled" + (" (weights decoded to f32)" if w.type.encodings else "")
-        _gemm(e, op, x, ["const float *__restrict__ bp"], [e.val(w)], bias, m, n, k, 0,
-              lambda kk, c: f"bp[{c} * {k} + {kk}]", what)
+        _gemm(e, op, x, [f"{_ctype(w, True)} bp"], [e.val(w)], bias, m, n, k, 0,
+              lambda kk, c: load(w, f"bp[{c} * {k} + {kk}]"), what)
         return
     name, bits, group = q
     codes = integer_codes(e, name)
@@ -352,20 +389,20 @@ def _quantized_activations(e, op, x, m, k, group):
     arithmetic, step for step."""
     ptr = f"((float *)(A + {e.scratch(4 * m * k)}))"
     body = f"""    long token = row / {k // group}, g = row % {k // group};
-    const float *xr = x + (live ? token * {k} + g * {group} : 0);
+    const auto *xr = x + (live ? token * {k} + g * {group} : 0);
     float top = 0.f;  /* max |x|, NaN winning as in numpy */
     for (long j = lane; j < {group}; j += 32)
-        if (live) {{ float v = fabsf(xr[j]); top = (v != v || v > top) ? v : top; }}
+        if (live) {{ float v = fabsf({load(x, "xr[j]")}); top = (v != v || v > top) ? v : top; }}
     for (int s = 16; s > 0; s >>= 1) {{
         float o = hetc_shfl_xor(top, s);
         top = (o != o || o > top) ? o : top;
     }}
     float scale = top / 127.f, d = scale == 0.f ? 1.f : scale;
     for (long j = lane; j < {group}; j += 32)
-        if (live) y[token * {k} + g * {group} + j] = rintf(xr[j] / d) * scale;"""
+        if (live) y[token * {k} + g * {group} + j] = rintf({load(x, "xr[j]")} / d) * scale;"""
     _rows(e, m * (k // group), ["float *__restrict__ y", f"{_ctype(x, True)} x"],
           [ptr, e.val(x)], body, f"int8 activations g{group} warp per token group")
-    return _Scratch(ptr, x.type)
+    return _Scratch(ptr, x.type.shape)
 
 
 @lowers("matmul")
@@ -374,8 +411,8 @@ def _matmul(e, op):
     m, k, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     a_batch = 0 if math.prod(a.type.shape[:-2]) == 1 else m * k
     b_batch = 0 if math.prod(b.type.shape[:-2]) == 1 else k * n
-    _gemm(e, op, a, ["const float *__restrict__ bp"], [e.val(b)], None, m, n, k, a_batch,
-          lambda kk, c: f"bp[z * {b_batch} + {kk} * {n} + {c}]", "matmul f32 tiled")
+    _gemm(e, op, a, [f"{_ctype(b, True)} bp"], [e.val(b)], None, m, n, k, a_batch,
+          lambda kk, c: load(b, f"bp[z * {b_batch} + {kk} * {n} + {c}]"), "matmul f32 tiled")
 
 
 ROWS = 4  # rows per block in the row kernels: one warp each
@@ -394,16 +431,17 @@ def _rows(e, rows, params, args, body, what):
 def _softmax(e, op):
     x = op.inputs[0]
     c = x.type.shape[-1]
-    out = "expf(v - m) / s" if op.kind == "softmax" else "v - m - logf(s)"
-    body = f"""    const float *xr = x + (live ? row : 0) * {c};
+    out = store(op.output, "expf(v - m) / s" if op.kind == "softmax" else "v - m - logf(s)")
+    xj = load(x, "xr[j]")
+    body = f"""    const auto *xr = x + (live ? row : 0) * {c};
     float m = -HETC_INF;
-    for (long j = lane; j < {c}; j += 32) if (live) m = fmaxf(m, xr[j]);
+    for (long j = lane; j < {c}; j += 32) if (live) m = fmaxf(m, {xj});
     m = hetc_warp_max(m);
     float s = 0.f;
-    for (long j = lane; j < {c}; j += 32) if (live) s += expf(xr[j] - m);
+    for (long j = lane; j < {c}; j += 32) if (live) s += expf({xj} - m);
     s = hetc_warp_sum(s);
     for (long j = lane; j < {c}; j += 32)
-        if (live) {{ float v = xr[j]; y[row * {c} + j] = {out}; }}"""
+        if (live) {{ float v = {xj}; y[row * {c} + j] = {out}; }}"""
     _rows(e, x.type.numel // max(c, 1), [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
           [e.ptr[op.output], e.val(x)], body, f"{op.kind} warp per row")
 
@@ -417,29 +455,33 @@ def _norm(e, op):
     params, args = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], [e.ptr[op.output], e.val(x)]
     scale = bias = ""
     if len(op.inputs) > 1:
-        params.append("const float *__restrict__ w")
-        args.append(e.val(op.inputs[1]))
-        scale = f" * w[{_offset_expr(op.inputs[1], x.type.shape[axis:])}]"
+        w = op.inputs[1]
+        params.append(f"{_ctype(w, True)} w")
+        args.append(e.val(w))
+        scale = f" * {load(w, f'w[{_offset_expr(w, x.type.shape[axis:])}]')}"
     if len(op.inputs) > 2:
-        params.append("const float *__restrict__ bb")
-        args.append(e.val(op.inputs[2]))
-        bias = f" + bb[{_offset_expr(op.inputs[2], x.type.shape[axis:])}]"
+        b = op.inputs[2]
+        params.append(f"{_ctype(b, True)} bb")
+        args.append(e.val(b))
+        bias = f" + {load(b, f'bb[{_offset_expr(b, x.type.shape[axis:])}]')}"
+    xj = load(x, "xr[j]")
     if op.kind == "layer_norm":
         stats = f"""    float mean = 0.f;
-    for (long j = lane; j < {c}; j += 32) if (live) mean += xr[j];
+    for (long j = lane; j < {c}; j += 32) if (live) mean += {xj};
     mean = hetc_warp_sum(mean) / {c};
     float var = 0.f;
-    for (long j = lane; j < {c}; j += 32) if (live) {{ float d = xr[j] - mean; var += d * d; }}
+    for (long j = lane; j < {c}; j += 32) if (live) {{ float d = {xj} - mean; var += d * d; }}
     float inv = 1.f / sqrtf(hetc_warp_sum(var) / {c} + {eps});"""
-        value = "(xr[j] - mean) * inv"
+        value = f"({xj} - mean) * inv"
     else:
         stats = f"""    float ss = 0.f;
-    for (long j = lane; j < {c}; j += 32) if (live) ss += xr[j] * xr[j];
+    for (long j = lane; j < {c}; j += 32) if (live) ss += {xj} * {xj};
     float inv = 1.f / sqrtf(hetc_warp_sum(ss) / {c} + {eps});"""
-        value = "xr[j] * inv"
-    body = (f"    const float *xr = x + (live ? row : 0) * {c};\n{stats}\n"
+        value = f"{xj} * inv"
+    body = (f"    const auto *xr = x + (live ? row : 0) * {c};\n"
+            f"{stats}\n"
             f"    for (long j = lane; j < {c}; j += 32) if (live) "
-            f"y[row * {c} + j] = {value}{scale}{bias};")
+            f"y[row * {c} + j] = {store(op.output, value + scale + bias)};")
     _rows(e, x.type.numel // max(c, 1), params, args, body, f"{op.kind} warp per row")
 
 
@@ -495,12 +537,12 @@ def _attention(e, op):
                      else f"s += {at};")
     body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
     {' '.join(head)}
-    const float *qr = qp + qo + i * {E};
+    const auto *qr = qp + qo + i * {E};
     float *pr = p + r * {S};
     float m = -HETC_INF;
     for (long j = lane; live && j < {S}; j += 32) {{
         float s = 0.f;
-        for (long c = 0; c < {E}; c++) s += qr[c] * kp[ko + j * {E} + c];
+        for (long c = 0; c < {E}; c++) s += {load(q, "qr[c]")} * {load(k, f"kp[ko + j * {E} + c]")};
         {' '.join(score)}
         pr[j] = s;
         m = fmaxf(m, s);
@@ -518,8 +560,8 @@ def _attention(e, op):
     if (live)
         for (long d = lane; d < {Ev}; d += 32) {{
             float acc = 0.f;
-            for (long j = 0; j < {S}; j++) acc += pr[j] * vp[vo + j * {Ev} + d];
-            y[row * {Ev} + d] = none ? 0.f : acc / sum;
+            for (long j = 0; j < {S}; j++) acc += pr[j] * {load(v, f"vp[vo + j * {Ev} + d]")};
+            y[row * {Ev} + d] = {store(op.output, "none ? 0.f : acc / sum")};
         }}"""
     _rows(e, rows, params, args, body, "attention warp per query row")
 
@@ -528,12 +570,13 @@ def _attention(e, op):
 def _embedding(e, op):
     ids, table = op.inputs
     vocab, dim = table.type.shape
+    row = load(table, f"table[id * {dim} + c]")
     n = op.output.type.numel
     body = f"""        long r = i / {dim}, c = i % {dim};
         long id = (long)ids[r];
-{_index(vocab, "embedding")}        y[i] = table[id * {dim} + c];"""
+{_index(vocab, "embedding")}        y[i] = {store(op.output, row)};"""
     e.launch([f"{_ctype(op.output)} y", f"{_ctype(ids, True)} ids",
-              "const float *__restrict__ table"],
+              f"{_ctype(table, True)} table"],
              _grid_loop(n, body), *_elements(n), [e.ptr[op.output], e.val(ids), e.val(table)],
              "embedding gather")
 
@@ -575,19 +618,19 @@ def _conv2d(e, op):
     _, c, h, wd = x.type.shape
     o_, cg, kh, kw = w.type.shape
     og = o_ // op.attrs["groups"]
-    params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", "const float *__restrict__ w"]
+    params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", f"{_ctype(w, True)} w"]
     args = [e.ptr[op.output], e.val(x), e.val(w)]
     if bias is not None:
-        params.append("const float *__restrict__ bias")
+        params.append(f"{_ctype(bias, True)} bias")
         args.append(e.val(bias))
-    inner = (f"acc += x[((n * {c} + g * {cg} + ci) * {h} + ih) * {wd} + iw] * "
-             f"w[((o * {cg} + ci) * {kh} + a) * {kw} + b];")
+    xin = load(x, f"x[((n * {c} + g * {cg} + ci) * {h} + ih) * {wd} + iw]")
+    inner = f"acc += {xin} * {load(w, f'w[((o * {cg} + ci) * {kh} + a) * {kw} + b]')};"
     body = f"""        long g = o / {og};
-        float acc = {'bias[o]' if bias is not None else '0.f'};
+        float acc = {load(bias, 'bias[o]') if bias is not None else '0.f'};
         for (long ci = 0; ci < {cg}; ci++) {{
 {_window(op, h, wd, inner, "            ")}
         }}
-        y[i] = acc;"""
+        y[i] = {store(op.output, "acc")};"""
     e.launch(params, _nchw_loop(op, body), *_elements(op.output.type.numel), args,
              "conv2d direct")
 
@@ -618,13 +661,14 @@ def _pool(e, op):
                  f"            cw += s >= -{left} && s < {wd + right};\n"
                  f"        }}\n"
                  f"        float count = (float)(ch * cw);")
-    inner = f"float v = x[((n * {c} + o) * {h} + ih) * {wd} + iw]; {step} inside++;"
+    xin = load(x, f"x[((n * {c} + o) * {h} + ih) * {wd} + iw]")
+    inner = f"float v = {xin}; {step} inside++;"
     body = f"""        float acc = {init};
         long inside = 0;
         {count}
 {_window(op, h, wd, inner, "        ")}
         (void)inside;
-        y[i] = {done};"""
+        y[i] = {store(op.output, done)};"""
     e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], _nchw_loop(op, body),
              *_elements(op.output.type.numel), [e.ptr[op.output], e.val(x)], f"{op.kind} direct")
 
@@ -633,11 +677,11 @@ def _pool(e, op):
 def _global_avg_pool(e, op):
     x = op.inputs[0]
     c = math.prod(x.type.shape[2:])
-    body = f"""    const float *xr = x + (live ? row : 0) * {c};
+    body = f"""    const auto *xr = x + (live ? row : 0) * {c};
     float s = 0.f;
-    for (long j = lane; j < {c}; j += 32) if (live) s += xr[j];
+    for (long j = lane; j < {c}; j += 32) if (live) s += {load(x, "xr[j]")};
     s = hetc_warp_sum(s);
-    if (live && lane == 0) y[row] = s / {c};"""
+    if (live && lane == 0) y[row] = {store(op.output, f"s / {c}")};"""
     _rows(e, x.type.numel // max(c, 1), [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
           [e.ptr[op.output], e.val(x)], body, "global_avg_pool warp per channel")
 
@@ -649,12 +693,15 @@ def _batch_norm(e, op):
     inner = math.prod(x.type.shape[2:])
     eps = float_literal(op.attrs["eps"])
     names = ("scale", "bias", "mean", "var")
+    stats = dict(zip(names, op.inputs[1:]))
     params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"] + \
-        [f"const float *__restrict__ {n}" for n in names]
+        [f"{_ctype(v, True)} {n}" for n, v in stats.items()]
     args = [e.ptr[op.output], e.val(x)] + [e.val(v) for v in op.inputs[1:]]
+    s = {n: load(v, f"{n}[c]") for n, v in stats.items()}
+    value = f"({load(x, 'x[i]')} - {s['mean']}) * inv + {s['bias']}"
     body = (f"        long c = (i / {inner}) % {c};\n"
-            f"        float inv = scale[c] / sqrtf(var[c] + {eps});\n"
-            f"        y[i] = (x[i] - mean[c]) * inv + bias[c];")
+            f"        float inv = {s['scale']} / sqrtf({s['var']} + {eps});\n"
+            f"        y[i] = {store(op.output, value)};")
     e.launch(params, _grid_loop(x.type.numel, body), *_elements(x.type.numel), args,
              "batch_norm elementwise")
 
@@ -682,10 +729,10 @@ def _reduce(e, op):
         float acc = {init};
         for (long r = 0; r < {count}; r++) {{
             {inner}
-            float v = x[o + q];
+            float v = {load(x, "x[o + q]")};
             {step}
         }}
-        y[i] = {done};"""
+        y[i] = {store(op.output, done)};"""
     e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"],
              _grid_loop(op.output.type.numel, body), *_elements(op.output.type.numel),
              [e.ptr[op.output], e.val(x)], f"{op.kind} thread per output")
@@ -696,7 +743,7 @@ def _reduce(e, op):
 def _strided(e, op, out, x, xs, offset=0):
     """out[i] = x[offset + sum(coord_d(i) * xs[d])]: transposes, slices, broadcasts."""
     shape = list(out.type.shape) or [1]
-    ct = CTYPE[out.type.dtype.name]
+    ct = CUDA_CTYPE[out.type.dtype.name]
     body = f"        {_offset(shape, xs or [0], 'o')}\n        y[i] = x[{offset} + o];"
     e.launch([f"{ct} *__restrict__ y", f"const {ct} *__restrict__ x"],
              _grid_loop(out.type.numel, body), *_elements(out.type.numel),
@@ -748,7 +795,7 @@ def _concat(e, op):
     t = op.output.type
     axis = op.attrs["axis"] % t.rank
     ys = strides(t.shape)
-    ct = CTYPE[t.dtype.name]
+    ct = CUDA_CTYPE[t.dtype.name]
     start = 0
     for x in op.inputs:
         shape = list(x.type.shape)
@@ -778,7 +825,7 @@ def _gather(e, op):
     axis = op.attrs["axis"] % x.type.rank
     size, inner = x.type.shape[axis], math.prod(x.type.shape[axis + 1:])
     count = idx.type.numel
-    ct = CTYPE[x.type.dtype.name]
+    ct = CUDA_CTYPE[x.type.dtype.name]
     body = (f"        long c = i % {inner}, k = (i / {inner}) % {count}, "
             f"p = i / {inner * count};\n"
             f"        long id = (long)ids[k];\n" + _index(size, "gather") +
@@ -796,7 +843,7 @@ def _gather_elements(e, op):
     axis = op.attrs["axis"] % x.type.rank
     shape = list(idx.type.shape)
     xs = strides(x.type.shape)
-    ct = CTYPE[x.type.dtype.name]
+    ct = CUDA_CTYPE[x.type.dtype.name]
     others = [s if a != axis else 0 for a, s in enumerate(xs)]
     body = (f"        {_offset(shape, others, 'o')}\n"
             f"        long id = (long)ids[i];\n" + _index(x.type.shape[axis], "gather_elements") +
@@ -908,10 +955,12 @@ class CudaEmitter(Emitter):
     launches them (run on the CPU under -DHETC_SIM)."""
 
     target = "cuda"
+    ctypes = CUDA_CTYPE
     lowerings = LOWER
     refused = REFUSED
     why_not = staticmethod(why_not)
-    what = f"it computes on f32 ({', '.join(CTYPE)} for data movement)"
+    what = (f"it holds {', '.join(CUDA_CTYPE)} values and computes on f32 (bf16 and f16 "
+            f"rounded after each op), integers exactly")
 
     def __init__(self, graph, threads=1):
         super().__init__(graph, threads)
