@@ -242,19 +242,17 @@ def _integer(op):
     return op.output.type.dtype.name in UNSIGNED and op.kind in INTEGER
 
 
-@lowers(*UNARY)
-def _unary(e, op):
-    _elementwise(e, op, INTEGER[op.kind] if _integer(op) else UNARY[op.kind])
+TABLES = (UNARY, BINARY, COMPARE, LOGICAL, BITWISE)
 
 
-@lowers(*LOGICAL)
-def _logical(e, op):
-    _elementwise(e, op, LOGICAL[op.kind])
-
-
-@lowers(*BITWISE)
-def _bitwise(e, op):
-    _elementwise(e, op, BITWISE[op.kind])
+@lowers(*(kind for table in TABLES for kind in table))
+def _by_table(e, op):
+    """The elementwise ops whose result is one C expression of the operands."""
+    if _integer(op):
+        expr = INTEGER[op.kind]
+    else:
+        expr = next(table[op.kind] for table in TABLES if op.kind in table)
+    _elementwise(e, op, expr)
 
 
 @lowers("mod", "fmod")
@@ -285,16 +283,6 @@ def _cast(e, op):
 def _gelu(e, op):
     # as the interpreter: tanh, else the exact (erf) form
     _elementwise(e, op, GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"])
-
-
-@lowers(*BINARY)
-def _binary(e, op):
-    _elementwise(e, op, INTEGER[op.kind] if _integer(op) else BINARY[op.kind])
-
-
-@lowers(*COMPARE)
-def _compare(e, op):
-    _elementwise(e, op, COMPARE[op.kind])
 
 
 @lowers("where")
