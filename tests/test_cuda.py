@@ -74,22 +74,25 @@ def test_what_is_not_built_is_refused_with_the_reason():
         hetc.compile(g, target="cuda")
 
 
-@pytest.mark.parametrize("options, kernel", [
-    ({"precision": "int8"}, "linear int8 g"), ({"precision": "int4-g32"}, "linear int4 g32"),
-    ({"sparsity": "2:4", "precision": "int4"}, "(2:4 zeros stored)"),
-    ({"precision": "fp8"}, "weights decoded to f32"),
-    ({"precision": "int8", "activations": "int8"}, "int8 activations g")])
-def test_compressed_weights_compute_as_the_interpreter(options, kernel):
+@pytest.mark.parametrize("name, options, kernel", [
+    ("mlp", {"precision": "int8"}, "linear int8 g"),
+    ("mlp", {"precision": "int4-g32"}, "linear int4 g32"),
+    ("mlp", {"sparsity": "2:4", "precision": "int4"}, "(2:4 zeros stored)"),
+    ("mlp", {"precision": "fp8"}, "weights decoded to f32"),
+    ("mlp", {"precision": "int8", "activations": "int8"}, "int8 activations g"),
+    ("cnn", {"precision": "int4"}, "conv2d direct")])  # int4 convolution weights, decoded
+def test_compressed_weights_compute_as_the_interpreter(name, options, kernel):
     """int8/int4 weights stay codes in the weights blob, dequantized as the
-    GEMM loads its tile; other encodings are decoded to f32 when packed;
-    int8 activations are quantized per token group first."""
-    name, model, inputs = MODELS[0]
+    GEMM loads its tile; other encodings (and convolution weights) are
+    decoded to f32 when packed; int8 activations are quantized per token
+    group first."""
+    name, model, inputs = next(m for m in MODELS if m[0] == name)
     module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True, **options)
     x = inputs[0].numpy()
     np.testing.assert_allclose(module(x), hetc.interpret(module.graph, [x])[0],
                                rtol=1e-5, atol=1e-6)
     assert any(kernel in k for k in module.artifact.extra["kernels"])
-    if "int4" in kernel:  # packed: half a byte per weight plus scales, not 4 bytes
+    if "linear int4" in kernel:  # packed: half a byte per weight plus scales, not 4 bytes
         f32_bytes = 4 * sum(w.size for w in module.graph.weights.values() if w.ndim == 2)
         assert module.artifact.extra["weights_bytes"] < 0.2 * f32_bytes
 

@@ -28,8 +28,9 @@ import numpy as np
 
 from hetc.backends.base import Backend, op_problems, refuse
 from hetc.ir.interpret import load_const
+from hetc.ir.ops import get_op
 
-from .plan import output_slots, plan_arena
+from .plan import alias_offset, output_slots, plan_arena
 from .text import comment
 from .values import ALIGN, CTYPE, cpointer, nbytes, round_up
 
@@ -150,6 +151,16 @@ class Emitter:
         if v.producer is not None and v.producer.kind == "const":
             return self.const(v)
         return self.ptr[v]
+
+    def alias(self, op) -> bool:
+        """Make op's result a view of its operand's bytes when it is one (a
+        reshape, a contiguous slice: plan.alias_offset); False otherwise."""
+        offset = alias_offset(op)
+        if offset is None:
+            return False
+        x = self.val(op.inputs[0])
+        self.ptr[op.output] = x if get_op(op.kind).view else f"({x} + {offset})"
+        return True
 
     def scratch(self, nbytes):
         """Arena offset of a temporary used within one op (after the planned buffers)."""

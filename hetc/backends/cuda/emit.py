@@ -24,9 +24,9 @@ import math
 import numpy as np
 
 from hetc.backends.c.emitter import Emitter
-from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
-from hetc.backends.c.shapes import matmul_problem
+from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, itemsize, strides
 from hetc.backends.packing import pack_nibbles
@@ -101,13 +101,14 @@ def lowers(*kinds):
 
 # -- what the renderer can take ------------------------------------------------
 
-def _f32(values, floats=("f32",)):
-    return next((f"{v.type.dtype} value %{v.name}" for v in values
-                 if v.type.dtype.name not in floats), None)
-
-
 def _is_const(v):
     return v.producer is not None and v.producer.kind == "const"
+
+
+def _f32_const(v):
+    """Whether v is a constant Emitter.const packs as f32 (floats, and
+    quantized or narrow integers, decoded)."""
+    return _is_const(v) and (v.type.dtype.is_float or v.type.dtype.name not in CTYPE)
 
 
 def load(v, expr):
@@ -132,9 +133,8 @@ def _same_kind(values, allowed):
 def why_not(op):
     """Why this renderer cannot lower `op` (of a kind it has a lowering for), or None."""
     ins = [v for v in op.inputs if v.producer is None or v.producer.kind != "const"]
-    if op.kind in ("gather", "gather_elements") and \
-            op.inputs[1].type.dtype.name not in ("i64", "i32"):
-        return f"indices of {op.inputs[1].type.dtype} (needs i64 or i32)"
+    if op.kind in ("gather", "gather_elements") and index_problem(op.inputs[1]):
+        return index_problem(op.inputs[1])
     if op.kind in MOVES:
         return _same_kind(ins + op.outputs, CUDA_CTYPE)
     if op.kind == "cast":
@@ -150,9 +150,9 @@ def why_not(op):
     if op.kind in ("mod", "fmod", "cumsum", "pad"):
         return _same_kind(ins + op.outputs, ("f32", *UNSIGNED))
     if op.kind in ("argmax", "argmin"):
-        return _f32(ins)
+        return _same_kind(ins, ("f32",))
     if op.kind in ("isnan", "isinf"):
-        return _f32(ins)
+        return _same_kind(ins, ("f32",))
     if op.kind in COMPARE:
         return _same_kind(ins, (*FLOATS, *UNSIGNED))
     if op.kind in INTEGER and op.output.type.dtype.name in UNSIGNED:
@@ -165,16 +165,15 @@ def why_not(op):
         if op.inputs[0].type.dtype.name != "bool":
             return "a condition that is not bool"
         return _same_kind(op.outputs, CUDA_CTYPE)
-    problem = _f32(ins + op.outputs, FLOATS if op.kind in NARROW_OK else ("f32",))
+    problem = _same_kind(ins + op.outputs, FLOATS if op.kind in NARROW_OK else ("f32",))
     if problem:
         return problem
     if op.kind == "matmul":
         return matmul_problem(op)
-    if op.kind == "embedding" and op.inputs[0].type.dtype.name not in ("i64", "i32"):
-        return f"indices of {op.inputs[0].type.dtype} (needs i64 or i32)"
+    if op.kind == "embedding":
+        return index_problem(op.inputs[0])
     if op.kind == "attention":
-        if op.inputs[3:] and op.inputs[3].type.dtype.name not in ("bool", "f32"):
-            return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
+        return mask_problem(op)
     if op.kind in ("softmax", "log_softmax"):
         if op.attrs["axis"] % op.inputs[0].type.rank != op.inputs[0].type.rank - 1:
             return "an axis other than the last (not lowered yet)"
@@ -186,7 +185,7 @@ def why_not(op):
 def _ctype(v, const=False):
     """The C pointer type a kernel takes value v by (f32 for float constants)."""
     name = v.type.dtype.name
-    held = "float" if _is_const(v) and v.type.dtype.is_float else CUDA_CTYPE[name]
+    held = "float" if _f32_const(v) else CUDA_CTYPE[name]
     return f"{'const ' if const else ''}{held} *__restrict__"
 
 
@@ -229,8 +228,8 @@ def _elementwise(e, op, expr):
         args.append(e.val(v))
         reads = broadcast_strides(v.type, shape) or [0]
         lines.append(f"        {_offset(shape, reads, 'o_' + name)}")
-        held = "float" if v.type.dtype.name in NARROW or (
-            _is_const(v) and v.type.dtype.is_float) else CTYPE[v.type.dtype.name]
+        held = "float" if v.type.dtype.name in NARROW or _f32_const(v) else \
+            CTYPE[v.type.dtype.name]
         lines.append(f"        {held} {name} = {load(v, f'p_{name}[o_{name}]')};")
     value = f"({CTYPE.get(t.dtype.name, 'float')})({expr})"
     lines.append(f"        y[i] = {store(op.output, value)};")
@@ -740,7 +739,7 @@ def _strided(e, op, out, x, xs, offset=0):
 
 @lowers("reshape")
 def _reshape(e, op):
-    e.ptr[op.output] = e.val(op.inputs[0])
+    e.alias(op)
 
 
 @lowers("transpose")
@@ -753,11 +752,8 @@ def _transpose(e, op):
 @lowers("slice")
 def _slice(e, op):
     x = op.inputs[0]
-    offset = alias_offset(op)
-    if offset is not None:  # a contiguous block: a view
-        e.ptr[op.output] = f"({e.val(x)} + {offset})"
-        return
-    _strided(e, op, op.output, x, *slice_reads(op))
+    if not e.alias(op):  # a contiguous block is a view, no copy
+        _strided(e, op, op.output, x, *slice_reads(op))
 
 
 @lowers("expand")

@@ -17,9 +17,9 @@ import ml_dtypes
 import numpy as np
 
 from hetc.backends.c.emitter import Emitter, Lowered
-from hetc.backends.c.plan import alias_offset, slice_reads
+from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales, weight_scales
-from hetc.backends.c.shapes import matmul_problem
+from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
 from hetc.backends.c.text import float_literal, string_literal
 from hetc.backends.c.values import (
     CTYPE,
@@ -63,17 +63,6 @@ def _all_dtype(values, name, what):
     return None if bad is None else f"{bad.type.dtype} {what} (needs {name})"
 
 
-def _index_problem(idx):
-    return None if idx.type.dtype.name in ("i64", "i32") else \
-        f"indices of {idx.type.dtype} (needs i64 or i32)"
-
-
-def _mask_problem(op):
-    if len(op.inputs) > 3 and op.inputs[3].type.dtype.name not in ("bool", "f32"):
-        return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
-    return None
-
-
 def _attention_problem(op):
     q, k, v = (x.type for x in op.inputs[:3])
     if op.attrs.get("softcap"):
@@ -88,7 +77,7 @@ def _attention_problem(op):
             return (f"mask {mt} does not broadcast to [{', '.join(map(str, q.shape[:3]))}, "
                     f"{k.shape[2]}] with its key axis whole")
     return _all_dtype(list(op.inputs[:3]) + [op.output], "f32",
-                      "query, key, value or result") or _mask_problem(op)
+                      "query, key, value or result") or mask_problem(op)
 
 
 def _batch_norm_problem(op):
@@ -106,9 +95,9 @@ RULES = {
     **{k: (lambda op: _all_dtype(op.inputs[:1], "f32", "input"))
        for k in ("argmax", "argmin", "isnan", "isinf")},
     "where": lambda op: _all_dtype(op.inputs[:1], "bool", "condition"),
-    "gather": lambda op: _index_problem(op.inputs[1]),
-    "gather_elements": lambda op: _index_problem(op.inputs[1]),
-    "embedding": lambda op: _index_problem(op.inputs[0]),
+    "gather": lambda op: index_problem(op.inputs[1]),
+    "gather_elements": lambda op: index_problem(op.inputs[1]),
+    "embedding": lambda op: index_problem(op.inputs[0]),
     "attention": _attention_problem,
     "matmul": matmul_problem,
     "batch_norm": _batch_norm_problem,
@@ -233,7 +222,7 @@ def _binary(e, op):
 
 @lowers("reshape")
 def _reshape(e, op):
-    e.ptr[op.output] = e.val(op.inputs[0])
+    e.alias(op)
 
 
 def _strided(e, op, x, xs, offset=0):
@@ -255,11 +244,8 @@ def _transpose(e, op):
 @lowers("slice")
 def _slice(e, op):
     x = op.inputs[0]
-    offset = alias_offset(op)
-    if offset is not None:  # a contiguous block: no copy
-        e.ptr[op.output] = f"({e.val(x)} + {offset})"
-        return
-    _strided(e, op, x, *slice_reads(op))
+    if not e.alias(op):  # a contiguous block is a view, no copy
+        _strided(e, op, x, *slice_reads(op))
 
 
 @lowers("expand")
