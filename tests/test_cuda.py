@@ -7,6 +7,7 @@ missing barrier showing up)."""
 
 import copy
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +96,28 @@ def test_compressed_weights_compute_as_the_interpreter(name, options, kernel):
     if "linear int4" in kernel:  # packed: half a byte per weight plus scales, not 4 bytes
         f32_bytes = 4 * sum(w.size for w in module.graph.weights.values() if w.ndim == 2)
         assert module.artifact.extra["weights_bytes"] < 0.2 * f32_bytes
+
+
+def test_the_launch_table_is_what_runs():
+    """Outputs that are an input, a view and a kernel's result: the table
+    (played by the same launch.py as on a GPU) launches every generated
+    kernel once and copies the rest."""
+    class Views(torch.nn.Module):
+        def forward(self, x):
+            y = x * 2
+            return y.reshape(4, 6)[1:3], x, y[:, 2:]
+
+    model, x = Views(), torch.randn(2, 12)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=True)
+    for got, want in zip(module(x), model(x)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    steps = json.loads(module.artifact.sources["launches.json"])
+    kernels = [s["kernel"] for s in steps if "kernel" in s]
+    source = module.artifact.sources["model.cu"]
+    assert kernels == [f"k{i}" for i in range(source.count('extern "C" __global__'))]
+    copies = [s["copy"] for s in steps if "copy" in s]
+    assert {"dst": ["out", 1, 0], "src": ["in", 0, 0], "bytes": 96} in copies
+    assert {"dst": ["out", 0, 0], "src": ["A", 0, 24], "bytes": 48} in copies  # a view: row 1
 
 
 def test_without_a_gpu_running_says_what_to_do():

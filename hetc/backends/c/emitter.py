@@ -170,6 +170,10 @@ class Emitter:
     def emit(self, text):
         self.lines.append("    " + text)
 
+    def copy_output(self, j, v):
+        """Output j is value v, which its producer did not write there."""
+        self.emit(f"memcpy(out[{j}], {self.val(v)}, {nbytes(v.type)});")
+
     def count(self, what):
         self.kernels[what] = self.kernels.get(what, 0) + 1
 
@@ -192,7 +196,7 @@ class Emitter:
             self.lowerings[op.kind](self, op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
             if self.outs.get(v) != j:  # not written in place by its producer
-                self.emit(f"memcpy(out[{j}], {self.val(v)}, {nbytes(v.type)});")
+                self.copy_output(j, v)
         total = self.arena_size + self.scratch_size
         return Lowered(self.source("\n".join(self.lines), total), self.blob.array(), total,
                        self.kernels)

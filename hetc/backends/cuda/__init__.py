@@ -1,23 +1,24 @@
 """The cuda backend: the graph as generated CUDA C++ (emit.py, device.cuh),
 compile-checked with NVRTC for sm_80 and sm_90a, and run here by compiling
 the same source with g++ against device.cuh's CPU simulation
-(`emulate=True`). Running on a GPU is not built yet: the driver-API
-launcher is the next step (docs/cuda.md)."""
+(`emulate=True`); on a GPU through the driver API (gpu.py). Both play the
+same launch table (launch.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
 from hetc.backends.base import emulate_option, emulating
 from hetc.backends.c.build import build
-from hetc.backends.c.emitter import HEADERS as C_HEADERS
 from hetc.backends.c.emitter import EmitterBackend, read_headers, shared_headers
-from hetc.backends.c.library import Library
 from hetc.core.errors import TargetError
 from hetc.runtime.artifact import Artifact
 
 from . import emit, nvrtc
+from .gpu import RUN_ON_CPU, GpuDevice
+from .launch import Executor, SimDevice
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER_FILES = ("device.cuh",)
@@ -32,7 +33,15 @@ class CudaOptions:
 
 
 def sources(lowered) -> dict:
-    return {"model.cu": lowered.source, **read_headers(HERE, HEADER_FILES), **shared_headers()}
+    """The generated files: model.cu, its headers and the launch table a
+    host plays (launch.py)."""
+    return {"model.cu": lowered.source, **read_headers(HERE, HEADER_FILES), **shared_headers(),
+            "launches.json": "[\n" + ",\n".join(json.dumps(s) for s in lowered.steps) + "\n]\n"}
+
+
+def device_sources(srcs) -> dict:
+    """What NVRTC compiles: model.cu and the headers it includes on a GPU."""
+    return {k: v for k, v in srcs.items() if k.endswith((".cu", ".cuh"))}
 
 
 def _resources_note(cubins) -> str:
@@ -59,8 +68,7 @@ class CudaBackend(EmitterBackend):
         notes, cubins = [], {}
         why = nvrtc.available()
         if why is None:  # the compile check: the kernels as a GPU gets them
-            device = {k: v for k, v in srcs.items() if k not in C_HEADERS}
-            cubins = nvrtc.compile_check(device)
+            cubins = nvrtc.compile_check(device_sources(srcs))
             notes.append(_resources_note(cubins))
         else:
             notes.append(f"cuda: the generated code was not compile-checked: {why}")
@@ -68,7 +76,7 @@ class CudaBackend(EmitterBackend):
         artifact = Artifact(target.name, graph, srcs,
                             build={"compiler": "nvrtc", "archs": list(nvrtc.ARCHS),
                                    "emulate": emulate, "emulate_flags": SIM_FLAGS,
-                                   "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"},
+                                   "entry": "launches.json: the kernels and copies of a call, in order"},
                             extra={"arena_bytes": lowered.arena_bytes,
                                    "weights_bytes": int(lowered.blob.nbytes),
                                    "kernels": lowered.kernels, "cubins": cubins,
@@ -78,15 +86,17 @@ class CudaBackend(EmitterBackend):
 
     def load(self, artifact):
         emulate = bool(artifact.build.get("emulate")) or emulating(None)
-        if not emulate:
-            raise TargetError(
-                "cannot run target cuda on a GPU yet: hetc generates and NVRTC-compiles the "
-                "kernels, but the GPU launcher is not built (docs/cuda.md); run the same "
-                "kernels on the CPU: compile with emulate=True (hetc compile --emulate), or "
-                "set HETC_EMULATE=1")
         lowered = getattr(artifact, "lowered", None) or emit.lower_graph(artifact.graph)
-        path = build(sources(lowered), SIM_FLAGS, main="model.cu")
-        return Library(artifact.graph, lowered, path, "cuda (emulated)")
+        kernels = [s["kernel"] for s in lowered.steps if "kernel" in s]
+        if emulate:
+            device = SimDevice(build(sources(lowered), SIM_FLAGS, main="model.cu"), kernels)
+        else:
+            why = nvrtc.available()
+            if why:
+                raise TargetError(f"target cuda: cannot build the kernels for this GPU: {why}; "
+                                  f"{RUN_ON_CPU}")
+            device = GpuDevice(device_sources(sources(lowered)), kernels)
+        return Executor(artifact.graph, lowered, device)
 
 
 BACKEND = CudaBackend()

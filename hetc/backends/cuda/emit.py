@@ -1,10 +1,10 @@
 """The CUDA renderer: the graph as one .cu translation unit of generated
 kernels (one `extern "C" __global__` function per launch, its shapes baked
-in) over device.cuh, and a host entry point that launches them in order.
-
-The host entry is the backends/c one (weights blob, arena, hetc_run); under
--DHETC_SIM it is C++ that runs each launch through device.cuh's simulation,
-so `emulate=True` executes exactly the kernels NVRTC compiles for the GPU.
+in) over device.cuh, and the launch table a host plays (launch.py): each
+kernel's grid, block and buffer arguments, in order. Under -DHETC_SIM the
+file also has hetc_launch, which runs one table entry through device.cuh's
+simulation, so `emulate=True` executes exactly the kernels NVRTC compiles
+for the GPU, launched as the GPU would launch them.
 
 The first kernels compute in f32 (integers and bools exactly where an op
 takes them): elementwise ops (broadcasting), linear and matmul as
@@ -20,15 +20,17 @@ plans are not built; what is not lowered is refused with the reason.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from hetc.backends.c.emitter import Emitter
+from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
 from hetc.backends.c.text import comment, float_literal
-from hetc.backends.c.values import ALIGN, CTYPE, broadcast_strides, itemsize, strides
+from hetc.backends.c.values import CTYPE, broadcast_strides, itemsize, nbytes, strides
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir import dtypes
@@ -934,9 +936,51 @@ def _pad(e, op):
 REFUSED = {k: REFUSED_WHY for k in OPS if k not in LOWER and k != "const"}
 
 
+@dataclass
+class CudaLowered(Lowered):
+    """Lowered, plus the launch table: what a host does per call, in order
+    (launch.py runs it on the GPU and in the simulation alike)."""
+
+    steps: list = field(default_factory=list)
+
+
+#: bytes per element of the C types kernels take pointers to
+_CSIZE = {"float": 4, "uint16_t": 2, "int64_t": 8, "int32_t": 4, "uint8_t": 1, "int8_t": 1}
+_BASE = re.compile(r"\(\((?:const )?(\w+) \*\)\((?:(A|W) \+ (\d+)|(in|out)\[(\d+)\])\)\)")
+_VIEW = re.compile(r"\((.+) \+ (\d+)\)")
+
+
+def buffer_ref(expr):
+    """[space, index, byte offset] of a pointer expression of backends/c
+    (`((T *)(A + n))`, `((T *)(in[i]))`, views `(p + elements)`): where a
+    kernel argument points, for the host to turn into an address."""
+    m = _BASE.fullmatch(expr)
+    if m:
+        _, space, offset, io, index = m.groups()
+        return [space, 0, int(offset)] if space else [io, int(index), 0]
+    m = _VIEW.fullmatch(expr)
+    if m:
+        space, index, offset = buffer_ref(m.group(1))
+        return [space, index, offset + int(m.group(2)) * _element_bytes(m.group(1))]
+    raise AssertionError(f"cuda: a kernel argument that is not a buffer: {expr}")
+
+
+def _element_bytes(expr):
+    """Bytes per element of the pointer expression `expr` points with."""
+    m = re.search(r"\(\((?:const )?(\w+) \*\)", expr)
+    return _CSIZE[m.group(1)]
+
+
+def _dims(text):
+    """[x, y, z] of a grid or block written "x, y"."""
+    dims = [int(d) for d in text.split(",")]
+    return dims + [1] * (3 - len(dims))
+
+
 class CudaEmitter(Emitter):
-    """The graph as generated CUDA kernels and a host entry point that
-    launches them (run on the CPU under -DHETC_SIM)."""
+    """The graph as generated CUDA kernels and the table of their launches
+    (and of the copies that produce outputs that are inputs, constants or
+    views); under -DHETC_SIM, hetc_launch runs one table entry on the CPU."""
 
     target = "cuda"
     ctypes = CUDA_CTYPE
@@ -949,49 +993,59 @@ class CudaEmitter(Emitter):
     def __init__(self, graph, threads=1):
         super().__init__(graph, threads)
         self.device = []  # the generated kernels, in launch order
+        self.params = []  # each kernel's parameter types, for the simulation's dispatch
+        self.steps = []   # the launch table
+
+    def emit(self, text):
+        self.op = text  # the op being lowered, as its comment: named in the table
 
     def launch(self, params, body, grid, block, args, what):
         name = f"k{len(self.device)}"
         self.device.append(f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
                            f'{body}\n}}\n')
-        self.emit(f"HETC_LAUNCH({name}, dim3({grid}), dim3({block}), ({', '.join(args)}));")
+        self.params.append([p.rsplit(" ", 1)[0].replace("__restrict__", "").strip()
+                            for p in params])
+        self.steps.append({"kernel": name, "op": self.op.strip("/* "), "grid": _dims(grid),
+                           "block": _dims(block), "args": [buffer_ref(a) for a in args]})
         self.count(what)
 
+    def copy_output(self, j, v):
+        self.steps.append({"copy": {"dst": ["out", j, 0], "src": buffer_ref(self.val(v)),
+                                    "bytes": nbytes(v.type)}})
+
+    def run(self):
+        lowered = super().run()
+        return CudaLowered(**vars(lowered), steps=self.steps)
+
     def source(self, body, arena_bytes) -> str:
+        cases = "".join(
+            f"    case {i}: HETC_LAUNCH({name}, grid, block, "
+            f"({', '.join(f'({t})a[{j}]' for j, t in enumerate(types))})); break;\n"
+            for i, (name, types) in enumerate(zip((f"k{i}" for i in range(len(self.device))),
+                                                  self.params)))
         return (comment("generated by hetc: do not edit") + "\n" +
                 comment(f"graph @{self.g.name}") + "\n"
                 "#ifdef HETC_SIM\n#include \"hetc_status.h\"\n#endif\n"
                 "#include \"device.cuh\"\n\n" +
                 "\n".join(self.device) +
                 "\n#ifdef HETC_SIM\n"
-                "/* The host side, for the CPU simulation: the backends/c entry points.\n"
-                " * A context holds the weights, an activation arena and a call's status. */\n"
-                "typedef struct {\n"
-                "    const unsigned char *W;\n"
-                "    unsigned char *A;\n"
-                "    hetc_status status;\n"
-                "} hetc_ctx;\n\n"
+                "/* The simulation's entry: entry k of the launch table (launches.json) with\n"
+                " * its grid and block d[0..5] and buffer addresses a, run on the CPU; nonzero\n"
+                " * when it fails, hetc_error() saying why. */\n"
+                "static thread_local hetc_status hetc_call_status;\n\n"
                 "extern \"C\" {\n"
-                "int hetc_prepare(void) { return 0; }\n\n"
-                "const char *hetc_error(void *ctx) { return ((hetc_ctx *)ctx)->status.text; }\n\n"
-                "void *hetc_create(const void *weights) {\n"
-                "    hetc_ctx *c = (hetc_ctx *)calloc(1, sizeof *c);\n"
-                "    if (!c) return 0;\n"
-                "    c->W = (const unsigned char *)weights;\n"
-                f"    c->A = (unsigned char *)aligned_alloc({ALIGN}, {max(arena_bytes, ALIGN)});\n"
-                "    if (!c->A) { free(c); return 0; }\n"
-                "    return c;\n}\n\n"
-                "void hetc_destroy(void *ctx) {\n"
-                "    if (ctx) { free(((hetc_ctx *)ctx)->A); free(ctx); }\n}\n\n"
-                "int hetc_run(void *ctx, void **in, void **out) {\n"
-                "    hetc_ctx *c = (hetc_ctx *)ctx;\n"
-                "    const unsigned char *W = c->W;\n"
-                "    unsigned char *A = c->A;\n"
-                "    (void)W; (void)A;\n"
-                "    c->status.failed = 0;\n"
-                "    c->status.text[0] = 0;\n"
-                "    hetc_status_now = &c->status;\n"
-                f"{body}\n    hetc_status_now = 0;\n    return c->status.failed;\n}}\n"
+                "const char *hetc_error(void) { return hetc_call_status.text; }\n\n"
+                "int hetc_launch(int k, const unsigned *d, void **a) {\n"
+                "    hetc_call_status.failed = 0;\n"
+                "    hetc_call_status.text[0] = 0;\n"
+                "    hetc_status_now = &hetc_call_status;\n"
+                "    dim3 grid(d[0], d[1], d[2]), block(d[3], d[4], d[5]);\n"
+                "    switch (k) {\n"
+                f"{cases}"
+                "    default: hetc_fail(\"no kernel %d\", k);\n"
+                "    }\n"
+                "    hetc_status_now = 0;\n"
+                "    return hetc_call_status.failed;\n}\n"
                 "}\n#endif\n")
 
 

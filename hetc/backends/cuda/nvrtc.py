@@ -13,7 +13,8 @@ from hetc.core.errors import TargetError
 #: what the cubins are built for: Ampere (A100) and Hopper (H100/H200)
 ARCHS = ("sm_80", "sm_90a")
 
-_CACHE: dict[str, dict] = {}  # hash of the sources -> compile_check's answer
+_CACHE_SIZE = 32
+_CACHE: dict[str, tuple] = {}  # hash of the sources and arch -> (cubin, log)
 _ENTRY = re.compile(r"Compiling entry function '(\w+)'")
 _SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
@@ -37,32 +38,43 @@ def compile_check(sources: dict, main="model.cu", archs=ARCHS) -> dict:
     `sources[main]` with the other sources as its headers, resources being
     registers, shared_bytes, stack_bytes and spill_bytes (stores + loads);
     TargetError with NVRTC's log when it does not compile."""
+    out = {}
+    for arch in archs:
+        cubin, log = compile_cubin(sources, arch, main)
+        out[arch] = {"cubin_bytes": len(cubin), "kernels": resources(log)}
+    return out
+
+
+def compile_cubin(sources: dict, arch: str, main="model.cu") -> tuple[bytes, str]:
+    """(cubin, ptxas's report) of `sources[main]` for `arch` (sm_XY),
+    cached per process by the sources' hash."""
     from cuda.bindings import nvrtc
 
-    key = hashlib.sha256(repr((sorted(sources.items()), archs)).encode()).hexdigest()
+    key = hashlib.sha256(repr((sorted(sources.items()), arch)).encode()).hexdigest()
     if key in _CACHE:
         return _CACHE[key]
     headers = sorted(k for k in sources if k != main)
-    out = {}
-    for arch in archs:
-        err, prog = nvrtc.nvrtcCreateProgram(
-            sources[main].encode(), main.encode(), len(headers),
-            [sources[h].encode() for h in headers], [h.encode() for h in headers])
-        _ok(nvrtc, err, "nvrtcCreateProgram")
-        try:
-            opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17",
-                    b"--ptxas-options=-v"]
-            (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-            if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-                raise TargetError(f"target cuda: NVRTC cannot compile the generated code for "
-                                  f"{arch}:\n{_log(nvrtc, prog)}")
-            err, size = nvrtc.nvrtcGetCUBINSize(prog)
-            _ok(nvrtc, err, "nvrtcGetCUBINSize")
-            out[arch] = {"cubin_bytes": size, "kernels": resources(_log(nvrtc, prog, None))}
-        finally:
-            nvrtc.nvrtcDestroyProgram(prog)
-    _CACHE[key] = out
-    return out
+    err, prog = nvrtc.nvrtcCreateProgram(
+        sources[main].encode(), main.encode(), len(headers),
+        [sources[h].encode() for h in headers], [h.encode() for h in headers])
+    _ok(nvrtc, err, "nvrtcCreateProgram")
+    try:
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", b"--ptxas-options=-v"]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise TargetError(f"target cuda: NVRTC cannot compile the generated code for "
+                              f"{arch}:\n{_log(nvrtc, prog)}")
+        err, size = nvrtc.nvrtcGetCUBINSize(prog)
+        _ok(nvrtc, err, "nvrtcGetCUBINSize")
+        cubin = b" " * size
+        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
+        _ok(nvrtc, err, "nvrtcGetCUBIN")
+        if len(_CACHE) >= _CACHE_SIZE:
+            del _CACHE[next(iter(_CACHE))]  # the oldest
+        _CACHE[key] = (cubin, _log(nvrtc, prog, None))
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    return _CACHE[key]
 
 
 def _ok(nvrtc, err, what):
