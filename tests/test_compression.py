@@ -96,8 +96,9 @@ def test_sparsify_and_quantize_compose_and_interpret_exactly():
 
 def test_targets_limit_patterns_and_dtypes():
     # an explicit pattern the target cannot exploit is an error, not a silent dense layer
-    with pytest.raises(UsageError, match="target cuda cannot exploit it .it can: 2:4."):
-        PassManager.from_text("sparsify{pattern=1:4}").run(
+    with pytest.raises(UsageError, match="target cuda cannot exploit it .it can: 2:4, 1:4, 2:8, "
+                                         "4:8."):
+        PassManager.from_text("sparsify{pattern=1:3}").run(
             _linear_graph(), PassContext(target=get_target("cuda")))
     with pytest.raises(UsageError, match="it can: 2:4, 1:4, 1:3"):
         PassManager.from_text("sparsify{pattern=2:8}").run(
@@ -378,3 +379,27 @@ def test_a_user_metric_is_the_budget():
     with pytest.raises(UsageError, match="must return a number"):
         hetc.compile(model, example_inputs=cal[0], precision="int8", calibration=cal,
                      accuracy_metric=lambda run: "good")
+
+
+def test_half_precision_tables_stay_when_quantizing_would_change_their_type():
+    """Quantized values are f32 in the IR: an f16 embedding table (here tied
+    to the output layer, so listed as a linear layer) is kept f16, and the
+    report says why; the other layers are quantized."""
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 32)
+            self.fc = torch.nn.Linear(32, 32)
+
+        def forward(self, ids):
+            return torch.nn.functional.linear(self.fc(self.embed(ids)), self.embed.weight)
+
+    model, ids = Tied().half(), torch.randint(0, 50, (1, 5))
+    for options in ({"precision": "int4"}, {"precision": "auto", "calibration": [(ids,)] * 2}):
+        module = hetc.compile(model, example_inputs=(ids,), **options)
+        rows = {r.name: r for r in module.report.layers}
+        assert rows["embed"].precision == "f16", rows["embed"]
+        if options["precision"] == "int4":
+            assert rows["fc"].precision == "i4"
+            assert any("would be f32" in w for w in rows["embed"].why), rows["embed"].why
+        module(ids)

@@ -145,13 +145,19 @@ def test_bad_indices_fail_the_call():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc here")
 def test_nvcc_compiles_the_generated_source_too(tmp_path):
+    """The f32 kernels, and the tensor-core ones (mma.sp, lop3, cp.async)."""
     name, model, inputs = MODELS[0]
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
-    for file, text in module.artifact.sources.items():
-        (tmp_path / file).write_text(text)
-    p = subprocess.run(["nvcc", "-arch=sm_80", "-c", str(tmp_path / "model.cu"), "-o",
-                        str(tmp_path / "model.o")], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-2000:]
+    half = copy.deepcopy(model).half()
+    for model, inputs, options in [(model, inputs, {}),
+                                   (half, (inputs[0].half(),), {"sparsity": "2:4",
+                                                                "precision": "int4"})]:
+        module = hetc.compile(model, target="cuda", example_inputs=inputs, **options)
+        for file, text in module.artifact.sources.items():
+            (tmp_path / file).write_text(text)
+        for arch in ("sm_80", "sm_90a"):
+            p = subprocess.run(["nvcc", f"-arch={arch}", "-c", str(tmp_path / "model.cu"), "-o",
+                                str(tmp_path / "model.o")], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr[-2000:]
 
 
 # -- the simulation itself ------------------------------------------------------------

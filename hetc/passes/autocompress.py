@@ -30,7 +30,7 @@ from hetc.passes.pipeline import Pass, register_pass
 
 from . import formats, prune, reconstruct
 from .accuracy import output_error, relative_error
-from .compress import _remember, prune_layer, quantize_layer
+from .compress import _remember, changes_result_type, prune_layer, quantize_layer
 from .layers import activations, channel_squares, find_layers
 
 MAX_ROWS = 2048  # activation rows per layer used for sensitivities
@@ -205,8 +205,9 @@ def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, prog
         dense_t = _seconds(target, ly, None, None)
         options = [Option((None, None), 0.0, dense_t, ly.weight.type.packed_bytes())]
         length = ly.weight.type.shape[ly.axis]
+        usable = [f for f in fmts if f.scale is None or not changes_result_type(graph, ly)]
         for nm in [None] + [p for p in patterns if length % p[1] == 0]:
-            for fmt in [None] + fmts:
+            for fmt in [None] + usable:
                 if nm is None and fmt is None:
                     continue
                 wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))

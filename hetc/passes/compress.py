@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetc.core.errors import UsageError
-from hetc.ir import codebooks
+from hetc.ir import codebooks, dtypes
+from hetc.ir.ops import InferError, get_op
 from hetc.ir.interpret import load_const
 from hetc.ir.types import NM, Quant, TensorType
 from hetc.ir.weights import aux_key
@@ -168,6 +169,10 @@ class Quantize(Pass):
                 _record(ctx, ly, f"kept {t.dtype}: target {ctx.target.name} has no "
                                  f"{fmt.dtype} weights")
                 continue
+            if fmt.scale is not None and changes_result_type(graph, ly):
+                _record(ctx, ly, f"kept {t.dtype}: the quantized weight's values would be f32 "
+                                 f"(the IR's quantized values are) where an op needs {t.dtype}")
+                continue
             _remember(ctx, ly)
             how, enc = quantize_layer(graph, ly, fmt, hess.get(ly.name))
             if self.method == "gptq" and fmt.scale is not None and ly.name not in hess:
@@ -177,6 +182,26 @@ class Quantize(Pass):
                 note = f" (group {fmt.group} does not divide {t.shape[ly.axis]}: per channel)"
             _record(ctx, ly, f"{fmt.name} by {how}: requested" +
                     (f" for layers ~ /{self.layers}/" if self.layers else "") + note)
+
+
+def changes_result_type(graph, ly) -> bool:
+    """Whether quantizing the layer's weight would change the type of an
+    op's result: quantized values are f32 in the IR, so an op whose result
+    takes the weight's dtype (an f16 or bf16 embedding table, also when it
+    is tied to the output layer) would turn f32."""
+    t = ly.weight.type
+    if t.value_dtype == dtypes.f32:
+        return False
+    for op in graph.ops:
+        if ly.weight not in op.inputs:
+            continue
+        types = [TensorType(t.shape, dtypes.f32) if v is ly.weight else v.type for v in op.inputs]
+        try:
+            if get_op(op.kind).infer(types, op.attrs)[0].dtype != op.outputs[0].type.dtype:
+                return True
+        except InferError:  # operands of one dtype required
+            return True
+    return False
 
 
 def quantize_layer(graph, ly, fmt, hessian=None):

@@ -62,6 +62,7 @@ __device__ __forceinline__ float hetc_shfl_xor(float v, int lane_mask) {
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
 #define HETC_INLINE inline
 #define HETC_INF INFINITY
 
@@ -77,13 +78,24 @@ namespace hetc_sim {
 
 enum State { READY, AT_BARRIER, AT_WARP, DONE };
 
+struct Thread;
+/* A warp-wide operation: when all 32 lanes arrived, it reads every lane's
+ * `in` words and writes every lane's `out` words at once. */
+typedef void (*Collective)(Thread *lanes);
+
 struct Thread {
     ucontext_t ctx;
     dim3 idx;
     State state;
     int lane, warp;
-    float give, got;  // a shuffle's value, and what the lane reads after it
-    int partner;      // the lane it reads
+    uint32_t in[16], out[4];  // what a lane gives a warp-wide operation, and gets
+    Collective collective;
+    /* cp.async copies not yet done: each completes at the cp.async.wait_group
+     * that covers its group (so a missing wait reads stale shared memory) */
+    std::vector<std::vector<char>> pending_data;
+    std::vector<void *> pending_dst;
+    std::vector<int> pending_group;
+    int groups = 0;  // commit groups closed so far
 };
 
 struct Sim {
@@ -119,7 +131,8 @@ inline void trampoline() {
     sim.cur->state = DONE;  // returning goes to uc_link: the scheduler
 }
 
-/* Release the warps whose every lane waits at a shuffle; true if any. */
+/* Release the warps whose every lane waits at a warp-wide operation; true
+ * if any. */
 inline bool release_warps(int n) {
     bool any = false;
     for (int w = 0; w * 32 < n; w++) {
@@ -128,13 +141,17 @@ inline bool release_warps(int n) {
         for (int i = lo; i < hi; i++) all &= sim.threads[i].state == AT_WARP;
         if (!all) continue;
         if (hi - lo != 32) {
-            sim.error = "a warp shuffle in a partial warp (blockDim is not a multiple of 32)";
+            sim.error = "a warp-wide operation in a partial warp (blockDim is not a multiple "
+                        "of 32)";
             return false;
         }
-        for (int i = lo; i < hi; i++) {
-            Thread &t = sim.threads[i];
-            t.got = sim.threads[lo + t.partner].give;
-        }
+        for (int i = lo; i < hi; i++)
+            if (sim.threads[i].collective != sim.threads[lo].collective) {
+                sim.error = "lanes of one warp at different warp-wide operations";
+                return false;
+            }
+        sim.threads[lo].collective(&sim.threads[lo]);
+        if (sim.error) return false;
         for (int i = lo; i < hi; i++) sim.threads[i].state = READY;
         any = true;
     }
@@ -169,6 +186,10 @@ inline bool launch(dim3 grid, dim3 block, void (*body)(void *), void *arg) {
             t.state = READY;
             t.lane = i % 32;
             t.warp = i / 32;
+            t.pending_data.clear();  // a block's copies it never waited for are dropped
+            t.pending_dst.clear();
+            t.pending_group.clear();
+            t.groups = 0;
             getcontext(&t.ctx);
             t.ctx.uc_stack.ss_sp = &sim.stacks[(size_t)i * STACK];
             t.ctx.uc_stack.ss_size = STACK;
@@ -207,12 +228,22 @@ inline bool launch(dim3 grid, dim3 block, void (*body)(void *), void *arg) {
     return true;
 }
 
+/* Park the lane at warp-wide operation `op` (its inputs in sim.cur->in). */
+inline void warp_op(Collective op) {
+    sim.cur->collective = op;
+    yield_to_scheduler(AT_WARP);
+}
+
+inline void shuffle(Thread *lanes) {  // in: value, source lane
+    for (int i = 0; i < 32; i++) lanes[i].out[0] = lanes[lanes[i].in[1] & 31].in[0];
+}
+
 inline float shfl(float v, int lane_of) {
     Thread *t = sim.cur;
-    t->give = v;
-    t->partner = lane_of;
-    yield_to_scheduler(AT_WARP);
-    return t->got;
+    t->in[0] = hetc_bits(v);
+    t->in[1] = lane_of;
+    warp_op(shuffle);
+    return hetc_float(t->out[0]);
 }
 
 }  // namespace hetc_sim
@@ -303,5 +334,239 @@ HETC_INLINE float hetc_warp_max(float v) {
     for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, hetc_shfl_xor(v, m));
     return v;
 }
+
+/* -- tensor cores ----------------------------------------------------------
+ * The PTX the tensor-core kernels use, as inline asm on the GPU and, under
+ * HETC_SIM, as a per-warp emulation that follows the PTX ISA's fragment
+ * layouts (lane = 4 * group + t, group = lane / 4, t = lane % 4):
+ *   mma m16n8k16, A 16x16 row-major: reg r holds rows group + 8 * (r & 1),
+ *     columns 2t + 8 * (r >> 1) and the next (low half first);
+ *   B 16x8 column-major: reg r holds rows 2t + 8 * r and the next, column group;
+ *   C/D 16x8 f32: element i is row group + 8 * (i >> 1), column 2t + (i & 1).
+ * Accumulation is in f32; the simulation sums in k order. */
+
+/* D = A * B + C on 16-bit float fragments, A 16x16 (4 regs), B 16x8
+ * (2 regs), acc 4 f32 (C in, D out). */
+#if defined(HETC_DEVICE_CODE)
+/* one definition per 16-bit float type T (f16, bf16) */
+#define HETC_MMA(T)                                                                       \
+    HETC_INLINE void hetc_mma_##T(float acc[4], const uint32_t a[4], const uint32_t b[2]) { \
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." #T "." #T ".f32 "           \
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"              \
+                     : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])             \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));  \
+    }
+/* D = A * B + C with A 16x32 2:4 sparse: its kept values as a 16x16
+ * fragment (4 regs), their positions in metadata word e (sparsity selector
+ * 0: lanes 4g and 4g + 1 supply them), B 32x8 (4 regs). */
+#define HETC_MMA_SP(T)                                                                    \
+    HETC_INLINE void hetc_mma_sp_##T(float acc[4], const uint32_t a[4], const uint32_t b[4], \
+                                     uint32_t e) {                                        \
+        asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." #T "." #T \
+                     ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, "  \
+                     "%12, 0x0;"                                                          \
+                     : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])             \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),   \
+                       "r"(b[2]), "r"(b[3]), "r"(e));                                     \
+    }
+HETC_MMA(f16)
+HETC_MMA(bf16)
+HETC_MMA_SP(f16)
+HETC_MMA_SP(bf16)
+
+/* r = the bitwise function `lut` of a, b, c (lut = f(0xf0, 0xcc, 0xaa)) */
+template <int lut>
+HETC_INLINE uint32_t hetc_lop3(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, %4;" : "=r"(r) : "r"(a), "r"(b), "r"(c), "n"(lut));
+    return r;
+}
+
+/* a * b + c on two packed 16-bit floats, rounded to nearest even */
+HETC_INLINE uint32_t hetc_fma2_f16(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+HETC_INLINE uint32_t hetc_fma2_bf16(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+/* Copy 16 bytes global -> shared without the registers (cp.async): done
+ * only by the cp.async.wait_group that covers its commit group. */
+HETC_INLINE void hetc_cp_async16(void *shared, const void *global) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(global));
+}
+HETC_INLINE void hetc_cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+/* wait until at most `n` of the newest commit groups are still in flight */
+template <int n>
+HETC_INLINE void hetc_cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(n)); }
+
+#else
+namespace hetc_sim {
+
+/* Every lane's D fragment: A (16 x K) times B (K x 8) plus the lane's C,
+ * f32 words in[c..c+3]; summed in k order. */
+template <int K>
+inline void product(Thread *lanes, const float (*A)[K], const float (*B)[8], int c) {
+    for (int l = 0; l < 32; l++)
+        for (int i = 0; i < 4; i++) {
+            int row = l / 4 + 8 * (i >> 1), col = 2 * (l % 4) + (i & 1);
+            float acc = hetc_float(lanes[l].in[c + i]);
+            for (int k = 0; k < K; k++) acc += A[row][k] * B[k][col];
+            lanes[l].out[i] = hetc_bits(acc);
+        }
+}
+
+/* acc (in[c..c+3]) = the warp-wide mma `op` on this lane's fragments */
+inline void accumulate(float acc[4], int c, Collective op) {
+    Thread *t = sim.cur;
+    for (int i = 0; i < 4; i++) t->in[c + i] = hetc_bits(acc[i]);
+    warp_op(op);
+    for (int i = 0; i < 4; i++) acc[i] = hetc_float(t->out[i]);
+}
+
+template <float (*from)(uint16_t)>
+inline void mma_m16n8k16(Thread *lanes) {  // in: a[4], b[2], c[4] (f32 bits)
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        int g = l / 4, t = l % 4;
+        for (int r = 0; r < 4; r++)
+            for (int h = 0; h < 2; h++) {
+                A[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + h] = from(lanes[l].in[r] >> (16 * h));
+                if (r < 2) B[2 * t + 8 * r + h][g] = from(lanes[l].in[4 + r] >> (16 * h));
+            }
+    }
+    product<16>(lanes, A, B, 6);
+}
+
+template <float (*from)(uint16_t)>
+inline void mma_sync(float acc[4], const uint32_t a[4], const uint32_t b[2]) {
+    Thread *t = sim.cur;
+    for (int i = 0; i < 4; i++) t->in[i] = a[i];
+    t->in[4] = b[0];
+    t->in[5] = b[1];
+    accumulate(acc, 6, mma_m16n8k16<from>);
+}
+
+/* mma.sp m16n8k32, sparsity selector 0: in a[4] (kept values), b[4],
+ * c[4], e. Lane 4g + t (t < 2) holds in e the positions of row g's groups
+ * 4t..4t+3 (bits 0-15, nibble q at 4q: first position in bits 0-1) and of
+ * row g + 8's (bits 16-31); kept value pair q of a row sits in compressed
+ * columns 2q, 2q + 1. Positions must ascend, as ordered_metadata needs. */
+template <float (*from)(uint16_t)>
+inline void mma_sp_m16n8k32(Thread *lanes) {
+    float A[16][32] = {}, B[32][8];
+    for (int l = 0; l < 32; l++) {
+        int g = l / 4, t = l % 4;
+        for (int r = 0; r < 4; r++)
+            for (int h = 0; h < 2; h++) {
+                int row = g + 8 * (r & 1), col = 2 * t + 8 * (r >> 1) + h;  /* compressed */
+                int group = col / 2, owner = 4 * (row % 8) + group / 4;
+                uint32_t nib = lanes[owner].in[12] >> (16 * (row / 8) + 4 * (group % 4)) & 15;
+                int first = nib & 3, second = nib >> 2;
+                if (first >= second) {
+                    sim.error = "mma.sp metadata with positions that do not ascend (invalid "
+                                "for ordered_metadata)";
+                    return;
+                }
+                A[row][4 * group + (h ? second : first)] = from(lanes[l].in[r] >> (16 * h));
+                B[2 * t + 8 * r + h][g] = from(lanes[l].in[4 + r] >> (16 * h));
+            }
+    }
+    product<32>(lanes, A, B, 8);
+}
+
+template <float (*from)(uint16_t)>
+inline void mma_sp_sync(float acc[4], const uint32_t a[4], const uint32_t b[4], uint32_t e) {
+    Thread *t = sim.cur;
+    for (int i = 0; i < 4; i++) {
+        t->in[i] = a[i];
+        t->in[4 + i] = b[i];
+    }
+    t->in[12] = e;
+    accumulate(acc, 8, mma_sp_m16n8k32<from>);
+}
+
+}  // namespace hetc_sim
+
+inline float hetc_f16_of(uint16_t h) { return hetc_from_f16(h); }
+inline float hetc_bf16_of(uint16_t h) { return hetc_from_bf16(h); }
+inline void hetc_mma_f16(float acc[4], const uint32_t a[4], const uint32_t b[2]) {
+    hetc_sim::mma_sync<hetc_f16_of>(acc, a, b);
+}
+inline void hetc_mma_bf16(float acc[4], const uint32_t a[4], const uint32_t b[2]) {
+    hetc_sim::mma_sync<hetc_bf16_of>(acc, a, b);
+}
+
+inline void hetc_mma_sp_f16(float acc[4], const uint32_t a[4], const uint32_t b[4], uint32_t e) {
+    hetc_sim::mma_sp_sync<hetc_f16_of>(acc, a, b, e);
+}
+inline void hetc_mma_sp_bf16(float acc[4], const uint32_t a[4], const uint32_t b[4],
+                             uint32_t e) {
+    hetc_sim::mma_sp_sync<hetc_bf16_of>(acc, a, b, e);
+}
+
+template <int lut>
+inline uint32_t hetc_lop3(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r = 0;
+    for (int i = 0; i < 8; i++)
+        if (lut >> i & 1) r |= (i & 4 ? a : ~a) & (i & 2 ? b : ~b) & (i & 1 ? c : ~c);
+    return r;
+}
+
+/* the f32 fma rounded once more to 16 bits: the hardware's single rounding
+ * wherever the exact result fits f32 (the dequantization's small integers) */
+template <float (*from)(uint16_t), uint16_t (*to)(float)>
+inline uint32_t hetc_fma2(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r = 0;
+    for (int h = 0; h < 2; h++)
+        r |= (uint32_t)to(fmaf(from(a >> 16 * h), from(b >> 16 * h), from(c >> 16 * h))) << 16 * h;
+    return r;
+}
+inline uint32_t hetc_fma2_f16(uint32_t a, uint32_t b, uint32_t c) {
+    return hetc_fma2<hetc_f16_of, hetc_to_f16>(a, b, c);
+}
+inline uint32_t hetc_fma2_bf16(uint32_t a, uint32_t b, uint32_t c) {
+    return hetc_fma2<hetc_bf16_of, hetc_to_bf16>(a, b, c);
+}
+
+/* The source is read at once (it does not change during a kernel), the
+ * shared memory written only at the wait that covers the copy. */
+inline void hetc_cp_async16(void *shared, const void *global) {
+    hetc_sim::Thread *t = hetc_sim::sim.cur;
+    t->pending_data.emplace_back((const char *)global, (const char *)global + 16);
+    t->pending_dst.push_back(shared);
+    t->pending_group.push_back(-1);  // not committed yet
+}
+inline void hetc_cp_async_commit() {
+    hetc_sim::Thread *t = hetc_sim::sim.cur;
+    for (int &g : t->pending_group)
+        if (g < 0) g = t->groups;
+    t->groups++;
+}
+template <int n>
+inline void hetc_cp_async_wait() {
+    hetc_sim::Thread *t = hetc_sim::sim.cur;
+    size_t keep = 0;
+    for (size_t i = 0; i < t->pending_dst.size(); i++) {
+        int g = t->pending_group[i];
+        if (g >= 0 && g < t->groups - n) {
+            memcpy(t->pending_dst[i], t->pending_data[i].data(), 16);
+        } else {
+            t->pending_data[keep].swap(t->pending_data[i]);
+            t->pending_dst[keep] = t->pending_dst[i];
+            t->pending_group[keep] = g;
+            keep++;
+        }
+    }
+    t->pending_data.resize(keep);
+    t->pending_dst.resize(keep);
+    t->pending_group.resize(keep);
+}
+#endif
 
 #endif

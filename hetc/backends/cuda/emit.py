@@ -13,8 +13,9 @@ reductions, arg-reductions and running sums, softmax, the norms and
 attention with warp shuffles, embedding and gathers, padding, and data
 movement (transpose, slice, concat, expand, split, reshape views).
 Symmetric int8/int4 weights stay codes dequantized in the GEMM (f32 math);
-other encodings are decoded to f32. The tensor-core kernels docs/cuda.md
-plans are not built; what is not lowered is refused with the reason.
+other encodings are decoded to f32. Linear layers with f16/bf16
+activations run on tensor cores (tensor_core.py). What is not lowered is
+refused with the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from hetc.core.registry import Registry
 from hetc.ir import dtypes
 from hetc.ir.ops import OPS
 from hetc.ir.types import TensorType
+
+from . import tensor_core
 
 LOWER = Registry("cuda lowerings")
 TILE = 16  # the GEMM tile: TILE x TILE threads, each one output
@@ -341,6 +344,20 @@ def _linear(e, op):
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     n, k = w.type.shape
     m = op.output.type.numel // n
+    tc = tensor_core.plan(e, op, buffer_ref(e.val(x))[2])
+    if tc is not None:
+        wq, meta, scales = tensor_core.pack(e, op, tc)
+        args = [e.ptr[op.output], e.val(x), f"((const uint32_t *)(W + {wq}))"]
+        args += [f"((const uint32_t *)(W + {meta}))"] if meta is not None else []
+        args += [f"((const float *)(W + {scales}))"] if scales is not None else []
+        params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", *tensor_core.params(tc)]
+        if bias is not None:
+            params.append(f"{_ctype(bias, True)} bias")
+            args.append(e.val(bias))
+        body, grid, block = tensor_core.kernel(
+            tc, m, n, k, f" + {load(bias, 'bias[row]')}" if bias is not None else "")
+        e.launch(params, body, grid, block, args, tc.describe())
+        return
     if op.attrs.get("act_group"):
         x = _quantized_activations(e, op, x, m, k, op.attrs["act_group"])
     q = integer_weight(w)
