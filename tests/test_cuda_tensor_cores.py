@@ -5,6 +5,7 @@ the 2:4 packing, and f16/bf16 linear layers with every weight format the
 tensor-core kernel takes, against the interpreter."""
 
 import ctypes
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from hetc.backends.cuda.tensor_core import compress_2_4, metadata_words
 from hetc.runtime.convert import to_numpy
 
 NVRTC = nvrtc.available()
+# make gpu-check runs these tests on a GPU: the same checks, no simulation
+ON_GPU = os.environ.get("HETC_TEST_CUDA_ON_GPU") == "1"
+EMULATE = not ON_GPU
 
 TC_TEST = r'''
 #ifdef HETC_SIM
@@ -103,6 +107,8 @@ extern "C" int run(int which, void *y, const void *a, const void *b, const void 
 
 @pytest.fixture(scope="module")
 def tc():
+    if ON_GPU:
+        pytest.skip("checks the CPU simulation itself")
     srcs = {"t.cu": TC_TEST, **read_headers(HERE, HEADER_FILES), **shared_headers()}
     lib = ctypes.CDLL(build(srcs, SIM_FLAGS, "tctest", main="t.cu"))
     lib.run.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int, ctypes.c_char_p]
@@ -239,7 +245,7 @@ def test_half_precision_linear_layers_run_on_tensor_cores(dtype, options, kernel
     sums in another order)."""
     dt = "f16" if dtype == torch.float16 else "bf16"
     model, x = _mlp(dtype), torch.randn(tokens, 192).to(dtype)
-    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=True, **options)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=EMULATE, **options)
     kernels = module.artifact.extra["kernels"]
     assert sum(n for k, n in kernels.items() if "tensor cores" in k) == 2, kernels
     assert any(kernel.format(dt=dt) in k for k in kernels), kernels
@@ -254,5 +260,5 @@ def test_half_precision_linear_layers_run_on_tensor_cores(dtype, options, kernel
 
 def test_f32_models_keep_the_f32_kernels():
     module = hetc.compile(_mlp(torch.float32), target="cuda",
-                          example_inputs=(torch.randn(2, 192),), emulate=True, precision="int4")
+                          example_inputs=(torch.randn(2, 192),), emulate=EMULATE, precision="int4")
     assert not any("tensor cores" in k for k in module.artifact.extra["kernels"])

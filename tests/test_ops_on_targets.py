@@ -9,6 +9,8 @@ graph. Refused cases must be refused for a reason the message names.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from test_ops_vs_torch import CASES, add_case
@@ -19,7 +21,9 @@ from hetc.core.targets import get_target
 from hetc.ir import Graph, dtypes
 
 # Targets and their options; each is skipped where it cannot run.
-TARGETS = {"x86": {}, "amx": {"emulate": True}, "cuda": {"emulate": True}, "npu": {}}
+# make gpu-check runs the cuda cases on a GPU instead of the simulation
+TARGETS = {"x86": {}, "amx": {"emulate": True},
+           "cuda": {"emulate": os.environ.get("HETC_TEST_CUDA_ON_GPU") != "1"}, "npu": {}}
 # x86 computes transcendental functions with its own vector approximations and
 # sums in another order; OpenVINO's CPU plugin likewise. Integer and bool
 # results must be equal.

@@ -49,7 +49,9 @@ def _step_module(model):
             for i, kv in enumerate(past):
                 cache.update(kv[0], kv[1], i)
             if self.model.config._attn_implementation != "sdpa":  # eager adds the mask
-                mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+                dtype = past[0].dtype if past else torch.float32
+                mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask,
+                                                                        torch.finfo(dtype).min)
             out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
                              past_key_values=cache, use_cache=True)
             c = ids.shape[1]
@@ -102,14 +104,15 @@ def decoder_spec(model, options) -> DecoderSpec:
                        getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, eos)
 
 
-def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0):
+def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0, dtype=None):
     """Step inputs of the right shapes and dtypes: a prefill chunk of random
-    token ids (seeded) against an empty cache. Tracing needs the shapes; the
-    compression passes use it as their one calibration sample."""
+    token ids (seeded) against an empty cache of `dtype` (the model's float
+    type; f32 by default). Tracing needs the shapes; the compression passes
+    use it as their one calibration sample."""
     import torch
 
     positions, mask = step_inputs(0, spec.chunk, spec.chunk, spec.max_context)
-    past = [torch.zeros(2, 1, spec.kv_heads, spec.max_context, spec.head_dim)
+    past = [torch.zeros(2, 1, spec.kv_heads, spec.max_context, spec.head_dim, dtype=dtype)
             for _ in range(spec.layers)]
     ids = torch.randint(0, vocab, (1, spec.chunk), generator=torch.Generator().manual_seed(seed))
     return (ids, torch.from_numpy(positions), torch.from_numpy(mask), *past)
@@ -125,6 +128,8 @@ def import_decoder(model, options):
 
     spec = decoder_spec(model, options)
     step = _step_module(model)  # import_module traces it in inference mode
-    inputs = example_step_inputs(spec, model.config.vocab_size)
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    inputs = example_step_inputs(spec, model.config.vocab_size,
+                                 dtype=floats[0] if floats else None)
     graph = import_module(step, inputs, name=type(model).__name__)
     return graph, spec, inputs

@@ -37,6 +37,24 @@ def to_numpy(x) -> np.ndarray:
     return t.numpy()
 
 
+def numpy_dtype(torch_dtype) -> np.dtype:
+    """The numpy dtype holding a torch dtype's values (bf16, fp8 included)."""
+    import torch
+
+    via = _torch_bits().get(torch_dtype)
+    return via[2] if via else torch.empty(0, dtype=torch_dtype).numpy().dtype
+
+
+def torch_dtype(np_dtype):
+    """The torch dtype of a numpy dtype (bf16, fp8 included)."""
+    import torch
+
+    for tdt, (_, _, npdt) in _torch_bits().items():
+        if np.dtype(np_dtype) == npdt:
+            return tdt
+    return torch.from_numpy(np.empty(0, np_dtype)).dtype
+
+
 def to_torch(a: np.ndarray):
     import torch
 

@@ -51,10 +51,11 @@ def step_inputs(pos, n, chunk, max_context):
     return p[None].astype(np.int64), np.ascontiguousarray(mask)
 
 
-def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=None):
+def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=None,
+             cache_dtype=np.float32):
     """Greedy tokens after `input_ids` ([T] or [1, T]): prefill in chunks of
     spec.chunk tokens, then one token per call. `step(*arrays)` runs the step
-    graph on numpy arrays. Stops at `max_new_tokens` or an end-of-sequence
+    graph on numpy arrays; the cache holds `cache_dtype` (the step's). Stops at `max_new_tokens` or an end-of-sequence
     token (an id or a list of ids; default: the model's). Returns the new
     token ids as a list."""
     ids = np.asarray(input_ids)
@@ -73,7 +74,7 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
         eos = set(spec.eos_token_id)
     else:
         eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
-    cache = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), np.float32)
+    cache = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), cache_dtype)
              for _ in range(spec.layers)]
     pos, out, pending = 0, [], prompt
     while True:

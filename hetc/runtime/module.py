@@ -14,7 +14,7 @@ from hetc.ir.report import Report
 
 from . import artifact as artifact_io
 from .artifact import Artifact
-from .convert import is_torch, to_numpy, to_torch
+from .convert import is_torch, numpy_dtype, to_numpy, to_torch
 from .generate import DecoderSpec, generate
 
 
@@ -69,13 +69,22 @@ class Module:
             raise UsageError(f"this module takes {len(graph.inputs)} inputs "
                              f"({', '.join(self.input_names)}), got {len(inputs)}")
         as_torch = any(is_torch(x) for x in inputs)
+        executor = self._executor()
+        if as_torch and getattr(executor, "takes_gpu_tensors", False) \
+                and all(is_torch(x) and x.is_cuda for x in inputs):
+            for v, x in zip(graph.inputs, inputs):  # the GPU's tensors, used where they are
+                if tuple(x.shape) != v.type.shape or numpy_dtype(x.dtype) != v.type.dtype.storage:
+                    raise UsageError(f"input '{v.name}' must be {v.type}, got a "
+                                     f"{list(x.shape)} {x.dtype} tensor")
+            outs = executor.call_gpu_tensors(list(inputs))
+            return outs[0] if len(outs) == 1 else tuple(outs)
         try:
             arrays = [v.type.coerce(to_numpy(x), f"input '{v.name}'")
                       for v, x in zip(graph.inputs, inputs)]
         except ValueError as e:
             raise UsageError(f"{e} (inputs are fixed at compile time)") from None
         try:
-            outs = self._executor()(arrays)
+            outs = executor(arrays)
         except MemoryError:
             raise HetcError(f"not enough memory to run @{graph.name} on target "
                             f"{self.target}") from None
@@ -93,7 +102,8 @@ class Module:
         run = self._executor()
         ids = to_numpy(input_ids)
         new = generate(lambda *arrays: run(list(arrays)), spec, ids, max_new_tokens,
-                       eos_token_id, stderr_progress)
+                       eos_token_id, stderr_progress,
+                       self.graph.inputs[-1].type.dtype.storage)  # the cache's dtype
         seq = np.concatenate([ids.reshape(1, -1).astype(np.int64), np.array([new], np.int64)],
                              axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq

@@ -16,7 +16,7 @@ from hetc.backends.c.emitter import EmitterBackend, read_headers, shared_headers
 from hetc.core.errors import TargetError
 from hetc.runtime.artifact import Artifact
 
-from . import emit, nvrtc
+from . import emit, nvrtc, roofline
 from .gpu import RUN_ON_CPU, GpuDevice
 from .launch import Executor, SimDevice
 
@@ -72,6 +72,7 @@ class CudaBackend(EmitterBackend):
             notes.append(_resources_note(cubins))
         else:
             notes.append(f"cuda: the generated code was not compile-checked: {why}")
+        notes.append(roofline.note(graph, target, lowered.tensor_core_ops))
         emulate = emulating(options.emulate)
         artifact = Artifact(target.name, graph, srcs,
                             build={"compiler": "nvrtc", "archs": list(nvrtc.ARCHS),

@@ -357,6 +357,7 @@ def _linear(e, op):
         body, grid, block = tensor_core.kernel(
             tc, m, n, k, f" + {load(bias, 'bias[row]')}" if bias is not None else "")
         e.launch(params, body, grid, block, args, tc.describe())
+        e.tensor_core_ops[op] = tc.sparse
         return
     if op.attrs.get("act_group"):
         x = _quantized_activations(e, op, x, m, k, op.attrs["act_group"])
@@ -959,6 +960,7 @@ class CudaLowered(Lowered):
     (launch.py runs it on the GPU and in the simulation alike)."""
 
     steps: list = field(default_factory=list)
+    tensor_core_ops: dict = field(default_factory=dict)  # op -> on mma.sp
 
 
 #: bytes per element of the C types kernels take pointers to
@@ -1012,6 +1014,7 @@ class CudaEmitter(Emitter):
         self.device = []  # the generated kernels, in launch order
         self.params = []  # each kernel's parameter types, for the simulation's dispatch
         self.steps = []   # the launch table
+        self.tensor_core_ops = {}
 
     def emit(self, text):
         self.op = text  # the op being lowered, as its comment: named in the table
@@ -1032,7 +1035,8 @@ class CudaEmitter(Emitter):
 
     def run(self):
         lowered = super().run()
-        return CudaLowered(**vars(lowered), steps=self.steps)
+        return CudaLowered(**vars(lowered), steps=self.steps,
+                           tensor_core_ops=self.tensor_core_ops)
 
     def source(self, body, arena_bytes) -> str:
         cases = "".join(

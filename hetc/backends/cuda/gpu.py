@@ -17,6 +17,7 @@ import numpy as np
 from hetc.core.errors import TargetError
 
 from . import nvrtc
+from .launch import play
 
 RUN_ON_CPU = ("compile with emulate=True (hetc compile --emulate) or set HETC_EMULATE=1 to "
               "run the same kernels on the CPU")
@@ -73,6 +74,8 @@ def architecture(d, dev) -> str:
 class GpuDevice:
     """GPU `ordinal`, with the generated kernels loaded."""
 
+    takes_gpu_tensors = True  # torch CUDA tensors are used where they are
+
     def __init__(self, sources, kernels, ordinal=0):
         d = self.d = driver()
         dev = _ok(d, d.cuDeviceGet(ordinal), "cuDeviceGet")
@@ -111,6 +114,33 @@ class GpuDevice:
     def copy(self, dst, src, nbytes):
         _ok(self.d, self.d.cuMemcpyDtoDAsync(dst, src, nbytes, self.stream), "a device copy")
 
+    def play(self, ctx, steps, address):
+        """The table as one CUDA graph, captured at a context's first call
+        (its buffers never move, so the graph replays as it is): one launch
+        per call instead of one per kernel."""
+        d = self.d
+        if ctx.graph is None:
+            mode = d.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+            _ok(d, d.cuStreamBeginCapture(self.stream, mode), "cuStreamBeginCapture")
+            try:
+                play(self, steps, address)
+            finally:
+                graph = _ok(d, d.cuStreamEndCapture(self.stream), "capturing the launches")
+            ctx.graph = _ok(d, d.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+        _ok(d, d.cuGraphLaunch(ctx.graph, self.stream), "launching the kernels' graph")
+
+    def time(self, run, repeats):
+        """Seconds per `run()` by the GPU's own clock (events on the stream)."""
+        d = self.d
+        start, end = (_ok(d, d.cuEventCreate(0), "cuEventCreate") for _ in range(2))
+        _ok(d, d.cuEventRecord(start, self.stream), "cuEventRecord")
+        for _ in range(repeats):
+            run()
+        _ok(d, d.cuEventRecord(end, self.stream), "cuEventRecord")
+        self.synchronize("running the kernels")
+        ms = _ok(d, d.cuEventElapsedTime(start, end), "cuEventElapsedTime")
+        return ms / 1e3 / repeats
+
     def synchronize(self, what):
         _ok(self.d, self.d.cuStreamSynchronize(self.stream), what)
 
@@ -134,6 +164,7 @@ class _GpuContext:
 
     def __init__(self, device, arena_bytes, in_types, out_types):
         self.device = device
+        self.graph = None  # the captured launches (device.play)
         self.arena = device.alloc(arena_bytes)
         self.arena_address = self.arena.address
         self.out_types = out_types

@@ -16,11 +16,25 @@ emulated run here."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import time
 
 import numpy as np
 
 from hetc.core.errors import TargetError
+
+
+def play(device, steps, address):
+    """Each step of the table on `device`, in order, with its buffer
+    references turned into addresses by `address`."""
+    for step in steps:
+        if "copy" in step:
+            c = step["copy"]
+            device.copy(address(c["dst"]), address(c["src"]), c["bytes"])
+        else:
+            device.launch(step["kernel"], step["grid"], step["block"],
+                          [address(r) for r in step["args"]])
 
 
 class SimDevice:
@@ -50,6 +64,15 @@ class SimDevice:
 
     def copy(self, dst, src, nbytes):
         ctypes.memmove(dst, src, nbytes)
+
+    def play(self, ctx, steps, address):
+        play(self, steps, address)
+
+    def time(self, run, repeats):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        return (time.perf_counter() - start) / repeats
 
 
 class _HostBuffer:
@@ -94,27 +117,60 @@ class Executor:
     def _context(self):
         return self.device.context(self.arena_bytes, self.in_types, self.out_types)
 
-    def __call__(self, arrays):
-        arrays = [np.ascontiguousarray(a) for a in arrays]
+    @contextlib.contextmanager
+    def _borrowed(self):
         try:
             ctx = self.free.pop()
         except IndexError:  # every context is in use by another thread
             ctx = self._context()
         try:
-            ins, outs = ctx.bind(arrays)
-            base = {"A": [ctx.arena_address], "W": [self.weights.address], "in": ins,
-                    "out": outs}
-
-            def address(ref):
-                space, index, offset = ref
-                return base[space][index] + offset
-            for step in self.steps:
-                if "copy" in step:
-                    c = step["copy"]
-                    self.device.copy(address(c["dst"]), address(c["src"]), c["bytes"])
-                else:
-                    self.device.launch(step["kernel"], step["grid"], step["block"],
-                                       [address(r) for r in step["args"]])
-            return ctx.finish()
+            yield ctx
         finally:
             self.free.append(ctx)
+
+    def _address(self, ctx, ins, outs):
+        """The function turning a table's buffer reference into an address."""
+        base = {"A": [ctx.arena_address], "W": [self.weights.address], "in": ins, "out": outs}
+        return lambda ref: base[ref[0]][ref[1]] + ref[2]
+
+    def __call__(self, arrays):
+        with self._borrowed() as ctx:
+            address = self._address(ctx, *ctx.bind([np.ascontiguousarray(a) for a in arrays]))
+            self.device.play(ctx, self.steps, address)
+            return ctx.finish()
+
+    def kernel_seconds(self, arrays, repeats=20):
+        """Seconds per call of the kernels alone: the inputs bound once,
+        nothing read back, the table played `repeats` times (on a GPU timed
+        by its events, the KV cache of a decoder step staying there)."""
+        with self._borrowed() as ctx:
+            address = self._address(ctx, *ctx.bind([np.ascontiguousarray(a) for a in arrays]))
+
+            def run():
+                self.device.play(ctx, self.steps, address)
+            run()  # warm up (and, on a GPU, capture the graph)
+            seconds = self.device.time(run, repeats)
+            ctx.finish()
+            return seconds
+
+    @property
+    def takes_gpu_tensors(self):
+        return getattr(self.device, "takes_gpu_tensors", False)
+
+    def call_gpu_tensors(self, tensors):
+        """torch CUDA tensors in, torch CUDA tensors out, read and written
+        where they are (no copies); the table runs kernel by kernel, as
+        the buffers differ from call to call, after the work torch queued."""
+        import torch  # the caller's tensors are torch's
+
+        from hetc.runtime.convert import torch_dtype
+
+        ins = [t.contiguous() for t in tensors]
+        outs = [torch.empty(s, dtype=torch_dtype(d), device=ins[0].device)
+                for s, d in self.out_types]
+        with self._borrowed() as ctx:
+            torch.cuda.current_stream(ins[0].device).synchronize()
+            play(self.device, self.steps, self._address(
+                ctx, [t.data_ptr() for t in ins], [o.data_ptr() for o in outs]))
+            self.device.synchronize("running the kernels")
+        return outs
