@@ -290,14 +290,18 @@ def test_generate_with_a_static_kv_cache_matches_pytorch_greedy():
 
 def test_f16_int4_generation_on_tensor_cores_matches_the_interpreter():
     """An f16 Llama with int4 weights (decoder=: its cache f16 too): the
-    linear layers on tensor cores, the same greedy tokens as the interpreter;
-    and the kernels alone can be timed (what make gpu-check measures)."""
+    linear layers on tensor cores, attention over the 160-slot cache split
+    over keys, the same greedy tokens as the interpreter; and the kernels
+    alone can be timed (what make gpu-check measures)."""
     model = llama_tiny().half()
+    model.config.max_position_embeddings = 256  # rotary positions: any length
     ids = torch.randint(1, 256, (1, 7), generator=torch.Generator().manual_seed(3))
-    options = {"decoder": {"max_context": 32, "chunk": 4}, "precision": "int4"}
+    options = {"decoder": {"max_context": 160, "chunk": 4}, "precision": "int4"}
     module = hetc.compile(model, target="cuda", emulate=EMULATE, **options)
     assert module.graph.inputs[-1].type.dtype.name == "f16"
-    assert any("f16 tensor cores" in k for k in module.artifact.extra["kernels"])
+    kernels = module.artifact.extra["kernels"]
+    assert any("f16 tensor cores" in k for k in kernels)
+    assert "attention split-K over keys (flash-decoding)" in kernels
     want = hetc.compile(model, **options).generate(ids, max_new_tokens=8, eos_token_id=-1)
     assert torch.equal(module.generate(ids, max_new_tokens=8, eos_token_id=-1), want)
     from hetc.runtime.generate import step_inputs
@@ -306,6 +310,41 @@ def test_f16_int4_generation_on_tensor_cores_matches_the_interpreter():
                       np.float16)] * spec["layers"]
     step = [np.full((1, 4), 7), *step_inputs(3, 1, 4, spec["max_context"]), *cache]
     assert module._executor().kernel_seconds(step, repeats=2) > 0
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, causal):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q, k, v, mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                is_causal=self.causal)
+
+
+@pytest.mark.parametrize("rows, keys, causal, mask", [
+    (1, 300, False, None), (3, 300, False, "bool"), (2, 257, False, "additive"),
+    (4, 300, True, None), (2, 129, False, "a row fully masked")])
+def test_attention_over_many_keys_splits_them(rows, keys, causal, mask):
+    """Few query rows over more than 128 keys: split-K (flash-decoding), the
+    parts rescaled to their common max; a fully masked row gives zeros, as
+    the IR defines."""
+    g = torch.Generator().manual_seed(keys)
+    q, k, v = (torch.randn(2, 3, n, d, generator=g) for n, d in ((rows, 16), (keys, 16),
+                                                                 (keys, 24)))
+    inputs = [q, k, v]
+    if mask == "additive":
+        inputs.append(torch.randn(2, 1, rows, keys, generator=g))
+    elif mask is not None:
+        m = torch.rand(1, 1, rows, keys, generator=g) > 0.3
+        if mask == "a row fully masked":
+            m[..., 0, :] = False
+        inputs.append(m)
+    module = hetc.compile(_Attention(causal), target="cuda", example_inputs=tuple(inputs),
+                          emulate=EMULATE)
+    assert "attention split-K over keys (flash-decoding)" in module.artifact.extra["kernels"]
+    want = hetc.interpret(module.graph, [x.numpy() for x in inputs])[0]
+    np.testing.assert_allclose(module(*inputs).numpy(), want, rtol=1e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])

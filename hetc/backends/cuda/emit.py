@@ -505,10 +505,16 @@ def _offset_expr(v, shape):
     return " + ".join(parts) or "0"
 
 
+SPLIT_KEYS = 128  # keys per block of split-K attention (flash-decoding)
+
+
 @lowers("attention")
 def _attention(e, op):
-    """One warp per query row: scores into an arena scratch row, the
-    softmax with warp reductions, then each lane a slice of the head dim."""
+    """Few query rows over many keys (decoding): split-K, each block one
+    query row and SPLIT_KEYS keys, then a warp per row combines the parts
+    (flash-decoding). Otherwise one warp per query row: scores into an
+    arena scratch row, the softmax with warp reductions, then each lane a
+    slice of the head dim."""
     q, k, v = op.inputs[:3]
     mask = op.inputs[3] if len(op.inputs) > 3 else None
     t = op.output.type
@@ -520,10 +526,8 @@ def _attention(e, op):
     def batch_strides(x):
         return broadcast_strides(x.type, batch + list(x.type.shape[-2:]))[:nb]
     scale = float_literal(op.attrs["scale"] or 1 / math.sqrt(E))
-    params = [f"{_ctype(op.output)} y", f"{_ctype(q, True)} qp", f"{_ctype(k, True)} kp",
-              f"{_ctype(v, True)} vp", "float *__restrict__ p"]
-    args = [e.ptr[op.output], e.val(q), e.val(k), e.val(v),
-            f"((float *)(A + {e.scratch(4 * rows * S)}))"]
+    params = [f"{_ctype(q, True)} qp", f"{_ctype(k, True)} kp", f"{_ctype(v, True)} vp"]
+    args = [e.val(q), e.val(k), e.val(v)]
     score = [f"s *= {scale};"]
     if op.attrs["softcap"]:
         cap = float_literal(op.attrs["softcap"])
@@ -542,35 +546,85 @@ def _attention(e, op):
         at = f"mp[mo + i * {ms[-2]} + j * {ms[-1]}]"
         score.append(f"if (!{at}) s = -HETC_INF;" if mask.type.dtype.name == "bool"
                      else f"s += {at};")
-    body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
-    {' '.join(head)}
-    const auto *qr = qp + qo + i * {E};
-    float *pr = p + r * {S};
+    scores = f"""    const auto *qr = qp + qo + i * {E};
     float m = -HETC_INF;
-    for (long j = lane; live && j < {S}; j += 32) {{
+    for (long j = j0 + lane; j < j1; j += 32) {{
         float s = 0.f;
         for (long c = 0; c < {E}; c++) s += {load(q, "qr[c]")} * {load(k, f"kp[ko + j * {E} + c]")};
         {' '.join(score)}
-        pr[j] = s;
+        pr[j - j0] = s;
         m = fmaxf(m, s);
     }}
     m = hetc_warp_max(m);
-    bool none = m == -HETC_INF;  /* every key masked: zeros, as the IR says */
+    bool none = m == -HETC_INF;  /* every key masked */
     float sum = 0.f;
-    for (long j = lane; live && j < {S}; j += 32) {{
-        float w = none ? 0.f : expf(pr[j] - m);
-        pr[j] = w;
+    for (long j = j0 + lane; j < j1; j += 32) {{
+        float w = none ? 0.f : expf(pr[j - j0] - m);
+        pr[j - j0] = w;
         sum += w;
     }}
     sum = hetc_warp_sum(sum);
-    hetc_syncwarp();  /* every lane reads the weights the others wrote */
+    hetc_syncwarp();  /* every lane reads the weights the others wrote */"""
+    splits = -(-S // SPLIT_KEYS)
+    if splits > 1 and rows < 256:
+        _split_attention(e, op, params, args, head, scores, rows, Ev, splits)
+        return
+    body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
+    {' '.join(head)}
+    float *pr = p + r * {S};
+    long j0 = 0, j1 = live ? {S} : 0;
+{scores}
     if (live)
         for (long d = lane; d < {Ev}; d += 32) {{
             float acc = 0.f;
             for (long j = 0; j < {S}; j++) acc += pr[j] * {load(v, f"vp[vo + j * {Ev} + d]")};
             y[row * {Ev} + d] = {store(op.output, "none ? 0.f : acc / sum")};
         }}"""
-    _rows(e, rows, params, args, body, "attention warp per query row")
+    _rows(e, rows, [f"{_ctype(op.output)} y", *params, "float *__restrict__ p"],
+          [e.ptr[op.output], *args, f"((float *)(A + {e.scratch(4 * rows * S)}))"], body,
+          "attention warp per query row")
+
+
+def _split_attention(e, op, params, args, head, scores, rows, Ev, splits):
+    """Split-K: block (c, r) takes keys [c, c + 1) * SPLIT_KEYS of query
+    row r and writes its max m, its sum of exp(s - m) and its unnormalized
+    output; a warp per row then rescales the parts to their common max."""
+    v, keys = op.inputs[2], op.inputs[1].type.shape[-2]
+    width = 2 + Ev  # one part: m, sum, output
+    part = f"((float *)(A + {e.scratch(4 * rows * splits * width)}))"
+    body = f"""    __shared__ float pr[{SPLIT_KEYS}];
+    long r = blockIdx.y, c = blockIdx.x;
+    int lane = threadIdx.x;
+    {' '.join(head)}
+    long j0 = c * {SPLIT_KEYS}, j1 = j0 + {SPLIT_KEYS} < {keys} ? j0 + {SPLIT_KEYS} : {keys};
+{scores}
+    float *out = part + (r * {splits} + c) * {width};
+    if (lane == 0) {{
+        out[0] = m;
+        out[1] = sum;
+    }}
+    for (long d = lane; d < {Ev}; d += 32) {{
+        float acc = 0.f;
+        for (long j = j0; j < j1; j++) acc += pr[j - j0] * {load(v, f"vp[vo + j * {Ev} + d]")};
+        out[2 + d] = acc;
+    }}"""
+    e.launch([*params, "float *__restrict__ part"], body, f"{splits}, {rows}", "32",
+             [*args, part], "attention split-K over keys (flash-decoding)")
+    combine = f"""    const float *pr = part + (live ? row : 0) * {splits * width};
+    float m = -HETC_INF, sum = 0.f;
+    for (int c = 0; c < {splits}; c++) m = fmaxf(m, pr[c * {width}]);
+    for (int c = 0; c < {splits}; c++)
+        if (pr[c * {width}] != -HETC_INF) sum += pr[c * {width} + 1] * expf(pr[c * {width}] - m);
+    if (live)
+        for (long d = lane; d < {Ev}; d += 32) {{
+            float acc = 0.f;
+            for (int c = 0; c < {splits}; c++)
+                if (pr[c * {width}] != -HETC_INF)
+                    acc += pr[c * {width} + 2 + d] * expf(pr[c * {width}] - m);
+            y[row * {Ev} + d] = {store(op.output, "m == -HETC_INF ? 0.f : acc / sum")};
+        }}"""
+    _rows(e, rows, [f"{_ctype(op.output)} y", "const float *__restrict__ part"],
+          [e.ptr[op.output], part], combine, "attention split-K combine")
 
 
 @lowers("embedding")
