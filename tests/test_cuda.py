@@ -312,6 +312,31 @@ def test_f16_int4_generation_on_tensor_cores_matches_the_interpreter():
     assert module._executor().kernel_seconds(step, repeats=2) > 0
 
 
+class _Epilogues(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(i, o) for i, o in ((64, 96), (96, 64), (64, 64)))
+
+    def forward(self, x):
+        y = self.b(torch.nn.functional.gelu(self.a(x))) + x  # a residual
+        return torch.sigmoid(self.c(y)) * y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+def test_elementwise_ops_after_a_linear_layer_run_in_its_kernel(dtype):
+    """Activation, residual and gating chains are the layers' epilogues (one
+    kernel each, the f16 results rounded after every op as the IR says)."""
+    model, x = _Epilogues().to(dtype), torch.randn(5, 64).to(dtype)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=EMULATE)
+    kernels = module.artifact.extra["kernels"]
+    assert sum(kernels.values()) == 3, kernels
+    assert any(k.endswith("+ sigmoid, mul") for k in kernels), kernels
+    from hetc.runtime.convert import to_numpy
+    want = hetc.interpret(module.graph, [to_numpy(x)])[0].astype(np.float32)
+    np.testing.assert_allclose(to_numpy(module(x)).astype(np.float32), want,
+                               rtol=1e-5 if dtype == torch.float32 else 1e-3, atol=1e-5)
+
+
 class _Attention(torch.nn.Module):
     def __init__(self, causal):
         super().__init__()

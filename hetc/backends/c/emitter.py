@@ -126,6 +126,10 @@ class Emitter:
         """Ops the target needs not run (their results are read elsewhere)."""
         return set()
 
+    def lower(self, op):
+        """Emit the code of one op."""
+        self.lowerings[op.kind](self, op)
+
     def reads(self, op):
         """The values op's code reads (its operands, unless a lowering reads
         others in their place): they stay in the arena until it ran."""
@@ -193,7 +197,7 @@ class Emitter:
                 elif v in self.outs:
                     self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]", ctypes=self.ctypes)
             self.emit(comment(f"{op.kind} -> {', '.join('%' + v.name for v in op.outputs)}"))
-            self.lowerings[op.kind](self, op)
+            self.lower(op)
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
             if self.outs.get(v) != j:  # not written in place by its producer
                 self.copy_output(j, v)

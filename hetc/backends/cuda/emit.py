@@ -303,14 +303,89 @@ class _Scratch:
         self.ptr, self.type = ptr, TensorType(shape, dtypes.f32)
 
 
-def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
+def _float_expr(op):
+    """The C expression (of x, or a and b) of a float elementwise op an
+    epilogue can run, or None."""
+    if op.kind == "gelu":
+        return GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"]
+    return UNARY.get(op.kind) or BINARY.get(op.kind)
+
+
+def epilogue_chain(graph, users, op, claimed):
+    """The elementwise ops to run on `op`'s results before they are stored:
+    each the one user of the one before, of the same shape and float dtype,
+    its other operand (if any) read with broadcasting; none a graph output
+    except the last, none in another chain (`claimed`: in a gated MLP both
+    layers end at one multiply, which only the first takes)."""
+    chain, cur = [], op.output
+    while cur not in graph.outputs and len(users.get(cur, ())) == 1:
+        nxt = users[cur][0]
+        if nxt in claimed or not OPS[nxt.kind].epilogue or _float_expr(nxt) is None \
+                or len(nxt.outputs) != 1 \
+                or nxt.output.type.shape != cur.type.shape \
+                or nxt.output.type.dtype != cur.type.dtype \
+                or any(v.type.dtype.name not in FLOATS for v in nxt.inputs):
+            break
+        chain.append(nxt)
+        cur = nxt.output
+    return chain
+
+
+class Epilogue:
+    """A GEMM's stored value: its f32 sum, then each op of `chain` (rounded
+    to the dtype after every op, as the IR defines), into `out`."""
+
+    def __init__(self, e, op, chain):
+        self.chain, self.out = chain, (chain[-1] if chain else op).output
+        self.shape = list(op.output.type.shape)
+        self.params, self.args, self.operands = [], [], []
+        prev = op.output
+        for i, step in enumerate(chain):
+            other = next((v for v in step.inputs if v is not prev), None) \
+                if len(step.inputs) == 2 else None
+            if other is not None:
+                self.params.append(f"{_ctype(other, True)} e{i}")
+                self.args.append(e.val(other))
+            self.operands.append(other)
+            prev = step.output
+
+    def store(self, value, index):
+        """C statements storing `value` (f32) as element `index` of the
+        result, through the chain (y the result pointer)."""
+        lines = [f"float v = {value};"]
+        narrow = self.out.type.dtype.name in NARROW
+        for i, (step, other) in enumerate(zip(self.chain, self.operands)):
+            if narrow:
+                lines.append(f"v = {load(self.out, store(self.out, 'v'))};")
+            expr = _float_expr(step)
+            if other is None and len(step.inputs) == 1:
+                lines.append(f"{{ float x = v; v = {expr}; }}")
+                continue
+            if other is None:  # both operands the chain's value (x * x)
+                lines.append(f"{{ float a = v, b = v; v = {expr}; }}")
+                continue
+            reads = broadcast_strides(other.type, self.shape) or [0]
+            lines.append(_offset(self.shape, reads, f"o{i}", index))
+            got = load(other, f"e{i}[o{i}]")
+            first = step.inputs[0] is other
+            lines.append(f"{{ float a = {got if first else 'v'}, b = {'v' if first else got}; "
+                         f"v = {expr}; }}")
+        lines.append(f"y[{index}] = {store(self.out, 'v')};")
+        return "{ " + " ".join(lines) + " }"
+
+    def what(self):
+        return (" + " + ", ".join(s.kind for s in self.chain)) if self.chain else ""
+
+
+def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what, epi=None):
     """y[z][row][col] = sum_k a[z][row][k] * B(k, col) (+ bias[col]), tiled
     TILE x TILE through shared memory; `b_at(k, col)` reads B from the
-    `b_params` (in batch z of a batched matmul)."""
+    `b_params` (in batch z of a batched matmul); stored through `epi`."""
     t = op.output.type
+    epi = epi or Epilogue(e, op, [])
     batch = math.prod(t.shape[:-2]) if op.kind == "matmul" else 1
-    params = [f"{_ctype(op.output)} y", f"{_ctype(a, True)} ap", *b_params]
-    args = [e.ptr[op.output], a.ptr if isinstance(a, _Scratch) else e.val(a), *b_args]
+    params = [f"{_ctype(epi.out)} y", f"{_ctype(a, True)} ap", *b_params]
+    args = [e.ptr[epi.out], a.ptr if isinstance(a, _Scratch) else e.val(a), *b_args]
     if bias is not None:
         params.append(f"{_ctype(bias, True)} bias")
         args.append(e.val(bias))
@@ -329,13 +404,14 @@ def _gemm(e, op, a, b_params, b_args, bias, m, n, k, a_batch, b_at, what):
         __syncthreads();
     }}
     if (row < {m} && col < {n})
-        y[z * {m * n} + row * {n} + col] = {store(op.output, result)};"""
+        {epi.store(result, f"z * {m * n} + row * {n} + col")}"""
     grid = f"{-(-n // TILE)}, {-(-m // TILE)}, {batch}"
-    e.launch(params, body, grid, f"{TILE}, {TILE}", args, what)
+    e.launch(params + epi.params, body, grid, f"{TILE}, {TILE}", args + epi.args,
+             what + epi.what())
 
 
 @lowers("linear")
-def _linear(e, op):
+def _linear(e, op, chain=()):
     """Symmetric int8/int4 weights stay integer codes (int4 two per byte, low
     nibble first) with f32 scales per row and group, dequantized as the tile
     is loaded, so the math is the interpreter's f32; other encodings are
@@ -344,19 +420,22 @@ def _linear(e, op):
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     n, k = w.type.shape
     m = op.output.type.numel // n
+    epi = Epilogue(e, op, list(chain))
     tc = tensor_core.plan(e, op, buffer_ref(e.val(x))[2])
     if tc is not None:
         wq, meta, scales = tensor_core.pack(e, op, tc)
-        args = [e.ptr[op.output], e.val(x), f"((const uint32_t *)(W + {wq}))"]
+        args = [e.ptr[epi.out], e.val(x), f"((const uint32_t *)(W + {wq}))"]
         args += [f"((const uint32_t *)(W + {meta}))"] if meta is not None else []
         args += [f"((const float *)(W + {scales}))"] if scales is not None else []
-        params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", *tensor_core.params(tc)]
+        params = [f"{_ctype(epi.out)} y", f"{_ctype(x, True)} x", *tensor_core.params(tc)]
         if bias is not None:
             params.append(f"{_ctype(bias, True)} bias")
             args.append(e.val(bias))
         body, grid, block = tensor_core.kernel(
-            tc, m, n, k, f" + {load(bias, 'bias[row]')}" if bias is not None else "")
-        e.launch(params, body, grid, block, args, tc.describe())
+            tc, m, n, k, epi.store,
+            f" + {load(bias, 'bias[row]')}" if bias is not None else "")
+        e.launch(params + epi.params, body, grid, block, args + epi.args,
+                 tc.describe() + epi.what())
         e.tensor_core_ops[op] = tc.sparse
         return
     if op.attrs.get("act_group"):
@@ -365,7 +444,7 @@ def _linear(e, op):
     if q is None:
         what = "linear f32 tiled" + (" (weights decoded to f32)" if w.type.encodings else "")
         _gemm(e, op, x, [f"{_ctype(w, True)} bp"], [e.val(w)], bias, m, n, k, 0,
-              lambda kk, c: load(w, f"bp[{c} * {k} + {kk}]"), what)
+              lambda kk, c: load(w, f"bp[{c} * {k} + {kk}]"), what, epi)
         return
     name, bits, group = q
     codes = integer_codes(e, name)
@@ -386,7 +465,7 @@ def _linear(e, op):
     _gemm(e, op, x, params, args, bias, m, n, k, 0,
           lambda kk, c: f"{code(kk, c)} * ws[{c} * {k // group} + {kk} / {group}]",
           f"linear int{bits} g{group} weights{f' ({nm.n}:{nm.m} zeros stored)' if nm else ''}"
-          f", f32 math")
+          f", f32 math", epi)
 
 
 def _quantized_activations(e, op, x, m, k, group):
@@ -1072,6 +1151,34 @@ class CudaEmitter(Emitter):
 
     def emit(self, text):
         self.op = text  # the op being lowered, as its comment: named in the table
+
+    def skipped(self):
+        """Elementwise ops after a linear layer run in its kernel's epilogue:
+        the layer and all but the last op of the chain emit nothing, the
+        last one the fused kernel."""
+        users = self.g.users()
+        self.fused, skipped = {}, set()
+        for op in self.g.ops:
+            if op.kind == "linear":
+                chain = epilogue_chain(self.g, users, op, skipped | set(self.fused))
+                if chain:
+                    self.fused[chain[-1]] = (op, chain)
+                    skipped |= {op, *chain[:-1]}
+        return skipped
+
+    def reads(self, op):
+        """A fused kernel reads its layer's operands and the chain's."""
+        if op not in self.fused:
+            return op.inputs
+        layer, chain = self.fused[op]
+        return [*layer.inputs, *(v for step in chain for v in step.inputs)]
+
+    def lower(self, op):
+        if op in self.fused:
+            layer, chain = self.fused[op]
+            _linear(self, layer, chain)
+        else:
+            super().lower(op)
 
     def launch(self, params, body, grid, block, args, what):
         name = f"k{len(self.device)}"

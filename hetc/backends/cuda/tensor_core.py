@@ -191,9 +191,10 @@ def _bf16_bits(f32):
 
 # -- the kernel ----------------------------------------------------------------------
 
-def kernel(p: Plan, m, n, k, bias_expr):
+def kernel(p: Plan, m, n, k, store, bias_expr):
     """(body, grid, block) of the kernel: y[m][n] = sum_k x[m][k] W[n][k]
-    (+ bias), parameters y, x, wq[, meta][, ws][, bias]."""
+    (+ bias), parameters y, x, wq[, meta][, ws][, bias]; `store(value,
+    index)` gives the statements storing an f32 result (its epilogue)."""
     step = p.kstep
     kpad = -(-k // KC) * KC
     kt_all, npad = kpad // step, -(-n // 16) * 16
@@ -271,7 +272,7 @@ def kernel(p: Plan, m, n, k, bias_expr):
         for (int i = 0; i < 4; i++) {{
             long row = row0 + 8 * (i >> 1), mm = m0 + 8 * j + 2 * t + (i & 1);
             if (row < {n} && mm < {m})
-                y[mm * {n} + row] = hetc_to_{p.act}(acc[j][i]{bias_expr});
+                {store(f"acc[j][i]{bias_expr}", f"mm * {n} + row")}
         }}"""
     grid = f"{-(-npad // (16 * WARPS))}, {-(-m // tok)}"
     return body, grid, str(WARPS * 32)
