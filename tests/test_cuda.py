@@ -21,8 +21,8 @@ import torch
 import hetc
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import read_headers, shared_headers
-from hetc.backends.cuda import HEADER_FILES, HERE, SIM_FLAGS, nvrtc
-from hetc.core.errors import TargetError
+from hetc.backends.cuda import HEADER_FILES, HERE, SIM_FLAGS, toolchain
+from hetc.core.errors import TargetError, UsageError
 from hetc.ir import Graph, TensorType, dtypes
 from hetc.passes.pipeline import PassManager
 
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from families import Logits, gpt2_tiny, llama_tiny  # noqa: E402
 from models import examples  # noqa: E402
 
-NVRTC = nvrtc.available()
+NVRTC = toolchain.available()
 # make gpu-check runs these tests on a GPU: the same checks, no simulation
 ON_GPU = os.environ.get("HETC_TEST_CUDA_ON_GPU") == "1"
 EMULATE = not ON_GPU
@@ -48,11 +48,11 @@ def test_models_run_on_the_simulation_as_the_interpreter_computes(name, model, i
     want = hetc.compile(model, example_inputs=inputs)(*inputs)
     torch.testing.assert_close(module(*inputs), want, rtol=1e-5, atol=2e-6)
     if NVRTC is None:  # the same source compiled for the GPUs, no kernel spilling
-        cubins = module.artifact.extra["cubins"]
-        assert set(cubins) == set(nvrtc.ARCHS)
+        cubins = dict(module.artifact.extra["cubins"])
+        assert cubins.pop(toolchain.PTX)["ptx_bytes"] and set(cubins) == set(toolchain.ARCHS)
         for arch, c in cubins.items():
-            assert c["cubin_bytes"] and len(c["kernels"]) == sum(
-                module.artifact.extra["kernels"].values())
+            assert c["cubin_bytes"] and len(c["kernels"]) == module.artifact.sources[
+                "model.cu"].count('extern "C" __global__')
             spilling = {k: r for k, r in c["kernels"].items() if r["spill_bytes"]}
             assert not spilling, (arch, spilling)
     assert ("cuda runs through hetc's CPU simulation" in str(module.report)) == EMULATE
@@ -166,6 +166,33 @@ def test_nvcc_compiles_the_generated_source_too(tmp_path):
             assert p.returncode == 0, p.stderr[-2000:]
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc here")
+def test_nvcc_builds_the_cubins_when_asked():
+    name, model, inputs = MODELS[0]
+    module = hetc.compile(model, target="cuda", example_inputs=inputs, compiler="nvcc")
+    cubins = module.artifact.extra["cubins"]
+    assert module.artifact.build["compiler"] == "nvcc"
+    assert all(c["kernels"] for arch, c in cubins.items() if arch != toolchain.PTX)
+    assert "cuda (nvcc)" in str(module.report)
+
+
+@pytest.mark.skipif(NVRTC is not None, reason=str(NVRTC))
+def test_cubins_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("HETC_CACHE", str(tmp_path))
+    srcs = {"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES)}
+    cubin, log = toolchain.build(srcs, "sm_80", main="t.cu")
+    files = sorted(p.name for p in (tmp_path / "cuda").iterdir())
+    assert len(files) == 2 and cubin[:4] == b"\x7fELF"  # the cubin and ptxas's report
+    assert toolchain.build(srcs, "sm_80", main="t.cu") == (cubin, log)
+    assert sorted(p.name for p in (tmp_path / "cuda").iterdir()) == files
+
+
+def test_a_bad_compiler_name_is_refused():
+    name, model, inputs = MODELS[0]
+    with pytest.raises(UsageError, match="compiler must be one of nvrtc, nvcc"):
+        hetc.compile(model, target="cuda", example_inputs=inputs, compiler="clang")
+
+
 # -- the simulation itself ------------------------------------------------------------
 
 SIM_TEST = r'''
@@ -260,9 +287,9 @@ def test_warp_shuffles_reduce_each_warp(sim):
 
 @pytest.mark.skipif(NVRTC is not None, reason=str(NVRTC))
 def test_the_simulated_source_is_real_cuda():
-    sizes = nvrtc.compile_check({"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES)},
-                                main="t.cu")
-    assert set(sizes) == set(nvrtc.ARCHS)
+    sizes = toolchain.compile_check({"t.cu": SIM_TEST, **read_headers(HERE, HEADER_FILES)},
+                                    main="t.cu")
+    assert sizes.pop(toolchain.PTX)["ptx_bytes"] and set(sizes) == set(toolchain.ARCHS)
     assert all(set(c["kernels"]) == {"reverse", "divergent", "warp_sums"} for c in sizes.values())
 
 

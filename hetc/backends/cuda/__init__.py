@@ -1,8 +1,8 @@
 """The cuda backend: the graph as generated CUDA C++ (emit.py, device.cuh),
-compile-checked with NVRTC for sm_80 and sm_90a, and run here by compiling
-the same source with g++ against device.cuh's CPU simulation
-(`emulate=True`); on a GPU through the driver API (gpu.py). Both play the
-same launch table (launch.py)."""
+compile-checked for sm_80, sm_86, sm_89 and sm_90a (toolchain.py), run
+here by compiling the same source with g++ against device.cuh's CPU
+simulation (`emulate=True`), and on a GPU through the driver API (gpu.py).
+Both play the same launch table (launch.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import json
 import os
 from dataclasses import dataclass
 
-from hetc.backends.base import emulate_option, emulating
+from hetc.backends.base import emulate_option, emulating, option
 from hetc.backends.c.build import build
 from hetc.backends.c.emitter import EmitterBackend, read_headers, shared_headers
 from hetc.core.errors import TargetError
 from hetc.runtime.artifact import Artifact
 
-from . import emit, nvrtc, roofline
+from . import emit, roofline, toolchain
 from .gpu import RUN_ON_CPU, GpuDevice
 from .launch import Executor, SimDevice
 
@@ -30,6 +30,8 @@ EMULATED_NOTE = ("cuda runs through hetc's CPU simulation of the generated kerne
 @dataclass(frozen=True)
 class CudaOptions:
     emulate: bool | None = emulate_option()
+    compiler: str = option("nvrtc", "what builds the GPU code: nvrtc (the pip wheel, in "
+                                    "process) or nvcc (on the PATH)", toolchain.COMPILERS)
 
 
 def sources(lowered) -> dict:
@@ -40,21 +42,23 @@ def sources(lowered) -> dict:
 
 
 def device_sources(srcs) -> dict:
-    """What NVRTC compiles: model.cu and the headers it includes on a GPU."""
+    """What the GPU compiler gets: model.cu and the headers it includes."""
     return {k: v for k, v in srcs.items() if k.endswith((".cu", ".cuh"))}
 
 
-def _resources_note(cubins) -> str:
+def _resources_note(cubins, compiler) -> str:
     """One line per architecture: kernels, the most registers and shared
     memory one uses, and spills (which a hot kernel must not have)."""
     parts = []
     for arch, c in cubins.items():
+        if "kernels" not in c:
+            continue  # the PTX
         ks = c["kernels"].values()
         spills = sum(k["spill_bytes"] for k in ks)
         parts.append(f"{arch}: {len(ks)} kernels, <= {max((k['registers'] for k in ks), default=0)}"
                      f" registers, <= {max((k['shared_bytes'] for k in ks), default=0)} B shared, "
                      + (f"{spills} B of spills" if spills else "no spills"))
-    return "cuda (NVRTC): " + "; ".join(parts)
+    return f"cuda ({compiler}): " + "; ".join(parts) + f"; PTX for {toolchain.PTX}"
 
 
 class CudaBackend(EmitterBackend):
@@ -66,18 +70,22 @@ class CudaBackend(EmitterBackend):
         lowered = emit.lower_graph(graph)
         srcs = sources(lowered)
         notes, cubins = [], {}
-        why = nvrtc.available()
+        why = toolchain.available(options.compiler)
+        if why is not None and options.compiler == "nvcc":  # asked for: not skipped silently
+            raise TargetError(f"target cuda: compiler='nvcc' but {why}")
         if why is None:  # the compile check: the kernels as a GPU gets them
-            cubins = nvrtc.compile_check(device_sources(srcs))
-            notes.append(_resources_note(cubins))
+            cubins = toolchain.compile_check(device_sources(srcs), compiler=options.compiler)
+            notes.append(_resources_note(cubins, options.compiler))
         else:
             notes.append(f"cuda: the generated code was not compile-checked: {why}")
         notes.append(roofline.note(graph, target, lowered.tensor_core_ops))
         emulate = emulating(options.emulate)
         artifact = Artifact(target.name, graph, srcs,
-                            build={"compiler": "nvrtc", "archs": list(nvrtc.ARCHS),
-                                   "emulate": emulate, "emulate_flags": SIM_FLAGS,
-                                   "entry": "launches.json: the kernels and copies of a call, in order"},
+                            build={"compiler": options.compiler, "archs": list(toolchain.ARCHS),
+                                   "ptx": toolchain.PTX, "emulate": emulate,
+                                   "emulate_flags": SIM_FLAGS,
+                                   "entry": "launches.json: the kernels and copies of a call, "
+                                            "in order"},
                             extra={"arena_bytes": lowered.arena_bytes,
                                    "weights_bytes": int(lowered.blob.nbytes),
                                    "kernels": lowered.kernels, "cubins": cubins,
@@ -88,15 +96,19 @@ class CudaBackend(EmitterBackend):
     def load(self, artifact):
         emulate = bool(artifact.build.get("emulate")) or emulating(None)
         lowered = getattr(artifact, "lowered", None) or emit.lower_graph(artifact.graph)
-        kernels = [s["kernel"] for s in lowered.steps if "kernel" in s]
+        kernels = lowered.kernel_names
         if emulate:
             device = SimDevice(build(sources(lowered), SIM_FLAGS, main="model.cu"), kernels)
         else:
-            why = nvrtc.available()
+            compiler = artifact.build.get("compiler", "nvrtc")
+            if compiler not in toolchain.COMPILERS:  # a saved manifest: trust nothing
+                raise TargetError(f"target cuda: the artifact names an unknown compiler "
+                                  f"{compiler!r} (known: {', '.join(toolchain.COMPILERS)})")
+            why = toolchain.available(compiler)
             if why:
                 raise TargetError(f"target cuda: cannot build the kernels for this GPU: {why}; "
                                   f"{RUN_ON_CPU}")
-            device = GpuDevice(device_sources(sources(lowered)), kernels)
+            device = GpuDevice(device_sources(sources(lowered)), kernels, compiler)
         return Executor(artifact.graph, lowered, device)
 
 

@@ -1094,6 +1094,7 @@ class CudaLowered(Lowered):
 
     steps: list = field(default_factory=list)
     tensor_core_ops: dict = field(default_factory=dict)  # op -> on mma.sp
+    kernel_names: list = field(default_factory=list)  # each generated kernel once, in order
 
 
 #: bytes per element of the C types kernels take pointers to
@@ -1146,6 +1147,7 @@ class CudaEmitter(Emitter):
         super().__init__(graph, threads)
         self.device = []  # the generated kernels, in launch order
         self.params = []  # each kernel's parameter types, for the simulation's dispatch
+        self.names = {}  # (parameters, body) -> kernel name
         self.steps = []   # the launch table
         self.tensor_core_ops = {}
 
@@ -1181,11 +1183,16 @@ class CudaEmitter(Emitter):
             super().lower(op)
 
     def launch(self, params, body, grid, block, args, what):
-        name = f"k{len(self.device)}"
-        self.device.append(f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
-                           f'{body}\n}}\n')
-        self.params.append([p.rsplit(" ", 1)[0].replace("__restrict__", "").strip()
-                            for p in params])
+        """A launch of the kernel `params` / `body`; identical kernels (the
+        layers of a transformer, say) are generated once."""
+        key = (tuple(params), body)
+        name = self.names.get(key)
+        if name is None:
+            name = self.names[key] = f"k{len(self.device)}"
+            self.device.append(f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
+                               f'{body}\n}}\n')
+            self.params.append([p.rsplit(" ", 1)[0].replace("__restrict__", "").strip()
+                                for p in params])
         self.steps.append({"kernel": name, "op": self.op.strip("/* "), "grid": _dims(grid),
                            "block": _dims(block), "args": [buffer_ref(a) for a in args]})
         self.count(what)
@@ -1197,7 +1204,8 @@ class CudaEmitter(Emitter):
     def run(self):
         lowered = super().run()
         return CudaLowered(**vars(lowered), steps=self.steps,
-                           tensor_core_ops=self.tensor_core_ops)
+                           tensor_core_ops=self.tensor_core_ops,
+                           kernel_names=[f"k{i}" for i in range(len(self.device))])
 
     def source(self, body, arena_bytes) -> str:
         cases = "".join(

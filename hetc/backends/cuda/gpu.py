@@ -16,7 +16,7 @@ import numpy as np
 
 from hetc.core.errors import TargetError
 
-from . import nvrtc
+from . import toolchain
 from .launch import play
 
 RUN_ON_CPU = ("compile with emulate=True (hetc compile --emulate) or set HETC_EMULATE=1 to "
@@ -76,7 +76,7 @@ class GpuDevice:
 
     takes_gpu_tensors = True  # torch CUDA tensors are used where they are
 
-    def __init__(self, sources, kernels, ordinal=0):
+    def __init__(self, sources, kernels, compiler="nvrtc", ordinal=0):
         d = self.d = driver()
         dev = _ok(d, d.cuDeviceGet(ordinal), "cuDeviceGet")
         self.arch = architecture(d, dev)
@@ -85,8 +85,12 @@ class GpuDevice:
         gpu = _ok(d, d.cuDeviceGetName(64, dev), "cuDeviceGetName")
         gpu = bytes(gpu).split(b"\0")[0].decode(errors="replace")
         self.name = f"cuda ({gpu}, {self.arch})"
-        cubin, _ = nvrtc.compile_cubin(sources, self.arch)
-        self.module = _ok(d, d.cuModuleLoadData(cubin), "cuModuleLoadData")
+        try:  # a cubin for this GPU's own architecture (cached when built before)
+            code, _ = toolchain.build(sources, self.arch, compiler=compiler)
+        except TargetError:  # an architecture the compiler does not know: the driver's JIT
+            code, _ = toolchain.build(sources, toolchain.PTX, compiler=compiler)
+            code += b"\0"  # the driver reads PTX as a C string
+        self.module = _ok(d, d.cuModuleLoadData(code), "cuModuleLoadData")
         self.functions = {k: _ok(d, d.cuModuleGetFunction(self.module, k.encode()),
                                  f"cuModuleGetFunction {k}") for k in kernels}
         self.stream = _ok(d, d.cuStreamCreate(0), "cuStreamCreate")
