@@ -85,6 +85,12 @@ extern "C" __global__ void lop3(uint32_t *y, const uint32_t *x) {
                                      x[3 * threadIdx.x + 2]);
 }
 
+/* every e4m3 byte's value */
+extern "C" __global__ void e4m3(float *y) {
+    uint32_t b = blockIdx.x * 32 + threadIdx.x;
+    y[b] = hetc_from_e4m3(b);
+}
+
 #ifdef HETC_SIM
 extern "C" int run(int which, void *y, const void *a, const void *b, const void *c, int flag,
                    char *err) {
@@ -98,6 +104,7 @@ extern "C" int run(int which, void *y, const void *a, const void *b, const void 
                                  (const uint16_t *)c));
     if (which == 2) HETC_LAUNCH(staged, dim3(1), dim3(32), ((float *)y, (const float *)a, flag));
     if (which == 3) HETC_LAUNCH(lop3, dim3(1), dim3(32), ((uint32_t *)y, (const uint32_t *)a));
+    if (which == 4) HETC_LAUNCH(e4m3, dim3(8), dim3(32), ((float *)y));
     strcpy(err, st.text);
     return st.failed;
 }
@@ -211,12 +218,23 @@ def test_lop3_computes_its_truth_table(tc):
     np.testing.assert_array_equal(y, (a & b) | c)
 
 
+def test_e4m3_bytes_decode_exactly(tc):
+    import ml_dtypes
+
+    y = np.zeros(256, np.float32)
+    assert tc(4, y, None) == (0, "")
+    want = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    finite = ~np.isnan(want)  # 0x7f and 0xff: NaN, which weights never hold
+    np.testing.assert_array_equal(y[finite], want[finite])
+
+
 @pytest.mark.skipif(NVRTC is not None, reason=str(NVRTC))
 def test_the_tensor_core_primitives_compile_for_the_gpus():
     sizes = toolchain.compile_check({"t.cu": TC_TEST, **read_headers(HERE, HEADER_FILES)},
                                     main="t.cu")
-    assert sizes.pop(toolchain.PTX)["ptx_bytes"] and all(set(c["kernels"]) == {"mma_dense", "mma_sparse", "staged", "lop3"}
-               for c in sizes.values())
+    kernels = {"mma_dense", "mma_sparse", "staged", "lop3", "e4m3"}
+    assert sizes.pop(toolchain.PTX)["ptx_bytes"]
+    assert all(set(c["kernels"]) == kernels for c in sizes.values())
 
 
 # -- linear layers on tensor cores ---------------------------------------------------
@@ -237,6 +255,8 @@ def _mlp(dtype, k=192, hidden=200, out=40):
     ({"sparsity": "2:4", "precision": "int4-g32"}, "(mma.sp 2:4), int4 weights (lop3 dequant) g32"),
     ({"sparsity": "1:4", "precision": "int8"}, "(mma.sp 2:4), int8 weights"),
     ({"sparsity": "4:8"}, "(mma.sync), {dt} weights (4:8 zeros stored: more than 2 of 4)"),
+    ({"precision": "fp8"}, "(mma.sync), fp8 e4m3 weights"),
+    ({"sparsity": "2:4", "precision": "fp8"}, "(mma.sp 2:4), fp8 e4m3 weights"),
 ])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_half_precision_linear_layers_run_on_tensor_cores(dtype, options, kernel, tokens):

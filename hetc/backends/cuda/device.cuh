@@ -316,6 +316,14 @@ HETC_INLINE uint16_t hetc_to_f16(float f) {
     return (uint16_t)(sign | (((r >> 23) - 112) << 10) | ((r >> 13) & 1023));
 }
 
+/* an fp8 e4m3 byte's value (bias 7, subnormals m * 2^-9; e4m3 has no
+ * infinities and its NaN, 0x7f/0xff, is not decoded: weights hold none) */
+HETC_INLINE float hetc_from_e4m3(uint32_t b) {
+    uint32_t e = (b >> 3) & 15, m = b & 7;
+    float v = e ? hetc_float((e + 120) << 23 | m << 20) : (float)m * 0.001953125f;
+    return b & 0x80 ? -v : v;
+}
+
 /* a mod b with the divisor's sign (Python %); a finite a by an infinite b is
  * a, or b when their signs differ, as numpy gives */
 HETC_INLINE float hetc_mod(float a, float b) {

@@ -59,7 +59,8 @@ class Plan:
 
     def describe(self):
         mma = "mma.sp 2:4" if self.sparse else "mma.sync"
-        vals = {"int4": "int4 weights (lop3 dequant)", "int8": "int8 weights"}.get(
+        vals = {"int4": "int4 weights (lop3 dequant)", "int8": "int8 weights",
+                "fp8": "fp8 e4m3 weights"}.get(
             self.values, f"{self.values} weights")
         group = f" g{self.group}" if self.group else ""
         zeros = f" ({self.zeros} zeros stored: more than 2 of 4)" if self.zeros else ""
@@ -85,6 +86,8 @@ def plan(e, op, x_offset) -> Plan | None:
     if q is not None:
         _, bits, group = q
         values = f"int{bits}"
+    elif _fp8_weight(w):
+        values, group = "fp8", w.type.quant.group or k
     elif w.type.dtype.name == act and not w.type.quant:
         values, group = act, 0
     else:
@@ -156,7 +159,7 @@ def pack(e, op, p: Plan):
         nib = (frags.astype(np.int32) + 8).astype(np.uint32)
         shift = (4 * np.arange(4)[:, None] + 16 * np.arange(2)[None, :]).astype(np.uint32)
         words = (nib << shift).sum((-1, -2), dtype=np.uint32)  # [NT, KT, 32]
-    elif p.values == "int8":
+    elif p.values in ("int8", "fp8"):
         b = (frags.astype(np.int32) & 255).astype(np.uint32)  # reg j half h: word j // 2
         words = (b[..., 0::2, 0] | b[..., 0::2, 1] << 16 | b[..., 1::2, 0] << 8
                  | b[..., 1::2, 1] << 24)  # [.., 32, 2]: bytes (0, 2) reg 2i, (1, 3) reg 2i + 1
@@ -165,18 +168,28 @@ def pack(e, op, p: Plan):
     wq = e.blob.add(np.ascontiguousarray(words))
     scales = None
     if p.group:
-        name = integer_weight(w)[0]
-        s = weight_scales(e, name, n, w.type.shape[1] // p.group)
+        s = weight_scales(e, w.producer.attrs["name"], n, w.type.shape[1] // p.group)
         scales = e.blob.add(np.ascontiguousarray(np.pad(s, ((0, -n % 16), (0, 0)))))
     return wq, meta, scales
 
 
+def _fp8_weight(w) -> bool:
+    """e4m3 values with a symmetric scale per row and group along k."""
+    q = w.type.quant
+    return w.type.dtype.name == "f8e4m3" and q is not None and q.symmetric \
+        and not q.codebook and q.axis % 2 == 1
+
+
 def _values(e, w, act):
-    """(the weight as packed: int8 codes or 16-bit float bits, its nonzeros)."""
+    """(the weight as packed: int8 codes, e4m3 bits or 16-bit float bits,
+    its nonzeros)."""
     q = integer_weight(w)
     if q is not None:
         codes = integer_codes(e, q[0])
         return codes, codes != 0
+    if _fp8_weight(w):
+        bits = np.asarray(e.g.weights[w.producer.attrs["name"]]).view(np.uint8)
+        return bits, (bits & 0x7F) != 0
     data = np.asarray(load_const(w.producer, e.g)).astype(np.float32)
     bits = data.astype(np.float16).view(np.uint16) if act == "f16" else _bf16_bits(data)
     return bits, data != 0
@@ -208,12 +221,14 @@ def kernel(p: Plan, m, n, k, store, bias_expr):
                   f"        for (int j = 0; j < 4; j++)  /* 16-bit (nibble + magic) - (8 + magic) */\n"
                   f"            a[j] = hetc_fma2_{p.act}(hetc_lop3<0xea>(q >> (4 * j), 0x000f000fu, "
                   f"{magic}), {one}, {neg});\n")
-    elif p.values == "int8":
+    elif p.values in ("int8", "fp8"):
+        value = "(float)(int8_t)({})" if p.values == "int8" else "hetc_from_e4m3({})"
         load_a = (f"        const uint32_t *q = wq + (tile * 32 + lane) * 2;\n"
                   f"        for (int j = 0; j < 4; j++) {{\n"
                   f"            uint32_t v = q[j >> 1] >> (8 * (j & 1));\n"
-                  f"            a[j] = (uint32_t)hetc_to_{p.act}((float)(int8_t)(v & 255u)) |\n"
-                  f"                   (uint32_t)hetc_to_{p.act}((float)(int8_t)(v >> 16 & 255u)) << 16;\n"
+                  f"            a[j] = (uint32_t)hetc_to_{p.act}({value.format('v & 255u')}) |\n"
+                  f"                   (uint32_t)hetc_to_{p.act}({value.format('v >> 16 & 255u')})"
+                  f" << 16;\n"
                   f"        }}\n")
     else:
         load_a = ("        const uint32_t *q = wq + (tile * 32 + lane) * 4;\n"
