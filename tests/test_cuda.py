@@ -329,6 +329,8 @@ def test_f16_int4_generation_on_tensor_cores_matches_the_interpreter():
     kernels = module.artifact.extra["kernels"]
     assert any("f16 tensor cores" in k for k in kernels)
     assert "attention split-K over keys (flash-decoding)" in kernels
+    # the cache and the new keys read where they lie: no repeat of the kv heads
+    assert "expand copy" not in kernels, kernels
     want = hetc.compile(model, **options).generate(ids, max_new_tokens=8, eos_token_id=-1)
     assert torch.equal(module.generate(ids, max_new_tokens=8, eos_token_id=-1), want)
     from hetc.runtime.generate import step_inputs

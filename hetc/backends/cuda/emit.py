@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hetc.backends.c.emitter import Emitter, Lowered
+from hetc.backends.c.kv_view import attention_views
 from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
@@ -584,6 +585,44 @@ def _offset_expr(v, shape):
     return " + ".join(parts) or "0"
 
 
+def _keys_and_values(e, op, batch_strides):
+    """(params, args, head lines, key_at(j, c), value_at(j, d)): how the
+    attention kernel reads element c of key j and d of value j for its
+    query row's batch index z. Through a KVView (a decoder's cache and new
+    tokens, grouped-query heads) it reads the segments where they lie."""
+    k, v = op.inputs[1:3]
+    view = e.views.get(op)
+    if view is None:
+        params = [f"{_ctype(k, True)} kp", f"{_ctype(v, True)} vp"]
+        batch = list(op.output.type.shape[:-2]) or [1]
+        head = [_offset(batch, batch_strides(k) or [0], "ko", "z"),
+                _offset(batch, batch_strides(v) or [0], "vo", "z")]
+        E, Ev = k.type.shape[-1], v.type.shape[-1]
+        return (params, [e.val(k), e.val(v)], head,
+                lambda j, c: load(k, f"kp[ko + {j} * {E} + {c}]"),
+                lambda j, d: load(v, f"vp[vo + {j} * {Ev} + {d}]"))
+    B, H = op.inputs[0].type.shape[:2]
+    params, args = [], []
+    head = [f"long kh = (z % {H}) / {view.group}, kb = z / {H};"]
+    for name, segments in (("k", view.keys), ("v", view.values)):
+        for i, seg in enumerate(segments):
+            Hk, S, D = seg.type.shape[1:]
+            params.append(f"{_ctype(seg, True)} {name}p{i}")
+            args.append(e.val(seg))
+            head.append(f"long {name}o{i} = (kb * {Hk} + kh) * {S * D};")
+
+    def reader(name, segments):
+        def at(j, c):
+            first, D = segments[0].type.shape[2:]
+            one = load(segments[0], f"{name}p0[{name}o0 + {j} * {D} + {c}]")
+            if len(segments) == 1:
+                return one
+            two = load(segments[1], f"{name}p1[{name}o1 + ({j} - {first}) * {D} + {c}]")
+            return f"({j} < {first} ? {one} : {two})"
+        return at
+    return params, args, head, reader("k", view.keys), reader("v", view.values)
+
+
 SPLIT_KEYS = 128  # keys per block of split-K attention (flash-decoding)
 
 
@@ -605,8 +644,8 @@ def _attention(e, op):
     def batch_strides(x):
         return broadcast_strides(x.type, batch + list(x.type.shape[-2:]))[:nb]
     scale = float_literal(op.attrs["scale"] or 1 / math.sqrt(E))
-    params = [f"{_ctype(q, True)} qp", f"{_ctype(k, True)} kp", f"{_ctype(v, True)} vp"]
-    args = [e.val(q), e.val(k), e.val(v)]
+    params, args, head, key_at, value_at = _keys_and_values(e, op, batch_strides)
+    params, args = [f"{_ctype(q, True)} qp", *params], [e.val(q), *args]
     score = [f"s *= {scale};"]
     if op.attrs["softcap"]:
         cap = float_literal(op.attrs["softcap"])
@@ -614,9 +653,7 @@ def _attention(e, op):
     if op.attrs["causal"]:
         score.append(f"if (j > i + {op.attrs['causal_offset']}) s = -HETC_INF;")
     head = [f"long z = r / {L}, i = r % {L};",
-            _offset(batch or [1], batch_strides(q) or [0], "qo", "z"),
-            _offset(batch or [1], batch_strides(k) or [0], "ko", "z"),
-            _offset(batch or [1], batch_strides(v) or [0], "vo", "z")]
+            _offset(batch or [1], batch_strides(q) or [0], "qo", "z"), *head]
     if mask is not None:
         ms = broadcast_strides(mask.type, batch + [L, S])
         params.append(f"{_ctype(mask, True)} mp")
@@ -629,7 +666,7 @@ def _attention(e, op):
     float m = -HETC_INF;
     for (long j = j0 + lane; j < j1; j += 32) {{
         float s = 0.f;
-        for (long c = 0; c < {E}; c++) s += {load(q, "qr[c]")} * {load(k, f"kp[ko + j * {E} + c]")};
+        for (long c = 0; c < {E}; c++) s += {load(q, "qr[c]")} * {key_at("j", "c")};
         {' '.join(score)}
         pr[j - j0] = s;
         m = fmaxf(m, s);
@@ -646,7 +683,7 @@ def _attention(e, op):
     hetc_syncwarp();  /* every lane reads the weights the others wrote */"""
     splits = -(-S // SPLIT_KEYS)
     if splits > 1 and rows < 256:
-        _split_attention(e, op, params, args, head, scores, rows, Ev, splits)
+        _split_attention(e, op, params, args, head, scores, rows, Ev, splits, value_at)
         return
     body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
     {' '.join(head)}
@@ -656,7 +693,7 @@ def _attention(e, op):
     if (live)
         for (long d = lane; d < {Ev}; d += 32) {{
             float acc = 0.f;
-            for (long j = 0; j < {S}; j++) acc += pr[j] * {load(v, f"vp[vo + j * {Ev} + d]")};
+            for (long j = 0; j < {S}; j++) acc += pr[j] * {value_at("j", "d")};
             y[row * {Ev} + d] = {store(op.output, "none ? 0.f : acc / sum")};
         }}"""
     _rows(e, rows, [f"{_ctype(op.output)} y", *params, "float *__restrict__ p"],
@@ -664,11 +701,11 @@ def _attention(e, op):
           "attention warp per query row")
 
 
-def _split_attention(e, op, params, args, head, scores, rows, Ev, splits):
+def _split_attention(e, op, params, args, head, scores, rows, Ev, splits, value_at):
     """Split-K: block (c, r) takes keys [c, c + 1) * SPLIT_KEYS of query
     row r and writes its max m, its sum of exp(s - m) and its unnormalized
     output; a warp per row then rescales the parts to their common max."""
-    v, keys = op.inputs[2], op.inputs[1].type.shape[-2]
+    keys = op.inputs[1].type.shape[-2]
     width = 2 + Ev  # one part: m, sum, output
     part = f"((float *)(A + {e.scratch(4 * rows * splits * width)}))"
     body = f"""    __shared__ float pr[{SPLIT_KEYS}];
@@ -684,7 +721,7 @@ def _split_attention(e, op, params, args, head, scores, rows, Ev, splits):
     }}
     for (long d = lane; d < {Ev}; d += 32) {{
         float acc = 0.f;
-        for (long j = j0; j < j1; j++) acc += pr[j - j0] * {load(v, f"vp[vo + j * {Ev} + d]")};
+        for (long j = j0; j < j1; j++) acc += pr[j - j0] * {value_at("j", "d")};
         out[2 + d] = acc;
     }}"""
     e.launch([*params, "float *__restrict__ part"], body, f"{splits}, {rows}", "32",
@@ -1155,11 +1192,14 @@ class CudaEmitter(Emitter):
         self.op = text  # the op being lowered, as its comment: named in the table
 
     def skipped(self):
-        """Elementwise ops after a linear layer run in its kernel's epilogue:
-        the layer and all but the last op of the chain emit nothing, the
-        last one the fused kernel."""
+        """Attention reads a decoder's cache and new keys in place (the ops
+        that would join them are skipped: kv_view.py); elementwise ops after
+        a linear layer run in its kernel's epilogue: the layer and all but
+        the last op of the chain emit nothing, the last one the fused
+        kernel."""
         users = self.g.users()
-        self.fused, skipped = {}, set()
+        self.views, skipped = attention_views(self.g)
+        self.fused = {}
         for op in self.g.ops:
             if op.kind == "linear":
                 chain = epilogue_chain(self.g, users, op, skipped | set(self.fused))
@@ -1169,7 +1209,11 @@ class CudaEmitter(Emitter):
         return skipped
 
     def reads(self, op):
-        """A fused kernel reads its layer's operands and the chain's."""
+        """A fused kernel reads its layer's operands and the chain's;
+        attention through a view the segments."""
+        view = self.views.get(op)
+        if view is not None:
+            return [*op.inputs, *view.keys, *view.values]
         if op not in self.fused:
             return op.inputs
         layer, chain = self.fused[op]
