@@ -16,7 +16,7 @@ NVIDIA GPU (sm_80 or newer), its driver, and a CUDA build of PyTorch:
 
 Times are the GPU's own (CUDA events), kernels only: hetc's launch table
 replayed as one CUDA graph with the inputs and the KV cache left on the GPU
-(hetc's generate() still passes the cache through the host: docs/cuda.md).
+(as generate() keeps it).
 Everything prints as one table. Without a GPU it says what is missing and
 exits with status 2. Nothing here has run yet: this machine has no GPU.
 """

@@ -1,7 +1,9 @@
 """Greedy generation with a static KV cache, for step graphs made with
 `hetc.compile(..., decoder=...)` (see hetc.frontends.decoder for the step's
-signature). The cache lives here, on the host: each call passes it in and
-gets back the keys and values of its tokens, written into their slots.
+signature). The cache is a HostCache (host memory: each call passes it in
+and gets back the keys and values of its tokens, written into their
+slots), or an executor's own with the same methods (cuda keeps it on the
+device).
 """
 
 from __future__ import annotations
@@ -51,13 +53,38 @@ def step_inputs(pos, n, chunk, max_context):
     return p[None].astype(np.int64), np.ascontiguousarray(mask)
 
 
-def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=None,
-             cache_dtype=np.float32):
+class HostCache:
+    """The static KV cache in host memory: each step passes it to `step`
+    (a callable on numpy arrays) and gets back the keys and values of its
+    tokens, written into their slots by `append`. Executors that keep the
+    cache where their kernels run offer the same two methods
+    (`decoder_cache`)."""
+
+    def __init__(self, step, spec, dtype=np.float32):
+        self.run, self.new = step, []
+        self.layers = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), dtype)
+                       for _ in range(spec.layers)]
+
+    def step(self, ids, positions, mask):
+        """The logits of one call; its new keys and values wait for append."""
+        logits, *self.new = self.run(ids, positions, mask, *self.layers)
+        return logits
+
+    def append(self, pos, n):
+        """The last step's first n new tokens into slots pos..pos+n-1."""
+        for layer, kv in zip(self.layers, self.new):
+            layer[:, :, :, pos:pos + n] = kv[:, :, :, :n]
+
+    def close(self):
+        pass
+
+
+def generate(cache, spec, input_ids, max_new_tokens, eos_token_id=None, progress=None):
     """Greedy tokens after `input_ids` ([T] or [1, T]): prefill in chunks of
-    spec.chunk tokens, then one token per call. `step(*arrays)` runs the step
-    graph on numpy arrays; the cache holds `cache_dtype` (the step's). Stops at `max_new_tokens` or an end-of-sequence
-    token (an id or a list of ids; default: the model's). Returns the new
-    token ids as a list."""
+    spec.chunk tokens, then one token per call, through `cache` (a
+    HostCache, or an executor's own). Stops at `max_new_tokens` or an
+    end-of-sequence token (an id or a list of ids; default: the model's).
+    Returns the new token ids as a list."""
     ids = np.asarray(input_ids)
     if ids.ndim > 2 or (ids.ndim == 2 and ids.shape[0] != 1):
         raise UsageError(f"generate takes one sequence ([T] or [1, T] token ids), got shape "
@@ -74,24 +101,23 @@ def generate(step, spec, input_ids, max_new_tokens, eos_token_id=None, progress=
         eos = set(spec.eos_token_id)
     else:
         eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
-    cache = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), cache_dtype)
-             for _ in range(spec.layers)]
     pos, out, pending = 0, [], prompt
-    while True:
-        for start in range(0, len(pending), spec.chunk):
-            toks = pending[start:start + spec.chunk]
-            n = len(toks)
-            ids = np.array([toks + [toks[-1]] * (spec.chunk - n)], np.int64)
-            positions, mask = step_inputs(pos, n, spec.chunk, spec.max_context)
-            logits, *new = step(ids, positions, mask, *cache)
-            for layer, kv in zip(cache, new):
-                layer[:, :, :, pos:pos + n] = kv[:, :, :, :n]
-            pos += n
-        token = int(np.asarray(logits)[0, n - 1].argmax())
-        out.append(token)
-        done = len(out) == max_new_tokens or token in eos
-        if progress is not None:  # an end-of-sequence token ends the count early
-            progress(len(out), len(out) if done else max_new_tokens, "generated tokens")
-        if done:
-            return out
-        pending = [token]
+    try:
+        while True:
+            for start in range(0, len(pending), spec.chunk):
+                toks = pending[start:start + spec.chunk]
+                n = len(toks)
+                ids = np.array([toks + [toks[-1]] * (spec.chunk - n)], np.int64)
+                logits = cache.step(ids, *step_inputs(pos, n, spec.chunk, spec.max_context))
+                cache.append(pos, n)
+                pos += n
+            token = int(np.asarray(logits)[0, n - 1].argmax())
+            out.append(token)
+            done = len(out) == max_new_tokens or token in eos
+            if progress is not None:  # an end-of-sequence token ends the count early
+                progress(len(out), len(out) if done else max_new_tokens, "generated tokens")
+            if done:
+                return out
+            pending = [token]
+    finally:
+        cache.close()

@@ -15,7 +15,7 @@ from hetc.ir.report import Report
 from . import artifact as artifact_io
 from .artifact import Artifact
 from .convert import is_torch, numpy_dtype, to_numpy, to_torch
-from .generate import DecoderSpec, generate
+from .generate import DecoderSpec, HostCache, generate
 
 
 class Module:
@@ -101,9 +101,12 @@ class Module:
         spec = DecoderSpec.from_dict(self.artifact.extra["decoder"])
         run = self._executor()
         ids = to_numpy(input_ids)
-        new = generate(lambda *arrays: run(list(arrays)), spec, ids, max_new_tokens,
-                       eos_token_id, stderr_progress,
-                       self.graph.inputs[-1].type.dtype.storage)  # the cache's dtype
+        if hasattr(run, "decoder_cache"):  # kept where the kernels run (a GPU)
+            cache = run.decoder_cache(spec)
+        else:
+            cache = HostCache(lambda *arrays: run(list(arrays)), spec,
+                              self.graph.inputs[-1].type.dtype.storage)  # the cache's dtype
+        new = generate(cache, spec, ids, max_new_tokens, eos_token_id, stderr_progress)
         seq = np.concatenate([ids.reshape(1, -1).astype(np.int64), np.array([new], np.int64)],
                              axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq

@@ -118,6 +118,15 @@ class GpuDevice:
     def copy(self, dst, src, nbytes):
         _ok(self.d, self.d.cuMemcpyDtoDAsync(dst, src, nbytes, self.stream), "a device copy")
 
+    def copy2d(self, dst, dst_pitch, src, src_pitch, width, rows):
+        """`rows` rows of `width` bytes, device to device, on the stream."""
+        d = self.d
+        m = d.CUDA_MEMCPY2D()
+        m.srcMemoryType = m.dstMemoryType = d.CUmemorytype.CU_MEMORYTYPE_DEVICE
+        m.srcDevice, m.srcPitch, m.dstDevice, m.dstPitch = src, src_pitch, dst, dst_pitch
+        m.WidthInBytes, m.Height = width, rows
+        _ok(d, d.cuMemcpy2DAsync(m, self.stream), "a device copy")
+
     def play(self, ctx, steps, address):
         """The table as one CUDA graph, captured at a context's first call
         (its buffers never move, so the graph replays as it is): one launch
@@ -175,9 +184,13 @@ class _GpuContext:
         self.ins = [device.alloc(_bytes(t)) for t in in_types]
         self.outs = [device.alloc(_bytes(t)) for t in out_types]
 
-    def bind(self, arrays):
+    def bind(self, arrays, resident=()):
+        """Copies the inputs to the GPU, except those in `resident` (which
+        the buffers hold already, e.g. a decoder's KV cache)."""
         d = self.device
-        for buf, a in zip(self.ins, arrays):
+        for i, (buf, a) in enumerate(zip(self.ins, arrays)):
+            if i in resident:
+                continue
             _ok(d.d, d.d.cuMemcpyHtoDAsync(buf.address, a.ctypes.data, a.nbytes, d.stream),
                 "copying an input to the GPU")
         self.held = arrays  # the host memory must live until the copies are done

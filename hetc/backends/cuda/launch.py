@@ -65,6 +65,10 @@ class SimDevice:
     def copy(self, dst, src, nbytes):
         ctypes.memmove(dst, src, nbytes)
 
+    def copy2d(self, dst, dst_pitch, src, src_pitch, width, rows):
+        for r in range(rows):
+            ctypes.memmove(dst + r * dst_pitch, src + r * src_pitch, width)
+
     def play(self, ctx, steps, address):
         play(self, steps, address)
 
@@ -90,7 +94,9 @@ class _HostContext:
         self.arena_address = -(-self.arena.ctypes.data // 64) * 64  # cache-line aligned
         self.out_types = out_types
 
-    def bind(self, arrays):
+    def bind(self, arrays, resident=()):
+        """Addresses of the inputs and of new outputs (inputs in `resident`
+        are where they were last time: here, always where they are)."""
         self.ins = arrays
         self.outs = [np.empty(s, d) for s, d in self.out_types]
         return [a.ctypes.data for a in arrays], [o.ctypes.data for o in self.outs]
@@ -153,6 +159,13 @@ class Executor:
             ctx.finish()
             return seconds
 
+    def decoder_cache(self, spec):
+        """A decoder's KV cache kept in the device's own input buffers (GPU
+        memory on a GPU) for a whole generation: a step uploads only its
+        ids, positions and mask, and `append` moves the new keys and values
+        from the output buffers into their slots on the device."""
+        return _DeviceCache(self, spec)
+
     @property
     def takes_gpu_tensors(self):
         return getattr(self.device, "takes_gpu_tensors", False)
@@ -174,3 +187,36 @@ class Executor:
                 ctx, [t.data_ptr() for t in ins], [o.data_ptr() for o in outs]))
             self.device.synchronize("running the kernels")
         return outs
+
+
+class _DeviceCache:
+    """runtime.generate's cache protocol (step, append, close) over a
+    context of its own: inputs 3.. of the step graph are the cache layers,
+    outputs 1.. their new keys and values ([2, 1, kv heads, chunk, head
+    dim] each)."""
+
+    def __init__(self, executor, spec):
+        self.x, self.spec = executor, spec
+        self.ctx = executor._context()
+        shape, dtype = executor.in_types[3]
+        self.layers = [np.zeros(shape, dtype) for _ in range(spec.layers)]  # the first upload
+        self.item = np.dtype(dtype).itemsize
+        self.resident = ()
+
+    def step(self, ids, positions, mask):
+        arrays = [np.ascontiguousarray(a) for a in (ids, positions, mask)] + self.layers
+        self.ins, self.outs = self.ctx.bind(arrays, self.resident)
+        self.resident = range(3, 3 + self.spec.layers)  # uploaded once, then kept
+        self.x.device.play(self.ctx, self.x.steps, self.x._address(self.ctx, self.ins, self.outs))
+        self.got = self.ctx.finish()  # kept alive: append reads the new keys and values
+        return self.got[0]
+
+    def append(self, pos, n):
+        s, row = self.spec, self.spec.head_dim * self.item
+        for layer in range(s.layers):
+            self.x.device.copy2d(self.ins[3 + layer] + pos * row, s.max_context * row,
+                                 self.outs[1 + layer], s.chunk * row, n * row,
+                                 2 * s.kv_heads)
+
+    def close(self):
+        self.ctx = self.got = None
