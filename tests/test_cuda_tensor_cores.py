@@ -281,3 +281,38 @@ def test_f32_models_keep_the_f32_kernels():
     module = hetc.compile(_mlp(torch.float32), target="cuda",
                           example_inputs=(torch.randn(2, 192),), emulate=EMULATE, precision="int4")
     assert not any("tensor cores" in k for k in module.artifact.extra["kernels"])
+
+
+class _Convs(torch.nn.Module):
+    """Padding, stride, dilation, a depthwise layer and a 1x1 one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 20, 3, padding=1)
+        self.b = torch.nn.Conv2d(20, 24, 3, stride=2, padding=(1, 2), dilation=(1, 2))
+        self.d = torch.nn.Conv2d(24, 24, 3, groups=24, padding=1)
+        self.c = torch.nn.Conv2d(24, 8, 1, bias=False)
+
+    def forward(self, x):
+        h = self.b(torch.relu(self.a(x)))
+        return self.c(torch.nn.functional.silu(self.d(h))) + 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_convolutions_are_implicit_gemms_on_tensor_cores(dtype):
+    """Each output pixel a B column gathered from its window (zeros outside
+    the image), the weights [Cout, Cin * kh * kw] as A; grouped convolutions
+    stay direct. Epilogues as for linear layers."""
+    model = _Convs().to(dtype)
+    x = torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(1)).to(dtype)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=EMULATE)
+    kernels = module.artifact.extra["kernels"]
+    dt = "f16" if dtype == torch.float16 else "bf16"
+    assert kernels == {f"conv2d {dt} tensor cores (implicit GEMM, mma.sync) + relu": 1,
+                       f"conv2d {dt} tensor cores (implicit GEMM, mma.sync)": 1,
+                       "conv2d direct + silu": 1,
+                       f"conv2d {dt} tensor cores (implicit GEMM, mma.sync) + add": 1}, kernels
+    want = hetc.interpret(module.graph, [to_numpy(x)])[0].astype(np.float32)
+    got = to_numpy(module(x)).astype(np.float32)
+    ulp = 2.0 ** (-10 if dt == "f16" else -7)
+    np.testing.assert_allclose(got, want, rtol=ulp, atol=ulp * float(np.abs(want).max()))

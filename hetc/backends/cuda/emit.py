@@ -787,16 +787,37 @@ def _window(op, h, wd, inner, pad):
 
 
 @lowers("conv2d")
-def _conv2d(e, op):
-    """Direct convolution, one thread per output element (an implicit-GEMM
-    tensor-core kernel is the planned fast path)."""
+def _conv2d(e, op, chain=()):
+    """f16/bf16 convolutions without groups on tensor cores as an implicit
+    GEMM (tensor_core.py); the others direct, one thread per output
+    element. Both store through the epilogue `chain`."""
     x, w = op.inputs[:2]
     bias = op.inputs[2] if len(op.inputs) > 2 else None
+    epi = Epilogue(e, op, list(chain))
+    tc = tensor_core.conv_plan(e, op)
+    if tc is not None:
+        n_, c, h, wd = x.type.shape
+        cout, kk = w.type.shape[0], math.prod(w.type.shape[1:])
+        pixels = n_ * math.prod(op.output.type.shape[2:])
+        wq, _, _ = tensor_core.pack(e, op, tc)
+        params = [f"{_ctype(epi.out)} y", f"{_ctype(x, True)} x", *tensor_core.params(tc)]
+        args = [e.ptr[epi.out], e.val(x), f"((const uint32_t *)(W + {wq}))"]
+        if bias is not None:
+            params.append(f"{_ctype(bias, True)} bias")
+            args.append(e.val(bias))
+        gather, out_index = tensor_core.conv_gather(op)
+        body, grid, block = tensor_core.kernel(
+            tc, pixels, cout, kk, epi.store,
+            f" + {load(bias, 'bias[row]')}" if bias is not None else "", gather, out_index)
+        e.launch(params + epi.params, body, grid, block, args + epi.args,
+                 f"conv2d {tc.act} tensor cores (implicit GEMM, mma.sync){epi.what()}")
+        e.tensor_core_ops[op] = False
+        return
     _, c, h, wd = x.type.shape
     o_, cg, kh, kw = w.type.shape
     og = o_ // op.attrs["groups"]
-    params = [f"{_ctype(op.output)} y", f"{_ctype(x, True)} x", f"{_ctype(w, True)} w"]
-    args = [e.ptr[op.output], e.val(x), e.val(w)]
+    params = [f"{_ctype(epi.out)} y", f"{_ctype(x, True)} x", f"{_ctype(w, True)} w"]
+    args = [e.ptr[epi.out], e.val(x), e.val(w)]
     if bias is not None:
         params.append(f"{_ctype(bias, True)} bias")
         args.append(e.val(bias))
@@ -807,9 +828,9 @@ def _conv2d(e, op):
         for (long ci = 0; ci < {cg}; ci++) {{
 {_window(op, h, wd, inner, "            ")}
         }}
-        y[i] = {store(op.output, "acc")};"""
-    e.launch(params, _nchw_loop(op, body), *_elements(op.output.type.numel), args,
-             "conv2d direct")
+        {epi.store("acc", "i")}"""
+    e.launch(params + epi.params, _nchw_loop(op, body), *_elements(op.output.type.numel),
+             args + epi.args, "conv2d direct" + epi.what())
 
 
 @lowers("max_pool2d", "avg_pool2d")
@@ -1201,7 +1222,7 @@ class CudaEmitter(Emitter):
         self.views, skipped = attention_views(self.g)
         self.fused = {}
         for op in self.g.ops:
-            if op.kind == "linear":
+            if op.kind in ("linear", "conv2d"):
                 chain = epilogue_chain(self.g, users, op, skipped | set(self.fused))
                 if chain:
                     self.fused[chain[-1]] = (op, chain)
@@ -1222,7 +1243,7 @@ class CudaEmitter(Emitter):
     def lower(self, op):
         if op in self.fused:
             layer, chain = self.fused[op]
-            _linear(self, layer, chain)
+            self.lowerings[layer.kind](self, layer, chain)
         else:
             super().lower(op)
 

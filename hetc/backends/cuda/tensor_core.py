@@ -101,6 +101,42 @@ def plan(e, op, x_offset) -> Plan | None:
     return Plan(act, values, sparse, group, zeros)
 
 
+def conv_plan(e, op) -> Plan | None:
+    """How `conv2d` op runs on tensor cores as an implicit GEMM (weights
+    [Cout, Cin * kh * kw] as A, the input's windows gathered as B, one
+    column per output pixel), or None (f32 activations, groups, weights
+    that are not the activations' own dtype: the direct kernel runs it)."""
+    x, w = op.inputs[:2]
+    act = x.type.dtype.name
+    if act not in ("f16", "bf16") or op.output.type.dtype.name != act \
+            or op.attrs["groups"] != 1 or w.producer is None or w.producer.kind != "const" \
+            or w.type.dtype.name != act or w.type.encodings:
+        return None
+    return Plan(act, act, False, 0)
+
+
+def conv_gather(op):
+    """(gather, out_index): C of the input element (its 16 bits, 0 outside
+    the image) at GEMM row `kk` of output pixel column `mm`, and the NCHW
+    output index of (pixel mm, channel row)."""
+    _, c, h, wd = op.inputs[0].type.shape
+    kh, kw = op.inputs[1].type.shape[2:]
+    cout, oh_, ow_ = op.output.type.shape[1:]
+    sh, sw = op.attrs.get("stride") or (1, 1)
+    dh, dw = op.attrs.get("dilation") or (1, 1)
+    top, left = op.attrs["padding"][:2]
+    pix = oh_ * ow_
+
+    def gather(mm, kk):
+        return (f"[&]() -> uint16_t {{ long m_ = {mm}, k_ = {kk}, p_ = m_ % {pix}, "
+                f"n_ = m_ / {pix}, ci = k_ / {kh * kw}, a = k_ / {kw} % {kh}, b = k_ % {kw}; "
+                f"long ih = p_ / {ow_} * {sh} - {top} + a * {dh}, "
+                f"iw = p_ % {ow_} * {sw} - {left} + b * {dw}; "
+                f"return (ih < 0 || ih >= {h} || iw < 0 || iw >= {wd}) ? (uint16_t)0 : "
+                f"x[((n_ * {c} + ci) * {h} + ih) * {wd} + iw]; }}()")
+    return gather, lambda mm, row: f"({mm}) / {pix} * {cout * pix} + ({row}) * {pix} + ({mm}) % {pix}"
+
+
 # -- packing -----------------------------------------------------------------------
 
 def _tiles(a, kstep, kpad, fill=0):
@@ -147,8 +183,8 @@ def pack(e, op, p: Plan):
     """The weights in fragment order (and 2:4 metadata, scales) added to the
     blob: (weights offset, metadata offset or None, scales offset or None)."""
     w = op.inputs[1]
-    n, k = w.type.shape
     data, nonzero = _values(e, w, p.act)
+    n, k = data.shape
     kpad, meta = -(-k // KC) * KC, None
     if p.sparse:
         data, nibbles = compress_2_4(data, nonzero)
@@ -168,7 +204,7 @@ def pack(e, op, p: Plan):
     wq = e.blob.add(np.ascontiguousarray(words))
     scales = None
     if p.group:
-        s = weight_scales(e, w.producer.attrs["name"], n, w.type.shape[1] // p.group)
+        s = weight_scales(e, w.producer.attrs["name"], n, k // p.group)
         scales = e.blob.add(np.ascontiguousarray(np.pad(s, ((0, -n % 16), (0, 0)))))
     return wq, meta, scales
 
@@ -191,6 +227,7 @@ def _values(e, w, act):
         bits = np.asarray(e.g.weights[w.producer.attrs["name"]]).view(np.uint8)
         return bits, (bits & 0x7F) != 0
     data = np.asarray(load_const(w.producer, e.g)).astype(np.float32)
+    data = data.reshape(data.shape[0], -1)  # a convolution's [Cout, Cin * kh * kw]
     bits = data.astype(np.float16).view(np.uint16) if act == "f16" else _bf16_bits(data)
     return bits, data != 0
 
@@ -204,10 +241,13 @@ def _bf16_bits(f32):
 
 # -- the kernel ----------------------------------------------------------------------
 
-def kernel(p: Plan, m, n, k, store, bias_expr):
+def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
     """(body, grid, block) of the kernel: y[m][n] = sum_k x[m][k] W[n][k]
     (+ bias), parameters y, x, wq[, meta][, ws][, bias]; `store(value,
-    index)` gives the statements storing an f32 result (its epilogue)."""
+    index)` gives the statements storing an f32 result (its epilogue).
+    x is read row by row (cp.async), or through `gather(mm, kk)` (a
+    convolution's windows), and y[mm][row] stored at `out_index(mm, row)`."""
+    out_index = out_index or (lambda mm, row: f"{mm} * {n} + {row}")
     step = p.kstep
     kpad = -(-k // KC) * KC
     kt_all, npad = kpad // step, -(-n // 16) * 16
@@ -251,6 +291,12 @@ def kernel(p: Plan, m, n, k, store, bias_expr):
                 f"                    part[j][i] = 0.f;\n"
                 f"                }}\n"
                 f"        }}\n")
+    if gather is None:
+        stage = (f"                if (mm < {m} && kk < {k}) hetc_cp_async16(to, x + mm * {k} + kk);\n"
+                 f"                else for (int h = 0; h < 8; h++) to[h] = 0;")
+    else:  # gathered by plain loads: ready at the barrier
+        stage = (f"                for (int h = 0; h < 8; h++)\n"
+                 f"                    to[h] = mm < {m} && kk + h < {k} ? {gather('mm', 'kk + h')} : 0;")
     body = f"""    __shared__ __align__(16) uint16_t xs[2][{tok}][{KC + 8}];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     long nt = blockIdx.x * {WARPS} + warp, m0 = blockIdx.y * {tok}, row0 = nt * 16 + g;
@@ -262,8 +308,7 @@ def kernel(p: Plan, m, n, k, store, bias_expr):
                 int r = i / {KC // 8}, j = i % {KC // 8} * 8;
                 long mm = m0 + r, kk = (c + 1) * {KC} + j;
                 uint16_t *to = &xs[(c + 1) & 1][r][j];
-                if (mm < {m} && kk < {k}) hetc_cp_async16(to, x + mm * {k} + kk);
-                else for (int h = 0; h < 8; h++) to[h] = 0;
+{stage}
             }}
         }}
         hetc_cp_async_commit();
@@ -287,7 +332,7 @@ def kernel(p: Plan, m, n, k, store, bias_expr):
         for (int i = 0; i < 4; i++) {{
             long row = row0 + 8 * (i >> 1), mm = m0 + 8 * j + 2 * t + (i & 1);
             if (row < {n} && mm < {m})
-                {store(f"acc[j][i]{bias_expr}", f"mm * {n} + row")}
+                {store(f"acc[j][i]{bias_expr}", out_index("mm", "row"))}
         }}"""
     grid = f"{-(-npad // (16 * WARPS))}, {-(-m // tok)}"
     return body, grid, str(WARPS * 32)
