@@ -85,7 +85,7 @@ def test_what_is_not_built_is_refused_with_the_reason():
     ("mlp", {"precision": "int4-g32"}, "linear int4 g32"),
     ("mlp", {"sparsity": "2:4", "precision": "int4"}, "(2:4 zeros stored)"),
     ("mlp", {"precision": "fp8"}, "weights decoded to f32"),
-    ("mlp", {"precision": "int8", "activations": "int8"}, "int8 activations g"),
+    ("mlp", {"precision": "int8", "activations": "int8"}, "linear int8 activations tensor cores"),
     ("cnn", {"precision": "int4"}, "conv2d direct")])  # int4 convolution weights, decoded
 def test_compressed_weights_compute_as_the_interpreter(name, options, kernel):
     """int8/int4 weights stay codes in the weights blob, dequantized as the

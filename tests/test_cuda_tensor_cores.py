@@ -85,6 +85,23 @@ extern "C" __global__ void lop3(uint32_t *y, const uint32_t *x) {
                                      x[3 * threadIdx.x + 2]);
 }
 
+/* y[16][8] = A[16][32] B (int8, exact), B given as bt[8][32] */
+extern "C" __global__ void mma_s8(int *y, const int8_t *a, const int8_t *bt) {
+    int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    uint32_t ar[4], br[2];
+    for (int r = 0; r < 4; r++) {
+        const int8_t *p = a + (g + 8 * (r & 1)) * 32 + 4 * t + 16 * (r >> 1);
+        ar[r] = (uint8_t)p[0] | (uint8_t)p[1] << 8 | (uint8_t)p[2] << 16 | (uint32_t)(uint8_t)p[3] << 24;
+        if (r < 2) {
+            const int8_t *q = bt + g * 32 + 4 * t + 16 * r;
+            br[r] = (uint8_t)q[0] | (uint8_t)q[1] << 8 | (uint8_t)q[2] << 16 | (uint32_t)(uint8_t)q[3] << 24;
+        }
+    }
+    int acc[4] = {0, 0, 0, 0};
+    hetc_mma_s8(acc, ar, br);
+    for (int i = 0; i < 4; i++) y[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[i];
+}
+
 /* every e4m3 byte's value */
 extern "C" __global__ void e4m3(float *y) {
     uint32_t b = blockIdx.x * 32 + threadIdx.x;
@@ -105,6 +122,8 @@ extern "C" int run(int which, void *y, const void *a, const void *b, const void 
     if (which == 2) HETC_LAUNCH(staged, dim3(1), dim3(32), ((float *)y, (const float *)a, flag));
     if (which == 3) HETC_LAUNCH(lop3, dim3(1), dim3(32), ((uint32_t *)y, (const uint32_t *)a));
     if (which == 4) HETC_LAUNCH(e4m3, dim3(8), dim3(32), ((float *)y));
+    if (which == 5) HETC_LAUNCH(mma_s8, dim3(1), dim3(32),
+                                ((int *)y, (const int8_t *)a, (const int8_t *)b));
     strcpy(err, st.text);
     return st.failed;
 }
@@ -147,6 +166,15 @@ def test_mma_follows_the_fragment_layout(tc, bf16):
     assert tc(0, y, abits, bbits, flag=bf16) == (0, "")
     np.testing.assert_allclose(y, a.astype(np.float32) @ bt.astype(np.float32).T,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_int8_mma_follows_the_fragment_layout(tc):
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+    bt = rng.integers(-128, 128, (8, 32)).astype(np.int8)
+    y = np.zeros((16, 8), np.int32)
+    assert tc(5, y, a, bt) == (0, "")
+    np.testing.assert_array_equal(y, a.astype(np.int32) @ bt.astype(np.int32).T)
 
 
 def test_sparse_mma_matches_llvms_expected_output(tc):
@@ -232,7 +260,7 @@ def test_e4m3_bytes_decode_exactly(tc):
 def test_the_tensor_core_primitives_compile_for_the_gpus():
     sizes = toolchain.compile_check({"t.cu": TC_TEST, **read_headers(HERE, HEADER_FILES)},
                                     main="t.cu")
-    kernels = {"mma_dense", "mma_sparse", "staged", "lop3", "e4m3"}
+    kernels = {"mma_dense", "mma_sparse", "staged", "lop3", "e4m3", "mma_s8"}
     assert sizes.pop(toolchain.PTX)["ptx_bytes"]
     assert all(set(c["kernels"]) == kernels for c in sizes.values())
 
@@ -275,6 +303,26 @@ def test_half_precision_linear_layers_run_on_tensor_cores(dtype, options, kernel
     np.testing.assert_allclose(got, want, rtol=ulp, atol=ulp * float(np.abs(want).max()))
     cubins = module.artifact.extra["cubins"].values()
     assert not any(r["spill_bytes"] for c in cubins for r in c.get("kernels", {}).values())
+
+
+@pytest.mark.parametrize("options, kernel", [
+    ({"precision": "int8"}, "int8 weights g192"),
+    ({"precision": "int4-g32"}, "int4 weights (sign-extended to int8) g32"),
+    ({"precision": "int4", "sparsity": "2:4"}, "(2:4 zeros stored: no sparse int8 kernel)")])
+def test_int8_activations_run_on_the_int8_tensor_cores(options, kernel):
+    """f32 models with activations="int8": the activations quantized to
+    codes and scales per token and group, the integer sums of each group
+    exact (mma s8, int32) and scaled by both scales: the interpreter's
+    results up to f32 rounding. The second layer (k = 200, not a multiple
+    of 16) keeps the f32 path."""
+    model, x = _mlp(torch.float32), torch.randn(19, 192)
+    module = hetc.compile(model, target="cuda", example_inputs=(x,), emulate=EMULATE,
+                          activations="int8", **options)
+    kernels = module.artifact.extra["kernels"]
+    assert any(k.startswith("linear int8 activations tensor cores") and kernel in k
+               for k in kernels), kernels
+    want = hetc.interpret(module.graph, [x.numpy()])[0]
+    np.testing.assert_allclose(module(x).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_f32_models_keep_the_f32_kernels():

@@ -377,6 +377,15 @@ HETC_INLINE float hetc_warp_max(float v) {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),   \
                        "r"(b[2]), "r"(b[3]), "r"(e));                                     \
     }
+/* D = A * B + C on int8 fragments, exact in int32: A 16x32 (4 regs of 4
+ * bytes: reg r holds row g + 8 (r & 1), columns 4t + 16 (r >> 1) ..+3), B
+ * 32x8 (2 regs: rows 4t + 16 r ..+3, column g), C/D as for f32. */
+HETC_INLINE void hetc_mma_s8(int acc[4], const uint32_t a[4], const uint32_t b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(acc[0]), "+r"(acc[1]), "+r"(acc[2]), "+r"(acc[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 HETC_MMA(f16)
 HETC_MMA(bf16)
 HETC_MMA_SP(f16)
@@ -460,6 +469,27 @@ inline void mma_sync(float acc[4], const uint32_t a[4], const uint32_t b[2]) {
     accumulate(acc, 6, mma_m16n8k16<from>);
 }
 
+/* mma m16n8k32 s8: in a[4], b[2], c[4] (int32), exact (int32 wraps as
+ * the hardware's does not matter: sums of 8-bit products stay far inside) */
+inline void mma_s8_m16n8k32(Thread *lanes) {
+    int A[16][32], B[32][8];
+    for (int l = 0; l < 32; l++) {
+        int g = l / 4, t = l % 4;
+        for (int r = 0; r < 4; r++)
+            for (int q = 0; q < 4; q++) {
+                A[g + 8 * (r & 1)][4 * t + 16 * (r >> 1) + q] = (int8_t)(lanes[l].in[r] >> 8 * q);
+                if (r < 2) B[4 * t + 16 * r + q][g] = (int8_t)(lanes[l].in[4 + r] >> 8 * q);
+            }
+    }
+    for (int l = 0; l < 32; l++)
+        for (int i = 0; i < 4; i++) {
+            int row = l / 4 + 8 * (i >> 1), col = 2 * (l % 4) + (i & 1);
+            int acc = (int)lanes[l].in[6 + i];
+            for (int k = 0; k < 32; k++) acc += A[row][k] * B[k][col];
+            lanes[l].out[i] = (uint32_t)acc;
+        }
+}
+
 /* mma.sp m16n8k32, sparsity selector 0: in a[4] (kept values), b[4],
  * c[4], e. Lane 4g + t (t < 2) holds in e the positions of row g's groups
  * 4t..4t+3 (bits 0-15, nibble q at 4q: first position in bits 0-1) and of
@@ -510,6 +540,17 @@ inline void hetc_mma_bf16(float acc[4], const uint32_t a[4], const uint32_t b[2]
     hetc_sim::mma_sync<hetc_bf16_of>(acc, a, b);
 }
 
+inline void hetc_mma_s8(int acc[4], const uint32_t a[4], const uint32_t b[2]) {
+    hetc_sim::Thread *t = hetc_sim::sim.cur;
+    for (int i = 0; i < 4; i++) {
+        t->in[i] = a[i];
+        t->in[6 + i] = (uint32_t)acc[i];
+    }
+    t->in[4] = b[0];
+    t->in[5] = b[1];
+    hetc_sim::warp_op(hetc_sim::mma_s8_m16n8k32);
+    for (int i = 0; i < 4; i++) acc[i] = (int)t->out[i];
+}
 inline void hetc_mma_sp_f16(float acc[4], const uint32_t a[4], const uint32_t b[4], uint32_t e) {
     hetc_sim::mma_sp_sync<hetc_f16_of>(acc, a, b, e);
 }

@@ -32,7 +32,7 @@ from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
 from hetc.backends.c.text import comment, float_literal
-from hetc.backends.c.values import CTYPE, broadcast_strides, itemsize, nbytes, strides
+from hetc.backends.c.values import CTYPE, broadcast_strides, itemsize, nbytes, round_up, strides
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.ir import dtypes
@@ -425,10 +425,15 @@ def _linear(e, op, chain=()):
     tc = tensor_core.plan(e, op, buffer_ref(e.val(x))[2])
     if tc is not None:
         wq, meta, scales = tensor_core.pack(e, op, tc)
-        args = [e.ptr[epi.out], e.val(x), f"((const uint32_t *)(W + {wq}))"]
+        xp, xparam, codes = e.val(x), f"{_ctype(x, True)} x", []
+        if tc.act == "s8":  # the activations as int8 codes and scales, in scratch
+            xp, scale_ptr = _activation_codes(e, op, x, m, k, op.attrs["act_group"])
+            xparam, codes = "const uint8_t *__restrict__ x", [scale_ptr]
+        args = [e.ptr[epi.out], xp, f"((const uint32_t *)(W + {wq}))"]
         args += [f"((const uint32_t *)(W + {meta}))"] if meta is not None else []
         args += [f"((const float *)(W + {scales}))"] if scales is not None else []
-        params = [f"{_ctype(epi.out)} y", f"{_ctype(x, True)} x", *tensor_core.params(tc)]
+        args += codes
+        params = [f"{_ctype(epi.out)} y", xparam, *tensor_core.params(tc)]
         if bias is not None:
             params.append(f"{_ctype(bias, True)} bias")
             args.append(e.val(bias))
@@ -475,6 +480,31 @@ def _quantized_activations(e, op, x, m, k, group):
     an arena scratch buffer the GEMM then reads: the interpreter's f32
     arithmetic, step for step."""
     ptr = f"((float *)(A + {e.scratch(4 * m * k)}))"
+    _quantize_rows(e, x, m, k, group, ["float *__restrict__ y"], [ptr],
+                   "y[token * {k} + g * {group} + j] = rintf(v / d) * scale;",
+                   f"int8 activations g{group} warp per token group")
+    return _Scratch(ptr, x.type.shape)
+
+
+def _activation_codes(e, op, x, m, k, group):
+    """(codes, scales): x quantized as above, kept as int8 codes [m, k] and
+    f32 scales [m, k / group] in scratch, for the int8 tensor cores."""
+    base = e.scratch(round_up(m * k) + 4 * m * (k // group))
+    codes, scales = f"((int8_t *)(A + {base}))", f"((float *)(A + {base + round_up(m * k)}))"
+    _quantize_rows(e, x, m, k, group, ["int8_t *__restrict__ y", "float *__restrict__ ys"],
+                   [codes, scales],
+                   "y[token * {k} + g * {group} + j] = (int8_t)rintf(v / d); "
+                   "if (j == 0) ys[token * {groups} + g] = scale;",
+                   f"int8 activation codes g{group} warp per token group")
+    return f"((const uint8_t *)(A + {base}))", f"((const float *)(A + {base + round_up(m * k)}))"
+
+
+def _quantize_rows(e, x, m, k, group, params, args, write, what):
+    """One warp per token and group: scale = max |x| / 127 (NaN winning),
+    d = scale or 1, then `write` for every element v = x[j] (with token, g,
+    j, scale, d; {k}, {group}, {groups} filled in)."""
+    write = write.replace("{k}", str(k)).replace("{groups}", str(k // group)) \
+        .replace("{group}", str(group))
     body = f"""    long token = row / {k // group}, g = row % {k // group};
     const auto *xr = x + (live ? token * {k} + g * {group} : 0);
     float top = 0.f;  /* max |x|, NaN winning as in numpy */
@@ -486,10 +516,8 @@ def _quantized_activations(e, op, x, m, k, group):
     }}
     float scale = top / 127.f, d = scale == 0.f ? 1.f : scale;
     for (long j = lane; j < {group}; j += 32)
-        if (live) y[token * {k} + g * {group} + j] = rintf({load(x, "xr[j]")} / d) * scale;"""
-    _rows(e, m * (k // group), ["float *__restrict__ y", f"{_ctype(x, True)} x"],
-          [ptr, e.val(x)], body, f"int8 activations g{group} warp per token group")
-    return _Scratch(ptr, x.type.shape)
+        if (live) {{ float v = {load(x, "xr[j]")}; {write} }}"""
+    _rows(e, m * (k // group), [*params, f"{_ctype(x, True)} x"], [*args, e.val(x)], body, what)
 
 
 @lowers("matmul")

@@ -47,7 +47,7 @@ COLS = 2 * (_L % 4) + 8 * (_R >> 1) + _H
 
 @dataclass(frozen=True)
 class Plan:
-    act: str       # "f16" / "bf16"
+    act: str       # "f16" / "bf16", or "s8": int8 activation codes (f32 results)
     values: str    # "f16" / "bf16" (the weights' own), "int4", "int8"
     sparse: bool   # 2:4 on mma.sp
     group: int     # k per scale (0: no scales)
@@ -55,16 +55,19 @@ class Plan:
 
     @property
     def kstep(self):
-        return 32 if self.sparse else 16
+        return 32 if self.sparse or self.act == "s8" else 16
 
     def describe(self):
         mma = "mma.sp 2:4" if self.sparse else "mma.sync"
-        vals = {"int4": "int4 weights (lop3 dequant)", "int8": "int8 weights",
+        vals = {"int4": "int4 weights (sign-extended to int8)" if self.act == "s8" else
+                "int4 weights (lop3 dequant)", "int8": "int8 weights",
                 "fp8": "fp8 e4m3 weights"}.get(
             self.values, f"{self.values} weights")
         group = f" g{self.group}" if self.group else ""
-        zeros = f" ({self.zeros} zeros stored: more than 2 of 4)" if self.zeros else ""
-        return f"linear {self.act} tensor cores ({mma}), {vals}{group}{zeros}"
+        why = "more than 2 of 4" if self.act != "s8" else "no sparse int8 kernel"
+        zeros = f" ({self.zeros} zeros stored: {why})" if self.zeros else ""
+        act = "int8 activations" if self.act == "s8" else self.act
+        return f"linear {act} tensor cores ({mma}), {vals}{group}{zeros}"
 
 
 def plan(e, op, x_offset) -> Plan | None:
@@ -77,8 +80,10 @@ def plan(e, op, x_offset) -> Plan | None:
     x, w = op.inputs[:2]
     act = x.type.dtype.name
     n, k = w.type.shape
-    if act not in ("f16", "bf16") or op.output.type.dtype.name != act \
-            or op.attrs.get("act_group") or k % 8 or x_offset % 16:
+    if op.attrs.get("act_group"):
+        return _int8_plan(op)
+    if act not in ("f16", "bf16") or op.output.type.dtype.name != act or k % 8 \
+            or x_offset % 16:
         return None
     if w.producer is None or w.producer.kind != "const":
         return None
@@ -99,6 +104,21 @@ def plan(e, op, x_offset) -> Plan | None:
     nm = w.type.nm
     zeros = f"{nm.n}:{nm.m}" if nm is not None and not sparse else ""
     return Plan(act, values, sparse, group, zeros)
+
+
+def _int8_plan(op) -> Plan | None:
+    """int8 activations (f32 results) with int8/int4 weights on the int8
+    tensor cores: the activations' groups must be the weights' (each
+    group's integer sum then takes both scales); k a multiple of 16 (the
+    codes' rows are copied 16 bytes at a time). N:M weights run densely."""
+    w = op.inputs[1]
+    q = integer_weight(w)
+    k = w.type.shape[1]
+    if q is None or op.output.type.dtype.name != "f32" or op.attrs["act_group"] != q[2] \
+            or k % 16 or (q[2] != k and q[2] % 32):
+        return None
+    nm = w.type.nm
+    return Plan("s8", f"int{q[1]}", False, q[2], f"{nm.n}:{nm.m}" if nm else "")
 
 
 def conv_plan(e, op) -> Plan | None:
@@ -154,6 +174,30 @@ def _fragments(tiles):
     return tiles[:, :, ROWS, COLS]
 
 
+# the int8 A fragment of m16n8k32: lane l, register r, byte q
+_Q = np.arange(4)[None, None, :]
+ROWS8 = (_L // 4 + 8 * (_R & 1)) + 0 * _Q
+COLS8 = 4 * (_L % 4) + 16 * (_R >> 1) + _Q
+
+
+def _s8_fragments(codes, kpad):
+    """int8 codes [N, K] -> [NT, KT, 32 lanes, 4 registers, 4 bytes]: the
+    A fragments of the m16n8k32 int8 mma, per 16 x 32 tile."""
+    return _tiles(codes, 32, kpad)[:, :, ROWS8, COLS8].astype(np.int32)
+
+
+def s8_words(codes, bits, kpad):
+    """The s8 kernel's words per tile and lane. int8: 4 words, register r
+    = word r, byte q in bits 8q. int4: 2 words, word w holding registers 2w
+    (low nibbles) and 2w + 1 (high), byte q's nibble at bit 8q (+ 4)."""
+    frags = _s8_fragments(codes, kpad)
+    shift = (8 * np.arange(4)).astype(np.uint32)
+    if bits == 8:
+        return ((frags & 255).astype(np.uint32) << shift).sum(-1, dtype=np.uint32)
+    nib = ((frags & 15).astype(np.uint32) << shift).sum(-1, dtype=np.uint32)
+    return nib[..., 0::2] | nib[..., 1::2] << 4
+
+
 def compress_2_4(values, nonzero):
     """(kept values [N, K/2], metadata nibbles [N, K/4]) of a matrix whose
     every group of four along k has at most two nonzeros (None otherwise):
@@ -186,6 +230,11 @@ def pack(e, op, p: Plan):
     data, nonzero = _values(e, w, p.act)
     n, k = data.shape
     kpad, meta = -(-k // KC) * KC, None
+    if p.act == "s8":
+        words = s8_words(data, 8 if p.values == "int8" else 4, kpad)
+        ws = weight_scales(e, w.producer.attrs["name"], n, k // p.group)
+        return (e.blob.add(np.ascontiguousarray(words)), None,
+                e.blob.add(np.ascontiguousarray(np.pad(ws, ((0, -n % 16), (0, 0))))))
     if p.sparse:
         data, nibbles = compress_2_4(data, nonzero)
         meta = e.blob.add(np.ascontiguousarray(metadata_words(nibbles, kpad)))
@@ -254,7 +303,19 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
     subs = min(4, -(-m // 8))  # 8-token column tiles per warp
     tok = 8 * subs
     mma = "hetc_mma_sp_" if p.sparse else "hetc_mma_"
-    if p.values == "int4":
+    s8 = p.act == "s8"
+    eb = 1 if s8 else 2  # bytes per activation element
+    per_copy = 16 // eb  # elements per 16-byte copy
+    if s8 and p.values == "int4":  # nibbles sign-extended to bytes, no carries
+        load_a = ("        const uint32_t *q = wq + (tile * 32 + lane) * 2;\n"
+                  "        for (int j = 0; j < 4; j++) {\n"
+                  "            uint32_t v = (q[j >> 1] >> (4 * (j & 1))) & 0x0f0f0f0fu;\n"
+                  "            a[j] = ((v ^ 0x08080808u) + 0x78787878u) ^ 0x80808080u;\n"
+                  "        }\n")
+    elif s8:
+        load_a = ("        const uint32_t *q = wq + (tile * 32 + lane) * 4;\n"
+                  "        for (int j = 0; j < 4; j++) a[j] = q[j];\n")
+    elif p.values == "int4":
         magic, one, neg = (("0x64006400u", "0x3c003c00u", "0xe408e408u") if p.act == "f16"
                            else ("0x43004300u", "0x3f803f80u", "0xc308c308u"))
         load_a = (f"        uint32_t q = wq[tile * 32 + lane];\n"
@@ -280,6 +341,8 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
     fold = ""
     if p.group:
         groups = k // p.group
+        # int8 activations: the group's integer sum times both scales
+        x_scale = (f" * (mm < {m} ? xsc[mm * {groups} + grp] : 0.f)" if s8 else "")
         fold = (f"        if (((kt + 1) * {step}) % {p.group} == 0 || kt == {kt_all - 1}) {{\n"
                 f"            long grp = kt * {step} / {p.group};\n"
                 f"            if (grp > {groups - 1}) grp = {groups - 1};  /* k padding */\n"
@@ -287,27 +350,31 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
                 f"s1 = ws[(row0 + 8) * {groups} + grp];\n"
                 f"            for (int j = 0; j < {subs}; j++)\n"
                 f"                for (int i = 0; i < 4; i++) {{\n"
-                f"                    acc[j][i] += part[j][i] * (i < 2 ? s0 : s1);\n"
-                f"                    part[j][i] = 0.f;\n"
+                f"                    long mm = m0 + 8 * j + 2 * t + (i & 1);\n"
+                f"                    acc[j][i] += (float)part[j][i] * (i < 2 ? s0 : s1){x_scale};\n"
+                f"                    part[j][i] = 0;\n"
                 f"                }}\n"
                 f"        }}\n")
     if gather is None:
         stage = (f"                if (mm < {m} && kk < {k}) hetc_cp_async16(to, x + mm * {k} + kk);\n"
-                 f"                else for (int h = 0; h < 8; h++) to[h] = 0;")
+                 f"                else for (int h = 0; h < {per_copy}; h++) to[h] = 0;")
     else:  # gathered by plain loads: ready at the barrier
-        stage = (f"                for (int h = 0; h < 8; h++)\n"
+        stage = (f"                for (int h = 0; h < {per_copy}; h++)\n"
                  f"                    to[h] = mm < {m} && kk + h < {k} ? {gather('mm', 'kk + h')} : 0;")
-    body = f"""    __shared__ __align__(16) uint16_t xs[2][{tok}][{KC + 8}];
+    elem = "uint8_t" if s8 else "uint16_t"
+    part = (f"\n    {'int' if s8 else 'float'} part[{subs}][4] = {{}};  /* one group's sums */"
+            if p.group else "")
+    body = f"""    __shared__ __align__(16) {elem} xs[2][{tok}][{KC + per_copy}];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     long nt = blockIdx.x * {WARPS} + warp, m0 = blockIdx.y * {tok}, row0 = nt * 16 + g;
     bool live = nt < {npad // 16};  /* warps past the last row tile meet the barriers only */
-    float acc[{subs}][4] = {{}}{f', part[{subs}][4] = {{}}' if p.group else ''};
+    float acc[{subs}][4] = {{}};{part}
     for (long c = -1; c < {kpad // KC}; c++) {{
         if (c + 1 < {kpad // KC}) {{  /* stage chunk c + 1 while chunk c is used */
-            for (int i = threadIdx.x; i < {tok * KC // 8}; i += {WARPS * 32}) {{
-                int r = i / {KC // 8}, j = i % {KC // 8} * 8;
+            for (int i = threadIdx.x; i < {tok * KC // per_copy}; i += {WARPS * 32}) {{
+                int r = i / {KC // per_copy}, j = i % {KC // per_copy} * {per_copy};
                 long mm = m0 + r, kk = (c + 1) * {KC} + j;
-                uint16_t *to = &xs[(c + 1) & 1][r][j];
+                {elem} *to = &xs[(c + 1) & 1][r][j];
 {stage}
             }}
         }}
@@ -319,9 +386,10 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
         long kt = c * {KC // step} + s, tile = nt * {kt_all} + kt;
         uint32_t a[4];
 {load_a}{meta}        for (int j = 0; j < {subs}; j++) {{
-            uint32_t b[{step // 8}];
-            for (int r = 0; r < {step // 8}; r++)
-                b[r] = *(const uint32_t *)&xs[c & 1][8 * j + g][s * {step} + 2 * t + 8 * r];
+            uint32_t b[{step * eb // 16}];  /* rows 4t / eb + 16 r / eb.. of B, in bytes: */
+            const uint8_t *col = (const uint8_t *)&xs[c & 1][8 * j + g][s * {step}];
+            for (int r = 0; r < {step * eb // 16}; r++)
+                b[r] = *(const uint32_t *)(col + 4 * t + 16 * r);
             {mma}{p.act}({target}[j], a, b{sp_arg});
         }}
 {fold}            }}
@@ -339,11 +407,14 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
 
 
 def params(p: Plan):
-    """The kernel's weight parameters (after y and x) as C declarations."""
+    """The kernel's weight parameters (after y and x) and, with int8
+    activations, their scales (per token and group), as C declarations."""
     out = ["const uint32_t *__restrict__ wq"]
     if p.sparse:
         out.append("const uint32_t *__restrict__ meta")
     if p.group:
         out.append("const float *__restrict__ ws")
+    if p.act == "s8":
+        out.append("const float *__restrict__ xsc")
     return out
 
