@@ -425,14 +425,14 @@ def _linear(e, op, chain=()):
     tc = tensor_core.plan(e, op, buffer_ref(e.val(x))[2])
     if tc is not None:
         wq, meta, scales = tensor_core.pack(e, op, tc)
-        xp, xparam, codes = e.val(x), f"{_ctype(x, True)} x", []
+        xp, xparam, x_scales = e.val(x), f"{_ctype(x, True)} x", []
         if tc.act == "s8":  # the activations as int8 codes and scales, in scratch
             xp, scale_ptr = _activation_codes(e, op, x, m, k, op.attrs["act_group"])
-            xparam, codes = "const uint8_t *__restrict__ x", [scale_ptr]
+            xparam, x_scales = "const uint8_t *__restrict__ x", [scale_ptr]
         args = [e.ptr[epi.out], xp, f"((const uint32_t *)(W + {wq}))"]
         args += [f"((const uint32_t *)(W + {meta}))"] if meta is not None else []
         args += [f"((const float *)(W + {scales}))"] if scales is not None else []
-        args += codes
+        args += x_scales
         params = [f"{_ctype(epi.out)} y", xparam, *tensor_core.params(tc)]
         if bias is not None:
             params.append(f"{_ctype(bias, True)} bias")

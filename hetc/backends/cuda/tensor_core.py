@@ -230,26 +230,11 @@ def pack(e, op, p: Plan):
     data, nonzero = _values(e, w, p.act)
     n, k = data.shape
     kpad, meta = -(-k // KC) * KC, None
-    if p.act == "s8":
-        words = s8_words(data, 8 if p.values == "int8" else 4, kpad)
-        ws = weight_scales(e, w.producer.attrs["name"], n, k // p.group)
-        return (e.blob.add(np.ascontiguousarray(words)), None,
-                e.blob.add(np.ascontiguousarray(np.pad(ws, ((0, -n % 16), (0, 0))))))
     if p.sparse:
         data, nibbles = compress_2_4(data, nonzero)
         meta = e.blob.add(np.ascontiguousarray(metadata_words(nibbles, kpad)))
         kpad //= 2
-    frags = _fragments(_tiles(data, 16, kpad))
-    if p.values == "int4":
-        nib = (frags.astype(np.int32) + 8).astype(np.uint32)
-        shift = (4 * np.arange(4)[:, None] + 16 * np.arange(2)[None, :]).astype(np.uint32)
-        words = (nib << shift).sum((-1, -2), dtype=np.uint32)  # [NT, KT, 32]
-    elif p.values in ("int8", "fp8"):
-        b = (frags.astype(np.int32) & 255).astype(np.uint32)  # reg j half h: word j // 2
-        words = (b[..., 0::2, 0] | b[..., 0::2, 1] << 16 | b[..., 1::2, 0] << 8
-                 | b[..., 1::2, 1] << 24)  # [.., 32, 2]: bytes (0, 2) reg 2i, (1, 3) reg 2i + 1
-    else:
-        words = frags[..., 0].astype(np.uint32) | frags[..., 1].astype(np.uint32) << 16
+    words = _a_words(p, data, kpad)
     wq = e.blob.add(np.ascontiguousarray(words))
     scales = None
     if p.group:
@@ -258,11 +243,28 @@ def pack(e, op, p: Plan):
     return wq, meta, scales
 
 
+def _a_words(p, data, kpad):
+    """The A fragments of `data` ([N, K] codes or bits, k padded to kpad)
+    as the kernel's words per tile and lane."""
+    if p.act == "s8":
+        return s8_words(data, 8 if p.values == "int8" else 4, kpad)
+    frags = _fragments(_tiles(data, 16, kpad))
+    if p.values == "int4":
+        nib = (frags.astype(np.int32) + 8).astype(np.uint32)
+        shift = (4 * np.arange(4)[:, None] + 16 * np.arange(2)[None, :]).astype(np.uint32)
+        return (nib << shift).sum((-1, -2), dtype=np.uint32)  # [NT, KT, 32]
+    if p.values in ("int8", "fp8"):
+        b = (frags.astype(np.int32) & 255).astype(np.uint32)  # reg j half h: word j // 2
+        return (b[..., 0::2, 0] | b[..., 0::2, 1] << 16 | b[..., 1::2, 0] << 8
+                | b[..., 1::2, 1] << 24)  # [.., 32, 2]: bytes (0, 2) reg 2i, (1, 3) reg 2i + 1
+    return frags[..., 0].astype(np.uint32) | frags[..., 1].astype(np.uint32) << 16
+
+
 def _fp8_weight(w) -> bool:
     """e4m3 values with a symmetric scale per row and group along k."""
     q = w.type.quant
     return w.type.dtype.name == "f8e4m3" and q is not None and q.symmetric \
-        and not q.codebook and q.axis % 2 == 1
+        and not q.codebook and q.axis % w.type.rank == w.type.rank - 1
 
 
 def _values(e, w, act):
@@ -386,7 +388,8 @@ def kernel(p: Plan, m, n, k, store, bias_expr, gather=None, out_index=None):
         long kt = c * {KC // step} + s, tile = nt * {kt_all} + kt;
         uint32_t a[4];
 {load_a}{meta}        for (int j = 0; j < {subs}; j++) {{
-            uint32_t b[{step * eb // 16}];  /* rows 4t / eb + 16 r / eb.. of B, in bytes: */
+            /* B register r: bytes 4t + 16r.. of this lane's column (token 8j + g) */
+            uint32_t b[{step * eb // 16}];
             const uint8_t *col = (const uint8_t *)&xs[c & 1][8 * j + g][s * {step}];
             for (int r = 0; r < {step * eb // 16}; r++)
                 b[r] = *(const uint32_t *)(col + 4 * t + 16 * r);
