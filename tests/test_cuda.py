@@ -376,6 +376,22 @@ class _Attention(torch.nn.Module):
                                                                 is_causal=self.causal)
 
 
+def _attention_inputs(rows, keys, mask, dtype, seed, value_dim=24):
+    """q, k, v ([2, 3, rows or keys, 16 / 16 / value_dim]) and the mask
+    asked for: None, "bool", "additive" (f32) or "a row fully masked"."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randn(2, 3, n, d, generator=g).to(dtype)
+              for n, d in ((rows, 16), (keys, 16), (keys, value_dim))]
+    if mask == "additive":
+        inputs.append(torch.randn(2, 1, rows, keys, generator=g))
+    elif mask is not None:
+        m = torch.rand(1, 1, rows, keys, generator=g) > 0.3
+        if mask == "a row fully masked":
+            m[..., rows // 2, :] = False
+        inputs.append(m)
+    return inputs
+
+
 @pytest.mark.parametrize("rows, keys, causal, mask", [
     (1, 300, False, None), (3, 300, False, "bool"), (2, 257, False, "additive"),
     (4, 300, True, None), (2, 129, False, "a row fully masked")])
@@ -383,22 +399,31 @@ def test_attention_over_many_keys_splits_them(rows, keys, causal, mask):
     """Few query rows over more than 128 keys: split-K (flash-decoding), the
     parts rescaled to their common max; a fully masked row gives zeros, as
     the IR defines."""
-    g = torch.Generator().manual_seed(keys)
-    q, k, v = (torch.randn(2, 3, n, d, generator=g) for n, d in ((rows, 16), (keys, 16),
-                                                                 (keys, 24)))
-    inputs = [q, k, v]
-    if mask == "additive":
-        inputs.append(torch.randn(2, 1, rows, keys, generator=g))
-    elif mask is not None:
-        m = torch.rand(1, 1, rows, keys, generator=g) > 0.3
-        if mask == "a row fully masked":
-            m[..., 0, :] = False
-        inputs.append(m)
+    inputs = _attention_inputs(rows, keys, mask, torch.float32, seed=keys)
     module = hetc.compile(_Attention(causal), target="cuda", example_inputs=tuple(inputs),
                           emulate=EMULATE)
     assert "attention split-K over keys (flash-decoding)" in module.artifact.extra["kernels"]
     want = hetc.interpret(module.graph, [x.numpy() for x in inputs])[0]
     np.testing.assert_allclose(module(*inputs).numpy(), want, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("rows, keys, causal, mask, dtype", [
+    (20, 20, True, None, torch.float32), (33, 70, False, "bool", torch.float32),
+    (40, 40, False, "additive", torch.float32), (40, 40, True, None, torch.float16),
+    (17, 50, False, "a row fully masked", torch.float32)])
+def test_attention_over_many_query_rows_runs_in_tiles(rows, keys, causal, mask, dtype):
+    """16 or more query rows (prefill, encoders): flash-style tiles with an
+    online softmax, no scores stored; the interpreter's results up to f32
+    rounding (one rounding of the result in f16)."""
+    inputs = _attention_inputs(rows, keys, mask, dtype, seed=rows, value_dim=40)  # 2 per lane
+    module = hetc.compile(_Attention(causal), target="cuda", example_inputs=tuple(inputs),
+                          emulate=EMULATE)
+    assert "attention flash-style tiles (online softmax)" in module.artifact.extra["kernels"]
+    from hetc.runtime.convert import to_numpy
+    want = hetc.interpret(module.graph, [to_numpy(x) for x in inputs])[0].astype(np.float32)
+    got = to_numpy(module(*inputs)).astype(np.float32)
+    tol = 1e-5 if dtype == torch.float32 else 2.0 ** -10
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.abs(want).max()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])

@@ -658,9 +658,10 @@ SPLIT_KEYS = 128  # keys per block of split-K attention (flash-decoding)
 def _attention(e, op):
     """Few query rows over many keys (decoding): split-K, each block one
     query row and SPLIT_KEYS keys, then a warp per row combines the parts
-    (flash-decoding). Otherwise one warp per query row: scores into an
-    arena scratch row, the softmax with warp reductions, then each lane a
-    slice of the head dim."""
+    (flash-decoding). Many query rows (prefill): flash-style tiles with an
+    online softmax. Otherwise one warp per query row: scores into an arena
+    scratch row, the softmax with warp reductions, then each lane a slice
+    of the head dim."""
     q, k, v = op.inputs[:3]
     mask = op.inputs[3] if len(op.inputs) > 3 else None
     t = op.output.type
@@ -713,6 +714,9 @@ def _attention(e, op):
     if splits > 1 and rows < 256:
         _split_attention(e, op, params, args, head, scores, rows, Ev, splits, value_at)
         return
+    if L >= FLASH_ROWS and max(E, Ev) <= FLASH_DIM:
+        _flash_attention(e, op, params, args, head, score, key_at, value_at)
+        return
     body = f"""    long r = live ? row : 0;  /* lanes past the last row shuffle, never write */
     {' '.join(head)}
     float *pr = p + r * {S};
@@ -727,6 +731,79 @@ def _attention(e, op):
     _rows(e, rows, [f"{_ctype(op.output)} y", *params, "float *__restrict__ p"],
           [e.ptr[op.output], *args, f"((float *)(A + {e.scratch(4 * rows * S)}))"], body,
           "attention warp per query row")
+
+
+FLASH_ROWS, FLASH_KEYS, FLASH_DIM = 16, 32, 128  # query rows and keys per tile; head dims
+
+
+def _flash_attention(e, op, params, args, head, score, key_at, value_at):
+    """Flash-style prefill: a block per 16 query rows of one batch index,
+    the keys and values staged through shared memory 32 at a time, each
+    warp's 4 rows keeping a running max, sum and output (online softmax):
+    no scores are stored, whatever the sequence length."""
+    q = op.inputs[0]
+    L, E, S, Ev = q.type.shape[-2], q.type.shape[-1], op.inputs[1].type.shape[-2], \
+        op.inputs[2].type.shape[-1]
+    batch = math.prod(op.output.type.shape[:-2])
+    per_warp, nv = FLASH_ROWS // 4, -(-Ev // 32)
+    body = f"""    __shared__ float ks[{FLASH_KEYS}][{E + 1}], vs[{FLASH_KEYS}][{Ev + 1}];
+    __shared__ float ps[4][32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    long i0 = blockIdx.x * {FLASH_ROWS}, r = blockIdx.y * {L} + i0;
+    {' '.join(head)}
+    float m_[{per_warp}], l_[{per_warp}], acc_[{per_warp}][{nv}];
+    for (int u = 0; u < {per_warp}; u++) {{
+        m_[u] = -HETC_INF;
+        l_[u] = 0.f;
+        for (int dd = 0; dd < {nv}; dd++) acc_[u][dd] = 0.f;
+    }}
+    for (long j0 = 0; j0 < {S}; j0 += {FLASH_KEYS}) {{
+        for (int x = threadIdx.x; x < {FLASH_KEYS * max(E, Ev)}; x += 128) {{
+            long j = j0 + x / {max(E, Ev)}, c = x % {max(E, Ev)};
+            if (c < {E}) ks[x / {max(E, Ev)}][c] = j < {S} ? {key_at("j", "c")} : 0.f;
+            if (c < {Ev}) vs[x / {max(E, Ev)}][c] = j < {S} ? {value_at("j", "c")} : 0.f;
+        }}
+        __syncthreads();
+        for (int u = 0; u < {per_warp}; u++) {{
+            long i = i0 + warp * {per_warp} + u, j = j0 + lane;
+            float s = -HETC_INF;
+            if (i < {L} && j < {S}) {{
+                const auto *qr = qp + qo + i * {E};
+                s = 0.f;
+                for (long c = 0; c < {E}; c++) s += {load(q, "qr[c]")} * ks[lane][c];
+                {' '.join(score)}
+            }}
+            float mn = fmaxf(m_[u], hetc_warp_max(s));
+            float p = mn == -HETC_INF ? 0.f : expf(s - mn);
+            float corr = m_[u] == -HETC_INF ? 0.f : expf(m_[u] - mn);
+            l_[u] = l_[u] * corr + hetc_warp_sum(p);
+            m_[u] = mn;
+            ps[warp][lane] = p;
+            hetc_syncwarp();  /* every lane reads the weights the others wrote */
+            for (int dd = 0; dd < {nv}; dd++) {{
+                long d = lane + 32 * dd;
+                float a = acc_[u][dd] * corr;
+                if (d < {Ev})
+                    for (int jj = 0; jj < {FLASH_KEYS}; jj++) a += ps[warp][jj] * vs[jj][d];
+                acc_[u][dd] = a;
+            }}
+            hetc_syncwarp();  /* before the next row's weights */
+        }}
+        __syncthreads();  /* before the next tile is staged */
+    }}
+    for (int u = 0; u < {per_warp}; u++) {{
+        long i = i0 + warp * {per_warp} + u;
+        if (i >= {L}) continue;
+        for (int dd = 0; dd < {nv}; dd++) {{
+            long d = lane + 32 * dd;
+            if (d < {Ev})
+                y[(blockIdx.y * {L} + i) * {Ev} + d] =
+                    {store(op.output, "m_[u] == -HETC_INF ? 0.f : acc_[u][dd] / l_[u]")};
+        }}
+    }}"""
+    e.launch([f"{_ctype(op.output)} y", *params], body,
+             f"{-(-L // FLASH_ROWS)}, {batch}", "128", [e.ptr[op.output], *args],
+             "attention flash-style tiles (online softmax)")
 
 
 def _split_attention(e, op, params, args, head, scores, rows, Ev, splits, value_at):
