@@ -82,11 +82,16 @@ def test_targets_are_data_with_host_availability():
         assert t.cost.seconds(1e9, 1e9, t.weight_dtypes[0]) > 0
 
 
-@pytest.mark.parametrize("target", ["fpga"])
-def test_unbuilt_backends_say_so(target):
+def test_unbuilt_backends_say_so(monkeypatch):
+    """A target declared before its backend is built (every target has one
+    now: a made-up one stands in)."""
+    import dataclasses
+
+    planned = dataclasses.replace(TARGETS["fpga"], name="asic", backend=None)
+    monkeypatch.setitem(TARGETS, "asic", planned)
     name, model, inputs = examples()[0]
-    with pytest.raises(TargetError, match=f"target '{target}' .* not built yet"):
-        hetc.compile(model, target=target, example_inputs=inputs)
+    with pytest.raises(TargetError, match="target 'asic' .* not built yet"):
+        hetc.compile(model, target="asic", example_inputs=inputs)
 
 
 def test_compile_argument_errors():

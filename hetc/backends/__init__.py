@@ -17,7 +17,8 @@ from .base import Backend
 
 #: backend name -> the module whose BACKEND it is
 BUILTIN = {"ref": "hetc.backends.ref", "x86": "hetc.backends.x86", "amx": "hetc.backends.amx",
-           "openvino": "hetc.backends.openvino", "cuda": "hetc.backends.cuda"}
+           "openvino": "hetc.backends.openvino", "cuda": "hetc.backends.cuda",
+           "fpga": "hetc.backends.fpga"}
 _BACKENDS: dict[str, Backend] = {}
 
 

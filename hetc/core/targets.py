@@ -173,8 +173,10 @@ def _probe_npu():
 
 def _probe_fpga():
     if shutil.which("vitis_hls") or shutil.which("v++"):
-        return Availability(True, "Vitis HLS found")
-    return Availability(False, "no Vitis HLS here; C simulation with g++ only")
+        return Availability(True, "Vitis HLS found (hetc runs C simulation; build the "
+                                  "project's build_prj.tcl with it)")
+    return Availability(False, "no Vitis HLS here: the generated HLS runs as C simulation "
+                               "(g++); synthesis needs Vitis")
 
 
 # -- the registry ----------------------------------------------------------------
@@ -229,4 +231,5 @@ register_target(Target(
     ((2, 4), (1, 4), (1, 3)), ("i8", "i4", "u4", "f16"), ("i8", "f16"),
     CostModel("Alveo U250", 77.0, {"i8": 30000.0, "f16": 3000.0},
               {"2:4": 2.0, "1:4": 4.0, "1:3": 3.0}),
-    _CANON, None, _probe_fpga))
+    # the datapath is integer: int8 weights and activations unless chosen otherwise
+    _CPU, "fpga", _probe_fpga, storage_pipeline="quantize{format=int8},quantize-activations"))

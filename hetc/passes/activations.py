@@ -42,6 +42,8 @@ class QuantizeActivations(Pass):
             return
         for ly in select(find_layers(graph), self.layers, self.exclude):
             t = ly.weight.type
+            if ly.op.attrs.get("act_group"):
+                continue  # quantized already (asked for before a target's storage passes)
             if ly.op.kind != "linear" or t.dtype.name not in INTEGER_WEIGHTS or t.quant is None \
                     or not t.quant.symmetric or t.quant.axis % t.rank != t.rank - 1:
                 _record(ctx, ly, "activations kept: int8 activations need a linear layer with "
