@@ -14,7 +14,7 @@ import torch
 
 import hetc
 from hetc.backends.fpga import HEADER, HERE, ap_types, reference
-from hetc.core.errors import TargetError
+from hetc.core.errors import TargetError, UsageError
 
 CXX = shutil.which("g++") or shutil.which("clang++")
 
@@ -125,6 +125,21 @@ def test_saved_projects_run_again(tmp_path):
 def test_what_is_not_built_is_refused_with_the_reason(model, inputs, why):
     with pytest.raises(TargetError, match=why):
         hetc.compile(model, target="fpga", example_inputs=inputs)
+
+
+def test_the_reuse_factor_sets_the_multipliers_and_the_part_its_budget():
+    x = torch.randn(2, 96)
+    module = hetc.compile(_mlp(), target="fpga", example_inputs=(x,), reuse=12)
+    assert [(c["p"], c["bits"]) for c in module.artifact.extra["layers"]] == [(8, 8), (4, 8)]
+    assert "12 DSP" in str(module.report)
+    assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
+    with pytest.raises(UsageError, match=r"reuse=7 does not divide the 96 kept weights .*"
+                                         r"it takes 96, 48, 32"):
+        hetc.compile(_mlp(), target="fpga", example_inputs=(x,), reuse=7)
+    big = torch.nn.Linear(4096, 4096)  # 16 MB of int8 weights: not on a ZCU104's chip
+    with pytest.raises(TargetError, match=r"does not fit Zynq UltraScale\+ ZCU104 .* even with "
+                                          r"one multiplier per layer"):
+        hetc.compile(big, target="fpga", example_inputs=(torch.randn(1, 4096),), part="zcu104")
 
 
 def test_the_header_ships_with_the_backend():

@@ -11,12 +11,13 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from hetc.backends.base import Backend
+from hetc.backends.base import Backend, option
 from hetc.backends.c.build import build
-from hetc.core.errors import TargetError
+from hetc.core.errors import TargetError, UsageError
 from hetc.runtime.artifact import Artifact
 
 from . import cost, emit
@@ -103,8 +104,27 @@ class Simulation:
         return [y]
 
 
+@dataclass(frozen=True)
+class FpgaOptions:
+    part: str = option(cost.DEFAULT_PART, "the FPGA the project is built for (its budgets and "
+                                          "clock)", tuple(cost.PARTS))
+    reuse: int = option(0, "cycles each multiplier serves per group of kept weights (P = kept "
+                           "weights / reuse); 0: the most multipliers (up to 16 per layer) "
+                           "that fit the part")
+
+
+def _options(build) -> tuple:
+    """(part, reuse) an artifact was built with; a saved manifest is checked."""
+    part, reuse = build.get("part_name", cost.DEFAULT_PART), build.get("reuse", 0)
+    if part not in cost.PARTS or type(reuse) is not int or reuse < 0:
+        raise TargetError(f"target fpga: the artifact names part {part!r} and reuse {reuse!r} "
+                          f"(parts: {', '.join(cost.PARTS)}; reuse a count >= 0)")
+    return cost.PARTS[part], reuse
+
+
 class FpgaBackend(Backend):
     name = "fpga"
+    Options = FpgaOptions
     lowerings = emit.LOWER
     refused = emit.REFUSED
     summary = ("it takes chains of int8/int4 linear layers (dense, 2:4, 1:4, 1:3) with int8 "
@@ -118,12 +138,16 @@ class FpgaBackend(Backend):
 
     def lower(self, graph, target, options) -> Artifact:
         self.check(graph, target)
-        project = emit.lower_graph(graph)
-        part = cost.PARTS[cost.DEFAULT_PART]
+        part = cost.PARTS[options.part]
+        if options.reuse < 0:
+            raise UsageError(f"fpga: reuse must be 0 (automatic) or a positive count, got "
+                             f"{options.reuse}")
+        project = emit.lower_graph(graph, options.reuse, part)
         usage = cost.estimate(project.layers, project.tokens, part)
         artifact = Artifact(target.name, graph, sources(project, part),
                             build={"compiler": "g++ (C simulation)", "flags": SIM_FLAGS,
-                                   "vitis": "build_prj.tcl", "part": part.fpga_part},
+                                   "vitis": "build_prj.tcl", "part": part.fpga_part,
+                                   "part_name": options.part, "reuse": options.reuse},
                             extra={"layers": [c.__dict__ for c in project.layers],
                                    "resources": usage,
                                    "notes": [cost.note(usage, part), SIM_NOTE]})
@@ -131,8 +155,10 @@ class FpgaBackend(Backend):
         return artifact
 
     def load(self, artifact):
-        project = getattr(artifact, "project", None) or emit.lower_graph(artifact.graph)
-        srcs = sources(project, cost.PARTS[cost.DEFAULT_PART])
+        part, reuse = _options(artifact.build)
+        project = getattr(artifact, "project", None) or emit.lower_graph(artifact.graph, reuse,
+                                                                         part)
+        srcs = sources(project, part)
         path = build(srcs, [*SIM_FLAGS, f"-I{ap_types()}"], main="sim.cpp")
         return Simulation(artifact.graph, path)
 

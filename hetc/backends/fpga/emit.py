@@ -21,9 +21,12 @@ import numpy as np
 
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
 from hetc.backends.c.text import comment, float_literal
+from hetc.core.errors import TargetError, UsageError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import OPS
+
+from . import cost
 
 LOWER = Registry("fpga lowerings")
 PATTERNS = ((2, 4), (1, 4), (1, 3))  # the N:M units; dense otherwise
@@ -76,9 +79,48 @@ def lowers(*kinds):
     return LOWER.register(*kinds)
 
 
-def _parallelism(group_kept) -> int:
-    """The largest P <= MAX_P dividing a group's kept weights."""
-    return max(p for p in range(1, MAX_P + 1) if group_kept % p == 0)
+def _divisors(n, most=MAX_P):
+    return [p for p in range(1, min(n, most) + 1) if n % p == 0]
+
+
+def layer_config(index, op, reuse=0) -> LayerConfig:
+    """The hardware of one linear layer: P = a group's kept weights / `reuse`
+    (UsageError when that does not divide), or with reuse 0 the largest P
+    of at most MAX_P multipliers dividing them."""
+    w = op.inputs[1]
+    _, bits, group = integer_weight(w)
+    n, k = w.type.shape
+    nm = (w.type.nm.n, w.type.nm.m) if w.type.nm is not None else None
+    group_kept = group * nm[0] // nm[1] if nm else group
+    if reuse and group_kept % reuse:
+        takes = ", ".join(str(group_kept // p) for p in _divisors(group_kept, group_kept))
+        raise UsageError(f"fpga: reuse={reuse} does not divide the {group_kept} kept weights "
+                         f"per group of layer %{op.output.name} (it takes {takes})")
+    p = group_kept // reuse if reuse else max(_divisors(group_kept))
+    return LayerConfig(index, k, n, group, bits, nm, p, len(op.inputs) > 2)
+
+
+def plan(graph, reuse, part) -> dict:
+    """{linear op: LayerConfig}: with reuse 0, the multipliers are halved
+    (the next smaller divisor, in the layer with the most) until the model
+    fits `part`; TargetError when even one multiplier per layer does not."""
+    linears = [op for op in graph.ops if op.kind == "linear"]
+    configs = {op: layer_config(i, op, reuse) for i, op in enumerate(linears)}
+    tokens = graph.inputs[0].type.numel // graph.inputs[0].type.shape[-1]
+    while not cost.estimate(list(configs.values()), tokens, part)["fits"]:
+        wide = [(c.p, op) for op, c in configs.items() if c.p > 1]
+        if reuse or not wide:
+            usage = cost.estimate(list(configs.values()), tokens, part)
+            raise TargetError(f"target fpga: the model does not fit {part.name} ({usage['dsp']} "
+                              f"DSP, {usage['lut']} LUT, {usage['bram18']} BRAM18 of {part.dsp}"
+                              f" / {part.lut} / {part.bram18})" +
+                              ("" if reuse else " even with one multiplier per layer") +
+                              (": raise reuse or choose a larger part" if reuse else ""))
+        _, op = max(wide, key=lambda t: t[0])
+        c = configs[op]
+        smaller = max(d for d in _divisors(c.group_kept) if d < c.p)
+        configs[op] = LayerConfig(**{**c.__dict__, "p": smaller})
+    return configs
 
 
 def why_not(op):
@@ -130,12 +172,8 @@ def _is_const(v):
 @lowers("linear")
 def _linear(e, op):
     x, w = op.inputs[:2]
-    name, bits, group = integer_weight(w)
-    n, k = w.type.shape
-    nm = (w.type.nm.n, w.type.nm.m) if w.type.nm is not None else None
-    group_kept = group * nm[0] // nm[1] if nm else group
-    cfg = LayerConfig(len(e.layers), k, n, group, bits, nm, _parallelism(group_kept),
-                      len(op.inputs) > 2)
+    cfg = e.configs[op]
+    name, bits, group, nm, n, k = integer_weight(w)[0], cfg.bits, cfg.group, cfg.nm, cfg.n, cfg.k
     e.layers.append(cfg)
     codes = integer_codes(e, name)
     scales = weight_scales(e, name, n, k // group)
@@ -208,8 +246,8 @@ REFUSED = {k: REFUSED_WHY for k in OPS if k not in LOWER and k != "const"}
 class HlsEmitter:
     """The graph as the files of a Vitis-HLS project."""
 
-    def __init__(self, graph):
-        self.g = graph
+    def __init__(self, graph, configs):
+        self.g, self.configs = graph, configs
         self.layers, self.weights, self.functions, self.calls = [], [], [], []
         self.names = {}
 
@@ -313,5 +351,5 @@ class HlsProject:
         return {"model.cpp": model, "weights.h": weights, "sim.cpp": sim, "tb.cpp": tb}
 
 
-def lower_graph(graph) -> HlsProject:
-    return HlsEmitter(graph).run()
+def lower_graph(graph, reuse, part) -> HlsProject:
+    return HlsEmitter(graph, plan(graph, reuse, part)).run()
