@@ -1,5 +1,5 @@
 """The main job: compile real models with hetc, run them, check them against
-PyTorch and ONNX Runtime (and one model each on targets npu and cuda against the
+PyTorch and ONNX Runtime (and models on targets npu, cuda and fpga against the
 interpreter), generate text with the pretrained SmolLM2-135M through a
 static-KV-cache step and check the tokens against PyTorch's, save and reload
 a compiled module, print the report.
@@ -12,6 +12,7 @@ and the demo says so.
 """
 
 import argparse
+import copy
 import contextlib
 import io
 import logging
@@ -38,8 +39,8 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def line(name, seconds, shape, err, against):
-    ok = err < TOLERANCE
+def line(name, seconds, shape, err, against, tolerance=TOLERANCE):
+    ok = err < tolerance
     print(f"{name:34s} compiled in {seconds:5.2f}s  output {str(list(shape)):14s} "
           f"relative error vs {against} {err:.1e}  {'OK' if ok else 'MISMATCH'}")
     return ok
@@ -140,11 +141,27 @@ def main():
     results.append(line("cnn int8 [npu]", s, npu(x).shape,
                         rel_err(npu(x), interpret(npu.graph, [x])[0]), "hetc interpreter"))
 
-    print("\nTarget cuda (generated CUDA, checked by NVRTC for sm_80/sm_90a; no GPU here, so "
-          "the same source runs through hetc's CPU simulation):")
+    print("\nTarget cuda (generated CUDA, compiled by NVRTC for sm_80..sm_90a; no GPU here, "
+          "so the same source runs through hetc's CPU simulation):")
     gpu, s = compile_timed(cnn, target="cuda", example_inputs=inputs, emulate=True)
     results.append(line("cnn [cuda, emulated]", s, gpu(x).shape,
                         rel_err(gpu(x), interpret(gpu.graph, [x])[0]), "hetc interpreter"))
+    half = copy.deepcopy(mlp).half()
+    xh = examples()[0][2][0].half()
+    tc, s = compile_timed(half, target="cuda", example_inputs=(xh,), emulate=True,
+                          sparsity="2:4", precision="int4")
+    want = interpret(tc.graph, [xh.numpy()])[0].astype(np.float32)
+    results.append(line("mlp f16 2:4 int4 [cuda, emulated]", s, want.shape,
+                        rel_err(tc(xh).float(), want), "hetc interpreter",
+                        tolerance=2.0 ** -10))  # f16: sums in another order round apart
+
+    print("\nTarget fpga (a Vitis-HLS project; no Vitis here, so it runs as C simulation):")
+    xm = examples()[0][2][0].numpy()
+    torch.manual_seed(0)
+    chain = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10))
+    fpga, s = compile_timed(chain, target="fpga", example_inputs=(xm,), sparsity="1:3")
+    results.append(line("mlp int8 1:3 [fpga, C simulation]", s, fpga(xm).shape,
+                        rel_err(fpga(xm), interpret(fpga.graph, [xm])[0]), "hetc interpreter"))
 
     print(f"\nLLM generation (decoder=: one step with a static KV cache, target {args.target}):")
     results.append(generate_smollm2(args.target))

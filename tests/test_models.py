@@ -150,3 +150,12 @@ def test_zero_dim_weights_and_outputs():
     x = torch.randn(3, 4)
     got = hetc.compile(m, example_inputs=(x,))(x)
     assert got.shape == () and torch.allclose(got, m(x))
+
+
+def test_numpy_example_inputs_for_a_torch_model():
+    """A torch model traced with numpy example inputs, as a user may pass them."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    module = hetc.compile(model, example_inputs=(x,))
+    np.testing.assert_allclose(module(x), model(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-6, atol=1e-6)

@@ -24,7 +24,7 @@ from hetc.ir.graph import Graph, Value
 from hetc.ir.ops import InferError
 from hetc.ir.types import TensorType
 from hetc.ir.verify import verify
-from hetc.runtime.convert import to_numpy
+from hetc.runtime.convert import to_numpy, to_torch
 
 from . import torch_opmap
 
@@ -332,6 +332,8 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
 
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
+    # numpy arrays as the tensors they hold (torch.export takes tensors only)
+    example_inputs = [to_torch(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
     try:
         with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
             ep = torch.export.export(module, tuple(example_inputs))
