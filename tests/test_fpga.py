@@ -57,6 +57,19 @@ def test_every_unit_is_bit_exact_over_a_thousand_vectors(sparsity, precision):
     assert len(re.findall(rf"{unit}<[^>]*, {bits}(, 2)?>\(", model)) == 2
 
 
+def test_int4_rows_of_odd_length_are_packed_and_padded():
+    """36 inputs at 1:4 keep 9 int4 weights a row: packed two per byte, the
+    last byte half padding, still bit-exact."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(36, 20), torch.nn.ReLU(), torch.nn.Linear(20, 6))
+    x = torch.randn(300, 36, generator=torch.Generator().manual_seed(3))
+    module = hetc.compile(model, target="fpga", example_inputs=(x,), sparsity="1:4",
+                          precision="int4")
+    assert module.artifact.extra["layers"][0]["p"] == 9
+    assert "static const unsigned char W0[20][5]" in module.artifact.sources["weights.h"]
+    assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
+
+
 def test_the_datapath_is_integer_by_default():
     """No compression asked: int8 weights and int8 activations, said so."""
     x = torch.randn(4, 96)
@@ -68,7 +81,8 @@ def test_the_datapath_is_integer_by_default():
 
 
 def test_pragmas_match_the_layers():
-    """Each layer's weight (and index) arrays are partitioned by its P; every
+    """Each layer's weight (and index) arrays are partitioned to give P
+    weights a cycle (int4: P / 2 bytes, index bytes: P); every
     loop of the units that must pipeline has its pragma; the top function
     has its stream and control interfaces and a dataflow region."""
     module = hetc.compile(_mlp(), target="fpga", example_inputs=(torch.randn(2, 96),),
@@ -76,7 +90,8 @@ def test_pragmas_match_the_layers():
     model = module.artifact.sources["model.cpp"]
     for c in module.artifact.extra["layers"]:
         i, p = c["index"], c["p"]
-        assert f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={p} dim=2" in model
+        banks = p // 2 if p % 2 == 0 else p  # int4 weights: two per byte
+        assert f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={banks} dim=2" in model
         assert f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={p} dim=2" in model
         assert re.search(rf"hetc::nm_mv<(96|48), \d+, 2, 4, \d+, {p}, ", model)
     for pragma in ("INTERFACE axis port=in", "INTERFACE axis port=out",

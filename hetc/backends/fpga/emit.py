@@ -68,6 +68,11 @@ class LayerConfig:
         return 8 + self.bits + max(1, math.ceil(math.log2(self.group_kept))) + 1
 
     @property
+    def weight_partition(self) -> int:
+        """Banks of the weight bytes: P weights a cycle, two per byte for int4."""
+        return self.p // 2 if self.bits == 4 and self.p % 2 == 0 else self.p
+
+    @property
     def index_bits(self) -> int:
         return max(1, math.ceil(math.log2(self.nm[1]))) if self.nm else 0
 
@@ -180,14 +185,13 @@ def _linear(e, op):
     bias = (np.asarray(e.const(op.inputs[2]), np.float32) if cfg.bias
             else np.zeros(n, np.float32))
     i = cfg.index
-    # held as 8-bit C integers (constant arrays of ap_int take g++ minutes to
-    # compile); the units multiply them as ap_int<bits>
-    if nm is None:
-        e.weights.append(_array(f"W{i}", "signed char", codes, [n, k]))
-    else:
-        kept, idx = keep_nm(codes, *nm)
-        e.weights.append(_array(f"W{i}", "signed char", kept, [n, cfg.kept]))
+    # held as bytes, int4 two per byte (constant arrays of ap_int take g++
+    # minutes to compile); the units multiply them as ap_int<bits>
+    if nm is not None:
+        codes, idx = keep_nm(codes, *nm)
         e.weights.append(_array(f"I{i}", "unsigned char", idx, [n, cfg.kept]))
+    held = pack_codes(codes, bits)
+    e.weights.append(_array(f"W{i}", "unsigned char", held, list(held.shape)))
     e.weights.append(_array(f"SW{i}", "float", scales, [n, k // group]))
     e.weights.append(_array(f"B{i}", "float", bias, [n]))
     src, dst = e.var(x), e.var(op.output)
@@ -196,7 +200,7 @@ def _linear(e, op):
           f"hetc::nm_mv<{k}, {n}, {nm[0]}, {nm[1]}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}, "
           f"{cfg.index_bits}>(q, sx, W{i}, I{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});")
     e.function(f"layer{i}", src, dst, k, n, [
-        f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={cfg.p} dim=2",
+        f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={cfg.weight_partition} dim=2",
         *([f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={cfg.p} dim=2"] if nm else []),
         f"ap_int<8> q[{k}];",
         f"float sx[{k // group}];",
@@ -211,6 +215,17 @@ def _relu(e, op):
     src, dst = e.var(op.inputs[0]), e.var(op.output)
     e.function(f"act{len(e.functions)}", src, dst, n, n, [f"hetc::relu<{n}>({src}, {dst});"],
                comment("relu"))
+
+
+def pack_codes(codes, bits):
+    """[N, KW] codes as bytes: int8 one per byte, int4 two per byte (low
+    nibble first; an odd row padded with a zero code)."""
+    b = (np.asarray(codes).astype(np.int16) & 255).astype(np.uint8)
+    if bits != 4:
+        return b
+    if b.shape[1] % 2:
+        b = np.pad(b, ((0, 0), (0, 1)))
+    return (b[:, 0::2] & 15) | (b[:, 1::2] & 15) << 4
 
 
 def keep_nm(codes, n, m):

@@ -43,12 +43,24 @@ void quantize(const float x[K], ap_int<8> q[K], float scale[K / G]) {
     }
 }
 
+/* Weight j of a row held as bytes: int8 codes one per byte, int4 codes two
+ * per byte (low nibble first), as BITS-bit integers. */
+template <int BITS>
+ap_int<BITS> code(const unsigned char *row, int j) {
+#pragma HLS INLINE
+    return BITS == 4 ? (ap_int<BITS>)(row[j >> 1] >> (4 * (j & 1))) : (ap_int<BITS>)row[j];
+}
+
+/* Bytes per row of KW weights of BITS bits. */
+constexpr int row_bytes(int kw, int bits) { return bits == 4 ? (kw + 1) / 2 : kw; }
+
 /* y[n] = sum over groups g of (sum_{k in g} q[k] w[n][k]) * (sx[g] sw[n][g])
- * (+ bias[n]): dense weights (BITS-bit codes, held as 8-bit integers), P
+ * (+ bias[n]): dense weights (BITS-bit codes, held as bytes: code()), P
  * multiply-accumulates per cycle (P divides G); ACC bits hold a group's sum
  * without overflow. */
 template <int K, int N, int G, int P, int ACC, int BITS>
-void dense_mv(const ap_int<8> q[K], const float sx[K / G], const signed char w[N][K],
+void dense_mv(const ap_int<8> q[K], const float sx[K / G],
+              const unsigned char w[N][row_bytes(K, BITS)],
               const float sw[N][K / G], const float bias[N], bool has_bias, float y[N]) {
     for (int n = 0; n < N; n++) {
         float out = 0.f;
@@ -59,7 +71,7 @@ void dense_mv(const ap_int<8> q[K], const float sx[K / G], const signed char w[N
                 for (int p = 0; p < P; p++) {
 #pragma HLS UNROLL
                     int k = g * G + c * P + p;
-                    acc += q[k] * (ap_int<BITS>)w[n][k];
+                    acc += q[k] * code<BITS>(w[n], k);
                 }
             }
             out += (float)acc * (sx[g] * sw[n][g]);
@@ -72,7 +84,8 @@ void dense_mv(const ap_int<8> q[K], const float sx[K / G], const signed char w[N
  * positions idx in the group of M, IB bits); K * NN / M kept per row, P of
  * them per cycle, each through an M:1 multiplexer (P divides G * NN / M). */
 template <int K, int N, int NN, int M, int G, int P, int ACC, int BITS, int IB>
-void nm_mv(const ap_int<8> q[K], const float sx[K / G], const signed char v[N][K * NN / M],
+void nm_mv(const ap_int<8> q[K], const float sx[K / G],
+           const unsigned char v[N][row_bytes(K * NN / M, BITS)],
            const unsigned char idx[N][K * NN / M], const float sw[N][K / G], const float bias[N],
            bool has_bias, float y[N]) {
     const int GK = G * NN / M;  // kept weights per quantization group
@@ -86,7 +99,7 @@ void nm_mv(const ap_int<8> q[K], const float sx[K / G], const signed char v[N][K
 #pragma HLS UNROLL
                     int j = g * GK + c * P + p;  // the kept weight
                     int base = j / NN * M;       // its group of M inputs
-                    acc += q[base + (ap_uint<IB>)idx[n][j]] * (ap_int<BITS>)v[n][j];
+                    acc += q[base + (ap_uint<IB>)idx[n][j]] * code<BITS>(v[n], j);
                 }
             }
             out += (float)acc * (sx[g] * sw[n][g]);
