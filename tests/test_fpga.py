@@ -54,7 +54,7 @@ def test_every_unit_is_bit_exact_over_a_thousand_vectors(sparsity, precision):
     unit = "hetc::nm_mv" if sparsity else "hetc::dense_mv"
     bits = int(precision[3:])  # the multipliers' weight width: ap_int<BITS>
     assert model.count(unit) == 2 and all(c["bits"] == bits for c in layers)
-    assert len(re.findall(rf"{unit}<[^>]*, {bits}(, 2)?>\(", model)) == 2
+    assert len(re.findall(rf"{unit}<[^>]*, {bits}>\(", model)) == 2
 
 
 def test_int4_rows_of_odd_length_are_packed_and_padded():
@@ -66,7 +66,9 @@ def test_int4_rows_of_odd_length_are_packed_and_padded():
     module = hetc.compile(model, target="fpga", example_inputs=(x,), sparsity="1:4",
                           precision="int4")
     assert module.artifact.extra["layers"][0]["p"] == 9
-    assert "static const unsigned char W0[20][5]" in module.artifact.sources["weights.h"]
+    weights = module.artifact.sources["weights.h"]
+    assert "static const unsigned char W0[20][5]" in weights  # 9 codes
+    assert "static const unsigned char I0[20][3]" in weights  # 9 positions
     assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
 
 
@@ -81,8 +83,8 @@ def test_the_datapath_is_integer_by_default():
 
 
 def test_pragmas_match_the_layers():
-    """Each layer's weight (and index) arrays are partitioned to give P
-    weights a cycle (int4: P / 2 bytes, index bytes: P); every
+    """Each layer's weight (and position) arrays are partitioned to give P
+    weights a cycle (int4: P / 2 bytes, positions: P / 4 bytes); every
     loop of the units that must pipeline has its pragma; the top function
     has its stream and control interfaces and a dataflow region."""
     module = hetc.compile(_mlp(), target="fpga", example_inputs=(torch.randn(2, 96),),
@@ -92,7 +94,9 @@ def test_pragmas_match_the_layers():
         i, p = c["index"], c["p"]
         banks = p // 2 if p % 2 == 0 else p  # int4 weights: two per byte
         assert f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={banks} dim=2" in model
-        assert f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={p} dim=2" in model
+        positions = p // 4 if p % 4 == 0 else p  # four per byte
+        assert f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={positions} dim=2" \
+            in model
         assert re.search(rf"hetc::nm_mv<(96|48), \d+, 2, 4, \d+, {p}, ", model)
     for pragma in ("INTERFACE axis port=in", "INTERFACE axis port=out",
                    "INTERFACE s_axilite port=return", "DATAFLOW"):

@@ -5,8 +5,9 @@ Per layer (emit.LayerConfig): one DSP48E2 per multiplier (8-bit codes by
 weights of at most 8 bits fit one); LUTs for the adder tree of the P
 products (about 0.78 LUT per product bit) plus, for N:M units, the M:1
 multiplexer in front of each multiplier (one LUT6 per activation bit for
-M <= 4); weights (held as bytes: int4 two per byte, int8 and positions
-one) in BRAM18 when a partition holds more than distributed RAM does; cycles per token: the quantization's two passes over the inputs
+M <= 4); weights (held as bytes: int8 one per byte, int4 two, N:M
+positions four) in BRAM18 when a partition holds more than distributed RAM
+does; cycles per token: the quantization's two passes over the inputs
 plus, per output and group, the reuse factor and the pipeline's depth.
 
 The LUT constants are fitted to per-cycle 16-input blocks synthesized with
@@ -50,7 +51,7 @@ def layer_usage(c) -> dict:
     """DSPs, LUTs, BRAM18s and cycles per token of one layer."""
     tree = ADDER_LUT_PER_BIT * c.p * c.acc_bits
     mux = MUX_BITS * c.p if c.nm else 0
-    weight_bits = c.n * c.kept * ((4 if c.bits == 4 else 8) + (8 if c.nm else 0))  # as held
+    weight_bits = c.n * c.kept * ((4 if c.bits == 4 else 8) + (2 if c.nm else 0))  # as held
     per_partition = weight_bits / c.p
     bram = 0 if per_partition <= LUTRAM_BITS else c.p * math.ceil(per_partition / BRAM18_BITS)
     cycles = 2 * c.k + c.n * (c.k // c.group) * (c.reuse + PIPELINE_DEPTH +

@@ -73,8 +73,9 @@ class LayerConfig:
         return self.p // 2 if self.bits == 4 and self.p % 2 == 0 else self.p
 
     @property
-    def index_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.nm[1]))) if self.nm else 0
+    def index_partition(self) -> int:
+        """Banks of the position bytes: P positions a cycle, four per byte."""
+        return self.p // 4 if self.p % 4 == 0 else self.p
 
     def pattern(self) -> str:
         return f"{self.nm[0]}:{self.nm[1]}" if self.nm else "dense"
@@ -189,7 +190,8 @@ def _linear(e, op):
     # minutes to compile); the units multiply them as ap_int<bits>
     if nm is not None:
         codes, idx = keep_nm(codes, *nm)
-        e.weights.append(_array(f"I{i}", "unsigned char", idx, [n, cfg.kept]))
+        idx = pack_positions(idx)
+        e.weights.append(_array(f"I{i}", "unsigned char", idx, list(idx.shape)))
     held = pack_codes(codes, bits)
     e.weights.append(_array(f"W{i}", "unsigned char", held, list(held.shape)))
     e.weights.append(_array(f"SW{i}", "float", scales, [n, k // group]))
@@ -197,11 +199,12 @@ def _linear(e, op):
     src, dst = e.var(x), e.var(op.output)
     mv = (f"hetc::dense_mv<{k}, {n}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}>"
           f"(q, sx, W{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});" if nm is None else
-          f"hetc::nm_mv<{k}, {n}, {nm[0]}, {nm[1]}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}, "
-          f"{cfg.index_bits}>(q, sx, W{i}, I{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});")
+          f"hetc::nm_mv<{k}, {n}, {nm[0]}, {nm[1]}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}>"
+          f"(q, sx, W{i}, I{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});")
     e.function(f"layer{i}", src, dst, k, n, [
         f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={cfg.weight_partition} dim=2",
-        *([f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={cfg.p} dim=2"] if nm else []),
+        *([f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={cfg.index_partition} "
+           f"dim=2"] if nm else []),
         f"ap_int<8> q[{k}];",
         f"float sx[{k // group}];",
         f"hetc::quantize<{k}, {group}>({src}, q, sx);",
@@ -226,6 +229,15 @@ def pack_codes(codes, bits):
     if b.shape[1] % 2:
         b = np.pad(b, ((0, 0), (0, 1)))
     return (b[:, 0::2] & 15) | (b[:, 1::2] & 15) << 4
+
+
+def pack_positions(idx):
+    """[N, KK] 2-bit positions as bytes, four per byte, lowest bits first
+    (a short last byte padded with zeros)."""
+    b = np.asarray(idx).astype(np.uint8)
+    if b.shape[1] % 4:
+        b = np.pad(b, ((0, 0), (0, -b.shape[1] % 4)))
+    return b[:, 0::4] | b[:, 1::4] << 2 | b[:, 2::4] << 4 | b[:, 3::4] << 6
 
 
 def keep_nm(codes, n, m):

@@ -54,6 +54,13 @@ ap_int<BITS> code(const unsigned char *row, int j) {
 /* Bytes per row of KW weights of BITS bits. */
 constexpr int row_bytes(int kw, int bits) { return bits == 4 ? (kw + 1) / 2 : kw; }
 
+/* Position j of a row of N:M positions, four 2-bit positions per byte
+ * (lowest bits first). */
+inline ap_uint<2> position(const unsigned char *row, int j) {
+#pragma HLS INLINE
+    return (ap_uint<2>)(row[j >> 2] >> (2 * (j & 3)));
+}
+
 /* y[n] = sum over groups g of (sum_{k in g} q[k] w[n][k]) * (sx[g] sw[n][g])
  * (+ bias[n]): dense weights (BITS-bit codes, held as bytes: code()), P
  * multiply-accumulates per cycle (P divides G); ACC bits hold a group's sum
@@ -80,13 +87,15 @@ void dense_mv(const ap_int<8> q[K], const float sx[K / G],
     }
 }
 
-/* The same for N:M weights: of every M inputs, NN weights kept (values v,
- * positions idx in the group of M, IB bits); K * NN / M kept per row, P of
- * them per cycle, each through an M:1 multiplexer (P divides G * NN / M). */
-template <int K, int N, int NN, int M, int G, int P, int ACC, int BITS, int IB>
+/* The same for N:M weights: of every M inputs (M <= 4), NN weights kept
+ * (values v, positions idx in the group of M: position()); K * NN / M kept
+ * per row, P of them per cycle, each through an M:1 multiplexer (P divides
+ * G * NN / M). */
+template <int K, int N, int NN, int M, int G, int P, int ACC, int BITS>
 void nm_mv(const ap_int<8> q[K], const float sx[K / G],
            const unsigned char v[N][row_bytes(K * NN / M, BITS)],
-           const unsigned char idx[N][K * NN / M], const float sw[N][K / G], const float bias[N],
+           const unsigned char idx[N][(K * NN / M + 3) / 4], const float sw[N][K / G],
+           const float bias[N],
            bool has_bias, float y[N]) {
     const int GK = G * NN / M;  // kept weights per quantization group
     for (int n = 0; n < N; n++) {
@@ -99,7 +108,7 @@ void nm_mv(const ap_int<8> q[K], const float sx[K / G],
 #pragma HLS UNROLL
                     int j = g * GK + c * P + p;  // the kept weight
                     int base = j / NN * M;       // its group of M inputs
-                    acc += q[base + (ap_uint<IB>)idx[n][j]] * code<BITS>(v[n], j);
+                    acc += q[base + position(idx[n], j)] * code<BITS>(v[n], j);
                 }
             }
             out += (float)acc * (sx[g] * sw[n][g]);
