@@ -166,10 +166,13 @@ def small(graph):
 
 def exercise(graph, seed):
     """What a user does next with an accepted graph: print it and read it
-    back (equal), run it on the interpreter, generate x86 C, CUDA and an
-    OpenVINO model for it (HetcErrors there are refusals, as everywhere)."""
+    back (equal), run it on the interpreter, generate x86 C, CUDA, an
+    OpenVINO model and an HLS project for it (HetcErrors there are
+    refusals, as everywhere)."""
     from hetc.backends import backend_named
     from hetc.backends.cuda.emit import lower_graph as lower_cuda
+    from hetc.backends.fpga.cost import DEFAULT_PART, PARTS
+    from hetc.backends.fpga.emit import lower_graph as lower_hls
     from hetc.backends.openvino.lowering import to_model
     from hetc.backends.x86.emit import lower_graph
     from hetc.core.errors import HetcError
@@ -182,9 +185,12 @@ def exercise(graph, seed):
         raise AssertionError("print -> parse gave a different graph")
     if not small(graph):
         return
-    npu = backend_named("openvino")
+    npu, fpga = backend_named("openvino"), backend_named("fpga")
+    fpga_part = PARTS[DEFAULT_PART]
     for lower in (lower_graph, lower_cuda,
-                  lambda g: (npu.check(g, get_target("npu")), to_model(g))):
+                  lambda g: (npu.check(g, get_target("npu")), to_model(g)),
+                  lambda g: (fpga.check(g, get_target("fpga")),
+                             lower_hls(g, 0, fpga_part).sources())):
         try:
             lower(graph)
         except HetcError:

@@ -136,9 +136,20 @@ def test_saved_projects_run_again(tmp_path):
     np.testing.assert_array_equal(hetc.load(tmp_path / "m")(x).numpy(), module(x).numpy())
 
 
+class _Residual(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x)) + x
+
+
 @pytest.mark.parametrize("model, inputs, why", [
     (torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.GELU()), (torch.randn(2, 8),),
      r"gelu \(%gelu\): not lowered for fpga yet"),
+    (torch.nn.ReLU(), (torch.tensor(1.0),), "an input or output without a last axis"),
+    (_Residual(), (torch.randn(2, 8),), r"add \(%add\): not lowered for fpga yet"),
     (torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), (torch.randn(1, 3, 8, 8),),
      r"conv2d \(%conv2d\): not lowered for fpga yet")])
 def test_what_is_not_built_is_refused_with_the_reason(model, inputs, why):

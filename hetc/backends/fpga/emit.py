@@ -156,16 +156,26 @@ def why_not(op):
 
 
 def graph_problems(graph) -> list:
-    """The project streams one f32 input and one f32 output, and its layers
-    form one chain."""
-    out = []
+    """The project streams one f32 input and one f32 output, token by token
+    (vectors along the last axis), through one chain of ops: each takes the
+    one before's result, the last gives the output."""
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        out.append(f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs (a project "
-                   f"streams one of each)")
-    users = graph.users()
-    for op in graph.ops:
-        if op.kind != "const" and any(len(users.get(v, ())) > 1 for v in op.outputs):
-            out.append(f"%{op.outputs[0].name} feeds several ops (the layers must form a chain)")
+        return [f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs (a project "
+                f"streams one of each)"]
+    x, y = graph.inputs[0], graph.outputs[0]
+    if x.type.rank == 0 or y.type.rank == 0 or 0 in x.type.shape or 0 in y.type.shape:
+        return ["an input or output without a last axis of vectors (a project streams "
+                "vectors)"]
+    out, prev = [], x
+    for i, op in enumerate(graph.ops):
+        if op.kind == "const":
+            continue
+        if op.inputs[0] is not prev or op.output.type.shape[:-1] != x.type.shape[:-1]:
+            out.append(f"op #{i} {op.kind} (%{op.outputs[0].name}): not the next link of one "
+                       f"chain from the input, token by token")
+        prev = op.output
+    if prev is not y:
+        out.append(f"the output %{y.name} is not the end of the chain from the input")
     return out
 
 
