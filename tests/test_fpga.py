@@ -72,6 +72,21 @@ def test_int4_rows_of_odd_length_are_packed_and_padded():
     assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
 
 
+def test_a_flattened_image_streams_as_vectors():
+    """A Flatten before the first layer relabels the stream (same values);
+    a reshape after a layer is refused."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    x = torch.randn(5, 3, 8, 8)
+    module = hetc.compile(model, target="fpga", example_inputs=(x,), sparsity="2:4")
+    assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
+    assert "5 token(s) of 192 inputs -> 10 outputs" in module.artifact.sources["model.cpp"]
+    late = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Flatten(0))
+    with pytest.raises(TargetError, match="a reshape after the first layer"):
+        hetc.compile(late, target="fpga", example_inputs=(torch.randn(2, 8),))
+
+
 def test_the_datapath_is_integer_by_default():
     """No compression asked: int8 weights and int8 activations, said so."""
     x = torch.randn(4, 96)

@@ -128,7 +128,7 @@ class FpgaBackend(Backend):
     lowerings = emit.LOWER
     refused = emit.REFUSED
     summary = ("it takes chains of int8/int4 linear layers (dense, 2:4, 1:4, 1:3) with int8 "
-               "activations, and relu")
+               "activations and relu, after reshapes of the input")
 
     def op_problem(self, op):
         return emit.why_not(op)

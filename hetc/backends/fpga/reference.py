@@ -17,13 +17,15 @@ F32 = np.float32
 
 def run(graph, x) -> np.ndarray:
     """The output of `graph` (as the fpga backend lowers it) for input x."""
-    k = graph.inputs[0].type.shape[-1]
-    values = {graph.inputs[0]: np.asarray(x, F32).reshape(-1, k)}
+    values = {graph.inputs[0]: np.asarray(x, F32)}
     for op in graph.ops:
         if op.kind == "const":
             continue
         a = values[op.inputs[0]]
-        if op.kind == "relu":
+        a = a.reshape(-1, a.shape[-1]) if a.ndim else a  # tokens as rows
+        if op.kind == "reshape":
+            values[op.output] = a.reshape(op.output.type.shape)
+        elif op.kind == "relu":
             values[op.output] = np.where(a < 0, F32(0), a)
         elif op.kind == "linear":
             values[op.output] = _linear(graph, op, a)
