@@ -69,9 +69,9 @@ class Module:
             raise UsageError(f"this module takes {len(graph.inputs)} inputs "
                              f"({', '.join(self.input_names)}), got {len(inputs)}")
         as_torch = any(is_torch(x) for x in inputs)
-        executor = self._executor()
-        if as_torch and getattr(executor, "takes_gpu_tensors", False) \
-                and all(is_torch(x) and x.is_cuda for x in inputs):
+        gpu_tensors = as_torch and all(is_torch(x) and x.is_cuda for x in inputs)
+        if gpu_tensors and getattr(self._executor(), "takes_gpu_tensors", False):
+            executor = self._executor()
             for v, x in zip(graph.inputs, inputs):  # the GPU's tensors, used where they are
                 if tuple(x.shape) != v.type.shape or numpy_dtype(x.dtype) != v.type.dtype.storage:
                     raise UsageError(f"input '{v.name}' must be {v.type}, got a "
@@ -84,7 +84,7 @@ class Module:
         except ValueError as e:
             raise UsageError(f"{e} (inputs are fixed at compile time)") from None
         try:
-            outs = executor(arrays)
+            outs = self._executor()(arrays)  # built after the inputs are checked
         except MemoryError:
             raise HetcError(f"not enough memory to run @{graph.name} on target "
                             f"{self.target}") from None

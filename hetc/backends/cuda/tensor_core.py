@@ -97,7 +97,7 @@ def plan(e, op, x_offset) -> Plan | None:
         values, group = act, 0
     else:
         return None
-    sparse = w.type.nm is not None and compress_2_4(*_values(e, w, act)) is not None
+    sparse = w.type.nm is not None and fits_2_4(_values(e, w, act)[1])
     step = 32 if sparse else 16
     if group and group != k and group % step:
         return None
@@ -198,13 +198,19 @@ def s8_words(codes, bits, kpad):
     return nib[..., 0::2] | nib[..., 1::2] << 4
 
 
+def fits_2_4(nonzero) -> bool:
+    """Whether every group of four along k has at most two nonzeros."""
+    n, k = nonzero.shape
+    return bool((nonzero.reshape(n, k // 4, 4).sum(-1) <= 2).all())
+
+
 def compress_2_4(values, nonzero):
     """(kept values [N, K/2], metadata nibbles [N, K/4]) of a matrix whose
     every group of four along k has at most two nonzeros (None otherwise):
     the nonzero positions first, padded with zero positions, ascending."""
     n, k = values.shape
     mask = nonzero.reshape(n, k // 4, 4)
-    if (mask.sum(-1) > 2).any():
+    if not fits_2_4(nonzero):
         return None
     keep = np.sort(np.argsort(~mask, axis=-1, kind="stable")[..., :2], axis=-1)
     kept = np.take_along_axis(values.reshape(n, k // 4, 4), keep, -1).reshape(n, k // 2)

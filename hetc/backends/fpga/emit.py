@@ -14,6 +14,7 @@ width.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -112,11 +113,12 @@ def plan(graph, reuse, part) -> dict:
     fits `part`; TargetError when even one multiplier per layer does not."""
     linears = [op for op in graph.ops if op.kind == "linear"]
     configs = {op: layer_config(i, op, reuse) for i, op in enumerate(linears)}
-    tokens = graph.inputs[0].type.numel // graph.inputs[0].type.shape[-1]
-    while not cost.estimate(list(configs.values()), tokens, part)["fits"]:
+    while True:
+        usage = cost.estimate(list(configs.values()), 1, part)  # fitting: tokens do not count
+        if usage["fits"]:
+            return configs
         wide = [(c.p, op) for op, c in configs.items() if c.p > 1]
         if reuse or not wide:
-            usage = cost.estimate(list(configs.values()), tokens, part)
             raise TargetError(f"target fpga: the model does not fit {part.name} ({usage['dsp']} "
                               f"DSP, {usage['lut']} LUT, {usage['bram18']} BRAM18 of {part.dsp}"
                               f" / {part.lut} / {part.bram18})" +
@@ -124,9 +126,7 @@ def plan(graph, reuse, part) -> dict:
                               (": raise reuse or choose a larger part" if reuse else ""))
         _, op = max(wide, key=lambda t: t[0])
         c = configs[op]
-        smaller = max(d for d in _divisors(c.group_kept) if d < c.p)
-        configs[op] = LayerConfig(**{**c.__dict__, "p": smaller})
-    return configs
+        configs[op] = dataclasses.replace(c, p=max(d for d in _divisors(c.group_kept) if d < c.p))
 
 
 def why_not(op):
@@ -199,7 +199,8 @@ def _is_const(v):
 def _linear(e, op):
     x, w = op.inputs[:2]
     cfg = e.configs[op]
-    name, bits, group, nm, n, k = integer_weight(w)[0], cfg.bits, cfg.group, cfg.nm, cfg.n, cfg.k
+    name = integer_weight(w)[0]
+    bits, group, nm, n, k = cfg.bits, cfg.group, cfg.nm, cfg.n, cfg.k
     e.layers.append(cfg)
     codes = integer_codes(e, name)
     scales = weight_scales(e, name, n, k // group)
