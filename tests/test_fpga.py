@@ -4,6 +4,7 @@ model of its arithmetic (backends/fpga/reference.py) and within f32
 rounding of the interpreter; the emitted pragmas; the test bench; what is
 refused."""
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import hetc
-from hetc.backends.fpga import HEADER, HERE, ap_types, reference
+from hetc.backends.fpga import HEADER, HERE, ap_types, reference, verilog
 from hetc.core.errors import TargetError, UsageError
 
 CXX = shutil.which("g++") or shutil.which("clang++")
@@ -26,6 +27,28 @@ def _mlp(seed=0):
 
 
 PATTERNS = [None, "2:4", "1:4", "1:3"]
+
+
+class _ArgMax(torch.nn.Module):
+    def forward(self, x):
+        return x.argmax(-1)
+
+
+class _CumSum(torch.nn.Module):
+    def forward(self, x):
+        return x.cumsum(-1)
+
+
+def _units(module, nm, bits):
+    """How many integer layers of `module` run on the unit of pattern nm
+    (None: dense) with BITS-bit weights."""
+    n, m = nm or (1, 1)
+    model = module.artifact.sources["model.cpp"]
+    return len(re.findall(rf"hetc::group_dot<{n}, {m}, \d+, \d+, \d+, {bits}>\(", model))
+
+
+def _pattern(sparsity):
+    return tuple(int(v) for v in sparsity.split(":")) if sparsity else None
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])
@@ -48,13 +71,89 @@ def test_every_unit_is_bit_exact_over_a_thousand_vectors(sparsity, precision):
     assert close.mean() >= 0.99, close.mean()
     np.testing.assert_allclose(got, want, atol=0.02 * top)
     layers = module.artifact.extra["layers"]
-    assert [tuple(c["nm"]) if c["nm"] else None for c in layers] == \
-        [tuple(int(v) for v in sparsity.split(":")) if sparsity else None] * 2
-    model = module.artifact.sources["model.cpp"]
-    unit = "hetc::nm_mv" if sparsity else "hetc::dense_mv"
+    assert [tuple(c["nm"]) if c["nm"] else None for c in layers] == [_pattern(sparsity)] * 2
     bits = int(precision[3:])  # the multipliers' weight width: ap_int<BITS>
-    assert model.count(unit) == 2 and all(c["bits"] == bits for c in layers)
-    assert len(re.findall(rf"{unit}<[^>]*, {bits}>\(", model)) == 2
+    assert _units(module, _pattern(sparsity), bits) == 2
+    assert all(c["bits"] == bits for c in layers)
+
+
+def _cnn(seed=0):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 24, 3, stride=2, padding=(1, 0)), nn.ReLU(),
+                         nn.Conv2d(24, 24, 1)).eval()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("sparsity", PATTERNS, ids=["dense", "2:4", "1:4", "1:3"])
+def test_convolutions_are_bit_exact(sparsity, precision):
+    """A small CNN (3x3 convolutions with padding and a stride, max
+    pooling, a pointwise convolution) on two images: 0 mismatches over its
+    1,440 outputs (60 pixels, each a vector of 24 channels); the
+    convolutions whose input channels (3, 16, 24) are a multiple of M run
+    on the pattern's unit, the others dense; int8 activations per pixel and
+    group."""
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(4))
+    options = {"precision": precision, **({"sparsity": sparsity} if sparsity else {})}
+    module = hetc.compile(_cnn(), target="fpga", example_inputs=(x,), **options)
+    got = module(x).numpy()
+    assert got.shape == (2, 24, 6, 5)
+    assert (got != reference.run(module.graph, x.numpy())).sum() == 0
+    want = hetc.interpret(module.graph, [x.numpy()])[0]
+    np.testing.assert_allclose(got, want, atol=0.02 * float(np.abs(want).max()))
+    layers = module.artifact.extra["layers"]
+    assert [c["kind"] for c in layers] == ["conv2d"] * 3 and [c["taps"] for c in layers] == \
+        [9, 9, 1]
+    bits, nm = int(precision[3:]), _pattern(sparsity)
+    want = [nm if nm and c % nm[1] == 0 else None for c in (3, 16, 24)]
+    assert [tuple(c["nm"]) if c["nm"] else None for c in layers] == want
+    assert _units(module, nm, bits) == want.count(nm)
+
+
+class _Block(torch.nn.Module):
+    """A MiniLM-sized transformer encoder layer (BERT's: hidden 384, 12
+    heads, 1,536 intermediate) from transformers, random weights."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+        torch.manual_seed(0)
+        self.layer = BertLayer(BertConfig(hidden_size=384, num_attention_heads=12,
+                                          intermediate_size=1536)).eval()
+
+    def forward(self, x):
+        return self.layer(x)[0]
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("sparsity", PATTERNS, ids=["dense", "2:4", "1:4", "1:3"])
+def test_a_transformer_encoder_block_is_bit_exact(sparsity, precision):
+    """16 tokens through a MiniLM-sized encoder layer: its six linear
+    layers on the units, attention's products, softmax, GELU, the residual
+    adds (forks) and layer norms in float32; 0 mismatches over 6,144
+    outputs; within the polynomials' and f32 rounding of the interpreter but
+    where that rounding moves an activation across an int8 rounding
+    boundary. int4's groups of 128 do not hold whole 1:3 groups: those
+    layers run on the dense unit, said so."""
+    x = torch.randn(1, 16, 384, generator=torch.Generator().manual_seed(5))
+    options = {"precision": precision, **({"sparsity": sparsity} if sparsity else {})}
+    module = hetc.compile(_Block(), target="fpga", example_inputs=(x,), **options)
+    got = module(x).numpy()
+    assert (got != reference.run(module.graph, x.numpy())).sum() == 0
+    want = hetc.interpret(module.graph, [x.numpy()])[0]
+    assert np.isclose(got, want, rtol=1e-4, atol=1e-4).mean() >= 0.99
+    np.testing.assert_allclose(got, want, atol=0.02 * float(np.abs(want).max()))
+    nm, bits = _pattern(sparsity), int(precision[3:])
+    if sparsity == "1:3" and precision == "int4":
+        assert "1:3 zeros stored, run on the dense unit" in str(module.report)
+        nm = None
+    assert _units(module, nm, bits) == 6
+    model = module.artifact.sources["model.cpp"]
+    for call in ("hetc::softmax<", "hetc::layer_norm<", "hetc::gelu_(", "hetc::matmul<",
+                 "/* fork */"):
+        assert call in model
 
 
 def test_int4_rows_of_odd_length_are_packed_and_padded():
@@ -72,19 +171,34 @@ def test_int4_rows_of_odd_length_are_packed_and_padded():
     assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
 
 
-def test_a_flattened_image_streams_as_vectors():
-    """A Flatten before the first layer relabels the stream (same values);
-    a reshape after a layer is refused."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32),
-                                torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    x = torch.randn(5, 3, 8, 8)
-    module = hetc.compile(model, target="fpga", example_inputs=(x,), sparsity="2:4")
-    assert (module(x).numpy() == reference.run(module.graph, x.numpy())).all()
-    assert "5 token(s) of 192 inputs -> 10 outputs" in module.artifact.sources["model.cpp"]
-    late = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Flatten(0))
-    with pytest.raises(TargetError, match="a reshape after the first layer"):
-        hetc.compile(late, target="fpga", example_inputs=(torch.randn(2, 8),))
+class _Residual(torch.nn.Module):
+    """A residual branch, a reshape between layers, two inputs and two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.out = torch.nn.Linear(8, 8), torch.nn.Linear(16, 4)
+
+    def forward(self, x, z):
+        h = torch.relu(self.fc(x)) + x * z
+        return self.out(h.reshape(-1, 16)), h.sigmoid()
+
+
+def test_branches_fork_reshapes_alias_and_streams_are_per_value():
+    """A value read by two ops is copied once per reader (a fork: one
+    producer, one consumer per dataflow channel); a reshape is the same
+    array; each input and output is its own AXI stream."""
+    x, z = torch.randn(6, 8), torch.randn(6, 8)
+    module = hetc.compile(_Residual(), target="fpga", example_inputs=(x, z))
+    got = [t.numpy() for t in module(x, z)]
+    want = reference.run(module.graph, x.numpy(), z.numpy())
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and (g == w).all()
+    model = module.artifact.sources["model.cpp"]
+    assert model.count("/* fork */") == 2  # x (read by fc and mul) and h (by out and sigmoid)
+    assert "hls::stream<float> &in1" in model and "hls::stream<float> &out1" in model
+    np.testing.assert_allclose(got[1], torch.sigmoid(
+        torch.relu(_Residual().fc(x)) + x * z).detach().numpy(), atol=0.05)
 
 
 def test_the_datapath_is_integer_by_default():
@@ -99,11 +213,13 @@ def test_the_datapath_is_integer_by_default():
 
 def test_pragmas_match_the_layers():
     """Each layer's weight (and position) arrays are partitioned to give P
-    weights a cycle (int4: P / 2 bytes, positions: P / 4 bytes); every
-    loop of the units that must pipeline has its pragma; the top function
-    has its stream and control interfaces and a dataflow region."""
-    module = hetc.compile(_mlp(), target="fpga", example_inputs=(torch.randn(2, 96),),
-                          sparsity="2:4", precision="int4")
+    weights a cycle (int4: P / 2 bytes, positions: P / 4 bytes) and its
+    activation codes to give the inputs those reach (N:M: P * M / N); every
+    loop that must pipeline has its pragma (the units', the float
+    functions', the generated loop nests'); the top function has its
+    stream and control interfaces and a dataflow region."""
+    module = hetc.compile(_Residual(), target="fpga", sparsity="2:4", precision="int4",
+                          example_inputs=(torch.randn(2, 8), torch.randn(2, 8)))
     model = module.artifact.sources["model.cpp"]
     for c in module.artifact.extra["layers"]:
         i, p = c["index"], c["p"]
@@ -112,13 +228,16 @@ def test_pragmas_match_the_layers():
         positions = p // 4 if p % 4 == 0 else p  # four per byte
         assert f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={positions} dim=2" \
             in model
-        assert re.search(rf"hetc::nm_mv<(96|48), \d+, 2, 4, \d+, {p}, ", model)
-    for pragma in ("INTERFACE axis port=in", "INTERFACE axis port=out",
+        assert f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={p * 2}" in model
+        assert re.search(rf"hetc::group_dot<2, 4, \d+, {p}, \d+, 4>", model)
+    for pragma in ("INTERFACE axis port=in0", "INTERFACE axis port=out0",
                    "INTERFACE s_axilite port=return", "DATAFLOW"):
         assert f"#pragma HLS {pragma}" in model
+    nests = re.findall(r"for \(int i\d+ = 0;[^\n]*\{\n([^\n]*)", model)
+    assert len(nests) == 4 and all("#pragma HLS PIPELINE II=1" in n for n in nests)
     header = module.artifact.sources[HEADER]
-    for loop in re.finditer(r"for \(int (c|j|i) = 0;[^\n]*\{\n([^\n]*)", header):
-        assert "#pragma HLS PIPELINE II=1" in loop.group(2), loop.group(0)
+    loops = re.findall(r"for \(int (?:c|j|i|e|s) = 0;[^\n]*\{\n([^\n]*)", header)
+    assert len(loops) >= 12 and all("#pragma HLS PIPELINE II=1" in n for n in loops)
     for loop in re.finditer(r"for \(int p = 0;[^\n]*\{\n([^\n]*)", header):
         assert "#pragma HLS UNROLL" in loop.group(1)
 
@@ -151,22 +270,13 @@ def test_saved_projects_run_again(tmp_path):
     np.testing.assert_array_equal(hetc.load(tmp_path / "m")(x).numpy(), module(x).numpy())
 
 
-class _Residual(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(8, 8)
-
-    def forward(self, x):
-        return torch.relu(self.fc(x)) + x
-
-
 @pytest.mark.parametrize("model, inputs, why", [
-    (torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.GELU()), (torch.randn(2, 8),),
-     r"gelu \(%gelu\): not lowered for fpga yet"),
-    (torch.nn.ReLU(), (torch.tensor(1.0),), "an input or output without a last axis"),
-    (_Residual(), (torch.randn(2, 8),), r"add \(%add\): not lowered for fpga yet"),
-    (torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), (torch.randn(1, 3, 8, 8),),
-     r"conv2d \(%conv2d\): not lowered for fpga yet")])
+    (torch.nn.Softmax(dim=1), (torch.randn(2, 4, 8),), "an axis other than the last"),
+    (torch.nn.Conv2d(4, 4, 3, groups=4), (torch.randn(1, 4, 8, 8),),
+     r"a grouped \(depthwise\) convolution"),
+    (torch.nn.Identity(), (torch.randn(2, 8),), "output %input is not computed by an op"),
+    (_ArgMax(), (torch.randn(2, 8),), r"argmax \(%argmax\): not lowered for fpga yet"),
+    (_CumSum(), (torch.randn(2, 8),), r"cumsum \(%cumsum\): not lowered for fpga yet")])
 def test_what_is_not_built_is_refused_with_the_reason(model, inputs, why):
     with pytest.raises(TargetError, match=why):
         hetc.compile(model, target="fpga", example_inputs=inputs)
@@ -190,3 +300,50 @@ def test_the_reuse_factor_sets_the_multipliers_and_the_part_its_budget():
 def test_the_header_ships_with_the_backend():
     with open(f"{HERE}/{HEADER}") as f:
         assert "namespace hetc" in f.read()
+
+
+def test_int8_convolution_activations_are_the_irs_semantics():
+    """conv2d's act_group (set by quantize-activations on targets with
+    integer convolutions) quantizes each pixel's channels: OpenVINO
+    computes it too and matches the interpreter; x86 refuses it by name."""
+    x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    graph = hetc.compile(_cnn(), target="fpga", example_inputs=(x,)).graph
+    convs = [op for op in graph.ops if op.kind == "conv2d"]
+    assert [op.attrs["act_group"] for op in convs] == [3, 16, 24]
+    want = hetc.interpret(graph, [x.numpy()])[0]
+    for op in convs:
+        op.attrs["act_group"] = 0
+    unquantized = hetc.interpret(graph, [x.numpy()])[0]
+    for op, g in zip(convs, [3, 16, 24]):
+        op.attrs["act_group"] = g
+    assert np.abs(unquantized - want).max() > 1e-3 * np.abs(want).max()
+    if importlib.util.find_spec("openvino"):
+        got = hetc.compile(graph, target="npu")(x).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(TargetError, match=r"int8 activations \(act_group\) on a convolution"):
+        hetc.compile(graph, target="x86")
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog is not installed "
+                    "(Debian: apt-get install iverilog)")
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("nm, p", [(None, 16), ((2, 4), 8), ((1, 4), 4), ((1, 3), 5)],
+                         ids=["dense", "2:4", "1:4", "1:3"])
+def test_the_verilog_blocks_compute_the_units_sums(nm, p, bits, tmp_path):
+    """The per-cycle block of each unit (its P multipliers, their M:1
+    multiplexers, a pipelined adder tree) simulated by iverilog over 300
+    random vectors: every sum equal to numpy's."""
+    b = verilog.Block(p, bits, nm)
+    rng = np.random.default_rng(p * bits)
+    x = rng.integers(-128, 128, (300, b.activations))
+    w = rng.integers(-(1 << bits - 1), 1 << bits - 1, (300, p))
+    idx = None
+    if nm:
+        n, m = nm
+        idx = np.stack([np.sort(rng.choice(m, n, replace=False))
+                        for _ in range(300 * p // n)]).reshape(300, p)
+        x_used = np.take_along_axis(x, (np.arange(p) // n * m)[None] + idx, 1)
+    else:
+        x_used = x
+    np.testing.assert_array_equal(verilog.simulate(b, x, w, idx, str(tmp_path)),
+                                  (x_used * w).sum(1))

@@ -66,6 +66,8 @@ class Target:
     # passes that run after compression, whatever the pipeline: how the
     # target stores what compression left alone (e.g. f16 weights on an NPU)
     storage_pipeline: str = ""
+    # quantize-activations also gives convolutions int8 activations (act_group)
+    int8_convolutions: bool = False
 
     def availability(self) -> Availability:
         return _cached_probe(self.name)
@@ -232,4 +234,5 @@ register_target(Target(
     CostModel("Alveo U250", 77.0, {"i8": 30000.0, "f16": 3000.0},
               {"2:4": 2.0, "1:4": 4.0, "1:3": 3.0}),
     # the datapath is integer: int8 weights and activations unless chosen otherwise
-    _CPU, "fpga", _probe_fpga, storage_pipeline="quantize{format=int8},quantize-activations"))
+    _CPU, "fpga", _probe_fpga, storage_pipeline="quantize{format=int8},quantize-activations",
+    int8_convolutions=True))

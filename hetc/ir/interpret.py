@@ -203,6 +203,8 @@ def _windows(x, kh, kw, sh, sw, dh, dw):
 
 @semantics("conv2d")
 def _conv2d(op, x, w, b=None):
+    if op.attrs.get("act_group"):  # per pixel: the channels as the last axis
+        x = np.moveaxis(quantize_activations(np.moveaxis(x, 1, -1), op.attrs["act_group"]), -1, 1)
     t, l, bo, r = op.attrs["padding"]
     g = op.attrs["groups"]
     xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))

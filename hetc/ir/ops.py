@@ -374,10 +374,15 @@ def _pairs(attrs, who, *names):
     return out
 
 
-@define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1)], weight=(1, 1),
-        stored_floats=(1, 2), takes_epilogue=True)
+@define("conv2d", ["x", "w", "b?"], _CONV_ATTRS + [Attr("groups", "int", 1),
+                                                 Attr("act_group", "int", 0)],
+        weight=(1, 1), stored_floats=(1, 2), takes_epilogue=True)
 def _conv2d(types, attrs):
-    """NCHW input, OIHW weight; padding is [top, left, bottom, right]."""
+    """NCHW input, OIHW weight; padding is [top, left, bottom, right].
+    act_group G > 0 (groups 1 only): x is first quantized to int8
+    dynamically, symmetric, one scale (max |x| / 127) per pixel and group of
+    G channels, as integer convolution kernels compute (linear's act_group,
+    with pixels as tokens)."""
     x, w = types[0], types[1]
     _float(x, "conv2d")
     if x.rank != 4 or w.rank != 4:
@@ -390,6 +395,10 @@ def _conv2d(types, attrs):
                          f"{list(w.shape)} with groups={g}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         raise InferError(f"conv2d bias must be [{w.shape[0]}], got {list(types[2].shape)}")
+    ag = attrs["act_group"]
+    if ag < 0 or (ag and (g != 1 or x.shape[1] % ag)):
+        raise InferError(f"conv2d act_group {ag} needs groups=1 and to divide the "
+                         f"{x.shape[1]} input channels (groups={g})")
     t, l, b, r = _pads(attrs, "conv2d", x)
     (sh, sw), (dh, dw) = _pairs(attrs, "conv2d", "stride", "dilation")
     oh = pool_out(x.shape[2], w.shape[2], sh, t, b, dh, False)

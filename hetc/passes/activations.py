@@ -1,8 +1,9 @@
-"""`quantize-activations`: int8 dynamic activations for linear layers whose
-weights are stored as symmetric integers along their input axis.
+"""`quantize-activations`: int8 dynamic activations for linear layers (and,
+on targets with integer convolutions, conv2d layers) whose weights are
+stored as symmetric integers along their input axis (channels).
 
-It sets the layer's `act_group` (see the linear op): the input is quantized
-per token and group of features at run time, so a backend can use integer
+It sets the layer's `act_group` (see the linear and conv2d ops): the input
+is quantized per token (pixel) and group of features at run time, so a backend can use integer
 dot products (x86 VNNI `vpdpbusd`, AMX `tdpbssd`) instead of decoding the
 weights to floats. The group is the weight's (one scale for both factors of
 each partial sum), or `group=` when given; the interpreter computes exactly
@@ -44,10 +45,14 @@ class QuantizeActivations(Pass):
             t = ly.weight.type
             if ly.op.attrs.get("act_group"):
                 continue  # quantized already (asked for before a target's storage passes)
-            if ly.op.kind != "linear" or t.dtype.name not in INTEGER_WEIGHTS or t.quant is None \
-                    or not t.quant.symmetric or t.quant.axis % t.rank != t.rank - 1:
-                _record(ctx, ly, "activations kept: int8 activations need a linear layer with "
-                                 "symmetric int8/int4 weights")
+            conv = ly.op.kind == "conv2d" and ctx.target is not None and \
+                ctx.target.int8_convolutions and ly.op.attrs["groups"] == 1
+            if not (ly.op.kind == "linear" or conv) or t.dtype.name not in INTEGER_WEIGHTS \
+                    or t.quant is None or not t.quant.symmetric or \
+                    t.quant.axis % t.rank != ly.axis % t.rank:
+                _record(ctx, ly, "activations kept: int8 activations need a linear layer (or a "
+                                 "convolution without groups, on targets with integer "
+                                 "convolutions) with symmetric int8/int4 weights")
                 continue
             k = t.shape[1]
             group = self.group or t.quant.group or k

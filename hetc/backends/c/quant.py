@@ -9,17 +9,20 @@ import numpy as np
 from hetc.ir.weights import aux_key
 
 
-def integer_weight(w):
+def integer_weight(w, axis=-1, odd_int4=False):
     """(name, bits, group) for a constant weight stored as symmetric int8/int4
-    quantized along its input axis (N:M zeros included); None otherwise
-    (other encodings are decoded to f32 at pack time: correct, not fast)."""
+    quantized along its input axis `axis` (N:M zeros included); None
+    otherwise (other encodings are decoded to f32 at pack time: correct, not
+    fast), and for int4 in groups of odd length unless `odd_int4` (the
+    kernels that read a byte of two codes at a time cannot)."""
     t = w.type
     q = t.quant
     if w.producer is None or w.producer.kind != "const" or q is None or not q.symmetric \
-            or q.codebook or t.dtype.name not in ("i8", "i4") or q.axis % t.rank != t.rank - 1:
+            or q.codebook or t.dtype.name not in ("i8", "i4") or \
+            q.axis % t.rank != axis % t.rank:
         return None
-    group = q.group or t.shape[1]
-    if t.dtype.name == "i4" and group % 2:
+    group = q.group or t.shape[axis]
+    if t.dtype.name == "i4" and group % 2 and not odd_int4:
         return None
     return w.producer.attrs["name"], (8 if t.dtype.name == "i8" else 4), group
 
@@ -28,12 +31,13 @@ def integer_codes(e, name):
     return np.asarray(e.g.weights[name]).astype(np.int8)
 
 
-def stored_scales(e, name, rows, groups):
-    """The scales of a quantized weight, one per row and group, in the dtype
-    the weight stores them (f16 or f32; others widened to f32)."""
+def stored_scales(e, name, *shape):
+    """The scales of a quantized weight, one per row and group (the shape
+    of its scales), in the dtype the weight stores them (f16 or f32;
+    others widened to f32)."""
     a = np.asarray(e.g.weights[aux_key(name, "scale")])
     a = a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
-    return np.ascontiguousarray(np.broadcast_to(a, (rows, groups)))
+    return np.ascontiguousarray(np.broadcast_to(a, shape))
 
 
 def weight_scales(e, name, rows, groups):

@@ -28,3 +28,6 @@ def mask_problem(op):
     if len(op.inputs) > 3 and op.inputs[3].type.dtype.name not in ("bool", "f32"):
         return f"attention mask of {op.inputs[3].type.dtype} (needs bool or f32)"
     return None
+
+
+CONV_INT8_ACTIVATIONS = "int8 activations (act_group) on a convolution (not lowered yet)"

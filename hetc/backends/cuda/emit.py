@@ -30,7 +30,8 @@ from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.kv_view import attention_views
 from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
-from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
+from hetc.backends.c.shapes import (CONV_INT8_ACTIVATIONS, index_problem, mask_problem,
+                                    matmul_problem)
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import CTYPE, broadcast_strides, itemsize, nbytes, round_up, strides
 from hetc.backends.packing import pack_nibbles
@@ -183,6 +184,8 @@ def why_not(op):
     if op.kind in ("softmax", "log_softmax"):
         if op.attrs["axis"] % op.inputs[0].type.rank != op.inputs[0].type.rank - 1:
             return "an axis other than the last (not lowered yet)"
+    if op.kind == "conv2d" and op.attrs.get("act_group"):
+        return CONV_INT8_ACTIVATIONS
     return None
 
 

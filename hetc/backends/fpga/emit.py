@@ -2,26 +2,37 @@
 layers' weights in weights.h, a test bench, a build script) over the
 processing elements of hetc_fpga.h.
 
-What it takes so far: a chain of `linear` layers with symmetric int8/int4
-weights, dense or N:M (2:4, 1:4, 1:3), int8 activations quantized per
-token and group (the groups of the weights), biases, and `relu` between
-them, after reshapes of the input (a Flatten); one input and one output. Everything else is refused with
-the reason. Each layer is resolved into a LayerConfig before code is
-generated: sizes, pattern, the weights' ap_int type, the parallelism P
-(multipliers) and the reuse factor (cycles per group), the accumulator
-width.
+Every value is a float32 array of the whole call (reshapes alias their
+operand); each op is one function, and the top function runs them in graph
+order under DATAFLOW, a value read by several ops first copied once per
+reader (a fork), as dataflow regions want one producer and one consumer
+per channel.
+
+The integer layers, `linear` and `conv2d` (no groups), take symmetric
+int8/int4 weights, dense or N:M (2:4, 1:4, 1:3; along the inputs, a
+convolution's channels), with int8 activations quantized per token (a
+pixel) and group, the weights' groups; each is resolved into a
+LayerConfig before code is generated: sizes, pattern, the weights' ap_int
+type, the parallelism P (multipliers) and the reuse factor (cycles per
+group), the accumulator width. Between them, in float32 on floating-point
+operators: elementwise arithmetic and activations (broadcasting), softmax
+along the last axis, layer and RMS norms, products of two activations
+(attention's), transposes, max and global average pooling. Everything
+else is refused with the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from hetc.backends.c.quant import integer_codes, integer_weight, weight_scales
+from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales
+from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
+from hetc.backends.c.values import broadcast_strides, strides
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
@@ -33,24 +44,42 @@ LOWER = Registry("fpga lowerings")
 PATTERNS = ((2, 4), (1, 4), (1, 3))  # the N:M units; dense otherwise
 MAX_P = 16  # multipliers per unit at most (the reuse factor grows instead)
 REFUSED_WHY = "not lowered for fpga yet (docs/fpga.md lists what is)"
+LAYERS = ("linear", "conv2d")
+
+#: elementwise ops: the C expression of one element ({0}, {1}: the operands)
+UNARY = {"relu": "({0} < 0.f ? 0.f : {0})", "neg": "(-{0})", "abs": "fabsf({0})",
+         "exp": "hetc::exp_({0})", "erf": "hetc::erf_({0})", "tanh": "hetc::tanh_({0})",
+         "sigmoid": "hetc::sigmoid_({0})", "silu": "({0} * hetc::sigmoid_({0}))",
+         "sqrt": "sqrtf({0})", "rsqrt": "(1.f / sqrtf({0}))"}
+BINARY = {"add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})",
+          "div": "({0} / {1})", "maximum": "hetc::max_({0}, {1})",
+          "minimum": "hetc::min_({0}, {1})"}
+GELU = {"none": "hetc::gelu_({0})", "tanh": "hetc::gelu_tanh_({0})"}
 
 
 @dataclass(frozen=True)
 class LayerConfig:
-    """One linear layer as the hardware is built for it."""
+    """One integer layer as the hardware is built for it: a linear layer
+    (taps 1, rows its tokens) or a convolution (per tap a k x n matrix,
+    rows its output pixels, vectors its input pixels)."""
 
     index: int
-    k: int  # inputs
+    k: int  # inputs (a convolution: input channels)
     n: int  # outputs
     group: int  # inputs per scale (activations and weights)
     bits: int  # weight width: ap_int<bits>
     nm: tuple | None  # (n, m) kept of every m, or None (dense)
     p: int  # multipliers: kept weights per cycle
     bias: bool
+    stored: str = ""  # the weight's N:M pattern when its zeros run on the dense unit
+    kind: str = "linear"
+    taps: int = 1  # kernel positions
+    rows: int = 1  # outputs vectors per call (tokens, output pixels)
+    vectors: int = 1  # input vectors quantized per call (tokens, input pixels)
 
     @property
     def kept(self) -> int:
-        """Kept weights per row."""
+        """Kept weights per row (per tap)."""
         return self.k * self.nm[0] // self.nm[1] if self.nm else self.k
 
     @property
@@ -78,6 +107,12 @@ class LayerConfig:
         """Banks of the position bytes: P positions a cycle, four per byte."""
         return self.p // 4 if self.p % 4 == 0 else self.p
 
+    @property
+    def code_partition(self) -> int:
+        """Banks of the activation codes: the inputs P kept weights reach in
+        a cycle (P / n groups of m for N:M)."""
+        return self.p * self.nm[1] // self.nm[0] if self.nm else self.p
+
     def pattern(self) -> str:
         return f"{self.nm[0]}:{self.nm[1]}" if self.nm else "dense"
 
@@ -90,37 +125,62 @@ def _divisors(n, most=MAX_P):
     return [p for p in range(1, min(n, most) + 1) if n % p == 0]
 
 
+def _weight_axis(op):
+    """The reduction axis of a layer's weight: the inputs, a convolution's channels."""
+    return 1 if op.kind == "conv2d" else -1
+
+
 def layer_config(index, op, reuse=0) -> LayerConfig:
-    """The hardware of one linear layer: P = a group's kept weights / `reuse`
+    """The hardware of one integer layer: P = a group's kept weights / `reuse`
     (UsageError when that does not divide), or with reuse 0 the largest P
     of at most MAX_P multipliers dividing them."""
     w = op.inputs[1]
-    _, bits, group = integer_weight(w)
-    n, k = w.type.shape
+    _, bits, group = integer_weight(w, _weight_axis(op), odd_int4=True)
+    n, k = w.type.shape[:2]
     nm = (w.type.nm.n, w.type.nm.m) if w.type.nm is not None else None
+    if nm and group % nm[1]:  # N:M groups across quantization groups: the dense unit
+        nm = None
     group_kept = group * nm[0] // nm[1] if nm else group
     if reuse and group_kept % reuse:
         takes = ", ".join(str(group_kept // p) for p in _divisors(group_kept, group_kept))
         raise UsageError(f"fpga: reuse={reuse} does not divide the {group_kept} kept weights "
                          f"per group of layer %{op.output.name} (it takes {takes})")
     p = group_kept // reuse if reuse else max(_divisors(group_kept))
-    return LayerConfig(index, k, n, group, bits, nm, p, len(op.inputs) > 2)
+    x, y = op.inputs[0].type, op.output.type
+    if op.kind == "conv2d":
+        shape = dict(taps=math.prod(w.type.shape[2:]), rows=y.numel // n,
+                     vectors=x.numel // k)
+    else:
+        shape = dict(rows=x.numel // k, vectors=x.numel // k)
+    stored = f"{w.type.nm.n}:{w.type.nm.m}" if w.type.nm is not None and nm is None else ""
+    return LayerConfig(index, k, n, group, bits, nm, p, len(op.inputs) > 2, stored, op.kind,
+                       **shape)
+
+
+def usage(graph, configs, part) -> dict:
+    """The cost model's estimate of the project of `graph` with `configs`:
+    its integer layers, float32 functions and the buffers between them."""
+    floats = [cost.float_usage(op, f"%{op.output.name}") for op in graph.ops
+              if op.kind not in ("const", "reshape", *LAYERS)]
+    buffers = [v.type.numel for v in graph.inputs] + \
+        [op.output.type.numel for op in graph.ops if op.kind not in ("const", "reshape")]
+    return cost.estimate(list(configs.values()), part, floats, buffers)
 
 
 def plan(graph, reuse, part) -> dict:
-    """{linear op: LayerConfig}: with reuse 0, the multipliers are halved
+    """{layer op: LayerConfig}: with reuse 0, the multipliers are halved
     (the next smaller divisor, in the layer with the most) until the model
     fits `part`; TargetError when even one multiplier per layer does not."""
-    linears = [op for op in graph.ops if op.kind == "linear"]
-    configs = {op: layer_config(i, op, reuse) for i, op in enumerate(linears)}
+    layers = [op for op in graph.ops if op.kind in LAYERS]
+    configs = {op: layer_config(i, op, reuse) for i, op in enumerate(layers)}
     while True:
-        usage = cost.estimate(list(configs.values()), 1, part)  # fitting: tokens do not count
-        if usage["fits"]:
+        est = usage(graph, configs, part)
+        if est["fits"]:
             return configs
         wide = [(c.p, op) for op, c in configs.items() if c.p > 1]
         if reuse or not wide:
-            raise TargetError(f"target fpga: the model does not fit {part.name} ({usage['dsp']} "
-                              f"DSP, {usage['lut']} LUT, {usage['bram18']} BRAM18 of {part.dsp}"
+            raise TargetError(f"target fpga: the model does not fit {part.name} ({est['dsp']} "
+                              f"DSP, {est['lut']} LUT, {est['bram18']} BRAM18 of {part.dsp}"
                               f" / {part.lut} / {part.bram18})" +
                               ("" if reuse else " even with one multiplier per layer") +
                               (": raise reuse or choose a larger part" if reuse else ""))
@@ -129,123 +189,282 @@ def plan(graph, reuse, part) -> dict:
         configs[op] = dataclasses.replace(c, p=max(d for d in _divisors(c.group_kept) if d < c.p))
 
 
+def _layer_problem(op):
+    if op.kind == "conv2d" and op.attrs["groups"] != 1:
+        return "a grouped (depthwise) convolution (not lowered yet)"
+    w = op.inputs[1]
+    q = integer_weight(w, _weight_axis(op), odd_int4=True)
+    if q is None:
+        return "weights that are not symmetric int8/int4 codes (give precision='int8' or 'int4')"
+    if not op.attrs.get("act_group"):
+        return "f32 activations (the fpga datapath quantizes them: activations='int8')"
+    if op.attrs["act_group"] != q[2]:
+        return (f"activation groups of {op.attrs['act_group']} and weight groups of {q[2]} "
+                f"(they must be the same)")
+    nm = w.type.nm
+    if nm is not None and (nm.n, nm.m) not in PATTERNS:
+        return f"{nm.n}:{nm.m} weights (the units take 2:4, 1:4 and 1:3)"
+    return None
+
+
 def why_not(op):
     """Why the fpga renderer cannot lower `op` (of a kind it lowers), or None."""
-    if op.kind == "linear":
-        w = op.inputs[1]
-        q = integer_weight(w)
-        if q is None:
-            return ("weights that are not symmetric int8/int4 codes (give precision='int8' or "
-                    "'int4')")
-        if not op.attrs.get("act_group"):
-            return "f32 activations (the fpga datapath quantizes them: activations='int8')"
-        if op.attrs["act_group"] != q[2]:
-            return (f"activation groups of {op.attrs['act_group']} and weight groups of {q[2]} "
-                    f"(they must be the same)")
-        nm = w.type.nm
-        if nm is not None and (nm.n, nm.m) not in PATTERNS:
-            return f"{nm.n}:{nm.m} weights (the units take 2:4, 1:4 and 1:3)"
-        if nm is not None and q[2] % nm.m:
-            return f"groups of {q[2]} that are not a multiple of M = {nm.m}"
-        if len(op.inputs) > 2 and not _is_const(op.inputs[2]):
-            return "a bias that is not a constant"
+    if op.kind in LAYERS:
+        problem = _layer_problem(op)
+        if problem:
+            return problem
     for v in list(op.inputs) + list(op.outputs):
         if not _is_const(v) and v.type.dtype.name != "f32":
             return f"{v.type.dtype} value %{v.name}"
+        if _is_const(v) and op.kind not in LAYERS and v.type.value_dtype.name != "f32":
+            return f"a {v.type.dtype} constant %{v.name} (float32 only between the layers)"
+    params = op.inputs[2:] if op.kind in LAYERS else op.inputs[1:]
+    varying = [v for v in params if not _is_const(v)]
+    if op.kind in (*LAYERS, "layer_norm", "rms_norm") and varying:
+        return f"a bias or scale %{varying[0].name} that is not a constant"
+    if op.kind == "softmax" and op.attrs["axis"] % op.inputs[0].type.rank != \
+            op.inputs[0].type.rank - 1:
+        return "an axis other than the last"
+    if op.kind == "matmul":
+        if any(_is_const(v) for v in op.inputs):
+            return "a constant operand (a weight: the fpga lowers it as a linear layer only)"
+        return matmul_problem(op)
+    if op.kind in ("max_pool2d", "global_avg_pool") and op.inputs[0].type.rank != 4:
+        return "an input that is not NCHW"
     return None
 
 
 def graph_problems(graph) -> list:
-    """The project streams one f32 input and one f32 output, token by token
-    (vectors along the last axis), through one chain of ops: each takes the
-    one before's result, the last gives the output."""
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        return [f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs (a project "
-                f"streams one of each)"]
-    x, y = graph.inputs[0], graph.outputs[0]
-    if x.type.rank == 0 or y.type.rank == 0 or 0 in x.type.shape or 0 in y.type.shape:
-        return ["an input or output without a last axis of vectors (a project streams "
-                "vectors)"]
-    out, prev, stream, started = [], x, x, False
-    for i, op in enumerate(graph.ops):
-        if op.kind == "const":
-            continue
-        where = f"op #{i} {op.kind} (%{op.outputs[0].name})"
-        if op.inputs[0] is not prev:
-            out.append(f"{where}: not the next link of one chain from the input")
-        elif op.kind == "reshape" and started:
-            out.append(f"{where}: a reshape after the first layer (the stream's vectors are "
-                       f"fixed by then)")
-        elif op.kind == "reshape":
-            stream = op.output  # the input streamed as vectors of this shape's last axis
-        elif op.output.type.shape[:-1] != stream.type.shape[:-1]:
-            out.append(f"{where}: not token by token (leading axes {list(stream.type.shape[:-1])})")
-        started |= op.kind != "reshape"
-        prev = op.output
-    if prev is not y:
-        out.append(f"the output %{y.name} is not the end of the chain from the input")
-    if 0 in stream.type.shape or stream.type.rank == 0:
-        out.append("an input reshaped to no vectors")
-    return out
+    """A project streams float32 inputs in and outputs out, each computed by
+    an op."""
+    return [f"output %{y.name} is not computed by an op (an input or a constant)"
+            for y in graph.outputs if y.producer is None or y.producer.kind == "const"]
 
 
 def _is_const(v):
     return v.producer is not None and v.producer.kind == "const"
 
 
-# -- lowering ------------------------------------------------------------------------
+# -- the integer layers ------------------------------------------------------------
 
-@lowers("linear")
-def _linear(e, op):
-    x, w = op.inputs[:2]
-    cfg = e.configs[op]
-    name = integer_weight(w)[0]
-    bits, group, nm, n, k = cfg.bits, cfg.group, cfg.nm, cfg.n, cfg.k
-    e.layers.append(cfg)
+def _unit(cfg):
+    nn, m = cfg.nm or (1, 1)
+    return f"hetc::group_dot<{nn}, {m}, {cfg.group}, {cfg.p}, {cfg.acc_bits}, {cfg.bits}>"
+
+
+def _weights(e, op, cfg):
+    """The layer's arrays in weights.h: per output (and tap) a row of kept
+    codes as bytes (int4 two per byte; constant arrays of ap_int take g++
+    minutes to compile), N:M positions four per byte, the scales per row
+    and group as f32, the bias. Returns the pragmas partitioning them."""
+    w, i = op.inputs[1], cfg.index
+    name = integer_weight(w, _weight_axis(op), odd_int4=True)[0]
     codes = integer_codes(e, name)
-    scales = weight_scales(e, name, n, k // group)
-    bias = (np.asarray(e.const(op.inputs[2]), np.float32) if cfg.bias
-            else np.zeros(n, np.float32))
-    i = cfg.index
-    # held as bytes, int4 two per byte (constant arrays of ap_int take g++
-    # minutes to compile); the units multiply them as ap_int<bits>
-    if nm is not None:
-        codes, idx = keep_nm(codes, *nm)
+    scales = stored_scales(e, name, *w.type.quant.param_shape(w.type.shape)).astype(np.float32)
+    if cfg.kind == "conv2d":  # per output and tap a row of channels
+        codes = codes.transpose(0, 2, 3, 1).reshape(cfg.n * cfg.taps, cfg.k)
+        scales = scales.transpose(0, 2, 3, 1)
+    scales = scales.reshape(cfg.n * cfg.taps, cfg.k // cfg.group)
+    rows = cfg.n * cfg.taps
+    pragmas = [f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor="
+               f"{cfg.weight_partition} dim=2"]
+    if cfg.nm is not None:
+        codes, idx = keep_nm(codes, *cfg.nm)
         idx = pack_positions(idx)
-        e.weights.append(_array(f"I{i}", "unsigned char", idx, list(idx.shape)))
-    held = pack_codes(codes, bits)
-    e.weights.append(_array(f"W{i}", "unsigned char", held, list(held.shape)))
-    e.weights.append(_array(f"SW{i}", "float", scales, [n, k // group]))
-    e.weights.append(_array(f"B{i}", "float", bias, [n]))
-    src, dst = e.var(x), e.var(op.output)
-    mv = (f"hetc::dense_mv<{k}, {n}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}>"
-          f"(q, sx, W{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});" if nm is None else
-          f"hetc::nm_mv<{k}, {n}, {nm[0]}, {nm[1]}, {group}, {cfg.p}, {cfg.acc_bits}, {bits}>"
-          f"(q, sx, W{i}, I{i}, SW{i}, B{i}, {str(cfg.bias).lower()}, {dst});")
-    e.function(f"layer{i}", src, dst, k, n, [
-        f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor={cfg.weight_partition} dim=2",
-        *([f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={cfg.index_partition} "
-           f"dim=2"] if nm else []),
-        f"ap_int<8> q[{k}];",
-        f"float sx[{k // group}];",
-        f"hetc::quantize<{k}, {group}>({src}, q, sx);",
-        mv], comment(f"linear {cfg.pattern()} int{bits} g{group}: P = {cfg.p} multipliers, "
-                     f"reuse factor {cfg.reuse}"))
+        e.weights.append(_array(f"I{i}", "unsigned char", idx, [rows, idx.shape[1]]))
+        pragmas.append(f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor="
+                       f"{cfg.index_partition} dim=2")
+    held = pack_codes(codes, cfg.bits)
+    e.weights.append(_array(f"W{i}", "unsigned char", held, [rows, held.shape[1]]))
+    e.weights.append(_array(f"SW{i}", "float", scales, list(scales.shape)))
+    if cfg.bias:
+        e.weights.append(_array(f"B{i}", "float", e.const(op.inputs[2]), [cfg.n]))
+    return pragmas
+
+
+def _group_sum(cfg, q, sx, row, guard=""):
+    """Lines adding weight row `row`'s groups, times the codes at q (their
+    scales at sx), to `out` (when `guard` holds)."""
+    i, gk = cfg.index, cfg.group_kept
+    idx = f"I{i}[{row}]" if cfg.nm else "nullptr"
+    term = (f"(float){_unit(cfg)}({q} + g * {cfg.group}, W{i}[{row}], {idx}, g * {gk}) * "
+            f"({sx}[g] * SW{i}[{row}][g])")
+    return [f"for (int g = 0; g < {cfg.k // cfg.group}; g++) {{",
+            f"    {'if (' + guard + ') ' if guard else ''}out += {term};", "}"]
+
+
+@lowers(*LAYERS)
+def _layer(e, op):
+    cfg = e.configs[op]
+    e.layers.append(cfg)
+    kernel = "x".join(map(str, op.inputs[1].type.shape[2:])) + " " if cfg.kind == "conv2d" else ""
+    body = (_conv2d if cfg.kind == "conv2d" else _linear)(op, cfg)
+    e.function(f"layer{cfg.index}", [op.inputs[0]], op.output, _weights(e, op, cfg) + body,
+               comment(f"{cfg.kind} {kernel}{cfg.pattern()} int{cfg.bits} g{cfg.group}: "
+                       f"P = {cfg.p} multipliers, reuse factor {cfg.reuse}"))
+
+
+def _linear(op, cfg):
+    """The body of a linear layer: each token quantized, then its outputs."""
+    k, n, g = cfg.k, cfg.n, cfg.group
+    bias = f" + B{cfg.index}[n]" if cfg.bias else ""
+    return [f"for (int t = 0; t < {cfg.rows}; t++) {{",
+            f"    ap_int<8> q[{k}];",
+            f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={cfg.code_partition}",
+            f"    float sx[{k // g}];",
+            f"    hetc::quantize<{k}, {g}, 1>(x0 + t * {k}, q, sx);",
+            f"    for (int n = 0; n < {n}; n++) {{",
+            "        float out = 0.f;",
+            *("        " + line for line in _group_sum(cfg, "q", "sx", "n")),
+            f"        y[t * {n} + n] = out{bias};",
+            "    }", "}"]
+
+
+def _conv2d(op, cfg):
+    """The body of a convolution: each input pixel's channels quantized
+    once, then per output pixel and channel the taps inside the image."""
+    batch, c, h, wd = op.inputs[0].type.shape
+    o, oh, ow = op.output.type.shape[1:]
+    kh, kw = op.inputs[1].type.shape[2:]
+    (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
+    pt, pl = op.attrs["padding"][:2]
+    g, hw = cfg.group, h * wd
+    dot = _group_sum(cfg, "q[pix]", "sx[pix]", f"(o * {kh} + r) * {kw} + s", guard="in")
+    bias = f" + B{cfg.index}[o]" if cfg.bias else ""
+    return [f"static ap_int<8> q[{hw}][{c}];",
+            f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={cfg.code_partition} dim=2",
+            f"static float sx[{hw}][{c // g}];",
+            f"for (int b = 0; b < {batch}; b++) {{",
+            f"    for (int i = 0; i < {hw}; i++)  /* each pixel's channels, once */",
+            f"        hetc::quantize<{c}, {g}, {hw}>(x0 + b * {c * hw} + i, q[i], sx[i]);",
+            f"    for (int oh = 0; oh < {oh}; oh++)",
+            f"    for (int ow = 0; ow < {ow}; ow++)",
+            f"    for (int o = 0; o < {o}; o++) {{",
+            "        float out = 0.f;",
+            f"        for (int r = 0; r < {kh}; r++)",
+            f"        for (int s = 0; s < {kw}; s++) {{",
+            f"            int ih = oh * {sh} - {pt} + r * {dh}, iw = ow * {sw} - {pl} + s * {dw};",
+            f"            bool in = ih >= 0 && ih < {h} && iw >= 0 && iw < {wd};",
+            f"            int pix = in ? ih * {wd} + iw : 0;  /* padding: skipped */",
+            *("            " + line for line in dot),
+            "        }",
+            f"        y[((b * {o} + o) * {oh} + oh) * {ow} + ow] = out{bias};",
+            "    }", "}"]
+
+
+# -- float32 between the layers -----------------------------------------------------
+
+@lowers(*UNARY, *BINARY, "gelu")
+def _elementwise(e, op):
+    shape = op.output.type.shape
+    gelu = GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"]  # as interpreted
+    expr = gelu if op.kind == "gelu" else UNARY.get(op.kind) or BINARY[op.kind]
+    params, args = [], []
+    for v in op.inputs:
+        array = e.const_array(v) if _is_const(v) else f"x{len(params)}"
+        params += [] if _is_const(v) else [v]
+        args.append((array, broadcast_strides(v.type, shape)))
+    e.function(f"op{len(e.functions)}", params, op.output, _nest(shape, lambda ix: (
+        f"y[{_offset(strides(shape), ix)}] = "
+        f"{expr.format(*(f'{a}[{_offset(st, ix)}]' for a, st in args))};")), comment(op.kind))
+
+
+def _nest(shape, statement):
+    """A loop nest over `shape`, its innermost loop pipelined, running
+    `statement(index names)`."""
+    names = [f"i{d}" for d in range(len(shape))]
+    if not shape:
+        return [statement(names)]
+    lines = [f"{'    ' * d}for (int {n} = 0; {n} < {s}; {n}++)"
+             for d, (n, s) in enumerate(zip(names, shape))]
+    lines[-1] += " {"
+    return lines + ["#pragma HLS PIPELINE II=1", "    " * len(shape) + statement(names),
+                    "    " * (len(shape) - 1) + "}"]
+
+
+def _offset(st, index):
+    return " + ".join(f"{i} * {s}" if s != 1 else i for i, s in zip(index, st) if s) or "0"
 
 
 @lowers("reshape")
 def _reshape(e, op):
-    """Leading reshapes (a Flatten before the first layer) relabel the
-    stream: the same values, as vectors of the new last axis."""
-    e.stream = op.output
+    e.alias(op.output, op.inputs[0])
 
 
-@lowers("relu")
-def _relu(e, op):
-    n = op.output.type.shape[-1]
-    src, dst = e.var(op.inputs[0]), e.var(op.output)
-    e.function(f"act{len(e.functions)}", src, dst, n, n, [f"hetc::relu<{n}>({src}, {dst});"],
-               comment("relu"))
+@lowers("transpose")
+def _transpose(e, op):
+    src = op.inputs[0].type
+    shape = op.output.type.shape
+    st = strides(src.shape)
+    read = [st[a] for a in op.attrs["perm"]]
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output, _nest(shape, lambda ix: (
+        f"y[{_offset(strides(shape), ix)}] = x0[{_offset(read, ix)}];")),
+        comment(f"transpose {op.attrs['perm']}"))
+
+
+def _rows(op):
+    """(rows, row length) of an op over the trailing axes from `axis`."""
+    t = op.inputs[0].type
+    n = math.prod(t.shape[op.attrs["axis"] % t.rank:])
+    return t.numel // n, n
+
+
+@lowers("layer_norm", "rms_norm")
+def _norm(e, op):
+    rows, n = _rows(op)
+    consts = [e.const_array(v) for v in op.inputs[1:]]
+    eps = float_literal(np.float32(op.attrs["eps"]))
+    if op.kind == "layer_norm":
+        w, b = (consts + [None, None])[:2]
+        call = (f"hetc::layer_norm<{rows}, {n}, {str(w is not None).lower()}, "
+                f"{str(b is not None).lower()}>(x0, {w or 'nullptr'}, {b or 'nullptr'}, {eps}, y);")
+    else:
+        w = consts[0] if consts else None
+        call = (f"hetc::rms_norm<{rows}, {n}, {str(w is not None).lower()}>(x0, "
+                f"{w or 'nullptr'}, {eps}, y);")
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output, [call], comment(op.kind))
+
+
+@lowers("softmax")
+def _softmax(e, op):
+    t = op.inputs[0].type
+    n = t.shape[-1]
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output,
+               [f"hetc::softmax<{t.numel // n}, {n}>(x0, y);"], comment("softmax"))
+
+
+@lowers("matmul")
+def _matmul(e, op):
+    a, b = (v.type for v in op.inputs)
+    y = op.output.type
+    batch = math.prod(y.shape[:-2])
+    (l, k), s = a.shape[-2:], b.shape[-1]
+    sa = l * k if math.prod(a.shape[:-2]) == batch > 1 else 0
+    sb = k * s if math.prod(b.shape[:-2]) == batch > 1 else 0
+    e.function(f"op{len(e.functions)}", list(op.inputs), op.output,
+               [f"hetc::matmul<{batch}, {l}, {k}, {s}, {sa}, {sb}>(x0, x1, y);"],
+               comment("matmul of two activations"))
+
+
+@lowers("max_pool2d")
+def _max_pool(e, op):
+    n, c, h, w = op.inputs[0].type.shape
+    oh, ow = op.output.type.shape[2:]
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs["dilation"]
+    pt, pl = op.attrs["padding"][:2]
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output,
+               [f"hetc::max_pool<{n * c}, {h}, {w}, {oh}, {ow}, {kh}, {kw}, {sh}, {sw}, {dh}, "
+                f"{dw}, {pt}, {pl}>(x0, y);"], comment("max_pool2d"))
+
+
+@lowers("global_avg_pool")
+def _global_avg_pool(e, op):
+    n, c = op.inputs[0].type.shape[:2]
+    hw = math.prod(op.inputs[0].type.shape[2:])
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output,
+               [f"hetc::mean_planes<{n * c}, {hw}>(x0, y);"], comment("global_avg_pool"))
 
 
 def pack_codes(codes, bits):
@@ -298,110 +517,196 @@ def _array(name, ctype, data, shape):
 REFUSED = {k: REFUSED_WHY for k in OPS if k not in LOWER and k != "const"}
 
 
+@dataclass
+class Call:
+    """One function of model.cpp as the top function calls it."""
+
+    name: str
+    reads: list  # C arrays
+    writes: str
+    op: object = None  # the IR op (None: a fork or the stream ends)
+    extra: dict = field(default_factory=dict)
+
+
 class HlsEmitter:
     """The graph as the files of a Vitis-HLS project."""
 
     def __init__(self, graph, configs):
         self.g, self.configs = graph, configs
         self.layers, self.weights, self.functions, self.calls = [], [], [], []
-        self.names = {}
+        self.arrays, self.sizes, self.consts = {}, {}, {}
 
     def var(self, v):
-        """The C array holding value v for one token."""
-        if v not in self.names:
-            self.names[v] = f"v{len(self.names)}"
-        return self.names[v]
+        """The C array holding value v (the whole call's)."""
+        if v not in self.arrays:
+            self.arrays[v] = f"v{len(self.sizes)}"
+            self.sizes[self.arrays[v]] = v.type.numel
+        return self.arrays[v]
+
+    def alias(self, v, of):
+        self.arrays[v] = self.var(of)
 
     def const(self, v):
         return load_const(v.producer, self.g)
 
-    def function(self, name, src, dst, k, n, lines, note):
-        self.functions.append(f"{note}\nstatic void {name}(const float {src}[{k}], "
-                              f"float {dst}[{n}]) {{\n" +
+    def const_array(self, v):
+        """A float constant as an array in weights.h (once)."""
+        if v not in self.consts:
+            self.consts[v] = f"C{len(self.consts)}"
+            self.weights.append(_array(self.consts[v], "float", self.const(v),
+                                       [max(v.type.numel, 1)]))
+        return self.consts[v]
+
+    def function(self, name, ins, out, lines, note):
+        """A function of model.cpp: parameters x0, x1, ... (the values `ins`)
+        and y (`out`)."""
+        params = [f"const float x{j}[{max(v.type.numel, 1)}]" for j, v in enumerate(ins)]
+        params.append(f"float y[{max(out.type.numel, 1)}]")
+        self.functions.append(f"{note}\nstatic void {name}({', '.join(params)}) {{\n" +
                               "".join(f"    {line}\n" for line in lines) + "}\n")
-        self.calls.append((name, src, dst, n))
+        self.calls.append(Call(name, [self.var(v) for v in ins], self.var(out)))
 
     def run(self):
-        self.stream = self.g.inputs[0]  # what the top function reads, as vectors
+        for v in self.g.inputs:
+            self.var(v)
         for op in self.g.ops:
             if op.kind != "const":
                 LOWER[op.kind](self, op)
-        k, n = self.stream.type.shape[-1], self.g.outputs[0].type.shape[-1]
-        return HlsProject(self, self.stream.type.numel // k, k, n)
+        return HlsProject(self, _forked(self.calls, [self.var(v) for v in self.g.outputs],
+                                        self.sizes))
+
+
+def _forked(calls, outputs, sizes):
+    """The calls with a fork after each array read more than once (the
+    outputs' stream writers count as readers): a copy per reader, each
+    reader given its own."""
+    readers = {}
+    for c in calls:
+        for a in c.reads:
+            readers[a] = readers.get(a, 0) + 1
+    for a in outputs:
+        readers[a] = readers.get(a, 0) + 1
+    copies = {a: [f"{a}_{j}" for j in range(n)] for a, n in readers.items() if n > 1}
+    for a, names in copies.items():
+        for name in names:
+            sizes[name] = sizes[a]
+    taken = {a: 0 for a in copies}
+
+    def take(a):
+        if a not in copies:
+            return a
+        taken[a] += 1
+        return copies[a][taken[a] - 1]
+
+    out = [Call("fork", [a], "", extra={"copies": copies[a]}) for a in copies if a not in
+           {c.writes for c in calls}]  # graph inputs read twice
+    for c in calls:
+        out.append(Call(c.name, [take(a) for a in c.reads], c.writes))
+        if c.writes in copies:
+            out.append(Call("fork", [c.writes], "", extra={"copies": copies[c.writes]}))
+    return out, [take(a) for a in outputs]
 
 
 @dataclass
 class HlsProject:
     emitter: HlsEmitter
-    tokens: int
-    k: int
-    n: int
+    schedule: tuple  # (calls, output arrays) after forks
 
     @property
     def layers(self):
         return self.emitter.layers
 
+    @property
+    def configs(self):
+        return self.emitter.configs
+
+    @property
+    def inputs(self):
+        return [(self.emitter.var(v), v.type.numel) for v in self.emitter.g.inputs]
+
+    @property
+    def outputs(self):
+        return [(a, self.emitter.sizes[a]) for a in self.schedule[1]]
+
+    def top(self) -> str:
+        e = self.emitter
+        calls, outs = self.schedule
+        streams = [f"hls::stream<float> &in{j}" for j in range(len(self.inputs))] + \
+            [f"hls::stream<float> &out{j}" for j in range(len(outs))]
+        ports = "".join(f"#pragma HLS INTERFACE axis port={s.split('&')[1]}\n" for s in streams)
+        written = {a for c in calls for a in ([c.writes] if c.writes else c.extra["copies"])}
+        arrays = [a for a in e.sizes if a in written or a in dict(self.inputs)]
+        body = "".join(f"    float {a}[{max(e.sizes[a], 1)}];\n" for a in arrays)
+        for j, (a, n) in enumerate(self.inputs):
+            body += (f"    for (int i = 0; i < {n}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                     f"        {a}[i] = in{j}.read();\n    }}\n")
+        for c in calls:
+            if c.name == "fork":
+                a = c.reads[0]
+                body += (f"    for (int i = 0; i < {e.sizes[a]}; i++) {{  /* fork */\n"
+                         f"#pragma HLS PIPELINE II=1\n" +
+                         "".join(f"        {d}[i] = {a}[i];\n" for d in c.extra["copies"]) +
+                         "    }\n")
+            else:
+                body += f"    {c.name}({', '.join([*c.reads, c.writes])});\n"
+        for j, (a, n) in enumerate(self.outputs):
+            body += (f"    for (int i = 0; i < {n}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                     f"        out{j}.write({a}[i]);\n    }}\n")
+        return (comment("the top function: read the inputs, the ops (a dataflow pipeline), "
+                        "write the outputs") + "\n"
+                f"void hetc_top({', '.join(streams)}) {{\n{ports}"
+                "#pragma HLS INTERFACE s_axilite port=return\n#pragma HLS DATAFLOW\n"
+                f"{body}}}\n")
+
     def sources(self) -> dict:
         e = self.emitter
-        x, y = e.var(e.stream), e.var(e.g.outputs[0])
-        arrays = "".join(f"    float {dst}[{n}];\n" for _, _, dst, n in e.calls)
-        calls = "".join(f"    {name}({src}, {dst});\n" for name, src, dst, _ in e.calls)
+        ins, outs = self.inputs, self.outputs
+        sizes = ", ".join(f"{n} in" for _, n in ins) + " -> " + \
+            ", ".join(f"{n} out" for _, n in outs)
         model = (comment("generated by hetc: do not edit") + "\n" +
-                 comment(f"graph @{e.g.name}: {self.tokens} token(s) of {self.k} inputs -> "
-                         f"{self.n} outputs") + "\n"
+                 comment(f"graph @{e.g.name}: {sizes} float32 values") + "\n"
                  '#include "hetc_fpga.h"\n#include "weights.h"\n\n' +
-                 "\n".join(e.functions) + "\n" +
-                 comment("one token: read, the layers (a dataflow pipeline), write") + "\n"
-                 f"static void token(hls::stream<float> &in, hls::stream<float> &out) {{\n"
-                 f"#pragma HLS DATAFLOW\n"
-                 f"    float {x}[{self.k}];\n"
-                 f"    for (int i = 0; i < {self.k}; i++) {{\n"
-                 f"#pragma HLS PIPELINE II=1\n"
-                 f"        {x}[i] = in.read();\n    }}\n"
-                 f"{arrays}{calls}"
-                 f"    for (int i = 0; i < {self.n}; i++) {{\n"
-                 f"#pragma HLS PIPELINE II=1\n"
-                 f"        out.write({y}[i]);\n    }}\n}}\n\n"
-                 "void hetc_top(hls::stream<float> &in, hls::stream<float> &out) {\n"
-                 "#pragma HLS INTERFACE axis port=in\n"
-                 "#pragma HLS INTERFACE axis port=out\n"
-                 "#pragma HLS INTERFACE s_axilite port=return\n"
-                 f"    for (int t = 0; t < {self.tokens}; t++) token(in, out);\n}}\n")
+                 "\n".join(e.functions) + "\n" + self.top())
         weights = (comment("generated by hetc: the layers' weights (N:M: kept values and "
-                           "their positions), scales and biases") + "\n"
+                           "their positions), scales, biases and constants") + "\n"
                    "#ifndef HETC_WEIGHTS_H\n#define HETC_WEIGHTS_H\n#include \"ap_int.h\"\n" +
                    "".join(e.weights) + "#endif\n")
-        count_in, count_out = self.tokens * self.k, self.tokens * self.n
+        streams = ", ".join([f"si{j}" for j in range(len(ins))] +
+                            [f"so{j}" for j in range(len(outs))])
+        declare = f"    hls::stream<float> {streams};\n"
+        feed = "".join(f"    for (long i = 0; i < {n}; i++) si{j}.write(in[{j}][i]);\n"
+                       for j, (_, n) in enumerate(ins))
+        drain = "".join(f"    for (long i = 0; i < {n}; i++) out[{j}][i] = so{j}.read();\n"
+                        for j, (_, n) in enumerate(outs))
+        proto = ("void hetc_top(" + ", ".join(["hls::stream<float> &"] * (len(ins) + len(outs)))
+                 + ");\n")
         sim = (comment("the C simulation's entry (hetc runs it with ctypes): the test "
                        "bench's work without files") + "\n"
                '#include "model.cpp"\n\n'
-               'extern "C" int hetc_sim(const float *in, float *out) {\n'
-               "    hls::stream<float> si, so;\n"
-               f"    for (long i = 0; i < {count_in}; i++) si.write(in[i]);\n"
-               "    hetc_top(si, so);\n"
-               f"    for (long i = 0; i < {count_out}; i++) out[i] = so.read();\n"
-               "    return 0;\n}\n")
+               'extern "C" int hetc_sim(const float **in, float **out) {\n' + declare + feed +
+               f"    hetc_top({streams});\n" + drain + "    return 0;\n}\n")
+        read = "".join(
+            f"    for (long i = 0; i < {n}; i++) {{\n"
+            "        float v;\n"
+            "        if (fread(&v, 4, 1, f) != 1) { fprintf(stderr, \"%s is short\\n\", src); "
+            "return 1; }\n"
+            f"        si{j}.write(v);\n    }}\n" for j, (_, n) in enumerate(ins))
+        write = "".join(f"    for (long i = 0; i < {n}; i++) {{\n"
+                        f"        float v = so{j}.read();\n        fwrite(&v, 4, 1, g);\n"
+                        "    }\n" for j, (_, n) in enumerate(outs))
         tb = (comment("test bench (Vitis csim and cosim): input.bin -> output.bin, raw "
-                      "little-endian float32") + "\n"
-              "#include <stdio.h>\n#include \"hls_stream.h\"\n\n"
-              "void hetc_top(hls::stream<float> &in, hls::stream<float> &out);\n\n"
+                      "little-endian float32, the inputs (outputs) one after another") + "\n"
+              "#include <stdio.h>\n#include \"hls_stream.h\"\n\n" + proto + "\n"
               "int main(int argc, char **argv) {\n"
               "    const char *src = argc > 1 ? argv[1] : \"input.bin\";\n"
               "    const char *dst = argc > 2 ? argv[2] : \"output.bin\";\n"
               "    FILE *f = fopen(src, \"rb\");\n"
               "    if (!f) { fprintf(stderr, \"cannot open %s\\n\", src); return 1; }\n"
-              "    hls::stream<float> si, so;\n"
-              f"    for (long i = 0; i < {count_in}; i++) {{\n"
-              "        float v;\n"
-              "        if (fread(&v, 4, 1, f) != 1) { fprintf(stderr, \"%s is short\\n\", src); "
-              "return 1; }\n"
-              "        si.write(v);\n    }\n    fclose(f);\n"
-              "    hetc_top(si, so);\n"
+              + declare + read + "    fclose(f);\n"
+              f"    hetc_top({streams});\n"
               "    FILE *g = fopen(dst, \"wb\");\n"
               "    if (!g) { fprintf(stderr, \"cannot write %s\\n\", dst); return 1; }\n"
-              f"    for (long i = 0; i < {count_out}; i++) {{\n"
-              "        float v = so.read();\n        fwrite(&v, 4, 1, g);\n    }\n"
-              "    fclose(g);\n    return 0;\n}\n")
+              + write + "    fclose(g);\n    return 0;\n}\n")
         return {"model.cpp": model, "weights.h": weights, "sim.cpp": sim, "tb.cpp": tb}
 
 

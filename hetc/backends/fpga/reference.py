@@ -1,63 +1,263 @@
-"""The fpga datapath's arithmetic in numpy, step for step as hetc_fpga.h
-computes it (float32 operations in the same order, integer sums exact):
-the C simulation of a generated project and this model agree bit for bit,
-which tests/test_fpga.py checks. It differs from the interpreter (which
-dequantizes the activations before an f32 matrix product) by f32
-rounding only."""
+"""The fpga datapath's arithmetic in numpy, operation for operation as
+hetc_fpga.h and the generated functions compute it (float32 operations in
+the same order, sums in the same sequence, integer sums exact): the C
+simulation of a generated project and this model agree bit for bit, which
+tests/test_fpga.py checks. It differs from the interpreter (which
+dequantizes the activations before an f32 product, sums pairwise and uses
+libm's exp and erf) by float32 rounding and the polynomials' error only.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hetc.backends.c.quant import integer_weight, weight_scales
+from hetc.backends.c.quant import integer_weight, stored_scales
 from hetc.ir.interpret import load_const
 
 F32 = np.float32
+SEMANTICS = {}
 
 
-def run(graph, x) -> np.ndarray:
-    """The output of `graph` (as the fpga backend lowers it) for input x."""
-    values = {graph.inputs[0]: np.asarray(x, F32)}
+def _f(*values):
+    return [F32(v) for v in values]
+
+
+def semantics(*kinds):
+    def register(fn):
+        for k in kinds:
+            SEMANTICS[k] = fn
+        return fn
+    return register
+
+
+def run(graph, *inputs) -> list | np.ndarray:
+    """The outputs of `graph` (as the fpga backend lowers it) for `inputs`:
+    one array for a graph of one output, else a list."""
+    values = {v: np.asarray(x, F32).reshape(v.type.shape) for v, x in zip(graph.inputs, inputs)}
     for op in graph.ops:
         if op.kind == "const":
+            values[op.output] = np.asarray(load_const(op, graph))
             continue
-        a = values[op.inputs[0]]
-        a = a.reshape(-1, a.shape[-1]) if a.ndim else a  # tokens as rows
-        if op.kind == "reshape":
-            values[op.output] = a.reshape(op.output.type.shape)
-        elif op.kind == "relu":
-            values[op.output] = np.where(a < 0, F32(0), a)
-        elif op.kind == "linear":
-            values[op.output] = _linear(graph, op, a)
-        else:
-            raise ValueError(f"the fpga reference has no {op.kind}")
-    y = graph.outputs[0]
-    return values[y].reshape(y.type.shape)
+        args = [values[v] for v in op.inputs]
+        with np.errstate(all="ignore"):
+            y = SEMANTICS[op.kind](graph, op, *args)
+        values[op.output] = np.asarray(y, F32).reshape(op.output.type.shape)
+    outs = [values[v] for v in graph.outputs]
+    return outs[0] if len(outs) == 1 else outs
 
 
-def _linear(graph, op, x):
-    w = op.inputs[1]
-    name, _, group = integer_weight(w)
-    n, k = w.type.shape
-    tokens, groups = x.shape[0], k // group
-    xg = x.reshape(tokens, groups, group)
-    top = np.abs(xg).max(axis=-1)  # NaN wins, as in the kernel
-    scale = top / F32(127)
+def seq_sum(x, axis=-1):
+    """The sum along `axis` in order, in float32 (numpy's sums are pairwise)."""
+    return np.cumsum(np.asarray(x, F32), axis=axis, dtype=F32).take(-1, axis=axis)
+
+
+# -- the float32 functions of hetc_fpga.h -----------------------------------------------
+
+def exp_(x):
+    x = np.asarray(x, F32)
+    log2e, hi, lo = _f(1.44269504, 0.693145751953125, 1.42860677e-06)
+    c = _f(1, 1, 0.5, 0.166666672, 0.0416666679, 0.00833333377, 0.00138888892)
+    xc = np.clip(x, F32(-87.33), F32(88.72))
+    n = np.rint(xc * log2e)
+    r = (xc - n * hi) - n * lo
+    p = c[6]
+    for k in range(5, -1, -1):
+        p = c[k] + r * p
+    y = np.ldexp(p, n.astype(np.int32)).astype(F32)
+    y = np.where(x < F32(-87.33), F32(0), np.where(x > F32(88.72), F32(np.inf), y))
+    return np.where(np.isnan(x), x, y)
+
+
+def erf_(x):
+    x = np.asarray(x, F32)
+    a = np.abs(x)
+    t = F32(1) / (F32(1) + F32(0.3275911) * a)
+    k = _f(0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+    poly = t * (k[0] + t * (k[1] + t * (k[2] + t * (k[3] + t * k[4]))))
+    y = F32(1) - poly * exp_(-(a * a))
+    return np.where(x < 0, -y, y)
+
+
+def tanh_(x):
+    x = np.asarray(x, F32)
+    e = exp_(F32(2) * x)
+    y = (e - F32(1)) / (e + F32(1))
+    return np.where(np.abs(x) > F32(9), np.where(x > 0, F32(1), F32(-1)), y)
+
+
+def sigmoid_(x):
+    return F32(1) / (F32(1) + exp_(-np.asarray(x, F32)))
+
+
+def gelu_(x):
+    return F32(0.5) * x * (F32(1) + erf_(x * F32(0.707106781)))
+
+
+def gelu_tanh_(x):
+    return F32(0.5) * x * (F32(1) + tanh_(F32(0.797884561) * (x + F32(0.044715) *
+                                                              (x * x * x))))
+
+
+def max_(a, b):
+    return np.where(np.isnan(a) | (a > b), a, np.where(np.isnan(b) | (a < b), b, a))
+
+
+def min_(a, b):
+    return np.where(np.isnan(a) | (a < b), a, np.where(np.isnan(b) | (a > b), b, a))
+
+
+UNARY = {"relu": lambda x: np.where(x < 0, F32(0), x), "neg": np.negative, "abs": np.abs,
+         "exp": exp_, "erf": erf_, "tanh": tanh_, "sigmoid": sigmoid_,
+         "silu": lambda x: x * sigmoid_(x), "sqrt": np.sqrt,
+         "rsqrt": lambda x: F32(1) / np.sqrt(x)}
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+          "maximum": max_, "minimum": min_}
+
+
+@semantics(*UNARY)
+def _unary(graph, op, x):
+    return UNARY[op.kind](x)
+
+
+@semantics(*BINARY)
+def _binary(graph, op, a, b):
+    return BINARY[op.kind](a.astype(F32), b.astype(F32))
+
+
+@semantics("gelu")
+def _gelu(graph, op, x):
+    return gelu_tanh_(x) if op.attrs.get("approximate") == "tanh" else gelu_(x)
+
+
+@semantics("reshape")
+def _reshape(graph, op, x):
+    return x
+
+
+@semantics("transpose")
+def _transpose(graph, op, x):
+    return np.transpose(x, op.attrs["perm"])
+
+
+def _rows(op, x):
+    n = int(np.prod(x.shape[op.attrs["axis"] % x.ndim:]))
+    return x.reshape(-1, n), F32(n)
+
+
+@semantics("layer_norm")
+def _layer_norm(graph, op, x, w=None, b=None):
+    r, n = _rows(op, x)
+    mean = seq_sum(r)[:, None] / n
+    d = r - mean
+    inv = F32(1) / np.sqrt(seq_sum(d * d)[:, None] / n + F32(op.attrs["eps"]))
+    o = (r - mean) * inv
+    o = o if w is None else o * w.astype(F32).reshape(-1)
+    return o if b is None else o + b.astype(F32).reshape(-1)
+
+
+@semantics("rms_norm")
+def _rms_norm(graph, op, x, w=None):
+    r, n = _rows(op, x)
+    inv = F32(1) / np.sqrt(seq_sum(r * r)[:, None] / n + F32(op.attrs["eps"]))
+    o = r * inv
+    return o if w is None else o * w.astype(F32).reshape(-1)
+
+
+@semantics("softmax")
+def _softmax(graph, op, x):
+    r = x.reshape(-1, x.shape[-1])
+    m = np.max(r, axis=-1, keepdims=True, initial=-np.inf)
+    e = exp_(r - np.where(m == -np.inf, F32(0), m))
+    return e * (F32(1) / seq_sum(e)[:, None])
+
+
+@semantics("matmul")
+def _matmul(graph, op, a, b):
+    return seq_sum(a[..., :, None, :] * np.swapaxes(b, -1, -2)[..., None, :, :])
+
+
+@semantics("max_pool2d")
+def _max_pool(graph, op, x):
+    n, c, h, w = x.shape
+    oh, ow = op.output.type.shape[2:]
+    (kh, kw), (sh, sw) = op.attrs["kernel"], op.attrs.get("stride") or op.attrs["kernel"]
+    (dh, dw), (pt, pl) = op.attrs["dilation"], op.attrs["padding"][:2]
+    m = np.full((n, c, oh, ow), -np.inf, F32)
+    for r in range(kh):
+        for s in range(kw):
+            ih = np.arange(oh)[:, None] * sh - pt + r * dh
+            iw = np.arange(ow)[None, :] * sw - pl + s * dw
+            inside = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w)
+            v = x[:, :, np.clip(ih, 0, h - 1), np.clip(iw, 0, w - 1)]
+            m = np.where(inside, max_(m, v), m)
+    return m
+
+
+@semantics("global_avg_pool")
+def _global_avg_pool(graph, op, x):
+    planes = x.reshape(x.shape[0] * x.shape[1], -1)
+    return seq_sum(planes) / F32(planes.shape[1])
+
+
+# -- the integer layers -------------------------------------------------------------
+
+def _quantize(x, group):
+    """Codes (int64) and scales of rows x, per group, as hetc::quantize."""
+    xg = x.reshape(x.shape[0], -1, group)
+    scale = np.abs(xg).max(axis=-1) / F32(127)  # NaN wins, as in the kernel
     d = np.where(scale == 0, F32(1), scale)
-    q = np.rint(xg / d[..., None]).astype(np.int64)
-    codes = np.asarray(graph.weights[name]).astype(np.int64).reshape(n, groups, group)
-    acc = np.einsum("tgj,ngj->tng", q, codes)  # exact
-    sw = weight_scales(_Graph(graph), name, n, groups)
-    out = np.zeros((tokens, n), F32)
-    for g in range(groups):
+    return np.rint(xg / d[..., None]).astype(np.int64), scale
+
+
+def _weights(graph, op, axis):
+    """(codes int64, f32 scales per group with the codes' shape but the axis
+    divided, group) of a layer's weight."""
+    w = op.inputs[1]
+    name, _, group = integer_weight(w, axis, odd_int4=True)
+    codes = np.asarray(graph.weights[name]).astype(np.int64)
+    scales = stored_scales(_Graph(graph), name, *w.type.quant.param_shape(w.type.shape))
+    return codes, scales.astype(F32), group
+
+
+@semantics("linear")
+def _linear(graph, op, x, w, b=None):
+    codes, sw, group = _weights(graph, op, -1)
+    n, k = codes.shape
+    q, scale = _quantize(x.reshape(-1, k), group)
+    acc = np.einsum("tgj,ngj->tng", q, codes.reshape(n, k // group, group))  # exact
+    out = np.zeros((q.shape[0], n), F32)
+    for g in range(k // group):
         out = out + acc[:, :, g].astype(F32) * (scale[:, g][:, None] * sw[None, :, g])
-    if len(op.inputs) > 2:
-        out = out + np.asarray(load_const(op.inputs[2].producer, graph), F32)
-    return out
+    return out if b is None else out + b.astype(F32)
+
+
+@semantics("conv2d")
+def _conv2d(graph, op, x, w, b=None):
+    codes, sw, group = _weights(graph, op, 1)  # [O, C, KH, KW], [O, C / G, KH, KW]
+    batch, c, h, wd = x.shape
+    o, _, kh, kw = codes.shape
+    oh, ow = op.output.type.shape[2:]
+    (sh, sv), (dh, dv), (pt, pl) = (op.attrs["stride"], op.attrs["dilation"],
+                                    op.attrs["padding"][:2])
+    out = np.zeros((batch, o, oh, ow), F32)
+    for n in range(batch):
+        q, scale = _quantize(np.moveaxis(x[n], 0, -1).reshape(h * wd, c), group)
+        for r in range(kh):
+            for s in range(kw):
+                ih = np.arange(oh)[:, None] * sh - pt + r * dh
+                iw = np.arange(ow)[None, :] * sv - pl + s * dv
+                inside = ((ih >= 0) & (ih < h) & (iw >= 0) & (iw < wd))[None]
+                pix = (np.clip(ih, 0, h - 1) * wd + np.clip(iw, 0, wd - 1)).reshape(-1)
+                for g in range(c // group):
+                    acc = q[pix, g] @ codes[:, g * group:(g + 1) * group, r, s].T  # [pixels, O]
+                    term = acc.astype(F32) * (scale[pix, g][:, None] * sw[None, :, g, r, s])
+                    term = term.T.reshape(o, oh, ow)
+                    out[n] = np.where(inside, out[n] + term, out[n])
+    return out if b is None else out + b.astype(F32).reshape(1, -1, 1, 1)
 
 
 class _Graph:
-    """What weight_scales reads of an emitter: its graph."""
+    """What stored_scales reads of an emitter: its graph."""
 
     def __init__(self, graph):
         self.g = graph

@@ -236,6 +236,10 @@ def _conv2d(op, x, w, b=None):
     o = _o()
     t, l, bo, r = op.attrs["padding"]
     groups, wshape = op.attrs["groups"], op.inputs[1].type.shape
+    if op.attrs.get("act_group"):  # per pixel: the channels as the last axis
+        n, c, h, wd = op.inputs[0].type.shape
+        x = o.transpose(quantize_activations(o.transpose(x, _i64([0, 2, 3, 1])), [n, h, wd, c],
+                                             op.attrs["act_group"]), _i64([0, 3, 1, 2]))
     w = o.convert_like(w, x)
     args = (op.attrs["stride"], [t, l], [bo, r], op.attrs["dilation"])
     if groups == 1:

@@ -20,7 +20,8 @@ from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.kv_view import KVView, attention_views
 from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales, weight_scales
-from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
+from hetc.backends.c.shapes import (CONV_INT8_ACTIVATIONS, index_problem, mask_problem,
+                                    matmul_problem)
 from hetc.backends.c.text import float_literal, string_literal
 from hetc.backends.c.values import (
     CTYPE,
@@ -102,6 +103,7 @@ RULES = {
     "attention": _attention_problem,
     "matmul": matmul_problem,
     "batch_norm": _batch_norm_problem,
+    "conv2d": lambda op: CONV_INT8_ACTIVATIONS if op.attrs.get("act_group") else None,
 }
 
 
