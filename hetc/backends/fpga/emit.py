@@ -181,7 +181,8 @@ def plan(graph, reuse, part) -> dict:
         if reuse or not wide:
             raise TargetError(f"target fpga: the model does not fit {part.name} ({est['dsp']} "
                               f"DSP, {est['lut']} LUT, {est['bram18']} BRAM18 of {part.dsp}"
-                              f" / {part.lut} / {part.bram18})" +
+                              f" / {part.lut} / {part.bram18}; the buffers between functions, "
+                              f"which hold whole tensors, take {est['buffer_bram18']} BRAM18)" +
                               ("" if reuse else " even with one multiplier per layer") +
                               (": raise reuse or choose a larger part" if reuse else ""))
         _, op = max(wide, key=lambda t: t[0])
@@ -247,11 +248,6 @@ def _is_const(v):
 
 # -- the integer layers ------------------------------------------------------------
 
-def _unit(cfg):
-    nn, m = cfg.nm or (1, 1)
-    return f"hetc::group_dot<{nn}, {m}, {cfg.group}, {cfg.p}, {cfg.acc_bits}, {cfg.bits}>"
-
-
 def _weights(e, op, cfg):
     """The layer's arrays in weights.h: per output (and tap) a row of kept
     codes as bytes (int4 two per byte; constant arrays of ap_int take g++
@@ -282,17 +278,6 @@ def _weights(e, op, cfg):
     return pragmas
 
 
-def _group_sum(cfg, q, sx, row, guard=""):
-    """Lines adding weight row `row`'s groups, times the codes at q (their
-    scales at sx), to `out` (when `guard` holds)."""
-    i, gk = cfg.index, cfg.group_kept
-    idx = f"I{i}[{row}]" if cfg.nm else "nullptr"
-    term = (f"(float){_unit(cfg)}({q} + g * {cfg.group}, W{i}[{row}], {idx}, g * {gk}) * "
-            f"({sx}[g] * SW{i}[{row}][g])")
-    return [f"for (int g = 0; g < {cfg.k // cfg.group}; g++) {{",
-            f"    {'if (' + guard + ') ' if guard else ''}out += {term};", "}"]
-
-
 @lowers(*LAYERS)
 def _layer(e, op):
     cfg = e.configs[op]
@@ -304,33 +289,83 @@ def _layer(e, op):
                        f"P = {cfg.p} multipliers, reuse factor {cfg.reuse}"))
 
 
+def _mac_loop(cfg, outer, q, sx, row, write, where=(), guard=""):
+    """The flattened pipeline of one token (output pixel): `outer` loops
+    (name, count) outside, then groups g, outputs o and cycles c. Each
+    group's integer sum (codes at q, their scales at sx, weight row `row`)
+    is scaled into out[o] in order, and `write` takes output o's finished
+    `sum`; `where` lines run first in each iteration, and where `guard`
+    fails the group is skipped (a convolution's padding)."""
+    i, n, c, acc = cfg.index, cfg.n, cfg.reuse, f"ap_int<{cfg.acc_bits}>"
+    counts = [cnt for _, cnt in outer] + [cfg.k // cfg.group, n, c]
+    names = [name for name, _ in outer] + ["g", "o", "c"]
+    index = ", ".join(_digit(name, math.prod(counts[j + 1:]), cnt, j == 0)
+                      for j, (name, cnt) in enumerate(zip(names, counts)))
+    nn, m = cfg.nm or (1, 1)
+    dot = (f"hetc::cycle_dot<{nn}, {m}, {cfg.p}, {cfg.acc_bits}, {cfg.bits}>({q} + g * "
+           f"{cfg.group}, W{i}[{row}], {f'I{i}[{row}]' if cfg.nm else 'nullptr'}, "
+           f"g * {cfg.group_kept}, c)")
+    first = " && ".join(f"{name} == 0" for name in names[:-2])
+    last = " && ".join(f"{name} == {cnt - 1}" for name, cnt in zip(names[:-2], counts[:-2]))
+    term = f"prev + (float)acc * ({sx}[g] * SW{i}[{row}][g])"
+    return [f"float out[{n}];",
+            f"{acc} acc = 0;",
+            f"for (int it = 0; it < {math.prod(counts)}; it++) {{",
+            "#pragma HLS PIPELINE II=1",
+            # out[o] is updated once per n * reuse cycles: no recurrence within an adder's latency
+            *(["#pragma HLS DEPENDENCE variable=out inter false"]
+              if n * c >= cost.FADD_LATENCY else []),
+            f"    int {index};",
+            *(f"    {line}" for line in where),
+            f"    acc = (c == 0 ? ({acc})0 : acc) + " +
+            (f"({guard} ? {dot} : ({acc})0);" if guard else f"{dot};"),
+            f"    if (c == {c - 1}) {{",
+            f"        float prev = {first} ? 0.f : out[o];",
+            f"        float sum = {f'{guard} ? {term} : prev' if guard else term};",
+            "        out[o] = sum;",
+            f"        if ({last}) {write}",
+            "    }", "}"]
+
+
+def _digit(name, below, count, outermost):
+    """`name = ` its digit of the flattened index `it` (`below` iterations
+    per step, `count` steps)."""
+    value = "it" if below == 1 else f"it / {below}"
+    return f"{name} = " + ("0" if count == 1 else value if outermost else f"{value} % {count}")
+
+
 def _linear(op, cfg):
-    """The body of a linear layer: each token quantized, then its outputs."""
+    """The body of a linear layer: each token quantized, then its flattened
+    multiply-accumulate pipeline."""
     k, n, g = cfg.k, cfg.n, cfg.group
-    bias = f" + B{cfg.index}[n]" if cfg.bias else ""
+    bias = f" + B{cfg.index}[o]" if cfg.bias else ""
     return [f"for (int t = 0; t < {cfg.rows}; t++) {{",
             f"    ap_int<8> q[{k}];",
             f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={cfg.code_partition}",
             f"    float sx[{k // g}];",
             f"    hetc::quantize<{k}, {g}, 1>(x0 + t * {k}, q, sx);",
-            f"    for (int n = 0; n < {n}; n++) {{",
-            "        float out = 0.f;",
-            *("        " + line for line in _group_sum(cfg, "q", "sx", "n")),
-            f"        y[t * {n} + n] = out{bias};",
-            "    }", "}"]
+            *("    " + line for line in _mac_loop(cfg, [], "q", "sx", "o",
+                                                    f"y[t * {n} + o] = sum{bias};")),
+            "}"]
 
 
 def _conv2d(op, cfg):
     """The body of a convolution: each input pixel's channels quantized
-    once, then per output pixel and channel the taps inside the image."""
+    once, then per output pixel a flattened pipeline over the taps (those
+    outside the image skipped: padding), groups, outputs and cycles."""
     batch, c, h, wd = op.inputs[0].type.shape
     o, oh, ow = op.output.type.shape[1:]
     kh, kw = op.inputs[1].type.shape[2:]
     (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
     pt, pl = op.attrs["padding"][:2]
     g, hw = cfg.group, h * wd
-    dot = _group_sum(cfg, "q[pix]", "sx[pix]", f"(o * {kh} + r) * {kw} + s", guard="in")
     bias = f" + B{cfg.index}[o]" if cfg.bias else ""
+    where = [f"int ih = oh * {sh} - {pt} + r * {dh}, iw = ow * {sw} - {pl} + s * {dw};",
+             f"bool in = ih >= 0 && ih < {h} && iw >= 0 && iw < {wd};",
+             f"int pix = in ? ih * {wd} + iw : 0;"]
+    mac = _mac_loop(cfg, [("r", kh), ("s", kw)], "q[pix]", "sx[pix]",
+                    f"(o * {kh} + r) * {kw} + s",
+                    f"y[((b * {o} + o) * {oh} + oh) * {ow} + ow] = sum{bias};", where, "in")
     return [f"static ap_int<8> q[{hw}][{c}];",
             f"#pragma HLS ARRAY_PARTITION variable=q cyclic factor={cfg.code_partition} dim=2",
             f"static float sx[{hw}][{c // g}];",
@@ -338,17 +373,8 @@ def _conv2d(op, cfg):
             f"    for (int i = 0; i < {hw}; i++)  /* each pixel's channels, once */",
             f"        hetc::quantize<{c}, {g}, {hw}>(x0 + b * {c * hw} + i, q[i], sx[i]);",
             f"    for (int oh = 0; oh < {oh}; oh++)",
-            f"    for (int ow = 0; ow < {ow}; ow++)",
-            f"    for (int o = 0; o < {o}; o++) {{",
-            "        float out = 0.f;",
-            f"        for (int r = 0; r < {kh}; r++)",
-            f"        for (int s = 0; s < {kw}; s++) {{",
-            f"            int ih = oh * {sh} - {pt} + r * {dh}, iw = ow * {sw} - {pl} + s * {dw};",
-            f"            bool in = ih >= 0 && ih < {h} && iw >= 0 && iw < {wd};",
-            f"            int pix = in ? ih * {wd} + iw : 0;  /* padding: skipped */",
-            *("            " + line for line in dot),
-            "        }",
-            f"        y[((b * {o} + o) * {oh} + oh) * {ow} + ow] = out{bias};",
+            f"    for (int ow = 0; ow < {ow}; ow++) {{",
+            *("        " + line for line in mac),
             "    }", "}"]
 
 

@@ -8,6 +8,11 @@
  * times the activation's and the weight's scale, summed over groups in
  * f32.
  *
+ * The layers' loops are flattened into one pipeline per token (output
+ * pixel): groups outermost, outputs, then the cycles of a group, so that
+ * an output's float sum is updated once per N * reuse cycles (the
+ * DEPENDENCE pragma says so when that covers a float adder's latency).
+ *
  * The dot product follows the systolic sparse tensor slices (SST) idea: a
  * dense unit multiplies P weights per cycle; an N:M unit keeps n of every m
  * weights with an index each, and each of its P multipliers takes its
@@ -71,26 +76,23 @@ inline ap_uint<2> position(const unsigned char *row, int j) {
     return (ap_uint<2>)(row[j >> 2] >> (2 * (j & 3)));
 }
 
-/* The exact integer dot product of one quantization group: the G codes
- * q[0..G) with the group's kept weights of a row (kept weights j0 ..
- * j0 + G*NN/M - 1 of row w, their positions in idx), P multiply-accumulates
- * per cycle. Dense weights are 1:1 (no positions: idx is not read). */
-template <int NN, int M, int G, int P, int ACC, int BITS>
-ap_int<ACC> group_dot(const ap_int<8> *q, const unsigned char *w, const unsigned char *idx,
-                      int j0) {
+/* One cycle of a unit: the exact sum of P products, the kept weights
+ * j0 + c*P .. j0 + c*P + P-1 of row w (kept weight j0 the first of a
+ * quantization group whose inputs start at q) times their inputs: for N:M
+ * weights (M <= 4), each multiplier's input through an M:1 multiplexer
+ * driven by its position (idx); dense weights are 1:1 (idx not read). */
+template <int NN, int M, int P, int ACC, int BITS>
+ap_int<ACC> cycle_dot(const ap_int<8> *q, const unsigned char *w, const unsigned char *idx,
+                      int j0, int c) {
 #pragma HLS INLINE
-    const int GK = G * NN / M;
-    ap_int<ACC> acc = 0;
-    for (int c = 0; c < GK / P; c++) {
-#pragma HLS PIPELINE II=1
-        for (int p = 0; p < P; p++) {
+    ap_int<ACC> sum = 0;
+    for (int p = 0; p < P; p++) {
 #pragma HLS UNROLL
-            int j = c * P + p;  // the kept weight in the group
-            int k = M == 1 ? j : j / NN * M + (int)position(idx, j0 + j);
-            acc += q[k] * code<BITS>(w, j0 + j);
-        }
+        int j = c * P + p;  // the kept weight in the group
+        int k = M == 1 ? j : j / NN * M + (int)position(idx, j0 + j);
+        sum += q[k] * code<BITS>(w, j0 + j);
     }
-    return acc;
+    return sum;
 }
 
 /* -- float32 functions: the same operations, in the same order, as
