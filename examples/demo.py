@@ -162,6 +162,10 @@ def main():
     fpga, s = compile_timed(chain, target="fpga", example_inputs=(xm,), sparsity="1:3")
     results.append(line("mlp int8 1:3 [fpga, C simulation]", s, fpga(xm).shape,
                         rel_err(fpga(xm), interpret(fpga.graph, [xm])[0]), "hetc interpreter"))
+    fpga, s = compile_timed(cnn, target="fpga", example_inputs=inputs, sparsity="2:4")
+    results.append(line("cnn int8 2:4 [fpga, C simulation]", s, fpga(x).shape,
+                        rel_err(fpga(x), interpret(fpga.graph, [x])[0]),
+                        "hetc interpreter"))
 
     print(f"\nLLM generation (decoder=: one step with a static KV cache, target {args.target}):")
     results.append(generate_smollm2(args.target))

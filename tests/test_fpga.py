@@ -356,3 +356,20 @@ def test_the_verilog_blocks_compute_the_units_sums(nm, p, bits, tmp_path):
         x_used = x
     np.testing.assert_array_equal(verilog.simulate(b, x, w, idx, str(tmp_path)),
                                   (x_used * w).sum(1))
+
+
+def test_a_residual_cnn_with_batch_norms_runs():
+    """The examples' small ResNet-style CNN (3x3 convolutions with strides,
+    batch norms, residual adds, global average pooling, a classifier) at
+    2:4: bit-exact against the reference, within f32 rounding of the
+    interpreter; each batch norm one scale and shift per channel."""
+    from models import examples
+    _, cnn, (x,) = examples()[1]
+    module = hetc.compile(cnn, target="fpga", example_inputs=(x,), sparsity="2:4")
+    got = module(x).numpy()
+    assert (got != reference.run(module.graph, x.numpy())).sum() == 0
+    want = hetc.interpret(module.graph, [x.numpy()])[0]
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(np.abs(want).max()))
+    model = module.artifact.sources["model.cpp"]
+    assert model.count("/* batch_norm") == sum(op.kind == "batch_norm" for op in module.graph.ops)
+    assert any(c["nm"] == [2, 4] or c["nm"] == (2, 4) for c in module.artifact.extra["layers"])

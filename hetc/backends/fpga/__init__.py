@@ -140,8 +140,8 @@ class FpgaBackend(Backend):
     lowerings = emit.LOWER
     refused = emit.REFUSED
     summary = ("it takes int8/int4 linear and conv2d layers (dense, 2:4, 1:4, 1:3) with int8 "
-               "activations, and float32 elementwise ops, norms, softmax, transposes, "
-               "activation products and pooling between them")
+               "activations, and float32 elementwise ops, norms (batch norms too), softmax, "
+               "transposes, activation products and pooling between them")
 
     def op_problem(self, op):
         return emit.why_not(op)

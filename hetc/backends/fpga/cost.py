@@ -73,7 +73,7 @@ FLOAT_FUNCTIONS = {
     "rms_norm": ({"add": 1, "mul": 3, "div": 1, "sqrt": 1}, 2),
     "softmax": (_plus(_EXP, {"cmp": 1, "add": 2, "mul": 1, "div": 1}), 3),
     "matmul": ({"mul": 1, "add": 1}, 1), "transpose": ({}, 1), "max_pool2d": ({"cmp": 1}, 1),
-    "global_avg_pool": ({"add": 1, "div": 1}, 1),
+    "global_avg_pool": ({"add": 1, "div": 1}, 1), "batch_norm": ({"add": 2, "mul": 1}, 1),
 }
 
 

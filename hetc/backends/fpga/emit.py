@@ -16,7 +16,7 @@ LayerConfig before code is generated: sizes, pattern, the weights' ap_int
 type, the parallelism P (multipliers) and the reuse factor (cycles per
 group), the accumulator width. Between them, in float32 on floating-point
 operators: elementwise arithmetic and activations (broadcasting), softmax
-along the last axis, layer and RMS norms, products of two activations
+along the last axis, layer, RMS and batch norms, products of two activations
 (attention's), transposes, max and global average pooling. Everything
 else is refused with the reason.
 """
@@ -38,7 +38,7 @@ from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import OPS
 
-from . import cost
+from . import cost, reference
 
 LOWER = Registry("fpga lowerings")
 PATTERNS = ((2, 4), (1, 4), (1, 3))  # the N:M units; dense otherwise
@@ -221,7 +221,7 @@ def why_not(op):
             return f"a {v.type.dtype} constant %{v.name} (float32 only between the layers)"
     params = op.inputs[2:] if op.kind in LAYERS else op.inputs[1:]
     varying = [v for v in params if not _is_const(v)]
-    if op.kind in (*LAYERS, "layer_norm", "rms_norm") and varying:
+    if op.kind in (*LAYERS, "layer_norm", "rms_norm", "batch_norm") and varying:
         return f"a bias or scale %{varying[0].name} that is not a constant"
     if op.kind == "softmax" and op.attrs["axis"] % op.inputs[0].type.rank != \
             op.inputs[0].type.rank - 1:
@@ -232,6 +232,9 @@ def why_not(op):
         return matmul_problem(op)
     if op.kind in ("max_pool2d", "global_avg_pool") and op.inputs[0].type.rank != 4:
         return "an input that is not NCHW"
+    if op.kind == "batch_norm" and (op.inputs[0].type.rank < 2 or
+                                    not all(_is_const(v) for v in op.inputs[1:])):
+        return "statistics that are not constants, or an input without channels"
     return None
 
 
@@ -410,6 +413,20 @@ def _nest(shape, statement):
 
 def _offset(st, index):
     return " + ".join(f"{i} * {s}" if s != 1 else i for i, s in zip(index, st) if s) or "0"
+
+
+@lowers("batch_norm")
+def _batch_norm(e, op):
+    mean, inv, bias = reference.bn_terms([e.const(v) for v in op.inputs[1:]], op)
+    names = []
+    for tag, values in (("mean", mean), ("scale", inv), ("bias", bias)):
+        names.append(f"N{len(e.weights)}")
+        e.weights.append(_array(names[-1], "float", values, [values.size]))
+    shape = op.output.type.shape
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output, _nest(shape, lambda ix: (
+        f"y[{_offset(strides(shape), ix)}] = (x0[{_offset(strides(shape), ix)}] - "
+        f"{names[0]}[{ix[1]}]) * {names[1]}[{ix[1]}] + {names[2]}[{ix[1]}];")),
+        comment("batch_norm (its statistics folded into a scale and shift per channel)"))
 
 
 @lowers("reshape")

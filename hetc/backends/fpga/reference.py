@@ -129,6 +129,21 @@ def _gelu(graph, op, x):
     return gelu_tanh_(x) if op.attrs.get("approximate") == "tanh" else gelu_(x)
 
 
+def bn_terms(stats, op):
+    """(mean, scale / sqrt(var + eps), bias) of a batch norm from its
+    (scale, bias, mean, var), float32: computed once, at compile time, as
+    the generated code's constants."""
+    scale, bias, mean, var = (np.asarray(c, F32).reshape(-1) for c in stats)
+    return mean, scale / np.sqrt(var + F32(op.attrs["eps"])), bias
+
+
+@semantics("batch_norm")
+def _batch_norm(graph, op, x, *stats):
+    mean, inv, bias = bn_terms(stats, op)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+
+
 @semantics("reshape")
 def _reshape(graph, op, x):
     return x
