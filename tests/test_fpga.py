@@ -251,23 +251,27 @@ def test_pragmas_match_the_layers():
         assert "#pragma HLS UNROLL" in loop.group(1)
 
 
-@pytest.mark.skipif(CXX is None, reason="no C++ compiler")
-def test_the_test_bench_builds_and_reproduces_the_simulation(tmp_path):
+def _test_bench(module, x, folder):
     """What a Vitis user runs in C simulation: tb.cpp with model.cpp,
-    input.bin in, output.bin out."""
-    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(2))
-    module = hetc.compile(_mlp(), target="fpga", example_inputs=(x,), sparsity="1:3")
-    for name, text in module.artifact.sources.items():
-        (tmp_path / name).write_text(text)
-    exe = tmp_path / "tb"
+    input.bin in, output.bin out (weights.bin beside them)."""
+    for name, content in module.artifact.sources.items():
+        path = folder / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    exe = folder / "tb"
     p = subprocess.run([CXX, "-O1", "-std=c++14", f"-I{ap_types()}", "-ffp-contract=off", "-w",
-                        str(tmp_path / "model.cpp"), str(tmp_path / "tb.cpp"), "-o", str(exe)],
+                        str(folder / "model.cpp"), str(folder / "tb.cpp"), "-o", str(exe)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
-    x.numpy().astype(np.float32).tofile(tmp_path / "input.bin")
-    assert subprocess.run([str(exe)], cwd=tmp_path).returncode == 0
-    got = np.fromfile(tmp_path / "output.bin", np.float32).reshape(5, 12)
-    np.testing.assert_array_equal(got, module(x).numpy())
+    x.numpy().astype(np.float32).tofile(folder / "input.bin")
+    assert subprocess.run([str(exe)], cwd=folder).returncode == 0
+    return np.fromfile(folder / "output.bin", np.float32).reshape(module.graph.outputs[0].type.shape)
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler")
+def test_the_test_bench_builds_and_reproduces_the_simulation(tmp_path):
+    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(2))
+    module = hetc.compile(_mlp(), target="fpga", example_inputs=(x,), sparsity="1:3")
+    np.testing.assert_array_equal(_test_bench(module, x, tmp_path), module(x).numpy())
     assert "csim_design" in module.artifact.sources["build_prj.tcl"]
 
 
@@ -291,6 +295,39 @@ def test_what_is_not_built_is_refused_with_the_reason(model, inputs, why):
         hetc.compile(model, target="fpga", example_inputs=inputs)
 
 
+class _Wide(torch.nn.Module):
+    def forward(self, x):
+        return torch.relu(x) * 2.0
+
+
+def test_weights_too_large_for_the_chip_stream_over_m_axi(tmp_path):
+    """16 Mbit of int8 weights do not fit a ZCU104's 11 Mbit of BRAM: that
+    layer's codes (and N:M positions) move to weights.bin, read through
+    m_axi ports of the top function; still bit-exact, in the simulation and
+    in the test bench; the model charges the bank's bandwidth."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 64))
+    x = torch.randn(3, 2048)
+    module = hetc.compile(model, target="fpga", example_inputs=(x,), part="zcu104",
+                          sparsity="2:4")
+    got = module(x).numpy()
+    assert (got != reference.run(module.graph, x.numpy())).sum() == 0
+    layers = module.artifact.extra["resources"]["layers"]
+    assert [(r["offchip_bank"], r["bram18"] > 0) for r in layers if r["op"] == "linear"] == \
+        [(0, False), (None, True)]
+    model_cpp = module.artifact.sources["model.cpp"]
+    for port, size in (("W0", 1024 * 1024), ("I0", 1024 * 256)):
+        assert f"#pragma HLS INTERFACE m_axi port={port} offset=slave bundle=gmem0 " \
+               f"depth={size}" in model_cpp
+    assert len(module.artifact.sources["weights.bin"]) == 1024 * 1024 + 1024 * 256
+    assert "static const unsigned char W0" not in module.artifact.sources["weights.h"]
+    assert "`W0` (bundle `gmem0`): 1048576 bytes at offset 0" in \
+        module.artifact.sources["README.md"]
+    if CXX:
+        assert (_test_bench(module, x, tmp_path) == got).all()
+
+
 def test_the_reuse_factor_sets_the_multipliers_and_the_part_its_budget():
     x = torch.randn(2, 96)
     module = hetc.compile(_mlp(), target="fpga", example_inputs=(x,), reuse=12)
@@ -300,10 +337,12 @@ def test_the_reuse_factor_sets_the_multipliers_and_the_part_its_budget():
     with pytest.raises(UsageError, match=r"reuse=7 does not divide the 96 kept weights .*"
                                          r"it takes 96, 48, 32"):
         hetc.compile(_mlp(), target="fpga", example_inputs=(x,), reuse=7)
-    big = torch.nn.Linear(4096, 4096)  # 16 MB of int8 weights: not on a ZCU104's chip
-    with pytest.raises(TargetError, match=r"does not fit Zynq UltraScale\+ ZCU104 .* even with "
-                                          r"one multiplier per layer"):
-        hetc.compile(big, target="fpga", example_inputs=(torch.randn(1, 4096),), part="zcu104")
+    wide = _Wide()  # 16 Mbit buffers between two functions: more than a ZCU104's BRAM
+    with pytest.raises(TargetError, match=r"does not fit Zynq UltraScale\+ ZCU104 .* the "
+                                          r"buffers between functions, which hold whole "
+                                          r"tensors, take \d+ BRAM18"):
+        hetc.compile(wide, target="fpga", example_inputs=(torch.randn(1, 1 << 19),),
+                     part="zcu104")
 
 
 def test_the_header_ships_with_the_backend():

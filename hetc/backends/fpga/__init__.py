@@ -49,11 +49,12 @@ def sources(project, part) -> dict:
     script and its README."""
     with open(os.path.join(HERE, HEADER)) as f:
         header = f.read()
-    return {**project.sources(), HEADER: header, "build_prj.tcl": _tcl(part),
+    return {**project.sources(), HEADER: header,
+            "build_prj.tcl": _tcl(part, bool(project.emitter.offchip)),
             "README.md": _readme(project, part)}
 
 
-def _tcl(part) -> str:
+def _tcl(part, offchip) -> str:
     return (f"# Vitis HLS: vitis_hls -f build_prj.tcl (C simulation, synthesis, co-simulation\n"
             f"# and IP export of hetc_top; write input.bin first, raw float32)\n"
             f"open_project -reset hetc_prj\n"
@@ -61,6 +62,7 @@ def _tcl(part) -> str:
             f"add_files model.cpp -cflags \"-std=c++14\"\n"
             f"add_files -tb tb.cpp -cflags \"-std=c++14\"\n"
             f"add_files -tb input.bin\n"
+            f"{'add_files -tb weights.bin' + chr(10) if offchip else ''}"
             f"open_solution -reset solution1 -flow_target vivado\n"
             f"set_part {{{part.fpga_part}}}\n"
             f"create_clock -period {1000 / part.clock_mhz:.3f} -name default\n"
@@ -74,7 +76,17 @@ def _tcl(part) -> str:
 def _readme(project, part) -> str:
     rows = "\n".join(f"| layer{c.index} | {c.kind} | {c.k} x {c.n}"
                      f"{f' x {c.taps} taps' if c.taps > 1 else ''} | {c.pattern()} int{c.bits} "
-                     f"g{c.group} | {c.p} | {c.reuse} |" for c in project.layers)
+                     f"g{c.group} | {c.p} | {c.reuse} | "
+                     f"{f'bank {c.offchip} (m_axi)' if c.offchip >= 0 else 'on chip'} |"
+                     for c in project.layers)
+    blob, offsets = emit.offchip_blob(project.emitter.offchip)
+    ports = "".join(f"- `{name}` (bundle `gmem{bank}`): {len(data)} bytes at offset {off} of "
+                    f"`weights.bin`\n"
+                    for (name, bank, data), off in zip(project.emitter.offchip, offsets))
+    offchip = (f"Weights too large for on-chip memory stream from off-chip memory through "
+               f"`m_axi` ports, one bundle per memory bank; the host places them there before "
+               f"the first call (the test bench reads them from `weights.bin`):\n\n{ports}\n"
+               if blob else "")
     ins = ", ".join(f"`in{j}` ({n} values)" for j, (_, n) in enumerate(project.inputs))
     outs = ", ".join(f"`out{j}` ({n} values)" for j, (_, n) in enumerate(project.outputs))
     return (f"# hetc fpga project\n\n"
@@ -87,26 +99,28 @@ def _readme(project, part) -> str:
             f"little-endian float32, one input after another), then `vitis_hls -f "
             f"build_prj.tcl` runs C simulation, synthesis, co-simulation and exports the IP. "
             f"`g++ -std=c++14 -I<ap_types> model.cpp tb.cpp` builds the test bench alone.\n\n"
-            f"| function | op | inputs x outputs | weights | multipliers P | reuse factor |\n"
-            f"| --- | --- | --- | --- | --- | --- |\n{rows}\n\n"
+            f"| function | op | inputs x outputs | weights | multipliers P | reuse factor | "
+            f"held |\n| --- | --- | --- | --- | --- | --- | --- |\n{rows}\n\n{offchip}"
             f"Not checked by hetc: synthesis, timing and co-simulation (no Vitis where it "
             f"was generated); the C simulation matched hetc's reference model.\n")
 
 
 class Simulation:
-    """A built C simulation: `sim(arrays) -> outputs`."""
+    """A built C simulation: `sim(arrays) -> outputs` (the off-chip weights
+    `blob` passed as the memory the m_axi ports read)."""
 
-    def __init__(self, graph, path):
+    def __init__(self, graph, path, blob=b""):
         self.lib = ctypes.CDLL(path)
-        self.lib.hetc_sim.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.hetc_sim.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.shapes = [v.type.shape for v in graph.outputs]
+        self.blob = np.frombuffer(blob or b"\0", np.uint8)
 
     def __call__(self, arrays):
         xs = [np.ascontiguousarray(a, np.float32) for a in arrays]
         ys = [np.empty(shape, np.float32) for shape in self.shapes]
         ins = (ctypes.c_void_p * max(len(xs), 1))(*(x.ctypes.data for x in xs))
         outs = (ctypes.c_void_p * len(ys))(*(y.ctypes.data for y in ys))
-        self.lib.hetc_sim(ins, outs)
+        self.lib.hetc_sim(ins, outs, self.blob.ctypes.data)
         return ys
 
 
@@ -173,8 +187,9 @@ class FpgaBackend(Backend):
         project = getattr(artifact, "project", None) or emit.lower_graph(artifact.graph, reuse,
                                                                          part)
         srcs = sources(project, part)
-        path = build(srcs, [*SIM_FLAGS, f"-I{ap_types()}"], main="sim.cpp")
-        return Simulation(artifact.graph, path)
+        path = build({k: v for k, v in srcs.items() if k != "weights.bin"},
+                     [*SIM_FLAGS, f"-I{ap_types()}"], main="sim.cpp")
+        return Simulation(artifact.graph, path, srcs.get("weights.bin", b""))
 
 
 BACKEND = FpgaBackend()

@@ -7,7 +7,9 @@ products (about 0.78 LUT per product bit) plus, for N:M units, the M:1
 multiplexer in front of each multiplier (one LUT6 per activation bit for
 M <= 4); weights (held as bytes: int8 one per byte, int4 two, N:M
 positions four) in BRAM18 when a partition holds more than distributed RAM
-does; cycles per call: the quantization's two passes over each input
+does, or, for a layer moved off chip when they do not fit, streamed from
+an off-chip memory bank over an m_axi port at the bank's bandwidth, every
+token; cycles per call: the quantization's two passes over each input
 vector plus, per token (output pixel), one flattened pipeline of taps x
 groups x outputs x reuse cycles and its depth (II=1 while an output's f32
 sum is updated at most once per FADD_LATENCY cycles, else that latency per
@@ -85,13 +87,19 @@ class Part:
     dsp: int
     lut: int
     bram18: int
+    banks: int  # off-chip memory banks an m_axi bundle can have to itself
+    bank_gbs: float  # GB/s of one
+
+    def bank_bytes_per_cycle(self) -> float:
+        return self.bank_gbs * 1e9 / (self.clock_mhz * 1e6)
 
 
 PARTS = {
-    "u250": Part("Alveo U250", "xcu250-figd2104-2L-e", 300.0, 12288, 1728000, 5376),
-    "u280": Part("Alveo U280", "xcu280-fsvh2892-2L-e", 300.0, 9024, 1304000, 4032),
+    # 4 DDR4-2400 banks (77 GB/s); 32 HBM2 pseudo-channels (460 GB/s); the PS's DDR4
+    "u250": Part("Alveo U250", "xcu250-figd2104-2L-e", 300.0, 12288, 1728000, 5376, 4, 19.2),
+    "u280": Part("Alveo U280", "xcu280-fsvh2892-2L-e", 300.0, 9024, 1304000, 4032, 32, 14.4),
     "zcu104": Part("Zynq UltraScale+ ZCU104", "xczu7ev-ffvc1156-2-e", 200.0, 1728, 230400,
-                   624),
+                   624, 1, 19.2),
 }
 DEFAULT_PART = "u250"
 
@@ -103,17 +111,26 @@ def _bram(bits, banks=1) -> int:
     return 0 if per <= LUTRAM_BITS else banks * math.ceil(per / BRAM18_BITS)
 
 
-def layer_usage(c) -> dict:
-    """DSPs, LUTs, BRAM18s and cycles per call of one integer layer."""
+def layer_usage(c, part=None) -> dict:
+    """DSPs, LUTs, BRAM18s and cycles per call of one integer layer; an
+    off-chip layer (c.offchip >= 0) holds no weights in BRAM and takes at
+    least the cycles its memory bank needs to stream them once per token
+    (output pixel) to `part`."""
     tree = ADDER_LUT_PER_BIT * c.p * c.acc_bits
     mux = MUX_BITS * c.p if c.nm else 0
-    weight_bits = c.n * c.taps * c.kept * ((4 if c.bits == 4 else 8) + (2 if c.nm else 0))
+    weight_bytes = c.n * c.taps * (c.row_bytes + c.index_bytes)
     ii = 1 if c.n * c.reuse >= FADD_LATENCY else FADD_LATENCY
-    cycles = 2 * c.k * c.vectors + c.rows * (c.taps * (c.k // c.group) * c.n * c.reuse * ii +
-                                             PIPELINE_DEPTH + math.ceil(math.log2(max(c.p, 2))))
-    return {"function": f"layer{c.index}", "op": c.kind, "pattern": c.pattern(),
-            "dsp": c.p, "lut": round(tree + mux), "bram18": _bram(weight_bits, c.p),
-            "cycles": cycles}
+    compute = c.rows * (c.taps * (c.k // c.group) * c.n * c.reuse * ii + PIPELINE_DEPTH +
+                        math.ceil(math.log2(max(c.p, 2))))
+    row = {"function": f"layer{c.index}", "op": c.kind, "pattern": c.pattern(), "dsp": c.p,
+           "lut": round(tree + mux), "bram18": _bram(8 * weight_bytes, c.p),
+           "weight_bytes": weight_bytes, "offchip_bank": None, "cycles": 2 * c.k * c.vectors +
+           compute}
+    if c.offchip >= 0 and part is not None:
+        stream = c.rows * weight_bytes / part.bank_bytes_per_cycle()
+        row.update(bram18=0, offchip_bank=c.offchip,
+                   cycles=2 * c.k * c.vectors + max(compute, math.ceil(stream)))
+    return row
 
 
 def float_usage(op, name) -> dict:
@@ -136,7 +153,7 @@ def estimate(layers, part, floats=(), buffers=()) -> dict:
     (float_usage rows) and the ping-pong `buffers` (element counts) between
     them, with throughput (the slowest function sets the dataflow
     pipeline's pace) and latency of one call."""
-    rows = [layer_usage(c) for c in layers] + list(floats)
+    rows = [layer_usage(c, part) for c in layers] + list(floats)
     slowest = max((r["cycles"] for r in rows), default=1)
     total = {k: sum(r[k] for r in rows) for k in ("dsp", "lut", "bram18")}
     buffer_bram = sum(2 * _bram(32 * n) for n in buffers)

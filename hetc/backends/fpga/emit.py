@@ -76,6 +76,7 @@ class LayerConfig:
     taps: int = 1  # kernel positions
     rows: int = 1  # outputs vectors per call (tokens, output pixels)
     vectors: int = 1  # input vectors quantized per call (tokens, input pixels)
+    offchip: int = -1  # the memory bank its weights stream from (m_axi), or -1: on chip
 
     @property
     def kept(self) -> int:
@@ -106,6 +107,16 @@ class LayerConfig:
     def index_partition(self) -> int:
         """Banks of the position bytes: P positions a cycle, four per byte."""
         return self.p // 4 if self.p % 4 == 0 else self.p
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row (output and tap) of kept codes as held."""
+        return (self.kept + 1) // 2 if self.bits == 4 else self.kept
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of one row of N:M positions (four per byte); 0 for dense."""
+        return (self.kept + 3) // 4 if self.nm else 0
 
     @property
     def code_partition(self) -> int:
@@ -168,26 +179,40 @@ def usage(graph, configs, part) -> dict:
 
 
 def plan(graph, reuse, part) -> dict:
-    """{layer op: LayerConfig}: with reuse 0, the multipliers are halved
-    (the next smaller divisor, in the layer with the most) until the model
-    fits `part`; TargetError when even one multiplier per layer does not."""
+    """{layer op: LayerConfig}. Until the model fits `part`: while its
+    BRAM overflows, the layer whose weights take the most moves off chip
+    (its weights stream from a memory bank through an m_axi port, the
+    banks taken in turn); while its DSPs or LUTs overflow (with reuse 0),
+    the multipliers are lowered (the next smaller divisor, in the layer with
+    the most). TargetError when neither is left to do."""
     layers = [op for op in graph.ops if op.kind in LAYERS]
     configs = {op: layer_config(i, op, reuse) for i, op in enumerate(layers)}
     while True:
         est = usage(graph, configs, part)
         if est["fits"]:
             return configs
+        rows = dict(zip(configs, est["layers"]))
+        onchip = [(rows[op]["bram18"], op) for op, c in configs.items()
+                  if c.offchip < 0 and rows[op]["bram18"]]
         wide = [(c.p, op) for op, c in configs.items() if c.p > 1]
-        if reuse or not wide:
-            raise TargetError(f"target fpga: the model does not fit {part.name} ({est['dsp']} "
-                              f"DSP, {est['lut']} LUT, {est['bram18']} BRAM18 of {part.dsp}"
-                              f" / {part.lut} / {part.bram18}; the buffers between functions, "
-                              f"which hold whole tensors, take {est['buffer_bram18']} BRAM18)" +
-                              ("" if reuse else " even with one multiplier per layer") +
-                              (": raise reuse or choose a larger part" if reuse else ""))
-        _, op = max(wide, key=lambda t: t[0])
-        c = configs[op]
-        configs[op] = dataclasses.replace(c, p=max(d for d in _divisors(c.group_kept) if d < c.p))
+        if est["bram18"] > part.bram18 and onchip:
+            _, op = max(onchip, key=lambda t: t[0])
+            banks = sum(c.offchip >= 0 for c in configs.values())
+            configs[op] = dataclasses.replace(configs[op], offchip=banks % part.banks)
+        elif est["bram18"] <= part.bram18 and wide and not reuse:
+            _, op = max(wide, key=lambda t: t[0])
+            c = configs[op]
+            configs[op] = dataclasses.replace(
+                c, p=max(d for d in _divisors(c.group_kept) if d < c.p))
+        else:
+            raise TargetError(
+                f"target fpga: the model does not fit {part.name} ({est['dsp']} DSP, "
+                f"{est['lut']} LUT, {est['bram18']} BRAM18 of {part.dsp} / {part.lut} / "
+                f"{part.bram18}, with every layer's weights that need BRAM off chip; the "
+                f"buffers between functions, which hold whole tensors, take "
+                f"{est['buffer_bram18']} BRAM18)" +
+                (": raise reuse or choose a larger part" if reuse and wide else
+                 " even with one multiplier per layer" if est["bram18"] <= part.bram18 else ""))
 
 
 def _layer_problem(op):
@@ -264,17 +289,18 @@ def _weights(e, op, cfg):
         codes = codes.transpose(0, 2, 3, 1).reshape(cfg.n * cfg.taps, cfg.k)
         scales = scales.transpose(0, 2, 3, 1)
     scales = scales.reshape(cfg.n * cfg.taps, cfg.k // cfg.group)
-    rows = cfg.n * cfg.taps
-    pragmas = [f"#pragma HLS ARRAY_PARTITION variable=W{i} cyclic factor="
-               f"{cfg.weight_partition} dim=2"]
+    rows, pragmas, held = cfg.n * cfg.taps, [], {}
     if cfg.nm is not None:
         codes, idx = keep_nm(codes, *cfg.nm)
-        idx = pack_positions(idx)
-        e.weights.append(_array(f"I{i}", "unsigned char", idx, [rows, idx.shape[1]]))
-        pragmas.append(f"#pragma HLS ARRAY_PARTITION variable=I{i} cyclic factor="
-                       f"{cfg.index_partition} dim=2")
-    held = pack_codes(codes, cfg.bits)
-    e.weights.append(_array(f"W{i}", "unsigned char", held, [rows, held.shape[1]]))
+        held[f"I{i}"] = (pack_positions(idx), cfg.index_partition)
+    held[f"W{i}"] = (pack_codes(codes, cfg.bits), cfg.weight_partition)
+    for name, (data, banks) in sorted(held.items(), key=lambda t: t[0][0] == "I"):
+        if cfg.offchip >= 0:  # streamed through an m_axi port of the top function
+            e.offchip.append((name, cfg.offchip, data.tobytes()))
+            continue
+        e.weights.append(_array(name, "unsigned char", data, [rows, data.shape[1]]))
+        pragmas.append(f"#pragma HLS ARRAY_PARTITION variable={name} cyclic factor={banks} "
+                       f"dim=2")
     e.weights.append(_array(f"SW{i}", "float", scales, list(scales.shape)))
     if cfg.bias:
         e.weights.append(_array(f"B{i}", "float", e.const(op.inputs[2]), [cfg.n]))
@@ -287,9 +313,12 @@ def _layer(e, op):
     e.layers.append(cfg)
     kernel = "x".join(map(str, op.inputs[1].type.shape[2:])) + " " if cfg.kind == "conv2d" else ""
     body = (_conv2d if cfg.kind == "conv2d" else _linear)(op, cfg)
-    e.function(f"layer{cfg.index}", [op.inputs[0]], op.output, _weights(e, op, cfg) + body,
+    pragmas = _weights(e, op, cfg)
+    ports = [name for name, *_ in e.offchip if name[1:] == str(cfg.index)]
+    where = f", weights from memory bank {cfg.offchip}" if cfg.offchip >= 0 else ""
+    e.function(f"layer{cfg.index}", [op.inputs[0]], op.output, pragmas + body,
                comment(f"{cfg.kind} {kernel}{cfg.pattern()} int{cfg.bits} g{cfg.group}: "
-                       f"P = {cfg.p} multipliers, reuse factor {cfg.reuse}"))
+                       f"P = {cfg.p} multipliers, reuse factor {cfg.reuse}{where}"), ports)
 
 
 def _mac_loop(cfg, outer, q, sx, row, write, where=(), guard=""):
@@ -305,9 +334,12 @@ def _mac_loop(cfg, outer, q, sx, row, write, where=(), guard=""):
     index = ", ".join(_digit(name, math.prod(counts[j + 1:]), cnt, j == 0)
                       for j, (name, cnt) in enumerate(zip(names, counts)))
     nn, m = cfg.nm or (1, 1)
+    if cfg.offchip >= 0:  # flat m_axi pointers
+        w, ix = f"W{i} + ({row}) * {cfg.row_bytes}", f"I{i} + ({row}) * {cfg.index_bytes}"
+    else:
+        w, ix = f"W{i}[{row}]", f"I{i}[{row}]"
     dot = (f"hetc::cycle_dot<{nn}, {m}, {cfg.p}, {cfg.acc_bits}, {cfg.bits}>({q} + g * "
-           f"{cfg.group}, W{i}[{row}], {f'I{i}[{row}]' if cfg.nm else 'nullptr'}, "
-           f"g * {cfg.group_kept}, c)")
+           f"{cfg.group}, {w}, {ix if cfg.nm else 'nullptr'}, g * {cfg.group_kept}, c)")
     first = " && ".join(f"{name} == 0" for name in names[:-2])
     last = " && ".join(f"{name} == {cnt - 1}" for name, cnt in zip(names[:-2], counts[:-2]))
     term = f"prev + (float)acc * ({sx}[g] * SW{i}[{row}][g])"
@@ -578,6 +610,7 @@ class HlsEmitter:
         self.g, self.configs = graph, configs
         self.layers, self.weights, self.functions, self.calls = [], [], [], []
         self.arrays, self.sizes, self.consts = {}, {}, {}
+        self.offchip = []  # (port name, memory bank, bytes) of weights streamed over m_axi
 
     def var(self, v):
         """The C array holding value v (the whole call's)."""
@@ -600,14 +633,16 @@ class HlsEmitter:
                                        [max(v.type.numel, 1)]))
         return self.consts[v]
 
-    def function(self, name, ins, out, lines, note):
-        """A function of model.cpp: parameters x0, x1, ... (the values `ins`)
-        and y (`out`)."""
+    def function(self, name, ins, out, lines, note, ports=()):
+        """A function of model.cpp: parameters x0, x1, ... (the values `ins`),
+        y (`out`) and the m_axi `ports` it reads weights from."""
         params = [f"const float x{j}[{max(v.type.numel, 1)}]" for j, v in enumerate(ins)]
         params.append(f"float y[{max(out.type.numel, 1)}]")
+        params += [f"const unsigned char *{p}" for p in ports]
         self.functions.append(f"{note}\nstatic void {name}({', '.join(params)}) {{\n" +
                               "".join(f"    {line}\n" for line in lines) + "}\n")
-        self.calls.append(Call(name, [self.var(v) for v in ins], self.var(out)))
+        self.calls.append(Call(name, [self.var(v) for v in ins], self.var(out),
+                               extra={"ports": list(ports)}))
 
     def run(self):
         for v in self.g.inputs:
@@ -644,7 +679,7 @@ def _forked(calls, outputs, sizes):
     out = [Call("fork", [a], "", extra={"copies": copies[a]}) for a in copies if a not in
            {c.writes for c in calls}]  # graph inputs read twice
     for c in calls:
-        out.append(Call(c.name, [take(a) for a in c.reads], c.writes))
+        out.append(Call(c.name, [take(a) for a in c.reads], c.writes, extra=c.extra))
         if c.writes in copies:
             out.append(Call("fork", [c.writes], "", extra={"copies": copies[c.writes]}))
     return out, [take(a) for a in outputs]
@@ -677,6 +712,10 @@ class HlsProject:
         streams = [f"hls::stream<float> &in{j}" for j in range(len(self.inputs))] + \
             [f"hls::stream<float> &out{j}" for j in range(len(outs))]
         ports = "".join(f"#pragma HLS INTERFACE axis port={s.split('&')[1]}\n" for s in streams)
+        for name, bank, data in e.offchip:  # weights in a memory bank, read over AXI
+            streams.append(f"const unsigned char *{name}")
+            ports += (f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle=gmem{bank} "
+                      f"depth={len(data)}\n#pragma HLS INTERFACE s_axilite port={name}\n")
         written = {a for c in calls for a in ([c.writes] if c.writes else c.extra["copies"])}
         arrays = [a for a in e.sizes if a in written or a in dict(self.inputs)]
         body = "".join(f"    float {a}[{max(e.sizes[a], 1)}];\n" for a in arrays)
@@ -691,7 +730,7 @@ class HlsProject:
                          "".join(f"        {d}[i] = {a}[i];\n" for d in c.extra["copies"]) +
                          "    }\n")
             else:
-                body += f"    {c.name}({', '.join([*c.reads, c.writes])});\n"
+                body += f"    {c.name}({', '.join([*c.reads, c.writes, *c.extra['ports']])});\n"
         for j, (a, n) in enumerate(self.outputs):
             body += (f"    for (int i = 0; i < {n}; i++) {{\n#pragma HLS PIPELINE II=1\n"
                      f"        out{j}.write({a}[i]);\n    }}\n")
@@ -721,13 +760,17 @@ class HlsProject:
                        for j, (_, n) in enumerate(ins))
         drain = "".join(f"    for (long i = 0; i < {n}; i++) out[{j}][i] = so{j}.read();\n"
                         for j, (_, n) in enumerate(outs))
-        proto = ("void hetc_top(" + ", ".join(["hls::stream<float> &"] * (len(ins) + len(outs)))
+        proto = ("void hetc_top(" + ", ".join(["hls::stream<float> &"] * (len(ins) + len(outs)) +
+                                              ["const unsigned char *"] * len(e.offchip))
                  + ");\n")
+        blob, offsets = offchip_blob(e.offchip)
+        args = "".join(f", blob + {off}" for off in offsets)
         sim = (comment("the C simulation's entry (hetc runs it with ctypes): the test "
-                       "bench's work without files") + "\n"
+                       "bench's work without files; blob: weights.bin") + "\n"
                '#include "model.cpp"\n\n'
-               'extern "C" int hetc_sim(const float **in, float **out) {\n' + declare + feed +
-               f"    hetc_top({streams});\n" + drain + "    return 0;\n}\n")
+               'extern "C" int hetc_sim(const float **in, float **out, '
+               'const unsigned char *blob) {\n' + declare + feed +
+               f"    hetc_top({streams}{args});\n" + drain + "    return 0;\n}\n")
         read = "".join(
             f"    for (long i = 0; i < {n}; i++) {{\n"
             "        float v;\n"
@@ -745,12 +788,35 @@ class HlsProject:
               "    const char *dst = argc > 2 ? argv[2] : \"output.bin\";\n"
               "    FILE *f = fopen(src, \"rb\");\n"
               "    if (!f) { fprintf(stderr, \"cannot open %s\\n\", src); return 1; }\n"
-              + declare + read + "    fclose(f);\n"
-              f"    hetc_top({streams});\n"
+              + declare + read + "    fclose(f);\n" + _read_blob(len(blob)) +
+              f"    hetc_top({streams}{args});\n"
               "    FILE *g = fopen(dst, \"wb\");\n"
               "    if (!g) { fprintf(stderr, \"cannot write %s\\n\", dst); return 1; }\n"
               + write + "    fclose(g);\n    return 0;\n}\n")
-        return {"model.cpp": model, "weights.h": weights, "sim.cpp": sim, "tb.cpp": tb}
+        files = {"model.cpp": model, "weights.h": weights, "sim.cpp": sim, "tb.cpp": tb}
+        return {**files, "weights.bin": blob} if blob else files
+
+
+def offchip_blob(arrays) -> tuple:
+    """(bytes, offsets) of the off-chip weight arrays laid out one after
+    another, each on a 64-byte boundary (an AXI burst's alignment)."""
+    blob, offsets = b"", []
+    for _, _, data in arrays:
+        blob += bytes(-len(blob) % 64)
+        offsets.append(len(blob))
+        blob += data
+    return blob, offsets
+
+
+def _read_blob(size) -> str:
+    """Test bench lines reading weights.bin (the m_axi weights) into `blob`."""
+    if not size:
+        return "    static const unsigned char *blob = 0;\n"
+    return ("    static unsigned char blob[" + str(size) + "];\n"
+            "    FILE *wf = fopen(\"weights.bin\", \"rb\");\n"
+            "    if (!wf || fread(blob, 1, sizeof blob, wf) != sizeof blob) {\n"
+            "        fprintf(stderr, \"cannot read weights.bin\\n\"); return 1; }\n"
+            "    fclose(wf);\n")
 
 
 def lower_graph(graph, reuse, part) -> HlsProject:
