@@ -4,6 +4,7 @@ model of its arithmetic (backends/fpga/reference.py) and within f32
 rounding of the interpreter; the emitted pragmas; the test bench; what is
 refused."""
 
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -15,7 +16,10 @@ import torch
 
 import hetc
 from hetc.backends.fpga import HEADER, HERE, ap_types, reference, verilog
+from hetc.core import fpga_model
 from hetc.core.errors import TargetError, UsageError
+from hetc.ir import dtypes
+from hetc.ir.types import Quant, TensorType
 
 CXX = shutil.which("g++") or shutil.which("clang++")
 
@@ -154,6 +158,8 @@ def test_a_transformer_encoder_block_is_bit_exact(sparsity, precision):
     for call in ("hetc::softmax<", "hetc::layer_norm<", "hetc::gelu_(", "hetc::matmul<",
                  "/* fork */"):
         assert call in model
+    said = [n for n in module.report.notes if "not fixed point" in n]
+    assert said and all(k in said[0] for k in ("softmax", "layer_norm x2", "gelu", "matmul x2"))
 
 
 def test_int4_rows_of_odd_length_are_packed_and_padded():
@@ -239,7 +245,7 @@ def test_pragmas_match_the_layers():
     layers = module.artifact.extra["layers"]
     assert len(macs) == 2 and all("#pragma HLS PIPELINE II=1" in a for a, _ in macs)
     # reuse 1 (P = the group's kept weights) for 8 outputs, then 4: only the first
-    # layer's sums are updated 8 or more cycles apart (cost.FADD_LATENCY)
+    # layer's sums are updated 8 or more cycles apart (fpga_model.FADD_LATENCY)
     assert [c["n"] for c in layers] == [8, 4] and all(2 * c["p"] == c["group"] for c in layers)
     assert ["DEPENDENCE variable=out inter false" in b for _, b in macs] == [True, False]
     nests = re.findall(r"for \(int i\d+ = 0;[^\n]*\{\n([^\n]*)", model)
@@ -412,3 +418,39 @@ def test_a_residual_cnn_with_batch_norms_runs():
     model = module.artifact.sources["model.cpp"]
     assert model.count("/* batch_norm") == sum(op.kind == "batch_norm" for op in module.graph.ops)
     assert any(c["nm"] == [2, 4] or c["nm"] == (2, 4) for c in module.artifact.extra["layers"])
+
+
+def test_the_per_layer_search_ranks_choices_by_the_fpga_cycle_model():
+    """sparsity="auto" on fpga predicts each layer's time by the processing
+    elements' cycles (core/fpga_model.py, as the backend's report counts
+    them), not a roofline: a chosen N:M layer's predicted speedup is the
+    ratio of the backend's own cycles for it dense and as chosen; narrower
+    weights save memory but no cycles, so int4 is not faster than int8."""
+    from hetc.backends.fpga.cost import layer_usage
+    from hetc.backends.fpga.emit import layer_config
+    from hetc.core.targets import get_target
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                          nn.Linear(256, 10))
+    x = torch.randn(64, 256)
+    module = hetc.compile(model, target="fpga", example_inputs=(x,), sparsity="auto",
+                          accuracy_budget=0.6)  # random weights: N:M costs accuracy
+    assert any("on fpga (Alveo U250)" in note for note in module.report.notes)
+    chosen = {row.name: row for row in module.report.layers if row.pattern != "dense"}
+    assert chosen, "the search chose no N:M layer"
+    linears = [op for op in module.graph.ops if op.kind == "linear"]
+    for i, op in enumerate(linears):
+        row = next(r for r in module.report.layers if r.name == str(i * 2))
+        if row.pattern == "dense":
+            continue
+        config = layer_config(i, op)
+        dense = dataclasses.replace(config, nm=None, p=fpga_model.multipliers(config.group))
+        want = layer_usage(dense)["cycles"] / layer_usage(config)["cycles"]
+        assert row.speedup == pytest.approx(want, rel=1e-6), (row.name, row.speedup, want)
+    cost = get_target("fpga").cost
+    w8 = TensorType((512, 256), dtypes.i8, [Quant(256, dtypes.f32, True, -1)])
+    w4 = TensorType((512, 256), dtypes.i4, [Quant(128, dtypes.f16, True, -1)])
+    out = TensorType((64, 512), dtypes.f32)
+    assert cost.layer_seconds(w4, -1, out) == pytest.approx(cost.layer_seconds(w8, -1, out),
+                                                            rel=0.01)

