@@ -454,3 +454,79 @@ def test_the_per_layer_search_ranks_choices_by_the_fpga_cycle_model():
     out = TensorType((64, 512), dtypes.f32)
     assert cost.layer_seconds(w4, -1, out) == pytest.approx(cost.layer_seconds(w8, -1, out),
                                                             rel=0.01)
+
+
+class _Sdpa(torch.nn.Module):
+    def __init__(self, causal):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q, k, v, mask):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if self.causal else mask, is_causal=self.causal)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["float mask", "causal"])
+def test_attention_runs_in_float32_bit_exact(causal):
+    """The fused attention op (PyTorch's scaled_dot_product_attention),
+    keys and values shared by the heads (broadcast), a float mask added or
+    the causal rule: one query row at a time, bit-exact against the
+    reference, within f32 rounding of PyTorch."""
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 4, 7, 16, generator=g), torch.randn(2, 1, 9, 16, generator=g),
+               torch.randn(2, 1, 9, 8, generator=g))
+    mask = torch.randn(1, 1, 7, 9, generator=g)
+    inputs = (q, k.expand(2, 4, 9, 16), v.expand(2, 4, 9, 8), mask)
+    module = hetc.compile(_Sdpa(causal), target="fpga", example_inputs=inputs)
+    assert any(op.kind == "attention" for op in module.graph.ops)
+    got = module(*inputs).numpy()
+    assert (got != reference.run(module.graph, *(t.numpy() for t in inputs))).sum() == 0
+    np.testing.assert_allclose(got, _Sdpa(causal)(*inputs).numpy(), atol=2e-6)
+
+
+def test_a_gpt2_block_runs():
+    """transformers' GPT2Block (fused q/k/v split, causal attention, GELU
+    written out with pow) at 2:4: bit-exact against the reference."""
+    import transformers
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_embd=128, n_head=4, n_layer=1)
+    config._attn_implementation = "sdpa"
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = GPT2Block(config).eval()
+
+        def forward(self, x):
+            out = self.block(x)
+            return out[0] if isinstance(out, tuple) else out
+
+    x = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(9))
+    module = hetc.compile(Block(), target="fpga", example_inputs=(x,), sparsity="2:4")
+    kinds = {op.kind for op in module.graph.ops}
+    assert {"split", "attention", "pow", "tanh"} <= kinds
+    got = module(x).numpy()
+    assert (got != reference.run(module.graph, x.numpy())).sum() == 0
+    want = hetc.interpret(module.graph, [x.numpy()])[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_copies_slice_concat_expand_and_pow():
+    class Moves(torch.nn.Module):
+        def forward(self, x):
+            a, b = x[:, 1:7:2], x[:, :3]
+            return torch.cat([a ** 3, b.expand(2, 3, 5), (x * x)[:, ::4]], dim=1)
+
+    x = torch.randn(2, 8, 5)
+    module = hetc.compile(Moves(), target="fpga", example_inputs=(x,))
+    got = module(x).numpy()
+    assert (got == reference.run(module.graph, x.numpy())).all()
+    np.testing.assert_allclose(got, Moves()(x).numpy(), rtol=1e-6)
+    with pytest.raises(TargetError, match="an exponent other than a constant 1, 2, 3 or 4"):
+        hetc.compile(_Pow(), target="fpga", example_inputs=(x,))
+
+
+class _Pow(torch.nn.Module):
+    def forward(self, x):
+        return x.abs() ** 0.7

@@ -168,7 +168,7 @@ class FpgaBackend(Backend):
     refused = emit.REFUSED
     summary = ("it takes int8/int4 linear and conv2d layers (dense, 2:4, 1:4, 1:3) with int8 "
                "activations, and float32 elementwise ops, norms (batch norms too), softmax, "
-               "transposes, activation products and pooling between them")
+               "attention, copies, activation products and pooling between them")
 
     def op_problem(self, op):
         return emit.why_not(op)

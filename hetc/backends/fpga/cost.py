@@ -46,6 +46,7 @@ BRAM18_BITS = 18 * 1024
 FLOAT_DEPTH = 30  # cycles of a float32 function's pipeline to fill (nominal)
 
 #: (DSP48E2, LUT) of one single-precision operator: NOMINAL, not calibrated
+MOVES = ("transpose", "expand", "slice", "split", "concat")  # copies: a cycle per element
 FLOAT_OPERATORS = {"add": (2, 220), "mul": (3, 80), "div": (0, 800), "sqrt": (0, 500),
                    "cmp": (0, 70)}
 _EXP = {"mul": 9, "add": 8}  # hetc_fpga.h's exp_: range reduction and a degree-6 polynomial
@@ -73,8 +74,11 @@ FLOAT_FUNCTIONS = {
     "layer_norm": ({"add": 4, "mul": 4, "div": 1, "sqrt": 1}, 3),
     "rms_norm": ({"add": 1, "mul": 3, "div": 1, "sqrt": 1}, 2),
     "softmax": (_plus(_EXP, {"cmp": 1, "add": 2, "mul": 1, "div": 1}), 3),
-    "matmul": ({"mul": 1, "add": 1}, 1), "transpose": ({}, 1), "max_pool2d": ({"cmp": 1}, 1),
+    "matmul": ({"mul": 1, "add": 1}, 1), "max_pool2d": ({"cmp": 1}, 1),
+    **{k: ({}, 1) for k in MOVES},
     "global_avg_pool": ({"add": 1, "div": 1}, 1), "batch_norm": ({"add": 2, "mul": 1}, 1),
+    "attention": (_plus(_EXP, {"mul": 3, "add": 3, "cmp": 1, "div": 1}), 1),
+    "pow": ({"mul": 3}, 1),
 }
 
 
@@ -137,6 +141,12 @@ def float_usage(op, name) -> dict:
     lut = sum(FLOAT_OPERATORS[k][1] * n for k, n in operators.items())
     if op.kind == "matmul":  # one multiply-add per cycle
         elements = op.output.type.numel * op.inputs[0].type.shape[-1]
+    elif op.kind == "attention":  # a multiply-add a cycle: the scores, then the values
+        q, k, v = (x.type for x in op.inputs[:3])
+        elements = op.output.type.numel // v.shape[-1] * k.shape[-2] * (q.shape[-1] +
+                                                                          v.shape[-1])
+    elif op.kind in MOVES:
+        elements = sum(v.type.numel for v in op.outputs)
     elif op.kind == "max_pool2d":
         elements = op.output.type.numel * math.prod(op.attrs["kernel"])
     else:

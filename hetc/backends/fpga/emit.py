@@ -16,9 +16,10 @@ LayerConfig before code is generated: sizes, pattern, the weights' ap_int
 type, the parallelism P (multipliers) and the reuse factor (cycles per
 group), the accumulator width. Between them, in float32 on floating-point
 operators: elementwise arithmetic and activations (broadcasting), softmax
-along the last axis, layer, RMS and batch norms, products of two activations
-(attention's), transposes, max and global average pooling. Everything
-else is refused with the reason.
+along the last axis, layer, RMS and batch norms, products of two
+activations, fused attention, pow by a small integer, copies (transposes,
+slices, splits, concatenations, expands), max and global average pooling.
+Everything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from hetc.core.errors import TargetError, UsageError
 from hetc.core.fpga_model import FADD_LATENCY, divisors, multipliers
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
-from hetc.ir.ops import OPS
+from hetc.ir.ops import OPS, slice_ranges
+from hetc.ir.types import TensorType
 
 from . import cost, reference
 
@@ -167,10 +169,11 @@ def layer_config(index, op, reuse=0) -> LayerConfig:
 def usage(graph, configs, part) -> dict:
     """The cost model's estimate of the project of `graph` with `configs`:
     its integer layers, float32 functions and the buffers between them."""
-    floats = [cost.float_usage(op, f"%{op.output.name}") for op in graph.ops
+    floats = [cost.float_usage(op, f"%{op.outputs[0].name}") for op in graph.ops
               if op.kind not in ("const", "reshape", *LAYERS)]
     buffers = [v.type.numel for v in graph.inputs] + \
-        [op.output.type.numel for op in graph.ops if op.kind not in ("const", "reshape")]
+        [v.type.numel for op in graph.ops if op.kind not in ("const", "reshape")
+         for v in op.outputs]
     return cost.estimate(list(configs.values()), part, floats, buffers)
 
 
@@ -247,6 +250,8 @@ def why_not(op):
     if op.kind == "softmax" and op.attrs["axis"] % op.inputs[0].type.rank != \
             op.inputs[0].type.rank - 1:
         return "an axis other than the last"
+    if op.kind == "pow" and _exponent(op) is None:
+        return "an exponent other than a constant 1, 2, 3 or 4"
     if op.kind == "matmul":
         if any(_is_const(v) for v in op.inputs):
             return "a constant operand (a weight: the fpga lowers it as a linear layer only)"
@@ -411,6 +416,25 @@ def _conv2d(op, cfg):
 
 # -- float32 between the layers -----------------------------------------------------
 
+def _exponent(op):
+    """A pow's exponent when the units take it, a constant 1 to 4 (products
+    in order), else None."""
+    b = op.inputs[1]
+    value = b.producer.attrs.get("value") if _is_const(b) and b.type.numel == 1 else None
+    n = None if value is None else float(np.asarray(value).reshape(-1)[0])
+    return int(n) if n in (1.0, 2.0, 3.0, 4.0) else None
+
+
+@lowers("pow")
+def _pow(e, op):
+    n = _exponent(op)
+    shape = op.output.type.shape
+    x = broadcast_strides(op.inputs[0].type, shape)
+    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output, _nest(shape, lambda ix: (
+        f"y[{_offset(strides(shape), ix)}] = " +
+        " * ".join([f"x0[{_offset(x, ix)}]"] * n) + ";")), comment(f"pow {n}"))
+
+
 @lowers(*UNARY, *BINARY, "gelu")
 def _elementwise(e, op):
     shape = op.output.type.shape
@@ -462,15 +486,64 @@ def _reshape(e, op):
     e.alias(op.output, op.inputs[0])
 
 
+def _copy(e, op, out, base, read, what):
+    """A function copying op's input into `out` (one of its results): out's
+    element at index ix is x0[base + ix . read]."""
+    shape = out.type.shape
+    src = e.const_array(op.inputs[0]) if _is_const(op.inputs[0]) else "x0"
+    ins = [] if _is_const(op.inputs[0]) else [op.inputs[0]]
+    e.function(f"op{len(e.functions)}", ins, out, _nest(shape, lambda ix: (
+        f"y[{_offset(strides(shape), ix)}] = {src}[{base} + {_offset(read, ix)}];")),
+        comment(what))
+
+
 @lowers("transpose")
 def _transpose(e, op):
-    src = op.inputs[0].type
-    shape = op.output.type.shape
-    st = strides(src.shape)
-    read = [st[a] for a in op.attrs["perm"]]
-    e.function(f"op{len(e.functions)}", [op.inputs[0]], op.output, _nest(shape, lambda ix: (
-        f"y[{_offset(strides(shape), ix)}] = x0[{_offset(read, ix)}];")),
-        comment(f"transpose {op.attrs['perm']}"))
+    st = strides(op.inputs[0].type.shape)
+    _copy(e, op, op.output, 0, [st[a] for a in op.attrs["perm"]],
+          f"transpose {op.attrs['perm']}")
+
+
+@lowers("expand")
+def _expand(e, op):
+    _copy(e, op, op.output, 0, broadcast_strides(op.inputs[0].type, op.output.type.shape),
+          "expand")
+
+
+@lowers("slice")
+def _slice(e, op):
+    st = strides(op.inputs[0].type.shape)
+    base, read = 0, list(st)
+    for axis, kept in slice_ranges(op.attrs, op.inputs[0].type.shape):
+        base += (kept.start if len(kept) else 0) * st[axis]
+        read[axis] = kept.step * st[axis]
+    _copy(e, op, op.output, base, read, "slice")
+
+
+@lowers("split")
+def _split(e, op):
+    st = strides(op.inputs[0].type.shape)
+    axis = op.attrs["axis"] % op.inputs[0].type.rank
+    start = 0
+    for out, size in zip(op.outputs, op.attrs["sizes"]):
+        _copy(e, op, out, start * st[axis], st, f"split: {start} .. {start + size - 1}")
+        start += size
+
+
+@lowers("concat")
+def _concat(e, op):
+    out = op.output.type.shape
+    axis = op.attrs["axis"] % len(out)
+    params = [v for v in op.inputs if not _is_const(v)]
+    lines, start = [], 0
+    for v in op.inputs:
+        src = e.const_array(v) if _is_const(v) else f"x{params.index(v)}"
+        at = strides(out)
+        lines += _nest(v.type.shape, lambda ix, src=src, v=v, start=start: (
+            f"y[{start * at[axis]} + {_offset(at, ix)}] = "
+            f"{src}[{_offset(strides(v.type.shape), ix)}];"))
+        start += v.type.shape[axis]
+    e.function(f"op{len(e.functions)}", params, op.output, lines, comment("concat"))
 
 
 def _rows(op):
@@ -515,6 +588,70 @@ def _matmul(e, op):
     e.function(f"op{len(e.functions)}", list(op.inputs), op.output,
                [f"hetc::matmul<{batch}, {l}, {k}, {s}, {sa}, {sb}>(x0, x1, y);"],
                comment("matmul of two activations"))
+
+
+@lowers("attention")
+def _attention(e, op):
+    """softmax(q k^T * scale (softcapped, causal, + a float mask)) v, one
+    query row at a time: its scores in a row buffer, sums in order."""
+    q, k, v = (x.type for x in op.inputs[:3])
+    y = op.output.type
+    (L, E), S, EV = q.shape[-2:], k.shape[-2], v.shape[-1]
+    batch = y.shape[:-2]
+    ix = [f"b{d}" for d in range(len(batch))]
+    loops = [f"for (int {n} = 0; {n} < {c}; {n}++)" for n, c in zip(ix, batch)]
+    params = [v for v in op.inputs if not _is_const(v)]
+    name = {v: e.const_array(v) if _is_const(v) else f"x{params.index(v)}" for v in op.inputs}
+    qn, kn, vn = (name[v] for v in op.inputs[:3])
+
+    def base(t):  # the operand's offset at batch index ix (its matrices whole)
+        whole = TensorType(t.shape[:-2] + (1, 1), t.dtype)
+        return _offset(broadcast_strides(whole, batch + (1, 1))[:-2], ix)
+    scale = float_literal(np.float32(op.attrs["scale"] or 1 / math.sqrt(E)))
+    cap = op.attrs["softcap"]
+    score = [f"float t = acc * {scale};"]
+    if cap:
+        c = float_literal(np.float32(cap))
+        score.append(f"t = {c} * hetc::tanh_(t / {c});")
+    if op.attrs["causal"]:
+        score.append(f"if (j > i + {op.attrs['causal_offset']}) t = -INFINITY;")
+    if len(op.inputs) > 3:  # a float mask, added (broadcast to [..., L, S])
+        mst = broadcast_strides(op.inputs[3].type, batch + (L, S))
+        score.append(f"t = t + {name[op.inputs[3]]}[{_offset(mst, ix + ['i', 'j'])}];")
+    body = [
+        *loops, "for (int i = 0; i < " + str(L) + "; i++) {",
+        f"    const float *qr = {qn} + ({base(q)}) * {L * E} + i * {E};",
+        f"    const float *kb = {kn} + ({base(k)}) * {S * E}, *vb = {vn} + ({base(v)}) * "
+        f"{S * EV};",
+        f"    float *yr = y + ({_offset(strides(batch), ix)}) * {L * EV} + i * {EV};",
+        "    float m = -INFINITY, sum = 0.f;",
+        f"    for (int j = 0; j < {S}; j++) {{",
+        "        float acc = 0.f;",
+        f"        for (int d = 0; d < {E}; d++) {{",
+        "#pragma HLS PIPELINE II=1",
+        f"            acc += qr[d] * kb[j * {E} + d];",
+        "        }",
+        *(f"        {line}" for line in score),
+        "        s[j] = t;",
+        "        m = hetc::max_(m, t);",
+        "    }",
+        "    float shift = m == -INFINITY ? 0.f : m;",
+        f"    for (int j = 0; j < {S}; j++) {{",
+        "#pragma HLS PIPELINE II=1",
+        "        s[j] = hetc::exp_(s[j] - shift);",
+        "        sum += s[j];",
+        "    }",
+        "    float inv = m == -INFINITY ? 0.f : 1.f / sum;  /* every key masked: zeros */",
+        f"    for (int d = 0; d < {EV}; d++) {{",
+        "        float acc = 0.f;",
+        f"        for (int j = 0; j < {S}; j++) {{",
+        "#pragma HLS PIPELINE II=1",
+        f"            acc += (s[j] * inv) * vb[j * {EV} + d];",
+        "        }",
+        "        yr[d] = acc;",
+        "    }", "}"]
+    e.function(f"op{len(e.functions)}", params, op.output, [f"float s[{S}];", *body],
+               comment("attention (float32)"))
 
 
 @lowers("max_pool2d")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.backends.c.quant import integer_weight, stored_scales
+from hetc.ir.interpret import SEMANTICS as IR_SEMANTICS
 from hetc.ir.interpret import load_const
 
 F32 = np.float32
@@ -41,7 +42,8 @@ def run(graph, *inputs) -> list | np.ndarray:
         args = [values[v] for v in op.inputs]
         with np.errstate(all="ignore"):
             y = SEMANTICS[op.kind](graph, op, *args)
-        values[op.output] = np.asarray(y, F32).reshape(op.output.type.shape)
+        for out, r in zip(op.outputs, y if len(op.outputs) > 1 else [y]):
+            values[out] = np.asarray(r, F32).reshape(out.type.shape)
     outs = [values[v] for v in graph.outputs]
     return outs[0] if len(outs) == 1 else outs
 
@@ -124,6 +126,14 @@ def _binary(graph, op, a, b):
     return BINARY[op.kind](a.astype(F32), b.astype(F32))
 
 
+@semantics("pow")
+def _pow(graph, op, x, b):
+    y = x
+    for _ in range(int(np.asarray(b).reshape(-1)[0]) - 1):
+        y = y * x
+    return y
+
+
 @semantics("gelu")
 def _gelu(graph, op, x):
     return gelu_tanh_(x) if op.attrs.get("approximate") == "tanh" else gelu_(x)
@@ -147,6 +157,12 @@ def _batch_norm(graph, op, x, *stats):
 @semantics("reshape")
 def _reshape(graph, op, x):
     return x
+
+
+@semantics("expand", "slice", "split", "concat")
+def _moves(graph, op, *xs):
+    """Copies: the interpreter's own (exact)."""
+    return IR_SEMANTICS[op.kind](op, *xs)
 
 
 @semantics("transpose")
@@ -189,6 +205,25 @@ def _softmax(graph, op, x):
 @semantics("matmul")
 def _matmul(graph, op, a, b):
     return seq_sum(a[..., :, None, :] * np.swapaxes(b, -1, -2)[..., None, :, :])
+
+
+@semantics("attention")
+def _attention(graph, op, q, k, v, mask=None):
+    E = q.shape[-1]
+    scale = F32(op.attrs["scale"] or 1 / np.sqrt(E))
+    s = seq_sum(q[..., :, None, :] * k[..., None, :, :]) * scale
+    if op.attrs["softcap"]:
+        cap = F32(op.attrs["softcap"])
+        s = cap * tanh_(s / cap)
+    L, S = q.shape[-2], k.shape[-2]
+    if op.attrs["causal"]:
+        s = np.where(np.tril(np.ones((L, S), bool), op.attrs["causal_offset"]), s, -np.inf)
+    if mask is not None:
+        s = s + mask.astype(F32)
+    m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)
+    e = exp_(s - np.where(m == -np.inf, F32(0), m))
+    inv = np.where(m == -np.inf, F32(0), F32(1) / seq_sum(e)[..., None])
+    return seq_sum((e * inv)[..., :, :, None] * v[..., None, :, :], axis=-2)
 
 
 @semantics("max_pool2d")
