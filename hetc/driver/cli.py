@@ -31,6 +31,7 @@ from hetc.core.version import __version__
 from hetc.driver import conformance, ops_table
 from hetc.driver.api import compile as hetc_compile
 from hetc.driver.api import import_model, load
+from hetc.ir.mlir import to_mlir
 from hetc.ir.parser import parse_file, save
 from hetc.ir.printer import print_graph
 from hetc.ir.report import Report
@@ -98,6 +99,8 @@ def build_parser():
                    help="weight rounding: to nearest, or GPTQ with calibration Hessians")
     _add_target_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
+    p.add_argument("--mlir", metavar="FILE.mlir",
+                   help="also write the compiled graph as upstream MLIR text (docs/mlir.md)")
     _add_ir_dump_options(p)
 
     p = sub.add_parser("run", parents=[common], help="run a compiled artifact on .npy inputs")
@@ -111,6 +114,8 @@ def build_parser():
     p.add_argument("file", metavar="FILE.hir")
     p.add_argument("-p", "--pipeline", required=True, help='e.g. "canonicalize,fold,cse,dce"')
     p.add_argument("-o", "--output", metavar="OUT.hir", help="write the IR (and its .npz) here")
+    p.add_argument("--emit", choices=["hir", "mlir"], default="hir",
+                   help="hir (default), or upstream MLIR text (docs/mlir.md)")
     _add_ir_dump_options(p)
 
     p = sub.add_parser("show", parents=[common],
@@ -182,10 +187,13 @@ def cmd_compile(args):
                           criterion=args.criterion,
                           rounding=args.rounding, **_target_options(args),
                           **_pipeline_kwargs(args))
+    mlir = module.to_mlir() if args.mlir else None  # refused before anything is written
     module.save(args.output)
+    if mlir is not None:
+        atomic_write_text(args.mlir, mlir)
     if not args.quiet:
         module.report.render(_console())
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}" + (f" and {args.mlir}" if mlir is not None else ""))
 
 
 def _per_layer(specs, flag):
@@ -275,7 +283,13 @@ def cmd_opt(args):
                                     print_ir_after=kw["print_ir_after"],
                                     print_ir_before=kw["print_ir_before"])
     graph = manager.run(graph)
-    if args.output:
+    if args.emit == "mlir":
+        text = to_mlir(graph)
+        if args.output:
+            atomic_write_text(args.output, text)
+        else:
+            sys.stdout.write(text)
+    elif args.output:
         save(graph, args.output)
     else:
         sys.stdout.write(print_graph(graph))

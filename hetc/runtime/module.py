@@ -9,6 +9,7 @@ import numpy as np
 
 from hetc.core.errors import HetcError, UsageError
 from hetc.core.progress import stderr_progress
+from hetc.ir.mlir import to_mlir
 from hetc.ir.printer import print_graph
 from hetc.ir.report import Report
 
@@ -44,6 +45,11 @@ class Module:
     @property
     def ir(self) -> str:
         return print_graph(self.artifact.graph)
+
+    def to_mlir(self, quant="dequantize") -> str:
+        """The compiled graph as upstream MLIR text (linalg, sparse_tensor
+        N:M encodings, dequantized or decoded weights: docs/mlir.md)."""
+        return to_mlir(self.artifact.graph, quant)
 
     @property
     def sources(self) -> dict:

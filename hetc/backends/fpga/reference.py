@@ -12,23 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 from hetc.backends.c.quant import integer_weight, stored_scales
+from hetc.core.registry import Registry
 from hetc.ir.interpret import SEMANTICS as IR_SEMANTICS
 from hetc.ir.interpret import load_const
 
 F32 = np.float32
-SEMANTICS = {}
+SEMANTICS = Registry("fpga reference semantics")
+semantics = SEMANTICS.register
 
 
 def _f(*values):
     return [F32(v) for v in values]
-
-
-def semantics(*kinds):
-    def register(fn):
-        for k in kinds:
-            SEMANTICS[k] = fn
-        return fn
-    return register
 
 
 def run(graph, *inputs) -> list | np.ndarray:

@@ -1,0 +1,503 @@
+"""The graph as upstream MLIR (text): `func`, `arith`, `math`, `tensor`,
+`linalg` and `sparse_tensor`, so that MLIR's own tools can parse, verify,
+compile and run what hetc compiled.
+
+How hetc's types and ops map (docs/mlir.md shows each with an example):
+
+- float32 values are `tensor<...xf32>`; constants are `arith.constant` with
+  their bytes in hexadecimal (`dense<"0x...">`).
+- an N:M weight (`nm<n:m>`) is converted to a `sparse_tensor` encoding
+  with a `structured[n, m]` level, `(i, j) -> (i : dense, j floordiv m :
+  dense, j mod m : structured[n, m])`, which the matrix product consumes:
+  MLIR's sparsifier then skips the pruned weights.
+- a quantized weight (`quant<...>`) is its integer codes (`i8`) and scales
+  as constants with an explicit dequantizing `linalg.generic` (codes x the
+  group's scale, minus the zero point first); codebook formats (mx4, mx3)
+  and N:M weights are decoded to f32 constants instead (MLIR's sparsifier
+  converts only constants to a structured encoding without its runtime
+  library), said in the `hetc.layers` attribute.
+- `linear` is `linalg.matmul` with the weight transposed by its indexing
+  maps, on the tokens collapsed to rows; int8 activations (`act_group`)
+  are quantized and dequantized per token and group by generics first.
+  `matmul`, elementwise ops (broadcasting), softmax, layer and RMS norms
+  are `linalg.generic`s; transposes `linalg.transpose`; reshapes
+  `tensor.reshape`. Composite ops are decomposed into linalg, not kept as
+  calls.
+- hetc's facts ride as a discardable attribute of the function,
+  `hetc.layers`: each layer's weight name, its IR type and how it is
+  written.
+
+Ops outside this set raise TargetError naming them (`hetc ops` lists the IR).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from hetc.core.errors import TargetError, UsageError
+from hetc.core.registry import Registry
+from hetc.ir.interpret import load_const
+from hetc.ir.weights import aux_key
+
+ELEMENT = {"f32": "f32", "f16": "f16", "bf16": "bf16", "i8": "i8", "i32": "i32",
+           "i64": "i64", "bool": "i1"}
+UNARY = {  # body of one element: {x} the operand, results f32
+    "neg": ["arith.negf {x} : f32"], "abs": ["math.absf {x} : f32"],
+    "exp": ["math.exp {x} : f32"], "tanh": ["math.tanh {x} : f32"],
+    "sqrt": ["math.sqrt {x} : f32"], "rsqrt": ["math.rsqrt {x} : f32"],
+    "erf": ["math.erf {x} : f32"], "log": ["math.log {x} : f32"],
+    "relu": ["arith.constant 0.0 : f32", "arith.maximumf {x}, %t0 : f32"],
+    "sigmoid": ["arith.negf {x} : f32", "math.exp %t0 : f32", "arith.constant 1.0 : f32",
+                "arith.addf %t1, %t2 : f32", "arith.divf %t2, %t3 : f32"],
+    "silu": ["arith.negf {x} : f32", "math.exp %t0 : f32", "arith.constant 1.0 : f32",
+             "arith.addf %t1, %t2 : f32", "arith.divf {x}, %t3 : f32"],
+}
+GELU = {"none": ["arith.constant 0.707106769 : f32", "arith.mulf {x}, %t0 : f32",
+                 "math.erf %t1 : f32", "arith.constant 1.0 : f32", "arith.addf %t2, %t3 : f32",
+                 "arith.constant 0.5 : f32", "arith.mulf %t5, {x} : f32",
+                 "arith.mulf %t6, %t4 : f32"],
+        "tanh": ["arith.mulf {x}, {x} : f32", "arith.mulf %t0, {x} : f32",
+                 "arith.constant 0.044715 : f32", "arith.mulf %t2, %t1 : f32",
+                 "arith.addf {x}, %t3 : f32", "arith.constant 0.797884583 : f32",
+                 "arith.mulf %t5, %t4 : f32", "math.tanh %t6 : f32",
+                 "arith.constant 1.0 : f32", "arith.addf %t7, %t8 : f32",
+                 "arith.constant 0.5 : f32", "arith.mulf %t10, {x} : f32",
+                 "arith.mulf %t11, %t9 : f32"]}
+BINARY = {"add": "arith.addf", "sub": "arith.subf", "mul": "arith.mulf", "div": "arith.divf",
+          "maximum": "arith.maximumf", "minimum": "arith.minimumf"}
+
+
+def ttype(shape, element="f32", encoding=None) -> str:
+    dims = "".join(f"{d}x" for d in shape)
+    return f"tensor<{dims}{element}{', ' + encoding if encoding else ''}>"
+
+
+def _dims(n):
+    return [f"d{i}" for i in range(n)]
+
+
+def _map(n, exprs):
+    return f"affine_map<({', '.join(_dims(n))}) -> ({', '.join(exprs)})>"
+
+
+def _broadcast_map(shape, out_rank, out_shape):
+    """The indexing map reading an operand of `shape` broadcast to out_shape."""
+    pad = out_rank - len(shape)
+    return _map(out_rank, [("0" if d == 1 and out_shape[pad + i] != 1 else f"d{pad + i}")
+                           for i, d in enumerate(shape)])
+
+
+class Writer:
+    """One graph as one `func.func @main`."""
+
+    def __init__(self, graph, quant="dequantize"):
+        if quant not in ("dequantize", "decode"):
+            raise UsageError(f"to_mlir: quant must be 'dequantize' or 'decode', got {quant!r}")
+        self.g, self.quant = graph, quant
+        self.lines, self.names, self.count = [], {}, 0
+        self.encodings = {}
+        self.layers = {}  # weight name -> its type and how it is written: hetc.layers
+
+    # -- names and text -------------------------------------------------------------
+
+    def fresh(self):
+        self.count += 1
+        return f"%v{self.count}"
+
+    def emit(self, text):
+        self.lines.append("    " + text)
+
+    def value(self, v):
+        if v not in self.names:
+            raise TargetError(f"to_mlir: value %{v.name} is used before it is defined")
+        return self.names[v]
+
+    def constant(self, array, element="f32"):
+        """An arith.constant of `array` (its bytes in hexadecimal)."""
+        a = np.array(array, dtype={"f32": np.float32, "i8": np.int8, "i64": np.int64,
+                                   "f16": np.float16}[element], order="C")  # 0-d stays 0-d
+        name = self.fresh()
+        t = ttype(a.shape, element)
+        literal = f'dense<"0x{a.tobytes().hex().upper()}">' if a.size else "dense<>"
+        self.emit(f"{name} = arith.constant {literal} : {t}")
+        return name
+
+    def empty(self, shape):
+        name = self.fresh()
+        self.emit(f"{name} = tensor.empty() : {ttype(shape)}")
+        return name
+
+    def filled(self, shape, value):
+        zero, empty = self.fresh(), self.empty(shape)
+        self.emit(f"{zero} = arith.constant {value} : f32")
+        name = self.fresh()
+        self.emit(f"{name} = linalg.fill ins({zero} : f32) outs({empty} : {ttype(shape)}) -> "
+                  f"{ttype(shape)}")
+        return name
+
+    def generic(self, ins, out_shape, maps, body, reductions=(), init=None, attrs=""):
+        """A linalg.generic over len(maps[-1] domain) loops: `ins` are
+        (name, type) pairs read through maps[:-1]; `body(args)` gives the
+        lines of one element (args: the block's arguments, the output's
+        last) ending in its result."""
+        rank = int(maps[-1].split("(")[1].count("d")) if "(" in maps[-1] else 0
+        iters = ", ".join('"reduction"' if i in reductions else '"parallel"' for i in range(rank))
+        out = init or self.empty(out_shape)
+        name = self.fresh()
+        args = [f"%a{i}" for i in range(len(ins) + 1)]
+        head = (f"{name} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
+                f"iterator_types = [{iters}]}}{attrs} ins({', '.join(n for n, _ in ins)} : "
+                f"{', '.join(t for _, t in ins)}) outs({out} : {ttype(out_shape)}) {{")
+        block = "^bb0(" + ", ".join(f"{a}: {_element(t)}" for a, (_, t) in zip(args, ins)) + \
+            (", " if ins else "") + f"{args[-1]}: f32):"
+        self.emit(head)
+        self.emit("  " + block)
+        lines = body(args)
+        for line in lines[:-1]:
+            self.emit("    " + line)
+        self.emit(f"    linalg.yield {lines[-1]} : f32")
+        self.emit(f"}} -> {ttype(out_shape)}")
+        return name
+
+    # -- the graph ------------------------------------------------------------------
+
+    def run(self):
+        for v in self.g.inputs:
+            if v.type.dtype.name != "f32":
+                raise TargetError(f"to_mlir: input %{v.name} is {v.type.dtype} (float32 only "
+                                 f"so far)")
+        args = [f"%arg{i}: {ttype(v.type.shape)}" for i, v in enumerate(self.g.inputs)]
+        for i, v in enumerate(self.g.inputs):
+            self.names[v] = f"%arg{i}"
+        for i, op in enumerate(self.g.ops):
+            if op.kind not in LOWER:
+                raise TargetError(f"to_mlir: op #{i} {op.kind} (%{op.outputs[0].name}) is not "
+                                 f"exported yet (docs/mlir.md lists what is)")
+            LOWER[op.kind](self, op)
+        results = [self.value(v) for v in self.g.outputs]
+        types = [ttype(v.type.shape) for v in self.g.outputs]
+        encodings = "".join(f"{alias} = #sparse_tensor.encoding<{{ map = (i, j) -> (i : dense, "
+                            f"j floordiv {m} : dense, j mod {m} : structured[{n}, {m}]) }}>\n"
+                            for (n, m), alias in self.encodings.items())
+        facts = ", ".join(f"{_string(k)} = {_string(v)}" for k, v in self.layers.items())
+        return (f"// generated by hetc from graph @{_safe(self.g.name)}\n{encodings}"
+                f"func.func @main({', '.join(args)}) -> ({', '.join(types)}) "
+                f"attributes {{llvm.emit_c_interface, hetc.layers = {{{facts}}}}} {{\n" +
+                "\n".join(self.lines) +
+                f"\n    return {', '.join(results)} : {', '.join(types)}\n}}\n")
+
+
+def _element(t):
+    """The element type of a tensor type's text."""
+    return re.match(r"tensor<(?:\d+x)*([a-z0-9]+)", t).group(1)
+
+
+def _string(text):
+    """An MLIR string literal: printable ASCII kept, the rest escaped as hex."""
+    return '"' + "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else
+                         "".join(f"\\{b:02X}" for b in c.encode("utf-8"))
+                         for c in str(text)) + '"'
+
+
+def _safe(name):
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in str(name))
+
+
+LOWER = Registry("mlir exports")
+lowers = LOWER.register
+
+
+def _f32(op, *values):
+    for v in values:
+        if v.type.value_dtype.name != "f32":
+            raise TargetError(f"to_mlir: {op.kind} %{op.outputs[0].name}: {v.type.dtype} value "
+                             f"%{v.name} (float32 only so far)")
+
+
+@lowers("const")
+def _const(w, op):
+    if op.output.type.quant is not None:
+        return  # a layer's weight: its consumer writes it (dequantized or decoded)
+    _f32(op, op.output)
+    w.names[op.output] = w.constant(np.asarray(load_const(op, w.g), np.float32).reshape(
+        op.output.type.shape))
+
+
+def _operand(w, v):
+    """The MLIR value of operand v (a quantized constant decoded to f32 here
+    when it is not a layer's weight)."""
+    if v not in w.names:
+        w.names[v] = w.constant(np.asarray(load_const(v.producer, w.g), np.float32).reshape(
+            v.type.shape))
+    return w.names[v]
+
+
+@lowers(*UNARY, "gelu")
+def _unary(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    lines = GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"] \
+        if op.kind == "gelu" else UNARY[op.kind]
+    rank = y.type.rank
+    ident = _map(rank, _dims(rank))
+    w.names[y] = w.generic([(_operand(w, x), ttype(x.type.shape))], y.type.shape,
+                           [ident, ident], lambda a: _body(lines, x=a[0]))
+
+
+def _body(lines, **operands):
+    """Numbered temporaries %t0, %t1, ... for a body's lines; the last is its result."""
+    out = []
+    for i, line in enumerate(lines):
+        out.append(f"%t{i} = " + line.format(**operands))
+    return out + [f"%t{len(lines) - 1}"]
+
+
+@lowers(*BINARY)
+def _binary(w, op):
+    a, b = op.inputs
+    y = op.output
+    _f32(op, a, b, y)
+    rank, shape = y.type.rank, y.type.shape
+    maps = [_broadcast_map(v.type.shape, rank, shape) for v in (a, b)] + \
+        [_map(rank, _dims(rank))]
+    w.names[y] = w.generic([(_operand(w, a), ttype(a.type.shape)),
+                            (_operand(w, b), ttype(b.type.shape))], shape, maps,
+                           lambda args: [f"%t0 = {BINARY[op.kind]} {args[0]}, {args[1]} : f32",
+                                         "%t0"])
+
+
+@lowers("reshape")
+def _reshape(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    shape = w.constant(np.asarray(y.type.shape, np.int64), "i64")
+    name = w.fresh()
+    w.emit(f"{name} = tensor.reshape {_operand(w, x)}({shape}) : ({ttype(x.type.shape)}, "
+           f"{ttype([y.type.rank], 'i64')}) -> {ttype(y.type.shape)}")
+    w.names[y] = name
+
+
+@lowers("transpose")
+def _transpose(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    init, name = w.empty(y.type.shape), w.fresh()
+    w.emit(f"{name} = linalg.transpose ins({_operand(w, x)} : {ttype(x.type.shape)}) "
+           f"outs({init} : {ttype(y.type.shape)}) permutation = "
+           f"[{', '.join(map(str, op.attrs['perm']))}]")
+    w.names[y] = name
+
+
+def _reduce_last(w, x, shape, combine, start):
+    """x [..., n] reduced along its last axis into [...]: `combine(acc, x)`
+    lines (ending in the result), from `start`."""
+    rank = len(shape)
+    init = w.filled(shape[:-1], start)
+    return w.generic([(x, ttype(shape))], shape[:-1],
+                     [_map(rank, _dims(rank)), _map(rank, _dims(rank)[:-1])],
+                     lambda a: combine(a[1], a[0]), reductions=(rank - 1,), init=init)
+
+
+def _rowwise(w, x, rows, shape, lines):
+    """An elementwise generic of x [..., n] with a per-row value rows [...]."""
+    rank = len(shape)
+    ident = _map(rank, _dims(rank))
+    return w.generic([(x, ttype(shape)), (rows, ttype(shape[:-1]))], shape,
+                     [ident, _map(rank, _dims(rank)[:-1]), ident],
+                     lambda a: _body(lines, x=a[0], r=a[1]))
+
+
+@lowers("softmax")
+def _softmax(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    shape = x.type.shape
+    if op.attrs["axis"] % x.type.rank != x.type.rank - 1:
+        raise TargetError(f"to_mlir: softmax %{y.name} along an axis other than the last "
+                         f"(not exported yet)")
+    xs = _operand(w, x)
+    top = _reduce_last(w, xs, shape, lambda acc, v: [f"%t0 = arith.maximumf {acc}, {v} : f32",
+                                                     "%t0"], "0xFF800000")
+    # a row of -inf has no max to subtract (the IR's rule)
+    e = _rowwise(w, xs, top, shape, ["arith.constant 0xFF800000 : f32",
+                                     "arith.cmpf oeq, {r}, %t0 : f32",
+                                     "arith.constant 0.0 : f32", "arith.select %t1, %t2, {r} : f32",
+                                     "arith.subf {x}, %t3 : f32", "math.exp %t4 : f32"])
+    total = _reduce_last(w, e, shape, lambda acc, v: [f"%t0 = arith.addf {acc}, {v} : f32",
+                                                      "%t0"], "0.0")
+    w.names[y] = _rowwise(w, e, total, shape, ["arith.divf {x}, {r} : f32"])
+
+
+@lowers("layer_norm", "rms_norm")
+def _norm(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, *op.inputs, y)
+    shape = x.type.shape
+    n = math.prod(shape[op.attrs["axis"] % x.type.rank:])
+    rows = (x.type.numel // n, n)
+    flat = _reshaped(w, _operand(w, x), shape, rows)
+    count, eps = float(n), float(np.float32(op.attrs["eps"]))
+
+    def mean_of(v):
+        total = _reduce_last(w, v, rows, lambda acc, e: [f"%t0 = arith.addf {acc}, {e} : f32",
+                                                         "%t0"], "0.0")
+        return w.generic([(total, ttype(rows[:1]))], rows[:1], [_map(1, ["d0"])] * 2,
+                         lambda a: _body([f"arith.constant {count!r} : f32",
+                                          "arith.divf {x}, %t0 : f32"], x=a[0]))
+    if op.kind == "layer_norm":
+        mean = mean_of(flat)
+        centered = _rowwise(w, flat, mean, rows, ["arith.subf {x}, {r} : f32"])
+    else:
+        centered = flat
+    squares = w.generic([(centered, ttype(rows))], rows, [_map(2, ["d0", "d1"])] * 2,
+                        lambda a: _body(["arith.mulf {x}, {x} : f32"], x=a[0]))
+    var = mean_of(squares)
+    out = _rowwise(w, centered, var, rows, [f"arith.constant {eps!r} : f32",
+                                            "arith.addf {r}, %t0 : f32", "math.sqrt %t1 : f32",
+                                            "arith.divf {x}, %t2 : f32"])
+    for k, param in enumerate(op.inputs[1:3]):  # weight (mul), bias (add)
+        p = _operand(w, param)
+        out = w.generic([(out, ttype(rows)), (p, ttype([n]))], rows,
+                        [_map(2, ["d0", "d1"]), _map(2, ["d1"]), _map(2, ["d0", "d1"])],
+                        lambda a, k=k: [f"%t0 = {'arith.mulf' if k == 0 else 'arith.addf'} "
+                                        f"{a[0]}, {a[1]} : f32", "%t0"])
+    w.names[y] = _reshaped(w, out, rows, shape)
+
+
+def _reshaped(w, x, shape, to):
+    if tuple(shape) == tuple(to):
+        return x
+    s = w.constant(np.asarray(to, np.int64), "i64")
+    name = w.fresh()
+    w.emit(f"{name} = tensor.reshape {x}({s}) : ({ttype(shape)}, {ttype([len(to)], 'i64')}) -> "
+           f"{ttype(to)}")
+    return name
+
+
+@lowers("matmul")
+def _matmul(w, op):
+    a, b = op.inputs
+    y = op.output
+    _f32(op, a, b, y)
+    if a.type.rank < 2 or b.type.rank < 2:
+        raise TargetError(f"to_mlir: matmul %{y.name} of a vector (not exported yet)")
+    out = y.type.shape
+    r = len(out) + 1  # the batch, m, n, then k
+    dims = _dims(r)
+    k = dims[-1]
+
+    def operand_map(shape, rows, cols):
+        pad = len(out) - len(shape)
+        batch = [("0" if d == 1 and out[pad + i] != 1 else dims[pad + i])
+                 for i, d in enumerate(shape[:-2])]
+        return _map(r, batch + [rows, cols])
+    m_, n_ = dims[len(out) - 2], dims[len(out) - 1]
+    maps = [operand_map(a.type.shape, m_, k), operand_map(b.type.shape, k, n_),
+            _map(r, dims[:-1])]
+    init = w.filled(out, "0.0")
+    w.names[y] = w.generic([(_operand(w, a), ttype(a.type.shape)),
+                            (_operand(w, b), ttype(b.type.shape))], out, maps,
+                           lambda args: [f"%t0 = arith.mulf {args[0]}, {args[1]} : f32",
+                                         f"%t1 = arith.addf {args[2]}, %t0 : f32", "%t1"],
+                           reductions=(r - 1,), init=init)
+
+
+def _layer_weight(w, v):
+    """(MLIR value, its type, what it is) of a linear layer's [N, K] weight:
+    f32, or dequantized from its codes by a generic, or decoded; an N:M
+    weight converted to its structured sparse encoding."""
+    t = v.type
+    n, k = t.shape
+    q = t.quant
+    # MLIR's sparsifier converts only constants to a structured encoding
+    # (without its runtime library): N:M codes are decoded here
+    if q is None or q.codebook or w.quant == "decode" or q.axis % 2 != 1 or t.nm is not None:
+        name, how = _operand(w, v), "f32" if q is None else "decoded to f32"
+    else:
+        const = v.producer.attrs["name"]
+        codes = w.constant(np.asarray(w.g.weights[const]).astype(np.int8), "i8")
+        groups = q.group or k
+        scales = np.broadcast_to(np.asarray(w.g.weights[aux_key(const, "scale")], np.float32),
+                                 (n, k // groups))
+        s = w.constant(scales)
+        ins = [(codes, ttype((n, k), "i8")), (s, ttype((n, k // groups)))]
+        maps = [_map(2, ["d0", "d1"]), _map(2, ["d0", f"d1 floordiv {groups}"])]
+        body = ["arith.sitofp {c} : i8 to f32", "arith.mulf %t0, {s} : f32"]
+        zero = w.g.weights.get(aux_key(const, "zero"))
+        if zero is not None:
+            z = w.constant(np.broadcast_to(np.asarray(zero, np.float32), (n, k // groups)))
+            ins.append((z, ttype((n, k // groups))))
+            maps.append(maps[1])
+            body = ["arith.sitofp {c} : i8 to f32", "arith.subf %t0, {z} : f32",
+                    "arith.mulf %t1, {s} : f32"]
+        if t.dtype.name in ("u4", "u8", "u3"):
+            body[0] = "arith.uitofp {c} : i8 to f32"
+        name = w.generic(ins, (n, k), maps + [_map(2, ["d0", "d1"])],
+                         lambda a: _body(body, c=a[0], s=a[1], z=a[2] if len(a) > 3 else ""))
+        how = f"dequantized from {t.dtype} codes"
+    element_type = ttype((n, k))
+    if t.nm is not None:
+        key = (t.nm.n, t.nm.m)
+        alias = w.encodings.setdefault(key, f"#NM_{key[0]}_{key[1]}")
+        sparse = w.fresh()
+        element_type = ttype((n, k), "f32", alias)
+        w.emit(f"{sparse} = sparse_tensor.convert {name} : {ttype((n, k))} to {element_type}")
+        name = sparse
+    return name, element_type, how
+
+
+def _fake_quant(w, x, rows, group):
+    """x [T, K] quantized to int8 and back per row and group (the IR's
+    act_group): scale = max |x| / 127, codes rounded half to even."""
+    t, k = rows
+    grouped = _reshaped(w, x, rows, (t, k // group, group))
+    shape3 = (t, k // group, group)
+    top = _reduce_last(w, grouped, shape3, lambda acc, v: [
+        f"%t0 = math.absf {v} : f32", f"%t1 = arith.maximumf {acc}, %t0 : f32", "%t1"], "0.0")
+    ident = _map(3, _dims(3))
+    q = w.generic([(grouped, ttype(shape3)), (top, ttype(shape3[:2]))], shape3,
+                  [ident, _map(3, ["d0", "d1"]), ident],
+                  lambda a: _body(["arith.constant 127.0 : f32", "arith.divf {m}, %t0 : f32",
+                                   "arith.constant 0.0 : f32", "arith.cmpf oeq, %t1, %t2 : f32",
+                                   "arith.constant 1.0 : f32",
+                                   "arith.select %t3, %t4, %t1 : f32",
+                                   "arith.divf {x}, %t5 : f32", "math.roundeven %t6 : f32",
+                                   "arith.mulf %t7, %t1 : f32"], x=a[0], m=a[1]))
+    return _reshaped(w, q, shape3, rows)
+
+
+@lowers("linear")
+def _linear(w, op):
+    x, weight = op.inputs[:2]
+    y = op.output
+    _f32(op, x, y)
+    n, k = weight.type.shape
+    rows = (x.type.numel // k, k)
+    flat = _reshaped(w, _operand(w, x), x.type.shape, rows)
+    if op.attrs.get("act_group"):
+        flat = _fake_quant(w, flat, rows, op.attrs["act_group"])
+    wt, wtype, how = _layer_weight(w, weight)
+    init = w.filled((rows[0], n), "0.0")
+    name = w.fresh()
+    layer = weight.producer.attrs.get("name", weight.name)
+    w.emit(f"{name} = linalg.matmul indexing_maps = [{_map(3, ['d0', 'd2'])}, "
+           f"{_map(3, ['d1', 'd2'])}, {_map(3, ['d0', 'd1'])}] ins({flat}, {wt} : "
+           f"{ttype(rows)}, {wtype}) outs({init} : {ttype((rows[0], n))}) -> "
+           f"{ttype((rows[0], n))}")
+    w.layers[layer] = f"{weight.type} ({how})"
+    out = name
+    if len(op.inputs) > 2:
+        b = _operand(w, op.inputs[2])
+        out = w.generic([(name, ttype((rows[0], n))), (b, ttype([n]))], (rows[0], n),
+                        [_map(2, ["d0", "d1"]), _map(2, ["d1"]), _map(2, ["d0", "d1"])],
+                        lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"])
+    w.names[y] = _reshaped(w, out, (rows[0], n), y.type.shape)
+
+
+def to_mlir(graph, quant="dequantize") -> str:
+    """The graph as MLIR text (see the module's docstring); TargetError for
+    what is not exported yet."""
+    return Writer(graph, quant).run()
