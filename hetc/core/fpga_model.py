@@ -14,9 +14,11 @@ import math
 
 MAX_P = 16  # multipliers per unit at most by default (the reuse factor grows instead)
 PIPELINE_DEPTH = 3  # a multiply, the adder tree's first stage, the accumulator
-# cycles of a float32 adder at the target clock (nominal): an output's sum
-# updated less often runs at II=1, else the pipeline waits on it
+# cycles of a float32 adder at the target clock (nominal)
 FADD_LATENCY = 8
+# an output's f32 sum is read, added to and written back: updated less often
+# than this, the flattened loop runs at II=1, else the pipeline waits on it
+RECURRENCE = FADD_LATENCY + 2
 
 
 def divisors(n, most=MAX_P) -> list:
@@ -35,6 +37,6 @@ def quantize_cycles(k, vectors) -> int:
 
 def mac_cycles(rows, taps, groups, n, reuse, p) -> int:
     """The flattened multiply-accumulate pipelines of `rows` tokens (output pixels)."""
-    ii = 1 if n * reuse >= FADD_LATENCY else FADD_LATENCY
+    ii = 1 if n * reuse >= RECURRENCE else RECURRENCE
     return rows * (taps * groups * n * reuse * ii + PIPELINE_DEPTH +
                    math.ceil(math.log2(max(p, 2))))

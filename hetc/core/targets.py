@@ -53,18 +53,20 @@ class DataflowCost(CostModel):
 
     clock_mhz: float = 300.0
 
-    def layer_seconds(self, weight, axis, output) -> float:
+    def layer_seconds(self, weight, axis, x, output) -> float:
         """Seconds of one call of a linear (convolution) layer whose weight
-        has type `weight` (its reduction axis `axis`) and result `output`,
-        with the default multipliers."""
+        has type `weight` (its reduction axis `axis`), input `x` and result
+        `output`, with the default multipliers."""
         k, n = weight.shape[axis], weight.shape[0]
         taps = weight.numel // (n * k)
         group = weight.quant.group if weight.quant is not None and weight.quant.group else k
-        nm = weight.nm if weight.nm is not None and group % weight.nm.m == 0 else None
+        nm = weight.nm
+        if nm is not None and (group % nm.m or nm.axis % weight.rank != axis % weight.rank):
+            nm = None  # the dense unit, zeros stored
         kept = group * nm.n // nm.m if nm else group
         p = fpga_model.multipliers(kept)
         rows = output.numel // n
-        cycles = fpga_model.quantize_cycles(k, rows) + \
+        cycles = fpga_model.quantize_cycles(k, x.numel // k) + \
             fpga_model.mac_cycles(rows, taps, k // group, n, kept // p, p)
         return cycles / (self.clock_mhz * 1e6)
 

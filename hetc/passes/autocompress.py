@@ -89,7 +89,7 @@ def _seconds(target, ly, nm, fmt):
     accelerator's cycles), else its roofline."""
     t = _weight_type(ly, nm, fmt)
     if hasattr(target.cost, "layer_seconds") and ly.op.kind in ("linear", "conv2d"):
-        return target.cost.layer_seconds(t, ly.axis, ly.op.output.type)
+        return target.cost.layer_seconds(t, ly.axis, ly.activation.type, ly.op.output.type)
     rows = max(1, ly.activation.type.numel // max(ly.activation.type.shape[-1], 1))
     act_bytes = 4 * rows * (t.shape[ly.axis] + t.numel // t.shape[ly.axis])
     ops = 2.0 * rows * t.numel

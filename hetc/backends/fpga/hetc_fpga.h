@@ -35,6 +35,15 @@
 #include "ap_int.h"
 #include "hls_stream.h"
 
+/* The arrays between the top function's functions: local arrays (dataflow
+ * channels) for synthesis; static in C simulation, where whole tensors
+ * would overflow a thread's stack. */
+#ifdef __SYNTHESIS__
+#define HETC_BUFFER
+#else
+#define HETC_BUFFER static
+#endif
+
 namespace hetc {
 
 /* K values x[0], x[S], x[2S], ... as int8 codes q and one scale per group of
@@ -49,11 +58,14 @@ void quantize(const float *x, ap_int<8> q[K], float scale[K / G]) {
             float v = fabsf(x[(g * G + j) * S]);
             top = (v != v || v > top) ? v : top;
         }
-        float s = top / 127.f, d = s == 0.f ? 1.f : s;
+        // a group holding inf or NaN: codes 0 and a NaN scale, so that its
+        // sums are NaN, as the IR's quantization makes them
+        bool finite = top - top == 0.f;
+        float s = finite ? top / 127.f : NAN, d = s == 0.f || !finite ? 1.f : s;
         scale[g] = s;
         for (int j = 0; j < G; j++) {
 #pragma HLS PIPELINE II=1
-            q[g * G + j] = (ap_int<8>)rintf(x[(g * G + j) * S] / d);
+            q[g * G + j] = finite ? (ap_int<8>)rintf(x[(g * G + j) * S] / d) : (ap_int<8>)0;
         }
     }
 }

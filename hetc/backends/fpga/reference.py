@@ -248,9 +248,12 @@ def _global_avg_pool(graph, op, x):
 def _quantize(x, group):
     """Codes (int64) and scales of rows x, per group, as hetc::quantize."""
     xg = x.reshape(x.shape[0], -1, group)
-    scale = np.abs(xg).max(axis=-1) / F32(127)  # NaN wins, as in the kernel
-    d = np.where(scale == 0, F32(1), scale)
-    return np.rint(xg / d[..., None]).astype(np.int64), scale
+    top = np.abs(xg).max(axis=-1)  # NaN wins, as in the kernel
+    finite = np.isfinite(top)
+    scale = np.where(finite, top / F32(127), F32(np.nan))  # inf or NaN: codes 0, NaN sums
+    d = np.where((scale == 0) | ~finite, F32(1), scale)
+    codes = np.where(finite[..., None], np.rint(xg / d[..., None]), 0)
+    return codes.astype(np.int64), scale
 
 
 def _weights(graph, op, axis):
