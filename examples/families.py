@@ -55,6 +55,39 @@ class Logits(nn.Module):
         return self.model(input_ids=ids, use_cache=False).logits
 
 
+class Layer(nn.Module):
+    """One transformers layer on hidden states: its first output."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        out = self.layer(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def bert_layer(seed=0):
+    """A MiniLM-sized BERT encoder layer (hidden 384, 12 heads, 1,536
+    intermediate), random weights, eager attention (products and softmax)."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+    torch.manual_seed(seed)
+    return Layer(BertLayer(BertConfig(hidden_size=384, num_attention_heads=12,
+                                      intermediate_size=1536)).eval())
+
+
+def gpt2_block(seed=0):
+    """transformers' GPT2Block (hidden 128, 4 heads), random weights, fused
+    attention (PyTorch's scaled_dot_product_attention, causal)."""
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=128, n_head=4, n_layer=1)
+    config._attn_implementation = "sdpa"
+    return Layer(GPT2Block(config).eval())
+
+
 class KVStep(nn.Module):
     """One decoder call with an explicit KV cache tensor.
 

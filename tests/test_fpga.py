@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import hetc
+from families import bert_layer, gpt2_block
 from hetc.backends.fpga import HEADER, HERE, ap_types, reference, verilog
 from hetc.core import fpga_model
 from hetc.core.errors import TargetError, UsageError
@@ -115,22 +116,6 @@ def test_convolutions_are_bit_exact(sparsity, precision):
     assert _units(module, nm, bits) == want.count(nm)
 
 
-class _Block(torch.nn.Module):
-    """A MiniLM-sized transformer encoder layer (BERT's: hidden 384, 12
-    heads, 1,536 intermediate) from transformers, random weights."""
-
-    def __init__(self):
-        super().__init__()
-        from transformers import BertConfig
-        from transformers.models.bert.modeling_bert import BertLayer
-        torch.manual_seed(0)
-        self.layer = BertLayer(BertConfig(hidden_size=384, num_attention_heads=12,
-                                          intermediate_size=1536)).eval()
-
-    def forward(self, x):
-        return self.layer(x)[0]
-
-
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 @pytest.mark.parametrize("sparsity", PATTERNS, ids=["dense", "2:4", "1:4", "1:3"])
 def test_a_transformer_encoder_block_is_bit_exact(sparsity, precision):
@@ -143,7 +128,7 @@ def test_a_transformer_encoder_block_is_bit_exact(sparsity, precision):
     layers run on the dense unit, said so."""
     x = torch.randn(1, 16, 384, generator=torch.Generator().manual_seed(5))
     options = {"precision": precision, **({"sparsity": sparsity} if sparsity else {})}
-    module = hetc.compile(_Block(), target="fpga", example_inputs=(x,), **options)
+    module = hetc.compile(bert_layer(), target="fpga", example_inputs=(x,), **options)
     got = module(x).numpy()
     assert (got != reference.run(module.graph, x.numpy())).sum() == 0
     want = hetc.interpret(module.graph, [x.numpy()])[0]
@@ -488,23 +473,8 @@ def test_attention_runs_in_float32_bit_exact(causal):
 def test_a_gpt2_block_runs():
     """transformers' GPT2Block (fused q/k/v split, causal attention, GELU
     written out with pow) at 2:4: bit-exact against the reference."""
-    import transformers
-    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_embd=128, n_head=4, n_layer=1)
-    config._attn_implementation = "sdpa"
-
-    class Block(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.block = GPT2Block(config).eval()
-
-        def forward(self, x):
-            out = self.block(x)
-            return out[0] if isinstance(out, tuple) else out
-
     x = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(9))
-    module = hetc.compile(Block(), target="fpga", example_inputs=(x,), sparsity="2:4")
+    module = hetc.compile(gpt2_block(), target="fpga", example_inputs=(x,), sparsity="2:4")
     kinds = {op.kind for op in module.graph.ops}
     assert {"split", "attention", "pow", "tanh"} <= kinds
     got = module(x).numpy()

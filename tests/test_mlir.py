@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import hetc
+from families import bert_layer, gpt2_block
 from hetc.core.errors import TargetError, UsageError
 from hetc.driver import mlir_run
 from hetc.ir.mlir import LOWER, to_mlir
@@ -66,12 +67,46 @@ def test_an_mlp_compiled_by_mlir_matches_the_interpreter(options):
 def test_a_transformer_encoder_layer_compiled_by_mlir_matches():
     """A MiniLM-sized BERT layer (reshapes, transposes, batched products,
     softmax, layer norms, GELU) at 2:4 with int8 weights."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from test_fpga import _Block
     x = torch.randn(1, 16, 384, generator=torch.Generator().manual_seed(2))
-    module = hetc.compile(_Block(), target="ref", example_inputs=(x,), sparsity="2:4",
+    module = hetc.compile(bert_layer(), target="ref", example_inputs=(x,), sparsity="2:4",
                           precision="int8")
     _check(module, x, tol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"sparsity": "2:4", "precision": "int8"}, "fpga"],
+                         ids=["dense", "2:4+int8", "fpga's int8 activations"])
+def test_a_residual_cnn_compiled_by_mlir_matches(options):
+    """The examples' ResNet-style CNN (strided 3x3 convolutions as generics
+    over tensor.pad, batch norms, residual adds, global average pooling, a
+    classifier); its fpga graph quantizes each pixel's channels
+    (conv2d act_group) in MLIR too."""
+    from models import examples
+    _, cnn, (x,) = examples()[1]
+    if options == "fpga":
+        module = hetc.compile(cnn, target="fpga", example_inputs=(x,))
+        assert any(op.attrs.get("act_group") for op in module.graph.ops if op.kind == "conv2d")
+    else:
+        module = hetc.compile(cnn, target="ref", example_inputs=(x,), **options)
+    _check(module, x)
+
+
+def test_a_gpt2_block_and_attention_compiled_by_mlir_match():
+    """transformers' GPT2Block on a sequence (prefill: causal attention, the
+    fused q/k/v split, GELU with pow), and the attention op with a float
+    mask and keys and values broadcast over heads."""
+    x = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(3))
+    module = hetc.compile(gpt2_block(), target="ref", example_inputs=(x,))
+    assert {"attention", "split", "pow"} <= {op.kind for op in module.graph.ops}
+    _check(module, x)
+
+    class Sdpa(torch.nn.Module):
+        def forward(self, q, k, v, m):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    g = torch.Generator().manual_seed(4)
+    q, m = torch.randn(2, 4, 7, 16, generator=g), torch.randn(1, 1, 7, 9, generator=g)
+    k = torch.randn(2, 1, 9, 16, generator=g).expand(2, 4, 9, 16)
+    v = torch.randn(2, 1, 9, 8, generator=g).expand(2, 4, 9, 8)
+    _check(hetc.compile(Sdpa(), target="ref", example_inputs=(q, k, v, m)), q, k, v, m)
 
 
 def test_every_exported_op_kind_verifies():
@@ -85,7 +120,9 @@ def test_every_exported_op_kind_verifies():
             d = torch.nn.functional.layer_norm(c, (8,)) @ c.transpose(-1, -2)
             e = torch.nn.functional.rms_norm(c, (8,), eps=1e-6)
             f = torch.nn.functional.gelu(e, approximate="tanh").reshape(2, 3, 8)
-            return d.softmax(-1), f
+            g = torch.cat([f[:, 1:3] ** 3, f[:, :1].expand(2, 2, 8), *f.split([1, 2], 1)], 1)
+            p = torch.nn.functional.max_pool2d(g[:, None], 3, stride=2, padding=1, ceil_mode=True)
+            return d.softmax(-1), g, p
     x, y = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
     module = hetc.compile(Ops(), target="ref", example_inputs=(x, y))
     kinds = {op.kind for op in module.graph.ops} - {"const"}
@@ -94,10 +131,14 @@ def test_every_exported_op_kind_verifies():
     mlir_run.verify(text)
 
 
+class _CumSum(torch.nn.Module):
+    def forward(self, x):
+        return x.cumsum(-1)
+
+
 def test_what_is_not_exported_is_refused_by_name():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
-    module = hetc.compile(model, target="ref", example_inputs=(torch.randn(1, 3, 8, 8),))
-    with pytest.raises(TargetError, match=r"to_mlir: op #\d+ conv2d \(%conv2d\) is not exported"):
+    module = hetc.compile(_CumSum(), target="ref", example_inputs=(torch.randn(2, 8),))
+    with pytest.raises(TargetError, match=r"to_mlir: op #\d+ cumsum \(%cumsum\) is not exported"):
         module.to_mlir()
     with pytest.raises(UsageError, match="quant must be"):
         to_mlir(module.graph, quant="fancy")
@@ -116,8 +157,11 @@ def test_the_cli_emits_mlir(tmp_path):
                         "--mlir", str(tmp_path / "a.mlir"), "-q"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     mlir_run.verify((tmp_path / "a.mlir").read_text())
-    conv = os.path.join(ROOT, "tests", "lit", "canonicalize-slices.hir")
-    p = subprocess.run([sys.executable, "-m", "hetc", "compile", conv, "-o", str(tmp_path / "b"),
+    cumsum = tmp_path / "cumsum.hir"
+    cumsum.write_text("graph @g(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>) {\n"
+                      "  %y = cumsum(%x) {axis = 1} : tensor<2x3xf32>\n  return %y\n}\n")
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", str(cumsum), "-o",
+                        str(tmp_path / "b"),
                         "--mlir", str(tmp_path / "b.mlir")], capture_output=True, text=True)
     assert p.returncode == 1 and "is not exported yet" in p.stderr, p.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.mlir").exists()

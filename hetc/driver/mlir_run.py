@@ -11,9 +11,35 @@ import ctypes
 
 import numpy as np
 
+from hetc.backends.c.build import build
 from hetc.core.errors import TargetError
 
 PIPELINE = "builtin.module(sparsifier{enable-runtime-library=false})"
+
+# The one function of MLIR's C runner utilities that the lowered code calls
+# (memref.copy of a strided view: slices, pads, reshapes) and that torch-mlir's
+# wheel does not ship: an element-by-element copy between two ranked
+# descriptors ({allocated, aligned, offset, sizes[rank], strides[rank]}).
+RUNTIME = r"""
+#include <stdint.h>
+#include <string.h>
+typedef struct { int64_t rank; void *descriptor; } unranked;
+void memrefCopy(int64_t size, unranked *src, unranked *dst) {
+    int64_t rank = src->rank;
+    int64_t *s = (int64_t *)src->descriptor, *d = (int64_t *)dst->descriptor;
+    char *sp = (char *)s[1] + s[2] * size, *dp = (char *)d[1] + d[2] * size;
+    int64_t *sizes = s + 3, *ss = s + 3 + rank, *ds = d + 3 + rank;
+    int64_t index[64] = {0}, n = 1;
+    if (rank > 64) return;
+    for (int64_t i = 0; i < rank; i++) n *= sizes[i];
+    for (int64_t k = 0; k < n; k++) {
+        int64_t so = 0, dof = 0;
+        for (int64_t i = 0; i < rank; i++) { so += index[i] * ss[i]; dof += index[i] * ds[i]; }
+        memcpy(dp + dof * size, sp + so * size, (size_t)size);
+        for (int64_t i = rank - 1; i >= 0 && ++index[i] == sizes[i]; i--) index[i] = 0;
+    }
+}
+"""
 
 
 def bindings():
@@ -24,6 +50,12 @@ def bindings():
         raise TargetError("running MLIR needs the MLIR Python bindings of torch-mlir: "
                           "pip install --no-deps torch-mlir") from None
     return ir, passmanager, execution_engine, runtime
+
+
+def runtime_library() -> str:
+    """The shared library of RUNTIME, built once (and cached) with the C compiler."""
+    return build({"mlir_runtime.c": RUNTIME}, ["-O2", "-fPIC", "-shared"], what="mlir_runtime",
+                 main="mlir_runtime.c")
 
 
 def verify(text) -> None:
@@ -39,7 +71,8 @@ def run(text, inputs, output_shapes) -> list:
     with ir.Context():
         module = ir.Module.parse(text)
         passmanager.PassManager.parse(PIPELINE).run(module.operation)
-        engine = execution_engine.ExecutionEngine(module, opt_level=2)
+        engine = execution_engine.ExecutionEngine(module, opt_level=2,
+                                                  shared_libs=[runtime_library()])
         kinds = [rt.make_nd_memref_descriptor(len(s), rt.as_ctype(np.float32))
                  for s in output_shapes]
         # the C interface returns one descriptor, or a struct of them, through its first argument

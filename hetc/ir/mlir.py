@@ -19,10 +19,11 @@ How hetc's types and ops map (docs/mlir.md shows each with an example):
 - `linear` is `linalg.matmul` with the weight transposed by its indexing
   maps, on the tokens collapsed to rows; int8 activations (`act_group`)
   are quantized and dequantized per token and group by generics first.
-  `matmul`, elementwise ops (broadcasting), softmax, layer and RMS norms
-  are `linalg.generic`s; transposes `linalg.transpose`; reshapes
-  `tensor.reshape`. Composite ops are decomposed into linalg, not kept as
-  calls.
+  `matmul`, elementwise ops (broadcasting), softmax, layer, RMS and batch
+  norms, convolutions (over `tensor.pad`), pooling and attention are
+  `linalg.generic`s; transposes `linalg.transpose`; reshapes
+  `tensor.reshape`; slices, splits and concatenations `tensor` slice ops.
+  Composite ops are decomposed into linalg, not kept as calls.
 - hetc's facts ride as a discardable attribute of the function,
   `hetc.layers`: each layer's weight name, its IR type and how it is
   written.
@@ -40,6 +41,7 @@ import numpy as np
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
+from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
 
 ELEMENT = {"f32": "f32", "f16": "f16", "bf16": "bf16", "i8": "i8", "i32": "i32",
@@ -67,7 +69,7 @@ GELU = {"none": ["arith.constant 0.707106769 : f32", "arith.mulf {x}, %t0 : f32"
                  "arith.constant 0.5 : f32", "arith.mulf %t10, {x} : f32",
                  "arith.mulf %t11, %t9 : f32"]}
 BINARY = {"add": "arith.addf", "sub": "arith.subf", "mul": "arith.mulf", "div": "arith.divf",
-          "maximum": "arith.maximumf", "minimum": "arith.minimumf"}
+          "maximum": "arith.maximumf", "minimum": "arith.minimumf", "pow": "math.powf"}
 
 
 def ttype(shape, element="f32", encoding=None) -> str:
@@ -318,17 +320,7 @@ def _softmax(w, op):
     if op.attrs["axis"] % x.type.rank != x.type.rank - 1:
         raise TargetError(f"to_mlir: softmax %{y.name} along an axis other than the last "
                          f"(not exported yet)")
-    xs = _operand(w, x)
-    top = _reduce_last(w, xs, shape, lambda acc, v: [f"%t0 = arith.maximumf {acc}, {v} : f32",
-                                                     "%t0"], "0xFF800000")
-    # a row of -inf has no max to subtract (the IR's rule)
-    e = _rowwise(w, xs, top, shape, ["arith.constant 0xFF800000 : f32",
-                                     "arith.cmpf oeq, {r}, %t0 : f32",
-                                     "arith.constant 0.0 : f32", "arith.select %t1, %t2, {r} : f32",
-                                     "arith.subf {x}, %t3 : f32", "math.exp %t4 : f32"])
-    total = _reduce_last(w, e, shape, lambda acc, v: [f"%t0 = arith.addf {acc}, {v} : f32",
-                                                      "%t0"], "0.0")
-    w.names[y] = _rowwise(w, e, total, shape, ["arith.divf {x}, {r} : f32"])
+    w.names[y] = _softmax_rows(w, _operand(w, x), shape)
 
 
 @lowers("layer_norm", "rms_norm")
@@ -501,3 +493,281 @@ def to_mlir(graph, quant="dequantize") -> str:
     """The graph as MLIR text (see the module's docstring); TargetError for
     what is not exported yet."""
     return Writer(graph, quant).run()
+
+
+# -- convolutions, pooling, attention, copies ------------------------------------------
+
+def _padded(w, x, shape, low, high, value):
+    """x padded by `low`/`high` cells per axis with the f32 `value`."""
+    if not any(low) and not any(high):
+        return x
+    out = [d + a + b for d, a, b in zip(shape, low, high)]
+    name = w.fresh()
+    idx = ", ".join(f"%i{i}: index" for i in range(len(shape)))
+    w.emit(f"{name} = tensor.pad {x} low[{', '.join(map(str, low))}] "
+           f"high[{', '.join(map(str, high))}] {{")
+    w.emit(f"  ^bb0({idx}):")
+    w.emit(f"    %c = arith.constant {value} : f32")
+    w.emit("    tensor.yield %c : f32")
+    w.emit(f"}} : {ttype(shape)} to {ttype(out)}")
+    return name
+
+
+@lowers("conv2d")
+def _conv2d(w, op):
+    x, wt = op.inputs[:2]
+    y = op.output
+    _f32(op, x, y)
+    n, c, h, wd = x.type.shape
+    o, cg, kh, kw = wt.type.shape
+    oh, ow = y.type.shape[2:]
+    (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
+    t, lf, b, r = op.attrs["padding"]
+    xs = _operand(w, x)
+    if op.attrs.get("act_group"):  # each pixel's channels quantized: channels last
+        g = op.attrs["act_group"]
+        perm = w.empty((n, h, wd, c))
+        moved = w.fresh()
+        w.emit(f"{moved} = linalg.transpose ins({xs} : {ttype(x.type.shape)}) outs({perm} : "
+               f"{ttype((n, h, wd, c))}) permutation = [0, 2, 3, 1]")
+        rows = (n * h * wd, c)
+        q = _reshaped(w, _fake_quant(w, _reshaped(w, moved, (n, h, wd, c), rows), rows, g),
+                      rows, (n, h, wd, c))
+        back = w.empty(x.type.shape)
+        xs = w.fresh()
+        w.emit(f"{xs} = linalg.transpose ins({q} : {ttype((n, h, wd, c))}) outs({back} : "
+               f"{ttype(x.type.shape)}) permutation = [0, 3, 1, 2]")
+    xp = _padded(w, xs, x.type.shape, [0, 0, t, lf], [0, 0, b, r], "0.0")
+    padded = (n, c, h + t + b, wd + lf + r)
+    og = o // op.attrs["groups"]
+    # (n, o, oh, ow, c, kh, kw): the input channel of output o's group
+    maps = [_map(7, ["d0", f"d1 floordiv {og} * {cg} + d4", f"d2 * {sh} + d5 * {dh}",
+                     f"d3 * {sw} + d6 * {dw}"]),
+            _map(7, ["d1", "d4", "d5", "d6"]), _map(7, ["d0", "d1", "d2", "d3"])]
+    init = w.filled(y.type.shape, "0.0")
+    out = w.generic([(xp, ttype(padded)), (_operand(w, wt), ttype(wt.type.shape))],
+                    y.type.shape, maps,
+                    lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32",
+                               f"%t1 = arith.addf {a[2]}, %t0 : f32", "%t1"],
+                    reductions=(4, 5, 6), init=init)
+    w.layers[wt.producer.attrs.get("name", wt.name)] = \
+        f"{wt.type} ({'f32' if wt.type.quant is None else 'decoded to f32'})"
+    if len(op.inputs) > 2:
+        bias = _operand(w, op.inputs[2])
+        out = w.generic([(out, ttype(y.type.shape)), (bias, ttype([o]))], y.type.shape,
+                        [_map(4, _dims(4)), _map(4, ["d1"]), _map(4, _dims(4))],
+                        lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"])
+    w.names[y] = out
+
+
+@lowers("max_pool2d")
+def _max_pool(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    n, c, h, wd = x.type.shape
+    oh, ow = y.type.shape[2:]
+    (kh, kw), (t, lf, b, r) = op.attrs["kernel"], op.attrs["padding"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs.get("dilation", [1, 1])
+    eh = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + t + b))  # ceil mode's overhang
+    ew = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (wd + lf + r))
+    xp = _padded(w, _operand(w, x), x.type.shape, [0, 0, t, lf], [0, 0, b + eh, r + ew],
+                 "0xFF800000")
+    padded = (n, c, h + t + b + eh, wd + lf + r + ew)
+    window = w.empty((kh, kw))
+    init = w.filled(y.type.shape, "0xFF800000")
+    maps = [_map(6, ["d0", "d1", f"d2 * {sh} + d4 * {dh}", f"d3 * {sw} + d5 * {dw}"]),
+            _map(6, ["d4", "d5"]), _map(6, ["d0", "d1", "d2", "d3"])]
+    w.names[y] = w.generic([(xp, ttype(padded)), (window, ttype((kh, kw)))], y.type.shape, maps,
+                           lambda a: [f"%t0 = arith.maximumf {a[2]}, {a[0]} : f32", "%t0"],
+                           reductions=(4, 5), init=init)
+
+
+@lowers("global_avg_pool")
+def _global_avg_pool(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    n, c = x.type.shape[:2]
+    hw = x.type.numel // (n * c)
+    flat = _reshaped(w, _operand(w, x), x.type.shape, (n, c, hw))
+    total = _reduce_last(w, flat, (n, c, hw), lambda acc, v: [
+        f"%t0 = arith.addf {acc}, {v} : f32", "%t0"], "0.0")
+    mean = w.generic([(total, ttype((n, c)))], (n, c), [_map(2, ["d0", "d1"])] * 2,
+                     lambda a: _body([f"arith.constant {float(hw)!r} : f32",
+                                      "arith.divf {x}, %t0 : f32"], x=a[0]))
+    w.names[y] = _reshaped(w, mean, (n, c), y.type.shape)
+
+
+@lowers("batch_norm")
+def _batch_norm(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    scale, bias, mean, var = (np.asarray(load_const(v.producer, w.g), np.float32).reshape(-1)
+                              for v in op.inputs[1:])
+    inv = scale / np.sqrt(var + np.float32(op.attrs["eps"]))  # as the interpreter
+    rank = x.type.rank
+    consts = [w.constant(a) for a in (mean, inv, bias)]
+    per_channel = _map(rank, ["d1"])
+    w.names[y] = w.generic([(_operand(w, x), ttype(x.type.shape))] +
+                           [(k, ttype([len(mean)])) for k in consts], x.type.shape,
+                           [_map(rank, _dims(rank))] + [per_channel] * 3 +
+                           [_map(rank, _dims(rank))],
+                           lambda a: _body(["arith.subf {x}, {m} : f32",
+                                            "arith.mulf %t0, {s} : f32",
+                                            "arith.addf %t1, {b} : f32"],
+                                           x=a[0], m=a[1], s=a[2], b=a[3]))
+
+
+@lowers("expand")
+def _expand(w, op):
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    rank, shape = y.type.rank, y.type.shape
+    w.names[y] = w.generic([(_operand(w, x), ttype(x.type.shape))], shape,
+                           [_broadcast_map(x.type.shape, rank, shape), _map(rank, _dims(rank))],
+                           lambda a: [a[0]])
+
+
+def _extract(w, x, shape, offsets, sizes, steps):
+    name = w.fresh()
+    w.emit(f"{name} = tensor.extract_slice {x}[{', '.join(map(str, offsets))}] "
+           f"[{', '.join(map(str, sizes))}] [{', '.join(map(str, steps))}] : {ttype(shape)} to "
+           f"{ttype(sizes)}")
+    return name
+
+
+@lowers("slice")
+def _slice(w, op):
+    """tensor.extract_slice for the axes with positive steps, then a
+    generic reading the axes with negative steps backwards."""
+    x, y = op.inputs[0], op.output
+    _f32(op, x, y)
+    shape, rank = list(x.type.shape), x.type.rank
+    offsets, sizes, steps, backwards = [0] * rank, list(shape), [1] * rank, {}
+    for axis, kept in slice_ranges(op.attrs, shape):
+        if kept.step < 0 and len(kept):
+            backwards[axis] = kept
+        else:
+            offsets[axis], sizes[axis], steps[axis] = \
+                (kept.start if len(kept) else 0), len(kept), kept.step
+    name = _operand(w, x)
+    if (offsets, sizes, steps) != ([0] * rank, shape, [1] * rank):
+        name = _extract(w, name, shape, offsets, sizes, steps)
+    if backwards:
+        exprs = [f"d{i} * {backwards[i].step} + {backwards[i].start}" if i in backwards
+                 else f"d{i}" for i in range(rank)]
+        name = w.generic([(name, ttype(sizes))], y.type.shape,
+                         [_map(rank, exprs), _map(rank, _dims(rank))], lambda a: [a[0]])
+    w.names[y] = name
+
+
+@lowers("split")
+def _split(w, op):
+    x = op.inputs[0]
+    _f32(op, x, *op.outputs)
+    axis = op.attrs["axis"] % x.type.rank
+    start = 0
+    for out, size in zip(op.outputs, op.attrs["sizes"]):
+        offsets = [0] * x.type.rank
+        offsets[axis] = start
+        w.names[out] = _extract(w, _operand(w, x), x.type.shape, offsets, list(out.type.shape),
+                                [1] * x.type.rank)
+        start += size
+
+
+@lowers("concat")
+def _concat(w, op):
+    y = op.output
+    _f32(op, *op.inputs, y)
+    axis = op.attrs["axis"] % y.type.rank
+    acc, start = w.empty(y.type.shape), 0
+    for v in op.inputs:
+        offsets = [0] * y.type.rank
+        offsets[axis] = start
+        name = w.fresh()
+        w.emit(f"{name} = tensor.insert_slice {_operand(w, v)} into {acc}"
+               f"[{', '.join(map(str, offsets))}] [{', '.join(map(str, v.type.shape))}] "
+               f"[{', '.join(['1'] * y.type.rank)}] : {ttype(v.type.shape)} into "
+               f"{ttype(y.type.shape)}")
+        acc, start = name, start + v.type.shape[axis]
+    w.names[y] = acc
+
+
+@lowers("attention")
+def _attention(w, op):
+    q, k, v = op.inputs[:3]
+    y = op.output
+    _f32(op, *op.inputs, y)
+    (L, E), S = q.type.shape[-2:], k.type.shape[-2]
+    batch = y.type.shape[:-2]
+    nb = len(batch)
+    scores = batch + (L, S)
+    dims = _dims(nb + 3)  # batch, l, s, e
+
+    def bmap(t, last):  # an operand broadcast over the batch, then its two last axes
+        pad = nb - (t.rank - 2)
+        return _map(nb + 3, [("0" if d == 1 and batch[pad + i] != 1 else dims[pad + i])
+                             for i, d in enumerate(t.shape[:-2])] + last)
+    scale = float(np.float32(op.attrs["scale"] or 1 / math.sqrt(E)))
+    init = w.filled(scores, "0.0")
+    s = w.generic([(_operand(w, q), ttype(q.type.shape)), (_operand(w, k), ttype(k.type.shape))],
+                  scores, [bmap(q.type, [dims[nb], dims[nb + 2]]),
+                           bmap(k.type, [dims[nb + 1], dims[nb + 2]]),
+                           _map(nb + 3, dims[:nb + 2])],
+                  lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32",
+                             f"%t1 = arith.addf {a[2]}, %t0 : f32", "%t1"],
+                  reductions=(nb + 2,), init=init)
+    rank = len(scores)
+    ident = _map(rank, _dims(rank))
+    body = [f"arith.constant {scale!r} : f32", "arith.mulf {x}, %t0 : f32"]
+    if op.attrs["softcap"]:
+        cap = float(np.float32(op.attrs["softcap"]))
+        body += [f"arith.constant {cap!r} : f32", "arith.divf %t1, %t2 : f32",
+                 "math.tanh %t3 : f32", "arith.mulf %t2, %t4 : f32"]
+    s = w.generic([(s, ttype(scores))], scores, [ident, ident],
+                  lambda a: _body(body, x=a[0]))
+    if op.attrs["causal"]:  # key j > query i + offset: -inf
+        off = op.attrs["causal_offset"]
+        s = w.generic([(s, ttype(scores))], scores, [ident, ident], lambda a: [
+            f"%i = linalg.index {rank - 2} : index", f"%j = linalg.index {rank - 1} : index",
+            f"%o = arith.constant {off} : index", "%io = arith.addi %i, %o : index",
+            "%far = arith.cmpi sgt, %j, %io : index", "%ninf = arith.constant 0xFF800000 : f32",
+            f"%t0 = arith.select %far, %ninf, {a[0]} : f32", "%t0"])
+    if len(op.inputs) > 3:
+        m = op.inputs[3]
+        s = w.generic([(s, ttype(scores)), (_operand(w, m), ttype(m.type.shape))], scores,
+                      [ident, _broadcast_map(m.type.shape, rank, scores), ident],
+                      lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"])
+    flat = _reshaped(w, s, scores, (math.prod(scores[:-1]), S))
+    p = _softmax_rows(w, flat, (math.prod(scores[:-1]), S), masked_zero=True)
+    p = _reshaped(w, p, (math.prod(scores[:-1]), S), scores)
+    init = w.filled(y.type.shape, "0.0")
+    dims = _dims(nb + 3)  # batch, l, e, s
+    w.names[y] = w.generic([(p, ttype(scores)), (_operand(w, v), ttype(v.type.shape))],
+                           y.type.shape, [_map(nb + 3, dims[:nb] + [dims[nb], dims[nb + 2]]),
+                                          bmap(v.type, [dims[nb + 2], dims[nb + 1]]),
+                                          _map(nb + 3, dims[:nb + 2])],
+                           lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32",
+                                      f"%t1 = arith.addf {a[2]}, %t0 : f32", "%t1"],
+                           reductions=(nb + 2,), init=init)
+
+
+def _softmax_rows(w, x, shape, masked_zero=False):
+    """Softmax of x along its last axis. A row of -inf has no max to
+    subtract (NaN, the softmax op's rule), or gives zeros (`masked_zero`:
+    the attention op's rule for a query whose every key is masked)."""
+    top = _reduce_last(w, x, shape, lambda acc, v: [f"%t0 = arith.maximumf {acc}, {v} : f32",
+                                                    "%t0"], "0xFF800000")
+    e = _rowwise(w, x, top, shape, ["arith.constant 0xFF800000 : f32",
+                                    "arith.cmpf oeq, {r}, %t0 : f32",
+                                    "arith.constant 0.0 : f32", "arith.select %t1, %t2, {r} : f32",
+                                    "arith.subf {x}, %t3 : f32", "math.exp %t4 : f32"])
+    total = _reduce_last(w, e, shape, lambda acc, v: [f"%t0 = arith.addf {acc}, {v} : f32",
+                                                      "%t0"], "0.0")
+    p = _rowwise(w, e, total, shape, ["arith.divf {x}, {r} : f32"])
+    if not masked_zero:
+        return p
+    return _rowwise(w, p, top, shape, ["arith.constant 0xFF800000 : f32",
+                                       "arith.cmpf oeq, {r}, %t0 : f32",
+                                       "arith.constant 0.0 : f32",
+                                       "arith.select %t1, %t2, {x} : f32"])
