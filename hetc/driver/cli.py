@@ -14,6 +14,7 @@ internal error (a bug in hetc; --debug shows the traceback).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import sys
@@ -28,7 +29,7 @@ from hetc.core.fsutil import atomic_write_text, cache_root
 from hetc.core.progress import stderr_progress
 from hetc.core.targets import TARGETS
 from hetc.core.version import __version__
-from hetc.driver import conformance, ops_table
+from hetc.driver import conformance, html_view, ops_table
 from hetc.driver.api import compile as hetc_compile
 from hetc.driver.api import import_model, load
 from hetc.ir.mlir import to_mlir
@@ -101,6 +102,9 @@ def build_parser():
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     p.add_argument("--mlir", metavar="FILE.mlir",
                    help="also write the compiled graph as upstream MLIR text (docs/mlir.md)")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="also write a page drawing the graph with the report's decisions (and, "
+                        "with --print-ir-after-all, the IR after each pass; docs/inspect.md)")
     _add_ir_dump_options(p)
 
     p = sub.add_parser("run", parents=[common], help="run a compiled artifact on .npy inputs")
@@ -123,6 +127,8 @@ def build_parser():
     p.add_argument("what", metavar="MODEL|FILE.hir|OUTDIR")
     p.add_argument("--ir", action="store_true", help="also print the IR")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead")
+    p.add_argument("--html", metavar="FILE.html",
+                   help="write a page drawing the graph with the report's decisions")
 
     sub.add_parser("targets", parents=[common],
                    help="list targets, their capabilities and availability here")
@@ -177,6 +183,7 @@ def _pipeline_kwargs(args):
 
 
 def cmd_compile(args):
+    dumps = io.StringIO() if args.html and args.print_ir_after_all else None
     module = hetc_compile(args.model, target=args.target, pipeline=args.pipeline,
                           input_shapes=_input_shapes(args.input_shape) or None,
                           sparsity=_per_layer(args.sparsity, "--sparsity"),
@@ -186,11 +193,14 @@ def cmd_compile(args):
                           activations=args.activations,
                           criterion=args.criterion,
                           rounding=args.rounding, **_target_options(args),
-                          **_pipeline_kwargs(args))
+                          **_pipeline_kwargs(args), ir_stream=dumps)
     mlir = module.to_mlir() if args.mlir else None  # refused before anything is written
     module.save(args.output)
     if mlir is not None:
         atomic_write_text(args.mlir, mlir)
+    if args.html:
+        atomic_write_text(args.html, html_view.render(module.graph, module.report,
+                                                      dumps and dumps.getvalue()))
     if not args.quiet:
         module.report.render(_console())
     print(f"wrote {args.output}" + (f" and {args.mlir}" if mlir is not None else ""))
@@ -303,6 +313,10 @@ def cmd_show(args):
     else:
         graph = import_model(what)
         report = Report.of(graph, "-", notes=["imported, not compiled"])
+    if args.html:
+        atomic_write_text(args.html, html_view.render(graph, report))
+        print(f"wrote {args.html}")
+        return
     if args.json:
         print(report.to_json())
         return

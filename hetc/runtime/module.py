@@ -10,6 +10,7 @@ import numpy as np
 from hetc.core.errors import HetcError, UsageError
 from hetc.core.progress import stderr_progress
 from hetc.ir.mlir import to_mlir
+from hetc.ir.relax import to_relax
 from hetc.ir.printer import print_graph
 from hetc.ir.report import Report
 
@@ -50,6 +51,11 @@ class Module:
         """The compiled graph as upstream MLIR text (linalg, sparse_tensor
         N:M encodings, dequantized or decoded weights: docs/mlir.md)."""
         return to_mlir(self.artifact.graph, quant)
+
+    def to_relax(self):
+        """The compiled graph as a TVM Relax IRModule (compressed weights
+        decoded to f32, said in a warning: docs/tvm.md); needs apache-tvm."""
+        return to_relax(self.artifact.graph)
 
     @property
     def sources(self) -> dict:
