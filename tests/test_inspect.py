@@ -112,3 +112,20 @@ def test_the_page_runs_in_a_headless_browser(tmp_path):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,600", f"file://{path}"],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 5000
+
+
+def test_ir_dumps_go_to_a_file_per_pass(tmp_path):
+    """--ir-dump-dir: each dump --print-ir-after-all selects in its own .hir
+    file, numbered in pipeline order, nothing on stderr; each file parses."""
+    from hetc.ir.parser import parse_file
+    hir = os.path.join(os.path.dirname(__file__), "lit", "fold.hir")
+    p = subprocess.run([sys.executable, "-m", "hetc", "opt", hir, "-p", "fold,dce",
+                        "--print-ir-after-all", "--ir-dump-dir", str(tmp_path / "ir")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "IR Dump" not in p.stderr, p.stderr
+    files = sorted(os.listdir(tmp_path / "ir"))
+    assert files == ["001_after_fold.hir", "002_after_dce.hir"]
+    for name in files:
+        text = (tmp_path / "ir" / name).read_text()
+        assert text.startswith(f"// -----// IR Dump After {name[10:-4]} //----- //")
+        parse_file(str(tmp_path / "ir" / name))

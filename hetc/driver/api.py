@@ -78,6 +78,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
             accuracy_budget=None, accuracy_metric=None, bits_budget=None, activations=None,
             criterion=None, decoder=None, rounding="nearest", print_ir_after_all=False,
             print_ir_after=(), print_ir_before=(), verify_each=True, ir_stream=None,
+            ir_dump_dir=None,
             **target_options):
     """Compile `model` for `target`; returns a callable hetc.runtime.Module.
 
@@ -116,7 +117,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
       causal LM: compile one generation step with a static KV cache (see
       hetc.frontends.decoder); the module then has `generate()`.
     print_ir_after_all / print_ir_after=("fold",) / print_ir_before=(...):
-      dump the IR around passes to `ir_stream` (stderr by default).
+      dump the IR around passes to `ir_stream` (stderr by default), or to one
+      .hir file per dump in the folder `ir_dump_dir`.
     """
     tgt = get_target(target)
     backend = get_backend(tgt)  # fails early, before any import work, if not built
@@ -159,7 +161,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     manager = PassManager.from_text(
         text, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
         print_ir_after=tuple(_names(print_ir_after)), print_ir_before=tuple(_names(print_ir_before)),
-        stream=ir_stream)
+        stream=ir_stream, dump_dir=ir_dump_dir)
     graph = manager.run(graph, ctx)
     notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"] + ctx.notes
     if spec is not None and compress and calibration is None:

@@ -57,6 +57,8 @@ def _add_ir_dump_options(p):
                    help="print the IR after the named pass (repeatable)")
     p.add_argument("--print-ir-before", action="append", default=[], metavar="PASS",
                    help="print the IR before the named pass (repeatable)")
+    p.add_argument("--ir-dump-dir", metavar="DIR",
+                   help="write each IR dump to its own .hir file in DIR instead of stderr")
     p.add_argument("--no-verify-each", action="store_true",
                    help="do not run the verifier after every pass")
 
@@ -179,7 +181,7 @@ def _pipeline_kwargs(args):
     return dict(print_ir_after_all=args.print_ir_after_all,
                 print_ir_after=tuple(args.print_ir_after),
                 print_ir_before=tuple(args.print_ir_before),
-                verify_each=not args.no_verify_each)
+                verify_each=not args.no_verify_each, ir_dump_dir=args.ir_dump_dir)
 
 
 def cmd_compile(args):
@@ -291,7 +293,8 @@ def cmd_opt(args):
     manager = PassManager.from_text(args.pipeline, verify_each=kw["verify_each"],
                                     print_ir_after_all=kw["print_ir_after_all"],
                                     print_ir_after=kw["print_ir_after"],
-                                    print_ir_before=kw["print_ir_before"])
+                                    print_ir_before=kw["print_ir_before"],
+                                    dump_dir=kw["ir_dump_dir"])
     graph = manager.run(graph)
     if args.emit == "mlir":
         text = to_mlir(graph)

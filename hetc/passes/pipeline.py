@@ -11,12 +11,15 @@ registers the built-in passes.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
 from hetc.core.errors import UsageError, VerifyError
+from hetc.core.fsutil import atomic_write_text
 from hetc.ir.graph import Graph
 from hetc.ir.printer import print_graph
 from hetc.ir.verify import verify
@@ -156,7 +159,11 @@ class PassManager:
     print_ir_after: tuple[str, ...] = ()
     print_ir_before: tuple[str, ...] = ()
     stream: TextIO | None = None
+    # dumps go to one .hir file each in this folder instead of the stream
+    # (as MLIR's --mlir-print-ir-tree-dir)
+    dump_dir: str | None = None
     timings: list[PassTiming] = field(default_factory=list)
+    dumps: int = 0  # files written to dump_dir
 
     @classmethod
     def from_text(cls, text: str, **kw):
@@ -172,8 +179,15 @@ class PassManager:
         return mgr
 
     def _dump(self, when, p, graph):
-        out = self.stream or sys.stderr
-        out.write(f"// -----// IR Dump {when} {p.text()} //----- //\n{print_graph(graph)}\n")
+        text = f"// -----// IR Dump {when} {p.text()} //----- //\n{print_graph(graph)}\n"
+        if self.dump_dir is None:
+            (self.stream or sys.stderr).write(text)
+            return
+        self.dumps += 1
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.text())[:80]
+        os.makedirs(self.dump_dir, exist_ok=True)
+        atomic_write_text(os.path.join(self.dump_dir, f"{self.dumps:03d}_{when.lower()}_{name}.hir"),
+                          text)
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         ctx = ctx or PassContext()
