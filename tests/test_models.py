@@ -109,6 +109,32 @@ def test_unsupported_op_names_node_op_and_source_line():
     assert "aten.sort" in msg and "test_models.py" in msg and "not supported" in msg
 
 
+class _InPlace(nn.Module):
+    """A residual block written with in-place ops, as HF ResNet and Falcon are."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        h += x
+        h.mul_(0.5).relu_()
+        return h
+
+
+def test_in_place_ops_are_imported_through_functionalization():
+    """torch's functionalization turns them into functional ops (it
+    regenerates Python from the graph, so it runs only on plain names:
+    tests/test_reliability.py tries hostile ones)."""
+    torch.manual_seed(0)
+    model, x = _InPlace().eval(), torch.randn(1, 4, 6, 6)
+    want = model(x.clone()).detach().numpy()
+    for target in ("ref", "x86"):
+        module = hetc.compile(model, target=target, example_inputs=(x,))
+        np.testing.assert_allclose(module(x).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 class _TrainingDropout(nn.Module):
     def forward(self, x):
         return F.dropout(x, 0.5, training=True)

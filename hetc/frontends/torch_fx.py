@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -336,7 +337,7 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
     example_inputs = [to_torch(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
     try:
         with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
-            ep = torch.export.export(module, tuple(example_inputs))
+            ep = _functional(torch.export.export(module, tuple(example_inputs)))
     except Exception as e:  # torch's own errors are many and deep: report the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         shapes = ", ".join(str(list(x.shape)) for x in example_inputs if hasattr(x, "shape"))
@@ -344,6 +345,30 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
                             f"inputs of shapes {shapes or '(none)'}: {type(e).__name__}: "
                             f"{first}") from None
     return import_exported(ep, name or _graph_name(type(module).__name__))
+
+
+# names torch's FX code generation may print into the Python it regenerates
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+def _functional(ep):
+    """The program with in-place ops (`x += y`, `relu_`) as their functional
+    forms: torch's functionalization (run_decompositions with no op
+    decomposed), which regenerates Python from the graph, so it runs only
+    when there is an in-place op and every name in the program is plain
+    (letters, digits, '_', '.'); otherwise the program stays as it is and
+    the importer names the in-place op it refuses."""
+    ops = [n for n in ep.graph.nodes if n.op == "call_function"]
+    in_place = any(str(getattr(n.target, "_schema", "")).split("(")[0].split(".")[0].endswith("_")
+                   for n in ops)
+    names = [n.name for n in ep.graph.nodes] + list(ep.state_dict) + \
+        [s.arg.name for s in ep.graph_signature.input_specs] + \
+        [str(s.target) for s in ep.graph_signature.input_specs if s.target is not None]
+    if in_place and all(_PLAIN_NAME.match(n) for n in names):
+        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            return ep.run_decompositions({})
+    return ep
 
 
 def _graph_name(name):
