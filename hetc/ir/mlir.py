@@ -140,7 +140,7 @@ class Writer:
                   f"{ttype(shape)}")
         return name
 
-    def generic(self, ins, out_shape, maps, body, reductions=(), init=None, attrs=""):
+    def generic(self, ins, out_shape, maps, body, reductions=(), init=None):
         """A linalg.generic over len(maps[-1] domain) loops: `ins` are
         (name, type) pairs read through maps[:-1]; `body(args)` gives the
         lines of one element (args: the block's arguments, the output's
@@ -151,7 +151,7 @@ class Writer:
         name = self.fresh()
         args = [f"%a{i}" for i in range(len(ins) + 1)]
         head = (f"{name} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
-                f"iterator_types = [{iters}]}}{attrs} ins({', '.join(n for n, _ in ins)} : "
+                f"iterator_types = [{iters}]}} ins({', '.join(n for n, _ in ins)} : "
                 f"{', '.join(t for _, t in ins)}) outs({out} : {ttype(out_shape)}) {{")
         block = "^bb0(" + ", ".join(f"{a}: {_element(t)}" for a, (_, t) in zip(args, ins)) + \
             (", " if ins else "") + f"{args[-1]}: f32):"

@@ -34,6 +34,7 @@ from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales
 from hetc.backends.c.shapes import matmul_problem
 from hetc.backends.c.text import comment, float_literal
 from hetc.backends.c.values import broadcast_strides, strides
+from hetc.backends.packing import pack_nibbles
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.fpga_model import divisors, multipliers
 from hetc.core.registry import Registry
@@ -710,12 +711,11 @@ def _global_avg_pool(e, op):
 def pack_codes(codes, bits):
     """[N, KW] codes as bytes: int8 one per byte, int4 two per byte (low
     nibble first; an odd row padded with a zero code)."""
-    b = (np.asarray(codes).astype(np.int16) & 255).astype(np.uint8)
+    codes = np.asarray(codes)
     if bits != 4:
-        return b
-    if b.shape[1] % 2:
-        b = np.pad(b, ((0, 0), (0, 1)))
-    return (b[:, 0::2] & 15) | (b[:, 1::2] & 15) << 4
+        return (codes.astype(np.int16) & 255).astype(np.uint8)
+    even = np.pad(codes, ((0, 0), (0, codes.shape[1] % 2)))  # rows of whole bytes
+    return pack_nibbles(even).reshape(codes.shape[0], -1)
 
 
 def pack_positions(idx):
@@ -764,7 +764,6 @@ class Call:
     name: str
     reads: list  # C arrays
     writes: str
-    op: object = None  # the IR op (None: a fork or the stream ends)
     extra: dict = field(default_factory=dict)
 
 
