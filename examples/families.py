@@ -88,6 +88,23 @@ def gpt2_block(seed=0):
     return Layer(GPT2Block(config).eval())
 
 
+class Sdpa(nn.Module):
+    """Attention with a float mask, as scaled_dot_product_attention."""
+
+    def forward(self, q, k, v, m):
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+
+def sdpa_shared_keys(seed=4):
+    """Sdpa() and its inputs: a mask broadcast over batch and heads, keys
+    and values one per batch, expanded over the 4 heads."""
+    g = torch.Generator().manual_seed(seed)
+    q, m = torch.randn(2, 4, 7, 16, generator=g), torch.randn(1, 1, 7, 9, generator=g)
+    k = torch.randn(2, 1, 9, 16, generator=g).expand(2, 4, 9, 16)
+    v = torch.randn(2, 1, 9, 8, generator=g).expand(2, 4, 9, 8)
+    return Sdpa(), (q, k, v, m)
+
+
 class KVStep(nn.Module):
     """One decoder call with an explicit KV cache tensor.
 

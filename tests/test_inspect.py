@@ -129,3 +129,75 @@ def test_ir_dumps_go_to_a_file_per_pass(tmp_path):
         text = (tmp_path / "ir" / name).read_text()
         assert text.startswith(f"// -----// IR Dump After {name[10:-4]} //----- //")
         parse_file(str(tmp_path / "ir" / name))
+
+
+def _model_explorer_schema():
+    """Model Explorer's own dataclasses (graph_builder, node_data_builder),
+    read from its installed files without running its package's __init__
+    (which starts importing its web server's dependencies)."""
+    import importlib
+    import importlib.util
+    import types
+    spec = importlib.util.find_spec("model_explorer")
+    if spec is None:
+        pytest.skip("ai-edge-model-explorer is not installed (pip install --no-deps "
+                    "ai-edge-model-explorer)")
+    package = types.ModuleType("_model_explorer_schema")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["_model_explorer_schema"] = package
+    return (importlib.import_module("_model_explorer_schema.graph_builder"),
+            importlib.import_module("_model_explorer_schema.node_data_builder"))
+
+
+def test_the_model_explorer_files_load_with_its_schema(tmp_path):
+    """`hetc show --model-explorer`: the graph JSON builds Model Explorer's
+    GraphCollection dataclasses field for field (an unknown or missing field
+    fails), every edge joins two nodes, the layers carry the report's
+    decisions; the bytes and sensitivity overlays build its GraphNodeData."""
+    import dataclasses
+    gb, nd = _model_explorer_schema()
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64), nn.ReLU(),
+                          nn.Linear(64, 16))
+    module = hetc.compile(model, target="x86", example_inputs=(torch.randn(8, 64),),
+                          sparsity="auto", precision="auto", accuracy_budget=0.05)
+    module.save(str(tmp_path / "art"))
+    out = tmp_path / "me.json"
+    p = subprocess.run([sys.executable, "-m", "hetc", "show", str(tmp_path / "art"),
+                        "--model-explorer", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(out.read_text())
+
+    def kv(items):
+        return [gb.KeyValue(**a) for a in items]
+    nodes = []
+    for n in data["graphs"][0]["nodes"]:
+        n = dict(n, attrs=kv(n.get("attrs", [])),
+                 incomingEdges=[gb.IncomingEdge(**e) for e in n.get("incomingEdges", [])],
+                 outputsMetadata=[gb.MetadataItem(id=m["id"], attrs=kv(m["attrs"]))
+                                  for m in n.get("outputsMetadata", [])],
+                 inputsMetadata=[gb.MetadataItem(id=m["id"], attrs=kv(m["attrs"]))
+                                 for m in n.get("inputsMetadata", [])])
+        if "style" in n:
+            n["style"] = gb.GraphNodeStyle(**n["style"])
+        nodes.append(gb.GraphNode(**n))
+    collection = gb.GraphCollection(label=data["label"],
+                                    graphs=[gb.Graph(id=data["graphs"][0]["id"], nodes=nodes)])
+    built = dataclasses.asdict(collection)
+    assert built["label"] == data["label"] and len(built["graphs"][0]["nodes"]) == len(nodes)
+    ids = {n.id for n in nodes}
+    assert all(e.sourceNodeId in ids for n in nodes for e in n.incomingEdges)
+    layers = [n for n in nodes if any(a.key == "hetc.precision" for a in n.attrs)]
+    assert len(layers) == len(module.report.layers) == 3
+    assert all({a.key: a.value for a in n.attrs}["hetc.precision"] ==
+               module.report.layers[i].precision for i, n in enumerate(layers))
+    for field in ("bytes", "sensitivity"):
+        overlay = json.loads((tmp_path / f"me.{field}.json").read_text())
+        graph_data = overlay[data["graphs"][0]["id"]]
+        built = nd.GraphNodeData(
+            name=graph_data["name"],
+            results={k: nd.NodeDataResult(**v) for k, v in graph_data["results"].items()},
+            gradient=[nd.GradientItem(**g) for g in graph_data["gradient"]])
+        assert set(built.results) == {n.id for n in layers}
+    assert f"wrote {out}" in p.stdout

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hetc
-from families import bert_layer, gpt2_block
+from families import bert_layer, gpt2_block, sdpa_shared_keys
 from hetc.core.errors import TargetError, UsageError
 from hetc.driver import mlir_run
 from hetc.ir.mlir import LOWER, to_mlir
@@ -98,15 +98,8 @@ def test_a_gpt2_block_and_attention_compiled_by_mlir_match():
     module = hetc.compile(gpt2_block(), target="ref", example_inputs=(x,))
     assert {"attention", "split", "pow"} <= {op.kind for op in module.graph.ops}
     _check(module, x)
-
-    class Sdpa(torch.nn.Module):
-        def forward(self, q, k, v, m):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
-    g = torch.Generator().manual_seed(4)
-    q, m = torch.randn(2, 4, 7, 16, generator=g), torch.randn(1, 1, 7, 9, generator=g)
-    k = torch.randn(2, 1, 9, 16, generator=g).expand(2, 4, 9, 16)
-    v = torch.randn(2, 1, 9, 8, generator=g).expand(2, 4, 9, 8)
-    _check(hetc.compile(Sdpa(), target="ref", example_inputs=(q, k, v, m)), q, k, v, m)
+    sdpa, inputs = sdpa_shared_keys()
+    _check(hetc.compile(sdpa, target="ref", example_inputs=inputs), *inputs)
 
 
 def test_every_exported_op_kind_verifies():

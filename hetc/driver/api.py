@@ -14,6 +14,7 @@ from hetc.core.progress import stderr_progress
 from hetc.core.targets import get_target
 from hetc.driver import compression_options
 from hetc.frontends.decoder import CALIBRATION_NOTE, import_decoder
+from hetc.frontends.mlir_import import import_mlir
 from hetc.frontends.onnx import import_onnx
 from hetc.frontends.pt2 import load_pt2
 from hetc.frontends.torch_fx import import_exported, import_module
@@ -31,7 +32,7 @@ def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=No
 
     `model` is a torch.nn.Module (with `example_inputs`), a torch.export
     ExportedProgram, a Graph, or a path to a `.pt2` (saved torch.export
-    program), `.hir` (hetc IR, weights in the .npz beside it) or `.onnx` file,
+    program), `.hir` (hetc IR, weights in the .npz beside it), `.onnx` or `.mlir` file,
     or an onnx ModelProto. `input_shapes` ({name: shape}) fixes symbolic
     dimensions of ONNX inputs when no example inputs are given; `freeze_inputs`
     ({name: array}) makes ONNX graph inputs constants (see import_onnx).
@@ -54,7 +55,7 @@ def import_model(model, example_inputs=None, input_shapes=None, freeze_inputs=No
                              "to fix the input shapes")
         return import_module(model, example_inputs)
     raise UsageError(f"cannot compile a {type(model).__name__}: expected a torch.nn.Module, an "
-                     f"ExportedProgram, a hetc Graph or a path to a .pt2, .hir or .onnx file")
+                     f"ExportedProgram, a hetc Graph or a path to a .pt2, .hir, .onnx or .mlir file")
 
 
 def _import_file(path, example_inputs, input_shapes, freeze_inputs):
@@ -70,7 +71,10 @@ def _import_file(path, example_inputs, input_shapes, freeze_inputs):
     if ext == ".onnx":
         return import_onnx(path, input_shapes=input_shapes, example_inputs=example_inputs,
                            freeze_inputs=freeze_inputs)
-    raise UsageError(f"{path}: unknown model file type '{ext}' (expected .pt2, .hir or .onnx)")
+    if ext == ".mlir":
+        return import_mlir(path)
+    raise UsageError(f"{path}: unknown model file type '{ext}' (expected .pt2, .hir, .onnx "
+                     f"or .mlir)")
 
 
 def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_shapes=None,

@@ -29,7 +29,7 @@ from hetc.core.fsutil import atomic_write_text, cache_root
 from hetc.core.progress import stderr_progress
 from hetc.core.targets import TARGETS
 from hetc.core.version import __version__
-from hetc.driver import conformance, html_view, ops_table
+from hetc.driver import conformance, html_view, model_explorer, ops_table
 from hetc.driver.api import compile as hetc_compile
 from hetc.driver.api import import_model, load
 from hetc.ir.mlir import to_mlir
@@ -76,7 +76,7 @@ def build_parser():
 
     p = sub.add_parser("compile", parents=[common],
                        help="compile a model into an artifact folder")
-    p.add_argument("model", help="a .pt2 (saved torch.export program), .hir or .onnx file")
+    p.add_argument("model", help="a .pt2 (saved torch.export program), .hir, .onnx or .mlir file")
     p.add_argument("--target", "-t", default="ref", choices=list(TARGETS), help="target (default: ref)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="artifact folder to write")
     p.add_argument("--pipeline", "-p", default=None, help="pass pipeline (default: the target's)")
@@ -131,6 +131,9 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the report as JSON instead")
     p.add_argument("--html", metavar="FILE.html",
                    help="write a page drawing the graph with the report's decisions")
+    p.add_argument("--model-explorer", metavar="FILE.json",
+                   help="write the graph for Model Explorer (and FILE.bytes.json, "
+                        "FILE.sensitivity.json: per-layer data to overlay)")
 
     sub.add_parser("targets", parents=[common],
                    help="list targets, their capabilities and availability here")
@@ -316,9 +319,13 @@ def cmd_show(args):
     else:
         graph = import_model(what)
         report = Report.of(graph, "-", notes=["imported, not compiled"])
-    if args.html:
-        atomic_write_text(args.html, html_view.render(graph, report))
-        print(f"wrote {args.html}")
+    if args.html or args.model_explorer:
+        if args.html:
+            atomic_write_text(args.html, html_view.render(graph, report))
+            print(f"wrote {args.html}")
+        if args.model_explorer:
+            for path in model_explorer.write(graph, report, args.model_explorer):
+                print(f"wrote {path}")
         return
     if args.json:
         print(report.to_json())

@@ -42,7 +42,7 @@ def _layers(graph):
     return depth, value_depth
 
 
-def _node_data(op, rows):
+def node_details(op, rows):
     weights = [v for v in op.inputs if v.producer is not None and v.producer.kind == "const"
                and "name" in v.producer.attrs]
     row = rows.get(layer_name(weights[0].producer.attrs["name"])) if weights else None
@@ -72,7 +72,7 @@ def _svg(graph, report):
         per_layer[d] = slot + 1
         for v in op.outputs:
             pos[v] = (d, slot)
-        data, row = _node_data(op, rows)
+        data, row = node_details(op, rows)
         details.append(data)
         fill = COLORS.get(row.pattern, "#eeeeee") if row else "#ffffff"
         stroke = PRECISION_STROKE.get(row.precision, "#555555") if row else "#999999"

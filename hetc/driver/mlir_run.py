@@ -14,7 +14,8 @@ import numpy as np
 from hetc.backends.c.build import build
 from hetc.core.errors import TargetError
 
-PIPELINE = "builtin.module(sparsifier{enable-runtime-library=false})"
+# composite ops are calls of private functions (hetc/ir/mlir.py): inlined first
+PIPELINE = "builtin.module(inline, sparsifier{enable-runtime-library=false})"
 
 # The one function of MLIR's C runner utilities that the lowered code calls
 # (memref.copy of a strided view: slices, pads, reshapes) and that torch-mlir's

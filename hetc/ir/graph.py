@@ -84,6 +84,19 @@ class Graph:
             raise ValueError(f"SSA name %{name} is defined twice")
         self._names.add(name)
 
+    def rename(self, names: dict):
+        """Give the values in `names` ({Value: name}) those names (made
+        unique, in graph order) and every other value a name of its own that
+        does not collide (an importer learns names only after building)."""
+        values = list(self.inputs) + [v for op in self.ops for v in op.outputs]
+        self._names, self._counter = set(), 0
+        for v in values:
+            if v in names:
+                v.name = self.fresh_name(names[v])
+        for v in values:
+            if v not in names:
+                v.name = self.fresh_name(v.name)
+
     def add_input(self, name: str, type: TensorType) -> Value:
         v = Value(self.fresh_name(name), type)
         self.inputs.append(v)

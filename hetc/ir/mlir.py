@@ -12,10 +12,12 @@ How hetc's types and ops map (docs/mlir.md shows each with an example):
   MLIR's sparsifier then skips the pruned weights.
 - a quantized weight (`quant<...>`) is its integer codes (`i8`) and scales
   as constants with an explicit dequantizing `linalg.generic` (codes x the
-  group's scale, minus the zero point first); codebook formats (mx4, mx3)
-  and N:M weights are decoded to f32 constants instead (MLIR's sparsifier
-  converts only constants to a structured encoding without its runtime
-  library), said in the `hetc.layers` attribute.
+  group's scale, minus the zero point first). An N:M quantized weight with
+  one scale per output channel is its codes as the f32 constant converted to
+  the structured encoding, the scales applied after the product (MLIR's
+  sparsifier converts only constants to a structured encoding without its
+  runtime library). Codebook formats (mx4, mx3) and other quantized N:M
+  weights are decoded to f32 constants, said in the `hetc.layers` attribute.
 - `linear` is `linalg.matmul` with the weight transposed by its indexing
   maps, on the tokens collapsed to rows; int8 activations (`act_group`)
   are quantized and dequantized per token and group by generics first.
@@ -23,16 +25,25 @@ How hetc's types and ops map (docs/mlir.md shows each with an example):
   norms, convolutions (over `tensor.pad`), pooling and attention are
   `linalg.generic`s; transposes `linalg.transpose`; reshapes
   `tensor.reshape`; slices, splits and concatenations `tensor` slice ops.
-  Composite ops are decomposed into linalg, not kept as calls.
-- hetc's facts ride as a discardable attribute of the function,
-  `hetc.layers`: each layer's weight name, its IR type and how it is
-  written.
+- composite ops (linear, conv2d, softmax, the norms, attention, pooling,
+  expand, slices, splits, concatenations) are `func.call`s of a private
+  function per op holding its decomposition into linalg, tagged with the op
+  (`hetc.op`, `hetc.attrs`, and a layer's weight: `hetc.weight`,
+  `hetc.weight_type`, `hetc.weight_form`); MLIR's `inline` pass flattens
+  them, and hetc's importer (hetc/frontends/mlir_import.py) gives back the
+  op itself. Every other op is one MLIR op.
+- hetc's facts ride as discardable attributes: `hetc.layers` on @main (each
+  layer's weight name, its IR type and how it is written), `hetc.graph`
+  (the graph's name), and each value's name as the location of the MLIR op
+  defining it (`loc("name")`; `loc("name"("inline"))` for a constant written
+  in the IR text rather than stored).
 
 Ops outside this set raise TargetError naming them (`hetc ops` lists the IR).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -101,6 +112,7 @@ class Writer:
         self.g, self.quant = graph, quant
         self.lines, self.names, self.count = [], {}, 0
         self.encodings = {}
+        self.functions = []  # the composite ops' private functions
         self.layers = {}  # weight name -> its type and how it is written: hetc.layers
 
     # -- names and text -------------------------------------------------------------
@@ -171,15 +183,25 @@ class Writer:
             if v.type.dtype.name != "f32":
                 raise TargetError(f"to_mlir: input %{v.name} is {v.type.dtype} (float32 only "
                                  f"so far)")
-        args = [f"%arg{i}: {ttype(v.type.shape)}" for i, v in enumerate(self.g.inputs)]
+        args = [f"%arg{i}: {ttype(v.type.shape)} loc({_string(v.name)})"
+                for i, v in enumerate(self.g.inputs)]
         for i, v in enumerate(self.g.inputs):
             self.names[v] = f"%arg{i}"
         for i, op in enumerate(self.g.ops):
             if op.kind not in LOWER:
                 raise TargetError(f"to_mlir: op #{i} {op.kind} (%{op.outputs[0].name}) is not "
                                  f"exported yet (docs/mlir.md lists what is)")
-            LOWER[op.kind](self, op)
-        results = [self.value(v) for v in self.g.outputs]
+            known, count = set(self.names.values()), len(self.lines)
+            if op.kind in CALLED:
+                self.call(op, i)
+            else:
+                LOWER[op.kind](self, op)
+            if len(self.lines) > count and op.outputs and self.names[op.outputs[0]] not in known:
+                # the op's last MLIR op defines its results: their names as its location
+                names = [_string(v.name) for v in op.outputs]
+                self.lines[-1] += f" loc({names[0]})" if len(names) == 1 else \
+                    f" loc(fused[{', '.join(names)}])"
+        results = [_operand(self, v) for v in self.g.outputs]
         types = [ttype(v.type.shape) for v in self.g.outputs]
         encodings = "".join(f"{alias} = #sparse_tensor.encoding<{{ map = (i, j) -> (i : dense, "
                             f"j floordiv {m} : dense, j mod {m} : structured[{n}, {m}]) }}>\n"
@@ -187,9 +209,74 @@ class Writer:
         facts = ", ".join(f"{_string(k)} = {_string(v)}" for k, v in self.layers.items())
         return (f"// generated by hetc from graph @{_safe(self.g.name)}\n{encodings}"
                 f"func.func @main({', '.join(args)}) -> ({', '.join(types)}) "
-                f"attributes {{llvm.emit_c_interface, hetc.layers = {{{facts}}}}} {{\n" +
+                f"attributes {{llvm.emit_c_interface, hetc.graph = {_string(self.g.name)}, "
+                f"hetc.layers = {{{facts}}}}} {{\n" +
                 "\n".join(self.lines) +
-                f"\n    return {', '.join(results)} : {', '.join(types)}\n}}\n")
+                f"\n    return {', '.join(results)} : {', '.join(types)}\n}}\n" +
+                "".join(self.functions))
+
+    def call(self, op, index):
+        """A composite op as a `func.call` of a private function holding its
+        lowering, tagged with the op (`hetc.op`, `hetc.attrs`) so that the
+        importer gives back the op itself. A layer's constant weight lives in
+        the function (`hetc.weight`, `hetc.weight_type`): MLIR's sparsifier
+        converts only constants to a structured encoding."""
+        weight = op.inputs[1] if op.kind in ("linear", "conv2d") else None
+        if weight is not None and (weight.producer is None or weight.producer.kind != "const"):
+            weight = None
+        outer = [v for v in op.inputs if v is not weight]
+        operands = [_operand(self, v) for v in outer]
+        saved = self.lines, self.names
+        self.lines, self.names = [], {v: f"%arg{i}" for i, v in enumerate(outer)}
+        try:
+            LOWER[op.kind](self, op)
+            results = [self.names[v] for v in op.outputs]
+            body = self.lines
+        finally:
+            self.lines, self.names = saved
+        fname = f"@{op.kind}_{index}"
+        ins = [ttype(v.type.shape) for v in outer]
+        outs = [ttype(v.type.shape) for v in op.outputs]
+        facts = [f"hetc.op = {_string(op.kind)}", f"hetc.attrs = {_string(_json(op.attrs))}"]
+        if weight is not None:
+            wname = weight.producer.attrs.get("name", weight.name)
+            facts += [f"hetc.weight = {_string(wname)}",
+                      f"hetc.weight_type = {_string(type_json(weight.type))}",
+                      f"hetc.weight_form = {_string(self.layers.get(wname, ''))}"]
+        args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(ins))
+        self.functions.append(
+            f"func.func private {fname}({args}) -> ({', '.join(outs)}) attributes "
+            f"{{{', '.join(facts)}}} {{\n" + "\n".join(body) +
+            f"\n    return {', '.join(results)} : {', '.join(outs)}\n}}\n")
+        name = self.fresh()
+        count = f":{len(outs)}" if len(outs) > 1 else ""
+        self.emit(f"{name}{count} = func.call {fname}({', '.join(operands)}) : "
+                  f"({', '.join(ins)}) -> ({', '.join(outs)})")
+        for k, v in enumerate(op.outputs):
+            self.names[v] = f"{name}#{k}" if len(outs) > 1 else name
+
+
+# ops written as calls of their own function (see Writer.call); the rest are
+# one MLIR op each, which the importer maps back directly
+CALLED = {"linear", "conv2d", "softmax", "layer_norm", "rms_norm", "batch_norm", "attention",
+          "max_pool2d", "global_avg_pool", "expand", "slice", "split", "concat"}
+
+
+def _json(attrs) -> str:
+    """An op's attributes as JSON (numpy scalars as numbers), for hetc.attrs."""
+    return json.dumps(dict(attrs), default=lambda o: o.item() if isinstance(o, np.generic)
+                      else list(o))
+
+
+def type_json(t) -> str:
+    """A layer weight's IR type as JSON (hetc.weight_type; the importer reads it back)."""
+    nm, q = t.nm, t.quant
+    return json.dumps({"shape": list(t.shape), "dtype": t.dtype.name,
+                       "order": [type(e).__name__ for e in t.encodings],
+                       "nm": nm and [nm.n, nm.m, nm.axis],
+                       "quant": q and {"group": q.group, "scale": q.scale.name,
+                                       "symmetric": q.symmetric, "axis": q.axis,
+                                       "codebook": q.codebook}})
 
 
 def _element(t):
@@ -223,9 +310,7 @@ def _f32(op, *values):
 def _const(w, op):
     if op.output.type.quant is not None:
         return  # a layer's weight: its consumer writes it (dequantized or decoded)
-    _f32(op, op.output)
-    w.names[op.output] = w.constant(np.asarray(load_const(op, w.g), np.float32).reshape(
-        op.output.type.shape))
+    _f32(op, op.output)  # written where it is first used, in the function using it
 
 
 def _operand(w, v):
@@ -234,6 +319,10 @@ def _operand(w, v):
     if v not in w.names:
         w.names[v] = w.constant(np.asarray(load_const(v.producer, w.g), np.float32).reshape(
             v.type.shape))
+        # its name travels as the location: a stored weight's key, or an inline value's name
+        named = v.producer.attrs.get("name")
+        w.lines[-1] += f" loc({_string(named)})" if named else \
+            f" loc({_string(v.name)}(\"inline\"))"
     return w.names[v]
 
 
@@ -398,47 +487,67 @@ def _matmul(w, op):
 
 
 def _layer_weight(w, v):
-    """(MLIR value, its type, what it is) of a linear layer's [N, K] weight:
-    f32, or dequantized from its codes by a generic, or decoded; an N:M
-    weight converted to its structured sparse encoding."""
+    """(MLIR value, its type, what it is) of a layer's weight: f32, or
+    dequantized from its codes by a generic, or decoded; an N:M weight
+    converted to its structured sparse encoding."""
     t = v.type
-    n, k = t.shape
     q = t.quant
+    scale = None
     # MLIR's sparsifier converts only constants to a structured encoding
-    # (without its runtime library): N:M codes are decoded here
-    if q is None or q.codebook or w.quant == "decode" or q.axis % 2 != 1 or t.nm is not None:
+    # (without its runtime library): an N:M weight's codes are that constant,
+    # times one scale per output after the product, when its scales are per
+    # output channel; other quantized N:M weights are decoded
+    if q is not None and t.nm is not None and t.rank == 2 and q.axis % 2 == 1 and \
+            q.group == t.shape[1] and q.symmetric and not q.codebook and w.quant != "decode":
+        const = v.producer.attrs["name"]
+        name = w.constant(np.asarray(w.g.weights[const]).astype(np.float32))
+        scale = w.constant(np.asarray(w.g.weights[aux_key(const, "scale")],
+                                      np.float32).reshape(t.shape[0]))
+        how = f"{t.dtype} codes as f32, scaled per output after the product"
+    elif q is None or q.codebook or w.quant == "decode" or t.nm is not None:
         name, how = _operand(w, v), "f32" if q is None else "decoded to f32"
     else:
-        const = v.producer.attrs["name"]
-        codes = w.constant(np.asarray(w.g.weights[const]).astype(np.int8), "i8")
-        groups = q.group or k
-        scales = np.broadcast_to(np.asarray(w.g.weights[aux_key(const, "scale")], np.float32),
-                                 (n, k // groups))
-        s = w.constant(scales)
-        ins = [(codes, ttype((n, k), "i8")), (s, ttype((n, k // groups)))]
-        maps = [_map(2, ["d0", "d1"]), _map(2, ["d0", f"d1 floordiv {groups}"])]
-        body = ["arith.sitofp {c} : i8 to f32", "arith.mulf %t0, {s} : f32"]
-        zero = w.g.weights.get(aux_key(const, "zero"))
-        if zero is not None:
-            z = w.constant(np.broadcast_to(np.asarray(zero, np.float32), (n, k // groups)))
-            ins.append((z, ttype((n, k // groups))))
-            maps.append(maps[1])
-            body = ["arith.sitofp {c} : i8 to f32", "arith.subf %t0, {z} : f32",
-                    "arith.mulf %t1, {s} : f32"]
-        if t.dtype.name in ("u4", "u8", "u3"):
-            body[0] = "arith.uitofp {c} : i8 to f32"
-        name = w.generic(ins, (n, k), maps + [_map(2, ["d0", "d1"])],
-                         lambda a: _body(body, c=a[0], s=a[1], z=a[2] if len(a) > 3 else ""))
-        how = f"dequantized from {t.dtype} codes"
-    element_type = ttype((n, k))
-    if t.nm is not None:
+        name, how = _dequantized(w, v), f"dequantized from {t.dtype} codes"
+    element_type = ttype(t.shape)
+    if t.nm is not None and t.rank == 2:  # a convolution's N:M weight stays dense
+        n, k = t.shape
         key = (t.nm.n, t.nm.m)
         alias = w.encodings.setdefault(key, f"#NM_{key[0]}_{key[1]}")
         sparse = w.fresh()
         element_type = ttype((n, k), "f32", alias)
         w.emit(f"{sparse} = sparse_tensor.convert {name} : {ttype((n, k))} to {element_type}")
         name = sparse
-    return name, element_type, how
+    w.layers[v.producer.attrs.get("name", v.name) if v.producer else v.name] = f"{t} ({how})"
+    return name, element_type, how, scale
+
+
+def _dequantized(w, v):
+    """A quantized constant as its codes (i8), its scales (and zero points)
+    and a generic computing (code - zero) x the scale of the code's group."""
+    t, q = v.type, v.type.quant
+    const = v.producer.attrs["name"]
+    rank, axis = t.rank, q.axis % t.rank
+    pshape = q.param_shape(t.shape)
+    codes = w.constant(np.asarray(w.g.weights[const]).astype(np.int8), "i8")
+    scales = np.broadcast_to(np.asarray(w.g.weights[aux_key(const, "scale")], np.float32),
+                             pshape)
+    ins = [(codes, ttype(t.shape, "i8")), (w.constant(scales), ttype(pshape))]
+    ident = _map(rank, _dims(rank))
+    grouped = _map(rank, [f"d{i} floordiv {q.group}" if i == axis else f"d{i}"
+                          for i in range(rank)])
+    maps = [ident, grouped]
+    body = ["arith.sitofp {c} : i8 to f32", "arith.mulf %t0, {s} : f32"]
+    zero = w.g.weights.get(aux_key(const, "zero"))
+    if zero is not None:
+        z = w.constant(np.broadcast_to(np.asarray(zero, np.float32), pshape))
+        ins.append((z, ttype(pshape)))
+        maps.append(grouped)
+        body = ["arith.sitofp {c} : i8 to f32", "arith.subf %t0, {z} : f32",
+                "arith.mulf %t1, {s} : f32"]
+    if t.dtype.name in ("u4", "u8", "u3"):
+        body[0] = "arith.uitofp {c} : i8 to f32"
+    return w.generic(ins, t.shape, maps + [ident],
+                     lambda a: _body(body, c=a[0], s=a[1], z=a[2] if len(a) > 3 else ""))
 
 
 def _fake_quant(w, x, rows, group):
@@ -471,19 +580,21 @@ def _linear(w, op):
     flat = _reshaped(w, _operand(w, x), x.type.shape, rows)
     if op.attrs.get("act_group"):
         flat = _fake_quant(w, flat, rows, op.attrs["act_group"])
-    wt, wtype, how = _layer_weight(w, weight)
+    wt, wtype, how, scale = _layer_weight(w, weight)
     init = w.filled((rows[0], n), "0.0")
     name = w.fresh()
-    layer = weight.producer.attrs.get("name", weight.name)
     w.emit(f"{name} = linalg.matmul indexing_maps = [{_map(3, ['d0', 'd2'])}, "
            f"{_map(3, ['d1', 'd2'])}, {_map(3, ['d0', 'd1'])}] ins({flat}, {wt} : "
            f"{ttype(rows)}, {wtype}) outs({init} : {ttype((rows[0], n))}) -> "
            f"{ttype((rows[0], n))}")
-    w.layers[layer] = f"{weight.type} ({how})"
     out = name
+    if scale is not None:
+        out = w.generic([(out, ttype((rows[0], n))), (scale, ttype([n]))], (rows[0], n),
+                        [_map(2, ["d0", "d1"]), _map(2, ["d1"]), _map(2, ["d0", "d1"])],
+                        lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32", "%t0"])
     if len(op.inputs) > 2:
         b = _operand(w, op.inputs[2])
-        out = w.generic([(name, ttype((rows[0], n))), (b, ttype([n]))], (rows[0], n),
+        out = w.generic([(out, ttype((rows[0], n))), (b, ttype([n]))], (rows[0], n),
                         [_map(2, ["d0", "d1"]), _map(2, ["d1"]), _map(2, ["d0", "d1"])],
                         lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"])
     w.names[y] = _reshaped(w, out, (rows[0], n), y.type.shape)
@@ -545,13 +656,13 @@ def _conv2d(w, op):
                      f"d3 * {sw} + d6 * {dw}"]),
             _map(7, ["d1", "d4", "d5", "d6"]), _map(7, ["d0", "d1", "d2", "d3"])]
     init = w.filled(y.type.shape, "0.0")
-    out = w.generic([(xp, ttype(padded)), (_operand(w, wt), ttype(wt.type.shape))],
+    weight = _layer_weight(w, wt)[0] if wt.producer is not None and \
+        wt.producer.kind == "const" else _operand(w, wt)
+    out = w.generic([(xp, ttype(padded)), (weight, ttype(wt.type.shape))],
                     y.type.shape, maps,
                     lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32",
                                f"%t1 = arith.addf {a[2]}, %t0 : f32", "%t1"],
                     reductions=(4, 5, 6), init=init)
-    w.layers[wt.producer.attrs.get("name", wt.name)] = \
-        f"{wt.type} ({'f32' if wt.type.quant is None else 'decoded to f32'})"
     if len(op.inputs) > 2:
         bias = _operand(w, op.inputs[2])
         out = w.generic([(out, ttype(y.type.shape)), (bias, ttype([o]))], y.type.shape,

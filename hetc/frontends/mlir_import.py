@@ -1,0 +1,649 @@
+"""MLIR text -> a hetc Graph, so that models from torch-mlir, IREE or other
+MLIR producers can be compressed and lowered by hetc (`hetc compile
+model.mlir`).
+
+MLIR's own parser and verifier read the module (the Python bindings that
+ship with torch-mlir; `pip install --no-deps torch-mlir`); this module then
+walks `@main` (or the one public function). What it takes (docs/mlir.md):
+
+- `arith.constant` (dense, splat and `dense_resource` blobs), `tensor.empty`,
+  `linalg.fill`: constants; transposes and reshapes of constants are folded.
+- `linalg.matmul` (any transposed operands): `linear` when the right operand
+  is a constant, so that hetc compresses it; `matmul` otherwise.
+  `linalg.batch_matmul`: `matmul`.
+- `linalg.generic` whose indexing maps are permutations and broadcasts:
+  elementwise bodies (arith/math ops, comparisons, selects, casts) become
+  the IR's elementwise ops (hetc's own unary and GELU bodies come back as
+  one op); a reduction of a sum, max, min or product becomes `reduce_*`; a
+  multiply-accumulate over one reduction loop becomes `matmul`.
+- `linalg.transpose`, `linalg.broadcast`, `tensor.reshape`,
+  `tensor.expand_shape`, `tensor.collapse_shape`, `tensor.extract_slice`,
+  `tensor.insert_slice` into an empty tensor along one axis (`concat`),
+  `tensor.pad` with a constant (folded into the convolution or pooling that
+  reads it), `linalg.conv_2d_nchw_fchw`, `linalg.pooling_nchw_max`.
+- `func.call`: a function hetc wrote for a composite op (tagged `hetc.op`,
+  hetc/ir/mlir.py) becomes that op again, so hetc -> MLIR -> hetc gives back
+  the same graph; any other callee is imported inline.
+
+Anything else is refused (FrontendError) naming the op and its line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from hetc.core.errors import FrontendError, HetcError, UsageError
+from hetc.ir import dtypes
+from hetc.ir.graph import Graph
+from hetc.frontends.mlir_generic import (ELEMENTS, Init, Refused, attr_value, import_generic,
+                                        map_exprs)
+from hetc.ir.types import NM, Quant, TensorType
+from hetc.ir.verify import verify
+from hetc.ir.weights import aux_key
+
+def bindings():
+    """torch-mlir's MLIR `ir` module, or a UsageError saying how to get it."""
+    try:
+        from torch_mlir import ir
+    except ImportError:
+        raise UsageError("importing MLIR needs the MLIR Python bindings of torch-mlir: "
+                         "pip install --no-deps torch-mlir") from None
+    return ir
+
+
+def import_mlir(source, name=None) -> Graph:
+    """A verified Graph of an MLIR module: `source` is a path to a .mlir file
+    or the module's text."""
+    path = "<string>"
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and os.path.isfile(source)):
+        path = os.fspath(source)
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FrontendError(f"{path}: cannot read: {e}") from None
+        name = name or os.path.splitext(os.path.basename(path))[0]
+    ir = bindings()
+    with ir.Context() as ctx:
+        ctx.allow_unregistered_dialects = False
+        try:
+            module = ir.Module.parse(source)
+            module.operation.verify()
+        except ir.MLIRError as e:
+            raise FrontendError(f"{path}: not a valid MLIR module: {_diagnostics(e)}") from None
+        funcs = {op.attributes["sym_name"].value: op
+                 for op in module.body.operations if op.operation.name == "func.func"}
+        main = _entry(funcs, path)
+        if "hetc.graph" in main.attributes:
+            name = main.attributes["hetc.graph"].value
+        name = re.sub(r"[^A-Za-z0-9_]", "_", name or "main")
+        g = _Importer(path, funcs, _resources(source), name).run(main)
+    verify(g)
+    return g
+
+
+def _diagnostics(error) -> str:
+    """MLIR's diagnostics of a parse or verify error, each with its line."""
+    out = []
+    for d in error.error_diagnostics:
+        m = re.search(r":(\d+):(\d+)", str(d.location))
+        out.append(f"line {m.group(1)}: {d.message}" if m else str(d.message))
+    return "; ".join(out)[:800] or str(error)[:800]
+
+
+def _entry(funcs, path):
+    if "main" in funcs:
+        return funcs["main"]
+    public = [f for f in funcs.values() if "sym_visibility" not in f.attributes and
+              len(f.regions[0].blocks)]
+    if len(public) != 1:
+        raise FrontendError(f"{path}: no @main and {len(public)} public functions: name the "
+                            f"entry @main")
+    return public[0]
+
+
+def _resources(text):
+    """The `dense_resource` blobs of the module's text: key -> hex bytes."""
+    section = text.rfind("dialect_resources")
+    if section < 0:
+        return {}
+    return {m.group(1): m.group(2) for m in
+            re.finditer(r'([A-Za-z0-9_.$-]+)\s*:\s*"0x([0-9A-Fa-f]*)"', text[section:])}
+
+
+class _Pad:
+    """A tensor.pad with a constant, kept until its consumer folds it."""
+
+    def __init__(self, source, low, high, value):
+        self.source, self.low, self.high, self.value = source, low, high, value
+
+
+class _Pieces:
+    """tensor.insert_slice results into an empty tensor: (offsets, value) pieces."""
+
+    def __init__(self, shape, pieces):
+        self.shape, self.pieces = tuple(shape), pieces
+
+
+class _Importer:
+    def __init__(self, path, funcs, resources, name):
+        self.path, self.funcs, self.resources = path, funcs, resources
+        self.g = Graph(name)
+        self.values = {}  # MLIR value -> hetc Value | np.ndarray | float | marker
+        self.layers = {}  # hetc.weight name -> its const Value (tied weights stay one)
+        self.depth = 0
+        self.layer_count = 0
+        self.op = None
+        self.const_names = {}  # MLIR constant -> the name its location gives
+        self.wanted = {}  # graph value -> the name its op's location gives
+
+    # -- errors and types -----------------------------------------------------------
+
+    def fail(self, message, op=None):
+        op = op or self.op
+        where = self.path
+        if op is not None:
+            m = re.search(r":(\d+):(\d+)", str(op.location))
+            where += f":{m.group(1)}" if m else ""
+            message = f"{op.name}: {message}"
+        raise FrontendError(f"{where}: {message}")
+
+    def ttype(self, t, what="value"):
+        m = re.fullmatch(r"tensor<((?:\d+x)*)([a-z0-9]+)>", str(t))
+        if m is None or m.group(2) not in ELEMENTS:
+            self.fail(f"{what} of type {t}: only static tensors of "
+                      f"{', '.join(ELEMENTS)} are imported")
+        shape = [int(d) for d in m.group(1).split("x") if d]
+        if m.group(2) == "f64":
+            self.demoted()
+        return TensorType(shape, dtypes.get(ELEMENTS[m.group(2)]))
+
+    def demoted(self):
+        note = "MLIR import: f64 arithmetic is computed in f32"
+        if note not in self.g.notes:
+            self.g.notes.append(note)
+
+    # -- values ---------------------------------------------------------------------
+
+    def raw(self, v):
+        try:
+            return self.values[v]
+        except KeyError:
+            self.fail(f"reads {v.get_name()} which is not imported")
+
+    def tensor(self, v):
+        """Operand v as a graph Value (constants and inits materialized)."""
+        x = self.raw(v)
+        if isinstance(x, Refused):
+            self.fail(x.message)
+        if isinstance(x, np.ndarray):
+            name, inline = self.const_names.get(v, ("const", None))
+            c = self.g.const(x, name=name, inline=inline)
+            if inline:
+                self.wanted[c] = name
+            self.values[v] = c
+            return c
+        if isinstance(x, Init):
+            if x.value is None:
+                self.fail(f"reads {v.get_name()}, an uninitialized tensor.empty")
+            c = self.g.const(np.full(x.shape, x.value, dtypes.get(x.element).storage),
+                             name="const", inline=None)
+            self.values[v] = c
+            return c
+        if isinstance(x, _Pad):
+            src = self.tensor_from(x.source)
+            pads = list(x.low) + list(x.high)
+            out = self.g.add("pad", [src], {"pads": pads, "value": float(x.value)})
+            self.values[v] = out
+            return out
+        if isinstance(x, _Pieces):
+            out = _concat(self, x)
+            self.values[v] = out
+            return out
+        if isinstance(x, float | int):
+            self.fail(f"uses the scalar {v.get_name()} as a tensor")
+        return x
+
+    def tensor_from(self, x):
+        if isinstance(x, np.ndarray):
+            return self.g.const(x, name="const", inline=None)
+        return x
+
+    def const(self, v):
+        """The constant array of operand v, or None when it is not constant."""
+        x = self.values.get(v)
+        return x if isinstance(x, np.ndarray) else None
+
+    def scalar(self, value, like="f32"):
+        return self.g.const(np.asarray(value, dtypes.get(like).storage), inline=True)
+
+    # -- the walk -------------------------------------------------------------------
+
+    def run(self, f):
+        block = f.regions[0].blocks[0]
+        for i, arg in enumerate(block.arguments):
+            m = re.fullmatch(r'loc\("([A-Za-z0-9_.$-]+)"\)', str(arg.location))
+            self.values[arg] = self.g.add_input(m.group(1) if m else f"arg{i}",
+                                                self.ttype(arg.type, f"argument {i}"))
+        self.g.outputs = self.block(block)
+        self.g.rename(self.wanted)
+        return self.g
+
+    def block(self, block):
+        for op in block.operations:
+            self.op = op.operation
+            name = self.op.name
+            if name == "func.return":
+                return [self.tensor(v) for v in self.op.operands]
+            handler = HANDLERS.get(name)
+            if handler is None:
+                self.fail("is not imported (docs/mlir.md lists the ops hetc reads)")
+            before = len(self.g.ops)
+            try:
+                results = handler(self, self.op)
+            except HetcError as e:
+                if isinstance(e, FrontendError):
+                    raise
+                self.fail(str(e))
+            for r, x in zip(self.op.results, results):
+                self.values[r] = x
+            self.name(results, before)
+        self.fail("the function does not end in func.return")
+
+    def name(self, results, before):
+        """Name a single result after the op's location when it is a name
+        (hetc writes each value's name so; other producers write files and
+        lines, which are not names)."""
+        if self.depth:
+            return
+        loc = str(self.op.location)
+        string = r'"((?:[^"\\]|\\.)*)"'
+        m = re.fullmatch(r"loc\(" + string + r'(\("inline"\))?\)', loc)
+        if len(results) > 1 and re.fullmatch(r"loc\(fused\[(" + string + r",? ?)+\]\)", loc):
+            hints = [_unescape(h) for h in re.findall(string, loc)]
+        elif m is not None and len(results) == 1:
+            hints = [_unescape(m.group(1))]
+        else:
+            return
+        new = {v for op in self.g.ops[before:] for v in op.outputs}
+        for r, x, hint in zip(self.op.results, results, hints):
+            if isinstance(x, np.ndarray):
+                self.const_names[r] = (hint, bool(m and m.group(2)))
+            elif x in new:
+                self.wanted[x] = hint
+
+    def add(self, kind, inputs, attrs=None):
+        return self.g.add(kind, inputs, attrs or {})
+
+    # -- composite ops hetc wrote as calls -------------------------------------------
+
+    def call(self, op):
+        callee = self.funcs.get(str(op.attributes["callee"]).lstrip("@"))
+        if callee is None or not len(callee.regions[0].blocks):
+            self.fail(f"calls {op.attributes['callee']}, which has no body in the module")
+        if "hetc.op" in callee.attributes:
+            return self.hetc_op(op, callee)
+        if self.depth > 64:
+            self.fail("calls nest deeper than 64")
+        block = callee.regions[0].blocks[0]
+        for arg, v in zip(block.arguments, op.operands):
+            self.values[arg] = self.raw(v)
+        self.depth += 1
+        saved = self.op
+        try:
+            outs = self.block(block)
+        finally:
+            self.depth -= 1
+            self.op = saved
+        return outs
+
+    def hetc_op(self, op, callee):
+        kind = callee.attributes["hetc.op"].value
+        try:
+            attrs = json.loads(callee.attributes["hetc.attrs"].value)
+        except (KeyError, ValueError):
+            self.fail(f"hetc.op {kind!r} without readable hetc.attrs")
+        inputs = [self.tensor(v) for v in op.operands]
+        if "hetc.weight" in callee.attributes:
+            inputs.insert(1, self.layer_weight(callee))
+        outs = self.g.add(kind, inputs, attrs)
+        outs = outs if isinstance(outs, list) else [outs]
+        for got, r in zip(outs, op.results):
+            if got.type.shape != self.ttype(r.type).shape:
+                self.fail(f"hetc.op {kind}: result {list(got.type.shape)} where the call says "
+                          f"{r.type}")
+        return outs
+
+    def layer_weight(self, callee):
+        """The layer weight a hetc callee holds, with its IR type (hetc.weight_type)."""
+        name = callee.attributes["hetc.weight"].value
+        spec = json.loads(callee.attributes["hetc.weight_type"].value)
+        shape = tuple(spec["shape"])
+        consts = []
+        for body_op in callee.regions[0].blocks[0].operations:
+            o = body_op.operation
+            if o.name == "arith.constant" and str(o.results[0].type).startswith("tensor<"):
+                consts.append(self.constant_array(o))
+        first = next((i for i, c in enumerate(consts) if c.shape == shape), None)
+        if first is None:
+            self.fail(f"hetc weight {name!r}: no constant of shape {list(shape)} in its function")
+        data = consts[first]
+        nm = spec["nm"] and NM(*spec["nm"])
+        q = spec["quant"]
+        encodings = [nm] if nm else []
+        form = callee.attributes["hetc.weight_form"].value \
+            if "hetc.weight_form" in callee.attributes else ""
+        if q and "decoded" not in form:  # codes and their scales (and zero points)
+            quant = Quant(q["group"], dtypes.get(q["scale"]), q["symmetric"], q["axis"],
+                          q["codebook"])
+            dtype = dtypes.get(spec["dtype"])
+            order = spec.get("order") or ["NM", "Quant"]  # the type's encodings in its order
+            t = TensorType(shape, dtype, sorted([quant] + encodings,
+                                                key=lambda e: order.index(type(e).__name__)))
+            params = consts[first + 1:first + (2 if q["symmetric"] else 3)]
+            key = self.existing(name, t)
+            if key is not None:
+                return key
+            value = self.g.const(data.astype(dtype.storage), name=name, type=t)
+            stored = value.producer.attrs["name"]
+            shape_p = quant.param_shape(shape)
+            self.g.weights[aux_key(stored, "scale")] = \
+                params[0].reshape(shape_p).astype(quant.scale.storage)
+            if not q["symmetric"]:
+                self.g.weights[aux_key(stored, "zero")] = \
+                    params[1].reshape(shape_p).astype(dtype.storage)
+        else:  # f32, or written decoded to f32 (the note says so)
+            if q:
+                self.g.notes.append(f"MLIR import: weight {name} was written decoded to f32; "
+                                    f"it is imported as f32")
+            t = TensorType(shape, dtypes.f32, encodings)
+            key = self.existing(name, t)
+            if key is not None:
+                return key
+            value = self.g.const(data.astype(np.float32), name=name, type=t)
+        self.layers[name] = value
+        return value
+
+    def layer(self, kind):
+        """A name for the weight of a layer the module does not name
+        (linear0.weight, conv1.weight, ...: the report's layer names)."""
+        self.layer_count += 1
+        return f"{kind}{self.layer_count - 1}.weight"
+
+    def existing(self, name, t):
+        v = self.layers.get(name)
+        return v if v is not None and v.type == t else None
+
+    # -- constants ------------------------------------------------------------------
+
+    def constant_array(self, op):
+        attr = op.attributes["value"]
+        t = self.ttype(op.results[0].type, "constant")
+        storage = t.dtype.storage
+        text = str(attr)
+        if text.startswith("dense_resource<"):
+            key = text[len("dense_resource<"):text.index(">")]
+            blob = self.resources.get(key)
+            if blob is None:
+                self.fail(f"dense_resource {key} has no blob in the module")
+            raw = bytes.fromhex(blob)[4:]  # the first 4 bytes are the blob's alignment
+            if len(raw) != t.numel * storage.itemsize:
+                self.fail(f"dense_resource {key}: {len(raw)} bytes for {t.text()}")
+            return np.frombuffer(raw, storage).reshape(t.shape).copy()
+        ir = bindings()
+        dense = ir.DenseElementsAttr(attr)
+        if dense.is_splat:
+            return np.full(t.shape, attr_value(dense.get_splat_value()), storage)
+        if t.dtype == dtypes.boolean:
+            self.fail("bool constants that are not splats are not imported")
+        return np.array(dense).astype(storage).reshape(t.shape)
+
+
+def _unescape(text):
+    """An MLIR string literal's body: \\XX hex escapes back to bytes."""
+    raw = re.sub(rb"\\([0-9A-Fa-f]{2})", lambda h: bytes([int(h.group(1), 16)]),
+                 text.encode("utf-8"))
+    return raw.decode("utf-8", errors="replace")
+
+
+# -- handlers: each takes the MLIR op and gives its results -----------------------------
+
+HANDLERS = {}
+
+
+def handles(*names):
+    def add(fn):
+        for n in names:
+            HANDLERS[n] = fn
+        return fn
+    return add
+
+
+def _ints(attr):
+    return [int(x) for x in attr]
+
+
+@handles("arith.constant")
+def _constant(im, op):
+    t = str(op.results[0].type)
+    if not t.startswith("tensor<"):
+        return [attr_value(op.attributes["value"])]
+    return [im.constant_array(op)]
+
+
+@handles("tensor.empty")
+def _empty(im, op):
+    t = im.ttype(op.results[0].type)
+    return [Init(t.shape, t.dtype.name)]
+
+
+@handles("linalg.fill")
+def _fill(im, op):
+    value = im.raw(op.operands[0])
+    t = im.ttype(op.results[0].type)
+    if not isinstance(value, float | int):
+        im.fail("fills with a value that is not a constant")
+    return [Init(t.shape, t.dtype.name, value)]
+
+
+@handles("func.call")
+def _call(im, op):
+    return im.call(op)
+
+
+def _shape_op(im, op):
+    t = im.ttype(op.results[0].type)
+    x = im.raw(op.operands[0])
+    if isinstance(x, np.ndarray):
+        return [x.reshape(t.shape)]
+    return [im.add("reshape", [im.tensor(op.operands[0])], {"shape": list(t.shape)})]
+
+
+handles("tensor.reshape", "tensor.expand_shape", "tensor.collapse_shape")(_shape_op)
+
+
+@handles("linalg.transpose")
+def _transpose(im, op):
+    perm = _ints(op.attributes["permutation"])
+    a = im.const(op.operands[0])
+    if a is not None:
+        return [np.transpose(a, perm)]
+    return [im.add("transpose", [im.tensor(op.operands[0])], {"perm": perm})]
+
+
+@handles("linalg.broadcast")
+def _broadcast(im, op):
+    t = im.ttype(op.results[0].type)
+    added = set(_ints(op.attributes["dimensions"]))
+    x = im.tensor(op.operands[0])
+    kept = [1 if i in added else d for i, d in enumerate(t.shape)]
+    x = im.add("reshape", [x], {"shape": kept})
+    return [im.add("expand", [x], {"shape": list(t.shape)})]
+
+
+def _matmul_maps(op):
+    """(a transposed, b transposed) of a linalg.matmul from its indexing maps."""
+    if "indexing_maps" not in op.attributes:
+        return False, False
+    a, b = [str(m) for m in op.attributes["indexing_maps"]][:2]
+    return "(d2, d0)" in a, "(d1, d2)" in b
+
+
+def _accumulate(im, op, y, init_operand):
+    """y plus the init of a contraction, unless it is a fill of 0."""
+    init = im.raw(init_operand)
+    if isinstance(init, Init) and init.value == 0:
+        return y
+    return im.add("add", [y, im.tensor(init_operand)])
+
+
+@handles("linalg.matmul")
+def _matmul(im, op):
+    ta, tb = _matmul_maps(op)
+    a_v, b_v, init = op.operands[0], op.operands[1], op.operands[2]
+    a = im.tensor(a_v)
+    if ta:
+        a = im.add("transpose", [a], {"perm": [1, 0]})
+    w = im.const(b_v)
+    if w is not None:  # a layer: its weight [N, K], which hetc compresses
+        weight = im.g.const(np.ascontiguousarray(w if tb else w.T), name=im.layer("linear"))
+        y = im.add("linear", [a, weight])
+    else:
+        b = im.tensor(b_v)
+        if tb:
+            b = im.add("transpose", [b], {"perm": [1, 0]})
+        y = im.add("matmul", [a, b])
+    return [_accumulate(im, op, y, init)]
+
+
+@handles("linalg.batch_matmul")
+def _batch_matmul(im, op):
+    a, b = im.tensor(op.operands[0]), im.tensor(op.operands[1])
+    if "indexing_maps" in op.attributes:
+        ma, mb = (map_exprs(m) for m in list(op.attributes["indexing_maps"])[:2])
+        if ma == [("d", 0), ("d", 3), ("d", 1)]:
+            a = im.add("transpose", [a], {"perm": [0, 2, 1]})
+        elif ma != [("d", 0), ("d", 1), ("d", 3)]:
+            im.fail("batch_matmul with broadcast operands is not imported")
+        if mb == [("d", 0), ("d", 2), ("d", 3)]:
+            b = im.add("transpose", [b], {"perm": [0, 2, 1]})
+        elif mb != [("d", 0), ("d", 3), ("d", 2)]:
+            im.fail("batch_matmul with broadcast operands is not imported")
+    y = im.add("matmul", [a, b])
+    return [_accumulate(im, op, y, op.operands[2])]
+
+
+@handles("tensor.extract_slice")
+def _extract_slice(im, op):
+    offsets, sizes, strides = (_ints(op.attributes[k]) for k in
+                               ("static_offsets", "static_sizes", "static_strides"))
+    if len(op.operands) > 1 or min(offsets + sizes + strides, default=0) < 0:
+        im.fail("dynamic offsets, sizes or strides are not imported")
+    t = im.ttype(op.results[0].type)
+    axes = list(range(len(offsets)))
+    ends = [o + (s - 1) * st + 1 for o, s, st in zip(offsets, sizes, strides)]
+    x = im.const(op.operands[0])
+    if x is not None:
+        return [x[tuple(slice(o, e, st) for o, e, st in zip(offsets, ends, strides))]
+                .reshape(t.shape)]
+    y = im.add("slice", [im.tensor(op.operands[0])],
+               {"axes": axes, "starts": offsets, "ends": ends, "steps": strides})
+    if tuple(y.type.shape) != tuple(t.shape):  # a rank-reducing slice
+        y = im.add("reshape", [y], {"shape": list(t.shape)})
+    return [y]
+
+
+@handles("tensor.insert_slice")
+def _insert_slice(im, op):
+    offsets, strides = _ints(op.attributes["static_offsets"]), _ints(op.attributes["static_strides"])
+    if len(op.operands) > 2 or any(s != 1 for s in strides):
+        im.fail("only static, unit-stride insert_slice is imported")
+    dest = im.raw(op.operands[1])
+    t = im.ttype(op.results[0].type)
+    if isinstance(dest, Init) and dest.value is None:
+        pieces = []
+    elif isinstance(dest, _Pieces):
+        pieces = list(dest.pieces)
+    else:
+        im.fail("inserts into a tensor other than a tensor.empty (only concatenation "
+                "is imported)")
+    return [_Pieces(t.shape, pieces + [(offsets, op.operands[0])])]
+
+
+def _concat(im, pieces):
+    """The concatenation the pieces make along one axis, or an error."""
+    order = sorted(pieces.pieces, key=lambda p: p[0])
+    axes = {i for off, _ in order for i, o in enumerate(off) if o}
+    if len(axes) > 1:
+        im.fail("insert_slices that are not one concatenation")
+    axis = axes.pop() if axes else 0
+    values = [im.tensor(v) for _, v in order]
+    at = 0
+    for (off, _), x in zip(order, values):
+        full = all(x.type.shape[i] == pieces.shape[i] for i in range(len(off)) if i != axis)
+        if off[axis] != at or not full:
+            im.fail("insert_slices that do not cover the tensor (only concatenation is imported)")
+        at += x.type.shape[axis]
+    if at != pieces.shape[axis]:
+        im.fail("insert_slices that do not cover the tensor (only concatenation is imported)")
+    return values[0] if len(values) == 1 else im.add("concat", values, {"axis": axis})
+
+
+
+@handles("tensor.pad")
+def _tensor_pad(im, op):
+    low, high = _ints(op.attributes["static_low"]), _ints(op.attributes["static_high"])
+    body = list(op.regions[0].blocks[0].operations)
+    yielded = body[-1].operation.operands[0]
+    value = None
+    for b in body[:-1]:
+        if b.operation.name == "arith.constant" and b.operation.results[0] == yielded:
+            value = attr_value(b.operation.attributes["value"])
+    if value is None:
+        value = im.values.get(yielded)
+    if len(op.operands) > 1 or not isinstance(value, float | int):
+        im.fail("only static padding with a constant is imported")
+    return [_Pad(im.tensor(op.operands[0]), low, high, value)]
+
+
+def _spatial_pads(im, x_operand, fill):
+    """(source, [top, left, bottom, right]) of a conv/pool input: a tensor.pad
+    of the two spatial axes by `fill` is folded in."""
+    x = im.raw(x_operand)
+    if isinstance(x, _Pad) and x.value == fill and not any(x.low[:2] + x.high[:2]):
+        return im.tensor_from(x.source), [x.low[2], x.low[3], x.high[2], x.high[3]]
+    return im.tensor(x_operand), [0, 0, 0, 0]
+
+
+def _pairs(op, name):
+    return _ints(op.attributes[name]) if name in op.attributes else [1, 1]
+
+
+@handles("linalg.conv_2d_nchw_fchw")
+def _conv(im, op):
+    x, pads = _spatial_pads(im, op.operands[0], 0.0)
+    w = im.const(op.operands[1])
+    weight = im.g.const(w, name=im.layer("conv")) if w is not None else \
+        im.tensor(op.operands[1])
+    y = im.add("conv2d", [x, weight], {"padding": pads, "stride": _pairs(op, "strides"),
+                                       "dilation": _pairs(op, "dilations")})
+    return [_accumulate(im, op, y, op.operands[2])]
+
+
+@handles("linalg.pooling_nchw_max")
+def _max_pool(im, op):
+    x, pads = _spatial_pads(im, op.operands[0], -np.inf)
+    kernel = list(im.ttype(op.operands[1].type).shape)
+    init = im.raw(op.operands[2])
+    if not (isinstance(init, Init) and init.value == -np.inf):
+        im.fail("max pooling from an init other than -inf")
+    return [im.add("max_pool2d", [x], {"kernel": kernel, "stride": _pairs(op, "strides"),
+                                       "padding": pads, "dilation": _pairs(op, "dilations")})]
+
+
+HANDLERS["linalg.generic"] = import_generic
