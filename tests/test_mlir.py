@@ -64,6 +64,27 @@ def test_an_mlp_compiled_by_mlir_matches_the_interpreter(options):
     assert "hetc.layers = {" in text
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4", "int4-asym"])
+def test_quant_uniform_weights_compiled_by_mlir_match(precision):
+    """quant="uniform": codes cast to `!quant.uniform` types (per axis, and
+    sub-channel for int4's groups of 128 inputs, zero points for the
+    asymmetric form) dequantized by MLIR's own lower-quant-ops: an
+    independent check of hetc's quantization arithmetic."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(256, 48), nn.GELU(), nn.Linear(48, 16))
+    x = torch.randn(6, 256, generator=torch.Generator().manual_seed(1))
+    module = hetc.compile(model, target="ref", example_inputs=(x,), precision=precision)
+    text = module.to_mlir(quant="uniform")
+    assert text.count("quant.dcast") == 2 and "arith.sitofp" not in text
+    if precision != "int8":
+        assert "!quant.uniform<" + ("u4" if precision == "int4-asym" else "i4") + \
+            ":f32:{0:1, 1:128}" in text  # sub-channel: a scale per row and 128 inputs
+    got = mlir_run.run(text, [x.numpy()], [v.type.shape for v in module.graph.outputs])
+    np.testing.assert_allclose(got[0], hetc.interpret(module.graph, [x.numpy()])[0],
+                               atol=1e-5)
+
+
 def test_a_transformer_encoder_layer_compiled_by_mlir_matches():
     """A MiniLM-sized BERT layer (reshapes, transposes, batched products,
     softmax, layer norms, GELU) at 2:4 with int8 weights."""
@@ -150,6 +171,11 @@ def test_the_cli_emits_mlir(tmp_path):
                         "--mlir", str(tmp_path / "a.mlir"), "-q"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     mlir_run.verify((tmp_path / "a.mlir").read_text())
+    p = subprocess.run([sys.executable, "-m", "hetc", "compile", hir, "-o", str(tmp_path / "q"),
+                        "--precision", "int8", "--mlir", str(tmp_path / "q.mlir"),
+                        "--mlir-quant", "uniform", "-q"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    mlir_run.verify((tmp_path / "q.mlir").read_text())
     cumsum = tmp_path / "cumsum.hir"
     cumsum.write_text("graph @g(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>) {\n"
                       "  %y = cumsum(%x) {axis = 1} : tensor<2x3xf32>\n  return %y\n}\n")

@@ -53,8 +53,8 @@ def structure(g):
     return [visit(v) for v in g.outputs], ops, g.name
 
 
-def _round_trip(module, *inputs):
-    g = import_mlir(module.to_mlir())
+def _round_trip(module, *inputs, quant="dequantize"):
+    g = import_mlir(module.to_mlir(quant=quant))
     assert structure(g) == structure(module.graph)
     arrays = [np.asarray(x, np.float32) for x in inputs]
     for a, b in zip(hetc.interpret(g, arrays), hetc.interpret(module.graph, arrays)):
@@ -79,6 +79,18 @@ def test_an_mlp_round_trips(options):
     _round_trip(hetc.compile(_mlp(), target="ref", example_inputs=(x,), **options), x)
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4", "int4-asym"])
+def test_quant_uniform_weights_round_trip(precision):
+    """Weights written as quant.uniform types (per axis, sub-channel, with
+    zero points) come back with their codes, scales and zero points."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 48), torch.nn.ReLU(),
+                                torch.nn.Linear(48, 8))
+    x = torch.randn(6, 256)
+    module = hetc.compile(model, target="ref", example_inputs=(x,), precision=precision)
+    _round_trip(module, x, quant="uniform")
+
+
 def test_the_model_families_round_trip():
     """BERT at 2:4 with int8 weights, the residual CNN (dense, int8 and as
     fpga compiles it), GPT2Block prefill, attention with a mask and shared
@@ -90,6 +102,8 @@ def test_the_model_families_round_trip():
     _, cnn, (xc,) = examples()[1]
     _round_trip(hetc.compile(cnn, target="ref", example_inputs=(xc,)), xc)
     _round_trip(hetc.compile(cnn, target="ref", example_inputs=(xc,), precision="int8"), xc)
+    _round_trip(hetc.compile(cnn, target="ref", example_inputs=(xc,), precision="int4"), xc,
+                quant="uniform")
     _round_trip(hetc.compile(cnn, target="fpga", example_inputs=(xc,)), xc)
     xg = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(3))
     _round_trip(hetc.compile(gpt2_block(), target="ref", example_inputs=(xg,)), xg)
@@ -172,12 +186,13 @@ def random_graph(seed):
 @pytest.mark.parametrize("seed", range(40))
 def test_random_graphs_round_trip(seed):
     """The property: for random graphs of the exported op kinds, dense and
-    compressed, import(export(g)) == g."""
+    compressed (2:4, int8, int4 with zero points; weights as dequantizing
+    generics or quant.uniform types), import(export(g)) == g."""
     g = random_graph(seed)
     x = np.random.default_rng(seed).standard_normal((2, 3, 8)).astype(np.float32)
-    options = [{}, {"sparsity": "2:4"}, {"precision": "int8"}][seed % 3]
+    options = [{}, {"sparsity": "2:4"}, {"precision": "int8"}, {"precision": "int4-asym"}][seed % 4]
     module = hetc.compile(g, target="ref", **options)
-    _round_trip(module, x)
+    _round_trip(module, x, quant="uniform" if seed % 8 >= 4 else "dequantize")
 
 
 # -- modules hetc did not write --------------------------------------------------------

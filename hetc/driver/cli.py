@@ -32,7 +32,7 @@ from hetc.core.version import __version__
 from hetc.driver import conformance, html_view, model_explorer, ops_table
 from hetc.driver.api import compile as hetc_compile
 from hetc.driver.api import import_model, load
-from hetc.ir.mlir import to_mlir
+from hetc.ir.mlir import QUANT_FORMS, to_mlir
 from hetc.ir.parser import parse_file, save
 from hetc.ir.printer import print_graph
 from hetc.ir.report import Report
@@ -49,6 +49,12 @@ class _Parser(argparse.ArgumentParser):
 def _console():
     return Console(soft_wrap=False, width=max(120, os.get_terminal_size().columns)
                    if sys.stdout.isatty() else 140)
+
+
+def _add_mlir_quant_option(p):
+    p.add_argument("--mlir-quant", choices=QUANT_FORMS, default="dequantize",
+                   help="quantized weights in MLIR: codes and a dequantizing generic "
+                        "(default), quant.uniform types, or decoded to f32")
 
 
 def _add_ir_dump_options(p):
@@ -104,6 +110,7 @@ def build_parser():
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the report")
     p.add_argument("--mlir", metavar="FILE.mlir",
                    help="also write the compiled graph as upstream MLIR text (docs/mlir.md)")
+    _add_mlir_quant_option(p)
     p.add_argument("--html", metavar="FILE.html",
                    help="also write a page drawing the graph with the report's decisions (and, "
                         "with --print-ir-after-all, the IR after each pass; docs/inspect.md)")
@@ -122,6 +129,7 @@ def build_parser():
     p.add_argument("-o", "--output", metavar="OUT.hir", help="write the IR (and its .npz) here")
     p.add_argument("--emit", choices=["hir", "mlir"], default="hir",
                    help="hir (default), or upstream MLIR text (docs/mlir.md)")
+    _add_mlir_quant_option(p)
     _add_ir_dump_options(p)
 
     p = sub.add_parser("show", parents=[common],
@@ -199,7 +207,8 @@ def cmd_compile(args):
                           criterion=args.criterion,
                           rounding=args.rounding, **_target_options(args),
                           **_pipeline_kwargs(args), ir_stream=dumps)
-    mlir = module.to_mlir() if args.mlir else None  # refused before anything is written
+    # refused before anything is written
+    mlir = module.to_mlir(quant=args.mlir_quant) if args.mlir else None
     module.save(args.output)
     if mlir is not None:
         atomic_write_text(args.mlir, mlir)
@@ -300,7 +309,7 @@ def cmd_opt(args):
                                     dump_dir=kw["ir_dump_dir"])
     graph = manager.run(graph)
     if args.emit == "mlir":
-        text = to_mlir(graph)
+        text = to_mlir(graph, quant=args.mlir_quant)
         if args.output:
             atomic_write_text(args.output, text)
         else:

@@ -14,8 +14,10 @@ import numpy as np
 from hetc.backends.c.build import build
 from hetc.core.errors import TargetError
 
-# composite ops are calls of private functions (hetc/ir/mlir.py): inlined first
-PIPELINE = "builtin.module(inline, sparsifier{enable-runtime-library=false})"
+# composite ops are calls of private functions (hetc/ir/mlir.py): inlined first;
+# quant.dcast of quant.uniform weights lowered by MLIR's own pass
+PIPELINE = ("builtin.module(inline, func.func(lower-quant-ops), "
+            "sparsifier{enable-runtime-library=false})")
 
 # The one function of MLIR's C runner utilities that the lowered code calls
 # (memref.copy of a strided view: slices, pads, reshapes) and that torch-mlir's

@@ -46,13 +46,14 @@ from hetc.ir.verify import verify
 from hetc.ir.weights import aux_key
 
 def bindings():
-    """torch-mlir's MLIR `ir` module, or a UsageError saying how to get it."""
+    """torch-mlir's MLIR `ir` and `passmanager` modules, or a UsageError
+    saying how to get them."""
     try:
-        from torch_mlir import ir
+        from torch_mlir import ir, passmanager
     except ImportError:
         raise UsageError("importing MLIR needs the MLIR Python bindings of torch-mlir: "
                          "pip install --no-deps torch-mlir") from None
-    return ir
+    return ir, passmanager
 
 
 def import_mlir(source, name=None) -> Graph:
@@ -68,12 +69,14 @@ def import_mlir(source, name=None) -> Graph:
         except (OSError, UnicodeDecodeError) as e:
             raise FrontendError(f"{path}: cannot read: {e}") from None
         name = name or os.path.splitext(os.path.basename(path))[0]
-    ir = bindings()
+    ir, passmanager = bindings()
     with ir.Context() as ctx:
         ctx.allow_unregistered_dialects = False
         try:
             module = ir.Module.parse(source)
             module.operation.verify()
+            if "quant." in source:  # quant.dcast of quant.uniform types: MLIR lowers them
+                passmanager.PassManager.parse(LOWER_QUANT).run(module.operation)
         except ir.MLIRError as e:
             raise FrontendError(f"{path}: not a valid MLIR module: {_diagnostics(e)}") from None
         funcs = {op.attributes["sym_name"].value: op
@@ -85,6 +88,9 @@ def import_mlir(source, name=None) -> Graph:
         g = _Importer(path, funcs, _resources(source), name).run(main)
     verify(g)
     return g
+
+
+LOWER_QUANT = "builtin.module(func.func(lower-quant-ops))"
 
 
 def _diagnostics(error) -> str:
@@ -345,18 +351,27 @@ class _Importer:
             order = spec.get("order") or ["NM", "Quant"]  # the type's encodings in its order
             t = TensorType(shape, dtype, sorted([quant] + encodings,
                                                 key=lambda e: order.index(type(e).__name__)))
-            params = consts[first + 1:first + (2 if q["symmetric"] else 3)]
+            shape_p = quant.param_shape(shape)
+            # after the codes: the scales (the first float constant of their size),
+            # then the zero points (hetc writes them after; MLIR's lowering as integers)
+            params = [c for c in consts[first + 1:] + consts[:first] if c.size == np.prod(shape_p)]
+            scale = next((c for c in params if c.dtype.kind == "f"), None)
+            zero = next((c for c in params if c is not scale), None)
+            if scale is None or (zero is None and not q["symmetric"]):
+                self.fail(f"hetc weight {name!r}: its scales are not in its function")
             key = self.existing(name, t)
             if key is not None:
                 return key
-            value = self.g.const(data.astype(dtype.storage), name=name, type=t)
+            if dtype.kind == "uint":  # codes in a signless container: their low bits
+                data = np.asarray(data, np.int64) & ((1 << dtype.bits) - 1)
+            value = self.g.const(np.asarray(data).astype(dtype.storage), name=name, type=t)
             stored = value.producer.attrs["name"]
-            shape_p = quant.param_shape(shape)
             self.g.weights[aux_key(stored, "scale")] = \
-                params[0].reshape(shape_p).astype(quant.scale.storage)
+                scale.reshape(shape_p).astype(quant.scale.storage)
             if not q["symmetric"]:
                 self.g.weights[aux_key(stored, "zero")] = \
-                    params[1].reshape(shape_p).astype(dtype.storage)
+                    (np.asarray(zero).astype(np.int64) & ((1 << dtype.bits) - 1)
+                     if dtype.kind == "uint" else zero).reshape(shape_p).astype(dtype.storage)
         else:  # f32, or written decoded to f32 (the note says so)
             if q:
                 self.g.notes.append(f"MLIR import: weight {name} was written decoded to f32; "
@@ -383,9 +398,16 @@ class _Importer:
 
     def constant_array(self, op):
         attr = op.attributes["value"]
+        text = str(attr)
+        narrow = re.fullmatch(r"tensor<((?:\d+x)*)i([2-7])>", str(op.results[0].type))
+        if narrow is not None:  # sub-byte codes (quant.uniform storage)
+            shape = [int(d) for d in narrow.group(1).split("x") if d]
+            data = _narrow_ints(text, int(narrow.group(2)))
+            if data.size not in (1, int(np.prod(shape))):
+                self.fail(f"a constant of {data.size} elements for {op.results[0].type}")
+            return np.broadcast_to(data, (int(np.prod(shape)),)).reshape(shape).copy()
         t = self.ttype(op.results[0].type, "constant")
         storage = t.dtype.storage
-        text = str(attr)
         if text.startswith("dense_resource<"):
             key = text[len("dense_resource<"):text.index(">")]
             blob = self.resources.get(key)
@@ -395,13 +417,27 @@ class _Importer:
             if len(raw) != t.numel * storage.itemsize:
                 self.fail(f"dense_resource {key}: {len(raw)} bytes for {t.text()}")
             return np.frombuffer(raw, storage).reshape(t.shape).copy()
-        ir = bindings()
+        ir = bindings()[0]
         dense = ir.DenseElementsAttr(attr)
         if dense.is_splat:
             return np.full(t.shape, attr_value(dense.get_splat_value()), storage)
         if t.dtype == dtypes.boolean:
             self.fail("bool constants that are not splats are not imported")
         return np.array(dense).astype(storage).reshape(t.shape)
+
+
+def _narrow_ints(text, bits):
+    """The elements (int8, flat) of a constant of i2..i7 elements, which
+    MLIR's Python bindings do not read, from its text: one byte per element
+    in hexadecimal, or decimal numbers, or a splat; sign-extended from `bits`."""
+    hexa = re.search(r'dense<"0x([0-9A-Fa-f]*)">', text)
+    if hexa:
+        raw = np.frombuffer(bytes.fromhex(hexa.group(1)), np.uint8).astype(np.int64)
+    else:
+        body = text[text.index("dense<") + 6:text.rindex(">", 0, text.rindex(":"))]
+        raw = np.array([int(n) for n in re.findall(r"-?\d+", body)], np.int64)
+    raw = raw & ((1 << bits) - 1)
+    return np.where(raw >= 1 << (bits - 1), raw - (1 << bits), raw).astype(np.int8)
 
 
 def _unescape(text):

@@ -83,6 +83,11 @@ BINARY = {"add": "arith.addf", "sub": "arith.subf", "mul": "arith.mulf", "div": 
           "maximum": "arith.maximumf", "minimum": "arith.minimumf", "pow": "math.powf"}
 
 
+# how quantized layer weights are written (docs/mlir.md): codes and a dequantizing
+# generic; quant.uniform types (quant.scast, quant.dcast); decoded to f32
+QUANT_FORMS = ("dequantize", "uniform", "decode")
+
+
 def ttype(shape, element="f32", encoding=None) -> str:
     dims = "".join(f"{d}x" for d in shape)
     return f"tensor<{dims}{element}{', ' + encoding if encoding else ''}>"
@@ -107,8 +112,9 @@ class Writer:
     """One graph as one `func.func @main`."""
 
     def __init__(self, graph, quant="dequantize"):
-        if quant not in ("dequantize", "decode"):
-            raise UsageError(f"to_mlir: quant must be 'dequantize' or 'decode', got {quant!r}")
+        if quant not in QUANT_FORMS:
+            raise UsageError(f"to_mlir: quant must be one of {', '.join(QUANT_FORMS)}, got "
+                             f"{quant!r}")
         self.g, self.quant = graph, quant
         self.lines, self.names, self.count = [], {}, 0
         self.encodings = {}
@@ -506,6 +512,8 @@ def _layer_weight(w, v):
         how = f"{t.dtype} codes as f32, scaled per output after the product"
     elif q is None or q.codebook or w.quant == "decode" or t.nm is not None:
         name, how = _operand(w, v), "f32" if q is None else "decoded to f32"
+    elif w.quant == "uniform" and _uniform_type(w, v) is not None:
+        name, how = _uniform(w, v), f"{t.dtype} codes of a quant.uniform type"
     else:
         name, how = _dequantized(w, v), f"dequantized from {t.dtype} codes"
     element_type = ttype(t.shape)
@@ -548,6 +556,63 @@ def _dequantized(w, v):
         body[0] = "arith.uitofp {c} : i8 to f32"
     return w.generic(ins, t.shape, maps + [ident],
                      lambda a: _body(body, c=a[0], s=a[1], z=a[2] if len(a) > 3 else ""))
+
+
+def _literal(x) -> str:
+    """A float as an MLIR float literal (which needs its '.'), exactly."""
+    r = repr(float(x))
+    return r.replace("e", ".0e") if "e" in r and "." not in r else r
+
+
+def _uniform_type(w, v):
+    """The `!quant.uniform` type of a quantized weight: per tensor, per axis
+    (one scale per index of one axis) or sub-channel (a block size per
+    axis); None when MLIR's quant types cannot hold it (scales that are not
+    positive, storage other than 2-8 bit integers)."""
+    t, q = v.type, v.type.quant
+    const = v.producer.attrs["name"]
+    pshape = q.param_shape(t.shape)
+    scales = np.broadcast_to(np.asarray(w.g.weights[aux_key(const, "scale")], np.float32),
+                             pshape)
+    zero = w.g.weights.get(aux_key(const, "zero"))
+    zero = None if zero is None else np.broadcast_to(np.asarray(zero, np.int64), pshape)
+    if t.dtype.kind not in ("int", "uint") or not 2 <= t.dtype.bits <= 8 or \
+            not np.all(np.isfinite(scales)) or not np.all(scales > 0):
+        return None
+    storage = f"{'u' if t.dtype.kind == 'uint' else 'i'}{t.dtype.bits}"
+
+    def nested(s, z):
+        if s.ndim == 0:
+            return _literal(s) + ("" if z is None else f":{int(z)}")
+        return "{" + ", ".join(nested(s[i], None if z is None else z[i])
+                               for i in range(s.shape[0])) + "}"
+    spread = [d for d, p in enumerate(pshape) if p > 1]
+    if not spread:
+        one = nested(scales.reshape(()), None if zero is None else zero.reshape(()))
+        return f"!quant.uniform<{storage}:f32, {one}>"
+    if len(spread) == 1 and pshape[spread[0]] == t.shape[spread[0]]:
+        d = spread[0]
+        flat = scales.reshape(-1)
+        zflat = None if zero is None else zero.reshape(-1)
+        return f"!quant.uniform<{storage}:f32:{d}, {nested(flat, zflat)}>"
+    blocks = ", ".join(f"{d}:{n // p}" for d, (n, p) in enumerate(zip(t.shape, pshape)))
+    return f"!quant.uniform<{storage}:f32:{{{blocks}}}, {nested(scales, zero)}>"
+
+
+def _uniform(w, v):
+    """A quantized constant as its codes cast to its quant.uniform type
+    (quant.scast) and dequantized by MLIR itself (quant.dcast, which MLIR's
+    lower-quant-ops pass lowers)."""
+    t = v.type
+    container = ttype(t.shape, f"i{t.dtype.bits}")
+    codes = np.asarray(w.g.weights[v.producer.attrs["name"]]).astype(np.int8)
+    name = w.fresh()
+    w.emit(f'{name} = arith.constant dense<"0x{codes.tobytes().hex().upper()}"> : {container}')
+    quantized = ttype(t.shape, _uniform_type(w, v))
+    cast, real = w.fresh(), w.fresh()
+    w.emit(f"{cast} = quant.scast {name} : {container} to {quantized}")
+    w.emit(f"{real} = quant.dcast {cast} : {quantized} to {ttype(t.shape)}")
+    return real
 
 
 def _fake_quant(w, x, rows, group):

@@ -49,7 +49,9 @@ class Module:
 
     def to_mlir(self, quant="dequantize") -> str:
         """The compiled graph as upstream MLIR text (linalg, sparse_tensor
-        N:M encodings, dequantized or decoded weights: docs/mlir.md)."""
+        N:M encodings; quantized weights as codes and a dequantizing generic,
+        quant="uniform": quant.uniform types, quant="decode": f32;
+        docs/mlir.md)."""
         return to_mlir(self.artifact.graph, quant)
 
     def to_relax(self):
