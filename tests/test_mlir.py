@@ -111,6 +111,19 @@ def test_a_residual_cnn_compiled_by_mlir_matches(options):
     _check(module, x)
 
 
+def test_grouped_and_depthwise_convolutions_compiled_by_mlir_match():
+    """linalg's named convolutions: conv_2d_nchw_fchw, and per group
+    conv_2d_ngchw_gfchw (a grouped and a depthwise, strided and dilated one)."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=(1, 2), groups=8, dilation=2),
+                          nn.Conv2d(8, 6, 1))
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(5))
+    text = _check(hetc.compile(model, target="ref", example_inputs=(x,)), x)
+    assert text.count("linalg.conv_2d_ngchw_gfchw") == 2 and "linalg.conv_2d_nchw_fchw" in text
+
+
 def test_a_gpt2_block_and_attention_compiled_by_mlir_match():
     """transformers' GPT2Block on a sequence (prefill: causal attention, the
     fused q/k/v split, GELU with pow), and the attention op with a float

@@ -212,10 +212,11 @@ class _Mha(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("name", ["mlp", "conv", "bert", "gpt2", "mha"])
+@pytest.mark.parametrize("name", ["mlp", "conv", "groups", "bert", "gpt2", "mha"])
 def test_modules_from_torch_mlir_import_and_match_pytorch(name, tmp_path):
     """torch-mlir's linalg-on-tensors output (constants as dense_resource
-    blobs, named matmuls and convolutions, generics with broadcasts,
+    blobs, named matmuls and convolutions (grouped and depthwise too),
+    generics with broadcasts,
     reductions, linalg.index masks, f64 norms) imports, matches PyTorch,
     and its matrix products by constants are linear layers hetc compresses."""
     torch.manual_seed(0)
@@ -226,6 +227,10 @@ def test_modules_from_torch_mlir_import_and_match_pytorch(name, tmp_path):
         "conv": (lambda: (nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU(),
                                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32, 5)),
                           torch.randn(2, 3, 8, 8))),
+        "groups": (lambda: (nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU(),
+                                          nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                                          nn.Flatten(), nn.Linear(512, 5)),
+                            torch.randn(2, 4, 8, 8))),
         "bert": (lambda: (bert_layer(), torch.randn(1, 16, 384))),
         "gpt2": (lambda: (gpt2_block(), torch.randn(1, 12, 128))),
         "mha": (lambda: (_Mha(), torch.randn(2, 6, 32))),

@@ -20,7 +20,9 @@ walks `@main` (or the one public function). What it takes (docs/mlir.md):
   `tensor.expand_shape`, `tensor.collapse_shape`, `tensor.extract_slice`,
   `tensor.insert_slice` into an empty tensor along one axis (`concat`),
   `tensor.pad` with a constant (folded into the convolution or pooling that
-  reads it), `linalg.conv_2d_nchw_fchw`, `linalg.pooling_nchw_max`.
+  reads it), `linalg.conv_2d_nchw_fchw`, `conv_2d_ngchw_gfchw`,
+  `depthwise_conv_2d_nchw_chw`, `linalg.pooling_nchw_max`; `quant.dcast` of
+  `!quant.uniform` types (lowered by MLIR's lower-quant-ops first).
 - `func.call`: a function hetc wrote for a composite op (tagged `hetc.op`,
   hetc/ir/mlir.py) becomes that op again, so hetc -> MLIR -> hetc gives back
   the same graph; any other callee is imported inline.
@@ -668,6 +670,31 @@ def _conv(im, op):
         im.tensor(op.operands[1])
     y = im.add("conv2d", [x, weight], {"padding": pads, "stride": _pairs(op, "strides"),
                                        "dilation": _pairs(op, "dilations")})
+    return [_accumulate(im, op, y, op.operands[2])]
+
+
+@handles("linalg.conv_2d_ngchw_gfchw", "linalg.depthwise_conv_2d_nchw_chw")
+def _grouped_conv(im, op):
+    """A grouped convolution ((n, g, c/g, h, w) x (g, o/g, c/g, kh, kw)) or a
+    depthwise one ((n, c, h, w) x (c, kh, kw)) as conv2d with its groups."""
+    depthwise = op.name.startswith("linalg.depthwise")
+    xt, wt = (im.ttype(v.type).shape for v in op.operands[:2])
+    if depthwise:
+        groups, x, pads = xt[1], *_spatial_pads(im, op.operands[0], 0.0)
+        wshape = (wt[0], 1) + tuple(wt[1:])
+    else:
+        groups, pads = xt[1], [0, 0, 0, 0]
+        x = im.add("reshape", [im.tensor(op.operands[0])],
+                   {"shape": [xt[0], xt[1] * xt[2], xt[3], xt[4]]})
+        wshape = (wt[0] * wt[1],) + tuple(wt[2:])
+    w = im.const(op.operands[1])
+    weight = im.g.const(w.reshape(wshape), name=im.layer("conv")) if w is not None else \
+        im.add("reshape", [im.tensor(op.operands[1])], {"shape": list(wshape)})
+    y = im.add("conv2d", [x, weight], {"padding": pads, "stride": _pairs(op, "strides"),
+                                       "dilation": _pairs(op, "dilations"), "groups": groups})
+    out = im.ttype(op.results[0].type).shape
+    if tuple(y.type.shape) != tuple(out):
+        y = im.add("reshape", [y], {"shape": list(out)})
     return [_accumulate(im, op, y, op.operands[2])]
 
 

@@ -21,8 +21,10 @@ How hetc's types and ops map (docs/mlir.md shows each with an example):
 - `linear` is `linalg.matmul` with the weight transposed by its indexing
   maps, on the tokens collapsed to rows; int8 activations (`act_group`)
   are quantized and dequantized per token and group by generics first.
-  `matmul`, elementwise ops (broadcasting), softmax, layer, RMS and batch
-  norms, convolutions (over `tensor.pad`), pooling and attention are
+  convolutions are linalg's named convolutions over `tensor.pad`
+  (`conv_2d_nchw_fchw`, grouped ones `conv_2d_ngchw_gfchw`), max pooling
+  `pooling_nchw_max`; `matmul`, elementwise ops (broadcasting), softmax,
+  layer, RMS and batch norms, global pooling and attention are
   `linalg.generic`s; transposes `linalg.transpose`; reshapes
   `tensor.reshape`; slices, splits and concatenations `tensor` slice ops.
 - composite ops (linear, conv2d, softmax, the norms, attention, pooling,
@@ -715,19 +717,27 @@ def _conv2d(w, op):
                f"{ttype(x.type.shape)}) permutation = [0, 3, 1, 2]")
     xp = _padded(w, xs, x.type.shape, [0, 0, t, lf], [0, 0, b, r], "0.0")
     padded = (n, c, h + t + b, wd + lf + r)
-    og = o // op.attrs["groups"]
-    # (n, o, oh, ow, c, kh, kw): the input channel of output o's group
-    maps = [_map(7, ["d0", f"d1 floordiv {og} * {cg} + d4", f"d2 * {sh} + d5 * {dh}",
-                     f"d3 * {sw} + d6 * {dw}"]),
-            _map(7, ["d1", "d4", "d5", "d6"]), _map(7, ["d0", "d1", "d2", "d3"])]
-    init = w.filled(y.type.shape, "0.0")
+    groups = op.attrs["groups"]
+    og = o // groups
     weight = _layer_weight(w, wt)[0] if wt.producer is not None and \
         wt.producer.kind == "const" else _operand(w, wt)
-    out = w.generic([(xp, ttype(padded)), (weight, ttype(wt.type.shape))],
-                    y.type.shape, maps,
-                    lambda a: [f"%t0 = arith.mulf {a[0]}, {a[1]} : f32",
-                               f"%t1 = arith.addf {a[2]}, %t0 : f32", "%t1"],
-                    reductions=(4, 5, 6), init=init)
+    windows = (f"{{dilations = dense<[{dh}, {dw}]> : tensor<2xi64>, "
+               f"strides = dense<[{sh}, {sw}]> : tensor<2xi64>}}")
+    # linalg's named convolutions: (n, c, h, w) x (o, c, kh, kw), or per group
+    # (n, g, c/g, h, w) x (g, o/g, c/g, kh, kw)
+    if groups == 1:
+        named, xs_, ws_, ys_ = "conv_2d_nchw_fchw", (xp, padded), (weight, wt.type.shape), \
+            y.type.shape
+    else:
+        gx = (n, groups, cg) + padded[2:]
+        gw = (groups, og, cg, kh, kw)
+        named, xs_, ws_ = "conv_2d_ngchw_gfchw", (_reshaped(w, xp, padded, gx), gx), \
+            (_reshaped(w, weight, wt.type.shape, gw), gw)
+        ys_ = (n, groups, og, oh, ow)
+    init, out = w.filled(ys_, "0.0"), w.fresh()
+    w.emit(f"{out} = linalg.{named} {windows} ins({xs_[0]}, {ws_[0]} : {ttype(xs_[1])}, "
+           f"{ttype(ws_[1])}) outs({init} : {ttype(ys_)}) -> {ttype(ys_)}")
+    out = _reshaped(w, out, ys_, y.type.shape)
     if len(op.inputs) > 2:
         bias = _operand(w, op.inputs[2])
         out = w.generic([(out, ttype(y.type.shape)), (bias, ttype([o]))], y.type.shape,
@@ -751,12 +761,12 @@ def _max_pool(w, op):
                  "0xFF800000")
     padded = (n, c, h + t + b + eh, wd + lf + r + ew)
     window = w.empty((kh, kw))
-    init = w.filled(y.type.shape, "0xFF800000")
-    maps = [_map(6, ["d0", "d1", f"d2 * {sh} + d4 * {dh}", f"d3 * {sw} + d5 * {dw}"]),
-            _map(6, ["d4", "d5"]), _map(6, ["d0", "d1", "d2", "d3"])]
-    w.names[y] = w.generic([(xp, ttype(padded)), (window, ttype((kh, kw)))], y.type.shape, maps,
-                           lambda a: [f"%t0 = arith.maximumf {a[2]}, {a[0]} : f32", "%t0"],
-                           reductions=(4, 5), init=init)
+    init, out = w.filled(y.type.shape, "0xFF800000"), w.fresh()
+    w.emit(f"{out} = linalg.pooling_nchw_max {{dilations = dense<[{dh}, {dw}]> : tensor<2xi64>, "
+           f"strides = dense<[{sh}, {sw}]> : tensor<2xi64>}} ins({xp}, {window} : "
+           f"{ttype(padded)}, {ttype((kh, kw))}) outs({init} : {ttype(y.type.shape)}) -> "
+           f"{ttype(y.type.shape)}")
+    w.names[y] = out
 
 
 @lowers("global_avg_pool")
