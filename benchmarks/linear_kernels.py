@@ -219,10 +219,12 @@ def openvino_runner(weights, x, int4):
 
 
 def tvm_seconds(k, n, batch, repeat):
-    """Median seconds of TVM 0.27 (llvm for this CPU, AVX-512) on the exported
-    PyTorch layer, untuned (MetaSchedule takes hours, so this is TVM's
-    default code). Measured alone in a child process: TVM's worker threads
-    keep spinning after a call and would slow every runner measured after it."""
+    """Median seconds of TVM 0.27 (llvm for this CPU, AVX-512) on the layer's
+    graph as hetc imports it, handed to TVM as Relax (hetc.ir.relax.to_relax:
+    the same graph hetc compiles), untuned (MetaSchedule takes hours, so this
+    is TVM's default code). Measured alone in a child process: TVM's worker
+    threads keep spinning after a call and would slow every runner measured
+    after it."""
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
@@ -232,14 +234,14 @@ def tvm_seconds(k, n, batch, repeat):
 def _tvm_child(k, n, batch, repeat):
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
+
+    from hetc.ir.relax import to_relax
 
     torch.set_num_threads(THREADS)
     w = (np.random.default_rng(0).standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
     x = torch.randn(batch, k)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": THREADS})
-    program = torch.export.export(Linear(w).eval(), (x,))
-    mod = from_exported_program(program, keep_params_as_input=False)
+    mod = to_relax(hetc.import_model(Linear(w).eval(), example_inputs=(x,)))
     vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
     xt = tvm.runtime.tensor(x.numpy())
     vm["main"](xt)

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch_mlir") is None,
 
 def structure(g):
     """The graph from its outputs back: each op's kind, inputs, attributes,
-    result names and types, and each constant's bytes (an order-free form:
-    MLIR writes constants where they are first used)."""
+    result names and types, each constant's bytes and each fused region's
+    body (an order-free form: MLIR writes constants where they are first
+    used)."""
     index, ops = {}, []
 
     def visit(v):
@@ -46,7 +47,9 @@ def structure(g):
                 raw = g.weights[op.attrs["name"]] if "name" in op.attrs else op.attrs["value"]
                 data = (np.asarray(raw).dtype.str, np.asarray(raw).tobytes(),
                         np.asarray(load_const(op, g)).tobytes())
-            ops.append((op.kind, ins, attrs, [(o.name, str(o.type)) for o in op.outputs], data))
+            body = None if op.body is None else str(op.body)
+            ops.append((op.kind, ins, attrs, [(o.name, str(o.type)) for o in op.outputs], data,
+                        body))
             for i, o in enumerate(op.outputs):
                 index[o] = ("op", len(ops) - 1, i)
         return index[v]

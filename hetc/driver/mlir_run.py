@@ -68,20 +68,22 @@ def verify(text) -> None:
         ir.Module.parse(text).operation.verify()
 
 
-def run(text, inputs, output_shapes) -> list:
-    """The outputs (float32 arrays of the given shapes) of @main for `inputs`."""
+def run(text, inputs, output_shapes, output_dtypes=None) -> list:
+    """The outputs (arrays of the given shapes, float32 unless
+    `output_dtypes` says) of @main for `inputs` (arrays of its argument types)."""
     ir, passmanager, execution_engine, rt = bindings()
+    dts = [np.dtype(d) for d in (output_dtypes or [np.float32] * len(output_shapes))]
     with ir.Context():
         module = ir.Module.parse(text)
         passmanager.PassManager.parse(PIPELINE).run(module.operation)
         engine = execution_engine.ExecutionEngine(module, opt_level=2,
                                                   shared_libs=[runtime_library()])
-        kinds = [rt.make_nd_memref_descriptor(len(s), rt.as_ctype(np.float32))
-                 for s in output_shapes]
+        kinds = [rt.make_nd_memref_descriptor(len(s), rt.as_ctype(d))
+                 for s, d in zip(output_shapes, dts)]
         # the C interface returns one descriptor, or a struct of them, through its first argument
         results = type("Results", (ctypes.Structure,),
                        {"_fields_": [(f"r{i}", k) for i, k in enumerate(kinds)]})()
-        arrays = [np.ascontiguousarray(x, np.float32) for x in inputs]  # kept alive
+        arrays = [np.ascontiguousarray(x) for x in inputs]  # kept alive
         ins = [ctypes.pointer(ctypes.pointer(rt.get_ranked_memref_descriptor(a)))
                for a in arrays]
         engine.invoke("main", ctypes.pointer(ctypes.pointer(results)), *ins)

@@ -25,11 +25,12 @@ BODY_BINARY = {"arith.addf": "add", "arith.subf": "sub", "arith.mulf": "mul",
                "arith.maxnumf": "maximum", "arith.minnumf": "minimum", "math.powf": "pow",
                "arith.addi": "add", "arith.subi": "sub", "arith.muli": "mul",
                "arith.maxsi": "maximum", "arith.minsi": "minimum", "arith.andi": "logical_and",
-               "arith.ori": "logical_or", "arith.remf": "fmod"}
+               "arith.ori": "logical_or", "arith.xori": "logical_xor", "arith.remf": "fmod"}
 BODY_UNARY = {"arith.negf": "neg", "math.exp": "exp", "math.tanh": "tanh", "math.sqrt": "sqrt",
               "math.rsqrt": "rsqrt", "math.erf": "erf", "math.log": "log", "math.absf": "abs",
               "math.roundeven": "round", "math.floor": "floor", "math.ceil": "ceil",
-              "math.sin": "sin", "math.cos": "cos", "math.tan": "tan", "math.atan": "atan"}
+              **{f"math.{k}": k for k in ("sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+                                          "cosh", "asinh", "acosh", "atanh")}}
 BODY_CAST = {"arith.sitofp", "arith.uitofp", "arith.extf", "arith.truncf", "arith.fptosi",
              "arith.extsi", "arith.trunci", "arith.extui"}
 # arith.cmpf / cmpi predicates -> (comparison, negated)

@@ -139,12 +139,13 @@ class _Pieces:
 
 
 class _Importer:
-    def __init__(self, path, funcs, resources, name):
+    def __init__(self, path, funcs, resources, name, weights=None):
         self.path, self.funcs, self.resources = path, funcs, resources
-        self.g = Graph(name)
+        self.g = Graph(name, weights)
         self.values = {}  # MLIR value -> hetc Value | np.ndarray | float | marker
         self.layers = {}  # hetc.weight name -> its const Value (tied weights stay one)
-        self.depth = 0
+        self.depth = 0  # callees imported inline
+        self.nesting = 0  # fused regions
         self.layer_count = 0
         self.op = None
         self.const_names = {}  # MLIR constant -> the name its location gives
@@ -191,7 +192,10 @@ class _Importer:
             self.fail(x.message)
         if isinstance(x, np.ndarray):
             name, inline = self.const_names.get(v, ("const", None))
-            c = self.g.const(x, name=name, inline=inline)
+            if inline is False:
+                c = self.stored(x, name)
+            else:
+                c = self.g.const(x, name=name, inline=inline)
             if inline:
                 self.wanted[c] = name
             self.values[v] = c
@@ -319,7 +323,18 @@ class _Importer:
         inputs = [self.tensor(v) for v in op.operands]
         if "hetc.weight" in callee.attributes:
             inputs.insert(1, self.layer_weight(callee))
-        outs = self.g.add(kind, inputs, attrs)
+        if kind == "fused":  # its body: the function, imported as a graph of its own
+            if self.nesting > 64:
+                self.fail("fused regions nest deeper than 64")
+            name = callee.attributes["hetc.graph"].value if "hetc.graph" in callee.attributes \
+                else "body"
+            inner = _Importer(self.path, self.funcs, self.resources, name, self.g.weights)
+            inner.nesting = self.nesting + 1
+            body = inner.run(callee)
+            outs = self.g.add(kind, inputs, attrs, body=body,
+                              result_types=[v.type for v in body.outputs])
+        else:
+            outs = self.g.add(kind, inputs, attrs)
         outs = outs if isinstance(outs, list) else [outs]
         for got, r in zip(outs, op.results):
             if got.type.shape != self.ttype(r.type).shape:
@@ -382,9 +397,21 @@ class _Importer:
             key = self.existing(name, t)
             if key is not None:
                 return key
-            value = self.g.const(data.astype(np.float32), name=name, type=t)
+            value = self.stored(data.astype(np.float32), name, t)
         self.layers[name] = value
         return value
+
+    def stored(self, array, name, t=None):
+        """A stored constant named `name`: the one already in the graph when
+        it holds the same type and bytes (a weight tied between two layers,
+        or written both in @main and in a layer's function), else a new one."""
+        for op in self.g.ops:
+            if op.kind == "const" and op.attrs.get("name") == name:
+                old = self.g.weights[name]
+                if (t is None or op.output.type == t) and old.dtype == array.dtype and \
+                        old.shape == array.shape and old.tobytes() == array.tobytes():
+                    return op.output
+        return self.g.const(array, name=name, type=t)
 
     def layer(self, kind):
         """A name for the weight of a layer the module does not name
@@ -423,8 +450,6 @@ class _Importer:
         dense = ir.DenseElementsAttr(attr)
         if dense.is_splat:
             return np.full(t.shape, attr_value(dense.get_splat_value()), storage)
-        if t.dtype == dtypes.boolean:
-            self.fail("bool constants that are not splats are not imported")
         return np.array(dense).astype(storage).reshape(t.shape)
 
 

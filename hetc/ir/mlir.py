@@ -40,7 +40,10 @@ How hetc's types and ops map (docs/mlir.md shows each with an example):
   defining it (`loc("name")`; `loc("name"("inline"))` for a constant written
   in the IR text rather than stored).
 
-Ops outside this set raise TargetError naming them (`hetc ops` lists the IR).
+The typed elementwise ops, casts, reductions, indexing, padding, average
+pooling and log-softmax are in mlir_ops.py: every op of the IR is exported;
+what a lowering cannot write (unsigned values, integer pow, ...) raises
+TargetError naming the op and the reason.
 """
 
 from __future__ import annotations
@@ -53,12 +56,15 @@ import numpy as np
 
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.registry import Registry
+from hetc.ir import dtypes
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import slice_ranges
 from hetc.ir.weights import aux_key
 
-ELEMENT = {"f32": "f32", "f16": "f16", "bf16": "bf16", "i8": "i8", "i32": "i32",
-           "i64": "i64", "bool": "i1"}
+# IR dtype -> MLIR element type (signless integers, read as signed; unsigned
+# values are not exported: the importer could not tell them apart)
+ELEMENT = {"f32": "f32", "f16": "f16", "bf16": "bf16", "f64": "f64", "i64": "i64",
+           "i32": "i32", "i16": "i16", "i8": "i8", "bool": "i1"}
 UNARY = {  # body of one element: {x} the operand, results f32
     "neg": ["arith.negf {x} : f32"], "abs": ["math.absf {x} : f32"],
     "exp": ["math.exp {x} : f32"], "tanh": ["math.tanh {x} : f32"],
@@ -81,8 +87,6 @@ GELU = {"none": ["arith.constant 0.707106769 : f32", "arith.mulf {x}, %t0 : f32"
                  "arith.constant 1.0 : f32", "arith.addf %t7, %t8 : f32",
                  "arith.constant 0.5 : f32", "arith.mulf %t10, {x} : f32",
                  "arith.mulf %t11, %t9 : f32"]}
-BINARY = {"add": "arith.addf", "sub": "arith.subf", "mul": "arith.mulf", "div": "arith.divf",
-          "maximum": "arith.maximumf", "minimum": "arith.minimumf", "pow": "math.powf"}
 
 
 # how quantized layer weights are written (docs/mlir.md): codes and a dequantizing
@@ -121,6 +125,7 @@ class Writer:
         self.lines, self.names, self.count = [], {}, 0
         self.encodings = {}
         self.functions = []  # the composite ops' private functions
+        self.calls = 0
         self.layers = {}  # weight name -> its type and how it is written: hetc.layers
 
     # -- names and text -------------------------------------------------------------
@@ -138,79 +143,68 @@ class Writer:
         return self.names[v]
 
     def constant(self, array, element="f32"):
-        """An arith.constant of `array` (its bytes in hexadecimal)."""
-        a = np.array(array, dtype={"f32": np.float32, "i8": np.int8, "i64": np.int64,
-                                   "f16": np.float16}[element], order="C")  # 0-d stays 0-d
+        """An arith.constant of `array` as `element` (its bytes in
+        hexadecimal: one byte per i1, as MLIR prints them)."""
+        storage = {"f32": np.float32, "f16": np.float16, "bf16": dtypes.bf16.storage,
+                   "f64": np.float64, "i64": np.int64, "i32": np.int32, "i16": np.int16,
+                   "i8": np.int8, "i1": np.bool_}[element]
+        a = np.array(array, order="C").astype(storage)  # 0-d stays 0-d
         name = self.fresh()
-        t = ttype(a.shape, element)
         literal = f'dense<"0x{a.tobytes().hex().upper()}">' if a.size else "dense<>"
-        self.emit(f"{name} = arith.constant {literal} : {t}")
+        self.emit(f"{name} = arith.constant {literal} : {ttype(a.shape, element)}")
         return name
 
-    def empty(self, shape):
+    def empty(self, shape, element="f32"):
         name = self.fresh()
-        self.emit(f"{name} = tensor.empty() : {ttype(shape)}")
+        self.emit(f"{name} = tensor.empty() : {ttype(shape, element)}")
         return name
 
-    def filled(self, shape, value):
-        zero, empty = self.fresh(), self.empty(shape)
-        self.emit(f"{zero} = arith.constant {value} : f32")
+    def filled(self, shape, value, element="f32"):
+        zero, empty = self.fresh(), self.empty(shape, element)
+        self.emit(f"{zero} = arith.constant {value} : {element}")
         name = self.fresh()
-        self.emit(f"{name} = linalg.fill ins({zero} : f32) outs({empty} : {ttype(shape)}) -> "
-                  f"{ttype(shape)}")
+        self.emit(f"{name} = linalg.fill ins({zero} : {element}) outs({empty} : "
+                  f"{ttype(shape, element)}) -> {ttype(shape, element)}")
         return name
 
-    def generic(self, ins, out_shape, maps, body, reductions=(), init=None):
+    def generic(self, ins, out_shape, maps, body, reductions=(), init=None,
+                out_element="f32"):
         """A linalg.generic over len(maps[-1] domain) loops: `ins` are
         (name, type) pairs read through maps[:-1]; `body(args)` gives the
         lines of one element (args: the block's arguments, the output's
-        last) ending in its result."""
+        last) ending in its result, of `out_element`."""
         rank = int(maps[-1].split("(")[1].count("d")) if "(" in maps[-1] else 0
         iters = ", ".join('"reduction"' if i in reductions else '"parallel"' for i in range(rank))
-        out = init or self.empty(out_shape)
+        out_type = ttype(out_shape, out_element)
+        out = init or self.empty(out_shape, out_element)
         name = self.fresh()
         args = [f"%a{i}" for i in range(len(ins) + 1)]
+        reads = f"ins({', '.join(n for n, _ in ins)} : {', '.join(t for _, t in ins)}) " \
+            if ins else ""
         head = (f"{name} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
-                f"iterator_types = [{iters}]}} ins({', '.join(n for n, _ in ins)} : "
-                f"{', '.join(t for _, t in ins)}) outs({out} : {ttype(out_shape)}) {{")
+                f"iterator_types = [{iters}]}} {reads}outs({out} : {out_type}) {{")
         block = "^bb0(" + ", ".join(f"{a}: {_element(t)}" for a, (_, t) in zip(args, ins)) + \
-            (", " if ins else "") + f"{args[-1]}: f32):"
+            (", " if ins else "") + f"{args[-1]}: {out_element}):"
         self.emit(head)
         self.emit("  " + block)
         lines = body(args)
         for line in lines[:-1]:
             self.emit("    " + line)
-        self.emit(f"    linalg.yield {lines[-1]} : f32")
-        self.emit(f"}} -> {ttype(out_shape)}")
+        self.emit(f"    linalg.yield {lines[-1]} : {out_element}")
+        self.emit(f"}} -> {out_type}")
         return name
 
     # -- the graph ------------------------------------------------------------------
 
     def run(self):
-        for v in self.g.inputs:
-            if v.type.dtype.name != "f32":
-                raise TargetError(f"to_mlir: input %{v.name} is {v.type.dtype} (float32 only "
-                                 f"so far)")
-        args = [f"%arg{i}: {ttype(v.type.shape)} loc({_string(v.name)})"
+        args = [f"%arg{i}: {vtype(v)} loc({_string(v.name)})"
                 for i, v in enumerate(self.g.inputs)]
         for i, v in enumerate(self.g.inputs):
             self.names[v] = f"%arg{i}"
-        for i, op in enumerate(self.g.ops):
-            if op.kind not in LOWER:
-                raise TargetError(f"to_mlir: op #{i} {op.kind} (%{op.outputs[0].name}) is not "
-                                 f"exported yet (docs/mlir.md lists what is)")
-            known, count = set(self.names.values()), len(self.lines)
-            if op.kind in CALLED:
-                self.call(op, i)
-            else:
-                LOWER[op.kind](self, op)
-            if len(self.lines) > count and op.outputs and self.names[op.outputs[0]] not in known:
-                # the op's last MLIR op defines its results: their names as its location
-                names = [_string(v.name) for v in op.outputs]
-                self.lines[-1] += f" loc({names[0]})" if len(names) == 1 else \
-                    f" loc(fused[{', '.join(names)}])"
+        for op in self.g.ops:
+            self.lower(op)
         results = [_operand(self, v) for v in self.g.outputs]
-        types = [ttype(v.type.shape) for v in self.g.outputs]
+        types = [vtype(v) for v in self.g.outputs]
         encodings = "".join(f"{alias} = #sparse_tensor.encoding<{{ map = (i, j) -> (i : dense, "
                             f"j floordiv {m} : dense, j mod {m} : structured[{n}, {m}]) }}>\n"
                             for (n, m), alias in self.encodings.items())
@@ -223,7 +217,23 @@ class Writer:
                 f"\n    return {', '.join(results)} : {', '.join(types)}\n}}\n" +
                 "".join(self.functions))
 
-    def call(self, op, index):
+    def lower(self, op):
+        """op in the current function: a call of its own, or its MLIR ops here."""
+        if op.kind not in LOWER:
+            raise TargetError(f"to_mlir: op {op.kind} (%{op.outputs[0].name}) is not "
+                             f"exported yet (docs/mlir.md lists what is)")
+        known, count = set(self.names.values()), len(self.lines)
+        if needs_call(op):
+            self.call(op)
+        else:
+            LOWER[op.kind](self, op)
+        if len(self.lines) > count and op.outputs and self.names[op.outputs[0]] not in known:
+            # the op's last MLIR op defines its results: their names as its location
+            names = [_string(v.name) for v in op.outputs]
+            self.lines[-1] += f" loc({names[0]})" if len(names) == 1 else \
+                f" loc(fused[{', '.join(names)}])"
+
+    def call(self, op):
         """A composite op as a `func.call` of a private function holding its
         lowering, tagged with the op (`hetc.op`, `hetc.attrs`) so that the
         importer gives back the op itself. A layer's constant weight lives in
@@ -242,16 +252,21 @@ class Writer:
             body = self.lines
         finally:
             self.lines, self.names = saved
-        fname = f"@{op.kind}_{index}"
-        ins = [ttype(v.type.shape) for v in outer]
-        outs = [ttype(v.type.shape) for v in op.outputs]
+        self.calls += 1
+        fname = f"@{op.kind}_{self.calls}"
+        ins = [vtype(v) for v in outer]
+        outs = [vtype(v) for v in op.outputs]
         facts = [f"hetc.op = {_string(op.kind)}", f"hetc.attrs = {_string(_json(op.attrs))}"]
         if weight is not None:
             wname = weight.producer.attrs.get("name", weight.name)
             facts += [f"hetc.weight = {_string(wname)}",
                       f"hetc.weight_type = {_string(type_json(weight.type))}",
                       f"hetc.weight_form = {_string(self.layers.get(wname, ''))}"]
-        args = ", ".join(f"%arg{i}: {t}" for i, t in enumerate(ins))
+        if op.body is not None:
+            facts.append(f"hetc.graph = {_string(op.body.name)}")
+        names = [v.name for v in (op.body.inputs if op.body is not None else outer)]
+        args = ", ".join(f"%arg{i}: {t} loc({_string(n)})"
+                         for i, (t, n) in enumerate(zip(ins, names)))
         self.functions.append(
             f"func.func private {fname}({args}) -> ({', '.join(outs)}) attributes "
             f"{{{', '.join(facts)}}} {{\n" + "\n".join(body) +
@@ -264,16 +279,35 @@ class Writer:
             self.names[v] = f"{name}#{k}" if len(outs) > 1 else name
 
 
-# ops written as calls of their own function (see Writer.call); the rest are
-# one MLIR op each, which the importer maps back directly
-CALLED = {"linear", "conv2d", "softmax", "layer_norm", "rms_norm", "batch_norm", "attention",
-          "max_pool2d", "global_avg_pool", "expand", "slice", "split", "concat"}
+# ops written as one MLIR op that the importer maps back to the same op, by
+# the classes of their operands' elements (float, signed int, bool); every
+# other op is a call of its own function (see Writer.call)
+DIRECT = {"const": "fsb", "reshape": "fsb", "transpose": "fsb", "matmul": "f", "gelu": "f",
+          **{k: "f" for k in UNARY}, "add": "fs", "sub": "fs", "mul": "fs", "div": "f",
+          "maximum": "fs", "minimum": "fs", "pow": "f", "where": "fsb",
+          **{k: "f" for k in ("floor", "ceil", "round", "sin", "cos", "tan", "asin", "acos",
+                              "atan", "sinh", "cosh", "asinh", "acosh", "atanh")},
+          **{k: "fs" for k in ("equal", "less", "greater", "less_equal", "greater_equal")},
+          **{k: "b" for k in ("logical_and", "logical_or", "logical_xor")},
+          **{k: "s" for k in ("bitwise_and", "bitwise_or", "bitwise_xor")}}
+
+
+def element_class(v) -> str:
+    """f (float), s (signed integer) or b (bool): what a body's ops depend on."""
+    d = v.type.value_dtype
+    return "b" if d.name == "bool" else "f" if d.is_float else "s"
+
+
+def needs_call(op) -> bool:
+    allowed = DIRECT.get(op.kind, "")
+    operands = op.inputs[1:] if op.kind == "where" else op.inputs
+    return not allowed or any(element_class(v) not in allowed for v in operands)
 
 
 def _json(attrs) -> str:
     """An op's attributes as JSON (numpy scalars as numbers), for hetc.attrs."""
     return json.dumps(dict(attrs), default=lambda o: o.item() if isinstance(o, np.generic)
-                      else list(o))
+                      else o.name if isinstance(o, dtypes.DType) else list(o))
 
 
 def type_json(t) -> str:
@@ -285,6 +319,20 @@ def type_json(t) -> str:
                        "quant": q and {"group": q.group, "scale": q.scale.name,
                                        "symmetric": q.symmetric, "axis": q.axis,
                                        "codebook": q.codebook}})
+
+
+def element(v) -> str:
+    """The MLIR element type of value v (TargetError for dtypes MLIR export lacks)."""
+    name = v.type.value_dtype.name
+    if name not in ELEMENT:
+        raise TargetError(f"to_mlir: value %{v.name} is {name} (exported: "
+                          f"{', '.join(ELEMENT)})")
+    return ELEMENT[name]
+
+
+def vtype(v) -> str:
+    """The MLIR tensor type of value v (its logical values: quantized ones are f32)."""
+    return ttype(v.type.shape, element(v))
 
 
 def _element(t):
@@ -316,34 +364,22 @@ def _f32(op, *values):
 
 @lowers("const")
 def _const(w, op):
-    if op.output.type.quant is not None:
-        return  # a layer's weight: its consumer writes it (dequantized or decoded)
-    _f32(op, op.output)  # written where it is first used, in the function using it
+    """Nothing here: a constant is written where it is first used, in the
+    function using it (a layer's weight by its layer: dequantized,
+    quant.uniform or decoded)."""
 
 
 def _operand(w, v):
     """The MLIR value of operand v (a quantized constant decoded to f32 here
     when it is not a layer's weight)."""
     if v not in w.names:
-        w.names[v] = w.constant(np.asarray(load_const(v.producer, w.g), np.float32).reshape(
-            v.type.shape))
+        w.names[v] = w.constant(np.asarray(load_const(v.producer, w.g)).reshape(v.type.shape),
+                                element(v))
         # its name travels as the location: a stored weight's key, or an inline value's name
         named = v.producer.attrs.get("name")
         w.lines[-1] += f" loc({_string(named)})" if named else \
             f" loc({_string(v.name)}(\"inline\"))"
     return w.names[v]
-
-
-@lowers(*UNARY, "gelu")
-def _unary(w, op):
-    x, y = op.inputs[0], op.output
-    _f32(op, x, y)
-    lines = GELU["tanh" if op.attrs.get("approximate") == "tanh" else "none"] \
-        if op.kind == "gelu" else UNARY[op.kind]
-    rank = y.type.rank
-    ident = _map(rank, _dims(rank))
-    w.names[y] = w.generic([(_operand(w, x), ttype(x.type.shape))], y.type.shape,
-                           [ident, ident], lambda a: _body(lines, x=a[0]))
 
 
 def _body(lines, **operands):
@@ -354,38 +390,22 @@ def _body(lines, **operands):
     return out + [f"%t{len(lines) - 1}"]
 
 
-@lowers(*BINARY)
-def _binary(w, op):
-    a, b = op.inputs
-    y = op.output
-    _f32(op, a, b, y)
-    rank, shape = y.type.rank, y.type.shape
-    maps = [_broadcast_map(v.type.shape, rank, shape) for v in (a, b)] + \
-        [_map(rank, _dims(rank))]
-    w.names[y] = w.generic([(_operand(w, a), ttype(a.type.shape)),
-                            (_operand(w, b), ttype(b.type.shape))], shape, maps,
-                           lambda args: [f"%t0 = {BINARY[op.kind]} {args[0]}, {args[1]} : f32",
-                                         "%t0"])
-
-
 @lowers("reshape")
 def _reshape(w, op):
     x, y = op.inputs[0], op.output
-    _f32(op, x, y)
     shape = w.constant(np.asarray(y.type.shape, np.int64), "i64")
     name = w.fresh()
-    w.emit(f"{name} = tensor.reshape {_operand(w, x)}({shape}) : ({ttype(x.type.shape)}, "
-           f"{ttype([y.type.rank], 'i64')}) -> {ttype(y.type.shape)}")
+    w.emit(f"{name} = tensor.reshape {_operand(w, x)}({shape}) : ({vtype(x)}, "
+           f"{ttype([y.type.rank], 'i64')}) -> {vtype(y)}")
     w.names[y] = name
 
 
 @lowers("transpose")
 def _transpose(w, op):
     x, y = op.inputs[0], op.output
-    _f32(op, x, y)
-    init, name = w.empty(y.type.shape), w.fresh()
-    w.emit(f"{name} = linalg.transpose ins({_operand(w, x)} : {ttype(x.type.shape)}) "
-           f"outs({init} : {ttype(y.type.shape)}) permutation = "
+    init, name = w.empty(y.type.shape, element(y)), w.fresh()
+    w.emit(f"{name} = linalg.transpose ins({_operand(w, x)} : {vtype(x)}) "
+           f"outs({init} : {vtype(y)}) permutation = "
            f"[{', '.join(map(str, op.attrs['perm']))}]")
     w.names[y] = name
 
@@ -456,13 +476,13 @@ def _norm(w, op):
     w.names[y] = _reshaped(w, out, rows, shape)
 
 
-def _reshaped(w, x, shape, to):
+def _reshaped(w, x, shape, to, element="f32"):
     if tuple(shape) == tuple(to):
         return x
     s = w.constant(np.asarray(to, np.int64), "i64")
     name = w.fresh()
-    w.emit(f"{name} = tensor.reshape {x}({s}) : ({ttype(shape)}, {ttype([len(to)], 'i64')}) -> "
-           f"{ttype(to)}")
+    w.emit(f"{name} = tensor.reshape {x}({s}) : ({ttype(shape, element)}, "
+           f"{ttype([len(to)], 'i64')}) -> {ttype(to, element)}")
     return name
 
 
@@ -675,8 +695,8 @@ def to_mlir(graph, quant="dequantize") -> str:
 
 # -- convolutions, pooling, attention, copies ------------------------------------------
 
-def _padded(w, x, shape, low, high, value):
-    """x padded by `low`/`high` cells per axis with the f32 `value`."""
+def _padded(w, x, shape, low, high, value, element="f32"):
+    """x padded by `low`/`high` cells per axis with `value`."""
     if not any(low) and not any(high):
         return x
     out = [d + a + b for d, a, b in zip(shape, low, high)]
@@ -685,9 +705,9 @@ def _padded(w, x, shape, low, high, value):
     w.emit(f"{name} = tensor.pad {x} low[{', '.join(map(str, low))}] "
            f"high[{', '.join(map(str, high))}] {{")
     w.emit(f"  ^bb0({idx}):")
-    w.emit(f"    %c = arith.constant {value} : f32")
-    w.emit("    tensor.yield %c : f32")
-    w.emit(f"}} : {ttype(shape)} to {ttype(out)}")
+    w.emit(f"    %c = arith.constant {value} : {element}")
+    w.emit(f"    tensor.yield %c : {element}")
+    w.emit(f"}} : {ttype(shape, element)} to {ttype(out, element)}")
     return name
 
 
@@ -746,17 +766,26 @@ def _conv2d(w, op):
     w.names[y] = out
 
 
+def pool_geometry(op):
+    """(kernel, stride, dilation, [top, left, bottom, right] padding, the
+    ceil mode's overhang [bottom, right]) of a pooling op."""
+    x, y = op.inputs[0], op.output
+    h, wd = x.type.shape[2:]
+    oh, ow = y.type.shape[2:]
+    (kh, kw), (t, lf, b, r) = op.attrs["kernel"], op.attrs["padding"]
+    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
+    dh, dw = op.attrs.get("dilation", [1, 1])
+    eh = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + t + b))
+    ew = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (wd + lf + r))
+    return (kh, kw), (sh, sw), (dh, dw), (t, lf, b, r), (eh, ew)
+
+
 @lowers("max_pool2d")
 def _max_pool(w, op):
     x, y = op.inputs[0], op.output
     _f32(op, x, y)
     n, c, h, wd = x.type.shape
-    oh, ow = y.type.shape[2:]
-    (kh, kw), (t, lf, b, r) = op.attrs["kernel"], op.attrs["padding"]
-    sh, sw = op.attrs.get("stride") or op.attrs["kernel"]
-    dh, dw = op.attrs.get("dilation", [1, 1])
-    eh = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + t + b))  # ceil mode's overhang
-    ew = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (wd + lf + r))
+    (kh, kw), (sh, sw), (dh, dw), (t, lf, b, r), (eh, ew) = pool_geometry(op)
     xp = _padded(w, _operand(w, x), x.type.shape, [0, 0, t, lf], [0, 0, b + eh, r + ew],
                  "0xFF800000")
     padded = (n, c, h + t + b + eh, wd + lf + r + ew)
@@ -883,7 +912,9 @@ def _concat(w, op):
 def _attention(w, op):
     q, k, v = op.inputs[:3]
     y = op.output
-    _f32(op, *op.inputs, y)
+    _f32(op, q, k, v, y)
+    if len(op.inputs) > 3 and op.inputs[3].type.dtype.name != "bool":
+        _f32(op, op.inputs[3])
     (L, E), S = q.type.shape[-2:], k.type.shape[-2]
     batch = y.type.shape[:-2]
     nb = len(batch)
@@ -919,11 +950,14 @@ def _attention(w, op):
             f"%o = arith.constant {off} : index", "%io = arith.addi %i, %o : index",
             "%far = arith.cmpi sgt, %j, %io : index", "%ninf = arith.constant 0xFF800000 : f32",
             f"%t0 = arith.select %far, %ninf, {a[0]} : f32", "%t0"])
-    if len(op.inputs) > 3:
+    if len(op.inputs) > 3:  # a float mask is added; a bool one keeps the keys it holds
         m = op.inputs[3]
-        s = w.generic([(s, ttype(scores)), (_operand(w, m), ttype(m.type.shape))], scores,
+        boolean = m.type.dtype.name == "bool"
+        s = w.generic([(s, ttype(scores)), (_operand(w, m), vtype(m))], scores,
                       [ident, _broadcast_map(m.type.shape, rank, scores), ident],
-                      lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"])
+                      lambda a: [f"%t0 = arith.addf {a[0]}, {a[1]} : f32", "%t0"] if not boolean
+                      else ["%t0 = arith.constant 0xFF800000 : f32",
+                            f"%t1 = arith.select {a[1]}, {a[0]}, %t0 : f32", "%t1"])
     flat = _reshaped(w, s, scores, (math.prod(scores[:-1]), S))
     p = _softmax_rows(w, flat, (math.prod(scores[:-1]), S), masked_zero=True)
     p = _reshaped(w, p, (math.prod(scores[:-1]), S), scores)
@@ -957,3 +991,19 @@ def _softmax_rows(w, x, shape, masked_zero=False):
                                        "arith.cmpf oeq, {r}, %t0 : f32",
                                        "arith.constant 0.0 : f32",
                                        "arith.select %t1, %t2, {x} : f32"])
+
+
+@lowers("fused")
+def _fused(w, op):
+    """A fused region: its body's ops in its function (each a call of its
+    own where it needs one), the body's inputs being the function's."""
+    for outer, inner in zip(op.inputs, op.body.inputs):
+        w.names[inner] = w.names[outer]
+    for body_op in op.body.ops:
+        w.lower(body_op)
+    for outer, inner in zip(op.outputs, op.body.outputs):
+        w.names[outer] = _operand(w, inner)
+
+
+# the typed elementwise ops, reductions, indexing and pooling register themselves
+from hetc.ir import mlir_ops  # noqa: E402, F401
