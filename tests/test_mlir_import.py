@@ -200,9 +200,9 @@ def test_random_graphs_round_trip(seed):
 
 # -- modules hetc did not write --------------------------------------------------------
 
-def _torch_mlir(model, *inputs):
+def _torch_mlir(model, *inputs, output_type="linalg-on-tensors"):
     from torch_mlir import fx
-    return str(fx.export_and_import(model.eval(), *inputs, output_type="linalg-on-tensors"))
+    return str(fx.export_and_import(model.eval(), *inputs, output_type=output_type))
 
 
 class _Mha(torch.nn.Module):
@@ -215,13 +215,16 @@ class _Mha(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("dialect", ["linalg-on-tensors", "tosa"])
 @pytest.mark.parametrize("name", ["mlp", "conv", "groups", "bert", "gpt2", "mha"])
-def test_modules_from_torch_mlir_import_and_match_pytorch(name, tmp_path):
-    """torch-mlir's linalg-on-tensors output (constants as dense_resource
-    blobs, named matmuls and convolutions (grouped and depthwise too),
-    generics with broadcasts,
-    reductions, linalg.index masks, f64 norms) imports, matches PyTorch,
-    and its matrix products by constants are linear layers hetc compresses."""
+def test_modules_from_torch_mlir_import_and_match_pytorch(name, dialect, tmp_path):
+    """torch-mlir's output, as linalg on tensors (constants as
+    dense_resource blobs, named matmuls and convolutions, grouped and
+    depthwise too, generics with broadcasts, reductions, linalg.index masks,
+    f64 norms) and as TOSA (converted by MLIR's tosa-to-linalg: channels-last
+    convolutions and pooling, linalg.reduce, batched products by constants),
+    imports, matches PyTorch, and its matrix products by constants are
+    linear layers hetc compresses."""
     torch.manual_seed(0)
     nn = torch.nn
     model, x = {
@@ -239,7 +242,7 @@ def test_modules_from_torch_mlir_import_and_match_pytorch(name, tmp_path):
         "mha": (lambda: (_Mha(), torch.randn(2, 6, 32))),
     }[name]()
     path = tmp_path / f"{name}.mlir"
-    path.write_text(_torch_mlir(model, x))
+    path.write_text(_torch_mlir(model, x, output_type=dialect))
     g = import_mlir(str(path))
     want = model(x)
     want = (want[0] if isinstance(want, tuple) else want).detach().numpy()

@@ -21,8 +21,10 @@ walks `@main` (or the one public function). What it takes (docs/mlir.md):
   `tensor.insert_slice` into an empty tensor along one axis (`concat`),
   `tensor.pad` with a constant (folded into the convolution or pooling that
   reads it), `linalg.conv_2d_nchw_fchw`, `conv_2d_ngchw_gfchw`,
-  `depthwise_conv_2d_nchw_chw`, `linalg.pooling_nchw_max`; `quant.dcast` of
-  `!quant.uniform` types (lowered by MLIR's lower-quant-ops first).
+  `depthwise_conv_2d_nchw_chw`, `linalg.pooling_nchw_max`, their channels-last
+  forms and `linalg.reduce` (what MLIR's tosa-to-linalg gives: TOSA modules
+  are converted by it first); `quant.dcast` of `!quant.uniform` types
+  (lowered by MLIR's lower-quant-ops first).
 - `func.call`: a function hetc wrote for a composite op (tagged `hetc.op`,
   hetc/ir/mlir.py) becomes that op again, so hetc -> MLIR -> hetc gives back
   the same graph; any other callee is imported inline.
@@ -41,8 +43,8 @@ import numpy as np
 from hetc.core.errors import FrontendError, HetcError, UsageError
 from hetc.ir import dtypes
 from hetc.ir.graph import Graph
-from hetc.frontends.mlir_generic import (ELEMENTS, Init, Refused, attr_value, import_generic,
-                                        map_exprs)
+from hetc.frontends.mlir_generic import (BODY_BINARY, ELEMENTS, REDUCE, Init, Refused, attr_value,
+                                        import_generic, map_exprs)
 from hetc.ir.types import NM, Quant, TensorType
 from hetc.ir.verify import verify
 from hetc.ir.weights import aux_key
@@ -79,6 +81,8 @@ def import_mlir(source, name=None) -> Graph:
             module.operation.verify()
             if "quant." in source:  # quant.dcast of quant.uniform types: MLIR lowers them
                 passmanager.PassManager.parse(LOWER_QUANT).run(module.operation)
+            if "tosa." in source:  # TOSA: MLIR's own conversion to linalg on tensors
+                passmanager.PassManager.parse(TOSA_TO_LINALG).run(module.operation)
         except ir.MLIRError as e:
             raise FrontendError(f"{path}: not a valid MLIR module: {_diagnostics(e)}") from None
         funcs = {op.attributes["sym_name"].value: op
@@ -93,6 +97,8 @@ def import_mlir(source, name=None) -> Graph:
 
 
 LOWER_QUANT = "builtin.module(func.func(lower-quant-ops))"
+TOSA_TO_LINALG = ("builtin.module(func.func(tosa-to-linalg-named, tosa-to-linalg, tosa-to-arith, "
+                  "tosa-to-tensor), canonicalize)")
 
 
 def _diagnostics(error) -> str:
@@ -586,6 +592,15 @@ def _matmul(im, op):
 
 @handles("linalg.batch_matmul")
 def _batch_matmul(im, op):
+    w = im.const(op.operands[1])
+    maps = [map_exprs(m) for m in list(op.attributes["indexing_maps"])[:2]] \
+        if "indexing_maps" in op.attributes else None
+    plain = maps in (None, [[("d", 0), ("d", 1), ("d", 3)], [("d", 0), ("d", 3), ("d", 2)]])
+    if w is not None and w.shape[0] == 1 and plain:
+        # one batch by a constant (TOSA's matmul): a layer, which hetc compresses
+        weight = im.g.const(np.ascontiguousarray(w[0].T), name=im.layer("linear"))
+        y = im.add("linear", [im.tensor(op.operands[0]), weight])
+        return [_accumulate(im, op, y, op.operands[2])]
     a, b = im.tensor(op.operands[0]), im.tensor(op.operands[1])
     if "indexing_maps" in op.attributes:
         ma, mb = (map_exprs(m) for m in list(op.attributes["indexing_maps"])[:2])
@@ -674,13 +689,81 @@ def _tensor_pad(im, op):
     return [_Pad(im.tensor(op.operands[0]), low, high, value)]
 
 
-def _spatial_pads(im, x_operand, fill):
+def _spatial_pads(im, x_operand, fill, spatial=(2, 3)):
     """(source, [top, left, bottom, right]) of a conv/pool input: a tensor.pad
-    of the two spatial axes by `fill` is folded in."""
+    of the two spatial axes only (2, 3 in NCHW; 1, 2 in NHWC) by `fill` is
+    folded in."""
     x = im.raw(x_operand)
-    if isinstance(x, _Pad) and x.value == fill and not any(x.low[:2] + x.high[:2]):
-        return im.tensor_from(x.source), [x.low[2], x.low[3], x.high[2], x.high[3]]
+    h, w = spatial
+    others = [d for d in range(4) if d not in spatial]
+    if isinstance(x, _Pad) and x.value == fill and \
+            not any(x.low[d] or x.high[d] for d in others):
+        return im.tensor_from(x.source), [x.low[h], x.low[w], x.high[h], x.high[w]]
     return im.tensor(x_operand), [0, 0, 0, 0]
+
+
+def _nchw(im, x):
+    return im.add("transpose", [x], {"perm": [0, 3, 1, 2]})
+
+
+def _nhwc(im, y):
+    return im.add("transpose", [y], {"perm": [0, 2, 3, 1]})
+
+
+@handles("linalg.conv_2d_nhwc_fhwc")
+def _conv_nhwc(im, op):
+    """Channels last (TOSA's layout): transposed to NCHW around conv2d, the
+    constant weight (f, kh, kw, c) folded to (f, c, kh, kw)."""
+    x, pads = _spatial_pads(im, op.operands[0], 0.0, (1, 2))
+    w = im.const(op.operands[1])
+    weight = im.g.const(np.ascontiguousarray(w.transpose(0, 3, 1, 2)), name=im.layer("conv")) \
+        if w is not None else im.add("transpose", [im.tensor(op.operands[1])],
+                                     {"perm": [0, 3, 1, 2]})
+    y = im.add("conv2d", [_nchw(im, x), weight], {"padding": pads,
+                                                   "stride": _pairs(op, "strides"),
+                                                   "dilation": _pairs(op, "dilations")})
+    return [_accumulate(im, op, _nhwc(im, y), op.operands[2])]
+
+
+@handles("linalg.depthwise_conv_2d_nhwc_hwcm")
+def _depthwise_nhwc(im, op):
+    """Channels last with a channel multiplier m: (n, h, w, c) x (kh, kw, c, m)
+    -> (n, oh, ow, c, m), as conv2d with c groups of m outputs each."""
+    x, pads = _spatial_pads(im, op.operands[0], 0.0, (1, 2))
+    kh, kw, c, m = im.ttype(op.operands[1].type).shape
+    w = im.const(op.operands[1])
+    weight = im.g.const(np.ascontiguousarray(w.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)),
+                        name=im.layer("conv")) if w is not None else im.add("reshape", [
+                            im.add("transpose", [im.tensor(op.operands[1])],
+                                   {"perm": [2, 3, 0, 1]})], {"shape": [c * m, 1, kh, kw]})
+    y = im.add("conv2d", [_nchw(im, x), weight], {"padding": pads, "groups": c,
+                                                   "stride": _pairs(op, "strides"),
+                                                   "dilation": _pairs(op, "dilations")})
+    out = list(im.ttype(op.results[0].type).shape)
+    y = im.add("reshape", [_nhwc(im, y)], {"shape": out})
+    return [_accumulate(im, op, y, op.operands[2])]
+
+
+@handles("linalg.pooling_nhwc_max")
+def _max_pool_nhwc(im, op):
+    x, pads = _spatial_pads(im, op.operands[0], -np.inf, (1, 2))
+    return [_nhwc(im, _max_pool_of(im, op, _nchw(im, x), pads))]
+
+
+@handles("linalg.reduce")
+def _linalg_reduce(im, op):
+    """linalg.reduce: its combiner (a sum, max, min or product) over `dimensions`."""
+    body = [o.operation for o in op.regions[0].blocks[0].operations]
+    kind = BODY_BINARY.get(body[0].name) if len(body) == 2 else None
+    if kind not in REDUCE:
+        im.fail("a reduction other than a sum, max, min or product")
+    reducer, identity = REDUCE[kind]
+    x = im.tensor(op.operands[0])
+    y = im.add(reducer, [x], {"axes": _ints(op.attributes["dimensions"]), "keepdims": False})
+    init = im.raw(op.operands[1])
+    if isinstance(init, Init) and init.value is not None and init.value == identity:
+        return [y]
+    return [im.add(kind, [y, im.tensor(op.operands[1])])]
 
 
 def _pairs(op, name):
@@ -726,12 +809,17 @@ def _grouped_conv(im, op):
 @handles("linalg.pooling_nchw_max")
 def _max_pool(im, op):
     x, pads = _spatial_pads(im, op.operands[0], -np.inf)
+    return [_max_pool_of(im, op, x, pads)]
+
+
+def _max_pool_of(im, op, x, pads):
     kernel = list(im.ttype(op.operands[1].type).shape)
     init = im.raw(op.operands[2])
-    if not (isinstance(init, Init) and init.value == -np.inf):
-        im.fail("max pooling from an init other than -inf")
-    return [im.add("max_pool2d", [x], {"kernel": kernel, "stride": _pairs(op, "strides"),
-                                       "padding": pads, "dilation": _pairs(op, "dilations")})]
+    if not (isinstance(init, Init) and init.value is not None and
+            (init.value == -np.inf or init.value <= -3.4e38)):
+        im.fail("max pooling from an init other than the lowest float")
+    return im.add("max_pool2d", [x], {"kernel": kernel, "stride": _pairs(op, "strides"),
+                                      "padding": pads, "dilation": _pairs(op, "dilations")})
 
 
 HANDLERS["linalg.generic"] = import_generic
