@@ -123,7 +123,8 @@ def build_parser():
     p.add_argument("--output", "-o", metavar="OUT.npz", help="write the outputs here")
 
     p = sub.add_parser("opt", parents=[common],
-                       help="run a pass pipeline on a .hir file and print the result")
+                       help="run a pass pipeline on a .hir (or .mlir, .onnx, .pt2) file and "
+                            "print the result")
     p.add_argument("file", metavar="FILE.hir")
     p.add_argument("-p", "--pipeline", required=True, help='e.g. "canonicalize,fold,cse,dce"')
     p.add_argument("-o", "--output", metavar="OUT.hir", help="write the IR (and its .npz) here")
@@ -300,7 +301,8 @@ def cmd_run(args):
 
 
 def cmd_opt(args):
-    graph = parse_file(args.file)
+    # .hir, or any model file (a .mlir module from another compiler, ...)
+    graph = parse_file(args.file) if args.file.endswith(".hir") else import_model(args.file)
     kw = _pipeline_kwargs(args)
     manager = PassManager.from_text(args.pipeline, verify_each=kw["verify_each"],
                                     print_ir_after_all=kw["print_ir_after_all"],
