@@ -163,8 +163,12 @@ class _Importer:
         op = op or self.op
         where = self.path
         if op is not None:
-            m = re.search(r":(\d+):(\d+)", str(op.location))
-            where += f":{m.group(1)}" if m else ""
+            # a line of this file, or the source line the producer recorded
+            m = re.search(r'"([^"]*)":(\d+):\d+', str(op.location))
+            if m and m.group(1) == "-":
+                where += f":{m.group(2)}"
+            elif m:
+                message += f" (written for {m.group(1)}:{m.group(2)})"
             message = f"{op.name}: {message}"
         raise FrontendError(f"{where}: {message}")
 
