@@ -19,7 +19,7 @@ import numpy as np
 from hetc.core.registry import Registry
 from hetc.ir import dtypes
 
-from . import onnx_resize as rz
+from . import resize as rz
 from .onnx_tensors import MAX_STATIC_ELEMENTS, onnx_dtype, to_array
 
 _TABLE = Registry("ONNX op handlers")
@@ -835,7 +835,7 @@ def _resize(cx, a):
                 y = cx.add("gather", [y, cx.const(idx)], {"axis": ax})
             else:
                 m = rz.weight_matrix(coords, n_in, mode, cubic_a, exclude)
-                y = _apply_along(cx, y, ax, m)
+                y = rz.apply_along(cx.add, cx.const, y, ax, m)
         except ValueError as e:
             raise cx.error(str(e)) from None
         if outside is not None and outside.any():
@@ -846,16 +846,6 @@ def _resize(cx, a):
     if outside_any is not None:
         y = cx.add("where", [cx.const(outside_any), _scalar(cx, fill, y), y])
     return cx.cast(y, x.type.dtype)
-
-
-def _apply_along(cx, x, axis, m):
-    """Contract axis `axis` of x with m [out, in]: a matmul on the moved axis."""
-    rank = x.type.rank
-    perm = [i for i in range(rank) if i != axis] + [axis]
-    moved = cx.add("transpose", [x], {"perm": perm})
-    y = cx.add("matmul", [moved, cx.const(m.T.astype(x.type.dtype.storage))])
-    inverse = [perm.index(i) for i in range(rank)]
-    return cx.add("transpose", [y], {"perm": inverse})
 
 
 # -- convolution and pooling ------------------------------------------------------------------

@@ -94,7 +94,7 @@ def _dropout(cx, a):
 
 
 @aten("view", "reshape", "_unsafe_view", "flatten.using_ints", "unsqueeze", "squeeze.dim",
-      "squeeze.dims", "squeeze")
+      "squeeze.dims", "squeeze", "unflatten.int")
 def _reshape(cx, a):
     return cx.add("reshape", [cx.value(a["self"])], {"shape": list(cx.out_type().shape)})
 
@@ -369,10 +369,47 @@ def _cumsum(cx, a):
     return cx.add("cumsum", [x], {"axis": a["dim"]})
 
 
-@aten("where.self")
+@aten("where.self", "where.ScalarOther", "where.ScalarSelf", "where.Scalar")
 def _where(cx, a):
     x, y = _operands(cx, a)
     return cx.add("where", [cx.value(a["condition"]), x, y])
+
+
+@aten("hardswish", "hardsigmoid")
+def _hard(cx, a):
+    """relu6(x + 3) / 6, times x for hardswish (as torch defines them)."""
+    x = cx.value(a["self"])
+    t = x.type
+
+    def k(v):
+        return cx.value(float(v), like=t)
+    gate = cx.add("div", [cx.add("minimum", [cx.add("maximum", [cx.add("add", [x, k(3)]),
+                                                                k(0)]), k(6)]), k(6)])
+    return cx.add("mul", [x, gate]) if _aten_name(cx) == "hardswish" else gate
+
+
+@aten("roll")
+def _roll(cx, a):
+    """Each axis rolled as two slices swapped by a concat; no axes: the flat tensor."""
+    x = cx.value(a["self"])
+    shifts, dims = list(a["shifts"]), list(a["dims"] or [])
+    if not dims:
+        flat = cx.add("reshape", [x], {"shape": [x.type.numel]})
+        rolled = _roll_axis(cx, flat, shifts[0], 0)
+        return cx.add("reshape", [rolled], {"shape": list(x.type.shape)})
+    for shift, dim in zip(shifts, dims):
+        x = _roll_axis(cx, x, shift, dim % x.type.rank)
+    return x
+
+
+def _roll_axis(cx, x, shift, axis):
+    n = x.type.shape[axis]
+    s = shift % n if n else 0
+    if s == 0:
+        return x
+    tail = cx.add("slice", [x], {"axes": [axis], "starts": [n - s], "ends": [n]})
+    head = cx.add("slice", [x], {"axes": [axis], "starts": [0], "ends": [n - s]})
+    return cx.add("concat", [tail, head], {"axis": axis})
 
 
 _UNARY = {k: k for k in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "neg", "abs",
@@ -412,17 +449,36 @@ def _matmul(cx, a):
                                                              else a["mat2"])])
 
 
-@aten("addmm")
+@aten("addmm", "baddbmm")
 def _addmm(cx, a):
-    y = cx.add("matmul", [cx.value(a["mat1"]), cx.value(a["mat2"])])
+    """beta * self + alpha * (mat1 @ mat2), batched for baddbmm."""
+    first, second = ("mat1", "mat2") if "mat1" in a else ("batch1", "batch2")
+    y = cx.add("matmul", [cx.value(a[first]), cx.value(a[second])])
     y = _scaled(cx, y, a["alpha"])
     return cx.add("add", [y, _scaled(cx, cx.value(a["self"]), a["beta"])])
 
 
-@aten("conv2d", "conv2d.padding")
-def _conv2d(cx, a):
+@aten("conv2d", "conv2d.padding", "conv1d", "conv1d.padding", "convolution")
+def _conv(cx, a):
+    """2-D convolutions; 1-D ones as 2-D over a height of 1 (reshapes around
+    conv2d, the weight's reshape folded into a constant by `fold`)."""
     x, w = cx.value(a["input"]), cx.value(a["weight"])
-    stride, dilation = _pair(a["stride"]), _pair(a["dilation"])
+    if a.get("transposed"):
+        raise cx.error("transposed convolution is not supported yet")
+    one_d = w.type.rank == 3
+    if w.type.rank not in (3, 4):
+        raise cx.error(f"a {w.type.rank - 2}-D convolution is not supported yet")
+    if one_d:
+        lead = list(x.type.shape[:-2]) or [1]
+        x = cx.add("reshape", [x], {"shape": lead + [x.type.shape[-2], 1, x.type.shape[-1]]})
+        w = cx.add("reshape", [w], {"shape": [w.type.shape[0], w.type.shape[1], 1,
+                                             w.type.shape[2]]})
+    elif x.type.rank == 3:  # unbatched
+        x = cx.add("reshape", [x], {"shape": [1] + list(x.type.shape)})
+
+    def pair(v, height):  # (height, width); a 1-D convolution's height is 1 cell
+        return [height, _pair(v)[0]] if one_d else _pair(v)
+    stride, dilation = pair(a["stride"], 1), pair(a["dilation"], 1)
     padding = a["padding"]
     if isinstance(padding, str):
         if padding == "valid":
@@ -431,10 +487,13 @@ def _conv2d(cx, a):
             tot = [d * (k - 1) for d, k in zip(dilation, w.type.shape[2:])]
             padding = [tot[0] // 2, tot[1] // 2, tot[0] - tot[0] // 2, tot[1] - tot[1] // 2]
     else:
-        padding = _pads(padding)
+        ph, pw = pair(padding, 0)
+        padding = [ph, pw, ph, pw]
     ins = [x, w] + ([cx.value(a["bias"])] if a["bias"] is not None else [])
-    return cx.add("conv2d", ins, {"stride": stride, "padding": padding, "dilation": dilation,
-                                  "groups": a["groups"]})
+    y = cx.add("conv2d", ins, {"stride": stride, "padding": padding, "dilation": dilation,
+                               "groups": a["groups"]})
+    out = list(cx.out_type().shape)
+    return y if list(y.type.shape) == out else cx.add("reshape", [y], {"shape": out})
 
 
 _TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
@@ -456,6 +515,50 @@ def _pad(cx, a):
     value = a.get("value")
     return cx.add("pad", [x], {"pads": begins + ends, "mode": _TORCH_PAD_MODES[mode],
                                "value": float(value or 0.0)})
+
+
+# upsample op -> (interpolation, nearest rounding); align_corners picks the coordinates
+_UPSAMPLE = {"upsample_nearest2d": ("nearest", "floor"),
+             "_upsample_nearest_exact2d": ("nearest", "round_prefer_ceil"),
+             "upsample_bilinear2d": ("linear", None), "upsample_bicubic2d": ("cubic", None),
+             "upsample_nearest1d": ("nearest", "floor"), "upsample_linear1d": ("linear", None)}
+
+
+@aten(*(f"{k}.vec" for k in _UPSAMPLE), *(f"{k}.default" for k in _UPSAMPLE))
+def _upsample(cx, a):
+    """Separable resizing as PyTorch computes it: per spatial axis a gather
+    (nearest) or a matmul by a constant [in, out] weight matrix (linear,
+    cubic with a = -0.75), from the coordinates of frontends/resize.py."""
+    from . import resize as rz
+
+    x = cx.value(a["input"] if "input" in a else a["self"])
+    kind, rounding = _UPSAMPLE[_aten_name(cx)]
+    out = cx.out_type().shape
+    factors = a.get("scale_factors") or a.get("scales") or None
+    spatial = range(2, x.type.rank)
+    if not isinstance(factors, (list, tuple)):
+        factors = [None] * len(spatial)
+    align = bool(a.get("align_corners"))
+    exact = _aten_name(cx).startswith("_upsample_nearest_exact")
+    coord = "align_corners" if align else \
+        "half_pixel" if kind != "nearest" or exact else "asymmetric"
+    y = x if kind == "nearest" or x.type.dtype.bits >= 32 else cx.cast(x, dtypes.f32)
+    for ax, factor in zip(spatial, factors):
+        n_in, n_out = x.type.shape[ax], out[ax]
+        # torch scales coordinates by a given factor, else by the sizes' ratio
+        scale = float(factor) if factor else n_out / n_in
+        coords, _ = rz.source_coords(coord, n_out, n_in, scale, None)
+        if kind == "nearest":
+            idx = rz.nearest_index(coords, n_in, rounding)
+            y = cx.add("gather", [y, cx.g.const(idx, name=f"const.{cx.node.name}", inline=None)],
+                       {"axis": ax})
+        else:
+            if kind == "linear" and not align:  # torch reads below 0 as at 0
+                coords = np.maximum(coords, 0)
+            m = rz.weight_matrix(coords, n_in, kind, -0.75, False)
+            y = rz.apply_along(cx.add, lambda arr: cx.g.const(
+                arr, name=f"const.{cx.node.name}", inline=None), y, ax, m)
+    return cx.cast(y, x.type.dtype)
 
 
 @aten("scaled_dot_product_attention")
@@ -501,6 +604,26 @@ def _batch_norm(cx, a):
 @aten("_native_batch_norm_legit_no_training")
 def _batch_norm_legit(cx, a):
     return [_batch_norm_core(cx, a, a["eps"]), None, None]
+
+
+@aten("group_norm", "native_group_norm")
+def _group_norm(cx, a):
+    """x (N, C, ...) normalized per sample and group of C / G channels: a
+    layer norm over each group's values, then the per-channel affine."""
+    x = cx.value(a["input"])
+    n, c = x.type.shape[:2]
+    groups = a["num_groups"] if "num_groups" in a else a["group"]
+    eps = a["eps"]
+    y = cx.add("reshape", [x], {"shape": [n, groups, x.type.numel // (n * groups)]})
+    y = cx.add("layer_norm", [y], {"axis": -1, "eps": eps})
+    y = cx.add("reshape", [y], {"shape": list(x.type.shape)})
+    per_channel = [c] + [1] * (x.type.rank - 2)
+    if a["weight"] is not None:
+        y = cx.add("mul", [y, cx.add("reshape", [cx.value(a["weight"])],
+                                      {"shape": per_channel})])
+    if a["bias"] is not None:
+        y = cx.add("add", [y, cx.add("reshape", [cx.value(a["bias"])], {"shape": per_channel})])
+    return y if _aten_name(cx) == "group_norm" else [y, None, None]
 
 
 @aten("layer_norm")

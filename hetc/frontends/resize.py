@@ -1,4 +1,4 @@
-"""ONNX Resize as IR ops.
+"""Resizing (ONNX Resize, PyTorch's upsample ops) as IR ops.
 
 Resize is separable and, for fixed shapes, linear in the data: along each
 resized axis every output element is a weighted sum of input elements whose
@@ -112,3 +112,14 @@ def output_sizes(shape, axes, scales, sizes, policy):
             scale[ax] = float(scales[i])
             out[ax] = int(scale[ax] * shape[ax])
     return out, scale
+
+
+def apply_along(add, const, x, axis, m):
+    """Contract axis `axis` of x with m [out, in]: a matmul on the moved axis
+    (`add(kind, inputs, attrs)` adds an op, `const(array)` a constant)."""
+    rank = x.type.rank
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    moved = add("transpose", [x], {"perm": perm})
+    y = add("matmul", [moved, const(m.T.astype(x.type.dtype.storage))])
+    inverse = [perm.index(i) for i in range(rank)]
+    return add("transpose", [y], {"perm": inverse})

@@ -1,0 +1,105 @@
+"""torch.nn modules and ATen ops the PyTorch importer takes beyond the model
+families: multi-head attention and the Transformer layers (unflatten),
+1-D convolutions (and Core ATen's `convolution`), group norm, hardswish and
+hardsigmoid, roll, baddbmm, where with a scalar, and upsampling (nearest,
+nearest-exact, bilinear, bicubic, linear; align_corners both ways), each
+against PyTorch on ref, and the larger ones on x86 too."""
+
+import numpy as np
+import pytest
+import torch
+
+import hetc
+
+nn = torch.nn
+F = torch.nn.functional
+
+
+class _Mha(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.m = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.m(x, x, x, need_weights=False)[0]
+
+
+class _Fn(nn.Module):
+    """A module of one function of its inputs."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def _x(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+CASES = {
+    "multihead_attention": (_Mha, (_x(2, 6, 32),)),
+    "transformer_encoder_layer": (lambda: nn.TransformerEncoderLayer(32, 4, 64, batch_first=True),
+                                  (_x(2, 6, 32),)),
+    "transformer_decoder_layer": (lambda: nn.TransformerDecoderLayer(32, 4, 64, batch_first=True),
+                                  (_x(2, 6, 32), _x(2, 5, 32, seed=1))),
+    "conv1d": (lambda: nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(),
+                                     nn.Conv1d(8, 8, 3, stride=2, groups=2, dilation=2),
+                                     nn.Conv1d(8, 6, 5, padding="same")), (_x(2, 4, 16),)),
+    "convolution_core_aten": (lambda: _Fn(lambda x, w: torch.ops.aten.convolution(
+        x, w, None, [1], [1], [1], False, [0], 1)), (_x(2, 4, 9), _x(6, 4, 3, seed=1))),
+    "group_norm": (lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.GroupNorm(2, 8)),
+                   (_x(2, 4, 8, 8),)),
+    "hardswish_hardsigmoid": (lambda: nn.Sequential(nn.Linear(8, 8), nn.Hardswish(),
+                                                    nn.Linear(8, 8), nn.Hardsigmoid()),
+                              (_x(3, 8) * 4,)),
+    "roll": (lambda: _Fn(lambda x: torch.roll(x, (2, -1), (1, 2)) + torch.roll(x, 5)),
+             (_x(2, 4, 3),)),
+    "baddbmm": (lambda: _Fn(lambda a, b, c: torch.baddbmm(a, b, c, beta=0.5, alpha=2.0)),
+                (_x(2, 3, 5), _x(2, 3, 4, seed=1), _x(2, 4, 5, seed=2))),
+    "where_scalar": (lambda: _Fn(lambda x: torch.where(x > 0, x, 0.5) +
+                                 torch.where(x < 1, -2.0, x)), (_x(3, 4),)),
+    "upsample_bilinear": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2,
+                                                              mode="bilinear")), (_x(1, 2, 5, 7),)),
+    "upsample_bilinear_align": (lambda: _Fn(lambda x: F.interpolate(
+        x, size=(4, 13), mode="bilinear", align_corners=True)), (_x(1, 2, 5, 7),)),
+    "upsample_bicubic": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2, mode="bicubic")),
+                         (_x(1, 2, 5, 7),)),
+    "upsample_nearest": (lambda: _Fn(lambda x: F.interpolate(x, size=(8, 9)) +
+                                     F.interpolate(x, size=(8, 9), mode="nearest-exact")),
+                         (_x(1, 2, 5, 7),)),
+    "upsample_linear_1d": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2, mode="linear")),
+                           (_x(1, 2, 7),)),
+}
+ON_X86 = ["multihead_attention", "transformer_encoder_layer", "conv1d", "group_norm",
+          "upsample_bilinear"]
+
+
+def _check(name, target):
+    build, inputs = CASES[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    module = hetc.compile(model, target=target, example_inputs=inputs)
+    got = module(*[x.numpy() for x in inputs])
+    got = got[0] if isinstance(got, (list, tuple)) else got
+    with torch.no_grad():
+        want = model(*inputs).numpy()
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_module_matches_pytorch_on_ref(name):
+    _check(name, "ref")
+
+
+@pytest.mark.parametrize("name", ON_X86)
+def test_module_matches_pytorch_on_x86(name):
+    _check(name, "x86")
+
+
+def test_a_transposed_convolution_is_refused_by_name():
+    model = nn.ConvTranspose1d(4, 4, 3).eval()
+    with pytest.raises(hetc.HetcError, match=r"conv_transpose1d.*not supported"):
+        hetc.compile(model, target="ref", example_inputs=(_x(1, 4, 8),))
