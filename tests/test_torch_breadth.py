@@ -103,3 +103,37 @@ def test_a_transposed_convolution_is_refused_by_name():
     model = nn.ConvTranspose1d(4, 4, 3).eval()
     with pytest.raises(hetc.HetcError, match=r"conv_transpose1d.*not supported"):
         hetc.compile(model, target="ref", example_inputs=(_x(1, 4, 8),))
+
+
+def test_transformers_models_compile_as_users_pass_them():
+    """A transformers causal LM with (ids,) compiles its forward without a
+    cache and returns the logits (the report says so and points to decoder=
+    for generation); a BertModel with keyword inputs (ids and a padding
+    mask) returns its last hidden state, on x86; the graph is named after
+    the model's class."""
+    from families import gpt2_tiny
+    from transformers import BertConfig, BertModel
+
+    lm = gpt2_tiny()
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(0))
+    module = hetc.compile(lm, example_inputs=(ids,))
+    assert module.graph.name == "GPT2LMHeadModel"
+    assert any("use_cache=False" in n for n in module.report.notes)
+    assert any("decoder=" in n for n in module.report.notes)
+    with torch.no_grad():
+        want = lm(ids, use_cache=False).logits.numpy()
+    np.testing.assert_allclose(module(ids.numpy()), want, rtol=1e-4, atol=1e-5)
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128, vocab_size=200)).eval()
+    ids = torch.randint(0, 200, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    module = hetc.compile(bert, target="x86", example_inputs=dict(input_ids=ids,
+                                                                  attention_mask=mask))
+    assert [v.name for v in module.graph.inputs] == ["input_ids", "attention_mask"]
+    with torch.no_grad():
+        want = bert(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+    got = module(input_ids=ids.numpy(), attention_mask=mask.numpy())
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=2e-5)

@@ -12,6 +12,7 @@ load heavy optional packages.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import warnings
@@ -328,23 +329,76 @@ def _torch_logs_quiet():
 
 def import_module(module, example_inputs, name: str | None = None) -> Graph:
     """torch.export `module` (in inference mode) with `example_inputs` (a
-    tuple), then import it."""
+    tuple of positional inputs, or a dict of keyword inputs), then import it.
+    A transformers model compiles its forward without a cache, returning its
+    logits (or last hidden state)."""
     import torch
 
-    if not isinstance(example_inputs, (tuple, list)):
+    name = name or _graph_name(type(module).__name__)
+    keywords = dict(example_inputs) if isinstance(example_inputs, dict) else {}
+    if keywords:
+        example_inputs = ()
+    elif not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     # numpy arrays as the tensors they hold (torch.export takes tensors only)
     example_inputs = [to_torch(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
+    keywords = {k: to_torch(x) if isinstance(x, np.ndarray) else x for k, x in keywords.items()}
+    notes = []
+    if _is_transformers_model(module):
+        module, notes = _transformers_forward(module), _transformers_notes(module)
     try:
         with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
-            ep = _functional(torch.export.export(module, tuple(example_inputs)))
+            ep = _functional(torch.export.export(module, tuple(example_inputs), kwargs=keywords))
     except Exception as e:  # torch's own errors are many and deep: report the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         shapes = ", ".join(str(list(x.shape)) for x in example_inputs if hasattr(x, "shape"))
-        raise FrontendError(f"torch.export could not trace {type(module).__name__} with example "
+        shapes = ", ".join([shapes] * bool(shapes) + [f"{k}={list(x.shape)}"
+                                                       for k, x in keywords.items()
+                                                       if hasattr(x, "shape")])
+        raise FrontendError(f"torch.export could not trace {name} with example "
                             f"inputs of shapes {shapes or '(none)'}: {type(e).__name__}: "
                             f"{first}") from None
-    return import_exported(ep, name or _graph_name(type(module).__name__))
+    graph = import_exported(ep, name)
+    graph.notes.extend(notes)
+    return graph
+
+
+def _is_transformers_model(module) -> bool:
+    return any(c.__name__ == "PreTrainedModel" and c.__module__.startswith("transformers.")
+               for c in type(module).__mro__)
+
+
+def _transformers_notes(model):
+    name = type(model).__name__
+    notes = [f"{name}: its forward without a cache (use_cache=False), returning "
+             f"its logits or last hidden state"]
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate():
+        notes.append("for generation with a KV cache: hetc.compile(model, decoder=...), "
+                     "then module.generate()")
+    return notes
+
+
+def _transformers_forward(model):
+    """A transformers model's forward as a tensor function: keyword inputs
+    passed on, no cache (so no cache objects in the outputs), and the
+    output's first tensor: the logits, or the last hidden state."""
+    import torch
+
+    class TransformersForward(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+            self.extra = {k: False for k in ("use_cache",)
+                          if k in inspect.signature(model.forward).parameters}
+
+        def forward(self, *args, **kwargs):
+            out = self.model(*args, **kwargs, **self.extra, return_dict=True)
+            for key in ("logits", "last_hidden_state"):
+                if getattr(out, key, None) is not None:
+                    return getattr(out, key)
+            return out.to_tuple()[0]
+    return TransformersForward(model)
 
 
 # names torch's FX code generation may print into the Python it regenerates
