@@ -137,3 +137,40 @@ def test_transformers_models_compile_as_users_pass_them():
         want = bert(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
     got = module(input_ids=ids.numpy(), attention_mask=mask.numpy())
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=2e-5)
+
+
+def _greedy(model, ids, new):
+    with torch.no_grad():
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                              do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
+def test_decoder_reads_the_cache_layout_from_the_model():
+    """decoder= sizes the static cache from the cache the model builds, not
+    from config names: Falcon with multi-query attention (one KV head, which
+    its config does not call num_key_value_heads) generates transformers'
+    greedy tokens; ALiBi models, state-space models and encoder-decoders are
+    refused up front, naming the model."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    falcon = tf.FalconForCausalLM(tf.FalconConfig(
+        vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        multi_query=True, new_decoder_architecture=False, alibi=False, bos_token_id=0,
+        eos_token_id=0)).eval()
+    ids = torch.randint(2, 256, (1, 6), generator=torch.Generator().manual_seed(0))
+    module = hetc.compile(falcon, target="ref", decoder={"max_context": 32, "chunk": 4})
+    assert module.artifact.extra["decoder"]["kv_heads"] == 1
+    assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
+                       _greedy(falcon, ids, 10))
+    refused = {
+        "ALiBi": tf.BloomForCausalLM(tf.BloomConfig(vocab_size=256, hidden_size=64, n_layer=2,
+                                                    n_head=4)),
+        "state-space": tf.MambaForCausalLM(tf.MambaConfig(vocab_size=256, hidden_size=64,
+                                                         num_hidden_layers=2)),
+        "encoder-decoder": tf.T5ForConditionalGeneration(tf.T5Config(
+            vocab_size=256, d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16)),
+    }
+    for why, model in refused.items():
+        with pytest.raises(hetc.HetcError, match=f"decoder=: {type(model).__name__} .*{why}"):
+            hetc.compile(model.eval(), target="ref", decoder={"max_context": 32, "chunk": 4})

@@ -68,7 +68,7 @@ DEFAULTS = {"max_context": 256, "chunk": 8}
 def decoder_spec(model, options) -> DecoderSpec:
     """The spec for a transformers causal LM and the user's `decoder=` options."""
     cfg = getattr(model, "config", None)
-    if cfg is None or not hasattr(cfg, "num_hidden_layers"):
+    if cfg is None or not callable(model):
         raise UsageError(f"decoder= needs a transformers causal LM (a model with a .config), "
                          f"got {type(model).__name__}")
     opts = dict(DEFAULTS)
@@ -96,12 +96,52 @@ def decoder_spec(model, options) -> DecoderSpec:
                          f"shorter than max_context + chunk; its cache drops old entries, "
                          f"which a static cache does not model (use max_context <= "
                          f"{window - opts['chunk']})")
-    heads = cfg.num_attention_heads
+    layers, kv_heads, head_dim = probe_cache(model)
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     eos = [eos] if isinstance(eos, int) else [int(t) for t in eos or ()]
-    return DecoderSpec(opts["max_context"], opts["chunk"], cfg.num_hidden_layers,
-                       getattr(cfg, "num_key_value_heads", None) or heads,
-                       getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, eos)
+    return DecoderSpec(opts["max_context"], opts["chunk"], layers, kv_heads, head_dim, eos)
+
+
+def probe_cache(model):
+    """(layers, kv heads, head dim) of the model's KV cache, read from the
+    cache the model itself builds on one token (not from config field names,
+    which families spell differently: multi-query, grouped-query); a model
+    whose cache is not keys and values per attention layer (state-space,
+    recurrent), or whose positions are ALiBi biases, is refused up front."""
+    import torch
+
+    name = type(model).__name__
+    cfg = model.config
+    if getattr(cfg, "alibi", False) or getattr(cfg, "model_type", "") in ("bloom", "mpt"):
+        raise UsageError(f"decoder=: {name} adds ALiBi position biases, which the static "
+                         f"cache step does not pass yet (compile its forward without decoder=)")
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise UsageError(f"decoder=: {name} is an encoder-decoder model; decoder= takes "
+                         f"decoder-only causal LMs (encoder-decoder generation is not "
+                         f"supported yet)")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True)
+    except Exception as e:  # the model's own errors: say which model and what
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"decoder=: {name} did not run on one token with use_cache=True "
+                         f"({type(e).__name__}: {first[:200]}); decoder= takes transformers "
+                         f"causal LMs") from None
+    cache = getattr(out, "past_key_values", None) or getattr(out, "cache_params", None)
+    layers = getattr(cache, "layers", None)
+    keys = [getattr(layer, "keys", None) for layer in layers or ()]
+    if not keys or any(k is None or k.dim() != 4 for k in keys):
+        kinds = sorted({type(layer).__name__ for layer in layers or ()})
+        held = f" of {', '.join(kinds)} layers" if kinds else ""
+        raise UsageError(f"decoder=: {name} keeps a {type(cache).__name__} cache{held}, not "
+                         f"keys and values per attention layer (state-space and recurrent "
+                         f"models are not supported yet)")
+    shapes = {(k.shape[1], k.shape[3]) for k in keys}
+    if len(shapes) != 1:
+        raise UsageError(f"decoder=: {name}'s layers keep caches of different shapes "
+                         f"{sorted(shapes)}, which one static cache layout does not hold")
+    kv_heads, head_dim = shapes.pop()
+    return len(keys), int(kv_heads), int(head_dim)
 
 
 def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0, dtype=None):
