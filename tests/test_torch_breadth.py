@@ -174,3 +174,29 @@ def test_decoder_reads_the_cache_layout_from_the_model():
     for why, model in refused.items():
         with pytest.raises(hetc.HetcError, match=f"decoder=: {type(model).__name__} .*{why}"):
             hetc.compile(model.eval(), target="ref", decoder={"max_context": 32, "chunk": 4})
+
+
+def test_integer_position_ids_run_on_x86():
+    """RoBERTa's position ids (a cumsum of the padding mask, torch.gather of
+    token types) and OPT's generation step (integer positions) compute in
+    integers on x86: RoBERTa matches PyTorch, OPT generates transformers'
+    greedy tokens."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    roberta = tf.RobertaModel(tf.RobertaConfig(vocab_size=200, hidden_size=64,
+                                               num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=128)).eval()
+    ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(2))
+    module = hetc.compile(roberta, target="x86", example_inputs=(ids,))
+    with torch.no_grad():
+        want = roberta(ids).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(module(ids.numpy())), want, rtol=1e-4, atol=2e-5)
+    opt = tf.OPTForCausalLM(tf.OPTConfig(vocab_size=256, hidden_size=64, ffn_dim=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         word_embed_proj_dim=64, bos_token_id=0,
+                                         eos_token_id=0, pad_token_id=1)).eval()
+    ids = torch.randint(2, 256, (1, 6), generator=torch.Generator().manual_seed(3))
+    module = hetc.compile(opt, target="x86", decoder={"max_context": 32, "chunk": 4})
+    assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
+                       _greedy(opt, ids, 10))

@@ -306,6 +306,14 @@ def _not(cx, a):
     return cx.add("logical_not" if x.type.dtype == dtypes.boolean else "bitwise_not", [x])
 
 
+@aten("gather")
+def _gather(cx, a):
+    """torch.gather: each output element reads `self` at its own position
+    with the index along `dim` (the IR's gather_elements)."""
+    return cx.add("gather_elements", [cx.value(a["self"]), cx.value(a["index"])],
+                  {"axis": a["dim"]})
+
+
 @aten("index.Tensor")
 def _index(cx, a):
     """x[i0, i1, ...] with index tensors on leading dims: one gather over the

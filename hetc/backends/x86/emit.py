@@ -58,6 +58,10 @@ ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gath
              "embedding", "logical_not", "attention", "where", "pad", "gather_elements",
              "isnan", "isinf", "argmax", "argmin", *LOGICAL, *COMPARE}
 PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
+#: ops with integer kernels too (kernels.h HETC_INT_BINARY), for these dtypes
+INT_OPS = {"add", "sub", "mul", "div", "maximum", "minimum", "cumsum", "neg", "abs", "relu",
+           "sign"}
+INT_KERNEL = {"i64": "int64_t", "i32": "int32_t"}
 
 
 def _all_dtype(values, name, what):
@@ -113,7 +117,8 @@ def why_not(op):
         if v.producer is not None and v.producer.kind == "const":
             continue
         name = v.type.dtype.name
-        if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE):
+        integer = op.kind in INT_OPS and name in INT_KERNEL
+        if name not in CTYPE or (name != "f32" and op.kind not in ANY_DTYPE and not integer):
             return f"{v.type.dtype} value %{v.name}"
     return RULES.get(op.kind, lambda op: None)(op)
 
@@ -133,10 +138,16 @@ LOWER = Registry("x86 lowerings")
 lowers = LOWER.register
 
 
+def _kernel(name, op):
+    """The f32 kernel `name`, or its integer form for op's i64/i32 values."""
+    t = INT_KERNEL.get(op.output.type.dtype.name)
+    return f"{name}_{t}" if t else name
+
+
 @lowers(*UNARY)
 def _unary(e, op):
-    e.emit(f"k_unary({UNARY[op.kind]}, {e.ptr[op.output]}, {e.val(op.inputs[0])}, "
-           f"{op.output.type.numel});")
+    e.emit(f"{_kernel('k_unary', op)}({UNARY[op.kind]}, {e.ptr[op.output]}, "
+           f"{e.val(op.inputs[0])}, {op.output.type.numel});")
 
 
 @lowers("gelu")
@@ -156,8 +167,8 @@ def _broadcast_args(op, *operands):
 @lowers(*BINARY)
 def _binary(e, op):
     a, b = op.inputs
-    e.emit(f"k_binary({BINARY[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, {e.val(b)}, "
-           f"{_broadcast_args(op, a, b)});")
+    e.emit(f"{_kernel('k_binary', op)}({BINARY[op.kind]}, {e.ptr[op.output]}, {e.val(a)}, "
+           f"{e.val(b)}, {_broadcast_args(op, a, b)});")
 
 
 @lowers("reshape")
@@ -325,8 +336,8 @@ def _arg_reduce(e, op):
 @lowers("cumsum")
 def _cumsum(e, op):
     outer, n, inner = _axis_split(op.output.type, op.attrs["axis"])
-    e.emit(f"k_cumsum({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
-           f"{int(op.attrs['exclusive'])}, {int(op.attrs['reverse'])});")
+    e.emit(f"{_kernel('k_cumsum', op)}({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, "
+           f"{n}, {inner}, {int(op.attrs['exclusive'])}, {int(op.attrs['reverse'])});")
 
 
 @lowers("isnan", "isinf")
@@ -650,7 +661,8 @@ class X86Emitter(Emitter):
     lowerings = LOWER
     refused = REFUSED
     why_not = staticmethod(why_not)
-    what = f"it handles {', '.join(CTYPE)} values, computes on f32"
+    what = (f"it handles {', '.join(CTYPE)} values, computes on f32 (and on i64 and i32: "
+            f"{', '.join(sorted(INT_OPS))})")
     headers = ("kernels.h",)
     prepare = "hetc_configure(); return 0;"
 

@@ -103,6 +103,63 @@ static void k_binary(int op, float *restrict y, const float *a, const float *b, 
     }
 }
 
+/* Integer a op b as the IR defines it: wrapping add, sub and mul (computed
+ * unsigned: C leaves signed overflow undefined), division truncating toward
+ * zero with x / 0 = 0 (and MIN / -1 wrapping to MIN), max and min; neg, abs
+ * (wrapping at MIN), relu and sign; running sums. */
+#define HETC_INT_BINARY(T, U)                                                              \
+    static inline T hetc_binary_##T(int op, T a, T b) {                                    \
+        switch (op) {                                                                      \
+        case B_ADD: return (T)((U)a + (U)b);                                               \
+        case B_SUB: return (T)((U)a - (U)b);                                               \
+        case B_MUL: return (T)((U)a * (U)b);                                               \
+        case B_DIV: return b == 0 ? 0 : b == -1 ? (T)(0 - (U)a) : a / b;                   \
+        case B_MAX: return a > b ? a : b;                                                  \
+        case B_MIN: return a < b ? a : b;                                                  \
+        }                                                                                  \
+        return a;                                                                          \
+    }                                                                                      \
+    static void k_binary_##T(int op, T *restrict y, const T *a, const T *b, int ndim,      \
+                             const long *shape, const long *as, const long *bs) {          \
+        long inner = shape[ndim - 1], sa = as[ndim - 1], sb = bs[ndim - 1], outer = 1;     \
+        for (int d = 0; d < ndim - 1; d++) outer *= shape[d];                              \
+        for (long o = 0; o < outer; o++) {                                                 \
+            long rem = o, ia = 0, ib = 0;                                                  \
+            for (int d = ndim - 2; d >= 0; d--) {                                          \
+                long i = rem % shape[d];                                                   \
+                rem /= shape[d];                                                           \
+                ia += i * as[d];                                                           \
+                ib += i * bs[d];                                                           \
+            }                                                                              \
+            for (long i = 0; i < inner; i++)                                               \
+                y[o * inner + i] = hetc_binary_##T(op, a[ia + i * sa], b[ib + i * sb]);    \
+        }                                                                                  \
+    }                                                                                      \
+    static void k_unary_##T(int op, T *restrict y, const T *restrict x, long n) {          \
+        for (long i = 0; i < n; i++) {                                                     \
+            T v = x[i];                                                                    \
+            y[i] = op == U_NEG ? (T)(0 - (U)v) : op == U_ABS ? (v < 0 ? (T)(0 - (U)v) : v)  \
+                 : op == U_RELU ? (v > 0 ? v : 0) : op == U_SIGN ? (T)((v > 0) - (v < 0))  \
+                 : v;                                                                      \
+        }                                                                                  \
+    }                                                                                      \
+    /* cumsum along the middle axis of [outer, n, inner], wrapping as add does */          \
+    static void k_cumsum_##T(T *y, const T *x, long outer, long n, long inner,             \
+                             int exclusive, int reverse) {                                 \
+        for (long o = 0; o < outer; o++)                                                   \
+            for (long j = 0; j < inner; j++) {                                             \
+                U acc = 0;                                                                 \
+                for (long t = 0; t < n; t++) {                                             \
+                    long i = reverse ? n - 1 - t : t, at = (o * n + i) * inner + j;        \
+                    U v = (U)x[at];                                                        \
+                    if (exclusive) { y[at] = (T)acc; acc += v; }                           \
+                    else { acc += v; y[at] = (T)acc; }                                     \
+                }                                                                          \
+            }                                                                              \
+    }
+HETC_INT_BINARY(int64_t, uint64_t)
+HETC_INT_BINARY(int32_t, uint32_t)
+
 /* ---- layout ------------------------------------------------------------ */
 
 /* y = x permuted, sliced or broadcast: y's index (i0..) reads x at
