@@ -1,7 +1,7 @@
 """torch.nn modules and ATen ops the PyTorch importer takes beyond the model
 families: multi-head attention and the Transformer layers (unflatten),
 1-D convolutions (and Core ATen's `convolution`), group norm, hardswish and
-hardsigmoid, roll, baddbmm, where with a scalar, and upsampling (nearest,
+hardsigmoid, roll, baddbmm, where with a scalar, any and all, and upsampling (nearest,
 nearest-exact, bilinear, bicubic, linear; align_corners both ways), each
 against PyTorch on ref, and the larger ones on x86 too."""
 
@@ -61,6 +61,8 @@ CASES = {
                 (_x(2, 3, 5), _x(2, 3, 4, seed=1), _x(2, 4, 5, seed=2))),
     "where_scalar": (lambda: _Fn(lambda x: torch.where(x > 0, x, 0.5) +
                                  torch.where(x < 1, -2.0, x)), (_x(3, 4),)),
+    "any_all": (lambda: _Fn(lambda x: (x > 0).any(dim=1).float() + (x > -1).all().float() +
+                            x.any(dim=(0, 1), keepdim=True).float()), (_x(3, 4),)),
     "upsample_bilinear": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2,
                                                               mode="bilinear")), (_x(1, 2, 5, 7),)),
     "upsample_bilinear_align": (lambda: _Fn(lambda x: F.interpolate(
@@ -74,7 +76,7 @@ CASES = {
                            (_x(1, 2, 7),)),
 }
 ON_X86 = ["multihead_attention", "transformer_encoder_layer", "conv1d", "group_norm",
-          "upsample_bilinear"]
+          "upsample_bilinear", "any_all"]
 
 
 def _check(name, target):

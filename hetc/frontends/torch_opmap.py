@@ -666,18 +666,30 @@ def _softmax(cx, a):
 
 def _reduce(kind):
     def handler(cx, a):
-        x = cx.value(a["self"])
-        dims = a.get("dim")
-        axes = [] if dims is None else ([dims] if isinstance(dims, int) else list(dims))
-        y = cx.add(kind, [x], {"axes": axes, "keepdims": bool(a.get("keepdim", False))})
-        return cx.cast(y, cx.out_type().dtype)
+        return _reduced(cx, kind, cx.value(a["self"]), a)
     return handler
+
+
+def _reduced(cx, kind, x, a):
+    """x reduced over the node's `dim` (all axes when none), keeping dims as asked."""
+    dims = a.get("dim")
+    axes = [] if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+    y = cx.add(kind, [x], {"axes": axes, "keepdims": bool(a.get("keepdim", False))})
+    return cx.cast(y, cx.out_type().dtype)
 
 
 aten("mean.dim", "mean")(_reduce("reduce_mean"))
 aten("sum.dim_IntList", "sum")(_reduce("reduce_sum"))
 aten("amax")(_reduce("reduce_max"))
 aten("amin")(_reduce("reduce_min"))
+
+
+@aten("any", "any.dim", "any.dims", "all", "all.dim", "all.dims")
+def _any_all(cx, a):
+    """any / all: the max / min of the values as 0s and 1s (f32, which every
+    target reduces), as booleans."""
+    x = cx.cast(cx.cast(cx.value(a["self"]), dtypes.boolean), dtypes.f32)
+    return _reduced(cx, "reduce_max" if _aten_name(cx) == "any" else "reduce_min", x, a)
 
 
 def _pool_attrs(a):
