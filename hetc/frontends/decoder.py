@@ -90,7 +90,9 @@ def decoder_spec(model, options) -> DecoderSpec:
     if limit and opts["max_context"] > limit:
         raise UsageError(f"decoder= max_context {opts['max_context']} exceeds the model's "
                          f"{limit} positions (config.max_position_embeddings)")
-    window = getattr(cfg, "sliding_window", None)
+    window = getattr(cfg, "sliding_window", None) or (  # GPT-Neo's local layers
+        getattr(cfg, "window_size", None) if "local" in str(getattr(cfg, "attention_layers", ""))
+        else None)
     if window and window < opts["max_context"] + opts["chunk"]:
         raise UsageError(f"decoder=: this model attends to a sliding window of {window} tokens, "
                          f"shorter than max_context + chunk; its cache drops old entries, "

@@ -396,6 +396,34 @@ def _hard(cx, a):
     return cx.add("mul", [x, gate]) if _aten_name(cx) == "hardswish" else gate
 
 
+@aten("softplus")
+def _softplus(cx, a):
+    """log(1 + exp(beta x)) / beta, x itself where beta x > threshold (as torch)."""
+    x = cx.value(a["self"])
+    t = x.type
+    beta, threshold = float(a["beta"]), float(a["threshold"])
+    bx = cx.add("mul", [x, cx.value(beta, like=t)])
+    soft = cx.add("div", [cx.add("log", [cx.add("add", [cx.add("exp", [bx]),
+                                                        cx.value(1.0, like=t)])]),
+                          cx.value(beta, like=t)])
+    return cx.add("where", [cx.add("greater", [bx, cx.value(threshold, like=t)]), x, soft])
+
+
+@aten("repeat_interleave.self_int")
+def _repeat_interleave(cx, a):
+    """Each element repeated `repeats` times along `dim` (the flat tensor when
+    none): a new axis after it, expanded, merged back."""
+    x = cx.value(a["self"])
+    r, dim = int(a["repeats"]), a["dim"]
+    if dim is None:
+        x, dim = cx.add("reshape", [x], {"shape": [x.type.numel]}), 0
+    dim %= x.type.rank
+    shape = list(x.type.shape)
+    y = cx.add("reshape", [x], {"shape": shape[:dim + 1] + [1] + shape[dim + 1:]})
+    y = cx.add("expand", [y], {"shape": shape[:dim + 1] + [r] + shape[dim + 1:]})
+    return cx.add("reshape", [y], {"shape": list(cx.out_type().shape)})
+
+
 @aten("roll")
 def _roll(cx, a):
     """Each axis rolled as two slices swapped by a concat; no axes: the flat tensor."""
@@ -710,6 +738,19 @@ def _avg_pool2d(cx, a):
         raise cx.error("avg_pool2d with divisor_override is not supported")
     attrs = {**_pool_attrs(a), "count_include_pad": bool(a["count_include_pad"])}
     return cx.add("avg_pool2d", [cx.value(a["self"])], attrs)
+
+
+@aten("adaptive_avg_pool1d")
+def _adaptive_avg_pool1d(cx, a):
+    """Means over equal windows of the last axis (uneven windows refused)."""
+    x = cx.value(a["self"])
+    (out,), n = list(a["output_size"]), x.type.shape[-1]
+    if n % out:
+        raise cx.error(f"adaptive_avg_pool1d from {n} to {out} needs uneven windows; only "
+                       f"evenly dividing sizes are supported")
+    lead = list(x.type.shape[:-1])
+    y = cx.add("reshape", [x], {"shape": lead + [out, n // out]})
+    return cx.add("reduce_mean", [y], {"axes": [-1], "keepdims": False})
 
 
 @aten("adaptive_avg_pool2d")
