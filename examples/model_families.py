@@ -9,9 +9,10 @@ compiled with `decoder=` and asked for greedy tokens against transformers'
         [--only NAME ...] [--markdown docs/model-families.md]
 
 An architecture is OK on a target when the compiled forward matches
-PyTorch (relative L2 error under 1e-4; amx emulated; npu runs OpenVINO's CPU
-plugin here, in f32) and the run raised no exception; anything refused says
-why; a Python exception that is not hetc's own is a bug and is marked so.
+PyTorch (relative L2 error under 1e-4; amx emulated; npu, which runs
+OpenVINO's CPU plugin here and keeps weights in f16, under 2e-3) and the
+run raised no exception; anything refused says why; a Python exception that
+is not hetc's own is a bug and is marked so.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ FAMILIES = {
 }
 TARGETS = ["ref", "x86", "amx", "npu"]
 REL_TOL = 1e-4
+# npu keeps weights in f16 (as NPUs compute): against the f32 model, as tests/test_npu.py
+TOL = {"npu": 2e-3}
 
 
 def build(name):
@@ -140,7 +143,7 @@ def forward(name, target):
         got = np.asarray(got[0] if isinstance(got, (list, tuple)) else got, np.float64)
         # relative, with a floor: a random net may give values near 0 (MobileNetV2: 1e-25)
         err = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-6))
-        return ("OK" if err < REL_TOL else "WRONG") + f" ({err:.1e})"
+        return ("OK" if err < TOL.get(target, REL_TOL) else "WRONG") + f" ({err:.1e})"
     except Exception as e:  # the table reports whatever happened
         return _why(e)
 
@@ -169,8 +172,8 @@ def table(rows, targets, seconds):
              "architecture built from its config at a small size (2 layers, width 64, random "
              "weights), compiled as a user passes it (`hetc.compile(model, "
              "example_inputs=(ids,))`: its forward without a cache) and compared with "
-             f"PyTorch (relative L2 error under {REL_TOL:g}; amx emulated, npu on OpenVINO's CPU "
-             "plugin in f32); causal LMs also compiled with `decoder=` and asked for 8 greedy "
+             f"PyTorch (relative L2 error under {REL_TOL:g}; amx emulated; npu, on OpenVINO's CPU "
+             f"plugin here, keeps weights in f16: under {TOL['npu']:g}); causal LMs also compiled with `decoder=` and asked for 8 greedy "
              "tokens against transformers' `generate`. \"refused\" quotes hetc's message; "
              "\"BUG\" marks an exception that is not hetc's own.", "",
              f"Run time here: {seconds:.0f} s.", "",

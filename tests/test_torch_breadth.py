@@ -208,3 +208,28 @@ def test_integer_position_ids_run_on_x86():
     module = hetc.compile(opt, target="x86", decoder={"max_context": 32, "chunk": 4})
     assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
                        _greedy(opt, ids, 10))
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("family", list(__import__("model_families").FAMILIES))
+def test_every_transformers_family_imports_or_is_refused_by_hetc(family):
+    """Each architecture of `make families` (docs/model-families.md) imports
+    as users pass it, or is refused with hetc's own error naming what is
+    missing; decoder= sizes its cache or refuses the family up front. Never
+    another exception (the full table, every target, is `make families`)."""
+    from model_families import FAMILIES, build
+
+    from hetc.frontends.decoder import decoder_spec
+
+    model, inputs, kind = build(family)
+    try:
+        graph = hetc.import_model(model, example_inputs=inputs)
+        assert graph.ops
+    except hetc.HetcError as e:
+        assert "not supported" in str(e) or "refused" in str(e), e
+    if FAMILIES[family][3] == "causal":
+        try:
+            spec = decoder_spec(model, {"max_context": 32, "chunk": 4})
+            assert spec.layers == 2 and spec.kv_heads >= 1
+        except hetc.HetcError as e:
+            assert f"decoder=: {type(model).__name__}" in str(e) or "sliding window" in str(e), e

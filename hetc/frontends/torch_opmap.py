@@ -604,6 +604,11 @@ def _sdpa(cx, a):
     if a.get("enable_gqa"):
         raise cx.error("scaled_dot_product_attention with enable_gqa is not supported yet")
     ins = [cx.value(a["query"]), cx.value(a["key"]), cx.value(a["value"])]
+    q = ins[0].type.shape
+    for i in (1, 2):  # keys and values shared by the heads (multi-query): one per head
+        t = ins[i].type.shape
+        if len(t) == len(q) >= 3 and t[-3] == 1 != q[-3]:
+            ins[i] = cx.add("expand", [ins[i]], {"shape": list(t[:-3]) + [q[-3]] + list(t[-2:])})
     if a["attn_mask"] is not None:
         ins.append(cx.value(a["attn_mask"]))
     return cx.add("attention", ins, {"causal": bool(a["is_causal"]), "scale": a["scale"] or 0.0})
