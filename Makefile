@@ -41,7 +41,7 @@ lint: venv
 # seeded run. SEED=N for other mutants; any crash or hang fails the target.
 SEED ?= 0
 fuzz: venv
-	$(PY) tests/fuzzing.py --hir 100000 --onnx 20000 --artifacts 5000 --seed $(SEED)
+	$(PY) tests/fuzzing.py --hir 100000 --onnx 20000 --artifacts 5000 --mlir 5000 --seed $(SEED)
 
 # Measurements (never part of `make test`).
 $(BENCH_STAMP): $(STAMP)

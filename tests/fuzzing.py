@@ -1,5 +1,6 @@
 """Fuzzing hetc where it reads what strangers write: the .hir parser and
-verifier, the ONNX importer, and loading saved artifact folders.
+verifier, the ONNX importer, the MLIR importer, and loading saved artifact
+folders.
 
 Each fuzzer turns (seed, index) into one mutant, always the same one, and
 feeds it through hetc as a user would. Outcomes:
@@ -678,7 +679,45 @@ class ArtifactFuzzer:
         return use
 
 
-FUZZERS = {"hir": HirFuzzer, "onnx": OnnxFuzzer, "artifacts": ArtifactFuzzer}
+# -- the MLIR fuzzer -------------------------------------------------------------------------
+
+class MlirFuzzer:
+    """Mutants of the corpus graphs as hetc writes them in MLIR (hetc's own
+    facts included: hetc.attrs, hetc.weight_type, locations), through the
+    MLIR importer. Skipped when torch-mlir's bindings are not installed."""
+
+    salt = "mlir"
+
+    def __init__(self, corpus):
+        from hetc.ir.mlir import to_mlir
+        from hetc.ir.parser import parse_file
+
+        self.texts = []
+        for path in corpus.hir[::4]:  # a quarter of the graphs: enough kinds, quick to set up
+            try:
+                graph = parse_file(path)
+                self.texts.append(to_mlir(graph, quant=random.Random(path).choice(
+                    ["dequantize", "uniform"])))
+            except Exception:  # noqa: BLE001 - a graph MLIR export refuses: not a seed
+                continue
+
+    def case(self, seed, index):
+        from hetc.frontends.mlir_import import import_mlir
+
+        rng = _rng(seed, index, self.salt)
+        text = mutate_text(rng.choice(self.texts), rng, self.texts)
+        if rng.random() < 0.3:  # hetc's facts: JSON and type strings in attributes
+            facts = list(re.finditer(r'hetc\.(attrs|weight_type|weight_form|op) = "', text))
+            if facts:
+                m = rng.choice(facts)
+                junk = rng.choice(['{}', '\\22x\\22', '[1, 2]', 'null', 'linear',
+                                   '{\\22shape\\22: [-1]}', 'fused', 'const'])
+                text = text[:m.end()] + junk + text[m.end():]
+        return lambda: exercise(import_mlir(text), index)
+
+
+FUZZERS = {"hir": HirFuzzer, "onnx": OnnxFuzzer, "artifacts": ArtifactFuzzer,
+           "mlir": MlirFuzzer}
 
 
 # -- workers and the run ---------------------------------------------------------------------

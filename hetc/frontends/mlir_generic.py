@@ -60,7 +60,14 @@ class Refused:
 
 
 def attr_value(attr):
-    return attr.value if hasattr(attr, "value") else float(str(attr).split(":")[0])
+    """A scalar attribute's number (bool, integer or float)."""
+    if hasattr(attr, "value"):
+        return attr.value
+    text = str(attr).split(":")[0].strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise FrontendError(f"{text[:80]} where a number is expected") from None
 
 
 # -- linalg.generic -------------------------------------------------------------------
@@ -157,6 +164,7 @@ class _Body:
         self.im, self.op, self.ins, self.outs = im, op, ins, outs
         self.maps, self.sizes, self.iters = maps, sizes, iters
         self.block = op.regions[0].blocks[0]
+        self.args = list(self.block.arguments)
         self.memo = {}
 
     def aligned(self, v, exprs):
@@ -183,25 +191,46 @@ class _Body:
             x = im.add("reshape", [x], {"shape": full})
         return x
 
+    def body_op(self, v):
+        """The body op defining v, or None (a block argument, or a value
+        captured from outside the generic)."""
+        if v in self.args:
+            return None
+        o = v.owner.operation if v.owner is not None else None
+        return o if o is not None and o.parent is not None and \
+            o.parent.name == "linalg.generic" else None
+
     def value(self, v):
-        """Body value v over the loop space: a graph Value or a python number."""
+        """Body value v over the loop space: a graph Value or a python number.
+        The body ops v needs are found with a stack and computed in block
+        order, so a long body does not recurse deeply."""
         if v in self.memo:
             return self.memo[v]
-        args = list(self.block.arguments)
-        if v in args:
-            i = args.index(v)
+        if v in self.args:
+            i = self.args.index(v)
             if i >= len(self.ins):
                 self.im.fail("reads its output inside an elementwise body")
-            out = self.aligned(self.ins[i], self.maps[i])
-        elif v.owner is None or v.owner.operation.parent is None or \
-                v.owner.operation.parent.name != "linalg.generic":
+            self.memo[v] = self.aligned(self.ins[i], self.maps[i])
+            return self.memo[v]
+        if self.body_op(v) is None:
             out = self.im.raw(v)  # captured from outside: a scalar
             if not isinstance(out, float | int):
                 self.im.fail("reads a tensor from outside its body")
-        else:
-            out = self.compute(v.owner.operation)
-        self.memo[v] = out
-        return out
+            self.memo[v] = out
+            return out
+        needed, stack = set(), [v]
+        while stack:
+            u = stack.pop()
+            o = self.body_op(u)
+            if o is None or u in self.memo or o.results[0] in needed:
+                continue
+            needed.add(o.results[0])
+            stack.extend(o.operands)
+        for body_op in self.block.operations:
+            o = body_op.operation
+            if o.results and o.results[0] in needed and o.results[0] not in self.memo:
+                self.memo[o.results[0]] = self.compute(o)
+        return self.memo[v]
 
     def tensor(self, x, like="f32"):
         return x if not isinstance(x, float | int) else self.im.scalar(x, like)
@@ -262,8 +291,8 @@ class _Body:
         if not any(self.iters):
             x = self.tensor(self.value(v), out_t.dtype.name)
             return self.place(x, out_map, out_t, reduced=())
-        acc = list(self.block.arguments)[len(self.ins) + k]
-        o = v.owner.operation if v.owner is not None and v not in self.block.arguments else None
+        acc = self.args[len(self.ins) + k]
+        o = self.body_op(v)
         kind = BODY_BINARY.get(o.name) if o is not None else None
         if kind not in REDUCE or acc not in list(o.operands):
             im.fail("a reduction other than a sum, max, min or product of its inputs")
@@ -297,8 +326,8 @@ class _Body:
     def contraction(self, v, out_map):
         """A multiply of two inputs summed over one loop: `matmul` (with
         transposes), when the maps have its form; else None."""
-        o = v.owner.operation if v.owner is not None and v not in self.block.arguments else None
-        args = list(self.block.arguments)
+        o = self.body_op(v)
+        args = self.args
         if o is None or o.name != "arith.mulf" or any(x not in args[:len(self.ins)]
                                                      for x in o.operands):
             return None

@@ -43,6 +43,7 @@ import numpy as np
 from hetc.core.errors import FrontendError, HetcError, UsageError
 from hetc.ir import dtypes
 from hetc.ir.graph import Graph
+from hetc.ir.ops import InferError
 from hetc.frontends.mlir_generic import (BODY_BINARY, ELEMENTS, REDUCE, Init, Refused, attr_value,
                                         import_generic, map_exprs)
 from hetc.ir.types import NM, Quant, TensorType
@@ -74,29 +75,86 @@ def import_mlir(source, name=None) -> Graph:
             raise FrontendError(f"{path}: cannot read: {e}") from None
         name = name or os.path.splitext(os.path.basename(path))[0]
     ir, passmanager = bindings()
-    with ir.Context() as ctx:
-        ctx.allow_unregistered_dialects = False
+    _check_in_a_child(source, path)
+    with ir.Context():
         try:
-            module = ir.Module.parse(source)
-            module.operation.verify()
-            if "quant." in source:  # quant.dcast of quant.uniform types: MLIR lowers them
-                passmanager.PassManager.parse(LOWER_QUANT).run(module.operation)
-            if "tosa." in source:  # TOSA: MLIR's own conversion to linalg on tensors
-                passmanager.PassManager.parse(TOSA_TO_LINALG).run(module.operation)
+            module = _parsed(ir, passmanager, source)
         except ir.MLIRError as e:
             raise FrontendError(f"{path}: not a valid MLIR module: {_diagnostics(e)}") from None
-        funcs = {op.attributes["sym_name"].value: op
-                 for op in module.body.operations if op.operation.name == "func.func"}
+        funcs = {}
+        for op in module.body.operations:
+            sym = op.attributes["sym_name"] if "sym_name" in op.attributes else None
+            if op.operation.name == "func.func" and isinstance(getattr(sym, "value", None), str):
+                funcs[sym.value] = op
         main = _entry(funcs, path)
-        if "hetc.graph" in main.attributes:
-            name = main.attributes["hetc.graph"].value
-        name = re.sub(r"[^A-Za-z0-9_]", "_", name or "main")
+        name = re.sub(r"[^A-Za-z0-9_]", "_", _fact(main, "hetc.graph") or name or "main")
         g = _Importer(path, funcs, _resources(source), name).run(main)
     verify(g)
     return g
 
 
+def _pipelines(source):
+    """MLIR's own passes a module needs before hetc reads it: quant.dcast of
+    quant.uniform types lowered, TOSA converted to linalg on tensors."""
+    return [p for p, needed in ((LOWER_QUANT, "quant." in source),
+                                (TOSA_TO_LINALG, "tosa." in source)) if needed]
+
+
+def _parsed(ir, passmanager, source):
+    """The module parsed, verified and lowered by MLIR (MLIRError for what
+    MLIR refuses)."""
+    ir.Context.current.allow_unregistered_dialects = False
+    module = ir.Module.parse(source)
+    module.operation.verify()
+    for pipeline in _pipelines(source):
+        passmanager.PassManager.parse(pipeline).run(module.operation)
+    return module
+
+
+# MLIR's parser (a release build) can crash on malformed text: a module from
+# elsewhere is first parsed, verified and lowered in a child process (the
+# same steps as _parsed, importing only MLIR), so that a crash there is an
+# error here, not the end of the user's process
+CHILD = """
+import sys
+from torch_mlir import ir, passmanager
+source = sys.stdin.buffer.read().decode("utf-8")
+with ir.Context() as ctx:
+    ctx.allow_unregistered_dialects = False
+    try:
+        module = ir.Module.parse(source)
+        module.operation.verify()
+        for pipeline in sys.argv[1:]:
+            passmanager.PassManager.parse(pipeline).run(module.operation)
+    except ir.MLIRError:
+        pass  # refused: the parent says why
+    except MemoryError:
+        sys.exit(3)
+"""
+CHILD_TIMEOUT_S = 600
+
+
+def _check_in_a_child(source, path):
+    import subprocess
+    import sys
+
+    try:
+        p = subprocess.run([sys.executable, "-c", CHILD, *_pipelines(source)],
+                           input=source.encode("utf-8"), capture_output=True,
+                           timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise FrontendError(f"{path}: MLIR did not finish parsing it in {CHILD_TIMEOUT_S} s") \
+            from None
+    if p.returncode == 3 or b"bad_alloc" in p.stderr or b"MemoryError" in p.stderr:
+        raise FrontendError(f"{path}: MLIR ran out of memory parsing it (a constant of a huge "
+                            f"shape?)")
+    if p.returncode:
+        raise FrontendError(f"{path}: MLIR's parser failed on it (exit {p.returncode}); the "
+                            f"module is malformed")
+
+
 LOWER_QUANT = "builtin.module(func.func(lower-quant-ops))"
+MAX_ELEMENTS = 1 << 28  # one constant: 1 GiB of f32
 TOSA_TO_LINALG = ("builtin.module(func.func(tosa-to-linalg-named, tosa-to-linalg, tosa-to-arith, "
                   "tosa-to-tensor), canonicalize)")
 
@@ -108,6 +166,13 @@ def _diagnostics(error) -> str:
         m = re.search(r":(\d+):(\d+)", str(d.location))
         out.append(f"line {m.group(1)}: {d.message}" if m else str(d.message))
     return "; ".join(out)[:800] or str(error)[:800]
+
+
+def _fact(op, key):
+    """A string attribute of op (hetc's facts), or None when absent or not a string."""
+    attr = op.attributes[key] if key in op.attributes else None
+    value = getattr(attr, "value", None)
+    return value if isinstance(value, str) else None
 
 
 def _entry(funcs, path):
@@ -182,6 +247,14 @@ class _Importer:
             self.demoted()
         return TensorType(shape, dtypes.get(ELEMENTS[m.group(2)]))
 
+    def room(self, t):
+        """Refuse a constant too large to hold (a splat of a huge shape)."""
+        m = re.fullmatch(r"tensor<((?:\d+x)*)[a-z0-9]+>", str(t))
+        numel = int(np.prod([int(d) for d in m.group(1).split("x") if d])) if m else 0
+        if numel > MAX_ELEMENTS:
+            self.fail(f"a constant of {numel} elements ({t}); hetc holds at most "
+                      f"{MAX_ELEMENTS} in one constant")
+
     def demoted(self):
         note = "MLIR import: f64 arithmetic is computed in f32"
         if note not in self.g.notes:
@@ -213,6 +286,7 @@ class _Importer:
         if isinstance(x, Init):
             if x.value is None:
                 self.fail(f"reads {v.get_name()}, an uninitialized tensor.empty")
+            self.room(v.type)
             c = self.g.const(np.full(x.shape, x.value, dtypes.get(x.element).storage),
                              name="const", inline=None)
             self.values[v] = c
@@ -325,6 +399,15 @@ class _Importer:
         return outs
 
     def hetc_op(self, op, callee):
+        """The op a function tagged `hetc.op` stands for; facts that do not
+        make sense (a hand-edited or hostile module) are refused."""
+        try:
+            return self._hetc_op(op, callee)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, InferError) as e:
+            self.fail(f"calls {op.attributes['callee']}, whose hetc facts do not make sense "
+                      f"({type(e).__name__}: {str(e)[:200]})")
+
+    def _hetc_op(self, op, callee):
         kind = callee.attributes["hetc.op"].value
         try:
             attrs = json.loads(callee.attributes["hetc.attrs"].value)
@@ -336,8 +419,7 @@ class _Importer:
         if kind == "fused":  # its body: the function, imported as a graph of its own
             if self.nesting > 64:
                 self.fail("fused regions nest deeper than 64")
-            name = callee.attributes["hetc.graph"].value if "hetc.graph" in callee.attributes \
-                else "body"
+            name = _fact(callee, "hetc.graph") or "body"
             inner = _Importer(self.path, self.funcs, self.resources, name, self.g.weights)
             inner.nesting = self.nesting + 1
             body = inner.run(callee)
@@ -437,6 +519,7 @@ class _Importer:
 
     def constant_array(self, op):
         attr = op.attributes["value"]
+        self.room(op.results[0].type)
         text = str(attr)
         narrow = re.fullmatch(r"tensor<((?:\d+x)*)i([2-7])>", str(op.results[0].type))
         if narrow is not None:  # sub-byte codes (quant.uniform storage)
