@@ -642,12 +642,17 @@ def _broadcast(im, op):
     return [im.add("expand", [x], {"shape": list(t.shape)})]
 
 
-def _matmul_maps(op):
-    """(a transposed, b transposed) of a linalg.matmul from its indexing maps."""
+def _matmul_maps(im, op):
+    """(a transposed, b transposed) of a linalg.matmul from its indexing maps
+    (d0, d1, d2: rows, columns, the summed axis)."""
     if "indexing_maps" not in op.attributes:
         return False, False
-    a, b = [str(m) for m in op.attributes["indexing_maps"]][:2]
-    return "(d2, d0)" in a, "(d1, d2)" in b
+    a, b = (map_exprs(m) for m in list(op.attributes["indexing_maps"])[:2])
+    forms_a, forms_b = {(0, 2): False, (2, 0): True}, {(2, 1): False, (1, 2): True}
+    key_a, key_b = (tuple(e[1] if e[0] == "d" else -1 for e in m or ()) for m in (a, b))
+    if key_a not in forms_a or key_b not in forms_b:
+        im.fail("matmul with broadcast operands is not imported")
+    return forms_a[key_a], forms_b[key_b]
 
 
 def _accumulate(im, op, y, init_operand):
@@ -660,7 +665,7 @@ def _accumulate(im, op, y, init_operand):
 
 @handles("linalg.matmul")
 def _matmul(im, op):
-    ta, tb = _matmul_maps(op)
+    ta, tb = _matmul_maps(im, op)
     a_v, b_v, init = op.operands[0], op.operands[1], op.operands[2]
     a = im.tensor(a_v)
     if ta:
