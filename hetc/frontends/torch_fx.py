@@ -389,11 +389,14 @@ def _transformers_forward(model):
         def __init__(self, model):
             super().__init__()
             self.model = model
-            self.extra = {k: False for k in ("use_cache",)
-                          if k in inspect.signature(model.forward).parameters}
+            takes = inspect.signature(model.forward).parameters
+            self.extra = {k: v for k, v in (("use_cache", False), ("return_dict", True))
+                          if k in takes}
 
         def forward(self, *args, **kwargs):
-            out = self.model(*args, **kwargs, **self.extra, return_dict=True)
+            out = self.model(*args, **kwargs, **self.extra)
+            if isinstance(out, (tuple, list)):
+                return out[0]
             for key in ("logits", "last_hidden_state"):
                 if getattr(out, key, None) is not None:
                     return getattr(out, key)
