@@ -345,7 +345,7 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
     keywords = {k: to_torch(x) if isinstance(x, np.ndarray) else x for k, x in keywords.items()}
     notes = []
     if _is_transformers_model(module):
-        module, notes = _transformers_forward(module), _transformers_notes(module)
+        module, notes = transformers_forward(module), _transformers_notes(module)
     try:
         with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
             ep = _functional(torch.export.export(module, tuple(example_inputs), kwargs=keywords))
@@ -379,7 +379,7 @@ def _transformers_notes(model):
     return notes
 
 
-def _transformers_forward(model):
+def transformers_forward(model):
     """A transformers model's forward as a tensor function: keyword inputs
     passed on, no cache (so no cache objects in the outputs), and the
     output's first tensor: the logits, or the last hidden state."""
