@@ -83,6 +83,15 @@ def _cases():
         cases.append(_one(k, attrs={"axis": 2}))
         cases.append(_one(k, I, attrs={"axis": 1, "keepdims": False, "select_last_index": True},
                           name=f"{k}_last"))
+    cases.append(_one("topk", attrs={"k": 2, "axis": 1}))
+    cases.append(_one("topk", I, attrs={"k": 4, "largest": False}, name="topk_i64_smallest"))
+    # x times 0, NaN and inf: ties (0 and -0), NaN above every number, infinities
+    specials = np.array([0, np.nan, 0, np.inf, 1, 0, np.nan, -1], np.float32)
+    for largest in (True, False):
+        cases.append(_graph(f"topk_nan_{'largest' if largest else 'smallest'}",
+                            [("x", (3, 8), F)], lambda g, x, largest=largest: g.add(
+                                "topk", [g.add("mul", [x, g.const(specials, name="s")])],
+                                {"k": 6, "largest": largest})))
     for exclusive in (False, True):
         for reverse in (False, True):
             cases.append(_one("cumsum", attrs={"axis": 2, "exclusive": exclusive,

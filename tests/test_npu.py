@@ -191,6 +191,34 @@ def test_ops_openvino_cannot_take_are_named_at_compile_time():
         hetc.compile(g, target="npu")
 
 
+def test_topk_sorts_nan_above_every_number_and_refuses_i64():
+    """OpenVINO's TopK mis-sorts rows holding a NaN (stable or not); the
+    lowering sorts by value with NaN read as 0, then stably by NaN-ness. i64
+    values it computes in 32 bits: topk, and argmax and argmin (lowered
+    with TopK), refused, naming why."""
+    from hetc.ir import Graph, TensorType, dtypes
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (3, 40)).astype(np.float32)
+    for value, p in ((np.nan, 0.2), (np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.1)):
+        x[rng.random(x.shape) < p] = value
+    g = Graph("g")
+    xi = g.add_input("x", TensorType(x.shape, dtypes.f32))
+    g.outputs = [v for k in (0, 3, 40) for largest in (True, False)
+                 for v in g.add("topk", [xi], {"k": k, "largest": largest})]
+    npu = hetc.compile(g, target="npu", pipeline="")
+    for got, want in zip(npu(x), interpret(g, [x])):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    for kind, attrs in (("topk", {"k": 2}), ("argmax", {}), ("argmin", {"axis": 1})):
+        g = Graph("g")
+        out = g.add(kind, [g.add_input("x", TensorType((2, 5), dtypes.i64))], attrs)
+        g.outputs = out if isinstance(out, list) else [out]
+        with pytest.raises(TargetError, match=rf"op #0 {kind} \(%\w+\): i64 values: OpenVINO's "
+                                              r"CPU plugin computes TopK on them in 32 bits"):
+            hetc.compile(g, target="npu")
+
+
 def _greedy(model, ids, new):
     with torch.no_grad():
         return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,

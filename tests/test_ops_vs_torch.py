@@ -849,6 +849,59 @@ case("linear", "bf16-bias", [bf16(randn(2, 3, 32)), W(bf16(randn(16, 32))), W(bf
      {}, F.linear)
 case("linear", "bf16-no-bias", [bf16(randn(5, 32)), W(bf16(randn(16, 32)))], {}, F.linear)
 
+# topk: after the other cases, so that their inputs (drawn from RNG) stay as they were --
+
+def _topk_sorted(k, axis=-1, largest=True):
+    """topk's definition in torch: a stable sort (ties in index order, NaN
+    above every number), its first k."""
+    def ref(x):
+        v, i = torch.sort(x, dim=axis, descending=largest, stable=True)
+        return [v.narrow(axis, 0, k), i.narrow(axis, 0, k)]
+    return ref
+
+
+def _topk_torch(k, axis=-1, largest=True):
+    """torch.topk itself: the same answer where no two elements tie."""
+    return lambda x: list(torch.topk(x, k, dim=axis, largest=largest, sorted=True))
+
+
+_distinct = RNG.permutation(4 * 5 * 8).astype(np.float32).reshape(4, 5, 8) / 7 - 20
+# NaN above every number; infinities; -0 and 0 tie (index order)
+_topk_specials = np.array([[1.0, np.nan, 3.0, np.inf, np.nan, -np.inf, 3.0, 0.0, -0.0, np.inf],
+                           [-0.0, 0.0, np.nan, -1.0, -np.inf, np.inf, 2.0, -0.0, np.nan, 5.0]],
+                          np.float32)
+_topk_wide = np.array([[2**40, -2**40, 2**31, 2**31 - 1, -2**31 - 1, 0, 2**40, -1, 2**63 - 1,
+                        -2**63]], np.int64)  # beyond 32 bits
+for largest in (True, False):
+    tag = "largest" if largest else "smallest"
+    # a mixture-of-experts router: 2 of 8 per token, in a batch of rows
+    case("topk", f"router-{tag}", [_distinct], {"k": 2, "largest": largest},
+         _topk_torch(2, largest=largest), exact=True)
+    case("topk", f"axis1-{tag}", [_distinct], {"k": 3, "axis": 1, "largest": largest},
+         _topk_torch(3, 1, largest), exact=True)
+    case("topk", f"negative-axis-{tag}", [_distinct], {"k": 4, "axis": -3, "largest": largest},
+         _topk_sorted(4, -3, largest), exact=True)
+    case("topk", f"ties-{tag}", [_ties], {"k": 4, "axis": 2, "largest": largest},
+         _topk_sorted(4, 2, largest), exact=True)
+    case("topk", f"ties-full-{tag}", [_ties], {"k": 4, "axis": 1, "largest": largest},
+         _topk_sorted(4, 1, largest), exact=True)
+    case("topk", f"nan-full-{tag}", [_topk_specials], {"k": 10, "largest": largest},
+         _topk_sorted(10, largest=largest), exact=True)
+    case("topk", f"nan-{tag}", [_topk_specials], {"k": 3, "largest": largest},
+         _topk_sorted(3, largest=largest), exact=True)
+    case("topk", f"i64-{tag}", [_topk_wide], {"k": 6, "largest": largest},
+         _topk_sorted(6, largest=largest))
+    case("topk", f"i32-{tag}", [ints(3, 9, lo=-3, hi=3)], {"k": 5, "axis": 1, "largest": largest},
+         _topk_sorted(5, 1, largest))
+case("topk", "k0", [randn(3, 5)], {"k": 0}, _topk_sorted(0))
+case("topk", "empty-axis", [randn(3, 0)], {"k": 0}, _topk_sorted(0))
+case("topk", "vector", [randn(7)], {"k": 7, "axis": 0}, _topk_sorted(7, 0), exact=True)
+case("topk", "unsorted", [_ties], {"k": 3, "sorted": False}, _topk_sorted(3), exact=True)
+case("topk", "bf16", [bf16(_ties)], {"k": 2, "axis": 1}, _topk_sorted(2, 1), exact=True)
+case("topk", "u8", [ints(2, 9, lo=0, hi=4, dtype=np.uint8)], {"k": 4, "largest": False},
+     _topk_sorted(4, largest=False))
+
+
 COVERED = {c.kind for c in CASES}
 
 
@@ -976,6 +1029,14 @@ def _t(shape, dtype="f32"):
     ("argmax", [_t((2, 0))], {"axis": 1}, r"argmax over axis 1 of \[2, 0\]: the axis is empty"),
     ("argmin", [_t((2, 3))], {"axis": -3}, "axis -3 is out of range for rank 2"),
     ("argmin", [_t((2,), "bool")], {}, "argmin needs a float or integer tensor"),
+    ("topk", [_t((2, 3))], {}, "topk needs attribute 'k'"),
+    ("topk", [_t((2, 3))], {"k": 4}, r"topk k=4 is out of range \[0, 3\] for axis -1 of \[2, 3\]"),
+    ("topk", [_t((2, 3))], {"k": -1, "axis": 0},
+     r"topk k=-1 is out of range \[0, 2\] for axis 0 of \[2, 3\]"),
+    ("topk", [_t((2, 3))], {"k": 1, "axis": 2}, "axis 2 is out of range for rank 2"),
+    ("topk", [_t(())], {"k": 0}, "topk needs a tensor of rank >= 1, got a scalar"),
+    ("topk", [_t((2,), "bool")], {"k": 1}, "topk needs a float or integer tensor, got bool"),
+    ("topk", [_t((2,))], {"k": 1, "largest": 1}, "attribute 'largest' of topk must be bool"),
     ("reduce_min", [_t((2, 3))], {"axes": [2]}, "axis 2 is out of range for rank 2"),
     ("log_softmax", [_t((2, 3), "i32")], {}, "log_softmax needs a float tensor, got i32"),
     ("gather_elements", [_t((2, 3)), _t((2, 3))], {}, "gather_elements indices must be integers"),

@@ -49,6 +49,9 @@ CASES = {
     "argmax": lambda g, v: g.add("argmax", [v], {"axis": 1}),
     "argmin": lambda g, v: g.add("argmin", [v], {"axis": 1}),
     "argmax_last": lambda g, v: g.add("argmax", [v], {"axis": 1, "select_last_index": True}),
+    "topk": lambda g, v: g.add("topk", [v], {"k": 3})[0],
+    "topk_indices": lambda g, v: g.add("topk", [v], {"k": 3})[1],
+    "topk_smallest_indices": lambda g, v: g.add("topk", [v], {"k": 3, "largest": False})[1],
     "softmax": lambda g, v: g.add("softmax", [v], {"axis": 1}),
     "log_softmax": lambda g, v: g.add("log_softmax", [v], {"axis": 1}),
     "max_pool": lambda g, v: g.add("max_pool2d", [g.add("reshape", [v], {"shape": [1, 1, 6, 4]})],
@@ -94,6 +97,10 @@ TORCH = {
     "reduce_max_all": lambda x: x.amax(), "argmax": lambda x: x.argmax(1, keepdim=True),
     "argmin": lambda x: x.argmin(1, keepdim=True), "softmax": lambda x: x.softmax(1),
     "log_softmax": lambda x: x.log_softmax(1),
+    # topk orders as a stable sort does: NaN above every number, ties in index order
+    "topk": lambda x: x.sort(dim=1, descending=True, stable=True)[0][:, :3],
+    "topk_indices": lambda x: x.sort(dim=1, descending=True, stable=True)[1][:, :3],
+    "topk_smallest_indices": lambda x: x.sort(dim=1, stable=True)[1][:, :3],
     "max_pool": lambda x: F.max_pool2d(x.reshape(1, 1, 6, 4), 2, padding=1),
 }
 

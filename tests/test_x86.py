@@ -325,3 +325,46 @@ def test_integer_arithmetic_matches_the_interpreter(dtype):
         want = interpret(g, [xs, ys])
     for got, w in zip(module(xs, ys), want):
         np.testing.assert_array_equal(got, w)
+
+
+def _topk_input(rng, shape, dt):
+    """Few distinct values (many ties); for floats NaN, infinities and -0 too."""
+    if dt.is_float:
+        x = rng.integers(-3, 4, shape).astype(np.float32)
+        for value, p in ((np.nan, 0.15), (np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.1)):
+            x[rng.random(shape) < p] = value
+        return x
+    info = np.iinfo(dt.storage)
+    return rng.choice([info.min, info.max, info.min + 1, -1, 0, 1, 1, 2], shape).astype(dt.storage)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "i64", "i32"])
+def test_topk_matches_the_interpreter_bit_for_bit(dtype):
+    """topk (kernels.h k_topk: each line's elements inserted in index order
+    into its k outputs) on odd line lengths (1, 3, 7, 33, 257), the middle and
+    last axes, k from 0 to the whole line, largest and smallest, with many
+    ties (index order) and for f32 NaN (above every number), infinities and
+    -0, equal to the interpreter bit for bit (indices and values)."""
+    from hetc.ir import Graph, TensorType, dtypes
+    from hetc.ir.interpret import interpret
+
+    rng = np.random.default_rng(3)
+    dt = dtypes.get(dtype)
+    g = Graph("topk")
+    feeds, outs = [], []
+    for shape, axes in (((2, 7, 3), (1, -1)), ((5, 33), (-1,)), ((257,), (0,)),
+                        ((4, 1), (1,))):
+        x = g.add_input(f"x{len(feeds)}", TensorType(shape, dt))
+        feeds.append(_topk_input(rng, shape, dt))
+        for axis in axes:
+            n = shape[axis]
+            for k in sorted({0, 1, 2, n // 2, n} & set(range(n + 1))):
+                for largest in (True, False):
+                    outs += g.add("topk", [x], {"k": k, "axis": axis, "largest": largest})
+    g.outputs = outs
+    module = hetc.compile(g, target="x86", pipeline="")
+    for got, want, v in zip(module(*feeds), interpret(g, feeds), outs):
+        assert got.dtype == want.dtype and got.shape == want.shape, v
+        np.testing.assert_array_equal(got, want, err_msg=str(v))
+        if got.dtype.kind == "f":
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=str(v))

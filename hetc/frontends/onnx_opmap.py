@@ -741,6 +741,17 @@ def _arg(cx, a):
                                         "select_last_index": bool(a.get("select_last_index", 0))})
 
 
+@onnx_op("TopK")
+def _topk(cx, a):
+    """K is an attribute before opset 10, a constant input after; ties go to
+    the lower index in both. sorted=0 allows any order: hetc's is sorted."""
+    k = cx.static_int(1, "K") if cx.has_input(1) else a["k"]
+    out = cx.add("topk", [cx.input(0)], {"k": k, "axis": a.get("axis", -1),
+                                         "largest": bool(a.get("largest", 1)),
+                                         "sorted": bool(a.get("sorted", 1))})
+    return list(out)
+
+
 # -- reductions -------------------------------------------------------------------------------
 
 def _reduce(cx, a, kind, x):

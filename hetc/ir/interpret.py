@@ -410,6 +410,27 @@ def _arg_reduce(op, x):
     return find(x, axis=ax, keepdims=keep).astype(np.int64)
 
 
+def topk_order(x, axis, largest):
+    """The positions of x along `axis` in topk's order: descending (ascending
+    when not largest), ties in index order, NaN above every number. A stable
+    sort whose last key is the primary one: NaN first (largest) or last, then
+    the value, negated for descending (bitwise not for integers: no overflow,
+    still order-reversing), then the index (stability)."""
+    if x.dtype.kind == "f":
+        nan = np.isnan(x)
+        key = -x if largest else x
+        return np.lexsort((key, ~nan if largest else nan), axis=axis)
+    return np.argsort(~x if largest else x, axis=axis, kind="stable")
+
+
+@semantics("topk")
+def _topk(op, x):
+    ax = op.attrs["axis"] % x.ndim
+    order = topk_order(x, ax, op.attrs["largest"])
+    idx = np.take(order, np.arange(op.attrs["k"]), axis=ax)
+    return [np.take_along_axis(x, idx, axis=ax), idx.astype(np.int64)]
+
+
 @semantics("cumsum")
 def _cumsum(op, x):
     ax = op.attrs["axis"] % x.ndim

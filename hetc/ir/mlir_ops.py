@@ -14,6 +14,8 @@ indexing reads `tensor.extract` with negative indices counted from the end.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from hetc.core.errors import TargetError
@@ -326,6 +328,70 @@ def _cumsum(w, op):
                          f"arith.select %t2, {{x}}, %t3 : {T}", f"{add} {{acc}}, %t4 : {T}"],
                         x=a[0], acc=a[1]),
         reductions=(rank,), init=init, out_element=T)
+
+
+def _better(c, T, largest, a, b):
+    """Lines (numbered from %t0, the last the result) of `a` before `b` in
+    topk's order: larger (smaller), NaN above every number."""
+    if c != "f":
+        return [f"arith.cmpi {'sgt' if largest else 'slt'}, {a}, {b} : {T}"]
+    nan, number = (a, b) if largest else (b, a)
+    return [f"arith.cmpf {'ogt' if largest else 'olt'}, {a}, {b} : {T}",
+            f"arith.cmpf uno, {nan}, {nan} : {T}", f"arith.cmpf ord, {number}, {number} : {T}",
+            "arith.andi %t1, %t2 : i1", "arith.ori %t0, %t3 : i1"]
+
+
+def _renumbered(lines, start):
+    """Body lines whose temporaries %tN become %t(N + start)."""
+    return [re.sub(r"%t(\d+)", lambda m: f"%t{int(m.group(1)) + start}", line) for line in lines]
+
+
+@lowers("topk")
+def _topk(w, op):
+    """Sorting as counting (O(n^2) compares, no loops beyond linalg's): each
+    element's place is the number of elements before it (better, or as good
+    at a lower index), a reduction over a second loop j along the axis; then
+    output position p takes the index and the value of the element whose
+    place is p (selects, so values are exact), reductions over the axis."""
+    x = op.inputs[0]
+    values, indices = op.outputs
+    c, T = element_class(x), element(x)
+    if c == "b":
+        _refuse(op, "bool values (not exported)")
+    rank, ax, largest = x.type.rank, op.attrs["axis"] % x.type.rank, op.attrs["largest"]
+    shape, xs = x.type.shape, _operand(w, x)
+    other = [f"d{rank}" if i == ax else f"d{i}" for i in range(rank)]
+    j_first = _better(c, T, largest, "{j}", "{i}")
+    i_first = _renumbered(_better(c, T, largest, "{i}", "{j}"), len(j_first))
+    n = len(j_first) + len(i_first)
+    # j before i: j better; or, at j < i, i not better (as good)
+    place = _body(j_first + i_first + [
+        f"linalg.index {rank} : index", f"linalg.index {ax} : index",
+        f"arith.cmpi ult, %t{n}, %t{n + 1} : index", "arith.constant true",
+        f"arith.xori %t{n - 1}, %t{n + 3} : i1",
+        f"arith.select %t{n + 2}, %t{n + 4}, %t{len(j_first) - 1} : i1",
+        f"arith.extui %t{n + 5} : i1 to i64", f"arith.addi {{acc}}, %t{n + 6} : i64"],
+        i="{i}", j="{j}", acc="{acc}")
+    places = w.generic([(xs, vtype(x)), (xs, vtype(x))], shape,
+                       [_map(rank + 1, _dims(rank)), _map(rank + 1, other),
+                        _map(rank + 1, _dims(rank))],
+                       lambda a: [line.format(i=a[0], j=a[1], acc=a[2]) for line in place],
+                       reductions=(rank,), init=w.filled(shape, "0", "i64"), out_element="i64")
+    out = values.type.shape
+    hit = [f"linalg.index {ax} : index", "arith.index_cast %t0 : index to i64",
+           "arith.cmpi eq, {r}, %t1 : i64"]
+    maps = [_map(rank + 1, other), _map(rank + 1, _dims(rank))]
+    w.names[indices] = w.generic(
+        [(places, ttype(shape, "i64"))], out, maps,
+        lambda a: _body(hit + [f"linalg.index {rank} : index",
+                               "arith.index_cast %t3 : index to i64",
+                               "arith.select %t2, %t4, {acc} : i64"], r=a[0], acc=a[1]),
+        reductions=(rank,), init=w.filled(out, "0", "i64"), out_element="i64")
+    w.names[values] = w.generic(
+        [(places, ttype(shape, "i64")), (xs, vtype(x))], out, [maps[0]] + maps,
+        lambda a: _body(hit + [f"arith.select %t2, {{x}}, {{acc}} : {T}"], r=a[0], x=a[1],
+                        acc=a[2]),
+        reductions=(rank,), init=w.filled(out, "0.0" if c == "f" else "0", T), out_element=T)
 
 
 # -- indexing ----------------------------------------------------------------------------

@@ -678,6 +678,26 @@ for _k in ("argmax", "argmin"):
                        Attr("select_last_index", "bool", False)])(_arg_reduce(_k))
 
 
+@define("topk", ["x"], [Attr("k", "int"), Attr("axis", "int", -1), Attr("largest", "bool", True),
+                        Attr("sorted", "bool", True)])
+def _topk(types, attrs):
+    """Two results: the k largest (smallest with largest=false) elements along
+    `axis`, in descending (ascending) order, and their i64 indices. Ties go to
+    the lower index first (ONNX TopK, a stable sort); NaN counts as larger than
+    every number (PyTorch's rule): first with largest, last without. Order is
+    the same with sorted=false (which only allows any order)."""
+    x = types[0]
+    _kinds(x, _FLOAT + _INT, "topk")
+    _rank1(x, "topk")
+    ax = _axis(attrs["axis"], x.rank)
+    k, n = attrs["k"], x.shape[ax]
+    if not 0 <= k <= n:
+        raise InferError(f"topk k={k} is out of range [0, {n}] for axis {attrs['axis']} of "
+                         f"{list(x.shape)}")
+    shape = x.shape[:ax] + (k,) + x.shape[ax + 1:]
+    return [TensorType(shape, x.value_dtype), TensorType(shape, dtypes.i64)]
+
+
 @define("cumsum", ["x"], [Attr("axis", "int"), Attr("exclusive", "bool", False),
                           Attr("reverse", "bool", False)])
 def _cumsum(types, attrs):

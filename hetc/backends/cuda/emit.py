@@ -158,6 +158,8 @@ def why_not(op):
         return _same_kind(ins + op.outputs, ("f32", *UNSIGNED))
     if op.kind in ("argmax", "argmin"):
         return _same_kind(ins, ("f32",))
+    if op.kind == "topk":
+        return _same_kind(ins + op.outputs, ("f32", *UNSIGNED))
     if op.kind in ("isnan", "isinf"):
         return _same_kind(ins, ("f32",))
     if op.kind in COMPARE:
@@ -1188,6 +1190,43 @@ def _arg_reduce(e, op):
         y[i] = at;"""
     e.launch([f"{_ctype(op.output)} y", f"{_ctype(x, True)} x"], _grid_loop(count, body),
              *_elements(count), [e.ptr[op.output], e.val(x)], f"{op.kind} thread per line")
+
+
+@lowers("topk")
+def _topk(e, op):
+    """One thread per line: each element, in index order, inserted into the
+    line's sorted k outputs past those it is strictly better than (so ties
+    keep index order); NaN above every number. O(n * k): k is small."""
+    x = op.inputs[0]
+    values, indices = op.outputs
+    count, size, inner = _lines(x, op.attrs["axis"] % x.type.rank)
+    k = op.attrs["k"]
+    if values.type.numel == 0:
+        return
+    ct = CTYPE[x.type.dtype.name]
+    if x.type.dtype.is_float:
+        better = ("({a} > {b} || ({a} != {a} && {b} == {b}))" if op.attrs["largest"] else
+                  "({a} < {b} || ({b} != {b} && {a} == {a}))")
+    else:
+        better = "{a} > {b}" if op.attrs["largest"] else "{a} < {b}"
+    last = better.format(a="v", b=f"y[out + {k - 1} * {inner}]")
+    prev = better.format(a="v", b=f"y[out + (p - 1) * {inner}]")
+    body = f"""        {_line_start(size, inner)}
+        long out = (i / {inner}) * {k * inner} + i % {inner}, held = 0;
+        for (long t = 0; t < {size}; t++) {{
+            {ct} v = x[base + t * {inner}];
+            if (held == {k} && !({last})) continue;
+            long p = held < {k} ? held++ : {k - 1};
+            for (; p > 0 && {prev}; p--) {{
+                y[out + p * {inner}] = y[out + (p - 1) * {inner}];
+                iy[out + p * {inner}] = iy[out + (p - 1) * {inner}];
+            }}
+            y[out + p * {inner}] = v;
+            iy[out + p * {inner}] = t;
+        }}"""
+    e.launch([f"{ct} *__restrict__ y", f"{_ctype(indices)} iy", f"const {ct} *__restrict__ x"],
+             _grid_loop(count, body), *_elements(count),
+             [e.ptr[values], e.ptr[indices], e.val(x)], "topk thread per line")
 
 
 @lowers("cumsum")

@@ -21,7 +21,7 @@ from hetc.core.errors import TargetError
 from hetc.ir.partition import split
 from hetc.runtime.artifact import Artifact
 
-from .lowering import LOWER, SUMMARY, to_model, value_problems
+from .lowering import LOWER, SUMMARY, op_problem, to_model, value_problems
 
 DEVICES = ("NPU", "CPU")
 STANDIN_NOTE = ("npu: OpenVINO lists no NPU here; the model runs on OpenVINO's CPU plugin "
@@ -70,6 +70,9 @@ class NpuBackend(Backend):
     Options = NpuOptions
 
     lowerings = LOWER  # every IR op kind
+
+    def op_problem(self, op):
+        return op_problem(op)
 
     def graph_problems(self, graph):
         return value_problems(graph)

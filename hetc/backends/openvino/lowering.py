@@ -472,6 +472,44 @@ def _arg_reduce(op, x):
     return idx if op.attrs["keepdims"] else o.squeeze(idx, _i64([ax]))
 
 
+#: dtypes the CPU plugin's TopK sorts in 32 bits (values and order wrong beyond them)
+TOPK_32_BITS = ("i64", "u64", "u32")
+
+
+def op_problem(op):
+    """Why `op` (of a lowered kind) cannot be lowered exactly, or None."""
+    name = op.inputs[0].type.dtype.name if op.inputs else ""
+    # argmax and argmin are lowered through TopK too: argmax of [5, 2**40, 7] gave 2
+    if op.kind in ("topk", "argmax", "argmin") and name in TOPK_32_BITS:
+        return f"{name} values: OpenVINO's CPU plugin computes TopK on them in 32 bits"
+    return None
+
+
+@lowers("topk")
+def _topk(op, x):
+    """OpenVINO's TopK with stable=true keeps ties in index order, as the IR
+    does, but it mis-sorts a row holding a NaN (the CPU plugin puts NaNs and
+    numbers around them out of order, stable or not), where the IR puts NaN
+    above every number. So float rows are sorted twice, the second stably by
+    the primary key: first every element by value with NaN read as 0, then
+    that order by whether the element is NaN (NaN first for largest, last
+    otherwise), keeping k. sorted=false is sorted too (any order allowed)."""
+    o = _o()
+    t = op.inputs[0].type
+    ax, k = op.attrs["axis"] % t.rank, np.int64(op.attrs["k"])
+    mode = "max" if op.attrs["largest"] else "min"
+    if not t.dtype.is_float:
+        top = o.topk(x, k, ax, mode, "value", "i64", True)
+        return [top.output(0), top.output(1)]
+    nan = o.is_nan(x)
+    order = o.topk(o.select(nan, _like(x, 0), x), np.int64(t.shape[ax]), ax, mode, "value",
+                   "i64", True).output(1)
+    nan_in_order = o.gather_elements(o.convert_like(nan, x), order, ax)
+    idx = o.gather_elements(order, o.topk(nan_in_order, k, ax, mode, "value", "i64",
+                                          True).output(1), ax)
+    return [o.gather_elements(x, idx, ax).output(0), idx.output(0)]
+
+
 @lowers("cumsum")
 def _cumsum(op, x):
     return _o().cumsum(x, np.int64(op.attrs["axis"]), op.attrs["exclusive"], op.attrs["reverse"])

@@ -56,7 +56,7 @@ REDUCE = {"reduce_sum": "R_SUM", "reduce_mean": "R_MEAN", "reduce_max": "R_MAX",
 #: (embedding/gather indices and attention masks are checked by their lowering)
 ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gather", "cast",
              "embedding", "logical_not", "attention", "where", "pad", "gather_elements",
-             "isnan", "isinf", "argmax", "argmin", *LOGICAL, *COMPARE}
+             "isnan", "isinf", "argmax", "argmin", "topk", *LOGICAL, *COMPARE}
 PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
 #: ops with integer kernels too (kernels.h HETC_INT_BINARY), for these dtypes
 INT_OPS = {"add", "sub", "mul", "div", "maximum", "minimum", "cumsum", "neg", "abs", "relu",
@@ -331,6 +331,21 @@ def _arg_reduce(e, op):
     outer, n, inner = _axis_split(op.inputs[0].type, op.attrs["axis"])
     e.emit(f"k_arg_reduce({e.ptr[op.output]}, {e.val(op.inputs[0])}, {outer}, {n}, {inner}, "
            f"{int(op.kind == 'argmax')}, {int(op.attrs['select_last_index'])});")
+
+
+@lowers("topk")
+def _topk(e, op):
+    """kernels.h k_topk per line, on f32, i64 or i32 values (why_not refuses
+    the others: the IR's topk takes no bool)."""
+    x = op.inputs[0]
+    values, indices = op.outputs
+    outer, n, inner = _axis_split(x.type, op.attrs["axis"])
+    if values.type.numel == 0:
+        return
+    kernel = f"k_topk_{INT_KERNEL[x.type.dtype.name]}" if x.type.dtype.name in INT_KERNEL \
+        else "k_topk"
+    e.emit(f"{kernel}({e.ptr[values]}, {e.ptr[indices]}, {e.val(x)}, {outer}, {n}, {inner}, "
+           f"{op.attrs['k']}, {int(op.attrs['largest'])});")
 
 
 @lowers("cumsum")

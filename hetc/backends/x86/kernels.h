@@ -339,6 +339,42 @@ static void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long in
         }
 }
 
+/* topk along the middle axis of [outer, n, inner]: the k largest (smallest
+ * unless `largest`) of each line with their i64 indices, in order, ties to the
+ * lower index, NaN above every number. Each line's elements are inserted in
+ * index order into its sorted k outputs: a later element passes only those it
+ * is strictly better than, so equal ones keep index order (O(n * k), for the
+ * small k of routers and samplers). */
+#define HETC_BETTER_FLOAT(a, b, largest)                                                  \
+    ((largest) ? ((a) > (b) || (isnan(a) && !isnan(b)))                                   \
+               : ((a) < (b) || (isnan(b) && !isnan(a))))
+#define HETC_BETTER_INT(a, b, largest) ((largest) ? (a) > (b) : (a) < (b))
+#define HETC_TOPK(NAME, T, BETTER)                                                         \
+    static void NAME(T *y, int64_t *iy, const T *x, long outer, long n, long inner, long k, \
+                     int largest) {                                                        \
+        for (long o = 0; o < outer; o++)                                                   \
+            for (long j = 0; j < inner; j++) {                                             \
+                const T *px = x + o * n * inner + j;                                       \
+                T *py = y + o * k * inner + j;                                             \
+                int64_t *pi = iy + o * k * inner + j;                                      \
+                long held = 0;                                                             \
+                for (long i = 0; i < n && k > 0; i++) {                                    \
+                    T v = px[i * inner];                                                   \
+                    if (held == k && !BETTER(v, py[(k - 1) * inner], largest)) continue;   \
+                    long p = held < k ? held++ : k - 1;                                    \
+                    for (; p > 0 && BETTER(v, py[(p - 1) * inner], largest); p--) {        \
+                        py[p * inner] = py[(p - 1) * inner];                               \
+                        pi[p * inner] = pi[(p - 1) * inner];                               \
+                    }                                                                      \
+                    py[p * inner] = v;                                                     \
+                    pi[p * inner] = i;                                                     \
+                }                                                                          \
+            }                                                                              \
+    }
+HETC_TOPK(k_topk, float, HETC_BETTER_FLOAT)
+HETC_TOPK(k_topk_int64_t, int64_t, HETC_BETTER_INT)
+HETC_TOPK(k_topk_int32_t, int32_t, HETC_BETTER_INT)
+
 /* cumsum along the middle axis of [outer, n, inner] (f32 sums, in order). */
 static void k_cumsum(float *y, const float *x, long outer, long n, long inner, int exclusive,
                      int reverse) {
