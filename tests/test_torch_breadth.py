@@ -157,8 +157,9 @@ def test_decoder_reads_the_cache_layout_from_the_model():
     """decoder= sizes the static cache from the cache the model builds, not
     from config names: Falcon with multi-query attention (one KV head, which
     its config does not call num_key_value_heads) generates transformers'
-    greedy tokens; ALiBi models, state-space models and encoder-decoders are
-    refused up front, naming the model."""
+    greedy tokens, and so does Bloom, whose positions are ALiBi biases (built
+    by the model from a 2-D mask of the cache slots in use); state-space
+    models and encoder-decoders are refused up front, naming the model."""
     import transformers as tf
 
     torch.manual_seed(0)
@@ -171,9 +172,12 @@ def test_decoder_reads_the_cache_layout_from_the_model():
     assert module.artifact.extra["decoder"]["kv_heads"] == 1
     assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
                        _greedy(falcon, ids, 10))
+    bloom = tf.BloomForCausalLM(tf.BloomConfig(vocab_size=256, hidden_size=64, n_layer=2,
+                                               n_head=4)).eval()
+    module = hetc.compile(bloom, target="ref", decoder={"max_context": 32, "chunk": 4})
+    assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
+                       _greedy(bloom, ids, 10))
     refused = {
-        "ALiBi": tf.BloomForCausalLM(tf.BloomConfig(vocab_size=256, hidden_size=64, n_layer=2,
-                                                    n_head=4)),
         "state-space": tf.MambaForCausalLM(tf.MambaConfig(vocab_size=256, hidden_size=64,
                                                          num_hidden_layers=2)),
         "encoder-decoder": tf.T5ForConditionalGeneration(tf.T5Config(
@@ -233,3 +237,30 @@ def test_every_transformers_family_imports_or_is_refused_by_hetc(family):
             assert spec.layers == 2 and spec.kv_heads >= 1
         except hetc.HetcError as e:
             assert f"decoder=: {type(model).__name__}" in str(e) or "sliding window" in str(e), e
+
+
+def test_mixture_of_experts_runs_every_expert_as_a_named_layer_compressed_per_expert():
+    """Mixtral's router (softmax, topk, renormalized weights) and its experts
+    import: each expert is a `linear` layer named after its slice of the
+    stacked expert weights, computed on every token and weighted by the
+    router (zero where unpicked); compression decides per expert; the
+    compiled model matches PyTorch on x86, and an int8 expert layer is
+    reported as such."""
+    from model_families import build
+
+    model, inputs, _ = build("Mixtral (MoE)")
+    with torch.no_grad():
+        want = model(*inputs, use_cache=False).logits.numpy()
+    module = hetc.compile(model, target="x86", example_inputs=inputs)
+    np.testing.assert_allclose(module(inputs[0].numpy()), want, rtol=1e-4, atol=1e-4)
+    assert sum(o.kind == "topk" for o in module.graph.ops) == 2  # one router per layer
+    names = {r.name for r in module.report.layers}
+    experts = {f"model.layers.{i}.mlp.experts.{w}.{e}" for i in range(2) for e in range(4)
+               for w in ("gate_up_proj", "down_proj")}
+    assert experts <= names
+
+    module = hetc.compile(model, target="ref", example_inputs=inputs,
+                          precision={"experts.down_proj.3": "int8", ".": "none"})
+    rows = {r.name: r.precision for r in module.report.layers}
+    assert rows["model.layers.1.mlp.experts.down_proj.3"] == "i8"
+    assert rows["model.layers.1.mlp.experts.down_proj.2"] != "i8"

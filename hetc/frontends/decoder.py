@@ -33,6 +33,7 @@ def _step_module(model):
 
     class StaticKVStep(nn.Module):
         """One call of `model` on C new tokens against a MAX-slot cache."""
+        wraps_model = True  # weight names are the model's own
 
         def __init__(self, model):
             super().__init__()
@@ -48,7 +49,12 @@ def _step_module(model):
             cache = DynamicCache(config=self.model.config)
             for i, kv in enumerate(past):
                 cache.update(kv[0], kv[1], i)
-            if self.model.config._attn_implementation != "sdpa":  # eager adds the mask
+            if _alibi(self.model.config):
+                # ALiBi models build their biases (and causal mask) from a 2-D mask
+                # of the keys in use; the slots fill in token order, so the keys
+                # any query opens are exactly those, at their token positions
+                mask = mask.any(dim=2).reshape(1, -1).long()
+            elif self.model.config._attn_implementation != "sdpa":  # eager adds the mask
                 dtype = past[0].dtype if past else torch.float32
                 mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask,
                                                                         torch.finfo(dtype).min)
@@ -60,6 +66,12 @@ def _step_module(model):
             return (out.logits, *new)
 
     return StaticKVStep(model)
+
+
+def _alibi(cfg) -> bool:
+    """Whether the model's positions are ALiBi biases (Bloom, MPT, Falcon's
+    ALiBi variant) rather than embeddings or rotations."""
+    return bool(getattr(cfg, "alibi", False)) or getattr(cfg, "model_type", "") in ("bloom", "mpt")
 
 
 DEFAULTS = {"max_context": 256, "chunk": 8}
@@ -114,9 +126,6 @@ def probe_cache(model):
 
     name = type(model).__name__
     cfg = model.config
-    if getattr(cfg, "alibi", False) or getattr(cfg, "model_type", "") in ("bloom", "mpt"):
-        raise UsageError(f"decoder=: {name} adds ALiBi position biases, which the static "
-                         f"cache step does not pass yet (compile its forward without decoder=)")
     if getattr(cfg, "is_encoder_decoder", False):
         raise UsageError(f"decoder=: {name} is an encoder-decoder model; decoder= takes "
                          f"decoder-only causal LMs (encoder-decoder generation is not "

@@ -29,6 +29,7 @@ from hetc.ir.verify import verify
 from hetc.runtime.convert import to_numpy, to_torch
 
 from . import torch_opmap
+from .moe import dense_experts
 
 
 def torch_dtype(tdt) -> dtypes.DType:
@@ -59,6 +60,13 @@ def source_location(node) -> str:
 MAX_STATIC_ELEMENTS = 1 << 24
 
 
+class _Unavailable:
+    """A result of a multi-result op that hetc does not compute; using it is an error."""
+
+    def __init__(self, message):
+        self.message = message
+
+
 class _Scope:
     """Values of one FX graph being walked: IR values and compile-time tensors."""
 
@@ -66,6 +74,7 @@ class _Scope:
         self.env: dict = {}  # node name -> Value, or list of Values
         self.static: dict = {}  # node name -> torch value known at compile time
         self.consts: dict = {}  # node name -> const Value made for a static tensor
+        self.derived: dict = {}  # node name -> state-dict name of the weight it is a part of
 
 
 class Importer:
@@ -77,8 +86,9 @@ class Importer:
     depend on the model's inputs are translated by the op table.
     """
 
-    def __init__(self, ep, name):
+    def __init__(self, ep, name, strip=""):
         self.ep = ep
+        self.strip = strip  # a wrapper's attribute prefix, left out of weight names
         self.g = Graph(name)
         self.node = None
         self.scope = _Scope()
@@ -118,6 +128,8 @@ class Importer:
             if arg.name in sc.static:
                 return self._const_of(arg.name)
             v = sc.env.get(arg.name)
+            if isinstance(v, _Unavailable):
+                raise self.error(v.message)
             if not isinstance(v, Value):
                 raise self.error(f"operand %{arg.name} is not a tensor here")
             return v
@@ -161,7 +173,9 @@ class Importer:
             raise self.error(f"{what} is a {type(value).__name__}, not a tensor")
         arr = np.require(to_numpy(value), requirements="C")
         if name in self.params:
-            return self.g.const(arr, name=self.params[name], inline=False)
+            return self.g.const(arr, name=self.params[name].removeprefix(self.strip), inline=False)
+        if name in self.scope.derived:
+            return self.g.const(arr, name=self.scope.derived[name], inline=None)
         return self.g.const(arr, name=f"const.{name}", inline=None)
 
     def _param_tensor(self, placeholder):
@@ -231,6 +245,9 @@ class Importer:
         import torch
 
         sc = self.scope
+        refused = torch_opmap.refusal(node.target) if node.target is not operator.getitem else ""
+        if refused:  # before evaluating: a random op must not become a constant
+            raise self.error(refused)
         if self._all_static(node):
             args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
                                                  lambda n: sc.static[n.name])
@@ -241,13 +258,17 @@ class Importer:
                 raise self.error(f"evaluating at compile time failed: {type(e).__name__}: {e}") from None
             if not _too_big(result):
                 sc.static[node.name] = result
+                self._name_part(node)
                 return
         if node.target is operator.getitem:
             src, index = node.args
             items = sc.env.get(src.name)
-            if not isinstance(items, (list, tuple)) or items[index] is None:
-                raise self.error(f"result {index} of %{src.name} is not available")
-            sc.env[node.name] = items[index]
+            if not isinstance(items, (list, tuple)):
+                raise self.error(f"%{src.name} has no results to take {index} of")
+            # a result hetc does not compute (indices for training code) fails where used
+            sc.env[node.name] = items[index] if items[index] is not None else _Unavailable(
+                f"result {index} of %{src.name} ({src.target}) is not computed by hetc "
+                f"(it serves training code)")
             return
         if node.target is torch.ops.higher_order.wrap_with_set_grad_enabled:
             sc.env[node.name] = self._inline(node.args[1], node.args[2:])
@@ -256,6 +277,26 @@ class Importer:
         if handler is None:
             raise self.error("this op is not supported by the torch frontend yet")
         sc.env[node.name] = handler(self, torch_opmap.bind(node))
+
+    def _name_part(self, node):
+        """A weight's slice or view computed at compile time (one expert's
+        matrix of a stacked parameter, a transpose) keeps the weight's name,
+        with the index of a selected slice: `...experts.down_proj.3`."""
+        import torch
+
+        aten = torch.ops.aten
+        src = node.args[0] if node.args else None
+        base = getattr(src, "name", None)
+        base = self.params.get(base, "").removeprefix(self.strip) or \
+            self.scope.derived.get(base)
+        if not base:
+            return
+        if node.target is aten.select.int:
+            self.scope.derived[node.name] = f"{base}.{node.args[2]}"
+        elif node.target in (aten.t.default, aten.transpose.int, aten.permute.default,
+                             aten.view.default, aten.reshape.default, aten.contiguous.default,
+                             aten.clone.default, aten.alias.default, aten.detach.default):
+            self.scope.derived[node.name] = base
 
     def _all_static(self, node):
         import torch.fx
@@ -288,9 +329,16 @@ def _too_big(result):
     return any(isinstance(t, torch.Tensor) and t.numel() > MAX_STATIC_ELEMENTS for t in items)
 
 
-def import_exported(ep, name: str = "main") -> Graph:
-    """Translate a torch.export ExportedProgram into a verified Graph."""
-    g = Importer(ep, name).run()
+def import_exported(ep, name: str = "main", strip: str = "") -> Graph:
+    """Translate a torch.export ExportedProgram into a verified Graph
+    (weight names without the prefix `strip`)."""
+    try:
+        with _torch_logs_quiet():
+            ep = _prepared(ep)
+    except Exception as e:  # torch's own errors are many and deep: report the gist
+        raise FrontendError(f"torch could not functionalize and decompose the program: "
+                            f"{_gist(e)}") from None
+    g = Importer(ep, name, strip).run()
     verify(g)
     return g
 
@@ -347,20 +395,26 @@ def import_module(module, example_inputs, name: str | None = None) -> Graph:
     if _is_transformers_model(module):
         module, notes = transformers_forward(module), _transformers_notes(module)
     try:
-        with torch.no_grad(), _eval_mode(module), _torch_logs_quiet():
-            ep = _functional(torch.export.export(module, tuple(example_inputs), kwargs=keywords))
+        with torch.no_grad(), _eval_mode(module), _torch_logs_quiet(), dense_experts(module):
+            ep = torch.export.export(module, tuple(example_inputs), kwargs=keywords)
     except Exception as e:  # torch's own errors are many and deep: report the gist
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         shapes = ", ".join(str(list(x.shape)) for x in example_inputs if hasattr(x, "shape"))
         shapes = ", ".join([shapes] * bool(shapes) + [f"{k}={list(x.shape)}"
                                                        for k, x in keywords.items()
                                                        if hasattr(x, "shape")])
         raise FrontendError(f"torch.export could not trace {name} with example "
-                            f"inputs of shapes {shapes or '(none)'}: {type(e).__name__}: "
-                            f"{first}") from None
-    graph = import_exported(ep, name)
+                            f"inputs of shapes {shapes or '(none)'}: {_gist(e)}") from None
+    # hetc's own wrappers hold the user's model as `.model`: names are the model's
+    graph = import_exported(ep, name, strip="model." if getattr(module, "wraps_model", False)
+                            else "")
     graph.notes.extend(notes)
     return graph
+
+
+def _gist(e: Exception) -> str:
+    """An exception's type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _is_transformers_model(module) -> bool:
@@ -386,6 +440,8 @@ def transformers_forward(model):
     import torch
 
     class TransformersForward(torch.nn.Module):
+        wraps_model = True
+
         def __init__(self, model):
             super().__init__()
             self.model = model
@@ -408,24 +464,53 @@ def transformers_forward(model):
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
-def _functional(ep):
-    """The program with in-place ops (`x += y`, `relu_`) as their functional
-    forms: torch's functionalization (run_decompositions with no op
-    decomposed), which regenerates Python from the graph, so it runs only
-    when there is an in-place op and every name in the program is plain
+def _prepared(ep):
+    """The program as the op table takes it. When it has in-place ops (`x +=
+    y`, `relu_`) or ops hetc has no handler for, torch's own pass rewrites
+    it (run_decompositions): in-place ops become functional, and each op
+    without a handler is decomposed by torch's Core ATen decompositions,
+    while the ops hetc lowers whole (linear, attention, norms, GELU, ...)
+    are kept. That pass regenerates Python from the graph, so it runs only
+    when every name in the program (nodes, parameters, buffers) is plain
     (letters, digits, '_', '.'); otherwise the program stays as it is and
-    the importer names the in-place op it refuses."""
-    ops = [n for n in ep.graph.nodes if n.op == "call_function"]
-    in_place = any(str(getattr(n.target, "_schema", "")).split("(")[0].split(".")[0].endswith("_")
-                   for n in ops)
-    names = [n.name for n in ep.graph.nodes] + list(ep.state_dict) + \
+    the importer names the op it refuses."""
+    import torch
+
+    graphs = [m.graph for m in ep.graph_module.modules() if isinstance(m, torch.fx.GraphModule)]
+    ops = [n for g in graphs for n in g.nodes if n.op == "call_function"]
+    in_place = any(getattr(getattr(n.target, "_schema", None), "is_mutable", False) for n in ops)
+    table = torch.export.default_decompositions()
+    static = _compile_time_nodes(ep)  # evaluated by torch at import: no handler needed
+    unhandled = {n.target for n in ops if isinstance(n.target, torch._ops.OpOverload)
+                 and n.name not in static and torch_opmap.lookup(n.target) is None
+                 and not torch_opmap.refusal(n.target) and n.target in table}
+    if not (in_place or unhandled):
+        return ep
+    names = [n.name for g in graphs for n in g.nodes] + list(ep.state_dict) + \
+        [name for name, _ in ep.graph_module.named_modules() if name] + \
         [s.arg.name for s in ep.graph_signature.input_specs] + \
         [str(s.target) for s in ep.graph_signature.input_specs if s.target is not None]
-    if in_place and all(_PLAIN_NAME.match(n) for n in names):
-        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
-            warnings.simplefilter("ignore", FutureWarning)
-            return ep.run_decompositions({})
-    return ep
+    if not all(_PLAIN_NAME.match(n) for n in names):
+        return ep
+    for op in list(table.keys()):  # kept whole: lowered by hetc, or refused with a reason
+        if torch_opmap.lookup(op) is not None or torch_opmap.refusal(op):
+            table.pop(op)
+    with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
+        warnings.simplefilter("ignore", FutureWarning)
+        return ep.run_decompositions(table)
+
+
+def _compile_time_nodes(ep) -> set:
+    """Names of the top-level nodes computed only from parameters, buffers
+    and constants (the importer evaluates them with torch)."""
+    sig = ep.graph_signature
+    static = set(sig.inputs_to_parameters) | set(sig.inputs_to_buffers) | \
+        set(sig.inputs_to_lifted_tensor_constants)
+    for n in ep.graph.nodes:
+        if n.op == "get_attr" or (n.op == "call_function" and
+                                  all(a.name in static for a in n.all_input_nodes)):
+            static.add(n.name)
+    return static
 
 
 def _graph_name(name):

@@ -32,6 +32,49 @@ def lookup(target):
     return _TABLE.get(target)
 
 
+_TRAINING = "a training (gradient) op: hetc compiles inference"
+_RANDOM = "draws random numbers at run time: hetc compiles deterministic inference"
+_SYMBOLIC = "a symbolic size: hetc compiles static shapes (one compile per input shape)"
+_DATA_SHAPE = "its result's shape depends on the input's values: hetc compiles static shapes"
+_SCATTER = "writes at positions computed at run time: the IR has no scatter op yet"
+
+#: Ops refused by design, with the reason the importer gives ("NAME" for
+#: every overload, or "NAME.OVERLOAD").
+REFUSED = {
+    **dict.fromkeys(("_adaptive_avg_pool2d_backward", "avg_pool2d_backward",
+                     "convolution_backward", "embedding_dense_backward",
+                     "max_pool2d_with_indices_backward", "native_group_norm_backward",
+                     "native_layer_norm_backward"), _TRAINING),
+    **dict.fromkeys(("_native_batch_norm_legit", "_native_batch_norm_legit_functional"),
+                    "batch norm with the batch's own statistics (training mode): export the "
+                    "model in eval mode"),
+    **dict.fromkeys(("rand", "randn", "randperm", "randint", "rand_like", "randn_like",
+                     "bernoulli", "normal", "uniform", "multinomial"), _RANDOM),
+    **dict.fromkeys(("sym_numel", "sym_size", "sym_storage_offset", "sym_stride",
+                     "sym_is_contiguous"), _SYMBOLIC),
+    "resize_": "resizes a tensor's storage in place: use reshape or a new tensor",
+    **dict.fromkeys(("nonzero", "masked_select"), _DATA_SHAPE),
+    "_local_scalar_dense": "reads a tensor's value as a Python number (.item()) at run time",
+    **dict.fromkeys(("scatter", "scatter_add", "scatter_reduce", "index_put",
+                     "masked_scatter"), _SCATTER),
+    **dict.fromkeys(("_fft_r2c", "_fft_c2r", "_fft_c2c", "complex", "view_as_complex",
+                     "view_as_real", "polar"), "complex numbers: the IR has no complex dtype"),
+    "_embedding_bag": "bags given by offsets at run time: their sizes depend on the values",
+    "grid_sampler_2d": "samples at positions computed at run time: the IR has no gather "
+                       "with interpolation",
+    "col2im": "sums overlapping patches (nn.Fold): not in the IR",
+    **dict.fromkeys(("avg_pool3d", "max_pool3d_with_indices", "_adaptive_avg_pool3d"),
+                    "3-D pooling: the IR's pools are 2-D"),
+}
+
+
+def refusal(op) -> str:
+    """The reason the importer refuses `op` (an ATen overload or its
+    "aten.NAME.OVERLOAD" name), or ""."""
+    name = str(op).removeprefix("aten.")
+    return REFUSED.get(name) or REFUSED.get(name.rsplit(".", 1)[0], "")
+
+
 def supported_ops():
     lookup(None)
     return sorted(str(k) for k in _TABLE)
@@ -86,11 +129,92 @@ def _to_device(cx, a):
     return cx.cast(x, cx.out_type().dtype)
 
 
-@aten("dropout")
+@aten("dropout", "native_dropout")
 def _dropout(cx, a):
     if a["train"]:
-        raise cx.error("dropout in training mode; call model.eval() before compiling")
-    return cx.value(a["input"])
+        raise cx.error(f"dropout in training mode {_RANDOM}; call model.eval() before compiling")
+    x = cx.value(a["input"])
+    if _aten_name(cx) == "dropout":
+        return x
+    keep = cx.g.const(np.ones(x.type.shape, bool), name=f"const.{cx.node.name}", inline=None)
+    return [x, keep]
+
+
+@aten("copy")
+def _copy(cx, a):
+    """`src`'s values in `self`'s shape and dtype."""
+    out = cx.out_type()
+    src = cx.add("expand", [cx.value(a["src"])], {"shape": list(out.shape)})
+    return cx.cast(src, out.dtype)
+
+
+@aten("as_strided")
+def _as_strided(cx, a):
+    """A strided view of the (contiguous) tensor's elements: a gather from
+    the flat tensor at the positions the strides name, known at compile time."""
+    x = cx.value(a["self"])
+    size, stride = list(a["size"]), list(a["stride"])
+    where = sum((np.arange(n).reshape([-1] + [1] * (len(size) - i - 1)) * st
+                 for i, (n, st) in enumerate(zip(size, stride))),
+                np.zeros(size, np.int64)) + int(a["storage_offset"] or 0)
+    if where.size and (where.min() < 0 or where.max() >= x.type.numel):
+        raise cx.error(f"as_strided size {size} stride {stride} reads outside the "
+                       f"{x.type.numel} elements of the tensor")
+    flat = cx.add("reshape", [x], {"shape": [x.type.numel]})
+    return cx.add("gather", [flat, cx.g.const(where.astype(np.int64), inline=None)], {"axis": 0})
+
+
+@aten("diagonal")
+def _diagonal(cx, a):
+    """The two axes moved last and flattened, then a gather of the diagonal's
+    positions (the result's last axis, as in torch)."""
+    x = cx.value(a["self"])
+    r, off = x.type.rank, a["offset"]
+    d1, d2 = a["dim1"] % r, a["dim2"] % r
+    rest = [i for i in range(r) if i not in (d1, d2)]
+    y = cx.add("transpose", [x], {"perm": rest + [d1, d2]})
+    n1, n2 = x.type.shape[d1], x.type.shape[d2]
+    y = cx.add("reshape", [y], {"shape": [x.type.shape[i] for i in rest] + [n1 * n2]})
+    rows = np.arange(max(0, -off), min(n1, n2 - off)) if n2 - off > 0 else np.arange(0)
+    idx = (rows * n2 + rows + off).astype(np.int64)
+    return cx.add("gather", [y, cx.g.const(idx, inline=None)], {"axis": len(rest)})
+
+
+@aten("flip")
+def _flip(cx, a):
+    x = cx.value(a["self"])
+    dims = [d % x.type.rank for d in a["dims"]]
+    if not dims:
+        return x
+    return cx.add("slice", [x], {"axes": dims, "starts": [-1] * len(dims),
+                                 "ends": [-x.type.shape[d] - 1 for d in dims],
+                                 "steps": [-1] * len(dims)})
+
+
+@aten("slice_scatter", "select_scatter")
+def _slice_scatter(cx, a):
+    """`src` written over `self` at a slice (or one index) of `dim`: where the
+    slice's positions are, a gather of src along dim; elsewhere self."""
+    x = cx.value(a["self"])
+    src = cx.value(a["src"])
+    dim = a["dim"] % x.type.rank
+    n = x.type.shape[dim]
+    if _aten_name(cx) == "select_scatter":
+        kept = range(n)[a["index"]:][:1]
+        src = cx.add("reshape", [src], {"shape": list(x.type.shape[:dim]) + [1] +
+                                        list(x.type.shape[dim + 1:])})
+    else:
+        start = 0 if a["start"] is None else a["start"]
+        end = n if a["end"] is None else a["end"]
+        kept = range(n)[slice(start, end, a["step"])]
+    index = np.zeros(n, np.int64)
+    mask = np.zeros(n, bool)
+    index[list(kept)] = np.arange(len(kept))
+    mask[list(kept)] = True
+    axis_shape = [n if i == dim else 1 for i in range(x.type.rank)]
+    placed = cx.add("gather", [src, cx.g.const(index, inline=None)], {"axis": dim})
+    mask_v = cx.g.const(mask.reshape(axis_shape), inline=None)
+    return cx.add("where", [mask_v, cx.cast(placed, x.type.dtype), x])
 
 
 @aten("view", "reshape", "_unsafe_view", "flatten.using_ints", "unsqueeze", "squeeze.dim",
@@ -253,14 +377,51 @@ def _div(cx, a):
     return cx.add("div", list(_operands(cx, a)))
 
 
-@aten("div.Tensor_mode")
+@aten("div.Tensor_mode", "div.Scalar_mode")
 def _div_mode(cx, a):
-    if a["rounding_mode"] not in (None, "trunc"):
-        raise cx.error(f"div with rounding_mode={a['rounding_mode']!r} is not supported yet")
-    return cx.add("div", list(_operands(cx, a)))
+    """Rounded division: integers divide truncating (the IR's rule), and floor
+    as (x - x mod y) / y, exact for integers; floats round the quotient."""
+    x, y = _operands(cx, a)
+    mode = a["rounding_mode"]
+    if mode is None:
+        return cx.add("div", [x, y])
+    if x.type.dtype.is_float:
+        q = cx.add("div", [x, y])
+        return _trunc(cx, q) if mode == "trunc" else cx.add("floor", [q])
+    if mode == "trunc":
+        return cx.add("div", [x, y])
+    return cx.add("div", [cx.add("sub", [x, cx.add("mod", [x, y])]), y])
 
 
-@aten("pow.Tensor_Scalar", "pow.Tensor_Tensor")
+@aten("fmod.Tensor", "fmod.Scalar", "remainder.Tensor", "remainder.Scalar")
+def _remainder(cx, a):
+    """fmod takes the dividend's sign (C's fmod), remainder the divisor's
+    (Python's %): the IR's fmod and mod."""
+    return cx.add("fmod" if _aten_name(cx) == "fmod" else "mod", list(_operands(cx, a)))
+
+
+@aten("hypot")
+def _hypot(cx, a):
+    x, y = _operands(cx, a)
+    return cx.add("sqrt", [cx.add("add", [cx.add("mul", [x, x]), cx.add("mul", [y, y])])])
+
+
+@aten("atan2")
+def _atan2(cx, a):
+    """atan(y / x) moved to the quadrant of (x, y); 0 at the origin."""
+    y, x = _operands(cx, a)
+    t = y.type
+
+    def c(v):
+        return cx.value(v, like=t)
+    base = cx.add("atan", [cx.add("div", [y, x])])
+    turn = cx.add("where", [cx.add("less", [y, c(0.0)]), c(-np.pi), c(np.pi)])
+    base = cx.add("where", [cx.add("less", [x, c(0.0)]), cx.add("add", [base, turn]), base])
+    origin = cx.add("logical_and", [cx.add("equal", [x, c(0.0)]), cx.add("equal", [y, c(0.0)])])
+    return cx.add("where", [origin, c(0.0), base])
+
+
+@aten("pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar")
 def _pow(cx, a):
     return cx.add("pow", list(_operands(cx, a, "self", "exponent")))
 
@@ -286,14 +447,20 @@ def _compare(cx, a):
     return cx.add(_COMPARE[name], [x, y])
 
 
-_LOGICAL = {"__and__": "logical_and", "__or__": "logical_or", "logical_and": "logical_and",
-            "logical_or": "logical_or", "bitwise_and": "logical_and", "bitwise_or": "logical_or"}
+_LOGICAL = {"__and__": "logical_and", "__or__": "logical_or", "__xor__": "logical_xor",
+            "logical_and": "logical_and", "logical_or": "logical_or",
+            "logical_xor": "logical_xor", "bitwise_and": "logical_and",
+            "bitwise_or": "logical_or", "bitwise_xor": "logical_xor"}
 
 
-@aten("__and__.Tensor", "__or__.Tensor", "logical_and", "logical_or", "bitwise_and.Tensor",
-      "bitwise_or.Tensor")
+@aten("logical_and", "logical_or", "logical_xor",
+      *(f"{k}.{o}" for k in ("__and__", "__or__", "__xor__", "bitwise_and", "bitwise_or",
+                             "bitwise_xor") for o in ("Tensor", "Scalar")))
 def _logical(cx, a):
-    x, y = cx.value(a["self"]), cx.value(a["other"])
+    x = cx.value(a["self"])
+    y = cx.value(a["other"], like=x.type)
+    if _aten_name(cx).startswith("logical"):  # any dtype, as truth values
+        x, y = cx.cast(x, dtypes.boolean), cx.cast(y, dtypes.boolean)
     kind = _LOGICAL[_aten_name(cx)]
     if x.type.dtype != dtypes.boolean or y.type.dtype != dtypes.boolean:
         kind = kind.replace("logical", "bitwise")
@@ -304,6 +471,14 @@ def _logical(cx, a):
 def _not(cx, a):
     x = cx.value(a["self"])
     return cx.add("logical_not" if x.type.dtype == dtypes.boolean else "bitwise_not", [x])
+
+
+@aten("index_select")
+def _index_select(cx, a):
+    idx = cx.value(a["index"])
+    if idx.type.rank == 0:
+        idx = cx.add("reshape", [idx], {"shape": [1]})
+    return cx.add("gather", [cx.value(a["self"]), idx], {"axis": a["dim"]})
 
 
 @aten("gather")
@@ -346,11 +521,12 @@ def _masked_fill(cx, a):
     return cx.add("where", [cx.value(a["mask"]), value, x])
 
 
-@aten("zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full")
+@aten("zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full", "fill.Scalar")
 def _filled_like(cx, a):
     out = cx.out_type()
     name = _aten_name(cx)
-    fill = 0 if "zeros" in name else 1 if "ones" in name else a["fill_value"]
+    fill = 0 if "zeros" in name else 1 if "ones" in name else \
+        a["value"] if name == "fill" else a["fill_value"]
     return cx.g.const(np.full(out.shape, fill, out.dtype.storage), name=f"const.{cx.node.name}",
                       inline=None)
 
@@ -450,13 +626,87 @@ def _roll_axis(cx, x, shift, axis):
 
 _UNARY = {k: k for k in ("relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "neg", "abs",
                          "silu", "erf", "sin", "cos", "tan", "floor", "ceil", "round",
-                         "reciprocal", "sign", "isnan", "asin", "acos", "atan", "sinh", "cosh")}
+                         "reciprocal", "sign", "isnan", "isinf", "asin", "acos", "atan", "sinh",
+                         "cosh", "asinh", "acosh", "atanh")}
 
 
 @aten(*_UNARY)
 def _unary(cx, a):
     kind = _UNARY[_aten_name(cx)]
     return cx.add(kind, [cx.value(a["self"])])
+
+
+def _trunc(cx, x):
+    return cx.add("where", [cx.add("less", [x, cx.value(0.0, like=x.type)]),
+                            cx.add("ceil", [x]), cx.add("floor", [x])])
+
+
+@aten("trunc", "fix")
+def _trunc_op(cx, a):
+    x = cx.value(a["self"])
+    return _trunc(cx, x) if x.type.dtype.is_float else x
+
+
+def _expm1(cx, x):
+    """exp(x) - 1 without losing the digits of small x: (u - 1) x / log(u)
+    with u = exp(x) (Kahan's rearrangement); x itself where u rounds to 1,
+    and u - 1 itself below -1 (no cancellation there; denormal u would spoil
+    the log) and where u overflows."""
+    def c(v):
+        return cx.value(v, like=x.type)
+    u = cx.add("exp", [x])
+    um1 = cx.add("sub", [u, c(1.0)])
+    y = cx.add("div", [cx.add("mul", [um1, x]), cx.add("log", [u])])
+    plain = cx.add("logical_or", [cx.add("less", [x, c(-1.0)]),
+                                  cx.add("greater", [u, c(3.4e38)])])
+    y = cx.add("where", [plain, um1, y])
+    return cx.add("where", [cx.add("equal", [u, c(1.0)]), x, y])
+
+
+@aten("log2", "log10", "log1p", "expm1")
+def _log_exp(cx, a):
+    out = cx.out_type()
+    x = cx.cast(cx.value(a["self"]), out.dtype)
+    name = _aten_name(cx)
+
+    def c(v):
+        return cx.value(v, like=out)
+    if name == "expm1":
+        return _expm1(cx, x)
+    if name == "log1p":  # log(u) x / (u - 1), u = 1 + x: exact for small x (Kahan)
+        u = cx.add("add", [x, c(1.0)])
+        d = cx.add("sub", [u, c(1.0)])
+        y = cx.add("div", [cx.add("mul", [cx.add("log", [u]), x]), d])
+        return cx.add("where", [cx.add("equal", [d, c(0.0)]), x, y])
+    base = {"log2": 2.0, "log10": 10.0}[name]
+    return cx.add("mul", [cx.add("log", [x]), c(1.0 / np.log(base))])
+
+
+@aten("elu")
+def _elu(cx, a):
+    """scale * (x if x > 0 else alpha * expm1(input_scale * x))."""
+    x = cx.value(a["self"])
+
+    def c(v):
+        return cx.value(float(v), like=x.type)
+    neg = _expm1(cx, cx.add("mul", [x, c(a["input_scale"])]))
+    neg = cx.add("mul", [neg, c(a["alpha"])])
+    y = cx.add("where", [cx.add("greater", [x, c(0.0)]), x, neg])
+    return cx.add("mul", [y, c(a["scale"])]) if a["scale"] != 1 else y
+
+
+@aten("leaky_relu", "rrelu_with_noise_functional")
+def _leaky_relu(cx, a):
+    """rrelu in inference: the slope is the mean of its range."""
+    x = cx.value(a["self"])
+    rrelu = _aten_name(cx) != "leaky_relu"
+    if rrelu and a["training"]:
+        raise cx.error(f"rrelu in training mode {_RANDOM}; call model.eval() before compiling")
+    slope = (a["lower"] + a["upper"]) / 2 if rrelu else a["negative_slope"]
+    zero = cx.value(0.0, like=x.type)
+    y = cx.add("where", [cx.add("greater", [x, zero]),
+                         x, cx.add("mul", [x, cx.value(float(slope), like=x.type)])])
+    return [y, cx.value(a["noise"])] if rrelu else y
 
 
 @aten("gelu")
@@ -536,12 +786,18 @@ _TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "
                     "circular": "wrap"}
 
 
-@aten("pad", "constant_pad_nd")
+_NAMED_PADS = {"reflection_pad1d": "reflect", "reflection_pad2d": "reflect",
+               "reflection_pad3d": "reflect", "replication_pad1d": "replicate",
+               "replication_pad2d": "replicate", "replication_pad3d": "replicate"}
+
+
+@aten("pad", "constant_pad_nd", *_NAMED_PADS)
 def _pad(cx, a):
     """torch lists (begin, end) pairs from the last axis backwards; the IR all
     begins then all ends, first axis first."""
     x = cx.value(a["self"] if "self" in a else a["input"])
-    mode = a.get("mode", "constant")
+    mode = _NAMED_PADS.get(_aten_name(cx)) or a.get("mode", "constant")
+    a = {**a, "pad": a.get("pad") or a["padding"]}
     if mode not in _TORCH_PAD_MODES:
         raise cx.error(f"pad mode {mode!r} is not supported")
     pairs = list(a["pad"])
@@ -667,7 +923,7 @@ def _group_norm(cx, a):
     return y if _aten_name(cx) == "group_norm" else [y, None, None]
 
 
-@aten("layer_norm")
+@aten("layer_norm", "native_layer_norm")
 def _layer_norm(cx, a):
     ins = [cx.value(a["input"])]
     if a["weight"] is not None:
@@ -676,7 +932,9 @@ def _layer_norm(cx, a):
         if a["weight"] is None:
             raise cx.error("layer_norm with a bias but no weight is not supported")
         ins.append(cx.value(a["bias"]))
-    return cx.add("layer_norm", ins, {"axis": -len(a["normalized_shape"]), "eps": a["eps"]})
+    y = cx.add("layer_norm", ins, {"axis": -len(a["normalized_shape"]), "eps": a["eps"]})
+    # native_layer_norm's mean and inverse deviation serve the backward pass
+    return y if _aten_name(cx) == "layer_norm" else [y, None, None]
 
 
 @aten("rms_norm")
@@ -717,6 +975,115 @@ aten("amax")(_reduce("reduce_max"))
 aten("amin")(_reduce("reduce_min"))
 
 
+@aten("prod", "prod.dim_int")
+def _prod(cx, a):
+    x = cx.cast(cx.value(a["self"]), cx.out_type().dtype)  # integers multiply in i64
+    return _reduced(cx, "reduce_prod", x, a)
+
+
+@aten("topk", "sort", "sort.stable")
+def _topk(cx, a):
+    """topk, and sort as a topk of the whole axis (values, indices); ties
+    keep the lower index first (a stable sort), NaN counts as largest."""
+    x = cx.value(a["self"])
+    axis = a["dim"] if a["dim"] is not None else -1
+    if x.type.rank == 0:
+        return [x, cx.g.const(np.array(0, np.int64), inline=True)]
+    if _aten_name(cx) == "topk":
+        k, largest = a["k"], bool(a["largest"])
+    else:
+        k, largest = x.type.shape[axis], bool(a["descending"])
+    return cx.add("topk", [x], {"k": k, "axis": axis, "largest": largest, "sorted": True})
+
+
+@aten("median.dim", "kthvalue")
+def _kthvalue(cx, a):
+    """The k-th smallest along dim (median: the lower middle, k = (n + 1) // 2)
+    and its index: the last of a smallest-k topk."""
+    x = cx.value(a["self"])
+    axis = a["dim"] % max(x.type.rank, 1)
+    n = x.type.shape[axis] if x.type.rank else 1
+    k = a["k"] if "k" in a else (n + 1) // 2
+    if not 1 <= k <= n:
+        raise cx.error(f"kthvalue k={k} is outside the {n} values of axis {a['dim']}")
+    values, index = cx.add("topk", [x], {"k": k, "axis": axis, "largest": False, "sorted": True})
+    picked = {"axes": [axis], "starts": [k - 1], "ends": [k]}
+    values, index = cx.add("slice", [values], picked), cx.add("slice", [index], picked)
+    if not a["keepdim"]:
+        shape = [d for i, d in enumerate(x.type.shape) if i != axis]
+        values = cx.add("reshape", [values], {"shape": shape})
+        index = cx.add("reshape", [index], {"shape": shape})
+    return [values, index]
+
+
+@aten("max.dim", "min.dim")
+def _max_min_dim(cx, a):
+    """(values, indices): the extreme and the index of its first occurrence."""
+    x = cx.value(a["self"])
+    name = _aten_name(cx)
+    keep = bool(a["keepdim"])
+    values = cx.add(f"reduce_{name}", [x], {"axes": [a["dim"]], "keepdims": keep})
+    index = cx.add(f"arg{name}", [x], {"axis": a["dim"], "keepdims": keep})
+    return [values, index]
+
+
+@aten("var.dim", "var.correction", "var")
+def _var(cx, a):
+    """Mean of squared deviations, divided by (count - correction)."""
+    x = cx.value(a["self"])
+    dims = a.get("dim")
+    axes = list(range(x.type.rank)) if not dims else \
+        [d % x.type.rank for d in ([dims] if isinstance(dims, int) else dims)]
+    if "correction" in a:
+        corr = 1 if a["correction"] is None else a["correction"]
+    else:
+        corr = 1 if a.get("unbiased", True) else 0
+    count = int(np.prod([x.type.shape[d] for d in axes]))
+    mean = cx.add("reduce_mean", [x], {"axes": axes, "keepdims": True})
+    dev = cx.add("sub", [x, mean])
+    ss = cx.add("reduce_sum", [cx.add("mul", [dev, dev])],
+                {"axes": axes, "keepdims": bool(a.get("keepdim", False))})
+    return cx.add("div", [ss, cx.value(float(max(count - corr, 0)), like=ss.type)])
+
+
+@aten("_cdist_forward", "_pdist_forward")
+def _dist(cx, a):
+    """p-norm distances of every pair of rows, from their differences
+    (pdist: the pairs i < j of one set, in torch's order)."""
+    pdist = _aten_name(cx) == "_pdist_forward"
+    x1 = cx.value(a["self"] if pdist else a["x1"])
+    x2 = x1 if pdist else cx.value(a["x2"])
+    p = float(a["p"])
+    r = x1.type.rank
+    a1 = cx.add("reshape", [x1], {"shape": list(x1.type.shape[:-1]) + [1, x1.type.shape[-1]]})
+    a2 = cx.add("reshape", [x2], {"shape": list(x2.type.shape[:-2]) + [1] +
+                                  list(x2.type.shape[-2:])})
+    diff = cx.add("abs", [cx.add("sub", [a1, a2])])
+
+    def c(v):
+        return cx.value(v, like=diff.type)
+    if p == float("inf"):
+        d = cx.add("reduce_max", [diff], {"axes": [r], "keepdims": False})
+    elif p == 0:
+        nz = cx.cast(cx.add("greater", [diff, c(0.0)]), diff.type.dtype)
+        d = cx.add("reduce_sum", [nz], {"axes": [r], "keepdims": False})
+    elif p == 1:
+        d = cx.add("reduce_sum", [diff], {"axes": [r], "keepdims": False})
+    elif p == 2:
+        d = cx.add("sqrt", [cx.add("reduce_sum", [cx.add("mul", [diff, diff])],
+                                   {"axes": [r], "keepdims": False})])
+    else:
+        d = cx.add("pow", [cx.add("reduce_sum", [cx.add("pow", [diff, c(p)])],
+                                  {"axes": [r], "keepdims": False}), c(1.0 / p)])
+    if not pdist:
+        return d
+    n = x1.type.shape[0]
+    i, j = np.triu_indices(n, 1)
+    flat = cx.add("reshape", [d], {"shape": [n * n]})
+    return cx.add("gather", [flat, cx.g.const((i * n + j).astype(np.int64), inline=None)],
+                  {"axis": 0})
+
+
 @aten("any", "any.dim", "any.dims", "all", "all.dim", "all.dims")
 def _any_all(cx, a):
     """any / all: the max / min of the values as 0s and 1s (f32, which every
@@ -731,10 +1098,12 @@ def _pool_attrs(a):
             "padding": _pads(a["padding"]), "ceil_mode": bool(a["ceil_mode"])}
 
 
-@aten("max_pool2d")
+@aten("max_pool2d", "max_pool2d_with_indices")
 def _max_pool2d(cx, a):
     attrs = {**_pool_attrs(a), "dilation": _pair(a["dilation"])}
-    return cx.add("max_pool2d", [cx.value(a["self"])], attrs)
+    y = cx.add("max_pool2d", [cx.value(a["self"])], attrs)
+    # the indices serve max_unpool in training code; refused where used
+    return y if _aten_name(cx) == "max_pool2d" else [y, None]
 
 
 @aten("avg_pool2d")
@@ -743,6 +1112,20 @@ def _avg_pool2d(cx, a):
         raise cx.error("avg_pool2d with divisor_override is not supported")
     attrs = {**_pool_attrs(a), "count_include_pad": bool(a["count_include_pad"])}
     return cx.add("avg_pool2d", [cx.value(a["self"])], attrs)
+
+
+@aten("avg_pool1d")
+def _avg_pool1d(cx, a):
+    """avg_pool2d over a height of 1 between reshapes."""
+    x = cx.value(a["self"])
+    (k,), (s,), (p,) = list(a["kernel_size"]), list(a["stride"] or a["kernel_size"]), \
+        list(a["padding"])
+    lead = list(x.type.shape[:-1])
+    y = cx.add("reshape", [x], {"shape": lead + [1, x.type.shape[-1]]})
+    y = cx.add("avg_pool2d", [y], {"kernel": [1, k], "stride": [1, s], "padding": [0, p, 0, p],
+                                   "ceil_mode": bool(a["ceil_mode"]),
+                                   "count_include_pad": bool(a["count_include_pad"])})
+    return cx.add("reshape", [y], {"shape": lead + [y.type.shape[-1]]})
 
 
 @aten("adaptive_avg_pool1d")
@@ -758,7 +1141,7 @@ def _adaptive_avg_pool1d(cx, a):
     return cx.add("reduce_mean", [y], {"axes": [-1], "keepdims": False})
 
 
-@aten("adaptive_avg_pool2d")
+@aten("adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 def _adaptive_avg_pool2d(cx, a):
     x = cx.value(a["self"])
     oh, ow = _pair(a["output_size"])
