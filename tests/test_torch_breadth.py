@@ -159,7 +159,8 @@ def test_decoder_reads_the_cache_layout_from_the_model():
     its config does not call num_key_value_heads) generates transformers'
     greedy tokens, and so does Bloom, whose positions are ALiBi biases (built
     by the model from a 2-D mask of the cache slots in use); state-space
-    models and encoder-decoders are refused up front, naming the model."""
+    models other than Mamba (FalconMamba) and encoder-decoders are refused
+    up front, naming the model."""
     import transformers as tf
 
     torch.manual_seed(0)
@@ -178,8 +179,8 @@ def test_decoder_reads_the_cache_layout_from_the_model():
     assert torch.equal(module.generate(ids, max_new_tokens=10, eos_token_id=-1),
                        _greedy(bloom, ids, 10))
     refused = {
-        "state-space": tf.MambaForCausalLM(tf.MambaConfig(vocab_size=256, hidden_size=64,
-                                                         num_hidden_layers=2)),
+        "state-space": tf.FalconMambaForCausalLM(tf.FalconMambaConfig(
+            vocab_size=256, hidden_size=64, num_hidden_layers=2)),
         "encoder-decoder": tf.T5ForConditionalGeneration(tf.T5Config(
             vocab_size=256, d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16)),
     }
@@ -234,7 +235,7 @@ def test_every_transformers_family_imports_or_is_refused_by_hetc(family):
     if FAMILIES[family][3] == "causal":
         try:
             spec = decoder_spec(model, {"max_context": 32, "chunk": 4})
-            assert spec.layers == 2 and spec.kv_heads >= 1
+            assert spec.layers == 2 and (spec.kv_heads >= 1 or spec.states)
         except hetc.HetcError as e:
             assert f"decoder=: {type(model).__name__}" in str(e) or "sliding window" in str(e), e
 
@@ -264,3 +265,40 @@ def test_mixture_of_experts_runs_every_expert_as_a_named_layer_compressed_per_ex
     rows = {r.name: r.precision for r in module.report.layers}
     assert rows["model.layers.1.mlp.experts.down_proj.3"] == "i8"
     assert rows["model.layers.1.mlp.experts.down_proj.2"] != "i8"
+
+
+def test_mamba_steps_carry_its_recurrent_state_across_chunks_and_padding():
+    """decoder= on a Mamba LM: the step takes and gives back each layer's
+    convolution and SSM states. Fed 9 tokens as a chunk of 4, a chunk of 3
+    real tokens and a padding row, then one token per call, its logits at
+    every position equal transformers' forward over the whole sequence (ref
+    and x86); int8 on x86 and npu generates transformers' greedy tokens."""
+    import transformers as tf
+
+    from hetc.runtime.generate import DecoderSpec, StateCache, step_inputs
+
+    torch.manual_seed(0)
+    model = tf.MambaForCausalLM(tf.MambaConfig(vocab_size=256, hidden_size=64,
+                                               num_hidden_layers=2, state_size=8)).eval()
+    ids = torch.randint(2, 256, (1, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(ids).logits[0].numpy()
+    for target in ("ref", "x86"):
+        module = hetc.compile(model, target=target, decoder={"max_context": 32, "chunk": 4})
+        spec = DecoderSpec.from_dict(module.artifact.extra["decoder"])
+        assert spec.states == [[1, 128, 3], [1, 128, 8]] * 2
+        cache, pos, got = StateCache(lambda *a: module(*a), spec), 0, []
+        for n in (4, 3, 1, 1):
+            toks = ids[0, pos:pos + n].tolist()
+            chunk = np.array([toks + [toks[-1]] * (4 - n)], np.int64)
+            logits = cache.step(chunk, *step_inputs(pos, n, 4, 32))
+            cache.append(pos, n)
+            got.append(np.asarray(logits)[0, :n])
+            pos += n
+        np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-4, atol=1e-4)
+    prompt = ids[:, :6]
+    for target in ("x86", "npu"):
+        module = hetc.compile(model, target=target, precision="int8",
+                              decoder={"max_context": 32, "chunk": 4})
+        assert torch.equal(module.generate(prompt, max_new_tokens=8, eos_token_id=-1),
+                           _greedy(model, prompt, 8))

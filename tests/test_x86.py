@@ -154,6 +154,27 @@ def test_float_weight_panels_match_the_interpreter(precision, portable, monkeypa
         assert x86.artifact.extra["kernels"] == {f"linear {precision} weights": 2}
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4", "int4-g32"])
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_weight_only_integer_kernels_match_the_interpreter(precision, portable, monkeypatch):
+    """Integer weights with float activations (no activations=): codes
+    decoded in registers on AVX-512 for groups of multiples of 16 (int8 per
+    row of 96), every token remainder of the passes of 8, 4, 2 and 1, an odd
+    row count and a bias; portable C for other groups (int8 rows of 37) and
+    on request."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(96, 37), nn.ReLU(), nn.Linear(37, 5, bias=False))
+    for batch in (1, 2, 3, 7, 15):
+        inputs = (torch.randn(batch, 96),)
+        x86, ref = both(model, inputs, precision=precision)
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch
+        assert any(k.startswith("linear int") for k in x86.artifact.extra["kernels"])
+    if precision == "int8":  # the 37-input layer's group: said in the report
+        assert any("1 layer(s) run a scalar loop" in n for n in x86.report.notes), x86.report.notes
+
+
 def test_nm_weights_store_only_the_kept_values_and_their_positions():
     """2:4 + int4 stores 4 + 2 bits per kept value (3 per weight), 1:4 + int4
     1.5 per weight, against 4 for dense int4 (plus scales and sums for all)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 from hetc.core.errors import UsageError
 from hetc.runtime.generate import DecoderSpec, step_inputs
 
+from . import ssm
 from .torch_fx import import_module
 
 
@@ -110,9 +111,13 @@ def decoder_spec(model, options) -> DecoderSpec:
                          f"shorter than max_context + chunk; its cache drops old entries, "
                          f"which a static cache does not model (use max_context <= "
                          f"{window - opts['chunk']})")
-    layers, kv_heads, head_dim = probe_cache(model)
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     eos = [eos] if isinstance(eos, int) else [int(t) for t in eos or ()]
+    if ssm.is_mamba(model):  # recurrent states, no KV cache
+        states = ssm.state_shapes(model)
+        return DecoderSpec(opts["max_context"], opts["chunk"], len(states) // 2, 0, 0, eos,
+                           states)
+    layers, kv_heads, head_dim = probe_cache(model)
     return DecoderSpec(opts["max_context"], opts["chunk"], layers, kv_heads, head_dim, eos)
 
 
@@ -164,7 +169,8 @@ def example_step_inputs(spec: DecoderSpec, vocab: int, seed=0, dtype=None):
 
     positions, mask = step_inputs(0, spec.chunk, spec.chunk, spec.max_context)
     past = [torch.zeros(2, 1, spec.kv_heads, spec.max_context, spec.head_dim, dtype=dtype)
-            for _ in range(spec.layers)]
+            for _ in range(spec.layers)] if not spec.states else \
+        [torch.zeros(shape, dtype=dtype) for shape in spec.states]
     ids = torch.randint(0, vocab, (1, spec.chunk), generator=torch.Generator().manual_seed(seed))
     return (ids, torch.from_numpy(positions), torch.from_numpy(mask), *past)
 
@@ -178,7 +184,8 @@ def import_decoder(model, options):
     causal LM."""
 
     spec = decoder_spec(model, options)
-    step = _step_module(model)  # import_module traces it in inference mode
+    # import_module traces it in inference mode
+    step = ssm.step_module(model) if spec.states else _step_module(model)
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
     inputs = example_step_inputs(spec, model.config.vocab_size,
                                  dtype=floats[0] if floats else None)

@@ -957,7 +957,10 @@ def _softmax(cx, a):
 
 def _reduce(kind):
     def handler(cx, a):
-        return _reduced(cx, kind, cx.value(a["self"]), a)
+        x = cx.value(a["self"])
+        if kind in ("reduce_sum", "reduce_mean"):  # torch sums booleans and integers as i64
+            x = cx.cast(x, cx.out_type().dtype)
+        return _reduced(cx, kind, x, a)
     return handler
 
 

@@ -3,7 +3,8 @@
 signature). The cache is a HostCache (host memory: each call passes it in
 and gets back the keys and values of its tokens, written into their
 slots), or an executor's own with the same methods (cuda keeps it on the
-device).
+device). State-space models (hetc.frontends.ssm) carry recurrent states
+instead: a StateCache passes them in and keeps the ones each call gives back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class DecoderSpec:
     kv_heads: int
     head_dim: int
     eos_token_id: list = field(default_factory=list)  # generation stops at any of these
+    # a state-space model's recurrent state shapes (step-input order); no KV cache then
+    states: list = field(default_factory=list)
 
     def to_dict(self):
         return asdict(self)
@@ -33,12 +36,18 @@ class DecoderSpec:
     def from_dict(cls, d):
         """The spec saved in an artifact; HetcError when it is not one."""
         fields = ("max_context", "chunk", "layers", "kv_heads", "head_dim")
-        ok = isinstance(d, dict) and set(d) == set(fields) | {"eos_token_id"} and all(
-            type(d[k]) is int and 0 < d[k] < 1 << 31 for k in fields) and \
+        ok = isinstance(d, dict) and set(fields) | {"eos_token_id"} <= set(d) <= \
+            set(fields) | {"eos_token_id", "states"} and all(
+            type(d[k]) is int and 0 <= d[k] < 1 << 31 for k in fields) and \
             isinstance(d["eos_token_id"], list) and all(type(t) is int for t in d["eos_token_id"])
+        states = d.get("states", []) if ok else []
+        ok = ok and isinstance(states, list) and all(
+            isinstance(s, list) and s and all(type(n) is int and 0 < n < 1 << 31 for n in s)
+            for s in states) and (bool(states) or min(d[k] for k in fields) > 0)
         if not ok:
             raise HetcError("the artifact's decoder description is damaged (it needs positive "
-                            "integers " + ", ".join(fields) + " and a list eos_token_id)")
+                            "integers " + ", ".join(fields) + ", a list eos_token_id and "
+                            "optionally a list of state shapes)")
         return cls(**d)
 
 
@@ -74,6 +83,26 @@ class HostCache:
         """The last step's first n new tokens into slots pos..pos+n-1."""
         for layer, kv in zip(self.layers, self.new):
             layer[:, :, :, pos:pos + n] = kv[:, :, :, :n]
+
+    def close(self):
+        pass
+
+
+class StateCache:
+    """A state-space model's recurrent states in host memory: each step
+    passes them to `step` and keeps the ones it gives back (the step itself
+    leaves out the rows that pad a chunk)."""
+
+    def __init__(self, step, spec, dtype=np.float32):
+        self.run, self.new = step, []
+        self.states = [np.zeros(shape, dtype) for shape in spec.states]
+
+    def step(self, ids, positions, mask):
+        logits, *self.new = self.run(ids, positions, mask, *self.states)
+        return logits
+
+    def append(self, pos, n):
+        self.states = [np.asarray(s) for s in self.new]
 
     def close(self):
         pass

@@ -17,7 +17,7 @@ from hetc.ir.report import Report
 from . import artifact as artifact_io
 from .artifact import Artifact
 from .convert import is_torch, numpy_dtype, to_numpy, to_torch
-from .generate import DecoderSpec, HostCache, generate
+from .generate import DecoderSpec, HostCache, StateCache, generate
 
 
 class Module:
@@ -115,11 +115,13 @@ class Module:
         spec = DecoderSpec.from_dict(self.artifact.extra["decoder"])
         run = self._executor()
         ids = to_numpy(input_ids)
-        if hasattr(run, "decoder_cache"):  # kept where the kernels run (a GPU)
+        dtype = self.graph.inputs[-1].type.dtype.storage  # the cache's dtype
+        if spec.states:  # a state-space model's recurrent states
+            cache = StateCache(lambda *arrays: run(list(arrays)), spec, dtype)
+        elif hasattr(run, "decoder_cache"):  # kept where the kernels run (a GPU)
             cache = run.decoder_cache(spec)
         else:
-            cache = HostCache(lambda *arrays: run(list(arrays)), spec,
-                              self.graph.inputs[-1].type.dtype.storage)  # the cache's dtype
+            cache = HostCache(lambda *arrays: run(list(arrays)), spec, dtype)
         new = generate(cache, spec, ids, max_new_tokens, eos_token_id, stderr_progress)
         seq = np.concatenate([ids.reshape(1, -1).astype(np.int64), np.array([new], np.int64)],
                              axis=1)

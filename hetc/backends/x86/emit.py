@@ -545,7 +545,8 @@ def _linear(e, op):
         e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
     if q is not None:
         codes, scales = pack_int(e, w, *q)
-        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
+        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else "") +
+                (f" ({SLOW}: group not a multiple of 16)" if q[2] % 16 else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
         return
@@ -658,6 +659,10 @@ def position_fields(pos, nn, mm):
     shift = (width * (8 * np.arange(8 // width)[:, None, None] + np.arange(8)[None, None, :]))
     qwords = (f << shift.astype(np.uint64)).sum(axis=(2, 4), dtype=np.uint64)
     return qwords.astype("<u8").view(np.uint8).reshape(blocks, steps, 8 * width)
+
+
+#: marks a kernel label whose layers run a generic scalar loop (the report says so)
+SLOW = "scalar loop"
 
 
 def pack_int(e, w, name, bits, group):

@@ -547,11 +547,12 @@ static void k_linear_f32(float *restrict y, const float *restrict x, const float
 }
 
 /* Quantized weights, group-wise symmetric: w[n,k] = code[n,k] * scale[n, k / G].
- * bits 8: one int8 code per byte; bits 4: two per byte, low nibble first. */
+ * bits 8: one int8 code per byte; bits 4: two per byte, low nibble first.
+ * Portable C: each group's weights decoded into floats, then dot products. */
 HETC_CLONES
-static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
-                       const float *restrict scale, const float *b, long M, long N, long K,
-                       long G, int bits) {
+static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
+                                   const uint8_t *restrict codes, const float *restrict scale,
+                                   const float *b, long M, long N, long K, long G, int bits) {
     long groups = K / G, row_bytes = bits == 8 ? K : K / 2;
     #pragma omp parallel for schedule(static) if (N * K > 65536)
     for (long n = 0; n < N; n++) {
@@ -576,6 +577,76 @@ static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t
                 y[m * N + n] += acc;
             }
         }
+    }
+}
+
+/* Every token of one tiled kernel: passes of 8 tokens, then 4, 2 and 1, so
+ * T is a constant in each call and the register tile fixed after inlining.
+ * TILE is called as TILE(args..., m0, T). */
+#define HETC_TOKEN_PASSES(M, TILE, ...)                                                   \
+    do {                                                                                 \
+        long m0_ = 0;                                                                    \
+        for (; m0_ + 8 <= (M); m0_ += 8) TILE(__VA_ARGS__, m0_, 8);                      \
+        if ((M) - m0_ >= 4) { TILE(__VA_ARGS__, m0_, 4); m0_ += 4; }                     \
+        if ((M) - m0_ >= 2) { TILE(__VA_ARGS__, m0_, 2); m0_ += 2; }                     \
+        if ((M) - m0_ >= 1) TILE(__VA_ARGS__, m0_, 1);                                   \
+    } while (0)
+
+/* 16 codes from k (a multiple of 16) of a row as floats: int8 one per byte,
+ * int4 two per byte, low nibble first (a nibble n is the code (n ^ 8) - 8). */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline __m512 hetc_codes16(const uint8_t *row, long k, const int bits) {
+    __m128i c;
+    if (bits == 8) {
+        c = _mm_loadu_si128((const __m128i *)(row + k));
+    } else {
+        __m128i v = _mm_loadl_epi64((const __m128i *)(row + k / 2)), low = _mm_set1_epi8(15);
+        __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+        __m128i eight = _mm_set1_epi8(8);
+        c = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(lo, hi), eight), eight);
+    }
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c));
+}
+
+/* T tokens (a constant after inlining) of one row: per group, the codes
+ * decoded in registers once and multiplied into every token's sums, which
+ * are scaled by the group's scale; one horizontal sum per token and row. */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline void hetc_q_row_tile(float *restrict y, const float *restrict x,
+                                   const uint8_t *row, const float *srow, const float *b,
+                                   long n, long N, long K, long G, const int bits, long m0,
+                                   const int T) {
+    __m512 acc[8];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (long g0 = 0; g0 < K; g0 += G) {
+        __m512 gacc[8];
+        for (int t = 0; t < T; t++) gacc[t] = _mm512_setzero_ps();
+        for (long k = g0; k < g0 + G; k += 16) {
+            __m512 w = hetc_codes16(row, k, bits);
+            for (int t = 0; t < T; t++)
+                gacc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (m0 + t) * K + k), w, gacc[t]);
+        }
+        __m512 s = _mm512_set1_ps(srow[g0 / G]);
+        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(gacc[t], s, acc[t]);
+    }
+    for (int t = 0; t < T; t++)
+        y[(m0 + t) * N + n] = _mm512_reduce_add_ps(acc[t]) + (b ? b[n] : 0.f);
+}
+
+/* Integer weights with float activations (weight-only quantization): the
+ * codes are read once per row and pass of 8 tokens and decoded in registers
+ * (G a multiple of 16). */
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
+                                 const uint8_t *restrict codes, const float *restrict scale,
+                                 const float *b, long M, long N, long K, long G, int bits) {
+    long row_bytes = bits == 8 ? K : K / 2, groups = K / G;
+    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    for (long n = 0; n < N; n++) {
+        const uint8_t *row = codes + n * row_bytes;
+        const float *srow = scale + n * groups;
+        if (bits == 8) HETC_TOKEN_PASSES(M, hetc_q_row_tile, y, x, row, srow, b, n, N, K, G, 8);
+        else HETC_TOKEN_PASSES(M, hetc_q_row_tile, y, x, row, srow, b, n, N, K, G, 4);
     }
 }
 
@@ -730,18 +801,6 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
         y[r] = (float)(s / n);
     }
 }
-
-/* Every token of one tiled kernel: passes of 8 tokens, then 4, 2 and 1, so
- * T is a constant in each call and the register tile fixed after inlining.
- * TILE is called as TILE(args..., m0, T). */
-#define HETC_TOKEN_PASSES(M, TILE, ...)                                                   \
-    do {                                                                                 \
-        long m0_ = 0;                                                                    \
-        for (; m0_ + 8 <= (M); m0_ += 8) TILE(__VA_ARGS__, m0_, 8);                      \
-        if ((M) - m0_ >= 4) { TILE(__VA_ARGS__, m0_, 4); m0_ += 4; }                     \
-        if ((M) - m0_ >= 2) { TILE(__VA_ARGS__, m0_, 2); m0_ += 2; }                     \
-        if ((M) - m0_ >= 1) TILE(__VA_ARGS__, m0_, 1);                                   \
-    } while (0)
 
 /* The lanes of a 16-row block that hold rows: `left` rows remain from its first. */
 static inline __mmask16 hetc_rows16(long left) {
@@ -1119,6 +1178,16 @@ static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_
         hetc_linear_rb_vnni(y, q, sx, packed, sw, b, M, N, c);
     else
         hetc_linear_rb_portable(y, q, sx, packed, sw, b, M, N, c);
+}
+
+/* y = x W^T (+ b) with integer weights and float activations (k_linear_q's layout). */
+static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
+                       const float *restrict scale, const float *b, long M, long N, long K,
+                       long G, int bits) {
+    if (hetc_avx512 && G % 16 == 0)
+        hetc_linear_q_avx512(y, x, codes, scale, b, M, N, K, G, bits);
+    else
+        hetc_linear_q_portable(y, x, codes, scale, b, M, N, K, G, bits);
 }
 
 /* y = x W^T (+ b) with a constant float weight in panels (layout above). */
