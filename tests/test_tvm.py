@@ -27,7 +27,9 @@ def _check(module, *inputs):
     want = hetc.interpret(module.graph, arrays)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5 * max(1.0, float(np.abs(w).max())))
-    return [str(w.message) for w in said]
+    # hetc's own warnings only: the record is process-wide, and other libraries'
+    # threads (left by earlier tests in this worker) may warn meanwhile
+    return [str(w.message) for w in said if "hetc" in w.filename.replace("\\", "/").split("/")]
 
 
 def test_a_compressed_mlp_runs_in_tvm_with_its_weights_decoded():

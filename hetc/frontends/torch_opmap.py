@@ -207,6 +207,8 @@ def _slice_scatter(cx, a):
         start = 0 if a["start"] is None else a["start"]
         end = n if a["end"] is None else a["end"]
         kept = range(n)[slice(start, end, a["step"])]
+    if not kept:  # an empty slice writes nothing
+        return x
     index = np.zeros(n, np.int64)
     mask = np.zeros(n, bool)
     index[list(kept)] = np.arange(len(kept))
@@ -797,7 +799,7 @@ def _pad(cx, a):
     begins then all ends, first axis first."""
     x = cx.value(a["self"] if "self" in a else a["input"])
     mode = _NAMED_PADS.get(_aten_name(cx)) or a.get("mode", "constant")
-    a = {**a, "pad": a.get("pad") or a["padding"]}
+    a = {**a, "pad": a["pad"] if "pad" in a else a["padding"]}
     if mode not in _TORCH_PAD_MODES:
         raise cx.error(f"pad mode {mode!r} is not supported")
     pairs = list(a["pad"])
@@ -1121,8 +1123,10 @@ def _avg_pool2d(cx, a):
 def _avg_pool1d(cx, a):
     """avg_pool2d over a height of 1 between reshapes."""
     x = cx.value(a["self"])
-    (k,), (s,), (p,) = list(a["kernel_size"]), list(a["stride"] or a["kernel_size"]), \
-        list(a["padding"])
+    def one(v):  # int[1] arguments, given as a list or an int
+        return int(v[0] if isinstance(v, (list, tuple)) else v)
+    k, p = one(a["kernel_size"]), one(a["padding"])
+    s = one(a["stride"]) if a["stride"] else k
     lead = list(x.type.shape[:-1])
     y = cx.add("reshape", [x], {"shape": lead + [1, x.type.shape[-1]]})
     y = cx.add("avg_pool2d", [y], {"kernel": [1, k], "stride": [1, s], "padding": [0, p, 0, p],

@@ -33,6 +33,7 @@ from hetc.backends.c.values import (
     strides,
 )
 from hetc.backends.packing import pack_nibbles
+from hetc.core.errors import TargetError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 
@@ -544,7 +545,7 @@ def _linear(e, op):
         xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
         e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
     if q is not None:
-        codes, scales = pack_int(e, w, *q)
+        codes, scales = pack_weight_only(e, w, *q)
         e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else "") +
                 (f" ({SLOW}: group not a multiple of 16)" if q[2] % 16 else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
@@ -665,9 +666,24 @@ def position_fields(pos, nn, mm):
 SLOW = "scalar loop"
 
 
+def pack_weight_only(e, w, name, bits, group):
+    """Blob offsets of (codes, f32 scales per row and group) for k_linear_q:
+    int8 one per byte; int4 per run of 32 codes of a row 16 bytes, byte j =
+    (c_j + 8) | (c_{j+16} + 8) << 4 (kernels.h)."""
+    if bits != 4:
+        return pack_int(e, w, name, bits, group)
+    n, k = w.type.shape
+    if k % 32:
+        raise TargetError(f"int4 weight {name} [{n}, {k}]: the x86 int4 kernel needs rows of a "
+                          f"multiple of 32 codes")
+    u = (integer_codes(e, name).astype(np.int16) + 8).astype(np.uint8).reshape(n, k // 32, 2, 16)
+    data = (u[:, :, 0] | (u[:, :, 1] << 4)).reshape(n, k // 2)
+    return e.blob.add(np.ascontiguousarray(data)), e.blob.add(weight_scales(e, name, n, k // group))
+
+
 def pack_int(e, w, name, bits, group):
     """Blob offsets of (codes, f32 scales per row and group): int8 one per
-    byte, int4 two per byte, low nibble first (kernels.h, k_linear_q)."""
+    byte, int4 two per byte, low nibble first (amx's k_amx_linear_q)."""
     n, k = w.type.shape
     codes = integer_codes(e, name)
     data = pack_nibbles(codes).reshape(n, k // 2) if bits == 4 else codes.view(np.uint8)

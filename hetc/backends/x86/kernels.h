@@ -547,7 +547,10 @@ static void k_linear_f32(float *restrict y, const float *restrict x, const float
 }
 
 /* Quantized weights, group-wise symmetric: w[n,k] = code[n,k] * scale[n, k / G].
- * bits 8: one int8 code per byte; bits 4: two per byte, low nibble first.
+ * bits 8: one int8 code per byte; bits 4: each run of 32 codes of a row in
+ * 16 bytes, byte j = (c_j + 8) | (c_{j+16} + 8) << 4, so that one 16-byte
+ * load widened to 16 lanes holds 16 consecutive codes in its low nibbles and
+ * the next 16 in its high ones (K a multiple of 32: int4 groups are).
  * Portable C: each group's weights decoded into floats, then dot products. */
 HETC_CLONES
 static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
@@ -564,10 +567,10 @@ static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
             if (bits == 8)
                 for (long i = 0; i < G; i++) wrow[i] = (float)(int8_t)pc[g * G + i] * s;
             else
-                for (long i = 0; i < G; i += 2) {
-                    uint8_t byte = pc[(g * G + i) / 2];
-                    wrow[i] = (float)((int8_t)(byte << 4) >> 4) * s;
-                    wrow[i + 1] = (float)((int8_t)byte >> 4) * s;
+                for (long i = 0; i < G; i++) {
+                    long k = g * G + i;
+                    uint8_t byte = pc[k / 32 * 16 + k % 16];
+                    wrow[i] = (float)(((k % 32 < 16 ? byte : byte >> 4) & 15) - 8) * s;
                 }
             for (long m = 0; m < M; m++) {
                 const float *px = x + m * K + g * G;
@@ -592,41 +595,45 @@ static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
         if ((M) - m0_ >= 1) TILE(__VA_ARGS__, m0_, 1);                                   \
     } while (0)
 
-/* 16 codes from k (a multiple of 16) of a row as floats: int8 one per byte,
- * int4 two per byte, low nibble first (a nibble n is the code (n ^ 8) - 8). */
-__attribute__((target("avx512f,avx512bw"), always_inline))
-static inline __m512 hetc_codes16(const uint8_t *row, long k, const int bits) {
-    __m128i c;
-    if (bits == 8) {
-        c = _mm_loadu_si128((const __m128i *)(row + k));
-    } else {
-        __m128i v = _mm_loadl_epi64((const __m128i *)(row + k / 2)), low = _mm_set1_epi8(15);
-        __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-        __m128i eight = _mm_set1_epi8(8);
-        c = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(lo, hi), eight), eight);
-    }
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c));
-}
-
-/* T tokens (a constant after inlining) of one row: per group, the codes
- * decoded in registers once and multiplied into every token's sums, which
- * are scaled by the group's scale; one horizontal sum per token and row. */
+/* T tokens (a constant after inlining) of one row. int8: per group, 16
+ * codes at a time widened to floats and multiplied into every token's sums,
+ * which are scaled once per group. int4: a 16-byte load widened to 16 lanes
+ * indexes a table of the group's 16 values (the codes -8..7 times its scale)
+ * with its low nibbles (vpermps reads only the low 4 bits of an index) and,
+ * shifted, with its high ones: 32 weights in 4 instructions. One horizontal
+ * sum per token and row. */
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void hetc_q_row_tile(float *restrict y, const float *restrict x,
                                    const uint8_t *row, const float *srow, const float *b,
                                    long n, long N, long K, long G, const int bits, long m0,
                                    const int T) {
+    const __m512 codes4 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     __m512 acc[8];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (long g0 = 0; g0 < K; g0 += G) {
+        __m512 s = _mm512_set1_ps(srow[g0 / G]);
+        if (bits == 4) {
+            __m512 table = _mm512_mul_ps(codes4, s);
+            for (long k = g0; k < g0 + G; k += 32) {
+                __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + k / 2)));
+                __m512 w0 = _mm512_permutexvar_ps(idx, table);
+                __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), table);
+                for (int t = 0; t < T; t++) {
+                    const float *xt = x + (m0 + t) * K + k;
+                    acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(xt), w0, acc[t]);
+                    acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(xt + 16), w1, acc[t]);
+                }
+            }
+            continue;
+        }
         __m512 gacc[8];
         for (int t = 0; t < T; t++) gacc[t] = _mm512_setzero_ps();
         for (long k = g0; k < g0 + G; k += 16) {
-            __m512 w = hetc_codes16(row, k, bits);
+            __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(row + k))));
             for (int t = 0; t < T; t++)
                 gacc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (m0 + t) * K + k), w, gacc[t]);
         }
-        __m512 s = _mm512_set1_ps(srow[g0 / G]);
         for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(gacc[t], s, acc[t]);
     }
     for (int t = 0; t < T; t++)
@@ -635,7 +642,7 @@ static inline void hetc_q_row_tile(float *restrict y, const float *restrict x,
 
 /* Integer weights with float activations (weight-only quantization): the
  * codes are read once per row and pass of 8 tokens and decoded in registers
- * (G a multiple of 16). */
+ * (int8: G a multiple of 16; int4: always, its groups are multiples of 32). */
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
                                  const uint8_t *restrict codes, const float *restrict scale,
