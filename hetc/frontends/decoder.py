@@ -25,48 +25,35 @@ from hetc.core.errors import UsageError
 from hetc.runtime.generate import DecoderSpec, step_inputs
 
 from . import ssm
-from .torch_fx import import_module
+from .torch_fx import import_module, wrapping
 
 
-def _step_module(model):
+def _kv_step(model, ids, positions, mask, *past):
+    """One call of `model` on C new tokens against a MAX-slot cache."""
     import torch
-    import torch.nn as nn
+    from transformers import DynamicCache
 
-    class StaticKVStep(nn.Module):
-        """One call of `model` on C new tokens against a MAX-slot cache."""
-        wraps_model = True  # weight names are the model's own
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids, positions, mask, *past):
-            from transformers import DynamicCache
-
-            # The full static cache seeds the model's cache; its own update then
-            # appends the C new keys/values, so attention sees MAX + C keys in the
-            # mask's order. A 4-D mask reaches attention as given, and explicit
-            # positions drive the rotary (or learned) position embedding.
-            cache = DynamicCache(config=self.model.config)
-            for i, kv in enumerate(past):
-                cache.update(kv[0], kv[1], i)
-            if _alibi(self.model.config):
-                # ALiBi models build their biases (and causal mask) from a 2-D mask
-                # of the keys in use; the slots fill in token order, so the keys
-                # any query opens are exactly those, at their token positions
-                mask = mask.any(dim=2).reshape(1, -1).long()
-            elif self.model.config._attn_implementation != "sdpa":  # eager adds the mask
-                dtype = past[0].dtype if past else torch.float32
-                mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask,
-                                                                        torch.finfo(dtype).min)
-            out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
-                             past_key_values=cache, use_cache=True)
-            c = ids.shape[1]
-            new = [torch.stack([layer.keys[:, :, -c:], layer.values[:, :, -c:]])
-                   for layer in out.past_key_values.layers]
-            return (out.logits, *new)
-
-    return StaticKVStep(model)
+    # The full static cache seeds the model's cache; its own update then
+    # appends the C new keys/values, so attention sees MAX + C keys in the
+    # mask's order. A 4-D mask reaches attention as given, and explicit
+    # positions drive the rotary (or learned) position embedding.
+    cache = DynamicCache(config=model.config)
+    for i, kv in enumerate(past):
+        cache.update(kv[0], kv[1], i)
+    if _alibi(model.config):
+        # ALiBi models build their biases (and causal mask) from a 2-D mask
+        # of the keys in use; the slots fill in token order, so the keys
+        # any query opens are exactly those, at their token positions
+        mask = mask.any(dim=2).reshape(1, -1).long()
+    elif model.config._attn_implementation != "sdpa":  # eager adds the mask
+        dtype = past[0].dtype if past else torch.float32
+        mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask,
+                past_key_values=cache, use_cache=True)
+    c = ids.shape[1]
+    new = [torch.stack([layer.keys[:, :, -c:], layer.values[:, :, -c:]])
+           for layer in out.past_key_values.layers]
+    return (out.logits, *new)
 
 
 def _alibi(cfg) -> bool:
@@ -185,7 +172,7 @@ def import_decoder(model, options):
 
     spec = decoder_spec(model, options)
     # import_module traces it in inference mode
-    step = ssm.step_module(model) if spec.states else _step_module(model)
+    step = wrapping(model, ssm.step if spec.states else _kv_step)
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
     inputs = example_step_inputs(spec, model.config.vocab_size,
                                  dtype=floats[0] if floats else None)

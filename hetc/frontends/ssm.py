@@ -79,31 +79,20 @@ def _mixer(m, h, valid, conv_state, ssm_state):
     return m.out_proj(y.transpose(1, 2)), new_conv, state
 
 
-def step_module(model):
+def step(model, ids, positions, mask, *states):
+    """One call of a Mamba LM on C new tokens from its recurrent states."""
     import torch
-    import torch.nn as nn
 
-    class MambaStep(nn.Module):
-        """One call of a Mamba LM on C new tokens from its recurrent states."""
-        wraps_model = True  # weight names are the model's own
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids, positions, mask, *states):
-            p = positions[0]
-            valid = torch.cat([torch.ones(1, dtype=torch.bool), p[1:] > p[:-1]]).float()
-            bb = self.model.backbone
-            h = bb.embeddings(ids)
-            new = []
-            for i, block in enumerate(bb.layers):
-                residual = h
-                out, conv, ssm = _mixer(block.mixer, block.norm(h), valid,
-                                        states[2 * i], states[2 * i + 1])
-                h = residual + out
-                new += [conv, ssm]
-            logits = self.model.lm_head(bb.norm_f(h))
-            return (logits, *new)
-
-    return MambaStep(model)
+    p = positions[0]
+    valid = torch.cat([torch.ones(1, dtype=torch.bool), p[1:] > p[:-1]]).float()
+    bb = model.backbone
+    h = bb.embeddings(ids)
+    new = []
+    for i, block in enumerate(bb.layers):
+        residual = h
+        out, conv, ssm = _mixer(block.mixer, block.norm(h), valid,
+                                states[2 * i], states[2 * i + 1])
+        h = residual + out
+        new += [conv, ssm]
+    logits = model.lm_head(bb.norm_f(h))
+    return (logits, *new)

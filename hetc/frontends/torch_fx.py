@@ -437,27 +437,36 @@ def transformers_forward(model):
     """A transformers model's forward as a tensor function: keyword inputs
     passed on, no cache (so no cache objects in the outputs), and the
     output's first tensor: the logits, or the last hidden state."""
+    takes = inspect.signature(model.forward).parameters
+    extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in takes}
+
+    def forward(model, *args, **kwargs):
+        out = model(*args, **kwargs, **extra)
+        if isinstance(out, (tuple, list)):
+            return out[0]
+        for key in ("logits", "last_hidden_state"):
+            if getattr(out, key, None) is not None:
+                return getattr(out, key)
+        return out.to_tuple()[0]
+    return wrapping(model, forward)
+
+
+def wrapping(model, forward):
+    """`forward(model, *args, **kwargs)` as a module holding `model` as
+    `.model`; import_module leaves that prefix out of weight names, so they
+    stay the model's own state-dict names."""
     import torch
 
-    class TransformersForward(torch.nn.Module):
+    class ModelWrapper(torch.nn.Module):
         wraps_model = True
 
-        def __init__(self, model):
+        def __init__(self):
             super().__init__()
             self.model = model
-            takes = inspect.signature(model.forward).parameters
-            self.extra = {k: v for k, v in (("use_cache", False), ("return_dict", True))
-                          if k in takes}
 
         def forward(self, *args, **kwargs):
-            out = self.model(*args, **kwargs, **self.extra)
-            if isinstance(out, (tuple, list)):
-                return out[0]
-            for key in ("logits", "last_hidden_state"):
-                if getattr(out, key, None) is not None:
-                    return getattr(out, key)
-            return out.to_tuple()[0]
-    return TransformersForward(model)
+            return forward(self.model, *args, **kwargs)
+    return ModelWrapper()
 
 
 # names torch's FX code generation may print into the Python it regenerates

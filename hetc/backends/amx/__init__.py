@@ -59,7 +59,7 @@ class AmxBackend(X86Backend):
                                  {"flags": FLAGS + AMX_FLAGS, "emulate": emulate,
                                   "emulate_flags": FLAGS + EMULATE_FLAGS,
                                   "entry": "hetc_create(weights) -> ctx; hetc_run(ctx, in, out)"})
-        artifact.extra["notes"] += notes + ([EMULATED_NOTE] if emulate else [])
+        artifact.extra["notes"] = notes + ([EMULATED_NOTE] if emulate else [])
         return artifact
 
     def load(self, artifact):

@@ -52,7 +52,7 @@ def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
     artifact = Artifact(target.name, graph, srcs, build=build,
                         extra={"arena_bytes": lowered.arena_bytes,
                                "weights_bytes": int(lowered.blob.nbytes),
-                               "kernels": lowered.kernels, "notes": []})
+                               "kernels": lowered.kernels})
     artifact.lowered = lowered  # the packed weights, for the executor (not saved: re-packed)
     return artifact
 
