@@ -51,6 +51,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/linear_kernels.py
+	$(PY) benchmarks/models.py
 	$(PY) benchmarks/decode.py
 
 # Target cuda on a machine with an NVIDIA GPU and a CUDA build of torch: the

@@ -146,7 +146,7 @@ def vit(seed=0):
     torch.manual_seed(seed)
     cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=64,
                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    model = ImageEncoder(ViTModel(cfg, add_pooling_layer=False).eval())
+    model = ImageEncoder(ViTModel(cfg, add_pooling_layer=False)).eval()
     return model, (torch.randn(2, 3, 32, 32),)
 
 
@@ -160,7 +160,7 @@ def minilm(sentences=("hetc compiles models for four kinds of hardware.",
     tok = AutoTokenizer.from_pretrained(path)
     bert = AutoModel.from_pretrained(path).eval()
     enc = tok(list(sentences), padding=True, return_tensors="pt")
-    model = Encoder(bert)
+    model = Encoder(bert).eval()
     return model, (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
 
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hetc.core.errors import TargetError
+from .regions import seen_body
 
 
 @dataclass(frozen=True)
@@ -104,23 +105,30 @@ def op_problems(graph, lowerings, refused=None, why=lambda op: None) -> list:
     """A support table applied to `graph` and the bodies inside it: for each
     op (constants aside) `op #i kind (%result)`, with the reason from
     `refused`, none when the kind has no lowering, or `why(op)`'s for a
-    lowered kind it gives one for."""
+    lowered kind it gives one for. A fused region's ops are judged with the
+    region's operands (regions.Seen): its weights are constants there."""
     refused = refused or {}
     out = []
-    for g in graph.graphs():
-        for i, op in enumerate(g.ops):
-            if op.kind == "const":
-                continue
-            if op.kind in refused:
-                reason = refused[op.kind]
-            elif op.kind in lowerings:
-                reason = why(op)
-                if reason is None:
-                    continue
-            else:
-                reason = ""
-            out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})" +
-                       (f": {reason}" if reason else ""))
+
+    def judge(i, op):
+        if op.kind in refused:
+            reason = refused[op.kind]
+        elif op.kind in lowerings:
+            reason = why(op)
+            if reason is None:
+                return
+        else:
+            reason = ""
+        out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})" +
+                   (f": {reason}" if reason else ""))
+
+    for i, op in enumerate(graph.ops):
+        if op.kind == "const":
+            continue
+        judge(i, op)
+        if op.body is not None:
+            for j, inner in enumerate(seen_body(op)):
+                judge(j, inner)
     return out
 
 

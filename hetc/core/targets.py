@@ -94,6 +94,7 @@ class Target:
     nm_as_zeros: bool = False
     # passes that run after compression, whatever the pipeline: how the
     # target stores what compression left alone (e.g. f16 weights on an NPU)
+    # and what it fuses (x86: epilogues into the kernel before them)
     storage_pipeline: str = ""
     # quantize-activations also gives convolutions int8 activations (act_group)
     int8_convolutions: bool = False
@@ -218,6 +219,10 @@ _CANON = "canonicalize,fold,cse,dce"
 # (GPT-2's Conv1D matmuls, transposed) and rms_norm (Llama's written-out
 # one) before compression sees the layers
 _CPU = "canonicalize,fold,cse,raise-patterns,dce"
+# x86 and amx also fold pads and batch norms into convolutions before
+# compression sees the layers, and fuse epilogues into kernels after it
+_X86 = "canonicalize,fold,cse,raise-patterns,fold-conv,dce"
+_X86_LAST = "fuse"
 
 register_target(Target(
     "ref", "reference: the numpy interpreter, the ground truth", "nothing",
@@ -231,14 +236,14 @@ register_target(Target(
     "x86", "x86-64 CPU, AVX-512 (AVX2 fallback), one native entry point", "C with intrinsics",
     COMMON_NM, ("f32", "bf16", "i8", "i4", "u4"), ("f32", "bf16", "i8"),
     CostModel("2-core AVX-512 CPU, DDR5", 50.0, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}),
-    _CPU, "x86", _probe_x86))
+    _X86, "x86", _probe_x86, storage_pipeline=_X86_LAST))
 
 register_target(Target(
     "amx", "Intel AMX (Sapphire Rapids+), tiles for bf16 and int8", "C with AMX intrinsics",
     COMMON_NM, ("bf16", "i8", "i4", "u4"), ("bf16", "i8"),
     CostModel("Xeon 8480+ socket, 8ch DDR5", 300.0,
               {"f32": 3000.0, "bf16": 200000.0, "i8": 400000.0}),
-    _CPU, "amx", _probe_amx))
+    _X86, "amx", _probe_amx, storage_pipeline=_X86_LAST))
 
 register_target(Target(
     "cuda", "NVIDIA GPU, sm_80+, 2:4 sparse tensor cores", "CUDA C++",

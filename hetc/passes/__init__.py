@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     canonicalize,
     cleanup,
     compress,
+    fold_conv,
     fuse,
     storage,
 )

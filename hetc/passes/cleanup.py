@@ -22,6 +22,12 @@ def remove_dead_ops(g: Graph):
     g.ops = kept[::-1]
 
 
+def move_before(graph: Graph, op: Op, anchor: Op):
+    """Graph.add appends an op; put it right before `anchor` instead."""
+    graph.ops.remove(op)
+    graph.ops.insert(graph.ops.index(anchor), op)
+
+
 @register_pass
 @dataclass(frozen=True)
 class DCE(Pass):

@@ -23,7 +23,7 @@ from hetc.ir.ops import get_op
 from hetc.ir.types import TensorType
 from hetc.passes.pipeline import Pass, register_pass
 
-from .cleanup import remove_dead_ops
+from .cleanup import move_before, remove_dead_ops
 
 
 def _const_value(v: Value, graph):
@@ -63,7 +63,7 @@ def _raise_rms_norm(graph, op, users):
             continue
         eps = float(_const_value(add.inputs[1], graph).reshape(()))
         new = graph.add("rms_norm", [x], {"eps": eps, "axis": -1}, name=op.output.name + "_rms")
-        _move_before(graph, new.producer, op)
+        move_before(graph, new.producer, op)
         graph.replace_uses(op.output, new)
         return True
     return False
@@ -82,7 +82,7 @@ def _raise_linear(graph, op, users):
     graph.weights[w.producer.attrs["name"]] = np.ascontiguousarray(wv.T)
     w.type = TensorType((wv.shape[1], wv.shape[0]), w.type.dtype)
     new = graph.add("linear", [x, w], name=op.output.name + "_linear")
-    _move_before(graph, new.producer, op)
+    move_before(graph, new.producer, op)
     graph.replace_uses(op.output, new)
     return True
 
@@ -100,16 +100,10 @@ def _raise_bias(graph, op, users):
         if bv is None or bv.shape != (lin.inputs[1].type.shape[0],) or b.type.dtype != y.type.dtype:
             continue
         new = graph.add("linear", lin.inputs + [b], name=op.output.name + "_linear")
-        _move_before(graph, new.producer, op)
+        move_before(graph, new.producer, op)
         graph.replace_uses(op.output, new)
         return True
     return False
-
-
-def _move_before(graph, new_op, anchor):
-    """Graph.add appends; put the new op right before `anchor` instead."""
-    graph.ops.remove(new_op)
-    graph.ops.insert(graph.ops.index(anchor), new_op)
 
 
 RULES = (_raise_rms_norm, _raise_linear, _raise_bias)

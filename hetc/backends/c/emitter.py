@@ -45,6 +45,7 @@ class Lowered:
     blob: np.ndarray  # uint8 weights, in the kernels' layouts
     arena_bytes: int
     kernels: dict = field(default_factory=dict)  # op kind / variant -> count, for the report
+    notes: list = field(default_factory=list)  # what the report should say about the lowering
 
 
 class Blob:
@@ -115,6 +116,8 @@ class Emitter:
         self.lines = []
         self.kernels = {}
         self.arena_size = self.scratch_size = 0
+        self.scratch_base = 0  # scratch below this is taken (a fused region's intermediates)
+        self.fused_ops = 0  # ops that ran inside another op's kernel
 
     # -- what a target says ------------------------------------------------------
     def check_supported(self):
@@ -134,6 +137,10 @@ class Emitter:
         """The values op's code reads (its operands, unless a lowering reads
         others in their place): they stay in the arena until it ran."""
         return op.inputs
+
+    def notes(self) -> list:
+        """What the report should say about this lowering."""
+        return []
 
     def prologue(self) -> list:
         """C statements at the start of every hetc_run."""
@@ -167,9 +174,10 @@ class Emitter:
         return True
 
     def scratch(self, nbytes):
-        """Arena offset of a temporary used within one op (after the planned buffers)."""
-        self.scratch_size = max(self.scratch_size, round_up(nbytes))
-        return self.arena_size
+        """Arena offset of a temporary used within one op (after the planned
+        buffers and what scratch_base keeps)."""
+        self.scratch_size = max(self.scratch_size, self.scratch_base + round_up(nbytes))
+        return self.arena_size + self.scratch_base
 
     def emit(self, text):
         self.lines.append("    " + text)
@@ -203,7 +211,7 @@ class Emitter:
                 self.copy_output(j, v)
         total = self.arena_size + self.scratch_size
         return Lowered(self.source("\n".join(self.lines), total), self.blob.array(), total,
-                       self.kernels)
+                       self.kernels, self.notes())
 
     def source(self, body, arena_bytes) -> str:
         """The generated file around the graph's code."""

@@ -17,6 +17,7 @@ from hetc.core.errors import TargetError
 from hetc.core.targets import get_target
 from hetc.runtime.artifact import Artifact
 
+from . import fusion  # noqa: F401  (registers the fused-region lowering)
 from .emit import X86Emitter, lower_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +53,7 @@ def make_artifact(graph, target, lowered, srcs, build) -> Artifact:
     artifact = Artifact(target.name, graph, srcs, build=build,
                         extra={"arena_bytes": lowered.arena_bytes,
                                "weights_bytes": int(lowered.blob.nbytes),
-                               "kernels": lowered.kernels})
+                               "kernels": lowered.kernels, "notes": lowered.notes})
     artifact.lowered = lowered  # the packed weights, for the executor (not saved: re-packed)
     return artifact
 

@@ -53,8 +53,9 @@ COMPARE = {"equal": "C_EQ", "less": "C_LT", "greater": "C_GT", "less_equal": "C_
 REDUCE = {"reduce_sum": "R_SUM", "reduce_mean": "R_MEAN", "reduce_max": "R_MAX",
           "reduce_min": "R_MIN", "reduce_prod": "R_PROD"}
 #: ops that move elements of any supported dtype; the others compute on f32
-#: (embedding/gather indices and attention masks are checked by their lowering)
-ANY_DTYPE = {"reshape", "transpose", "concat", "split", "slice", "expand", "gather", "cast",
+#: (embedding/gather indices and attention masks are checked by their lowering;
+#: a fused region's ops are checked themselves)
+ANY_DTYPE = {"fused", "reshape", "transpose", "concat", "split", "slice", "expand", "gather", "cast",
              "embedding", "logical_not", "attention", "where", "pad", "gather_elements",
              "isnan", "isinf", "argmax", "argmin", "topk", *LOGICAL, *COMPARE}
 PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE", "wrap": "P_WRAP"}
@@ -128,7 +129,6 @@ REFUSED = {
     **{k: "no integer bitwise kernel in kernels.h yet" for k in (
         "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "shift_left", "shift_right")},
     **{k: "no remainder kernel in kernels.h yet" for k in ("mod", "fmod")},
-    "fused": "x86 fuses epilogues inside its own kernels; its pipeline runs no `fuse` pass",
 }
 
 
@@ -434,18 +434,56 @@ def _max_pool(e, op):
 
 
 @lowers("conv2d")
-def _conv2d(e, op):
+def _conv2d(e, op, epilogue=None):
+    """Returns whether the kernel ran `epilogue`'s steps (fusion.Epilogue)."""
     x, w = op.inputs[0].type, op.inputs[1].type
     y = op.output.type
     b = e.val(op.inputs[2]) if len(op.inputs) > 2 else "0"
     sh, sw = op.attrs.get("stride", (1, 1))
     pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
     dh, dw = op.attrs.get("dilation", (1, 1))
-    e.count("conv2d f32")
-    e.emit(f"k_conv2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {e.val(op.inputs[1])}, {b}, "
-           f"{x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[0]}, {w.shape[2]}, "
-           f"{w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, "
-           f"{op.attrs.get('groups', 1)});")
+    groups = op.attrs.get("groups", 1)
+    shape = (f"{x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[0]}, "
+             f"{w.shape[2]}, {w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, "
+             f"{dh}, {dw}")
+    wv = op.inputs[1]
+    if wv.producer is None or wv.producer.kind != "const":
+        e.count("conv2d f32, computed weight (generic loop)")
+        e.emit(f"k_conv2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {e.val(wv)}, {b}, "
+               f"{shape}, {groups});")
+        return False
+    # the steps run per output channel plane: operands per channel or per element
+    ran = epilogue is not None and epilogue.axis in (None, 1)
+    steps = epilogue.args(e) if ran else "0, 0"
+    data = np.asarray(load_const(wv.producer, e.g), np.float32)
+    if groups > 1 and w.shape[1] == 1:
+        e.count("conv2d f32 depthwise")
+        off = e.blob.add(np.ascontiguousarray(data.reshape(w.shape[0], -1)))
+        e.emit(f"k_conv2d_depthwise({e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+               f"(const float *)(W + {off}), {b}, {shape}, {steps});")
+        return ran
+    e.count("conv2d f32 1x1" if w.shape[2:] == (1, 1) else "conv2d f32")
+    off = e.blob.add(conv_blocks(data, groups))
+    e.emit(f"k_conv2d_gemm({e.ptr[op.output]}, {e.val(op.inputs[0])}, "
+           f"(const float *)(W + {off}), {b}, {shape}, {groups}, {steps});")
+    return ran
+
+
+#: lowerings that run a fused region's epilogue steps inside their kernel:
+#: fn(emitter, op, fusion.Epilogue) -> whether they did
+EPILOGUE_KERNELS = {"conv2d": _conv2d}
+
+
+def conv_blocks(w, groups):
+    """Conv weights [O, C/groups, KH, KW] as k_conv2d_gemm reads them
+    (kernels.h): per group, blocks of 8 output channels, k-major
+    ([block][k][8], k = (c, ki, kj)), zero rows padding each group's last."""
+    o = w.shape[0]
+    og, k = o // groups, math.prod(w.shape[1:])
+    blocks = -(-og // 8)
+    a = np.zeros((groups, blocks * 8, k), np.float32)
+    a[:, :og] = w.reshape(groups, og, k)
+    return np.ascontiguousarray(a.reshape(groups, blocks, 8, k).transpose(0, 1, 3, 2))
 
 
 @lowers("matmul")
@@ -709,6 +747,12 @@ class X86Emitter(Emitter):
 
     def prologue(self):
         return [f"omp_set_num_threads({self.threads});"]
+
+    def notes(self):
+        if not self.fused_ops:
+            return []
+        return [f"fused: {self.fused_ops} elementwise ops run as epilogues of the kernel before "
+                f"them (passes/fuse.py)"]
 
 
 def lower_graph(graph, threads=2, emitter=X86Emitter) -> Lowered:

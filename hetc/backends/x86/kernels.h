@@ -15,21 +15,65 @@
 
 #define HETC_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
 
+/* Whether the AVX-512 kernels may run, decided by hetc_configure when a
+ * model is loaded, not per call: hetc_avx512 (F and BW) for the float
+ * panels, hetc_simd (also VNNI and VBMI: Ice Lake, Sapphire Rapids, Zen 4 and
+ * newer) for the integer row blocks. HETC_X86_PORTABLE forces the portable C kernels,
+ * so they are tested on AVX-512 hosts too. */
+static int hetc_simd, hetc_avx512;
+
 /* ---- elementwise ------------------------------------------------------- */
 
 enum { U_RELU, U_GELU, U_GELU_TANH, U_SILU, U_SIGMOID, U_TANH, U_EXP, U_NEG, U_SQRT, U_RSQRT,
        U_ABS, U_LOG, U_ERF, U_FLOOR, U_CEIL, U_ROUND, U_RECIPROCAL, U_SIGN, U_SIN, U_COS, U_TAN,
        U_ASIN, U_ACOS, U_ATAN, U_SINH, U_COSH, U_ASINH, U_ACOSH, U_ATANH };
 
+/* e^x without a libm call, so that loops over it vectorize: 2^n p(r) with
+ * n = rint(x log2 e), r = x - n ln 2 (two-part ln 2), p the degree-6 Taylor
+ * polynomial (|r| <= 0.347: within 2 ulp of expf); 2^n applied as two
+ * normal powers so that results near overflow and in the subnormal range
+ * come out right; inf, -inf and NaN as expf gives them. */
+static inline float hetc_expf(float x) {
+    float xc = x < -104.f ? -104.f : x > 89.f ? 89.f : x;
+    float n = __builtin_rintf(xc * 1.44269504088896341f);
+    float r = __builtin_fmaf(n, -0.693145751953125f, xc);
+    r = __builtin_fmaf(n, -1.428606765330187e-06f, r);
+    float p = 1.f / 720.f;
+    p = __builtin_fmaf(p, r, 1.f / 120.f);
+    p = __builtin_fmaf(p, r, 1.f / 24.f);
+    p = __builtin_fmaf(p, r, 1.f / 6.f);
+    p = __builtin_fmaf(p, r, 0.5f);
+    p = __builtin_fmaf(p, r, 1.f);
+    p = __builtin_fmaf(p, r, 1.f);
+    int ni = (int)n, n1 = ni >> 1, n2 = ni - n1;
+    union { int i; float f; } s1 = {(n1 + 127) << 23}, s2 = {(n2 + 127) << 23};
+    float e = p * s1.f * s2.f;
+    return x != x ? x : x > 88.72283935546875f ? INFINITY : x < -103.972084045410156f ? 0.f : e;
+}
+
+/* erf(x) for GELU, vectorizable: Abramowitz and Stegun 7.1.26 (absolute
+ * error below 1.5e-7, which GELU's 0.5 x (1 + erf) carries as an error
+ * below 1e-7 |x|); U_ERF itself stays libm's erff. */
+static inline float hetc_erf_gelu(float x) {
+    float a = x < 0.f ? -x : x;
+    float t = 1.f / __builtin_fmaf(0.3275911f, a, 1.f);
+    float p = __builtin_fmaf(1.061405429f, t, -1.453152027f);
+    p = __builtin_fmaf(p, t, 1.421413741f);
+    p = __builtin_fmaf(p, t, -0.284496736f);
+    p = __builtin_fmaf(p, t, 0.254829592f);
+    float v = 1.f - p * t * hetc_expf(-a * a);
+    return x < 0.f ? -v : v;
+}
+
 static inline float hetc_unary1(int op, float x) {
     switch (op) {
     case U_RELU: return x < 0.f ? 0.f : x; /* keeps nan */
-    case U_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case U_GELU: return 0.5f * x * (1.f + hetc_erf_gelu(x * 0.70710678118654752f));
     case U_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case U_SILU: return x / (1.f + expf(-x));
-    case U_SIGMOID: return 1.f / (1.f + expf(-x));
+    case U_SILU: return x / (1.f + hetc_expf(-x));
+    case U_SIGMOID: return 1.f / (1.f + hetc_expf(-x));
     case U_TANH: return tanhf(x);
-    case U_EXP: return expf(x);
+    case U_EXP: return hetc_expf(x);
     case U_NEG: return -x;
     case U_SQRT: return sqrtf(x);
     case U_RSQRT: return 1.f / sqrtf(x);
@@ -101,6 +145,71 @@ static void k_binary(int op, float *restrict y, const float *a, const float *b, 
         else
             for (long i = 0; i < inner; i++) py[i] = hetc_binary1(op, pa[i * sa], pb[i * sb]);
     }
+}
+
+/* ---- epilogues ------------------------------------------------------------ *
+ * The elementwise ops of a fused region after its first (a convolution, a
+ * linear layer, or an elementwise op), run in place on runs of the result
+ * while they are in cache. A step is y = y op v (v op y when `left`), or
+ * y = op(y) for a unary op, v one value (E_SCALAR), the element at the same
+ * place of a tensor shaped as the result (E_TENSOR), or one value per
+ * channel (E_CHANNEL): a run either lies in one channel (cstride 0: a
+ * convolution's plane) or walks the channels one per element (cstride 1:
+ * a row of a linear layer's features). */
+enum { E_UNARY, E_SCALAR, E_TENSOR, E_CHANNEL };
+typedef struct {
+    int op, kind, left;
+    const float *arg;
+} hetc_step;
+
+/* One loop per op with the op a constant, so that hetc_unary1/hetc_binary1
+ * fold to the op's expression and the loop vectorizes. */
+#define HETC_EPI_U(U) case U: for (long i = 0; i < n; i++) y[i] = hetc_unary1(U, y[i]); break;
+#define HETC_EPI_B(B, A, V) case B: for (long i = 0; i < n; i++) y[i] = hetc_binary1(B, A, V); break;
+#define HETC_EPI_BINARY(A, V)                                                               \
+    switch (op) {                                                                          \
+        HETC_EPI_B(B_ADD, A, V) HETC_EPI_B(B_SUB, A, V) HETC_EPI_B(B_MUL, A, V)            \
+        HETC_EPI_B(B_DIV, A, V) HETC_EPI_B(B_MAX, A, V) HETC_EPI_B(B_MIN, A, V)            \
+        default: for (long i = 0; i < n; i++) y[i] = hetc_binary1(op, A, V);               \
+    }
+
+/* The steps on y[0, n): elements flat .. flat + n - 1 of the result, at
+ * channel chan (+ i * cstride). */
+HETC_CLONES
+static void hetc_epilogue_run(const hetc_step *ep, int nep, float *restrict y, long n, long flat,
+                              long chan, long cstride) {
+    for (int s = 0; s < nep; s++) {
+        const hetc_step *st = ep + s;
+        int op = st->op;
+        if (st->kind == E_UNARY) {
+            switch (op) {
+                HETC_EPI_U(U_RELU) HETC_EPI_U(U_NEG) HETC_EPI_U(U_ABS) HETC_EPI_U(U_SQRT)
+                HETC_EPI_U(U_RSQRT) HETC_EPI_U(U_SILU) HETC_EPI_U(U_SIGMOID)
+                HETC_EPI_U(U_GELU) HETC_EPI_U(U_GELU_TANH)
+                default: for (long i = 0; i < n; i++) y[i] = hetc_unary1(op, y[i]);
+            }
+            continue;
+        }
+        const float *restrict v = st->kind == E_TENSOR ? st->arg + flat
+                                  : st->kind == E_CHANNEL ? st->arg + chan : st->arg;
+        int each = st->kind == E_TENSOR || (st->kind == E_CHANNEL && cstride);
+        float c = v[0];
+        if (!each && st->left) HETC_EPI_BINARY(c, y[i])
+        else if (!each) HETC_EPI_BINARY(y[i], c)
+        else if (st->left) HETC_EPI_BINARY(v[i], y[i])
+        else HETC_EPI_BINARY(y[i], v[i])
+    }
+}
+
+/* The steps over a whole result of runs x run elements: run = the elements
+ * sharing one channel (cstride 0, channel = run index % channels) or one
+ * row of `channels` features (cstride 1). */
+static void k_epilogue(float *y, long runs, long run, long channels, long cstride,
+                       const hetc_step *ep, int nep) {
+    #pragma omp parallel for schedule(static) if (runs * run > 65536)
+    for (long r = 0; r < runs; r++)
+        hetc_epilogue_run(ep, nep, y + r * run, run, r * run, cstride ? 0 : r % channels,
+                          cstride);
 }
 
 /* Integer a op b as the IR defines it: wrapping add, sub and mul (computed
@@ -483,12 +592,12 @@ static void k_softmax(float *y, const float *x, long outer, long n, long inner, 
             for (long i = 0; i < n; i++) m = px[i * inner] > m ? px[i * inner] : m;
             if (m == -INFINITY) m = 0.f;
             if (log) {
-                for (long i = 0; i < n; i++) s += expf(px[i * inner] - m);
+                for (long i = 0; i < n; i++) s += hetc_expf(px[i * inner] - m);
                 float ls = logf(s);
                 for (long i = 0; i < n; i++) py[i * inner] = px[i * inner] - m - ls;
                 continue;
             }
-            for (long i = 0; i < n; i++) { py[i * inner] = expf(px[i * inner] - m); s += py[i * inner]; }
+            for (long i = 0; i < n; i++) { py[i * inner] = hetc_expf(px[i * inner] - m); s += py[i * inner]; }
             for (long i = 0; i < n; i++) py[i * inner] /= s;
         }
 }
@@ -679,6 +788,59 @@ static void k_matmul(float *restrict y, const float *a, const float *b, long B, 
     }
 }
 
+/* Attention's two products for one query on AVX-512: scores p[0, Sp) from
+ * the keys transposed to [D][Sp] (Sp: S rounded up to 16, zeros after S),
+ * 64 keys in registers across the features; and out[0, Dv) = sum_s p[s]
+ * v_s over the two segments, Dv <= 64 in registers across the keys. */
+__attribute__((target("avx512f")))
+static void hetc_scores_avx512(float *p, const float *ql, const float *kt, long Sp, long D) {
+    long s0 = 0;
+    for (; s0 + 64 <= Sp; s0 += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (long d = 0; d < D; d++) {
+            __m512 qd = _mm512_set1_ps(ql[d]);
+            const float *kd = kt + d * Sp + s0;
+            a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kd), a0);
+            a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kd + 16), a1);
+            a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kd + 32), a2);
+            a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kd + 48), a3);
+        }
+        _mm512_storeu_ps(p + s0, a0);
+        _mm512_storeu_ps(p + s0 + 16, a1);
+        _mm512_storeu_ps(p + s0 + 32, a2);
+        _mm512_storeu_ps(p + s0 + 48, a3);
+    }
+    for (; s0 < Sp; s0 += 16) {
+        __m512 a = _mm512_setzero_ps();
+        for (long d = 0; d < D; d++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(ql[d]), _mm512_loadu_ps(kt + d * Sp + s0), a);
+        _mm512_storeu_ps(p + s0, a);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void hetc_weighted_avx512(float *out, const float *p, const float *vb0, long S0,
+                                 const float *vb1, long S1, long Dv, float inv) {
+    __m512 a[4];
+    __mmask16 m[4];
+    for (int j = 0; j < 4; j++) {
+        a[j] = _mm512_setzero_ps();
+        m[j] = Dv > 16 * j ? hetc_rows16(Dv - 16 * j) : 0;
+    }
+    for (int seg = 0; seg < 2; seg++) {
+        const float *vb = seg ? vb1 : vb0, *ps = seg ? p + S0 : p;
+        long n = seg ? S1 : S0;
+        for (long s = 0; s < n; s++) {
+            __m512 w = _mm512_set1_ps(ps[s]);
+            const float *vr = vb + s * Dv;
+            for (int j = 0; j < 4; j++)
+                a[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m[j], vr + 16 * j), a[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++)
+        _mm512_mask_storeu_ps(out + 16 * j, m[j], _mm512_mul_ps(a[j], _mm512_set1_ps(inv)));
+}
+
 /* Attention on [B,H,L,D] q and [B,H,S,D] k, v: softmax(q k^T * scale [+ mask]) v;
  * causal masks keys beyond position l + offset; mask: additive f32 with key
  * axis whole, broadcast over b, h, l through strides mb, mh, ml (0 when
@@ -694,38 +856,77 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
                         const float *mask, long mb, long mh, long ml, long B, long H, long L,
                         long D, long Dv, float scale, int causal, long offset) {
     long S = S0 + S1, Hk = H / group;
+    /* several queries: the head's keys transposed once ([D][S]), so that each
+     * query's scores are a loop over contiguous keys per feature */
+    int transposed = L >= 4;
+    long Sp = (S + 15) / 16 * 16;
+    int simd = hetc_avx512 && transposed && Dv <= 64;
     #pragma omp parallel for collapse(2) schedule(static) if (B * H * L * S * D > 65536)
     for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++) {
-            float *p = malloc(sizeof(float) * S);
+            float *p = malloc(sizeof(float) * Sp * (transposed ? D + 1 : 1)), *kt = p + Sp;
             long kv = b * Hk + h / group;
             const float *qb = q + (b * H + h) * L * D;
             const float *kb0 = k0 + kv * S0 * D, *vb0 = v0 + kv * S0 * Dv;
             const float *kb1 = S1 ? k1 + kv * S1 * D : 0, *vb1 = S1 ? v1 + kv * S1 * Dv : 0;
             const float *mk = mask ? mask + b * mb + h * mh : 0;
+            if (transposed)
+                for (long s = 0; s < Sp; s++) {
+                    const float *kr = s < S0 ? kb0 + s * D : s < S ? kb1 + (s - S0) * D : 0;
+                    for (long d = 0; d < D; d++) kt[d * Sp + s] = kr ? kr[d] : 0.f;
+                }
             for (long l = 0; l < L; l++) {
+                const float *ql = qb + l * D;
+                if (simd) {
+                    hetc_scores_avx512(p, ql, kt, Sp, D);
+                } else if (transposed) {
+                    for (long s = 0; s < S; s++) p[s] = 0.f;
+                    for (long d = 0; d < D; d++) {
+                        float qd = ql[d];
+                        const float *kd = kt + d * Sp;
+                        for (long s = 0; s < S; s++) p[s] += qd * kd[s];
+                    }
+                } else {
+                    for (long s = 0; s < S; s++) {
+                        const float *kr = s < S0 ? kb0 + s * D : kb1 + (s - S0) * D;
+                        float acc = 0.f;
+                        #pragma omp simd reduction(+:acc)
+                        for (long d = 0; d < D; d++) acc += ql[d] * kr[d];
+                        p[s] = acc;
+                    }
+                }
                 float m = -INFINITY;
+                long visible = causal ? l + offset + 1 : S; /* keys past it are masked */
+                if (visible > S) visible = S;
                 for (long s = 0; s < S; s++) {
-                    const float *kr = s < S0 ? kb0 + s * D : kb1 + (s - S0) * D;
-                    float acc = 0.f;
-                    #pragma omp simd reduction(+:acc)
-                    for (long d = 0; d < D; d++) acc += qb[l * D + d] * kr[d];
-                    acc *= scale;
-                    if (causal && s > l + offset) acc = -INFINITY;
-                    if (mk) acc += mk[l * ml + s];
-                    p[s] = acc;
-                    m = acc > m ? acc : m;
+                    float v = s < visible ? p[s] * scale : -INFINITY;
+                    if (mk) v += mk[l * ml + s];
+                    p[s] = v;
+                    m = v > m ? v : m;
                 }
                 float *out = y + ((b * H + h) * L + l) * Dv, sum = 0.f;
                 for (long d = 0; d < Dv; d++) out[d] = 0.f;
                 if (m == -INFINITY) continue; /* every key masked: zeros */
-                for (long s = 0; s < S; s++) { p[s] = expf(p[s] - m); sum += p[s]; }
                 for (long s = 0; s < S; s++) {
-                    const float *vr = s < S0 ? vb0 + s * Dv : vb1 + (s - S0) * Dv;
-                    float w = p[s] / sum;
-                    #pragma omp simd
+                    p[s] = hetc_expf(p[s] - m);
+                    sum += p[s];
+                }
+                if (simd) {
+                    hetc_weighted_avx512(out, p, vb0, S0, vb1, S1, Dv, 1.f / sum);
+                    continue;
+                }
+                for (long s = 0; s < S0; s++) {
+                    float w = p[s];
+                    const float *vr = vb0 + s * Dv;
                     for (long d = 0; d < Dv; d++) out[d] += w * vr[d];
                 }
+                for (long s = 0; s < S1; s++) {
+                    float w = p[S0 + s];
+                    const float *vr = vb1 + s * Dv;
+                    for (long d = 0; d < Dv; d++) out[d] += w * vr[d];
+                }
+                float inv = 1.f / sum;
+                for (long d = 0; d < Dv; d++) out[d] *= inv;
             }
             free(p);
         }
@@ -1144,12 +1345,6 @@ static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict x
     }
 }
 
-/* Whether the AVX-512 kernels may run, decided by hetc_configure when a
- * model is loaded, not per call: hetc_avx512 (F and BW) for the float
- * panels, hetc_simd (also VNNI and VBMI: Ice Lake, Sapphire Rapids, Zen 4 and
- * newer) for the integer row blocks. HETC_X86_PORTABLE forces the portable C kernels,
- * so they are tested on AVX-512 hosts too. */
-static int hetc_simd, hetc_avx512;
 
 static void hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
@@ -1215,4 +1410,289 @@ static void k_fake_quant_rows(float *y, const float *x, long M, long K, long G) 
             float sc = hetc_group_scale(px, G), div = sc == 0.f ? 1.f : sc;
             for (long i = 0; i < G; i++) y[m * K + g * G + i] = nearbyintf(px[i] / div) * sc;
         }
+}
+
+/* ---- convolution as a GEMM over output positions ------------------------ *
+ * Dense and grouped convolutions with constant weights compute, per image
+ * and group, y[o, p] = b[o] + sum_k w[o, k] col[k, p] with k = (c, ki, kj)
+ * of the group and p = (oh, ow). Weights are packed per group in blocks of 8
+ * output channels, k-major ([block][k][8], zero rows padding each group's
+ * last block), so a tile of 8 channels x 32 positions keeps 16 accumulators
+ * in registers and each k costs two vector loads and 8 broadcasts. col is x
+ * itself for a 1x1, stride-1, unpadded convolution (rows P apart); else each
+ * thread gathers 32-position tiles of it (implicit GEMM: the whole im2col
+ * matrix never exists). */
+#define HETC_CONV_TILE 32
+
+/* The portable tile: rows (<= 8) channels x np (<= 32) positions. */
+static inline void hetc_conv_tile_portable(float *restrict y, long P, const float *restrict col,
+                                           long cs, const float *restrict wb, long K,
+                                           const float *b, int rows, long np, long flat,
+                                           long o0, const hetc_step *ep, int nep) {
+    float acc[8][HETC_CONV_TILE] = {{0}};
+    for (long k = 0; k < K; k++)
+        for (int r = 0; r < 8; r++) {
+            float wv = wb[k * 8 + r];
+            for (int j = 0; j < HETC_CONV_TILE; j++) acc[r][j] += wv * (j < np ? col[k * cs + j] : 0.f);
+        }
+    for (int r = 0; r < rows; r++) {
+        for (long j = 0; j < np; j++) y[r * P + j] = acc[r][j] + (b ? b[r] : 0.f);
+        if (nep) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * P, o0 + r, 0);
+    }
+}
+
+/* Whether every step has an AVX-512 form (hetc_epilogue_vec). */
+static int hetc_epilogue_in_registers(const hetc_step *ep, int nep) {
+    for (int s = 0; s < nep; s++) {
+        int op = ep[s].op;
+        if (ep[s].kind == E_UNARY ? !(op == U_RELU || op == U_NEG || op == U_ABS)
+                                  : op == B_POW)
+            return 0;
+    }
+    return 1;
+}
+
+/* The steps on 16 results in a register (lanes m of flat .. flat + 15, one
+ * channel), as hetc_unary1 and hetc_binary1 define them (NaN included). */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 hetc_epilogue_vec(const hetc_step *ep, int nep, __m512 y, long flat,
+                                       long chan, __mmask16 m) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int s = 0; s < nep; s++) {
+        const hetc_step *st = ep + s;
+        if (st->kind == E_UNARY) {
+            if (st->op == U_RELU) y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), zero);
+            else if (st->op == U_NEG) y = _mm512_sub_ps(zero, y);
+            else y = _mm512_abs_ps(y);
+            continue;
+        }
+        __m512 v = st->kind == E_TENSOR ? _mm512_maskz_loadu_ps(m, st->arg + flat)
+                   : _mm512_set1_ps(st->arg[st->kind == E_CHANNEL ? chan : 0]);
+        __m512 a = st->left ? v : y, b = st->left ? y : v;
+        switch (st->op) {
+        case B_ADD: y = _mm512_add_ps(a, b); break;
+        case B_SUB: y = _mm512_sub_ps(a, b); break;
+        case B_MUL: y = _mm512_mul_ps(a, b); break;
+        case B_DIV: y = _mm512_div_ps(a, b); break;
+        default: { /* max, min: a when it wins or is NaN, else b */
+            __mmask16 wins = st->op == B_MAX ? _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+                                             : _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ);
+            __mmask16 keep = wins | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+            y = _mm512_mask_mov_ps(b, keep, a);
+        }
+        }
+    }
+    return y;
+}
+
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float *restrict col,
+                                         long cs, const float *restrict wb, long K,
+                                         const float *b, int rows, long np, long flat, long o0,
+                                         const hetc_step *ep, int nep, int vec) {
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    __mmask16 m0 = hetc_rows16(np), m1 = np > 16 ? hetc_rows16(np - 16) : 0;
+    for (long k = 0; k < K; k++) {
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, col + k * cs);
+        __m512 x1 = _mm512_maskz_loadu_ps(m1, col + k * cs + 16);
+        for (int r = 0; r < 8; r++) {
+            __m512 wv = _mm512_set1_ps(wb[k * 8 + r]);
+            acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
+        __m512 v0 = _mm512_add_ps(acc[r][0], bias), v1 = _mm512_add_ps(acc[r][1], bias);
+        if (nep && vec) {
+            v0 = hetc_epilogue_vec(ep, nep, v0, flat + r * P, o0 + r, m0);
+            v1 = hetc_epilogue_vec(ep, nep, v1, flat + r * P + 16, o0 + r, m1);
+        }
+        _mm512_mask_storeu_ps(y + r * P, m0, v0);
+        _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
+        if (nep && !vec) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * P, o0 + r, 0);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void hetc_conv_tiles_avx512(float *y, long P, const float *col, long cs, const float *wp,
+                                   long K, const float *b, long og, long b0, long b1, long np,
+                                   long flat, long o0, const hetc_step *ep, int nep) {
+    int vec = hetc_epilogue_in_registers(ep, nep);
+    for (long blk = b0; blk < b1; blk++) {
+        long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
+        hetc_conv_tile_avx512(y + blk * 8 * P, P, col, cs, wp + blk * K * 8, K,
+                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * P, o0 + blk * 8,
+                              ep, nep, vec);
+    }
+}
+
+static void hetc_conv_tiles_portable(float *y, long P, const float *col, long cs,
+                                     const float *wp, long K, const float *b, long og, long b0,
+                                     long b1, long np, long flat, long o0, const hetc_step *ep,
+                                     int nep) {
+    for (long blk = b0; blk < b1; blk++) {
+        long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
+        hetc_conv_tile_portable(y + blk * 8 * P, P, col, cs, wp + blk * K * 8, K,
+                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * P, o0 + blk * 8,
+                              ep, nep);
+    }
+}
+
+/* y = conv(x, w) (+ b), NCHW, w packed as above (wp). */
+static void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
+                          const float *b, long N, long C, long H, long W, long O, long KH,
+                          long KW, long OH, long OW, long sh, long sw, long pt, long pl, long dh,
+                          long dw, long groups, const hetc_step *ep, int nep) {
+    long cg = C / groups, og = O / groups, K = cg * KH * KW, P = OH * OW;
+    long blocks = (og + 7) / 8, tiles = (P + HETC_CONV_TILE - 1) / HETC_CONV_TILE;
+    int direct = KH == 1 && KW == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && OH == H &&
+                 OW == W;
+    if (direct) {
+        /* tasks: (image, group, tile, run of blocks); runs split the blocks
+         * when there are fewer tiles than threads' worth of work */
+        long runs = tiles >= 4 * omp_get_max_threads() ? 1 : (blocks + 3) / 4;
+        #pragma omp parallel for collapse(4) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long g = 0; g < groups; g++)
+                for (long t = 0; t < tiles; t++)
+                    for (long r = 0; r < runs; r++) {
+                        long p0 = t * HETC_CONV_TILE, np = P - p0 < HETC_CONV_TILE ? P - p0
+                                                                               : HETC_CONV_TILE;
+                        long b0 = r * blocks / runs, b1 = (r + 1) * blocks / runs;
+                        const float *col = x + (n * C + g * cg) * P + p0;
+                        float *py = y + (n * O + g * og) * P + p0;
+                        const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
+                        long flat = (n * O + g * og) * P + p0, o0 = g * og;
+                        if (hetc_avx512)
+                            hetc_conv_tiles_avx512(py, P, col, P, pw, K, pb, og, b0, b1, np,
+                                                   flat, o0, ep, nep);
+                        else
+                            hetc_conv_tiles_portable(py, P, col, P, pw, K, pb, og, b0, b1, np,
+                                                     flat, o0, ep, nep);
+                    }
+        return;
+    }
+    #pragma omp parallel
+    {
+        float *col = malloc(sizeof(float) * K * HETC_CONV_TILE);
+        long ih0[HETC_CONV_TILE], iw0[HETC_CONV_TILE];
+        #pragma omp for collapse(3) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long g = 0; g < groups; g++)
+                for (long t = 0; t < tiles; t++) {
+                    long p0 = t * HETC_CONV_TILE, np = P - p0 < HETC_CONV_TILE ? P - p0
+                                                                           : HETC_CONV_TILE;
+                    for (long j = 0; j < np; j++) {
+                        ih0[j] = (p0 + j) / OW * sh - pt;
+                        iw0[j] = (p0 + j) % OW * sw - pl;
+                    }
+                    const float *px = x + (n * C + g * cg) * H * W;
+                    for (long c = 0; c < cg; c++)
+                        for (long ki = 0; ki < KH; ki++)
+                            for (long kj = 0; kj < KW; kj++) {
+                                float *row = col + ((c * KH + ki) * KW + kj) * HETC_CONV_TILE;
+                                const float *plane = px + c * H * W;
+                                for (long j = 0; j < np; j++) {
+                                    long ih = ih0[j] + ki * dh, iw = iw0[j] + kj * dw;
+                                    row[j] = ih >= 0 && ih < H && iw >= 0 && iw < W
+                                                 ? plane[ih * W + iw] : 0.f;
+                                }
+                            }
+                    float *py = y + (n * O + g * og) * P + p0;
+                    const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
+                    long flat = (n * O + g * og) * P + p0, o0 = g * og;
+                    if (hetc_avx512)
+                        hetc_conv_tiles_avx512(py, P, col, HETC_CONV_TILE, pw, K, pb, og, 0,
+                                               blocks, np, flat, o0, ep, nep);
+                    else
+                        hetc_conv_tiles_portable(py, P, col, HETC_CONV_TILE, pw, K, pb, og, 0,
+                                                 blocks, np, flat, o0, ep, nep);
+                }
+        free(col);
+    }
+}
+
+/* ---- depthwise convolution ------------------------------------------------ *
+ * One input channel per group (O = mult * C): each output plane from a
+ * zero-padded copy of its input plane (per thread), so the inner loops have
+ * no bounds tests; AVX-512 computes 16 output columns per vector for
+ * strides 1 and 2 (stride 2: the even lanes of two loads), the portable loop
+ * any stride. w is [O, KH * KW]. */
+__attribute__((target("avx512f")))
+static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const float *w, float bias,
+                                 long KH, long KW, long OH, long OW, long sh, long sw, long dh,
+                                 long dw) {
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
+                                           2, 0);
+    for (long oh = 0; oh < OH; oh++)
+        for (long ow = 0; ow < OW; ow += 16) {
+            __m512 acc = _mm512_set1_ps(bias);
+            for (long ki = 0; ki < KH; ki++) {
+                const float *row = buf + (oh * sh + ki * dh) * Wp + ow * sw;
+                for (long kj = 0; kj < KW; kj++) {
+                    const float *at = row + kj * dw;
+                    __m512 v = sw == 1 ? _mm512_loadu_ps(at)
+                                       : _mm512_permutex2var_ps(_mm512_loadu_ps(at), evens,
+                                                                _mm512_loadu_ps(at + 16));
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(w[ki * KW + kj]), v, acc);
+                }
+            }
+            _mm512_mask_storeu_ps(py + oh * OW + ow, hetc_rows16(OW - ow), acc);
+        }
+}
+
+static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const float *w,
+                                   float bias, long KH, long KW, long OH, long OW, long sh,
+                                   long sw, long dh, long dw) {
+    for (long oh = 0; oh < OH; oh++) {
+        float *out = py + oh * OW;
+        for (long ow = 0; ow < OW; ow++) out[ow] = bias;
+        for (long ki = 0; ki < KH; ki++)
+            for (long kj = 0; kj < KW; kj++) {
+                const float *row = buf + (oh * sh + ki * dh) * Wp + kj * dw;
+                float wv = w[ki * KW + kj];
+                for (long ow = 0; ow < OW; ow++) out[ow] += wv * row[ow * sw];
+            }
+    }
+}
+
+static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
+                               const float *b, long N, long C, long H, long W, long O, long KH,
+                               long KW, long OH, long OW, long sh, long sw, long pt, long pl,
+                               long dh, long dw, const hetc_step *ep, int nep) {
+    long mult = O / C;
+    /* rows and columns the windows reach, output columns rounded up to 16
+     * (and 16 more for stride 2's second load) */
+    long Hp = (OH - 1) * sh + (KH - 1) * dh + 1;
+    long Wp = ((OW + 15) / 16 * 16) * sw + (KW - 1) * dw + 16;
+    int simd = hetc_avx512 && (sw == 1 || sw == 2);
+    #pragma omp parallel
+    {
+        float *buf = malloc(sizeof(float) * Hp * Wp);
+        #pragma omp for collapse(2) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long o = 0; o < O; o++) {
+                const float *plane = x + (n * C + o / mult) * H * W;
+                for (long r = 0; r < Hp; r++) {
+                    long ih = r - pt;
+                    float *dst = buf + r * Wp;
+                    for (long j = 0; j < Wp; j++) {
+                        long iw = j - pl;
+                        dst[j] = ih >= 0 && ih < H && iw >= 0 && iw < W ? plane[ih * W + iw] : 0.f;
+                    }
+                }
+                float *py = y + (n * O + o) * OH * OW;
+                float bias = b ? b[o] : 0.f;
+                if (simd)
+                    hetc_dw_plane_avx512(py, buf, Wp, w + o * KH * KW, bias, KH, KW, OH, OW, sh,
+                                         sw, dh, dw);
+                else
+                    hetc_dw_plane_portable(py, buf, Wp, w + o * KH * KW, bias, KH, KW, OH, OW,
+                                           sh, sw, dh, dw);
+                if (nep) hetc_epilogue_run(ep, nep, py, OH * OW, (n * O + o) * OH * OW, o, 0);
+            }
+        free(buf);
+    }
 }

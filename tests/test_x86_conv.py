@@ -1,0 +1,148 @@
+"""x86 convolutions (implicit GEMM, depthwise), the fold-conv pass and fused
+epilogues: the generated C against the reference interpreter, on AVX-512
+and in portable C."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hetc.driver.api import import_model
+from hetc.ir.interpret import run_graph
+from hetc.passes.pipeline import PassManager
+
+from test_x86 import REL_TOL, both, rel_err
+
+
+class Convs(nn.Module):
+    """Every convolution path: a 7x7 stride-2 stem on 3 channels (implicit
+    GEMM), depthwise 3x3 stride 1 and 5x5 stride 2 after a TensorFlow-style
+    asymmetric pad, depthwise with a channel multiplier, stride 3 and
+    dilation 2, grouped, pointwise on positions that leave partial tiles, all
+    with batch norms and ReLU6, a per-channel scale and a residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 13, 7, stride=2, padding=3, bias=False)
+        self.bn0 = nn.BatchNorm2d(13)
+        self.dw1 = nn.Conv2d(13, 13, 3, padding=1, groups=13)
+        self.dw2 = nn.Conv2d(13, 13, 5, stride=2, groups=13, bias=False)
+        self.bn2 = nn.BatchNorm2d(13)
+        self.mult = nn.Conv2d(13, 26, 3, stride=3, dilation=2, padding=2, groups=13)
+        self.grouped = nn.Conv2d(26, 10, 3, padding=1, groups=2)
+        self.pw = nn.Conv2d(10, 37, 1)
+        self.back = nn.Conv2d(37, 10, 1, bias=False)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, 10))
+        for bn in (self.bn0, self.bn2):  # statistics a trained model would have
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        x = F.relu6(self.bn0(self.stem(x)))
+        x = F.relu6(self.dw1(x))
+        x = F.pad(x, (1, 2, 1, 2))
+        x = F.relu6(self.bn2(self.dw2(x)))
+        x = torch.relu(self.mult(x))
+        x = self.grouped(x) * self.gamma[:, None, None]
+        return x + self.back(F.silu(self.pw(x)))
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_convolutions_match_the_interpreter(portable, monkeypatch):
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = Convs().eval()
+    for shape in ((1, 3, 45, 37), (2, 3, 64, 64)):
+        inputs = (torch.randn(*shape),)
+        x86, ref = both(model, inputs)
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, shape
+        with torch.no_grad():
+            assert rel_err(x86(*inputs), model(*inputs)) < 1e-4, shape
+        kernels = x86.artifact.extra["kernels"]
+        assert kernels == {"conv2d f32": 2, "conv2d f32 depthwise": 3, "conv2d f32 1x1": 2}, \
+            kernels
+        # the batch norms and the pad went into the convolutions, the
+        # activations and the residual add into their kernels
+        ops = [op.kind for op in x86.artifact.graph.ops if op.kind != "const"]
+        assert "batch_norm" not in ops and "pad" not in ops, ops
+        assert any("elementwise ops run as epilogues" in n for n in x86.report.notes)
+
+
+def test_fold_conv_keeps_the_numbers_and_the_layer_names():
+    torch.manual_seed(0)
+    model = Convs().eval()
+    x = torch.randn(1, 3, 32, 32)
+    graph = import_model(model, (x,))
+    before = run_graph(graph, [x.numpy()])[0]
+    names = {op.attrs.get("name") for op in graph.ops if op.kind == "const"}
+    folded = PassManager.from_text("fold-conv").run(graph)
+    kinds = [op.kind for op in folded.ops]
+    assert "batch_norm" not in kinds and "pad" not in kinds
+    assert {"stem.weight", "dw2.weight"} <= names
+    kept = {op.attrs.get("name") for op in folded.ops if op.kind == "const"}
+    assert {"stem.weight", "dw2.weight"} <= kept
+    assert rel_err(run_graph(folded, [x.numpy()])[0], before) < 1e-6
+
+
+def test_fold_conv_leaves_what_it_cannot_fold():
+    """A pad with a nonzero value, one also read by another op, and a batch
+    norm after a convolution whose result is read twice stay as they are."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)
+            self.bn = nn.BatchNorm2d(4).eval()
+
+        def forward(self, x):
+            p = F.pad(x, (1, 1, 1, 1), value=1.0)
+            q = F.pad(x, (1, 1, 1, 1))
+            y = self.b(q)
+            return self.a(p) + self.bn(y) + y + q.mean()
+
+    x = torch.randn(1, 4, 9, 9)
+    graph = import_model(M().eval(), (x,))
+    before = run_graph(graph, [x.numpy()])[0]
+    folded = PassManager.from_text("fold-conv").run(graph)
+    kinds = [op.kind for op in folded.ops]
+    assert kinds.count("pad") == 2 and kinds.count("batch_norm") == 1, kinds
+    assert rel_err(run_graph(folded, [x.numpy()])[0], before) < 1e-6
+
+
+class Epilogues(nn.Module):
+    """Fused regions of every shape: a linear layer with GELU and a residual
+    add (steps after the kernel), a per-feature scale on the last axis, an
+    elementwise chain with no anchor, a step whose operand broadcasts the
+    result larger (run op by op), and an integer chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(24, 24)
+        self.scale = nn.Parameter(torch.randn(24))
+
+    def forward(self, x, n):
+        y = F.gelu(self.fc(x)) + x
+        y = y * self.scale - 0.5
+        z = torch.sigmoid(torch.exp(-x.abs()))
+        grown = torch.relu(x[:, :1, :]) + torch.zeros(3, 5, 24)
+        k = (n + 3) * 2
+        return y + z, grown, k
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_fused_epilogues_match_the_interpreter(portable, monkeypatch):
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    inputs = (torch.randn(3, 5, 24), torch.arange(6).reshape(2, 3))
+    x86, ref = both(Epilogues().eval(), inputs)
+    assert any(op.kind == "fused" for op in x86.artifact.graph.ops)
+    for got, want in zip(x86(*inputs), ref(*inputs)):
+        if want.dtype == np.int64:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert rel_err(got, want) < REL_TOL
