@@ -69,6 +69,9 @@ class Backend:
     lowerings: Mapping = {}
     #: op kind -> why the backend does not lower it
     refused: Mapping[str, str] = {}
+    #: whether compile() builds the native code (when the host can run it),
+    #: so that the first call does not pay for the C compiler
+    builds_at_compile = False
 
     def op_problem(self, op) -> str | None:
         """Why `op`, of a kind in `lowerings`, cannot be lowered (its dtypes,

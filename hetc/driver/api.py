@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from hetc.backends import get_backend, options_for
-from hetc.core.errors import HetcError, UsageError
+from hetc.core.errors import HetcError, TargetError, UsageError
 from hetc.core.progress import stderr_progress
 from hetc.core.targets import get_target
 from hetc.driver import compression_options
@@ -181,7 +181,18 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
     if tgt.name == "ref":
         notes.append("target ref runs the numpy reference interpreter")
     report = Report.of(graph, tgt.name, manager.timings, notes, ctx.decisions, summary)
-    return Module(artifact, report, backend.load)
+    module = Module(artifact, report, backend.load)
+    if backend.builds_at_compile and tgt.availability().ok:
+        # the C compiler runs now (cached by source), not on the first call;
+        # a host that cannot build (no compiler) still compiles, and running
+        # says what is missing
+        stderr_progress(0, 1, f"building the {tgt.name} code")
+        try:
+            module.prepare()
+        except TargetError:
+            pass
+        stderr_progress(1, 1, f"building the {tgt.name} code")
+    return module
 
 
 def _accuracy(graph, ctx, what, budget):

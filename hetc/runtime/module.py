@@ -127,6 +127,12 @@ class Module:
                              axis=1)
         return to_torch(seq) if is_torch(input_ids) else seq
 
+    def prepare(self):
+        """Make the executor now (native code: build it) instead of on the
+        first call; returns the module."""
+        self._executor()
+        return self
+
     def _executor(self):
         """The executor, made by the first call. Executors are safe to call
         from several threads at once (see docs/reliability.md)."""

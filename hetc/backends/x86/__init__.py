@@ -68,6 +68,7 @@ def can_build(target_name):
 class X86Backend(EmitterBackend):
     name = "x86"
     emitter = X86Emitter
+    builds_at_compile = True
 
     def lower(self, graph, target, options) -> Artifact:
         lowered = lower_graph(graph, threads())

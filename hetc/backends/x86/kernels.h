@@ -1502,16 +1502,25 @@ static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float 
             acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
         }
     }
-    for (int r = 0; r < rows; r++) {
-        __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
-        __m512 v0 = _mm512_add_ps(acc[r][0], bias), v1 = _mm512_add_ps(acc[r][1], bias);
-        if (nep && vec) {
-            v0 = hetc_epilogue_vec(ep, nep, v0, flat + r * P, o0 + r, m0);
-            v1 = hetc_epilogue_vec(ep, nep, v1, flat + r * P + 16, o0 + r, m1);
+    /* a small loop of constant trip count keeps acc in registers; the
+     * epilogue then runs on the stored rows, still in L1 */
+    for (int r = 0; r < 8; r++)
+        if (r < rows) {
+            __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
+            _mm512_mask_storeu_ps(y + r * P, m0, _mm512_add_ps(acc[r][0], bias));
+            _mm512_mask_storeu_ps(y + r * P + 16, m1, _mm512_add_ps(acc[r][1], bias));
         }
-        _mm512_mask_storeu_ps(y + r * P, m0, v0);
-        _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
-        if (nep && !vec) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * P, o0 + r, 0);
+    for (int r = 0; nep && r < rows; r++) {
+        float *row = y + r * P;
+        if (!vec) {
+            hetc_epilogue_run(ep, nep, row, np, flat + r * P, o0 + r, 0);
+            continue;
+        }
+        _mm512_mask_storeu_ps(row, m0, hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m0, row),
+                                                         flat + r * P, o0 + r, m0));
+        _mm512_mask_storeu_ps(row + 16, m1,
+                              hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + 16),
+                                                flat + r * P + 16, o0 + r, m1));
     }
 }
 
@@ -1620,24 +1629,50 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
  * no bounds tests; AVX-512 computes 16 output columns per vector for
  * strides 1 and 2 (stride 2: the even lanes of two loads), the portable loop
  * any stride. w is [O, KH * KW]. */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 hetc_dw_load(const float *at, long sw, __m512i evens) {
+    return sw == 1 ? _mm512_loadu_ps(at)
+                   : _mm512_permutex2var_ps(_mm512_loadu_ps(at), evens, _mm512_loadu_ps(at + 16));
+}
+
+/* 4 output rows at a time (independent accumulators: the FMA chain of one
+ * vector would wait on its latency), 16 columns per vector. */
 __attribute__((target("avx512f")))
 static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const float *w, float bias,
                                  long KH, long KW, long OH, long OW, long sh, long sw, long dh,
                                  long dw) {
     const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                            2, 0);
-    for (long oh = 0; oh < OH; oh++)
+    long oh = 0;
+    for (; oh + 4 <= OH; oh += 4)
+        for (long ow = 0; ow < OW; ow += 16) {
+            __m512 a0 = _mm512_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
+            for (long ki = 0; ki < KH; ki++) {
+                const float *row = buf + (oh * sh + ki * dh) * Wp + ow * sw;
+                long step = sh * Wp;
+                for (long kj = 0; kj < KW; kj++) {
+                    __m512 wv = _mm512_set1_ps(w[ki * KW + kj]);
+                    const float *at = row + kj * dw;
+                    a0 = _mm512_fmadd_ps(wv, hetc_dw_load(at, sw, evens), a0);
+                    a1 = _mm512_fmadd_ps(wv, hetc_dw_load(at + step, sw, evens), a1);
+                    a2 = _mm512_fmadd_ps(wv, hetc_dw_load(at + 2 * step, sw, evens), a2);
+                    a3 = _mm512_fmadd_ps(wv, hetc_dw_load(at + 3 * step, sw, evens), a3);
+                }
+            }
+            __mmask16 m = hetc_rows16(OW - ow);
+            _mm512_mask_storeu_ps(py + oh * OW + ow, m, a0);
+            _mm512_mask_storeu_ps(py + (oh + 1) * OW + ow, m, a1);
+            _mm512_mask_storeu_ps(py + (oh + 2) * OW + ow, m, a2);
+            _mm512_mask_storeu_ps(py + (oh + 3) * OW + ow, m, a3);
+        }
+    for (; oh < OH; oh++)
         for (long ow = 0; ow < OW; ow += 16) {
             __m512 acc = _mm512_set1_ps(bias);
             for (long ki = 0; ki < KH; ki++) {
                 const float *row = buf + (oh * sh + ki * dh) * Wp + ow * sw;
-                for (long kj = 0; kj < KW; kj++) {
-                    const float *at = row + kj * dw;
-                    __m512 v = sw == 1 ? _mm512_loadu_ps(at)
-                                       : _mm512_permutex2var_ps(_mm512_loadu_ps(at), evens,
-                                                                _mm512_loadu_ps(at + 16));
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(w[ki * KW + kj]), v, acc);
-                }
+                for (long kj = 0; kj < KW; kj++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(w[ki * KW + kj]),
+                                          hetc_dw_load(row + kj * dw, sw, evens), acc);
             }
             _mm512_mask_storeu_ps(py + oh * OW + ow, hetc_rows16(OW - ow), acc);
         }
@@ -1675,13 +1710,18 @@ static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const
         for (long n = 0; n < N; n++)
             for (long o = 0; o < O; o++) {
                 const float *plane = x + (n * C + o / mult) * H * W;
+                /* rows: zeros, then pl zeros, the input row, zeros */
+                long lead = pl < Wp ? pl : Wp, copy = W < Wp - lead ? W : Wp - lead;
                 for (long r = 0; r < Hp; r++) {
                     long ih = r - pt;
                     float *dst = buf + r * Wp;
-                    for (long j = 0; j < Wp; j++) {
-                        long iw = j - pl;
-                        dst[j] = ih >= 0 && ih < H && iw >= 0 && iw < W ? plane[ih * W + iw] : 0.f;
+                    if (ih < 0 || ih >= H) {
+                        memset(dst, 0, sizeof(float) * Wp);
+                        continue;
                     }
+                    memset(dst, 0, sizeof(float) * lead);
+                    memcpy(dst + lead, plane + ih * W, sizeof(float) * copy);
+                    memset(dst + lead + copy, 0, sizeof(float) * (Wp - lead - copy));
                 }
                 float *py = y + (n * O + o) * OH * OW;
                 float bias = b ? b[o] : 0.f;
