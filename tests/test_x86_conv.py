@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import hetc
+
 from hetc.driver.api import import_model
 from hetc.ir.interpret import run_graph
 from hetc.passes.pipeline import PassManager
@@ -146,3 +148,39 @@ def test_fused_epilogues_match_the_interpreter(portable, monkeypatch):
             np.testing.assert_array_equal(got, want)
         else:
             assert rel_err(got, want) < REL_TOL
+
+
+@pytest.mark.parametrize("sparsity", [None, "2:4"])
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, portable,
+                                                                  monkeypatch):
+    """A graph whose convolutions carry int8 activations (act_group, as the
+    fpga pipeline makes them) compiled for x86: 1x1 convolutions run the
+    integer row-block kernel over pixels (2:4 weights packed, only the kept
+    values read), the 3x3 one quantizes its input and convolves in floats."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(8, 32, 1), nn.ReLU(),
+                                      nn.Conv2d(32, 16, 3, padding=1), nn.Conv2d(16, 64, 1),
+                                      nn.ReLU(), nn.Conv2d(64, 40, 1))
+            self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, 40)[:, None, None])
+
+        def forward(self, x):  # a per-channel step in the last kernel's epilogue
+            return self.body(x) * self.gamma
+
+    model = Net().eval()
+    x = torch.randn(2, 8, 9, 7)
+    graph = hetc.compile(model, "fpga", (x,), sparsity=sparsity, precision="int8").artifact.graph
+    assert all(op.attrs.get("act_group") for op in graph.ops if op.kind == "conv2d")
+    module = hetc.compile(graph, "x86")
+    want = run_graph(module.artifact.graph, [x.numpy()])[0]
+    assert rel_err(module(x.numpy()), want) < REL_TOL
+    pattern = "2:4 " if sparsity else ""
+    assert module.artifact.extra["kernels"] == {
+        f"conv2d 1x1 int8 act x {pattern}int8 g8": 1, f"conv2d 1x1 int8 act x {pattern}int8 g16": 1,
+        f"conv2d 1x1 int8 act x {pattern}int8 g64": 1, "conv2d f32 (act emulated)": 1}

@@ -20,8 +20,7 @@ from hetc.backends.c.emitter import Emitter, Lowered
 from hetc.backends.c.kv_view import KVView, attention_views
 from hetc.backends.c.plan import slice_reads
 from hetc.backends.c.quant import integer_codes, integer_weight, stored_scales, weight_scales
-from hetc.backends.c.shapes import (CONV_INT8_ACTIVATIONS, index_problem, mask_problem,
-                                    matmul_problem)
+from hetc.backends.c.shapes import index_problem, mask_problem, matmul_problem
 from hetc.backends.c.text import float_literal, string_literal
 from hetc.backends.c.values import (
     CTYPE,
@@ -108,7 +107,6 @@ RULES = {
     "attention": _attention_problem,
     "matmul": matmul_problem,
     "batch_norm": _batch_norm_problem,
-    "conv2d": lambda op: CONV_INT8_ACTIVATIONS if op.attrs.get("act_group") else None,
 }
 
 
@@ -443,30 +441,70 @@ def _conv2d(e, op, epilogue=None):
     pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
     dh, dw = op.attrs.get("dilation", (1, 1))
     groups = op.attrs.get("groups", 1)
+    act = op.attrs.get("act_group", 0)
     shape = (f"{x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[0]}, "
              f"{w.shape[2]}, {w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, "
              f"{dh}, {dw}")
-    wv = op.inputs[1]
-    if wv.producer is None or wv.producer.kind != "const":
-        e.count("conv2d f32, computed weight (generic loop)")
-        e.emit(f"k_conv2d({e.ptr[op.output]}, {e.val(op.inputs[0])}, {e.val(wv)}, {b}, "
-               f"{shape}, {groups});")
-        return False
     # the steps run per output channel plane: operands per channel or per element
     ran = epilogue is not None and epilogue.axis in (None, 1)
     steps = epilogue.args(e) if ran else "0, 0"
+    wv = op.inputs[1]
+    if act and _conv1x1_int8(e, op, b, steps):
+        return ran
+    xin = e.val(op.inputs[0])
+    if act:  # no integer kernel for this convolution: the same numbers in floats
+        xin = f"((float *)(A + {e.scratch(4 * x.numel)}))"
+        e.emit(f"k_fake_quant_pixels({xin}, {e.val(op.inputs[0])}, {x.shape[0]}, {x.shape[1]}, "
+               f"{x.shape[2] * x.shape[3]}, {act});")
+    emulated = " (act emulated)" if act else ""
+    if wv.producer is None or wv.producer.kind != "const":
+        e.count("conv2d f32, computed weight (generic loop)")
+        e.emit(f"k_conv2d({e.ptr[op.output]}, {xin}, {e.val(wv)}, {b}, {shape}, {groups});")
+        return False
     data = np.asarray(load_const(wv.producer, e.g), np.float32)
     if groups > 1 and w.shape[1] == 1:
-        e.count("conv2d f32 depthwise")
+        e.count("conv2d f32 depthwise" + emulated)
         off = e.blob.add(np.ascontiguousarray(data.reshape(w.shape[0], -1)))
-        e.emit(f"k_conv2d_depthwise({e.ptr[op.output]}, {e.val(op.inputs[0])}, "
-               f"(const float *)(W + {off}), {b}, {shape}, {steps});")
+        e.emit(f"k_conv2d_depthwise({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), "
+               f"{b}, {shape}, {steps});")
         return ran
-    e.count("conv2d f32 1x1" if w.shape[2:] == (1, 1) else "conv2d f32")
+    e.count(("conv2d f32 1x1" if w.shape[2:] == (1, 1) else "conv2d f32") + emulated)
     off = e.blob.add(conv_blocks(data, groups))
-    e.emit(f"k_conv2d_gemm({e.ptr[op.output]}, {e.val(op.inputs[0])}, "
-           f"(const float *)(W + {off}), {b}, {shape}, {groups}, {steps});")
+    e.emit(f"k_conv2d_gemm({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), {b}, {shape}, "
+           f"{groups}, {steps});")
     return ran
+
+
+def _conv1x1_int8(e, op, b, steps):
+    """A 1x1, stride-1, unpadded convolution with int8 activations and
+    integer weights in row blocks (N:M along the channels included): the
+    integer linear kernel over pixels (k_conv1x1_rb). False when it is not one."""
+    x, w = op.inputs[:2]
+    n, c, h, wd = x.type.shape
+    o = w.type.shape[0]
+    q = integer_weight(w, axis=1)
+    if w.type.shape[2:] != (1, 1) or op.attrs.get("groups", 1) != 1 or \
+            tuple(op.attrs.get("stride", (1, 1))) != (1, 1) or \
+            any(op.attrs.get("padding", (0, 0, 0, 0))) or q is None or \
+            op.attrs["act_group"] != q[2]:
+        return False
+    blocks = row_blocks(w, q, axis=1)
+    if blocks is None:
+        return False
+    name, bits, group = q
+    nn, mm = blocks
+    codes = integer_codes(e, name).reshape(o, c)
+    packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
+    scales = stored_scales(e, name, o, c // group, 1, 1).reshape(o, c // group)
+    half = int(scales.dtype == np.float16)
+    scales = e.blob.add(in_lanes(scales))
+    p = h * wd
+    need = 4 * round_up(n * p * c) + 4 * round_up(n * p * o) + token_scratch_bytes(n * p, c, group)
+    e.count(f"conv2d 1x1 int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{group}")
+    e.emit(f"k_conv1x1_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
+           f"{b}, {n}, {c}, {p}, {o}, {group}, {bits}, {nn}, {mm}, A + {e.scratch(need)}, "
+           f"{steps});")
+    return True
 
 
 #: lowerings that run a fused region's epilogue steps inside their kernel:
@@ -620,14 +658,15 @@ def token_scratch_bytes(m, k, group):
     return round_up(m * k) + 64 + round_up(4 * m * (k // group))
 
 
-def row_blocks(w, q):
+def row_blocks(w, q, axis=-1):
     """(N, M) for the row-block integer kernel (kernels.h, k_linear_rb): the
-    weight's N:M pattern along its input axis when the kernel can skip the
-    dropped values, else (4, 4), dense, zeros stored. None when the groups do
-    not fit the kernel's steps (those layers run in floats)."""
+    weight's N:M pattern along its input axis (`axis`) when the kernel can
+    skip the dropped values, else (4, 4), dense, zeros stored. None when the
+    groups do not fit the kernel's steps (those layers run in floats)."""
     _, bits, group = q
     nm = w.type.nm
-    for nn, mm in ([(nm.n, nm.m)] if nm is not None and nm.axis % w.type.rank == w.type.rank - 1
+    rank = w.type.rank
+    for nn, mm in ([(nm.n, nm.m)] if nm is not None and nm.axis % rank == axis % rank
                    else []) + [(4, 4)]:
         width = 4 * mm // nn
         if 4 % nn == 0 and mm <= 16 and width <= 16 and group % (width * (2 if bits == 4

@@ -1736,3 +1736,56 @@ static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const
         free(buf);
     }
 }
+
+/* ---- 1x1 convolutions with int8 activations --------------------------------- *
+ * A 1x1, stride-1, unpadded convolution is a linear layer over pixels: x
+ * [N, C, P] is transposed to P-major rows (one token per pixel), the integer
+ * row-block kernel (k_linear_rb, int8 per pixel and channel group, as the
+ * conv2d op's act_group defines) gives [N * P, O], transposed back to NCHW
+ * with the epilogue steps on each output plane. Scratch: the two transposed
+ * copies, then what k_linear_rb needs. */
+static void hetc_transpose(float *restrict dst, const float *restrict src, long rows, long cols) {
+    /* dst[c][r] = src[r][c], in 32 x 32 blocks */
+    #pragma omp parallel for collapse(2) schedule(static) if (rows * cols > 65536)
+    for (long r0 = 0; r0 < rows; r0 += 32)
+        for (long c0 = 0; c0 < cols; c0 += 32)
+            for (long r = r0; r < r0 + 32 && r < rows; r++)
+                for (long c = c0; c < c0 + 32 && c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
+static void k_conv1x1_rb(float *restrict y, const float *restrict x,
+                         const uint8_t *restrict packed, const void *restrict sw, int half,
+                         const float *b, long N, long C, long P, long O, long G, int bits,
+                         int nn, int mm, unsigned char *scratch, const hetc_step *ep, int nep) {
+    float *xt = (float *)scratch, *yt = xt + (N * P * C + 15) / 16 * 16;
+    unsigned char *rest = (unsigned char *)(yt + (N * P * O + 15) / 16 * 16);
+    for (long n = 0; n < N; n++) hetc_transpose(xt + n * P * C, x + n * C * P, C, P);
+    k_linear_rb(yt, xt, packed, sw, half, b, N * P, O, C, G, bits, nn, mm, rest);
+    for (long n = 0; n < N; n++) hetc_transpose(y + n * O * P, yt + n * P * O, P, O);
+    if (nep) {
+        #pragma omp parallel for schedule(static) if (N * O * P > 65536)
+        for (long i = 0; i < N * O; i++)
+            hetc_epilogue_run(ep, nep, y + i * P, P, i * P, i % O, 0);
+    }
+}
+
+/* x quantized and dequantized per pixel and group of G channels (NCHW), for
+ * convolutions with int8 activations that no integer kernel takes: the
+ * same numbers, computed in floats. */
+static void k_fake_quant_pixels(float *restrict y, const float *restrict x, long N, long C,
+                                long P, long G) {
+    #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 65536)
+    for (long n = 0; n < N; n++)
+        for (long p = 0; p < P; p++)
+            for (long g = 0; g < C / G; g++) {
+                const float *px = x + (n * C + g * G) * P + p;
+                float m = 0.f;
+                for (long c = 0; c < G; c++) {
+                    float a = fabsf(px[c * P]);
+                    m = a > m ? a : m;
+                }
+                float sc = m / 127.f, div = sc == 0.f ? 1.f : sc;
+                float *py = y + (n * C + g * G) * P + p;
+                for (long c = 0; c < G; c++) py[c * P] = nearbyintf(px[c * P] / div) * sc;
+            }
+}
