@@ -10,14 +10,15 @@ eager, ONNX Runtime and OpenVINO, side by side in one process.
 - all-MiniLM-L6-v2 with its pretrained weights, batch 1, 128 tokens of real
   text; agreement: cosine of the mean-pooled embedding with PyTorch's.
 
-Every runner gets 2 threads. ONNX Runtime runs the TorchScript export (the
-exporter with the faster graph for these models here) with every graph
+Every runner gets 2 threads and keeps its runtime's default thread waiting
+(as a user's loop of calls would). ONNX Runtime runs the TorchScript export
+(the exporter with the faster graph for these models here) with every graph
 optimization; OpenVINO compiles the same ONNX file with
 INFERENCE_PRECISION_HINT=f32 (its CPU plugin otherwise computes in bf16 on
-this CPU). hetc rows: f32, and int8 weights (+ int8 activations where x86 has
-integer kernels: linear layers; convolutions keep f32 activations on x86).
-Runners take turns call by call for `rounds` rounds; the table shows medians
-and ratios to OpenVINO f32 and to hetc f32.
+this CPU). hetc rows: f32, and int8 weights (+ int8 activations where x86
+uses them: linear layers; x86 keeps f32 activations for convolutions). Each
+runner makes `repeat` calls back to back, the runners take turns for three
+rounds; the table shows medians and ratios to OpenVINO f32 and to hetc f32.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
-# runners alternate call by call: none may keep spinning on the cores
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -97,7 +96,6 @@ def ort_runner(path, names):
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     return lambda *xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
 

@@ -1441,6 +1441,39 @@ static inline void hetc_conv_tile_portable(float *restrict y, long P, const floa
     }
 }
 
+/* Whether the steps are a clamp (ReLU, ReLU6, max/min with constants): then
+ * y -> min(max(y, *lo), *hi), a composition folded step by step (after
+ * max(c): lo = max(lo, c), hi = max(hi, c); after min(c): hi = min(hi, c),
+ * lo = min(lo, hi)); vmaxps/vminps keep y's NaN as hetc_binary1 does. */
+static int hetc_epilogue_clamp(const hetc_step *ep, int nep, float *lo, float *hi) {
+    float a = -INFINITY, b = INFINITY;
+    for (int s = 0; s < nep; s++) {
+        const hetc_step *st = ep + s;
+        float c;
+        int op;
+        if (st->kind == E_UNARY && st->op == U_RELU) {
+            c = 0.f;
+            op = B_MAX;
+        } else if (st->kind == E_SCALAR && (st->op == B_MAX || st->op == B_MIN)) {
+            c = st->arg[0];
+            op = st->op;
+        } else {
+            return 0;
+        }
+        if (c != c) return 0;
+        if (op == B_MAX) {
+            a = a > c ? a : c;
+            b = b > c ? b : c;
+        } else {
+            b = b < c ? b : c;
+            a = a < b ? a : b;
+        }
+    }
+    *lo = a;
+    *hi = b;
+    return 1;
+}
+
 /* Whether every step has an AVX-512 form (hetc_epilogue_vec). */
 static int hetc_epilogue_in_registers(const hetc_step *ep, int nep) {
     for (int s = 0; s < nep; s++) {
@@ -1466,6 +1499,17 @@ static inline __m512 hetc_epilogue_vec(const hetc_step *ep, int nep, __m512 y, l
             else y = _mm512_abs_ps(y);
             continue;
         }
+        if (st->kind != E_TENSOR && (st->op == B_MAX || st->op == B_MIN)) {
+            /* vmaxps/vminps give their second operand when either is NaN:
+             * y's NaN stays, as hetc_binary1 keeps it; a NaN bound (rare)
+             * takes the general form below */
+            float c = st->arg[st->kind == E_CHANNEL ? chan : 0];
+            if (c == c) {
+                y = st->op == B_MAX ? _mm512_max_ps(_mm512_set1_ps(c), y)
+                                    : _mm512_min_ps(_mm512_set1_ps(c), y);
+                continue;
+            }
+        }
         __m512 v = st->kind == E_TENSOR ? _mm512_maskz_loadu_ps(m, st->arg + flat)
                    : _mm512_set1_ps(st->arg[st->kind == E_CHANNEL ? chan : 0]);
         __m512 a = st->left ? v : y, b = st->left ? y : v;
@@ -1489,7 +1533,8 @@ __attribute__((target("avx512f"), always_inline))
 static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float *restrict col,
                                          long cs, const float *restrict wb, long K,
                                          const float *b, int rows, long np, long flat, long o0,
-                                         const hetc_step *ep, int nep, int vec) {
+                                         const hetc_step *ep, int nep, int vec, __m512 lo,
+                                         __m512 hi) {
     __m512 acc[8][2];
     for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     __mmask16 m0 = hetc_rows16(np), m1 = np > 16 ? hetc_rows16(np - 16) : 0;
@@ -1502,13 +1547,17 @@ static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float 
             acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
         }
     }
-    /* a small loop of constant trip count keeps acc in registers; the
-     * epilogue then runs on the stored rows, still in L1 */
+    /* a small loop of constant trip count keeps acc in registers (a clamp
+     * epilogue, lo/hi, costs two instructions there); other epilogues then
+     * run on the stored rows, still in L1 */
     for (int r = 0; r < 8; r++)
         if (r < rows) {
             __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
-            _mm512_mask_storeu_ps(y + r * P, m0, _mm512_add_ps(acc[r][0], bias));
-            _mm512_mask_storeu_ps(y + r * P + 16, m1, _mm512_add_ps(acc[r][1], bias));
+            __m512 v0 = _mm512_add_ps(acc[r][0], bias), v1 = _mm512_add_ps(acc[r][1], bias);
+            v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
+            v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
+            _mm512_mask_storeu_ps(y + r * P, m0, v0);
+            _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
         }
     for (int r = 0; nep && r < rows; r++) {
         float *row = y + r * P;
@@ -1528,12 +1577,14 @@ __attribute__((target("avx512f")))
 static void hetc_conv_tiles_avx512(float *y, long P, const float *col, long cs, const float *wp,
                                    long K, const float *b, long og, long b0, long b1, long np,
                                    long flat, long o0, const hetc_step *ep, int nep) {
+    float lo = -INFINITY, hi = INFINITY;
+    if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
     int vec = hetc_epilogue_in_registers(ep, nep);
     for (long blk = b0; blk < b1; blk++) {
         long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
         hetc_conv_tile_avx512(y + blk * 8 * P, P, col, cs, wp + blk * K * 8, K,
                               b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * P, o0 + blk * 8,
-                              ep, nep, vec);
+                              ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
     }
 }
 
@@ -1561,14 +1612,42 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
     if (direct) {
         /* tasks: (image, group, tile, run of blocks); runs split the blocks
          * when there are fewer tiles than threads' worth of work */
-        long runs = tiles >= 4 * omp_get_max_threads() ? 1 : (blocks + 3) / 4;
+        if (tiles <= 4) {
+            /* few positions (7x7, 14x14 planes): the tasks are blocks of
+             * channels and each runs every tile, so its weights are read
+             * from memory once, then from cache */
+            #pragma omp parallel for collapse(3) schedule(static)
+            for (long n = 0; n < N; n++)
+                for (long g = 0; g < groups; g++)
+                    for (long blk = 0; blk < blocks; blk++)
+                        for (long t = 0; t < tiles; t++) {
+                            long p0 = t * HETC_CONV_TILE;
+                            long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
+                            const float *col = x + (n * C + g * cg) * P + p0;
+                            float *py = y + (n * O + g * og) * P + p0;
+                            const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
+                            long flat = (n * O + g * og) * P + p0, o0 = g * og;
+                            if (hetc_avx512)
+                                hetc_conv_tiles_avx512(py, P, col, P, pw, K, pb, og, blk, blk + 1,
+                                                       np, flat, o0, ep, nep);
+                            else
+                                hetc_conv_tiles_portable(py, P, col, P, pw, K, pb, og, blk,
+                                                         blk + 1, np, flat, o0, ep, nep);
+                        }
+            return;
+        }
+        /* tasks: (image, group, tile, run of blocks): a tile's columns stay in
+         * cache while the blocks of its run pass over them; runs split the
+         * blocks when there are too few tiles to share out evenly */
+        long runs = (8 * omp_get_max_threads() + tiles - 1) / tiles;
+        runs = runs < 1 ? 1 : runs > blocks ? blocks : runs;
         #pragma omp parallel for collapse(4) schedule(static)
         for (long n = 0; n < N; n++)
             for (long g = 0; g < groups; g++)
                 for (long t = 0; t < tiles; t++)
                     for (long r = 0; r < runs; r++) {
-                        long p0 = t * HETC_CONV_TILE, np = P - p0 < HETC_CONV_TILE ? P - p0
-                                                                               : HETC_CONV_TILE;
+                        long p0 = t * HETC_CONV_TILE;
+                        long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
                         long b0 = r * blocks / runs, b1 = (r + 1) * blocks / runs;
                         const float *col = x + (n * C + g * cg) * P + p0;
                         float *py = y + (n * O + g * og) * P + p0;
@@ -1640,7 +1719,8 @@ static inline __m512 hetc_dw_load(const float *at, long sw, __m512i evens) {
 __attribute__((target("avx512f")))
 static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const float *w, float bias,
                                  long KH, long KW, long OH, long OW, long sh, long sw, long dh,
-                                 long dw) {
+                                 long dw, float lo_, float hi_) {
+    const __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_); /* a clamp epilogue */
     const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                            2, 0);
     long oh = 0;
@@ -1660,10 +1740,13 @@ static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const flo
                 }
             }
             __mmask16 m = hetc_rows16(OW - ow);
-            _mm512_mask_storeu_ps(py + oh * OW + ow, m, a0);
-            _mm512_mask_storeu_ps(py + (oh + 1) * OW + ow, m, a1);
-            _mm512_mask_storeu_ps(py + (oh + 2) * OW + ow, m, a2);
-            _mm512_mask_storeu_ps(py + (oh + 3) * OW + ow, m, a3);
+            _mm512_mask_storeu_ps(py + oh * OW + ow, m, _mm512_min_ps(hi, _mm512_max_ps(lo, a0)));
+            _mm512_mask_storeu_ps(py + (oh + 1) * OW + ow, m,
+                                  _mm512_min_ps(hi, _mm512_max_ps(lo, a1)));
+            _mm512_mask_storeu_ps(py + (oh + 2) * OW + ow, m,
+                                  _mm512_min_ps(hi, _mm512_max_ps(lo, a2)));
+            _mm512_mask_storeu_ps(py + (oh + 3) * OW + ow, m,
+                                  _mm512_min_ps(hi, _mm512_max_ps(lo, a3)));
         }
     for (; oh < OH; oh++)
         for (long ow = 0; ow < OW; ow += 16) {
@@ -1674,7 +1757,8 @@ static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const flo
                     acc = _mm512_fmadd_ps(_mm512_set1_ps(w[ki * KW + kj]),
                                           hetc_dw_load(row + kj * dw, sw, evens), acc);
             }
-            _mm512_mask_storeu_ps(py + oh * OW + ow, hetc_rows16(OW - ow), acc);
+            _mm512_mask_storeu_ps(py + oh * OW + ow, hetc_rows16(OW - ow),
+                                  _mm512_min_ps(hi, _mm512_max_ps(lo, acc)));
         }
 }
 
@@ -1703,6 +1787,8 @@ static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const
     long Hp = (OH - 1) * sh + (KH - 1) * dh + 1;
     long Wp = ((OW + 15) / 16 * 16) * sw + (KW - 1) * dw + 16;
     int simd = hetc_avx512 && (sw == 1 || sw == 2);
+    float lo = -INFINITY, hi = INFINITY;
+    int clamp = simd && nep && hetc_epilogue_clamp(ep, nep, &lo, &hi); /* in registers */
     #pragma omp parallel
     {
         float *buf = malloc(sizeof(float) * Hp * Wp);
@@ -1727,11 +1813,12 @@ static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const
                 float bias = b ? b[o] : 0.f;
                 if (simd)
                     hetc_dw_plane_avx512(py, buf, Wp, w + o * KH * KW, bias, KH, KW, OH, OW, sh,
-                                         sw, dh, dw);
+                                         sw, dh, dw, lo, hi);
                 else
                     hetc_dw_plane_portable(py, buf, Wp, w + o * KH * KW, bias, KH, KW, OH, OW,
                                            sh, sw, dh, dw);
-                if (nep) hetc_epilogue_run(ep, nep, py, OH * OW, (n * O + o) * OH * OW, o, 0);
+                if (nep && !clamp)
+                    hetc_epilogue_run(ep, nep, py, OH * OW, (n * O + o) * OH * OW, o, 0);
             }
         free(buf);
     }
