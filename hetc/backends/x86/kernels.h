@@ -606,14 +606,18 @@ static void k_softmax(float *y, const float *x, long outer, long n, long inner, 
 HETC_CLONES
 static void k_norm(float *y, const float *x, const float *w, const float *b, long rows, long n,
                    float eps, int rms) {
+    /* sums in double, vectorized (omp simd: their order is free) */
+    #pragma omp parallel for schedule(static) if (rows * n > 32768)
     for (long r = 0; r < rows; r++) {
         const float *px = x + r * n;
         float *py = y + r * n;
         double mean = 0.0, var = 0.0;
         if (!rms) {
+            #pragma omp simd reduction(+:mean)
             for (long i = 0; i < n; i++) mean += px[i];
             mean /= n;
         }
+        #pragma omp simd reduction(+:var)
         for (long i = 0; i < n; i++) { double d = px[i] - mean; var += d * d; }
         float inv = 1.f / sqrtf((float)(var / n) + eps), mu = (float)mean;
         for (long i = 0; i < n; i++) {
@@ -818,12 +822,40 @@ static void hetc_scores_avx512(float *p, const float *ql, const float *kt, long 
     }
 }
 
+/* A query's softmax numerators in place on AVX-512: scores scaled, keys from
+ * `visible` on masked (causal), the additive mask row added; returns their
+ * sum and the max in *m (-inf: every key masked). NaN scores are skipped
+ * by the max, as the portable loop does (vmaxps gives its second operand). */
 __attribute__((target("avx512f")))
-static void hetc_weighted_avx512(float *out, const float *p, const float *vb0, long S0,
-                                 const float *vb1, long S1, long Dv, float inv) {
+static float hetc_softmax_avx512(float *p, long S, float scale, long visible, const float *mrow,
+                                 float *m_out) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 vm = ninf;
+    for (long s0 = 0; s0 < S; s0 += 16) {
+        __mmask16 in = hetc_rows16(S - s0);
+        __mmask16 vis = visible > s0 ? hetc_rows16(visible - s0) : 0;
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(in, p + s0), _mm512_set1_ps(scale));
+        v = _mm512_mask_mov_ps(ninf, vis, v);
+        if (mrow) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(in, mrow + s0));
+        _mm512_mask_storeu_ps(p + s0, in, v);
+        vm = _mm512_mask_max_ps(vm, in, v, vm);
+    }
+    float m = _mm512_reduce_max_ps(vm);
+    *m_out = m;
+    if (m == -INFINITY) return 0.f;
+    for (long s = 0; s < S; s++) p[s] = hetc_expf(p[s] - m);
+    __m512 acc = _mm512_setzero_ps();
+    for (long s0 = 0; s0 < S; s0 += 16)
+        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(hetc_rows16(S - s0), p + s0));
+    return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_weighted_nv(float *out, const float *p, const float *vb0, long S0,
+                                    const float *vb1, long S1, long Dv, float inv, const int nv) {
     __m512 a[4];
     __mmask16 m[4];
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < nv; j++) {
         a[j] = _mm512_setzero_ps();
         m[j] = Dv > 16 * j ? hetc_rows16(Dv - 16 * j) : 0;
     }
@@ -833,12 +865,22 @@ static void hetc_weighted_avx512(float *out, const float *p, const float *vb0, l
         for (long s = 0; s < n; s++) {
             __m512 w = _mm512_set1_ps(ps[s]);
             const float *vr = vb + s * Dv;
-            for (int j = 0; j < 4; j++)
+            for (int j = 0; j < nv; j++)
                 a[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m[j], vr + 16 * j), a[j]);
         }
     }
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < nv; j++)
         _mm512_mask_storeu_ps(out + 16 * j, m[j], _mm512_mul_ps(a[j], _mm512_set1_ps(inv)));
+}
+
+/* (value vectors: a constant count after inlining, so the accumulators stay
+ * in registers) */
+__attribute__((target("avx512f")))
+static void hetc_weighted_avx512(float *out, const float *p, const float *vb0, long S0,
+                                 const float *vb1, long S1, long Dv, float inv) {
+    if (Dv <= 16) hetc_weighted_nv(out, p, vb0, S0, vb1, S1, Dv, inv, 1);
+    else if (Dv <= 32) hetc_weighted_nv(out, p, vb0, S0, vb1, S1, Dv, inv, 2);
+    else hetc_weighted_nv(out, p, vb0, S0, vb1, S1, Dv, inv, 4);
 }
 
 /* Attention on [B,H,L,D] q and [B,H,S,D] k, v: softmax(q k^T * scale [+ mask]) v;
@@ -898,6 +940,17 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
                 float m = -INFINITY;
                 long visible = causal ? l + offset + 1 : S; /* keys past it are masked */
                 if (visible > S) visible = S;
+                if (simd) {
+                    float *out = y + ((b * H + h) * L + l) * Dv;
+                    float sum = hetc_softmax_avx512(p, S, scale, visible,
+                                                    mk ? mk + l * ml : 0, &m);
+                    if (m == -INFINITY) { /* every key masked: zeros */
+                        for (long d = 0; d < Dv; d++) out[d] = 0.f;
+                        continue;
+                    }
+                    hetc_weighted_avx512(out, p, vb0, S0, vb1, S1, Dv, 1.f / sum);
+                    continue;
+                }
                 for (long s = 0; s < S; s++) {
                     float v = s < visible ? p[s] * scale : -INFINITY;
                     if (mk) v += mk[l * ml + s];
@@ -910,10 +963,6 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
                 for (long s = 0; s < S; s++) {
                     p[s] = hetc_expf(p[s] - m);
                     sum += p[s];
-                }
-                if (simd) {
-                    hetc_weighted_avx512(out, p, vb0, S0, vb1, S1, Dv, 1.f / sum);
-                    continue;
                 }
                 for (long s = 0; s < S0; s++) {
                     float w = p[s];
@@ -1130,15 +1179,18 @@ static void hetc_linear_panel_portable(float *restrict y, const float *restrict 
 /* A token group's int8 scale, max |x| / 127 (0 for an all-zero group). */
 static inline float hetc_group_scale(const float *px, long G) {
     float mx = 0.f;
+    #pragma omp simd reduction(max:mx)
     for (long i = 0; i < G; i++) mx = fabsf(px[i]) > mx ? fabsf(px[i]) : mx;
     return mx / 127.f;
 }
 
 /* q = rint(x / s) per token and group, stored as q + shift (0, or 128 for
  * the row-block kernels' unsigned bytes); s per token and group in `s`. */
+HETC_CLONES
 static void hetc_quantize_rows(const float *x, long M, long K, long G, uint8_t *q, float *s,
                                int shift) {
     long groups = K / G;
+    #pragma omp parallel for schedule(static) if (M * K > 32768)
     for (long m = 0; m < M; m++)
         for (long g = 0; g < groups; g++) {
             const float *px = x + m * K + g * G;
