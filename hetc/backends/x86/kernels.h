@@ -792,14 +792,16 @@ static void k_matmul(float *restrict y, const float *a, const float *b, long B, 
     }
 }
 
-/* Attention's two products for one query on AVX-512: scores p[0, Sp) from
- * the keys transposed to [D][Sp] (Sp: S rounded up to 16, zeros after S),
+/* Attention's two products for one query on AVX-512: scores p[0, upto) (a
+ * multiple of 16, <= Sp) from the keys transposed to [D][Sp] (Sp: S rounded
+ * up to 16, zeros after S),
  * 64 keys in registers across the features; and out[0, Dv) = sum_s p[s]
  * v_s over the two segments, Dv <= 64 in registers across the keys. */
 __attribute__((target("avx512f")))
-static void hetc_scores_avx512(float *p, const float *ql, const float *kt, long Sp, long D) {
+static void hetc_scores_avx512(float *p, const float *ql, const float *kt, long Sp, long D,
+                               long upto) {
     long s0 = 0;
-    for (; s0 + 64 <= Sp; s0 += 64) {
+    for (; s0 + 64 <= upto; s0 += 64) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (long d = 0; d < D; d++) {
             __m512 qd = _mm512_set1_ps(ql[d]);
@@ -814,7 +816,7 @@ static void hetc_scores_avx512(float *p, const float *ql, const float *kt, long 
         _mm512_storeu_ps(p + s0 + 32, a2);
         _mm512_storeu_ps(p + s0 + 48, a3);
     }
-    for (; s0 < Sp; s0 += 16) {
+    for (; s0 < upto; s0 += 16) {
         __m512 a = _mm512_setzero_ps();
         for (long d = 0; d < D; d++)
             a = _mm512_fmadd_ps(_mm512_set1_ps(ql[d]), _mm512_loadu_ps(kt + d * Sp + s0), a);
@@ -919,9 +921,22 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
                 }
             for (long l = 0; l < L; l++) {
                 const float *ql = qb + l * D;
-                if (simd) {
-                    hetc_scores_avx512(p, ql, kt, Sp, D);
-                } else if (transposed) {
+                long visible = causal ? l + offset + 1 : S; /* keys past it are masked */
+                visible = visible > S ? S : visible < 0 ? 0 : visible;
+                if (simd) { /* only the keys a causal query sees */
+                    float *out = y + ((b * H + h) * L + l) * Dv, m;
+                    hetc_scores_avx512(p, ql, kt, Sp, D, (visible + 15) / 16 * 16);
+                    float sum = hetc_softmax_avx512(p, visible, scale, visible,
+                                                    mk ? mk + l * ml : 0, &m);
+                    if (m == -INFINITY) { /* every key masked: zeros */
+                        for (long d = 0; d < Dv; d++) out[d] = 0.f;
+                        continue;
+                    }
+                    long n0 = visible < S0 ? visible : S0;
+                    hetc_weighted_avx512(out, p, vb0, n0, vb1, visible - n0, Dv, 1.f / sum);
+                    continue;
+                }
+                if (transposed) {
                     for (long s = 0; s < S; s++) p[s] = 0.f;
                     for (long d = 0; d < D; d++) {
                         float qd = ql[d];
@@ -938,19 +953,6 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
                     }
                 }
                 float m = -INFINITY;
-                long visible = causal ? l + offset + 1 : S; /* keys past it are masked */
-                if (visible > S) visible = S;
-                if (simd) {
-                    float *out = y + ((b * H + h) * L + l) * Dv;
-                    float sum = hetc_softmax_avx512(p, S, scale, visible,
-                                                    mk ? mk + l * ml : 0, &m);
-                    if (m == -INFINITY) { /* every key masked: zeros */
-                        for (long d = 0; d < Dv; d++) out[d] = 0.f;
-                        continue;
-                    }
-                    hetc_weighted_avx512(out, p, vb0, S0, vb1, S1, Dv, 1.f / sum);
-                    continue;
-                }
                 for (long s = 0; s < S; s++) {
                     float v = s < visible ? p[s] * scale : -INFINITY;
                     if (mk) v += mk[l * ml + s];
