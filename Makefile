@@ -52,6 +52,7 @@ bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/prefill.py
 	$(PY) benchmarks/decode.py
 
 # Target cuda on a machine with an NVIDIA GPU and a CUDA build of torch: the
