@@ -142,12 +142,13 @@ def test_packed_nm_kernels_match_the_interpreter(pattern, precision, portable, m
 def test_float_weight_panels_match_the_interpreter(precision, portable, monkeypatch):
     """Constant float weights run the panel kernel (16 rows per panel,
     k-major; bf16 weights stay 16-bit): partial last panels, an odd
-    panel count and every token remainder, on AVX-512 and in portable C."""
+    panel count, every token remainder, and batches of 16 or more (three
+    panels per pass), on AVX-512 and in portable C."""
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(40, 37), nn.ReLU(), nn.Linear(37, 50))
-    for batch in (1, 3, 13):
+    for batch in (1, 3, 13, 37):
         inputs = (torch.randn(batch, 40),)
         x86, ref = both(model, inputs, **({} if precision == "f32" else {"precision": precision}))
         assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch

@@ -1080,17 +1080,17 @@ static inline __m512 hetc_panel_load(const void *w, long i, const int kind) {
     return _mm512_loadu_ps((const float *)w + i);
 }
 
-/* P panels (1 or 2) from panel p0 x T tokens (T, P, kind constants after inlining). */
+/* P panels (1 to 3) from panel p0 x T tokens (T, P, kind constants after inlining). */
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void hetc_panel_tile(float *restrict y, const float *restrict x, const void *w,
                                    const float *b, long p0, const int P, long N, long K,
                                    const int kind, long m0, const int T) {
-    __m512 acc[8][2];
+    __m512 acc[8][3];
     for (int t = 0; t < T; t++)
         for (int q = 0; q < P; q++) acc[t][q] = _mm512_setzero_ps();
     const float *xt = x + m0 * K;
     for (long k = 0; k < K; k++) {
-        __m512 wv[2];
+        __m512 wv[3];
         for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((p0 + q) * K + k) * 16, kind);
         for (int t = 0; t < T; t++) {
             __m512 xb = _mm512_set1_ps(xt[t * K + k]);
@@ -1110,14 +1110,24 @@ __attribute__((target("avx512f,avx512bw")))
 static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x, const void *w,
                                      int kind, const float *b, long M, long N, long K) {
     long panels = (N + 15) / 16;
+    /* several passes of 8 tokens: three panels per pass (24 accumulators,
+     * 3 weight loads and 8 broadcasts per 24 FMAs); few tokens: two, so
+     * that more threads share a small layer's weights */
+    int width = M >= 16 ? 3 : 2;
+    long groups = (panels + width - 1) / width;
     #pragma omp parallel for schedule(static) if (N * K > 65536)
-    for (long pair = 0; pair < (panels + 1) / 2; pair++) {
-        long p0 = 2 * pair;
-        int two = p0 + 1 < panels;
-        if (kind && two) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 1);
-        else if (kind) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 1);
-        else if (two) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 0);
-        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 0);
+    for (long gi = 0; gi < groups; gi++) {
+        long p0 = gi * width;
+        long left = panels - p0 < width ? panels - p0 : width;
+        if (kind) {
+            if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 3, N, K, 1);
+            else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 1);
+            else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 1);
+        } else {
+            if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 3, N, K, 0);
+            else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 0);
+            else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 0);
+        }
     }
 }
 
