@@ -21,7 +21,7 @@ class Convs(nn.Module):
     """Every convolution path: a 7x7 stride-2 stem on 3 channels (implicit
     GEMM), depthwise 3x3 stride 1 and 5x5 stride 2 after a TensorFlow-style
     asymmetric pad, depthwise with a channel multiplier, stride 3 and
-    dilation 2, grouped, pointwise on positions that leave partial tiles, all
+    dilation 2, grouped and dilated, pointwise on positions that leave partial tiles, all
     with batch norms and ReLU6, a per-channel scale and a residual add."""
 
     def __init__(self):
@@ -32,7 +32,7 @@ class Convs(nn.Module):
         self.dw2 = nn.Conv2d(13, 13, 5, stride=2, groups=13, bias=False)
         self.bn2 = nn.BatchNorm2d(13)
         self.mult = nn.Conv2d(13, 26, 3, stride=3, dilation=2, padding=2, groups=13)
-        self.grouped = nn.Conv2d(26, 10, 3, padding=1, groups=2)
+        self.grouped = nn.Conv2d(26, 10, 3, padding=2, dilation=2, groups=2)
         self.pw = nn.Conv2d(10, 37, 1)
         self.back = nn.Conv2d(37, 10, 1, bias=False)
         self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, 10))

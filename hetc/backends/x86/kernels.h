@@ -1729,27 +1729,39 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
     #pragma omp parallel
     {
         float *col = malloc(sizeof(float) * K * HETC_CONV_TILE);
-        long ih0[HETC_CONV_TILE], iw0[HETC_CONV_TILE];
         #pragma omp for collapse(3) schedule(static)
         for (long n = 0; n < N; n++)
             for (long g = 0; g < groups; g++)
                 for (long t = 0; t < tiles; t++) {
                     long p0 = t * HETC_CONV_TILE, np = P - p0 < HETC_CONV_TILE ? P - p0
                                                                            : HETC_CONV_TILE;
-                    for (long j = 0; j < np; j++) {
-                        ih0[j] = (p0 + j) / OW * sh - pt;
-                        iw0[j] = (p0 + j) % OW * sw - pl;
-                    }
                     const float *px = x + (n * C + g * cg) * H * W;
+                    /* the tile's positions as runs along output rows: each
+                     * (c, ki, kj) row of col is, per run, zeros, a strided
+                     * copy of one input row, zeros */
                     for (long c = 0; c < cg; c++)
                         for (long ki = 0; ki < KH; ki++)
                             for (long kj = 0; kj < KW; kj++) {
                                 float *row = col + ((c * KH + ki) * KW + kj) * HETC_CONV_TILE;
                                 const float *plane = px + c * H * W;
-                                for (long j = 0; j < np; j++) {
-                                    long ih = ih0[j] + ki * dh, iw = iw0[j] + kj * dw;
-                                    row[j] = ih >= 0 && ih < H && iw >= 0 && iw < W
-                                                 ? plane[ih * W + iw] : 0.f;
+                                for (long j = 0; j < np;) {
+                                    long oh = (p0 + j) / OW, ow = (p0 + j) % OW;
+                                    long run = OW - ow < np - j ? OW - ow : np - j;
+                                    long ih = oh * sh - pt + ki * dh, iw0 = ow * sw - pl + kj * dw;
+                                    long lo = 0, hi = 0; /* run indices inside the row */
+                                    if (ih >= 0 && ih < H) {
+                                        lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+                                        hi = iw0 >= W ? 0 : (W - iw0 + sw - 1) / sw;
+                                        lo = lo < run ? lo : run;
+                                        hi = hi < run ? hi : run;
+                                        hi = hi > lo ? hi : lo;
+                                    }
+                                    const float *xr = lo < hi ? plane + ih * W + iw0 : plane;
+                                    float *r = row + j;
+                                    for (long i = 0; i < lo; i++) r[i] = 0.f;
+                                    for (long i = lo; i < hi; i++) r[i] = xr[i * sw];
+                                    for (long i = hi; i < run; i++) r[i] = 0.f;
+                                    j += run;
                                 }
                             }
                     float *py = y + (n * O + g * og) * P + p0;
