@@ -728,25 +728,42 @@ static inline void hetc_q_block_tile(float *restrict y, const float *restrict x,
     __m512 acc[8];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (long g0 = 0; g0 < K; g0 += G) {
-        __m512 gacc[8];
-        for (int t = 0; t < T; t++) gacc[t] = _mm512_setzero_ps();
+        /* CH independent sums per token (few tokens: one sum would wait on
+         * the FMA latency at every step), added up at the group's end */
+        const int CH = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+        __m512 ch[4][8], gacc[8];
+        for (int c = 0; c < CH; c++)
+            for (int t = 0; t < T; t++) ch[c][t] = _mm512_setzero_ps();
+        long k = g0;
         if (bits == 4) {
-            for (long k = g0; k < g0 + G; k += 2) {
-                __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blkc + k * 8)));
-                __m512 w0 = _mm512_permutexvar_ps(idx, codes4);
-                __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), codes4);
-                for (int t = 0; t < T; t++) {
-                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k]), w0, gacc[t]);
-                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k + 1]), w1, gacc[t]);
+            for (; k < g0 + G; k += 2 * CH) /* chain c takes k + 2c and k + 2c + 1 */
+                for (int c = 0; c < CH; c++) {
+                    long kk = k + 2 * c;
+                    if (kk >= g0 + G) break;
+                    __m512i idx = _mm512_cvtepu8_epi32(
+                        _mm_loadu_si128((const __m128i *)(blkc + kk * 8)));
+                    __m512 w0 = _mm512_permutexvar_ps(idx, codes4);
+                    __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), codes4);
+                    for (int t = 0; t < T; t++) {
+                        ch[c][t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + kk]), w0, ch[c][t]);
+                        ch[c][t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + kk + 1]), w1,
+                                                   ch[c][t]);
+                    }
                 }
-            }
         } else {
-            for (long k = g0; k < g0 + G; k++) {
-                __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                    _mm_loadu_si128((const __m128i *)(blkc + k * 16))));
-                for (int t = 0; t < T; t++)
-                    gacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + k]), w, gacc[t]);
-            }
+            for (; k < g0 + G; k += CH)
+                for (int c = 0; c < CH; c++) {
+                    long kk = k + c;
+                    if (kk >= g0 + G) break;
+                    __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(blkc + kk * 16))));
+                    for (int t = 0; t < T; t++)
+                        ch[c][t] = _mm512_fmadd_ps(_mm512_set1_ps(xt[t * K + kk]), w, ch[c][t]);
+                }
+        }
+        for (int t = 0; t < T; t++) {
+            gacc[t] = ch[0][t];
+            for (int c = 1; c < CH; c++) gacc[t] = _mm512_add_ps(gacc[t], ch[c][t]);
         }
         __m512 sv = _mm512_loadu_ps(sblk + g0 / G * 16);
         for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(gacc[t], sv, acc[t]);
