@@ -106,14 +106,15 @@ class Backend:
 
 def op_problems(graph, lowerings, refused=None, why=lambda op: None) -> list:
     """A support table applied to `graph` and the bodies inside it: for each
-    op (constants aside) `op #i kind (%result)`, with the reason from
+    op (constants aside) `op #i kind (%result)` (`#i.j` inside op #i's
+    body), with the reason from
     `refused`, none when the kind has no lowering, or `why(op)`'s for a
     lowered kind it gives one for. A fused region's ops are judged with the
     region's operands (regions.Seen): its weights are constants there."""
     refused = refused or {}
     out = []
 
-    def judge(i, op):
+    def judge(at, op):
         if op.kind in refused:
             reason = refused[op.kind]
         elif op.kind in lowerings:
@@ -122,16 +123,16 @@ def op_problems(graph, lowerings, refused=None, why=lambda op: None) -> list:
                 return
         else:
             reason = ""
-        out.append(f"op #{i} {op.kind} (%{op.outputs[0].name})" +
+        out.append(f"op #{at} {op.kind} (%{op.outputs[0].name})" +
                    (f": {reason}" if reason else ""))
 
     for i, op in enumerate(graph.ops):
         if op.kind == "const":
             continue
         judge(i, op)
-        if op.body is not None:
+        if op.body is not None:  # op #i.j: the j-th op of op #i's body
             for j, inner in enumerate(seen_body(op)):
-                judge(j, inner)
+                judge(f"{i}.{j}", inner)
     return out
 
 
