@@ -184,3 +184,17 @@ def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, port
     assert module.artifact.extra["kernels"] == {
         f"conv2d 1x1 int8 act x {pattern}int8 g8": 1, f"conv2d 1x1 int8 act x {pattern}int8 g16": 1,
         f"conv2d 1x1 int8 act x {pattern}int8 g64": 1, "conv2d f32 (act emulated)": 1}
+
+
+def test_a_convolution_with_a_computed_weight_is_named_in_the_report():
+    """A weight computed at run time has no packed kernel: the plain loop
+    runs (matching the interpreter) and the report says which layers."""
+
+    class M(nn.Module):
+        def forward(self, x, w):
+            return F.conv2d(x, w * 2.0, padding=1)
+
+    inputs = (torch.randn(1, 3, 9, 9), torch.randn(4, 3, 3, 3))
+    x86, ref = both(M(), inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert any("1 layer(s) run a generic loop" in n for n in x86.report.notes), x86.report.notes

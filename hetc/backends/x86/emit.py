@@ -62,6 +62,8 @@ PAD_MODES = {"constant": "P_CONSTANT", "reflect": "P_REFLECT", "edge": "P_EDGE",
 INT_OPS = {"add", "sub", "mul", "div", "maximum", "minimum", "cumsum", "neg", "abs", "relu",
            "sign"}
 INT_KERNEL = {"i64": "int64_t", "i32": "int32_t"}
+#: marks a kernel label whose layers run a plain loop (the report says so)
+GENERIC = "generic loop"
 
 
 def _all_dtype(values, name, what):
@@ -458,7 +460,7 @@ def _conv2d(e, op, epilogue=None):
                f"{x.shape[2] * x.shape[3]}, {act});")
     emulated = " (act emulated)" if act else ""
     if wv.producer is None or wv.producer.kind != "const":
-        e.count("conv2d f32, computed weight (generic loop)")
+        e.count(f"conv2d f32, computed weight ({GENERIC})")
         e.emit(f"k_conv2d({e.ptr[op.output]}, {xin}, {e.val(wv)}, {b}, {shape}, {groups});")
         return False
     data = np.asarray(load_const(wv.producer, e.g), np.float32)
@@ -788,10 +790,15 @@ class X86Emitter(Emitter):
         return [f"omp_set_num_threads({self.threads});"]
 
     def notes(self):
-        if not self.fused_ops:
-            return []
-        return [f"fused: {self.fused_ops} elementwise ops run as epilogues of the kernel before "
-                f"them (passes/fuse.py)"]
+        notes = []
+        if self.fused_ops:
+            notes.append(f"fused: {self.fused_ops} elementwise ops run as epilogues of the "
+                         f"kernel before them (passes/fuse.py)")
+        slow = {k: n for k, n in self.kernels.items() if GENERIC in k}
+        if slow:
+            notes.append(f"{sum(slow.values())} layer(s) run a generic loop, not a vector "
+                         f"kernel: " + ", ".join(f"{k} x{n}" for k, n in slow.items()))
+        return notes
 
 
 def lower_graph(graph, threads=2, emitter=X86Emitter) -> Lowered:
