@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
@@ -43,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import hetc  # noqa: E402
 from families import SMOLLM2_GGUF, KVStep, package_dir, smollm2  # noqa: E402
+from timing import measure  # noqa: E402
 
 THREADS = 2
 HETC_CONFIGS = [
@@ -175,20 +174,6 @@ def llama_cpp_runner(context):
         llm.n_tokens = context - 1  # eval drops cache cells from here on
         llm.eval([17])
     return run
-
-
-def measure(runners, repeat, rounds=3):
-    """Each runner decodes `repeat` tokens back to back (after one warm-up
-    call), the runners take turns `rounds` times; median seconds per token."""
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run()
-            for _ in range(repeat):
-                t = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():

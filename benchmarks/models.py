@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import hetc  # noqa: E402
 from families import crop, efficientnet_lite0, minilm, photos  # noqa: E402
+from timing import measure  # noqa: E402
 
 THREADS = 2
 TEXT = ("hetc compiles PyTorch and ONNX models for four kinds of hardware. Passes choose, layer by "
@@ -129,18 +129,6 @@ def agreement(key, run, want_run, inputs, extra):
     return f"cosine {float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)):.5f}"
 
 
-def measure(runners, inputs, repeat, rounds=3):
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run(*inputs)
-            for _ in range(repeat):
-                t = time.perf_counter()
-                run(*inputs)
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench(key, repeat):
     title, make = MODELS[key]
     model, inputs, extra = make()
@@ -156,7 +144,7 @@ def bench(key, repeat):
             runners[name], build[name], module = hetc_runner(model, inputs, options)
             if name == "hetc f32":
                 kernels = module.artifact.extra["kernels"]
-        times = measure(runners, inputs, repeat)
+        times = measure(runners, repeat, args=inputs)
         agree = {name: agreement(key, run, runners["PyTorch eager"], inputs, extra)
                  for name, run in runners.items()}
     ov, own = times["OpenVINO f32"], times["hetc f32"]

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HETC_THREADS", "2")
@@ -33,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import hetc  # noqa: E402
 from families import SMOLLM2_GGUF, package_dir, smollm2  # noqa: E402
+from timing import measure  # noqa: E402
 
 THREADS = 2
 HETC_CONFIGS = [
@@ -76,18 +75,6 @@ def llama_cpp_runner(ids):
         llm.reset()  # an empty cache: the whole prompt again
         llm.eval(tokens)
     return run
-
-
-def measure(runners, repeat, rounds=3):
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run()
-            for _ in range(repeat):
-                t = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
