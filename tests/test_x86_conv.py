@@ -198,3 +198,12 @@ def test_a_convolution_with_a_computed_weight_is_named_in_the_report():
     x86, ref = both(M(), inputs)
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     assert any("1 layer(s) run a generic loop" in n for n in x86.report.notes), x86.report.notes
+
+
+def test_an_elementwise_chain_of_any_length_is_one_pass():
+    """A chain without an anchor over a prime number of elements above 4096
+    (runs of 4096, a shorter last one): one kernel and its epilogue."""
+    inputs = (torch.randn(4099),)
+    x86, ref = both(nn.Sequential(nn.Tanh(), nn.ReLU(), nn.Sigmoid()).eval(), inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert "k_epilogue(" in x86.sources["model.c"]

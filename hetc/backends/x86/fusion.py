@@ -114,17 +114,17 @@ def _after(e, ep):
     """The epilogue as one pass over the first op's result (k_epilogue)."""
     shape = ep.first.output.type.shape or (1,)
     numel = math.prod(shape)
-    if ep.axis is None:
-        run = math.gcd(numel, 4096)
-        runs, channels, cstride = numel // run, 1, 0
+    if ep.axis is None:  # runs of 4096, the last one shorter
+        run = min(numel, 4096)
+        runs, channels, cstride = -(-numel // run), 1, 0
     elif ep.axis == len(shape) - 1:
         run = shape[-1]
         runs, channels, cstride = numel // run, run, 1
     else:
         run = math.prod(shape[ep.axis + 1:])
         runs, channels, cstride = numel // run, shape[ep.axis], 0
-    e.emit(f"k_epilogue({e.ptr[ep.first.output]}, {runs}, {run}, {channels}, {cstride}, "
-           f"{ep.args(e)});")
+    e.emit(f"k_epilogue({e.ptr[ep.first.output]}, {numel}, {runs}, {run}, {channels}, "
+           f"{cstride}, {ep.args(e)});")
 
 
 def _one_by_one(e, op):

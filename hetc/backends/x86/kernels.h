@@ -201,15 +201,18 @@ static void hetc_epilogue_run(const hetc_step *ep, int nep, float *restrict y, l
     }
 }
 
-/* The steps over a whole result of runs x run elements: run = the elements
- * sharing one channel (cstride 0, channel = run index % channels) or one
- * row of `channels` features (cstride 1). */
-static void k_epilogue(float *y, long runs, long run, long channels, long cstride,
+/* The steps over a whole result of n elements in runs of `run` (the last
+ * one shorter when run does not divide n): run = the elements sharing one
+ * channel (cstride 0, channel = run index % channels) or one row of
+ * `channels` features (cstride 1). */
+static void k_epilogue(float *y, long n, long runs, long run, long channels, long cstride,
                        const hetc_step *ep, int nep) {
-    #pragma omp parallel for schedule(static) if (runs * run > 65536)
-    for (long r = 0; r < runs; r++)
-        hetc_epilogue_run(ep, nep, y + r * run, run, r * run, cstride ? 0 : r % channels,
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (long r = 0; r < runs; r++) {
+        long len = n - r * run < run ? n - r * run : run;
+        hetc_epilogue_run(ep, nep, y + r * run, len, r * run, cstride ? 0 : r % channels,
                           cstride);
+    }
 }
 
 /* Integer a op b as the IR defines it: wrapping add, sub and mul (computed
