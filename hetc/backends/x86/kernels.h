@@ -1697,7 +1697,7 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
         /* tasks: (image, group, tile, run of blocks); runs split the blocks
          * when there are fewer tiles than threads' worth of work */
         if (tiles <= 4) {
-            /* few positions (7x7, 14x14 planes): the tasks are blocks of
+            /* few positions (up to 128: 7x7 planes): the tasks are blocks of
              * channels and each runs every tile, so its weights are read
              * from memory once, then from cache */
             #pragma omp parallel for collapse(3) schedule(static)
