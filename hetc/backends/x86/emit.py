@@ -493,16 +493,12 @@ def _conv1x1_int8(e, op, b, steps):
     blocks = row_blocks(w, q, axis=1)
     if blocks is None:
         return False
-    name, bits, group = q
+    _, bits, group = q
     nn, mm = blocks
-    codes = integer_codes(e, name).reshape(o, c)
-    packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
-    scales = stored_scales(e, name, o, c // group, 1, 1).reshape(o, c // group)
-    half = int(scales.dtype == np.float16)
-    scales = e.blob.add(in_lanes(scales))
+    packed, scales, half = packed_row_blocks(e, w, q, blocks)
     p = h * wd
     need = 4 * round_up(n * p * c) + 4 * round_up(n * p * o) + token_scratch_bytes(n * p, c, group)
-    e.count(f"conv2d 1x1 int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{group}")
+    e.count("conv2d 1x1 " + row_block_label(q, blocks))
     e.emit(f"k_conv1x1_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
            f"{b}, {n}, {c}, {p}, {o}, {group}, {bits}, {nn}, {mm}, A + {e.scratch(need)}, "
            f"{steps});")
@@ -605,14 +601,9 @@ def _linear(e, op):
     x, w, b, m, n, k, act, q = o.x, o.w, o.bias, o.m, o.n, o.k, o.act, o.q
     blocks = row_blocks(w, q) if act and q is not None and act == q[2] else None
     if blocks is not None:
-        _, bits, group = q
-        nn, mm = blocks
-        codes = integer_codes(e, q[0])
-        packed = e.blob.add(pack_row_blocks(codes, bits, nn, mm))
-        scales = stored_scales(e, q[0], n, k // group)
-        half = int(scales.dtype == np.float16)
-        scales = e.blob.add(in_lanes(scales))
-        e.count(f"linear int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{act}")
+        bits, (nn, mm) = q[1], blocks
+        packed, scales, half = packed_row_blocks(e, w, q, blocks)
+        e.count("linear " + row_block_label(q, blocks))
         e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
                f"{b}, {m}, {n}, {k}, {act}, {bits}, {nn}, {mm}, "
                f"A + {e.scratch(token_scratch_bytes(m, k, act))});")
@@ -675,6 +666,24 @@ def row_blocks(w, q, axis=-1):
                                                                             else 1)) == 0:
             return nn, mm
     return None
+
+
+def packed_row_blocks(e, w, q, blocks):
+    """Blob offsets of integer weight w's codes in row blocks (its rows by
+    the rest of its axes) and of its scales in lanes, and whether those are
+    f16: what k_linear_rb reads."""
+    name, bits, group = q
+    rows, k, *window = w.type.shape  # a 1x1 convolution's window: [1, 1]
+    codes = integer_codes(e, name).reshape(rows, -1)
+    scales = stored_scales(e, name, rows, k // group, *window).reshape(rows, -1)
+    return (e.blob.add(pack_row_blocks(codes, bits, *blocks)), e.blob.add(in_lanes(scales)),
+            int(scales.dtype == np.float16))
+
+
+def row_block_label(q, blocks):
+    """The kernels entry of a row-block layer (after its op kind)."""
+    (_, bits, group), (nn, mm) = q, blocks
+    return f"int8 act x {f'{nn}:{mm} ' if nn != mm else ''}int{bits} g{group}"
 
 
 def rows_of_16(a):

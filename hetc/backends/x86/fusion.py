@@ -72,7 +72,7 @@ def _step(op, chain, shape):
 def epilogue(op) -> Epilogue | None:
     """How fused `op` runs as one kernel and an epilogue, or None."""
     body = op.body
-    outer = dict(zip(body.inputs, op.inputs))
+    outer = outer_values(op)
     ops = body.ops
     if not ops or body.outputs[0] is not ops[-1].output or any(len(o.outputs) != 1 for o in ops):
         return None
@@ -88,7 +88,7 @@ def epilogue(op) -> Epilogue | None:
     if len(axes) > 1:
         return None
     steps = [(init, outer.get(v, v) if v is not None else None) for init, v in steps]
-    first = Seen(ops[0], {**outer, ops[0].output: op.output})  # writes the region's result
+    first = Seen(ops[0], {**outer, ops[0].output: op.output})  # it writes the region's result
     return Epilogue(first, steps, axes.pop() if axes else None)
 
 

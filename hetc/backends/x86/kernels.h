@@ -1684,6 +1684,21 @@ static void hetc_conv_tiles_portable(float *y, long P, const float *col, long cs
     }
 }
 
+/* Blocks b0..b1 of image n and group g on the tile of np positions from p0,
+ * its columns in col (rows cs apart). */
+static void hetc_conv_task(float *y, const float *col, long cs, const float *wp, const float *b,
+                           long O, long P, long K, long og, long blocks, long n, long g, long p0,
+                           long np, long b0, long b1, const hetc_step *ep, int nep) {
+    long flat = (n * O + g * og) * P + p0;
+    const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
+    if (hetc_avx512)
+        hetc_conv_tiles_avx512(y + flat, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og, ep,
+                               nep);
+    else
+        hetc_conv_tiles_portable(y + flat, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og,
+                                 ep, nep);
+}
+
 /* y = conv(x, w) (+ b), NCHW, w packed as above (wp). */
 static void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
                           const float *b, long N, long C, long H, long W, long O, long KH,
@@ -1694,8 +1709,6 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
     int direct = KH == 1 && KW == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && OH == H &&
                  OW == W;
     if (direct) {
-        /* tasks: (image, group, tile, run of blocks); runs split the blocks
-         * when there are fewer tiles than threads' worth of work */
         if (tiles <= 4) {
             /* few positions (up to 128: 7x7 planes): the tasks are blocks of
              * channels and each runs every tile, so its weights are read
@@ -1707,16 +1720,8 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
                         for (long t = 0; t < tiles; t++) {
                             long p0 = t * HETC_CONV_TILE;
                             long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-                            const float *col = x + (n * C + g * cg) * P + p0;
-                            float *py = y + (n * O + g * og) * P + p0;
-                            const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
-                            long flat = (n * O + g * og) * P + p0, o0 = g * og;
-                            if (hetc_avx512)
-                                hetc_conv_tiles_avx512(py, P, col, P, pw, K, pb, og, blk, blk + 1,
-                                                       np, flat, o0, ep, nep);
-                            else
-                                hetc_conv_tiles_portable(py, P, col, P, pw, K, pb, og, blk,
-                                                         blk + 1, np, flat, o0, ep, nep);
+                            hetc_conv_task(y, x + (n * C + g * cg) * P + p0, P, wp, b, O, P, K,
+                                           og, blocks, n, g, p0, np, blk, blk + 1, ep, nep);
                         }
             return;
         }
@@ -1732,17 +1737,9 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
                     for (long r = 0; r < runs; r++) {
                         long p0 = t * HETC_CONV_TILE;
                         long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-                        long b0 = r * blocks / runs, b1 = (r + 1) * blocks / runs;
-                        const float *col = x + (n * C + g * cg) * P + p0;
-                        float *py = y + (n * O + g * og) * P + p0;
-                        const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
-                        long flat = (n * O + g * og) * P + p0, o0 = g * og;
-                        if (hetc_avx512)
-                            hetc_conv_tiles_avx512(py, P, col, P, pw, K, pb, og, b0, b1, np,
-                                                   flat, o0, ep, nep);
-                        else
-                            hetc_conv_tiles_portable(py, P, col, P, pw, K, pb, og, b0, b1, np,
-                                                     flat, o0, ep, nep);
+                        hetc_conv_task(y, x + (n * C + g * cg) * P + p0, P, wp, b, O, P, K, og,
+                                       blocks, n, g, p0, np, r * blocks / runs,
+                                       (r + 1) * blocks / runs, ep, nep);
                     }
         return;
     }
@@ -1784,15 +1781,8 @@ static void k_conv2d_gemm(float *restrict y, const float *restrict x, const floa
                                     j += run;
                                 }
                             }
-                    float *py = y + (n * O + g * og) * P + p0;
-                    const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
-                    long flat = (n * O + g * og) * P + p0, o0 = g * og;
-                    if (hetc_avx512)
-                        hetc_conv_tiles_avx512(py, P, col, HETC_CONV_TILE, pw, K, pb, og, 0,
-                                               blocks, np, flat, o0, ep, nep);
-                    else
-                        hetc_conv_tiles_portable(py, P, col, HETC_CONV_TILE, pw, K, pb, og, 0,
-                                                 blocks, np, flat, o0, ep, nep);
+                    hetc_conv_task(y, col, HETC_CONV_TILE, wp, b, O, P, K, og, blocks, n, g, p0,
+                                   np, 0, blocks, ep, nep);
                 }
         free(col);
     }
