@@ -50,6 +50,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/import_time.py
+	$(PY) benchmarks/search_time.py
 	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/prefill.py

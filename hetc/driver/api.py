@@ -151,7 +151,8 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         raise UsageError(f"accuracy_metric must be a callable scoring a model, got "
                          f"{type(accuracy_metric).__name__}")
 
-    ctx = PassContext(target=tgt, progress=stderr_progress)
+    ctx = PassContext(target=tgt, progress=stderr_progress, metric=accuracy_metric is not None,
+                      evaluator=compression_options.Evaluators())
     what = ""  # what the accuracy budget bounds, once measurable
     if compress:
         text = ",".join(t for t in (text, compress, "dce") if t)
@@ -168,6 +169,7 @@ def compile(model, target="ref", example_inputs=None, pipeline=None, *, input_sh
         stream=ir_stream, dump_dir=ir_dump_dir)
     graph = manager.run(graph, ctx)
     notes = list(graph.notes) + [f"pipeline: {text or '(empty)'}"] + ctx.notes
+    notes += [f"calibration samples ran on {what}" for what in ctx.evaluator.used]
     if spec is not None and compress and calibration is None:
         notes.append(CALIBRATION_NOTE)
     summary = {}

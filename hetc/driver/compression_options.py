@@ -13,10 +13,13 @@ per-layer search under the accuracy budget.
 from __future__ import annotations
 
 from hetc.backends.ref import BACKEND as ref
-from hetc.core.errors import UsageError
+from hetc.core.errors import TargetError, UsageError
 from hetc.core.targets import get_target
 from hetc.passes.accuracy import output_error
+from hetc.passes.layers import multiply_adds
+from hetc.passes.pipeline import PassContext, PassManager
 from hetc.runtime.convert import to_numpy
+from hetc.runtime.evaluator import interpreted
 from hetc.runtime.module import Module
 
 DEFAULT_BUDGET = 0.01  # largest relative L2 output error allowed against the uncompressed model
@@ -182,3 +185,45 @@ def measure(reference, held_out, metric=None):
         raise UsageError(f"accuracy_metric scored the uncompressed model {base!r}: a relative "
                          f"increase needs a positive score (lower is better, e.g. perplexity)")
     return (lambda graph: score(graph) / base - 1.0), f"metric increase (uncompressed {base:.6g})"
+
+
+def _for_speed(graph):
+    """The rewrites of x86's pipeline that keep every weight as it is stored:
+    RMSNorm raised, elementwise chains and epilogues fused."""
+    return PassManager.from_text("raise-patterns{linear=false},fuse").run(graph, PassContext())
+
+
+#: multiply-adds (per run times runs) from which calibration runs on an x86
+#: build rather than in the interpreter: about 10 s of numpy, more than a
+#: build of the generated C takes
+BUILD_FROM = 5e10
+
+
+class Evaluators:
+    """The evaluators compression passes run calibration samples on
+    (PassContext.evaluator): an x86 build of the graph when this host can
+    build one, x86 lowers the graph and the work is large enough to pay for
+    the build; else the interpreter. Either way the interpreter measures the
+    compiled model's accuracy for the report. `used` says which ran."""
+
+    def __init__(self):
+        self.used = []
+
+    def __call__(self, graph, probes=(), runs=1):
+        made = self._make(graph, probes, runs)
+        if made.what not in self.used:
+            self.used.append(made.what)
+        return made
+
+    @staticmethod
+    def _make(graph, probes, runs):
+        if multiply_adds(graph) * runs < BUILD_FROM:
+            return interpreted(graph, probes)
+        try:
+            from hetc.backends.x86.evaluator import X86Evaluator
+
+            return X86Evaluator(graph, probes, _for_speed)
+        except TargetError as e:
+            fallback = interpreted(graph, probes)
+            fallback.what += f" (no x86 build: {e})"
+            return fallback

@@ -20,33 +20,36 @@ configuration is then applied with the requested criterion and rounding.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hetc.core.errors import UsageError
-from hetc.ir.interpret import interpret, load_const
+from hetc.ir.interpret import load_const
 from hetc.ir.types import NM, Quant, TensorType
 from hetc.passes.pipeline import Pass, register_pass
 
 from . import formats, prune, reconstruct
-from .accuracy import output_error, relative_error
+from .accuracy import relative_error
 from .compress import _remember, changes_result_type, prune_layer, quantize_layer
-from .layers import activations, channel_squares, find_layers
+from .layers import activations, channel_squares, find_layers, probing
 
 MAX_ROWS = 2048  # activation rows per layer used for sensitivities
+KEEP_PROBES = 1 << 30  # bytes of candidate weights kept from _candidates for _amplify
 
 
-def _statistics(graph, layers, samples):
+def _statistics(layers, samples, evaluator):
     """One walk over the calibration samples: per layer, input-channel norms
     (for wanda) and up to MAX_ROWS activation rows [rows, in] (linear/matmul)."""
     sums, rows = {}, {}
-    for ly, array in activations(graph, layers, samples):
+    for ly, array in activations(None, layers, samples, evaluator):
         sums[ly.name] = sums.get(ly.name, 0) + channel_squares(ly, array)
         have = sum(len(r) for r in rows.get(ly.name, []))
         if ly.op.kind != "conv2d" and have < MAX_ROWS:
-            rows.setdefault(ly.name, []).append(
-                np.asarray(array, np.float32).reshape(-1, array.shape[-1])[:MAX_ROWS - have])
+            rows.setdefault(ly.name, []).append(np.array(
+                np.asarray(array, np.float32).reshape(-1, array.shape[-1])[:MAX_ROWS - have]))
     return ({name: np.sqrt(s) for name, s in sums.items()},
             {name: np.concatenate(r) for name, r in rows.items()})
 
@@ -62,12 +65,19 @@ def _compressed(w, ly, nm, fmt, norms):
     return w
 
 
-def _sensitivity(w, wc, ly, x):
-    if x is None:  # conv: weight-space error
+def _energy(w, h, ly):
+    """||X w^T||^2 (linear; X w for matmul) through X's Gram matrix h = X^T X."""
+    rows = w if ly.op.kind == "linear" else w.T
+    return max(float(np.sum((rows @ h) * rows, dtype=np.float64)), 0.0)
+
+
+def _sensitivity(w, wc, ly, h, scale):
+    """Relative error of the layer's output on the calibration rows whose
+    Gram matrix is h (weight-space for convolutions, h None); `scale` is
+    the norm of its exact output."""
+    if h is None:
         return float(np.linalg.norm(wc - w) / max(np.linalg.norm(w), 1e-30))
-    y = x @ (w.T if ly.op.kind == "linear" else w)
-    yc = x @ (wc.T if ly.op.kind == "linear" else wc)
-    return float(np.linalg.norm(yc - y) / max(np.linalg.norm(y), 1e-30))
+    return _energy(wc - w, h, ly) ** 0.5 / scale
 
 
 def _weight_type(ly, nm, fmt):
@@ -138,20 +148,27 @@ class AutoCompress(Pass):
         patterns = [p for p in patterns if target.supports_nm(*p)]
         fmts = [f for f in fmts if f.dtype.name in target.weight_dtypes]
         layers = find_layers(graph)
-        norms, acts = _statistics(graph, layers, ctx.calibration)
         progress = ctx.progress or (lambda done, total, what: None)
-        table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
-                            ctx.calibration[0], progress)
-        if self.bits > 0:
-            choice, why = _fit_bits(table, self.bits)
-        else:
-            error = ctx.measure
-            if error is None:
-                reference = graph.copy()
-                error = lambda g: output_error(reference, g, held)  # noqa: E731
-            choice, err = _bisect(graph, table, norms, error, self.budget, progress)
-            why = (f"the most compression whose end-to-end error ({err:.3g}, measured with "
-                   f"round-to-nearest candidates) fits the budget {self.budget:g}")
+        runs = len(ctx.calibration) + len(layers) + 1 + (0 if self.bits > 0 else 11 * len(held))
+        evaluator = probing(ctx, graph, layers, runs)
+        try:
+            norms, acts = _statistics(layers, ctx.calibration, evaluator)
+            table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
+                                ctx.calibration[0], progress, evaluator)
+            if self.bits > 0:
+                choice, why = _fit_bits(table, self.bits)
+            else:
+                error = _trial_error(graph, table, norms, ctx, evaluator, held)
+                choice, err = _bisect(table, error, self.budget, progress)
+                why = (f"the most compression whose end-to-end error ({err:.3g}, measured "
+                       f"with round-to-nearest candidates) fits the budget {self.budget:g}")
+            hessians = {}
+            if self.criterion == "sparsegpt" or self.method == "gptq":
+                second = [ly for ly in layers if ly.op.kind != "conv2d" and
+                          choice[ly.name].choice != (None, None)]
+                hessians = reconstruct.hessians(graph, second, ctx.calibration, evaluator)
+        finally:
+            evaluator.close()
         for ly in layers:
             opt = choice[ly.name]
             nm, fmt = opt.choice
@@ -165,11 +182,6 @@ class AutoCompress(Pass):
         ctx.notes.append(f"autocompress: {why}; predicted "
                          f"{dense / sum(c.seconds for c in choice.values()):.2f}x "
                          f"on {target.name} ({target.cost.reference_part})")
-        hessians = {}
-        if self.criterion == "sparsegpt" or self.method == "gptq":
-            second = [ly for ly in layers if ly.op.kind != "conv2d" and choice[ly.name].choice
-                      != (None, None)]
-            hessians = reconstruct.hessians(graph, second, ctx.calibration)
         apply(graph, layers, choice, norms, self.criterion, self.method, hessians)
 
     @staticmethod
@@ -179,48 +191,70 @@ class AutoCompress(Pass):
         return [t for t in text.split("|") if t]
 
 
-def _amplify(graph, table, norms, sample, progress):
+def _amplify(table, norms, sample, progress, evaluator, probes):
     """Scale each layer's local sensitivities by the end-to-end error its most
-    aggressive candidate causes, per unit of its local error."""
-    refs = interpret(graph, list(sample))
+    aggressive candidate causes, per unit of its local error (`probes`: those
+    candidates' values where _candidates kept them)."""
+    refs = evaluator.remember(sample)
     for i, (name, (ly, options, dense_t)) in enumerate(list(table.items())):
         progress(i + 1, len(table), "autocompress: measuring layer sensitivities")
         probe = max(options, key=lambda o: o.sensitivity)
         if probe.sensitivity <= 0:
             continue
-        key = ly.weight_name
-        original = graph.weights[key]
-        nm, fmt = probe.choice
-        graph.weights[key] = _compressed(np.asarray(original, np.float32), ly, nm, fmt,
-                                         norms.get(name)).astype(original.dtype)
-        try:
-            e2e = relative_error(interpret(graph, list(sample)), refs)
-        finally:
-            graph.weights[key] = original
+        values = probes.pop(name, None)
+        if values is None:
+            values = _compressed(_logical(ly, evaluator.graph), ly, *probe.choice,
+                                 norms.get(name))
+        with evaluator.replaced({ly.weight_name: values}):
+            e2e = relative_error(evaluator.again([ly.weight_name]), refs)
         scale = e2e / probe.sensitivity
         table[name] = (ly, [replace(o, sensitivity=o.sensitivity * scale) for o in options],
                        dense_t)
 
 
-def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress):
-    """layer -> (layer, [Option], dense seconds)."""
-    table = {}
-    for ly in layers:
-        w = np.asarray(load_const(ly.weight.producer, graph), np.float32)
+def _logical(ly, graph):
+    return np.asarray(load_const(ly.weight.producer, graph), np.float32)
+
+
+def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress,
+                evaluator):
+    """layer -> (layer, [Option], dense seconds); the layers are weighed on
+    as many threads as there are cores (numpy works outside the GIL)."""
+
+    def gram(x):  # once per activation: q, k and v read the same one
+        return np.asarray(x.T @ x, np.float32)
+
+    def weigh(ly):
+        w, h = _logical(ly, graph), grams.get(ly.activation)
+        scale = None if h is None else max(_energy(w, h, ly) ** 0.5, 1e-30)
         dense_t = _seconds(target, ly, None, None)
         options = [Option((None, None), 0.0, dense_t, ly.weight.type.packed_bytes())]
         length = ly.weight.type.shape[ly.axis]
         usable = [f for f in fmts if f.scale is None or not changes_result_type(graph, ly)]
+        worst = None  # the most sensitive candidate's values: _amplify's probe
         for nm in [None] + [p for p in patterns if length % p[1] == 0]:
             for fmt in [None] + usable:
                 if nm is None and fmt is None:
                     continue
                 wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
-                options.append(Option((nm, fmt), _sensitivity(w, wc, ly, acts.get(ly.name)),
+                options.append(Option((nm, fmt), _sensitivity(w, wc, ly, h, scale),
                                       _seconds(target, ly, nm, fmt),
                                       _weight_type(ly, nm, fmt).packed_bytes()))
-        table[ly.name] = (ly, options, dense_t)
-    _amplify(graph, table, norms, sample, progress)
+                if worst is None or options[-1].sensitivity > worst[0]:
+                    worst = (options[-1].sensitivity, wc)
+        return (ly, options, dense_t), worst
+
+    table, probes, kept = {}, {}, 0
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        firsts = {ly.activation: acts[ly.name] for ly in layers if ly.name in acts}
+        grams = dict(zip(firsts, pool.map(gram, firsts.values())))
+        for i, (entry, worst) in enumerate(pool.map(weigh, layers)):
+            progress(i + 1, len(layers), "autocompress: weighing candidates")
+            table[entry[0].name] = entry
+            if worst is not None and kept + worst[1].nbytes <= KEEP_PROBES:
+                probes[entry[0].name] = worst[1]
+                kept += worst[1].nbytes
+    _amplify(table, norms, sample, progress, evaluator, probes)
     return table
 
 
@@ -283,9 +317,39 @@ def _fill(table, choice, capacity):
         choice[best[0]] = best[1]
 
 
-def _bisect(graph, table, norms, error, budget, progress, steps=10):
+def _trial_error(graph, table, norms, ctx, evaluator, held):
+    """choice -> the end-to-end error of the graph compressed as it says:
+    the user's metric on a compressed copy, else the relative output error
+    on the held-out samples, from the evaluator with the chosen layers'
+    round-to-nearest values in place."""
+    if ctx.metric:
+        def metric(choice):
+            trial = graph.copy()
+            apply(trial, find_layers(trial), choice, norms)
+            return ctx.measure(trial)
+        return metric
+    refs = [out for sample in held for out in evaluator(sample)[0]]
+    cache = {}
+
+    def values(ly, option):
+        key = (ly.name, option.choice)
+        if key not in cache:
+            cache[key] = _compressed(_logical(ly, graph), ly, *option.choice,
+                                     norms.get(ly.name))
+        return cache[key]
+
+    def error(choice):
+        weights = {ly.weight_name: values(ly, choice[name])
+                   for name, (ly, _, _) in table.items() if choice[name].choice != (None, None)}
+        with evaluator.replaced(weights):
+            outs = [out for sample in held for out in evaluator(sample)[0]]
+        return relative_error(outs, refs)
+    return error
+
+
+def _bisect(table, error, budget, progress, steps=10):
     """The choice at the smallest trade-off weight (most compression) whose
-    end-to-end error (`error(graph)`) fits the budget, and that error."""
+    end-to-end error (`error(choice)`) fits the budget, and that error."""
     choose = _chooser(table, lambda o: o.seconds)
     best = (choose(1e9), 0.0)  # keeps every layer: always within any budget
     lo, hi = -6.0, 6.0  # log10 of the weight; larger: less compression, lower error
@@ -293,9 +357,7 @@ def _bisect(graph, table, norms, error, budget, progress, steps=10):
         progress(step + 1, steps, "autocompress: searching the trade-off")
         mid = (lo + hi) / 2
         choice = choose(10.0 ** mid)
-        trial = graph.copy()
-        apply(trial, find_layers(trial), choice, norms)
-        err = error(trial)
+        err = error(choice)
         if err <= budget:
             best, hi = (choice, err), mid
         else:

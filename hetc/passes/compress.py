@@ -27,7 +27,7 @@ from hetc.ir.weights import aux_key
 from hetc.passes.pipeline import Pass, register_pass
 
 from . import formats, prune, reconstruct
-from .layers import find_layers, input_channel_norms, select
+from .layers import find_layers, input_channel_norms, probing, select
 
 
 def _as_rows(w, layer):
@@ -42,8 +42,8 @@ def _second_order(ctx, graph, chosen, what):
     back (noted) since their Hessian needs unfolded patches."""
     if not ctx.calibration:
         raise UsageError(f"{what} needs calibration inputs")
-    return reconstruct.hessians(graph, [ly for ly in chosen if ly.op.kind != "conv2d"],
-                                ctx.calibration)
+    linear = [ly for ly in chosen if ly.op.kind != "conv2d"]
+    return reconstruct.hessians(graph, linear, ctx.calibration, probing(ctx, graph, linear))
 
 
 def _remember(ctx, layer):
@@ -104,7 +104,8 @@ class Sparsify(Pass):
         if self.criterion == "wanda":
             if not ctx.calibration:
                 raise UsageError("sparsify: the wanda criterion needs calibration inputs")
-            norms = input_channel_norms(graph, chosen, ctx.calibration)
+            norms = input_channel_norms(graph, chosen, ctx.calibration,
+                                        probing(ctx, graph, chosen))
         elif self.criterion == "sparsegpt":
             hess = _second_order(ctx, graph, chosen, "sparsify: the sparsegpt criterion")
         for ly in chosen:

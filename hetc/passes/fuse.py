@@ -113,13 +113,15 @@ RULES = (_raise_rms_norm, _raise_linear, _raise_bias)
 @dataclass(frozen=True)
 class RaisePatterns(Pass):
     name = "raise-patterns"
+    linear: bool = True  # matmul with a constant weight -> linear (stores the weight transposed)
 
     def run(self, graph, ctx):
+        rules = RULES if self.linear else (_raise_rms_norm,)
         for g in graph.graphs():
             live, users = set(g.ops), g.users()
             for op in list(g.ops):
                 # skip ops an earlier rewrite left dead; uses change only on a rewrite
-                if op in live and any(rule(g, op, users) for rule in RULES):
+                if op in live and any(rule(g, op, users) for rule in rules):
                     remove_dead_ops(g)
                     live, users = set(g.ops), g.users()
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from hetc.core.errors import UsageError
 from hetc.ir.graph import Graph, Op, Value
-from hetc.ir.interpret import interpret
 from hetc.ir.ops import get_op
 from hetc.ir.report import layer_name
+from hetc.runtime.evaluator import Interpreted
 
 
 @dataclass
@@ -77,22 +77,36 @@ def _regex(pattern):
         raise UsageError(f"layer pattern {pattern!r} is not a regular expression: {e}") from None
 
 
-def activations(graph: Graph, layers, samples):
+def probing(ctx, graph: Graph, layers, runs=None):
+    """The context's evaluator for `graph`, probing the layers' activations,
+    for `runs` calls (default: one per calibration sample)."""
+    runs = len(ctx.calibration or ()) if runs is None else runs
+    return ctx.evaluator(graph, list(dict.fromkeys(ly.activation for ly in layers)), runs)
+
+
+def multiply_adds(graph: Graph) -> int:
+    """Multiply-adds of one run through the compressible layers (every op
+    with a named weight): each output element takes the weight's reduction."""
+    total = 0
+    for ly in find_layers(graph):
+        out = ly.op.output.type
+        channels = out.shape[1] if ly.op.kind == "conv2d" else out.shape[-1]
+        total += out.numel * (ly.weight.type.numel // max(channels, 1))
+    return total
+
+
+def activations(graph: Graph, layers, samples, evaluator=None):
     """(layer, activation array) for every layer on every calibration sample,
-    activations that are graph inputs included: one interpreter run per sample."""
-    by_value = {}
-    for layer in layers:
-        by_value.setdefault(layer.activation, []).append(layer)
+    activations that are graph inputs included: one run per sample, of
+    `evaluator` (whose probes include the layers' activations) or of the
+    interpreter. An array is valid until the next one is taken."""
+    if evaluator is None:
+        evaluator = Interpreted(graph, [ly.activation for ly in layers])
+    where = {v: i for i, v in enumerate(evaluator.probes)}
     for sample in samples:
-        seen = []
-
-        def trace(op, value, array):
-            seen.extend((layer, array) for layer in by_value.get(value, ()))
-
-        for v, a in zip(graph.inputs, sample):
-            trace(None, v, np.asarray(a))
-        interpret(graph, list(sample), trace=trace)
-        yield from seen
+        _, found = evaluator(sample)
+        for ly in layers:
+            yield ly, found[where[ly.activation]]
 
 
 def channel_squares(layer: Layer, array) -> np.ndarray:
@@ -102,10 +116,10 @@ def channel_squares(layer: Layer, array) -> np.ndarray:
     return (a * a).reshape(-1, a.shape[-1]).sum(axis=0)
 
 
-def input_channel_norms(graph: Graph, layers, samples) -> dict[str, np.ndarray]:
+def input_channel_norms(graph: Graph, layers, samples, evaluator=None) -> dict[str, np.ndarray]:
     """Per layer, the L2 norm of each input channel of its activation over
     the calibration samples (Wanda's activation statistic)."""
     sums: dict[str, np.ndarray] = {}
-    for layer, array in activations(graph, layers, samples):
+    for layer, array in activations(graph, layers, samples, evaluator):
         sums[layer.name] = sums.get(layer.name, 0) + channel_squares(layer, array)
     return {name: np.sqrt(s) for name, s in sums.items()}

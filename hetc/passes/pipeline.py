@@ -23,6 +23,7 @@ from hetc.core.fsutil import atomic_write_text
 from hetc.ir.graph import Graph
 from hetc.ir.printer import print_graph
 from hetc.ir.verify import verify
+from hetc.runtime.evaluator import interpreted
 
 PASSES: dict[str, type["Pass"]] = {}
 
@@ -39,6 +40,9 @@ class PassContext:
     notes: list = field(default_factory=list)  # what passes want the report to say
     progress: object = None  # progress(done, total, what) for long passes, or None
     measure: object = None  # graph -> the error the accuracy budget bounds (compression.measure)
+    metric: bool = False  # measure is a user's metric (else: the output error on held_out)
+    # (graph, probes, runs) -> a runtime.evaluator.Evaluator for calibration runs
+    evaluator: object = field(default=interpreted)
 
 
 @dataclass(frozen=True)

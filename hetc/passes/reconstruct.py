@@ -18,10 +18,11 @@ DAMP = 0.01  # fraction of the mean Hessian diagonal added for a stable inverse
 BLOCK = 128  # columns updated together (the lazy batch of GPTQ)
 
 
-def hessians(graph, layers, samples) -> dict[str, np.ndarray]:
-    """H = 2/n X^T X per linear/matmul layer, X its activation rows."""
+def hessians(graph, layers, samples, evaluator=None) -> dict[str, np.ndarray]:
+    """H = 2/n X^T X per linear/matmul layer, X its activation rows (from
+    `evaluator`'s runs, see layers.activations)."""
     acc: dict[str, tuple] = {}
-    for ly, array in activations(graph, layers, samples):
+    for ly, array in activations(graph, layers, samples, evaluator):
         x = np.asarray(array, np.float64).reshape(-1, array.shape[-1])
         h, n = acc.get(ly.name, (0.0, 0))
         acc[ly.name] = (h + x.T @ x, n + x.shape[0])

@@ -43,7 +43,7 @@ def amx_linear(e, op):
                f"{nm[0] if nm else 0}, {nm[1] if nm else 0}, A + {scratch}, {e.threads});")
         return
     if _bf16_weight(w):
-        data = np.asarray(e.g.weights[w.producer.attrs["name"]]).astype(ml_dtypes.bfloat16)
+        data = np.asarray(e.stored(w.producer.attrs["name"])).astype(ml_dtypes.bfloat16)
         off = e.blob.add(np.ascontiguousarray(data).view(np.uint16))
         scratch = e.scratch(2 * x86.round_up(2 * m * k))
         e.count("linear amx tdpbf16ps bf16")

@@ -29,8 +29,9 @@ import numpy as np
 from hetc.backends.base import Backend, op_problems, refuse
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import get_op
+from hetc.ir.weights import aux_key
 
-from .plan import alias_offset, output_slots, plan_arena
+from .plan import alias_offset, arena_lifetimes, output_slots, plan_arena
 from .text import comment
 from .values import ALIGN, CTYPE, cpointer, nbytes, round_up
 
@@ -46,6 +47,21 @@ class Lowered:
     arena_bytes: int
     kernels: dict = field(default_factory=dict)  # op kind / variant -> count, for the report
     notes: list = field(default_factory=list)  # what the report should say about the lowering
+    # weight name -> [Slot]: where each use of a named weight lies in the
+    # blob, how its logical values are laid out there and which op reads it;
+    # only weights every use of which can be re-packed (Library.set_weight)
+    slots: dict = field(default_factory=dict)
+    run_steps: int = 0  # hetc_run_range's steps: one per op, then the output copies
+    lifetimes: list = field(default_factory=list)  # plan.arena_lifetimes, by step
+    written: dict = field(default_factory=dict)  # output index -> the step writing it in place
+
+
+@dataclass(frozen=True)
+class Slot:
+    offset: int
+    size: int
+    pack: object  # logical values -> the bytes at offset
+    step: int  # the step of the first op reading it
 
 
 class Blob:
@@ -118,6 +134,9 @@ class Emitter:
         self.arena_size = self.scratch_size = 0
         self.scratch_base = 0  # scratch below this is taken (a fused region's intermediates)
         self.fused_ops = 0  # ops that ran inside another op's kernel
+        self.weight_reads = {}  # weight name -> how many times lowerings read it
+        self.step = 0  # the index of the op being lowered
+        self.slots = {}  # weight name -> [(offset, bytes, pack)] (Lowered.slots)
 
     # -- what a target says ------------------------------------------------------
     def check_supported(self):
@@ -146,16 +165,49 @@ class Emitter:
         """C statements at the start of every hetc_run."""
         return []
 
+    # -- weights -----------------------------------------------------------------
+    def stored(self, name):
+        """The stored array of weight `name` (a quantized one's codes or
+        scales), read in a layout no later values can be re-packed into."""
+        self.weight_reads[name] = self.weight_reads.get(name, 0) + 1
+        return self.g.weights[name]
+
+    def values(self, v):
+        """The logical values of constant v (quantized data decoded)."""
+        name = v.producer.attrs.get("name")
+        if name is not None:
+            self.weight_reads[name] = self.weight_reads.get(name, 0) + 1
+        return np.asarray(load_const(v.producer, self.g))
+
+    def packed(self, v, pack) -> int:
+        """Blob offset of constant v's logical values as `pack` lays them
+        out; a named weight's place is remembered so that a build can take
+        other values for it later (Lowered.slots)."""
+        data = np.ascontiguousarray(pack(self.values(v)))
+        offset = self.blob.add(data)
+        name = v.producer.attrs.get("name")
+        if name is not None:
+            self.slots.setdefault(name, []).append(Slot(offset, data.nbytes, pack, self.step))
+        return offset
+
+    def replaceable(self) -> dict:
+        """The slots of the float weights every read of which went through
+        packed() (quantized weights' codes are read by other helpers)."""
+        return {n: s for n, s in self.slots.items()
+                if len(s) == self.weight_reads.get(n) and aux_key(n, "scale") not in self.g.weights}
+
     # -- values ------------------------------------------------------------------
     def const(self, v):
         """Pointer to a constant's values in the blob: f32 for every float
         type (narrow and quantized ones decoded), else its own C type."""
         if v not in self.ptr:
-            data = np.asarray(load_const(v.producer, self.g))
             name = v.type.dtype.name
-            if name not in CTYPE or data.dtype.kind == "f":
-                data, name = data.astype(np.float32), "f32"
-            self.ptr[v] = cpointer(name, f"W + {self.blob.add(data)}", const=True)
+            if name not in CTYPE or v.type.value_dtype.is_float:
+                name, pack = "f32", lambda d: d.astype(np.float32)
+            else:
+                dtype = np.dtype(v.type.dtype.storage)
+                pack = lambda d: d.astype(dtype)  # noqa: E731
+            self.ptr[v] = cpointer(name, f"W + {self.packed(v, pack)}", const=True)
         return self.ptr[v]
 
     def val(self, v):
@@ -198,22 +250,27 @@ class Emitter:
         arena, self.arena_size = plan_arena(self.g, ops, self.outs, self.reads)
         for i, v in enumerate(self.g.inputs):
             self.ptr[v] = cpointer(v.type, f"in[{i}]", ctypes=self.ctypes)
-        for op in ops:
+        written = {}
+        for self.step, op in enumerate(ops):
             for v in op.outputs:
                 if v in arena:
                     self.ptr[v] = cpointer(v.type, f"A + {arena[v]}", ctypes=self.ctypes)
                 elif v in self.outs:
                     self.ptr[v] = cpointer(v.type, f"out[{self.outs[v]}]", ctypes=self.ctypes)
+                    written[self.outs[v]] = self.step
+            self.lines.append(_step_label(self.step))
             self.emit(comment(f"{op.kind} -> {', '.join('%' + v.name for v in op.outputs)}"))
             self.lower(op)
+        self.lines.append(_step_label(len(ops)))
         for j, v in enumerate(self.g.outputs):  # outputs that are inputs, constants or aliases
             if self.outs.get(v) != j:  # not written in place by its producer
                 self.copy_output(j, v)
         total = self.arena_size + self.scratch_size
-        return Lowered(self.source("\n".join(self.lines), total), self.blob.array(), total,
-                       self.kernels, self.notes())
+        return Lowered(self.source("\n".join(self.lines), total, len(ops) + 1), self.blob.array(),
+                       total, self.kernels, self.notes(), self.replaceable(), len(ops) + 1,
+                       arena_lifetimes(self.g, ops, arena, self.reads), written)
 
-    def source(self, body, arena_bytes) -> str:
+    def source(self, body, arena_bytes, steps) -> str:
         """The generated file around the graph's code."""
         includes = "".join(f'#include "{h}"\n' for h in HEADERS + tuple(self.headers))
         prologue = "".join(f"    {line}\n" for line in self.prologue())
@@ -238,7 +295,10 @@ class Emitter:
                 f"    return c;\n}}\n\n"
                 f"void hetc_destroy(void *ctx) {{\n"
                 f"    if (ctx) {{ free(((hetc_ctx *)ctx)->A); free(ctx); }}\n}}\n\n"
-                f"int hetc_run(void *ctx, void **in, void **out) {{\n"
+                f"/* Steps [from, to) of a run: one per op, then the output copies. A run\n"
+                f" * resumed at a later step needs what earlier steps left in the arena and\n"
+                f" * the outputs (the caller restores them: evaluators do). */\n"
+                f"int hetc_run_range(void *ctx, void **in, void **out, int from, int to) {{\n"
                 f"    hetc_ctx *c = (hetc_ctx *)ctx;\n"
                 f"    const unsigned char *W = c->W;\n"
                 f"    unsigned char *A = c->A;\n"
@@ -247,7 +307,17 @@ class Emitter:
                 f"    c->status.text[0] = 0;\n"
                 f"    hetc_status_now = &c->status;\n"
                 f"{prologue}"
-                f"{body}\n    hetc_status_now = 0;\n    return c->status.failed;\n}}\n")
+                f"    switch (from) {{\n"
+                f"{body}\n    default: break;\n    }}\n"
+                f"    hetc_status_now = 0;\n    return c->status.failed;\n}}\n\n"
+                f"int hetc_run(void *ctx, void **in, void **out) {{\n"
+                f"    return hetc_run_range(ctx, in, out, 0, {steps});\n}}\n\n"
+                f"unsigned char *hetc_arena(void *ctx) {{ return ((hetc_ctx *)ctx)->A; }}\n")
+
+
+def _step_label(i):
+    """Where hetc_run_range enters step i, and where a range ending there stops."""
+    return f"    case {i}:; if (to <= {i}) break;"
 
 
 def read_headers(folder, names) -> dict:

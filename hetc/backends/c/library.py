@@ -22,6 +22,8 @@ class Library:
 
     def __init__(self, graph, lowered, path, target="x86"):
         self.blob = lowered.blob  # kept alive: the contexts point into it
+        self.slots = lowered.slots  # where each replaceable weight lies in it
+        self.compiled = {}  # blob offset -> the compiled bytes of a replaced weight
         self.arena_bytes = lowered.arena_bytes
         self.lib = ctypes.CDLL(path)
         self.target = target
@@ -29,6 +31,10 @@ class Library:
         self.lib.hetc_create.restype = ctypes.c_void_p
         self.lib.hetc_destroy.argtypes = [ctypes.c_void_p]
         self.lib.hetc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.hetc_run_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                            ctypes.c_int, ctypes.c_int]
+        self.lib.hetc_arena.argtypes = [ctypes.c_void_p]
+        self.lib.hetc_arena.restype = ctypes.c_void_p
         self.lib.hetc_error.argtypes = [ctypes.c_void_p]
         self.lib.hetc_error.restype = ctypes.c_char_p
         code = self.lib.hetc_prepare()
@@ -47,9 +53,39 @@ class Library:
                               f"arena ({self.arena_bytes:,} bytes)")
         return ctx
 
-    def __call__(self, arrays):
+    def set_weight(self, name, values):
+        """Later calls compute with `values` (logical, as the interpreter
+        holds weight `name`) in place of the compiled ones, or with the
+        compiled ones again for None: re-packed into the blob, where every
+        context reads it. Not while a call runs."""
+        slots = self.slots.get(name)
+        if slots is None:
+            raise TargetError(f"target {self.target}: weight {name!r} cannot be replaced in "
+                              f"this build (not a packed float weight)")
+        for slot in slots:
+            at = slice(slot.offset, slot.offset + slot.size)
+            if slot.offset not in self.compiled:
+                self.compiled[slot.offset] = self.blob[at].copy()
+            if values is None:
+                self.blob[at] = self.compiled[slot.offset]
+                continue
+            data = np.ascontiguousarray(slot.pack(np.asarray(values)))
+            if data.nbytes != slot.size:
+                raise TargetError(f"target {self.target}: weight {name!r} needs {slot.size} "
+                                  f"bytes as packed, new values give {data.nbytes}")
+            self.blob[at] = data.view(np.uint8).reshape(-1)
+
+    def __call__(self, arrays, outs=None, steps=None, arena=None):
+        """The outputs for `arrays` (the inputs), written into `outs` when
+        given (arrays of the outputs' shapes and dtypes, reused across calls).
+
+        `steps` (from, to) runs only those steps of the generated code, in
+        one context; `arena(view)` is then called before them with that
+        context's arena (a uint8 array) to restore or save what the steps
+        read from earlier ones."""
         ins = [np.ascontiguousarray(a) for a in arrays]
-        outs = [np.empty(s, d) for s, d in self.out_types]
+        if outs is None:
+            outs = [np.empty(s, d) for s, d in self.out_types]
         pin = (ctypes.c_void_p * max(self.n_in, 1))(*[a.ctypes.data for a in ins])
         pout = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
         try:
@@ -57,7 +93,14 @@ class Library:
         except IndexError:  # every context is in use by another thread
             ctx = self._create()
         try:
-            status = self.lib.hetc_run(ctx, pin, pout)
+            if steps is None:
+                status = self.lib.hetc_run(ctx, pin, pout)
+            else:
+                if arena is not None:
+                    arena(np.ctypeslib.as_array(
+                        ctypes.cast(self.lib.hetc_arena(ctx), ctypes.POINTER(ctypes.c_ubyte)),
+                        (max(self.arena_bytes, 1),)))
+                status = self.lib.hetc_run_range(ctx, pin, pout, *steps)
             detail = self.lib.hetc_error(ctx).decode(errors="replace") if status else ""
         finally:
             self.free.append(ctx)

@@ -59,17 +59,7 @@ def plan_arena(graph, ops, outs, reads=lambda op: op.inputs):
     order) that are neither views nor written in place (`outs`): first fit
     over buffers freed once their last reader (through views; `reads(op)`
     lists what an op reads) has run."""
-    root = {}  # value -> the value whose buffer it uses
-    for op in ops:
-        view = alias_offset(op) is not None
-        for v in op.outputs:
-            root[v] = root.get(op.inputs[0], op.inputs[0]) if view else v
-    last = {}
-    for i, op in enumerate(ops):
-        for v in reads(op):
-            last[root.get(v, v)] = i
-    for v in graph.outputs:
-        last[root.get(v, v)] = len(ops)
+    root, last = _lifetimes(graph, ops, reads)
     offsets, free, size, live = {}, [], 0, []
     for i, op in enumerate(ops):
         for r in [r for r in live if last.get(r, -1) < i]:
@@ -90,3 +80,34 @@ def plan_arena(graph, ops, outs, reads=lambda op: op.inputs):
                 size += need
             live.append(v)
     return offsets, size
+
+
+def _lifetimes(graph, ops, reads):
+    """({value: the value whose buffer it uses}, {buffer: index of the last
+    op reading it; len(ops) for graph outputs})."""
+    root = {}
+    for op in ops:
+        view = alias_offset(op) is not None
+        for v in op.outputs:
+            root[v] = root.get(op.inputs[0], op.inputs[0]) if view else v
+    last = {}
+    for i, op in enumerate(ops):
+        for v in reads(op):
+            last[root.get(v, v)] = i
+    for v in graph.outputs:
+        last[root.get(v, v)] = len(ops)
+    return root, last
+
+
+def arena_lifetimes(graph, ops, offsets, reads=lambda op: op.inputs) -> list:
+    """[(index of the op writing it, index of the last op reading it, arena
+    offset, bytes)] of every arena buffer plan_arena placed: what must be
+    restored to resume a run at op i (the buffers written before i and read
+    from i on)."""
+    _, last = _lifetimes(graph, ops, reads)
+    out = []
+    for i, op in enumerate(ops):
+        for v in op.outputs:
+            if v in offsets:
+                out.append((i, last.get(v, i), offsets[v], round_up(nbytes(v.type))))
+    return out

@@ -1419,7 +1419,7 @@ class CudaEmitter(Emitter):
                            tensor_core_ops=self.tensor_core_ops,
                            kernel_names=[f"k{i}" for i in range(len(self.device))])
 
-    def source(self, body, arena_bytes) -> str:
+    def source(self, body, arena_bytes, steps) -> str:
         cases = "".join(
             f"    case {i}: HETC_LAUNCH({name}, grid, block, "
             f"({', '.join(f'({t})a[{j}]' for j, t in enumerate(types))})); break;\n"

@@ -33,7 +33,6 @@ from hetc.backends.c.values import (
 )
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
-from hetc.ir.interpret import load_const
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
@@ -392,8 +391,7 @@ def _norm(e, op):
 @lowers("batch_norm")
 def _batch_norm(e, op):
     x, scale, bias, mean, var = op.inputs
-    s, b, m, va = (np.asarray(load_const(v.producer, e.g), np.float32)
-                   for v in (scale, bias, mean, var))
+    s, b, m, va = (e.values(v).astype(np.float32) for v in (scale, bias, mean, var))
     k = s / np.sqrt(va + np.float32(op.attrs.get("eps", 1e-5)))
     d = b - m * k
     t = x.type
@@ -463,15 +461,14 @@ def _conv2d(e, op, epilogue=None):
         e.count(f"conv2d f32, computed weight ({GENERIC})")
         e.emit(f"k_conv2d({e.ptr[op.output]}, {xin}, {e.val(wv)}, {b}, {shape}, {groups});")
         return False
-    data = np.asarray(load_const(wv.producer, e.g), np.float32)
     if groups > 1 and w.shape[1] == 1:
         e.count("conv2d f32 depthwise" + emulated)
-        off = e.blob.add(np.ascontiguousarray(data.reshape(w.shape[0], -1)))
+        off = e.packed(wv, lambda d: d.astype(np.float32).reshape(w.shape[0], -1))
         e.emit(f"k_conv2d_depthwise({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), "
                f"{b}, {shape}, {steps});")
         return ran
     e.count(("conv2d f32 1x1" if w.shape[2:] == (1, 1) else "conv2d f32") + emulated)
-    off = e.blob.add(conv_blocks(data, groups))
+    off = e.packed(wv, lambda d: conv_blocks(d.astype(np.float32), groups))
     e.emit(f"k_conv2d_gemm({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), {b}, {shape}, "
            f"{groups}, {steps});")
     return ran
@@ -548,7 +545,7 @@ def _attention(e, op):
         full = [1] * (4 - mt.rank) + list(mt.shape)
         if mv.producer is not None and mv.producer.kind == "const":
             # a constant bool mask becomes an additive f32 one at pack time
-            data = np.asarray(load_const(mv.producer, e.g))
+            data = e.values(mv)
             if data.dtype == np.bool_:
                 data = np.where(data, np.float32(0), np.float32(-np.inf))
             off = e.blob.add(np.ascontiguousarray(data.astype(np.float32)))
@@ -619,12 +616,12 @@ def _linear(e, op):
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
         return
     if w.producer is not None and w.producer.kind == "const":
-        data, kind = float_panels(e, w)
+        off, kind = float_panels(e, w)
         e.count(f"linear {('f32', 'bf16')[kind]} weights" +
                 (f" (decoded from {w.type})" if kind == 0 and (w.type.encodings
                                                                or w.type.dtype.name != "f32")
                  else ""))
-        e.emit(f"k_linear_panel({e.ptr[op.output]}, {xin}, W + {e.blob.add(data)}, {kind}, {b}, "
+        e.emit(f"k_linear_panel({e.ptr[op.output]}, {xin}, W + {off}, {kind}, {b}, "
                f"{m}, {n}, {k});")
         return
     e.count("linear f32, computed weight")
@@ -632,17 +629,17 @@ def _linear(e, op):
 
 
 def float_panels(e, w):
-    """A constant float weight [n, k] in the panel layout kernels.h describes
-    for k_linear_panel (16 rows per panel, k-major, zero rows padding the
-    last), and its kind: 1 for bf16 (kept 16-bit), else 0: f32, decoded
+    """Blob offset of a constant float weight [n, k] in the panel layout
+    kernels.h describes for k_linear_panel (16 rows per panel, k-major, zero
+    rows padding the last), and its kind: 1 for bf16 (kept 16-bit), else 0: f32, decoded
     encodings included."""
-    data = np.asarray(load_const(w.producer, e.g))
-    if data.dtype == ml_dtypes.bfloat16 and not w.type.encodings:
-        data, kind = data.view(np.uint16), 1
-    else:
-        data, kind = data.astype(np.float32), 0
-    data = rows_of_16(data)
-    return np.ascontiguousarray(data.reshape(-1, 16, data.shape[1]).transpose(0, 2, 1)), kind
+    kind = int(w.type.dtype.name == "bf16" and not w.type.encodings)
+
+    def pack(data):
+        data = rows_of_16(data.astype(ml_dtypes.bfloat16).view(np.uint16) if kind
+                          else data.astype(np.float32))
+        return data.reshape(-1, 16, data.shape[1]).transpose(0, 2, 1)
+    return e.packed(w, pack), kind
 
 
 def token_scratch_bytes(m, k, group):
