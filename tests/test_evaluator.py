@@ -197,3 +197,26 @@ def test_resumed_runs_equal_whole_runs(name, model, example, budget):
             got = fast.again([ly.weight_name])
             assert all(np.array_equal(a, b) for a, b in zip(got, want)), ly.name
     assert all(np.array_equal(a, b) for a, b in zip(fast.again(), refs))
+
+
+class _Masked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x, m):
+        return self.lin(x) * (m & 1).float()
+
+
+def test_a_graph_x86_cannot_run_is_calibrated_in_the_interpreter(monkeypatch):
+    x, m = torch.randn(4, 8), torch.randint(0, 4, (4, 8))
+    g = _graph(_Masked().eval(), (x, m))
+    monkeypatch.setattr(compression_options, "BUILD_FROM", 0)
+    made = compression_options.Evaluators()
+    ev = made(g, [find_layers(g)[0].activation], runs=10)
+    assert isinstance(ev, Interpreted)
+    assert "no x86 build" in made.used[0] and "bitwise_and" in made.used[0]
+    outs, (seen,) = ev([np.asarray(x), np.asarray(m)])
+    np.testing.assert_array_equal(seen, np.asarray(x))
+    monkeypatch.setattr(compression_options, "BUILD_FROM", float("inf"))
+    assert made.used[0] not in [made(g, [], runs=10).what]  # small work: the plain interpreter
