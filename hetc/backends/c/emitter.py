@@ -9,6 +9,8 @@ The generated file has one entry point for the whole graph:
     int hetc_prepare(void);                   0, or an error number, once per load
     void *hetc_create(const void *weights);   a context: weights, arena, status
     int hetc_run(void *ctx, void **in, void **out);
+    int hetc_run_range(ctx, in, out, from, to);  steps [from, to): one per op
+    unsigned char *hetc_arena(void *ctx);     the context's arena (resumed runs)
     const char *hetc_error(void *ctx);        the failure of the last run
     void hetc_destroy(void *ctx);
 
@@ -136,7 +138,7 @@ class Emitter:
         self.fused_ops = 0  # ops that ran inside another op's kernel
         self.weight_reads = {}  # weight name -> how many times lowerings read it
         self.step = 0  # the index of the op being lowered
-        self.slots = {}  # weight name -> [(offset, bytes, pack)] (Lowered.slots)
+        self.slots = {}  # weight name -> [Slot] (Lowered.slots)
 
     # -- what a target says ------------------------------------------------------
     def check_supported(self):
