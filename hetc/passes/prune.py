@@ -37,9 +37,10 @@ def nm_mask(scores: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
 
 
 def scores(w: np.ndarray, criterion: str, axis: int, channel_norms=None) -> np.ndarray:
+    if criterion == "magnitude":  # |w| orders exactly in w's own float type
+        w = np.asarray(w)
+        return np.abs(w if w.dtype in (np.float32, np.float64) else w.astype(np.float32))
     s = np.abs(np.asarray(w, np.float64))
-    if criterion == "magnitude":
-        return s
     if criterion == "wanda":
         if channel_norms is None:
             raise ValueError("the wanda criterion needs calibration data")
