@@ -220,3 +220,12 @@ def test_a_graph_x86_cannot_run_is_calibrated_in_the_interpreter(monkeypatch):
     np.testing.assert_array_equal(seen, np.asarray(x))
     monkeypatch.setattr(compression_options, "BUILD_FROM", float("inf"))
     assert made.used[0] not in [made(g, [], runs=10).what]  # small work: the plain interpreter
+
+
+def test_a_build_too_large_for_memory_is_not_made(monkeypatch):
+    g = _graph(nn.Linear(16, 32).eval(), (torch.randn(2, 16),))
+    monkeypatch.setattr(compression_options, "BUILD_FROM", 0)
+    monkeypatch.setattr(compression_options, "_available_memory", lambda: 1024)
+    made = compression_options.Evaluators()
+    assert isinstance(made(g, [], runs=10), Interpreted)
+    assert "GiB of memory are free" in made.used[0]

@@ -219,6 +219,12 @@ class Evaluators:
     def _make(graph, probes, runs):
         if multiply_adds(graph) * runs < BUILD_FROM:
             return interpreted(graph, probes)
+        need, free = 4 * sum(a.size for a in graph.weights.values()), _available_memory()
+        if free is not None and need > free // 2:
+            fallback = interpreted(graph, probes)
+            fallback.what += (f" (an x86 build would hold {need / 2**30:.1f} GiB of f32 weights; "
+                              f"{free / 2**30:.1f} GiB of memory are free)")
+            return fallback
         try:
             from hetc.backends.x86.evaluator import X86Evaluator
 
@@ -227,3 +233,16 @@ class Evaluators:
             fallback = interpreted(graph, probes)
             fallback.what += f" (no x86 build: {e})"
             return fallback
+
+
+def _available_memory():
+    """Bytes of memory available for new allocations (Linux's MemAvailable,
+    page cache included), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
