@@ -81,6 +81,7 @@ def test_x86_build_computes_what_the_interpreter_does_with_replaced_weights(
                                        rtol=2e-4, atol=2e-5)
 
     first = [np.copy(o) for o in fast(samples[0])[0]]
+    before = dict(g.weights)
     for sample in samples:
         (outs, seen), (routs, rseen) = fast(sample), ref(sample)
         close(outs, routs)
@@ -94,6 +95,8 @@ def test_x86_build_computes_what_the_interpreter_does_with_replaced_weights(
             assert not np.allclose(changed[0], first[0], rtol=1e-3)
     again = fast(samples[0])[0]
     assert all(np.array_equal(a, b) for a, b in zip(again, first))  # the compiled bytes came back
+    assert dict(g.weights).keys() == before.keys()
+    assert all(g.weights[k] is v for k, v in before.items())  # the caller's table untouched
 
 
 def test_tied_weight_is_replaced_in_every_use():

@@ -221,18 +221,20 @@ class Evaluators:
             return interpreted(graph, probes)
         need, free = 4 * sum(a.size for a in graph.weights.values()), _available_memory()
         if free is not None and need > free // 2:
-            fallback = interpreted(graph, probes)
-            fallback.what += (f" (an x86 build would hold {need / 2**30:.1f} GiB of f32 weights; "
-                              f"{free / 2**30:.1f} GiB of memory are free)")
-            return fallback
+            return _interpreter(graph, probes, f"an x86 build would hold {need / 2**30:.1f} GiB "
+                                f"of f32 weights; {free / 2**30:.1f} GiB of memory are free")
         try:
             from hetc.backends.x86.evaluator import X86Evaluator
 
             return X86Evaluator(graph, probes, _for_speed)
         except TargetError as e:
-            fallback = interpreted(graph, probes)
-            fallback.what += f" (no x86 build: {e})"
-            return fallback
+            return _interpreter(graph, probes, f"no x86 build: {e}")
+
+
+def _interpreter(graph, probes, why):
+    made = interpreted(graph, probes)
+    made.what += f" ({why})"
+    return made
 
 
 def _available_memory():

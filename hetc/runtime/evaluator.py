@@ -71,18 +71,24 @@ class Evaluator:
 
 
 class Interpreted(Evaluator):
-    """The reference interpreter on a copy of the graph with its own weight
-    table (the arrays are shared, never written)."""
+    """The reference interpreter; once a weight is replaced, on a copy of the
+    graph with its own weight table (the arrays are shared, never written)."""
 
     def __init__(self, graph, probes=()):
         super().__init__(graph, probes)
-        self.copy = graph.copy()
-        named = {v.name: v for op in self.copy.ops for v in op.outputs}
-        named.update({v.name: v for v in self.copy.inputs})
-        self.inner = {named[v.name]: i for i, v in enumerate(self.probes)}
+        self._use(graph)
         self.original = {}
 
+    def _use(self, graph):
+        """Run `graph` (the graph or its copy), its probes found by name."""
+        named = {v.name: v for op in graph.ops for v in op.outputs}
+        named.update({v.name: v for v in graph.inputs})
+        self.copy = graph
+        self.inner = {named[v.name]: i for i, v in enumerate(self.probes)}
+
     def set_weight(self, name, values):
+        if self.copy is self.graph:  # the first replacement: never in the caller's table
+            self._use(self.graph.copy())
         store = self.copy.weights
         if aux_key(name, "scale") in store:
             raise HetcError(f"weight {name!r} is quantized: an evaluator replaces float "
