@@ -65,13 +65,50 @@ def test_convolutions_match_the_interpreter(portable, monkeypatch):
         with torch.no_grad():
             assert rel_err(x86(*inputs), model(*inputs)) < 1e-4, shape
         kernels = x86.artifact.extra["kernels"]
-        assert kernels == {"conv2d f32": 2, "conv2d f32 depthwise": 3, "conv2d f32 1x1": 2}, \
-            kernels
+        # the pointwise layers run on 7x16 (and 12x13) positions: the channel-lane kernel
+        assert kernels == {"conv2d f32": 2, "conv2d f32 depthwise": 3,
+                           "conv2d f32 1x1 few positions": 2}, kernels
         # the batch norms and the pad went into the convolutions, the
         # activations and the residual add into their kernels
         ops = [op.kind for op in x86.artifact.graph.ops if op.kind != "const"]
         assert "batch_norm" not in ops and "pad" not in ops, ops
         assert any("elementwise ops run as epilogues" in n for n in x86.report.notes)
+
+
+class Pointwise(nn.Module):
+    """A 1x1 convolution with a per-channel scale and ReLU6 in its epilogue,
+    then one with a residual add and ReLU6."""
+
+    def __init__(self, c, o):
+        super().__init__()
+        self.pw = nn.Conv2d(c, o, 1)
+        self.back = nn.Conv2d(o, c, 1, bias=False)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, o))
+
+    def forward(self, x):
+        y = F.relu6(self.pw(x) * self.gamma[:, None, None])
+        return F.relu6(x + self.back(y)), y  # y too: each layer's positions checked alone
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, o, kernel", [
+    ((1, 3, 7, 7), 37, "conv2d f32 1x1 few positions"),  # 49 positions: a tile of 1; panels of 5
+    ((2, 19, 5, 3), 5, "conv2d f32 1x1 few positions"),  # batch 2, fewer channels than a panel
+    ((1, 16, 16, 16), 48, "conv2d f32 1x1 few positions"),  # 256: the last on channel lanes
+    ((2, 8, 1, 257), 17, "conv2d f32 1x1"),  # 257 positions: the row tiles, a partial one
+])
+def test_pointwise_kernels_on_edge_shapes(shape, o, kernel, portable, monkeypatch):
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = Pointwise(shape[1], o).eval()
+    inputs = (torch.randn(*shape) * 3,)  # values beyond the clamp's ends
+    x86, ref = both(model, inputs)
+    with torch.no_grad():
+        for got, want, torch_says in zip(x86(*inputs), ref(*inputs), model(*inputs)):
+            assert rel_err(got, want) < REL_TOL
+            assert rel_err(got, torch_says) < 1e-5
+    assert x86.artifact.extra["kernels"] == {kernel: 2}
 
 
 def test_fold_conv_keeps_the_numbers_and_the_layer_names():
