@@ -16,9 +16,8 @@ import torch.nn as nn
 import hetc
 from hetc.backends.amx import HERE as AMX_HERE
 from hetc.backends.c.emitter import read_headers, shared_headers
-from hetc.backends.x86 import HERE as X86_HERE
+from hetc.backends.x86 import FLAGS, HERE as X86_HERE, KERNEL_HEADERS
 from hetc.backends.c.build import build
-from hetc.backends.x86 import FLAGS
 from hetc.core.errors import TargetError, UsageError
 from hetc.core.targets import cpu_flags
 from models import examples
@@ -55,7 +54,7 @@ int take(void) { int f = st.failed; st.failed = 0; return f; }
 
 @pytest.fixture(scope="module")
 def emu():
-    headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, ["kernels.h"]) | \
+    headers = read_headers(AMX_HERE, ["amx_emu.h"]) | read_headers(X86_HERE, KERNEL_HEADERS) | \
         shared_headers()
     path = build({"model.c": HARNESS, **headers}, FLAGS, what="amx-emu-test")
     lib = ctypes.CDLL(path)

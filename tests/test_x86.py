@@ -388,3 +388,31 @@ def test_topk_matches_the_interpreter_bit_for_bit(dtype):
         np.testing.assert_array_equal(got, want, err_msg=str(v))
         if got.dtype.kind == "f":
             np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=str(v))
+
+
+def test_models_build_against_one_kernel_library(tmp_path, monkeypatch):
+    """kernels.h is built once into a kernel library that each model's own
+    model.c links by full path; the sources a module shows still build in
+    one unit, to the same numbers."""
+    from hetc.backends.c.build import build
+    from hetc.backends.c.library import Library
+    from hetc.backends.x86 import FLAGS
+
+    monkeypatch.setenv("HETC_CACHE", str(tmp_path))
+    name, model, inputs = examples()[0]
+    first = hetc.compile(model, target="x86", example_inputs=inputs)
+    got = first(*inputs)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    second = hetc.compile(conv, target="x86", example_inputs=(torch.randn(1, 3, 9, 9),))
+    second(torch.randn(1, 3, 9, 9))
+    builds = tmp_path / "builds"
+    libraries = sorted(builds.glob("*/kernels.so"))
+    models = sorted(builds.glob("*/model.so"))
+    assert len(libraries) == 1 and len(models) == 2, (libraries, models)
+    for so in models:  # the library's full path is in the model's dynamic section
+        assert str(libraries[0]).encode() in so.read_bytes()
+    one_unit = Library(first.artifact.graph, first.artifact.lowered,
+                       build(dict(first.sources), FLAGS))
+    again = one_unit([np.asarray(x) for x in inputs])[0]
+    assert np.array_equal(again, got.numpy())
+    assert len(list(builds.glob("*/kernels.so"))) == 1  # built with the kernels, not against them

@@ -59,4 +59,4 @@ class AmxEmitter(x86.X86Emitter):
     target = "amx"
     lowerings = {**x86.LOWER, "linear": amx_linear}
     headers = x86.X86Emitter.headers + HEADERS
-    prepare = "hetc_configure(); return hetc_prepare_amx();"
+    prepare = "hetc_isa = hetc_configure(); return hetc_prepare_amx();"

@@ -21,11 +21,13 @@ from hetc.core.fsutil import cache_root, check_file_name
 from hetc.core.targets import c_compiler, cxx_compiler
 
 
-def build(sources: dict, flags, what="model", main="model.c") -> str:
+def build(sources: dict, flags, what="model", main="model.c", link=()) -> str:
     """Path of the shared library built from `sources` (file name -> text;
-    `main` is the translation unit: C, or C++ when it is not a .c file).
-    Raises TargetError naming the compiler and its first errors when the
-    build fails."""
+    `main` is the translation unit: C, or C++ when it is not a .c file),
+    linked against the shared libraries at paths `link` (by full path, so
+    that two versions of a library never stand in for each other). Raises
+    TargetError naming the compiler and its first errors when the build
+    fails."""
     cxx = not main.endswith(".c")
     cc = cxx_compiler() if cxx else c_compiler()
     if cc is None:
@@ -35,7 +37,8 @@ def build(sources: dict, flags, what="model", main="model.c") -> str:
                            f"no {lang} compiler found: install {names}, or set {var} to one") +
                           " (the generated code is built with it)")
     flags = list(flags)
-    key = hashlib.sha256(repr((cc, flags, sorted(sources.items()))).encode()).hexdigest()[:20]
+    link = [os.path.abspath(p) for p in link]
+    key = hashlib.sha256(repr((cc, flags, sorted(sources.items()), link)).encode()).hexdigest()[:20]
     folder = os.path.join(cache_root(), "builds", key)
     lib = os.path.join(folder, f"{what}.so")
     if os.path.exists(lib):
@@ -47,7 +50,7 @@ def build(sources: dict, flags, what="model", main="model.c") -> str:
             with open(os.path.join(tmp, check_file_name(name, "generated source")), "w") as f:
                 f.write(text)
         cmd = [cc, *flags, "-o", os.path.join(tmp, f"{what}.so"),
-               *(["-x", "c++"] if cxx else []), os.path.join(tmp, main), "-lm"]
+               *(["-x", "c++"] if cxx else []), os.path.join(tmp, main), *link, "-lm"]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             errors = "\n".join(p.stderr.strip().splitlines()[:20])

@@ -19,7 +19,13 @@ typedef struct {
     volatile int failed;
     char text[256];
 } hetc_status;
+#if defined(HETC_KERNEL_LIBRARY) /* x86's kernel library: one pointer its models share */
+__thread hetc_status *hetc_status_now;
+#elif defined(HETC_PREBUILT_KERNELS)
+extern __thread hetc_status *hetc_status_now;
+#else
 static __thread hetc_status *hetc_status_now;
+#endif
 
 static void hetc_fail(const char *fmt, ...) {
     hetc_status *s = hetc_status_now;

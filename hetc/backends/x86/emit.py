@@ -802,7 +802,7 @@ class X86Emitter(Emitter):
     what = (f"it handles {', '.join(CTYPE)} values, computes on f32 (and on i64 and i32: "
             f"{', '.join(sorted(INT_OPS))})")
     headers = ("kernels.h",)
-    prepare = "hetc_configure(); return 0;"
+    prepare = "hetc_isa = hetc_configure(); return 0;"
 
     def skipped(self):
         self.views, skipped = attention_views(self.g)
@@ -813,7 +813,7 @@ class X86Emitter(Emitter):
         return list(op.inputs) + (view.keys + view.values if view else [])
 
     def prologue(self):
-        return [f"omp_set_num_threads({self.threads});"]
+        return [f"omp_set_num_threads({self.threads});", "hetc_use_isa(hetc_isa);"]
 
     def notes(self):
         notes = []

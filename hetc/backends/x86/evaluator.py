@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from hetc.backends.c.build import build
 from hetc.backends.c.library import Library
 from hetc.core.errors import HetcError, TargetError
 from hetc.runtime.evaluator import Evaluator
 
-from . import FLAGS, X86Emitter, can_build, sources, threads
+from . import X86Emitter, build_model, can_build, sources, threads
 from .emit import lower_graph
 
 
@@ -44,7 +43,7 @@ class X86Evaluator(Evaluator):
         if problems:
             raise TargetError(f"x86 cannot run this graph: {problems[0]}")
         self.lowered = lowered = lower_graph(built, threads())
-        self.lib = Library(built, lowered, build(sources(lowered), FLAGS))
+        self.lib = Library(built, lowered, build_model(sources(lowered)))
         self.buffers = [np.empty(v.type.shape, v.type.dtype.storage) for v in self.extra]
 
     def set_weight(self, name, values):

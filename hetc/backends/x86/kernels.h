@@ -8,10 +8,10 @@
  * order differs from a sequential loop: results match the interpreter to
  * rounding, not bit for bit.
  */
-#include "hetc_status.h"
+#include "kernels_api.h"
+#ifndef HETC_PREBUILT_KERNELS /* else the model links hetc's kernel library */
 #include <math.h>
 #include <immintrin.h>
-#include <omp.h>
 
 #define HETC_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
 
@@ -24,9 +24,6 @@ static int hetc_simd, hetc_avx512;
 
 /* ---- elementwise ------------------------------------------------------- */
 
-enum { U_RELU, U_GELU, U_GELU_TANH, U_SILU, U_SIGMOID, U_TANH, U_EXP, U_NEG, U_SQRT, U_RSQRT,
-       U_ABS, U_LOG, U_ERF, U_FLOOR, U_CEIL, U_ROUND, U_RECIPROCAL, U_SIGN, U_SIN, U_COS, U_TAN,
-       U_ASIN, U_ACOS, U_ATAN, U_SINH, U_COSH, U_ASINH, U_ACOSH, U_ATANH };
 
 /* e^x without a libm call, so that loops over it vectorize: 2^n p(r) with
  * n = rint(x log2 e), r = x - n ln 2 (two-part ln 2), p the degree-6 Taylor
@@ -101,11 +98,10 @@ static inline float hetc_unary1(int op, float x) {
 }
 
 HETC_CLONES
-static void k_unary(int op, float *restrict y, const float *restrict x, long n) {
+HETC_KERNEL void k_unary(int op, float *restrict y, const float *restrict x, long n) {
     for (long i = 0; i < n; i++) y[i] = hetc_unary1(op, x[i]);
 }
 
-enum { B_ADD, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_POW };
 
 static inline float hetc_binary1(int op, float a, float b) {
     switch (op) {
@@ -122,7 +118,7 @@ static inline float hetc_binary1(int op, float a, float b) {
 
 /* y = a op b, both broadcast to shape[ndim] with element strides (0 where broadcast). */
 HETC_CLONES
-static void k_binary(int op, float *restrict y, const float *a, const float *b, int ndim,
+HETC_KERNEL void k_binary(int op, float *restrict y, const float *a, const float *b, int ndim,
                      const long *shape, const long *as, const long *bs) {
     long inner = shape[ndim - 1], sa = as[ndim - 1], sb = bs[ndim - 1], outer = 1;
     for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
@@ -156,11 +152,6 @@ static void k_binary(int op, float *restrict y, const float *a, const float *b, 
  * channel (E_CHANNEL): a run either lies in one channel (cstride 0: a
  * convolution's plane) or walks the channels one per element (cstride 1:
  * a row of a linear layer's features). */
-enum { E_UNARY, E_SCALAR, E_TENSOR, E_CHANNEL };
-typedef struct {
-    int op, kind, left;
-    const float *arg;
-} hetc_step;
 
 /* One loop per op with the op a constant, so that hetc_unary1/hetc_binary1
  * fold to the op's expression and the loop vectorizes. */
@@ -205,7 +196,7 @@ static void hetc_epilogue_run(const hetc_step *ep, int nep, float *restrict y, l
  * one shorter when run does not divide n): run = the elements sharing one
  * channel (cstride 0, channel = run index % channels) or one row of
  * `channels` features (cstride 1). */
-static void k_epilogue(float *y, long n, long runs, long run, long channels, long cstride,
+HETC_KERNEL void k_epilogue(float *y, long n, long runs, long run, long channels, long cstride,
                        const hetc_step *ep, int nep) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (long r = 0; r < runs; r++) {
@@ -231,7 +222,7 @@ static void k_epilogue(float *y, long n, long runs, long run, long channels, lon
         }                                                                                  \
         return a;                                                                          \
     }                                                                                      \
-    static void k_binary_##T(int op, T *restrict y, const T *a, const T *b, int ndim,      \
+    HETC_KERNEL void k_binary_##T(int op, T *restrict y, const T *a, const T *b, int ndim,      \
                              const long *shape, const long *as, const long *bs) {          \
         long inner = shape[ndim - 1], sa = as[ndim - 1], sb = bs[ndim - 1], outer = 1;     \
         for (int d = 0; d < ndim - 1; d++) outer *= shape[d];                              \
@@ -247,7 +238,7 @@ static void k_epilogue(float *y, long n, long runs, long run, long channels, lon
                 y[o * inner + i] = hetc_binary_##T(op, a[ia + i * sa], b[ib + i * sb]);    \
         }                                                                                  \
     }                                                                                      \
-    static void k_unary_##T(int op, T *restrict y, const T *restrict x, long n) {          \
+    HETC_KERNEL void k_unary_##T(int op, T *restrict y, const T *restrict x, long n) {          \
         for (long i = 0; i < n; i++) {                                                     \
             T v = x[i];                                                                    \
             y[i] = op == U_NEG ? (T)(0 - (U)v) : op == U_ABS ? (v < 0 ? (T)(0 - (U)v) : v)  \
@@ -256,7 +247,7 @@ static void k_epilogue(float *y, long n, long runs, long run, long channels, lon
         }                                                                                  \
     }                                                                                      \
     /* cumsum along the middle axis of [outer, n, inner], wrapping as add does */          \
-    static void k_cumsum_##T(T *y, const T *x, long outer, long n, long inner,             \
+    HETC_KERNEL void k_cumsum_##T(T *y, const T *x, long outer, long n, long inner,             \
                              int exclusive, int reverse) {                                 \
         for (long o = 0; o < outer; o++)                                                   \
             for (long j = 0; j < inner; j++) {                                             \
@@ -296,7 +287,7 @@ HETC_STRIDED(uint16_t)
 HETC_STRIDED(uint32_t)
 HETC_STRIDED(uint64_t)
 
-static void k_strided(void *y, const void *x, int ndim, const long *shape, const long *xs,
+HETC_KERNEL void k_strided(void *y, const void *x, int ndim, const long *shape, const long *xs,
                       int esize) {
     switch (esize) {
     case 1: hetc_strided_uint8_t(y, x, ndim, shape, xs); break;
@@ -308,7 +299,7 @@ static void k_strided(void *y, const void *x, int ndim, const long *shape, const
 
 /* Copies a [outer, rows, inner] block into y at row offset (concat/split along
  * an axis); inner counts bytes. */
-static void k_copy_block(void *y, long y_rows, long y_off, const void *x, long x_rows,
+HETC_KERNEL void k_copy_block(void *y, long y_rows, long y_off, const void *x, long x_rows,
                          long x_off, long rows, long outer, long inner) {
     for (long o = 0; o < outer; o++)
         memcpy((char *)y + (o * y_rows + y_off) * inner, (const char *)x + (o * x_rows + x_off) * inner,
@@ -327,7 +318,7 @@ static inline long hetc_index(long i, long size, const char *op) {
 
 /* y[o, i, :] = x[o, idx[i], :] (gather along an axis; inner in bytes; idx is
  * i64 when wide, else i32). embedding is the case outer = 1. */
-static void k_gather(void *y, const void *x, const void *idx, int wide, long n_idx, long outer,
+HETC_KERNEL void k_gather(void *y, const void *x, const void *idx, int wide, long n_idx, long outer,
                      long size, long inner, const char *op) {
     for (long i = 0; i < n_idx; i++) {
         long j = hetc_index(wide ? (long)((const int64_t *)idx)[i] : (long)((const int32_t *)idx)[i],
@@ -339,7 +330,6 @@ static void k_gather(void *y, const void *x, const void *idx, int wide, long n_i
     }
 }
 
-enum { T_F32, T_I64, T_I32, T_BOOL };
 
 static inline double hetc_load_as_double(const void *x, int t, long i) {
     switch (t) {
@@ -352,7 +342,7 @@ static inline double hetc_load_as_double(const void *x, int t, long i) {
 
 /* Conversions as numpy's astype: floats to integers truncate, anything to
  * bool is != 0; integers convert exactly (i64 -> i32 wraps). */
-static void k_cast(void *y, int yt, const void *x, int xt, long n) {
+HETC_KERNEL void k_cast(void *y, int yt, const void *x, int xt, long n) {
     for (long i = 0; i < n; i++) {
         if (xt == T_I64 && yt == T_I32) { ((int32_t *)y)[i] = (int32_t)((const int64_t *)x)[i]; continue; }
         if (xt == T_I64 && yt == T_F32) { ((float *)y)[i] = (float)((const int64_t *)x)[i]; continue; }
@@ -377,11 +367,10 @@ static inline long hetc_bcast(long i, int ndim, const long *shape, const long *s
     return off;
 }
 
-enum { C_EQ, C_LT, C_GT, C_LE, C_GE };
 
 /* Comparisons of any two numeric operands (compared as doubles: exact for
  * f32, i32 and i64 up to 2^53), broadcasting, into bool. */
-static void k_compare(int op, uint8_t *y, const void *a, int at, const void *b, int bt, int ndim,
+HETC_KERNEL void k_compare(int op, uint8_t *y, const void *a, int at, const void *b, int bt, int ndim,
                       const long *shape, const long *sa, const long *sb) {
     long n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
@@ -394,7 +383,7 @@ static void k_compare(int op, uint8_t *y, const void *a, int at, const void *b, 
 }
 
 /* y = c ? a : b, broadcasting all three, elements of esize bytes. */
-static void k_where(void *y, const uint8_t *c, const void *a, const void *b, int ndim,
+HETC_KERNEL void k_where(void *y, const uint8_t *c, const void *a, const void *b, int ndim,
                     const long *shape, const long *sc, const long *sa, const long *sb, int esize) {
     long n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
@@ -406,10 +395,9 @@ static void k_where(void *y, const uint8_t *c, const void *a, const void *b, int
     }
 }
 
-enum { L_AND, L_OR, L_XOR };
 
 /* Logical ops on bool (one byte, 0 or 1), broadcasting as k_binary does. */
-static void k_logical(int op, uint8_t *y, const uint8_t *a, const uint8_t *b, int ndim,
+HETC_KERNEL void k_logical(int op, uint8_t *y, const uint8_t *a, const uint8_t *b, int ndim,
                       const long *shape, const long *sa, const long *sb) {
     long n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
@@ -419,19 +407,19 @@ static void k_logical(int op, uint8_t *y, const uint8_t *a, const uint8_t *b, in
     }
 }
 
-static void k_logical_not(uint8_t *y, const uint8_t *x, long n) {
+HETC_KERNEL void k_logical_not(uint8_t *y, const uint8_t *x, long n) {
     for (long i = 0; i < n; i++) y[i] = !x[i];
 }
 
 /* isnan (pos = neg = -1) or isinf with the signs asked for, into bool. */
-static void k_float_test(uint8_t *y, const float *x, long n, int pos, int neg) {
+HETC_KERNEL void k_float_test(uint8_t *y, const float *x, long n, int pos, int neg) {
     for (long i = 0; i < n; i++)
         y[i] = (uint8_t)(pos < 0 ? isnan(x[i]) : (isinf(x[i]) && (x[i] > 0 ? pos : neg)));
 }
 
 /* Index (i64) of the first (or, with last, the last) maximum (or minimum) along
  * the middle axis of [outer, n, inner]; nan counts as the extreme. */
-static void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long inner, int max,
+HETC_KERNEL void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long inner, int max,
                          int last) {
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
@@ -462,7 +450,7 @@ static void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long in
                : ((a) < (b) || (isnan(b) && !isnan(a))))
 #define HETC_BETTER_INT(a, b, largest) ((largest) ? (a) > (b) : (a) < (b))
 #define HETC_TOPK(NAME, T, BETTER)                                                         \
-    static void NAME(T *y, int64_t *iy, const T *x, long outer, long n, long inner, long k, \
+    HETC_KERNEL void NAME(T *y, int64_t *iy, const T *x, long outer, long n, long inner, long k, \
                      int largest) {                                                        \
         for (long o = 0; o < outer; o++)                                                   \
             for (long j = 0; j < inner; j++) {                                             \
@@ -488,7 +476,7 @@ HETC_TOPK(k_topk_int64_t, int64_t, HETC_BETTER_INT)
 HETC_TOPK(k_topk_int32_t, int32_t, HETC_BETTER_INT)
 
 /* cumsum along the middle axis of [outer, n, inner] (f32 sums, in order). */
-static void k_cumsum(float *y, const float *x, long outer, long n, long inner, int exclusive,
+HETC_KERNEL void k_cumsum(float *y, const float *x, long outer, long n, long inner, int exclusive,
                      int reverse) {
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
@@ -504,7 +492,7 @@ static void k_cumsum(float *y, const float *x, long outer, long n, long inner, i
 
 /* y[i] = x at i's coordinates with the axis one replaced by idx[i] (gather_elements;
  * idx has y's shape, x's strides are xs, any element size). */
-static void k_gather_elements(void *y, const void *x, const void *idx, int wide, int ndim,
+HETC_KERNEL void k_gather_elements(void *y, const void *x, const void *idx, int wide, int ndim,
                               const long *shape, const long *xs, int axis, long size, int esize) {
     long n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
@@ -522,12 +510,11 @@ static void k_gather_elements(void *y, const void *x, const void *idx, int wide,
     }
 }
 
-enum { P_CONSTANT, P_REFLECT, P_EDGE, P_WRAP };
 
 /* pad: output coordinate i of an axis reads cropped coordinate i - grow[d]
  * (the axis cropped by crop[d] in front to n[d] cells), mapped back inside by
  * the mode, or is `value` (esize bytes) in constant mode. */
-static void k_pad(void *y, const void *x, int ndim, const long *yshape, const long *xs,
+HETC_KERNEL void k_pad(void *y, const void *x, int ndim, const long *yshape, const long *xs,
                   const long *grow, const long *crop, const long *n, int mode, const void *value,
                   int esize) {
     long total = 1;
@@ -552,16 +539,15 @@ static void k_pad(void *y, const void *x, int ndim, const long *yshape, const lo
 }
 
 /* A bool mask as an additive one: 0 where true, -inf where false. */
-static void k_mask_additive(float *y, const uint8_t *m, long n) {
+HETC_KERNEL void k_mask_additive(float *y, const uint8_t *m, long n) {
     for (long i = 0; i < n; i++) y[i] = m[i] ? 0.f : -INFINITY;
 }
 
-enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD };
 
 /* y[o] = reduce over r of x[base(o) + off(r)]: kept axes (shape ks, x strides
  * kx) index the output, reduced axes (shape rs, strides rx) are folded.
  * Accumulates in double; an empty reduction gives the identity (mean: nan). */
-static void k_reduce(int op, float *y, const float *x, int nk, const long *ks, const long *kx,
+HETC_KERNEL void k_reduce(int op, float *y, const float *x, int nk, const long *ks, const long *kx,
                      int nr, const long *rs, const long *rx) {
     long no = 1, nred = 1;
     for (int d = 0; d < nk; d++) no *= ks[d];
@@ -587,7 +573,7 @@ static void k_reduce(int op, float *y, const float *x, int nk, const long *ks, c
  * whose max is -inf subtracts nothing (as the interpreter does); a nan or
  * +inf makes its row nan. */
 HETC_CLONES
-static void k_softmax(float *y, const float *x, long outer, long n, long inner, int log) {
+HETC_KERNEL void k_softmax(float *y, const float *x, long outer, long n, long inner, int log) {
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
             const float *px = x + o * n * inner + j;
@@ -607,7 +593,7 @@ static void k_softmax(float *y, const float *x, long outer, long n, long inner, 
 
 /* layer_norm (rms = 0) or rms_norm (rms = 1) over the last n values of each row. */
 HETC_CLONES
-static void k_norm(float *y, const float *x, const float *w, const float *b, long rows, long n,
+HETC_KERNEL void k_norm(float *y, const float *x, const float *w, const float *b, long rows, long n,
                    float eps, int rms) {
     /* sums in double, vectorized (omp simd: their order is free) */
     #pragma omp parallel for schedule(static) if (rows * n > 32768)
@@ -633,7 +619,7 @@ static void k_norm(float *y, const float *x, const float *w, const float *b, lon
 }
 
 /* batch_norm in inference form on NC(spatial) data: y = x * k[c] + d[c]. */
-static void k_channel_affine(float *y, const float *x, const float *k, const float *d, long n,
+HETC_KERNEL void k_channel_affine(float *y, const float *x, const float *k, const float *d, long n,
                              long c, long spatial) {
     for (long i = 0; i < n; i++)
         for (long j = 0; j < c; j++) {
@@ -647,7 +633,7 @@ static void k_channel_affine(float *y, const float *x, const float *k, const flo
 
 /* y[M,N] = x[M,K] . w[N,K]^T (+ b), f32 weights. */
 HETC_CLONES
-static void k_linear_f32(float *restrict y, const float *restrict x, const float *restrict w,
+HETC_KERNEL void k_linear_f32(float *restrict y, const float *restrict x, const float *restrict w,
                          const float *b, long M, long N, long K) {
     #pragma omp parallel for schedule(static) if (N * K > 65536)
     for (long n = 0; n < N; n++) {
@@ -795,7 +781,7 @@ static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
 
 /* y[B,M,N] = a[B,M,K] . b[B,K,N] with batch strides (0: broadcast). */
 HETC_CLONES
-static void k_matmul(float *restrict y, const float *a, const float *b, long B, long M, long N,
+HETC_KERNEL void k_matmul(float *restrict y, const float *a, const float *b, long B, long M, long N,
                      long K, long as, long bs) {
     for (long i = 0; i < B; i++) {
         const float *pa = a + i * as, *pb = b + i * bs;
@@ -915,7 +901,7 @@ HETC_CLONES
  * sequence (k0/v0: S0 rows, then k1/v1: S1 rows; a decoder's cache and its
  * new tokens, never concatenated) of [B, H / group, S_i, D] tensors, query
  * head h reading key head h / group (grouped-query attention, never expanded). */
-static void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
+HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
                         const float *k1, const float *v1, long S1, long group,
                         const float *mask, long mb, long mh, long ml, long B, long H, long L,
                         long D, long Dv, float scale, int causal, long offset) {
@@ -1006,7 +992,7 @@ static void k_attention(float *y, const float *q, const float *k0, const float *
 /* ---- convolution and pooling (NCHW) ------------------------------------ */
 
 HETC_CLONES
-static void k_conv2d(float *restrict y, const float *restrict x, const float *restrict w,
+HETC_KERNEL void k_conv2d(float *restrict y, const float *restrict x, const float *restrict w,
                      const float *b, long N, long C, long H, long W, long O, long KH, long KW,
                      long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw,
                      long groups) {
@@ -1035,7 +1021,7 @@ static void k_conv2d(float *restrict y, const float *restrict x, const float *re
         }
 }
 
-static void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
+HETC_KERNEL void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
                          long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw) {
     for (long c = 0; c < NC; c++)
         for (long oh = 0; oh < OH; oh++)
@@ -1055,7 +1041,7 @@ static void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long
 
 /* avg_pool2d: the divisor counts input cells, plus the explicit padding
  * (pt, pl, pb, pr) when include_pad, never the ceil-mode overhang. */
-static void k_avg_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
+HETC_KERNEL void k_avg_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
                          long OH, long OW, long sh, long sw, long pt, long pl, long pb, long pr,
                          int include_pad) {
     for (long c = 0; c < NC; c++)
@@ -1076,7 +1062,7 @@ static void k_avg_pool2d(float *y, const float *x, long NC, long H, long W, long
             }
 }
 
-static void k_mean_rows(float *y, const float *x, long rows, long n) {
+HETC_KERNEL void k_mean_rows(float *y, const float *x, long rows, long n) {
     for (long r = 0; r < rows; r++) {
         double s = 0.0;
         for (long i = 0; i < n; i++) s += x[r * n + i];
@@ -1430,12 +1416,23 @@ static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict x
 }
 
 
-static void hetc_configure(void) {
+HETC_KERNEL int hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
     int allowed = !(portable && *portable && *portable != '0');
     hetc_avx512 = allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     hetc_simd = hetc_avx512 && __builtin_cpu_supports("avx512vnni") &&
                 __builtin_cpu_supports("avx512vbmi");
+    return hetc_avx512 | hetc_simd << 1;
+}
+
+/* A model's run takes back the choice hetc_configure made when it was
+ * loaded (models share the kernel library, and so these flags). Two models
+ * loaded with different choices (HETC_X86_PORTABLE, a testing switch) and
+ * run at the same moment may each take the other's path: the paths compute
+ * the same numbers, to rounding. */
+HETC_KERNEL void hetc_use_isa(int isa) {
+    hetc_avx512 = isa & 1;
+    hetc_simd = (isa >> 1) & 1;
 }
 
 
@@ -1451,7 +1448,7 @@ static void hetc_quantize_into(const float *x, long M, long K, long G, int shift
 
 /* y = x W^T (+ b) with W integer in row blocks (layout above); scales f16
  * when half, else f32. */
-static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
+HETC_KERNEL void k_linear_rb(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
                         const void *restrict sw, int half, const float *b, long M, long N, long K,
                         long G, int bits, int nn, int mm, unsigned char *scratch) {
     uint8_t *q;
@@ -1466,7 +1463,7 @@ static void k_linear_rb(float *restrict y, const float *restrict x, const uint8_
 }
 
 /* y = x W^T (+ b) with integer weights and float activations (layout above). */
-static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
+HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                        const float *restrict scale, const float *b, long M, long N, long K,
                        long G, int bits) {
     if (hetc_avx512)
@@ -1476,7 +1473,7 @@ static void k_linear_q(float *restrict y, const float *restrict x, const uint8_t
 }
 
 /* y = x W^T (+ b) with a constant float weight in panels (layout above). */
-static void k_linear_panel(float *restrict y, const float *restrict x, const void *w, int kind,
+HETC_KERNEL void k_linear_panel(float *restrict y, const float *restrict x, const void *w, int kind,
                            const float *b, long M, long N, long K) {
     if (hetc_avx512)
         hetc_linear_panel_avx512(y, x, w, kind, b, M, N, K);
@@ -1486,7 +1483,7 @@ static void k_linear_panel(float *restrict y, const float *restrict x, const voi
 
 /* x quantized and dequantized per token and group, for layers whose weight
  * layout has no integer kernel: the same numbers, computed in floats. */
-static void k_fake_quant_rows(float *y, const float *x, long M, long K, long G) {
+HETC_KERNEL void k_fake_quant_rows(float *y, const float *x, long M, long K, long G) {
     long groups = K / G;
     for (long m = 0; m < M; m++)
         for (long g = 0; g < groups; g++) {
@@ -1700,7 +1697,7 @@ static void hetc_conv_task(float *y, const float *col, long cs, const float *wp,
 }
 
 /* y = conv(x, w) (+ b), NCHW, w packed as above (wp). */
-static void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
+HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
                           const float *b, long N, long C, long H, long W, long O, long KH,
                           long KW, long OH, long OW, long sh, long sw, long pt, long pl, long dh,
                           long dw, long groups, const hetc_step *ep, int nep) {
@@ -1869,7 +1866,7 @@ static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
  * panels: epilogue steps not in registers run once per channel row of the
  * run rather than per tile. In one model run, 672->112 on 14x14 took 0.19
  * ms split by positions against 0.33 ms split by channels in short runs. */
-static void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
+HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
                              const float *b, long N, long C, long P, long O, const hetc_step *ep,
                              int nep) {
     long panels = (O + 15) / 16, groups = (panels + HETC_PW_PANELS - 1) / HETC_PW_PANELS;
@@ -1989,7 +1986,7 @@ static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const f
     }
 }
 
-static void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
+HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
                                const float *b, long N, long C, long H, long W, long O, long KH,
                                long KW, long OH, long OW, long sh, long sw, long pt, long pl,
                                long dh, long dw, const hetc_step *ep, int nep) {
@@ -2045,7 +2042,7 @@ static void hetc_transpose(float *restrict dst, const float *restrict src, long 
                 for (long c = c0; c < c0 + 32 && c < cols; c++) dst[c * rows + r] = src[r * cols + c];
 }
 
-static void k_conv1x1_rb(float *restrict y, const float *restrict x,
+HETC_KERNEL void k_conv1x1_rb(float *restrict y, const float *restrict x,
                          const uint8_t *restrict packed, const void *restrict sw, int half,
                          const float *b, long N, long C, long P, long O, long G, int bits,
                          int nn, int mm, unsigned char *scratch, const hetc_step *ep, int nep) {
@@ -2064,7 +2061,7 @@ static void k_conv1x1_rb(float *restrict y, const float *restrict x,
 /* x quantized and dequantized per pixel and group of G channels (NCHW), for
  * convolutions with int8 activations that no integer kernel takes: the
  * same numbers, computed in floats. */
-static void k_fake_quant_pixels(float *restrict y, const float *restrict x, long N, long C,
+HETC_KERNEL void k_fake_quant_pixels(float *restrict y, const float *restrict x, long N, long C,
                                 long P, long G) {
     #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 65536)
     for (long n = 0; n < N; n++)
@@ -2081,3 +2078,5 @@ static void k_fake_quant_pixels(float *restrict y, const float *restrict x, long
                 for (long c = 0; c < G; c++) py[c * P] = nearbyintf(px[c * P] / div) * sc;
             }
 }
+
+#endif /* HETC_PREBUILT_KERNELS */
