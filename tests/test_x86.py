@@ -416,3 +416,23 @@ def test_models_build_against_one_kernel_library(tmp_path, monkeypatch):
     again = one_unit([np.asarray(x) for x in inputs])[0]
     assert np.array_equal(again, got.numpy())
     assert len(list(builds.glob("*/kernels.so"))) == 1  # built with the kernels, not against them
+
+
+class Broadcasts(nn.Module):
+    """Comparisons, logical ops and where with operands broadcast along
+    different axes (rows walked with each operand's own strides)."""
+
+    def forward(self, x, y, m):
+        c = x > y
+        either = torch.logical_xor(c, m) | (y < 0)
+        return c, either, torch.where(m, x, y), torch.where(either, y * 2, x), \
+            torch.eq(x.round(), y.round())
+
+
+def test_broadcast_comparisons_logic_and_where_match_the_interpreter():
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 3, 5), torch.randn(3, 1), torch.randn(2, 1, 5) > 0)
+    x86, ref = both(Broadcasts(), inputs)
+    for got, want in zip(x86(*inputs), ref(*inputs)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(np.asarray(got), np.asarray(want))
