@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import hetc
 from hetc.core.errors import UsageError
@@ -403,3 +404,50 @@ def test_half_precision_tables_stay_when_quantizing_would_change_their_type():
             assert rows["fc"].precision == "i4"
             assert any("would be f32" in w for w in rows["embed"].why), rows["embed"].why
         module(ids)
+
+
+
+class _Tied(nn.Module):
+    """Two linear layers sharing one weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(64, 64) / 8)
+
+    def forward(self, x):
+        return F.linear(torch.relu(F.linear(x, self.w)), self.w)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["separate", "tied"])
+def test_the_search_stores_the_codes_it_weighed(tied, monkeypatch):
+    """The per-layer search keeps each unpruned candidate's codes from
+    weighing and stores the chosen ones as they are: the same weights as
+    rounding them again (KEEP_CODES = 0), a weight two layers share (one
+    layer of the search) included."""
+    from hetc.ir.interpret import load_const
+    from hetc.passes import autocompress
+
+    model, cal = _fragile_calibration()
+    if tied:
+        torch.manual_seed(0)
+        model = _Tied().eval()
+    kw = dict(example_inputs=cal[0], precision="auto:int8|int4|mx3", calibration=cal,
+              bits_budget=6.0)
+    handed = []
+    real = autocompress.apply
+
+    def spy(*args):
+        handed.append(len(args[7] or {}) if len(args) > 7 else 0)
+        return real(*args)
+
+    monkeypatch.setattr(autocompress, "apply", spy)
+    kept = hetc.compile(model, **kw)
+    monkeypatch.setattr(autocompress, "KEEP_CODES", 0)
+    again = hetc.compile(model, **kw)
+    assert handed[0] > 0 and handed[1] == 0, handed
+    consts = [[op for op in m.graph.ops if op.kind == "const"] for m in (kept, again)]
+    assert len(consts[0]) == len(consts[1])
+    for a, b in zip(*consts):
+        assert np.array_equal(np.asarray(load_const(a, kept.graph)),
+                              np.asarray(load_const(b, again.graph)))
+    assert [r.precision for r in kept.report.layers] == [r.precision for r in again.report.layers]

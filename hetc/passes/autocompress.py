@@ -38,6 +38,8 @@ from .layers import activations, channel_squares, find_layers, probing
 
 MAX_ROWS = 2048  # activation rows per layer used for sensitivities
 KEEP_PROBES = 1 << 30  # bytes of candidate weights kept from _candidates for _amplify
+KEEP_CODES = 1 << 30  # bytes of candidates' quantized codes kept for apply (a refit took 7 s
+#                       of SmolLM2-135M's search)
 
 
 def _statistics(layers, samples, evaluator):
@@ -153,8 +155,8 @@ class AutoCompress(Pass):
         evaluator = probing(ctx, graph, layers, runs)
         try:
             norms, acts = _statistics(layers, ctx.calibration, evaluator)
-            table = _candidates(graph, target, layers, patterns, fmts, norms, acts,
-                                ctx.calibration[0], progress, evaluator)
+            table, codes = _candidates(graph, target, layers, patterns, fmts, norms, acts,
+                                       ctx.calibration[0], progress, evaluator)
             if self.bits > 0:
                 choice, why = _fit_bits(table, self.bits)
             else:
@@ -182,7 +184,7 @@ class AutoCompress(Pass):
         ctx.notes.append(f"autocompress: {why}; predicted "
                          f"{dense / sum(c.seconds for c in choice.values()):.2f}x "
                          f"on {target.name} ({target.cost.reference_part})")
-        apply(graph, layers, choice, norms, self.criterion, self.method, hessians)
+        apply(graph, layers, choice, norms, self.criterion, self.method, hessians, codes)
 
     @staticmethod
     def _list(text, auto):
@@ -218,8 +220,12 @@ def _logical(ly, graph):
 
 def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, progress,
                 evaluator):
-    """layer -> (layer, [Option], dense seconds); the layers are weighed on
-    as many threads as there are cores (numpy works outside the GIL)."""
+    """(layer -> (layer, [Option], dense seconds), codes); the layers are
+    weighed on as many threads as there are cores (numpy works outside the
+    GIL). `codes`: (layer, format name) -> the Quantized weight of an
+    unpruned candidate, up to KEEP_CODES bytes, for apply to store as
+    weighed (find_layers lists a shared weight once, so applying one layer
+    never changes another's)."""
 
     def gram(x):  # once per activation: q, k and v read the same one
         return np.asarray(x.T @ x, np.float32)
@@ -232,30 +238,41 @@ def _candidates(graph, target, layers, patterns, fmts, norms, acts, sample, prog
         length = ly.weight.type.shape[ly.axis]
         usable = [f for f in fmts if f.scale is None or not changes_result_type(graph, ly)]
         worst = None  # the most sensitive candidate's values: _amplify's probe
+        found = {}  # format name -> its Quantized weight (unpruned)
         for nm in [None] + [p for p in patterns if length % p[1] == 0]:
             for fmt in [None] + usable:
                 if nm is None and fmt is None:
                     continue
-                wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
+                if nm is None and fmt is not None:
+                    q = formats.quantize(w, fmt, ly.axis)
+                    found[fmt.name] = q
+                    wc = q.values()
+                else:
+                    wc = _compressed(w, ly, nm, fmt, norms.get(ly.name))
                 options.append(Option((nm, fmt), _sensitivity(w, wc, ly, h, scale),
                                       _seconds(target, ly, nm, fmt),
                                       _weight_type(ly, nm, fmt).packed_bytes()))
                 if worst is None or options[-1].sensitivity > worst[0]:
                     worst = (options[-1].sensitivity, wc)
-        return (ly, options, dense_t), worst
+        return (ly, options, dense_t), worst, found
 
-    table, probes, kept = {}, {}, 0
+    table, probes, kept, codes, held = {}, {}, 0, {}, 0
     with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         firsts = {ly.activation: acts[ly.name] for ly in layers if ly.name in acts}
         grams = dict(zip(firsts, pool.map(gram, firsts.values())))
-        for i, (entry, worst) in enumerate(pool.map(weigh, layers)):
+        for i, (entry, worst, found) in enumerate(pool.map(weigh, layers)):
             progress(i + 1, len(layers), "autocompress: weighing candidates")
             table[entry[0].name] = entry
+            for name, q in found.items():
+                size = sum(a.nbytes for a in (q.data, *q.params().values()) if a is not None)
+                if held + size <= KEEP_CODES:
+                    codes[(entry[0].name, name)] = q
+                    held += size
             if worst is not None and kept + worst[1].nbytes <= KEEP_PROBES:
                 probes[entry[0].name] = worst[1]
                 kept += worst[1].nbytes
     _amplify(table, norms, sample, progress, evaluator, probes)
-    return table
+    return table, codes
 
 
 def _chooser(table, cost):
@@ -365,11 +382,13 @@ def _bisect(table, error, budget, progress, steps=10):
     return best
 
 
-def apply(graph, layers, choice, norms, criterion="wanda", method="rtn", hessians=None):
+def apply(graph, layers, choice, norms, criterion="wanda", method="rtn", hessians=None,
+          codes=None):
     """Compress each layer as its chosen (pattern, format) says: pruned by
     `criterion` (wanda falls back to magnitude without norms), rounded by
-    `method`; the second-order ones use `hessians` where a layer has one."""
-    hessians = hessians or {}
+    `method`; the second-order ones use `hessians` where a layer has one.
+    `codes` (from _candidates): unpruned layers rounded to nearest as weighed."""
+    hessians, codes = hessians or {}, codes or {}
     for ly in layers:
         nm, fmt = choice[ly.name].choice
         h = hessians.get(ly.name)
@@ -378,5 +397,6 @@ def apply(graph, layers, choice, norms, criterion="wanda", method="rtn", hessian
             prune_layer(graph, ly, *nm, how, norms.get(ly.name),
                         h if criterion == "sparsegpt" else None)
         if fmt is not None:
-            quantize_layer(graph, ly, fmt, h if method == "gptq" and fmt.scale is not None
-                           else None)
+            second = h if method == "gptq" and fmt.scale is not None else None
+            known = codes.get((ly.name, fmt.name)) if nm is None and second is None else None
+            quantize_layer(graph, ly, fmt, second, known)

@@ -205,15 +205,16 @@ def changes_result_type(graph, ly) -> bool:
     return False
 
 
-def quantize_layer(graph, ly, fmt, hessian=None):
+def quantize_layer(graph, ly, fmt, hessian=None, known=None):
     """Store one layer's weight in `fmt` (GPTQ when a Hessian is given; kept
-    N:M zeros stay zero); returns (how, the Quant encoding or None)."""
+    N:M zeros stay zero; `known`: the weight's round-to-nearest Quantized
+    already made); returns (how, the Quant encoding or None)."""
     t = ly.weight.type
     w = load_const(ly.weight.producer, graph)
     if hessian is not None:
         result, how = _gptq(w, ly, fmt, hessian), "gptq"
     else:
-        result = formats.quantize(w, fmt, ly.axis)
+        result = known if known is not None else formats.quantize(w, fmt, ly.axis)
         how = "round to nearest" if not fmt.codebook else f"best {fmt.codebook} variant per group"
     encodings = [e for e in t.encodings if isinstance(e, NM)] + ([result.enc] if result.enc else [])
     _rewrite(graph, ly, result.data, encodings, fmt.dtype, result.params())
