@@ -80,9 +80,17 @@ CASES = {
                          (_x(1, 2, 5, 7),)),
     "upsample_linear_1d": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2, mode="linear")),
                            (_x(1, 2, 7),)),
+    # ceil_mode windows past the (padded) input, one per axis: Hugging Face
+    # EfficientNet's AvgPool2d(1280, ceil_mode=True) on 3x3; padded ones
+    # with and without the padding counted (PyTorch refuses such max pools)
+    "avg_pool_ceil_mode_wide": (lambda: _Fn(lambda x: F.avg_pool2d(x, 8, ceil_mode=True) +
+                                            F.avg_pool2d(x, 6, 5, padding=1, ceil_mode=True) +
+                                            F.avg_pool2d(x, (6, 3), 5, padding=1, ceil_mode=True,
+                                                         count_include_pad=False)),
+                                (_x(2, 3, 3, 4),)),
 }
 ON_X86 = ["multihead_attention", "transformer_encoder_layer", "conv1d", "group_norm",
-          "upsample_bilinear", "any_all"]
+          "upsample_bilinear", "any_all", "avg_pool_ceil_mode_wide"]
 
 
 def _check(name, target):

@@ -1113,10 +1113,22 @@ def _max_pool2d(cx, a):
 
 @aten("avg_pool2d")
 def _avg_pool2d(cx, a):
+    """With ceil_mode PyTorch lets the window reach past the input and its
+    padding when one window covers the axis, and averages what the window
+    clips to (Hugging Face EfficientNet's AvgPool2d(1280, ceil_mode=True) on
+    a 3x3 map): the window of the padded axis, the same numbers."""
     if a["divisor_override"] is not None:
         raise cx.error("avg_pool2d with divisor_override is not supported")
+    x = cx.value(a["self"])
     attrs = {**_pool_attrs(a), "count_include_pad": bool(a["count_include_pad"])}
-    return cx.add("avg_pool2d", [cx.value(a["self"])], attrs)
+    if attrs["ceil_mode"]:
+        k, s = list(attrs["kernel"]), attrs["stride"]
+        for d in (0, 1):
+            room = x.type.shape[2 + d] + 2 * attrs["padding"][d]
+            if k[d] > room > k[d] - s[d]:  # one window, past the padded axis
+                k[d] = room
+        attrs["kernel"] = k
+    return cx.add("avg_pool2d", [x], attrs)
 
 
 @aten("avg_pool1d")
