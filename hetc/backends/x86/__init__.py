@@ -56,8 +56,8 @@ def kernel_library() -> str:
 
 def build_model(srcs) -> str:
     """Path of the built x86 model of sources `srcs`: its model.c alone,
-    against the kernel library (about 0.3 s instead of 3-4 s for a
-    model's kernels compiled with it)."""
+    against the kernel library (EfficientNet-Lite0 0.1 s, SmolLM2-135M 1.0 s;
+    2.9 s and 4.1 s with the kernels compiled in)."""
     return build(srcs, FLAGS + ["-DHETC_PREBUILT_KERNELS"], link=[kernel_library()])
 
 
