@@ -24,7 +24,6 @@ static int hetc_simd, hetc_avx512;
 
 /* ---- elementwise ------------------------------------------------------- */
 
-
 /* e^x without a libm call, so that loops over it vectorize: 2^n p(r) with
  * n = rint(x log2 e), r = x - n ln 2 (two-part ln 2), p the degree-6 Taylor
  * polynomial (|r| <= 0.347: within 2 ulp of expf); 2^n applied as two
@@ -102,7 +101,6 @@ HETC_KERNEL void k_unary(int op, float *restrict y, const float *restrict x, lon
     for (long i = 0; i < n; i++) y[i] = hetc_unary1(op, x[i]);
 }
 
-
 static inline float hetc_binary1(int op, float a, float b) {
     switch (op) {
     case B_ADD: return a + b;
@@ -116,21 +114,36 @@ static inline float hetc_binary1(int op, float a, float b) {
     return a;
 }
 
+/* The flat index of element i of `shape` in an operand with strides st
+ * (broadcast operands have 0 strides; reductions use it for both index sets). */
+static inline long hetc_bcast(long i, int ndim, const long *shape, const long *st) {
+    long off = 0;
+    for (int d = ndim - 1; d >= 0; d--) {
+        off += (i % shape[d]) * st[d];
+        i /= shape[d];
+    }
+    return off;
+}
+
+/* Broadcast and strided kernels walk rows (the last axis): the rows and
+ * their length, the offset of row o along strides st (one division per
+ * axis, once a row, not per element: in the kernel library, where shapes
+ * are not constants, a division per axis and element made an attention
+ * mask's AND take 0.37 ms), and the last axis's stride. */
+#define HETC_ROWS(ndim, shape)                                                             \
+    long inner_ = (ndim) ? (shape)[(ndim) - 1] : 1, outer_ = inner_ ? 1 : 0;               \
+    for (int d_ = 0; d_ < (ndim) - 1; d_++) outer_ *= (shape)[d_];
+#define HETC_ROW(o, ndim, shape, st) ((ndim) > 1 ? hetc_bcast(o, (ndim) - 1, shape, st) : 0)
+#define HETC_STEP(ndim, st) ((ndim) ? (st)[(ndim) - 1] : 0)
+
 /* y = a op b, both broadcast to shape[ndim] with element strides (0 where broadcast). */
 HETC_CLONES
 HETC_KERNEL void k_binary(int op, float *restrict y, const float *a, const float *b, int ndim,
-                     const long *shape, const long *as, const long *bs) {
-    long inner = shape[ndim - 1], sa = as[ndim - 1], sb = bs[ndim - 1], outer = 1;
-    for (int d = 0; d < ndim - 1; d++) outer *= shape[d];
-    for (long o = 0; o < outer; o++) {
-        long rem = o, ia = 0, ib = 0;
-        for (int d = ndim - 2; d >= 0; d--) {
-            long i = rem % shape[d];
-            rem /= shape[d];
-            ia += i * as[d];
-            ib += i * bs[d];
-        }
-        const float *pa = a + ia, *pb = b + ib;
+                          const long *shape, const long *as, const long *bs) {
+    HETC_ROWS(ndim, shape)
+    long inner = inner_, sa = HETC_STEP(ndim, as), sb = HETC_STEP(ndim, bs);
+    for (long o = 0; o < outer_; o++) {
+        const float *pa = a + HETC_ROW(o, ndim, shape, as), *pb = b + HETC_ROW(o, ndim, shape, bs);
         float *py = y + o * inner;
         if (sa == 1 && sb == 1)
             for (long i = 0; i < inner; i++) py[i] = hetc_binary1(op, pa[i], pb[i]);
@@ -197,7 +210,7 @@ static void hetc_epilogue_run(const hetc_step *ep, int nep, float *restrict y, l
  * channel (cstride 0, channel = run index % channels) or one row of
  * `channels` features (cstride 1). */
 HETC_KERNEL void k_epilogue(float *y, long n, long runs, long run, long channels, long cstride,
-                       const hetc_step *ep, int nep) {
+                            const hetc_step *ep, int nep) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (long r = 0; r < runs; r++) {
         long len = n - r * run < run ? n - r * run : run;
@@ -222,23 +235,17 @@ HETC_KERNEL void k_epilogue(float *y, long n, long runs, long run, long channels
         }                                                                                  \
         return a;                                                                          \
     }                                                                                      \
-    HETC_KERNEL void k_binary_##T(int op, T *restrict y, const T *a, const T *b, int ndim,      \
-                             const long *shape, const long *as, const long *bs) {          \
-        long inner = shape[ndim - 1], sa = as[ndim - 1], sb = bs[ndim - 1], outer = 1;     \
-        for (int d = 0; d < ndim - 1; d++) outer *= shape[d];                              \
-        for (long o = 0; o < outer; o++) {                                                 \
-            long rem = o, ia = 0, ib = 0;                                                  \
-            for (int d = ndim - 2; d >= 0; d--) {                                          \
-                long i = rem % shape[d];                                                   \
-                rem /= shape[d];                                                           \
-                ia += i * as[d];                                                           \
-                ib += i * bs[d];                                                           \
-            }                                                                              \
-            for (long i = 0; i < inner; i++)                                               \
-                y[o * inner + i] = hetc_binary_##T(op, a[ia + i * sa], b[ib + i * sb]);    \
+    HETC_KERNEL void k_binary_##T(int op, T *restrict y, const T *a, const T *b, int ndim,  \
+                                  const long *shape, const long *as, const long *bs) {     \
+        HETC_ROWS(ndim, shape)                                                             \
+        long sa = HETC_STEP(ndim, as), sb = HETC_STEP(ndim, bs);                           \
+        for (long o = 0; o < outer_; o++) {                                                \
+            long ia = HETC_ROW(o, ndim, shape, as), ib = HETC_ROW(o, ndim, shape, bs);     \
+            for (long i = 0; i < inner_; i++)                                              \
+                y[o * inner_ + i] = hetc_binary_##T(op, a[ia + i * sa], b[ib + i * sb]);   \
         }                                                                                  \
     }                                                                                      \
-    HETC_KERNEL void k_unary_##T(int op, T *restrict y, const T *restrict x, long n) {          \
+    HETC_KERNEL void k_unary_##T(int op, T *restrict y, const T *restrict x, long n) {     \
         for (long i = 0; i < n; i++) {                                                     \
             T v = x[i];                                                                    \
             y[i] = op == U_NEG ? (T)(0 - (U)v) : op == U_ABS ? (v < 0 ? (T)(0 - (U)v) : v)  \
@@ -247,8 +254,8 @@ HETC_KERNEL void k_epilogue(float *y, long n, long runs, long run, long channels
         }                                                                                  \
     }                                                                                      \
     /* cumsum along the middle axis of [outer, n, inner], wrapping as add does */          \
-    HETC_KERNEL void k_cumsum_##T(T *y, const T *x, long outer, long n, long inner,             \
-                             int exclusive, int reverse) {                                 \
+    HETC_KERNEL void k_cumsum_##T(T *y, const T *x, long outer, long n, long inner,        \
+                                  int exclusive, int reverse) {                            \
         for (long o = 0; o < outer; o++)                                                   \
             for (long j = 0; j < inner; j++) {                                             \
                 U acc = 0;                                                                 \
@@ -271,18 +278,14 @@ HETC_INT_BINARY(int32_t, uint32_t)
 #define HETC_STRIDED(T)                                                                    \
     static void hetc_strided_##T(T *restrict y, const T *restrict x, int ndim,             \
                                  const long *shape, const long *xs) {                      \
-        long inner = ndim ? shape[ndim - 1] : 1, sx = ndim ? xs[ndim - 1] : 0, outer = 1;  \
-        for (int d = 0; d < ndim - 1; d++) outer *= shape[d];                              \
-        for (long o = 0; o < outer; o++) {                                                 \
-            long rem = o, ix = 0;                                                          \
-            for (int d = ndim - 2; d >= 0; d--) {                                          \
-                ix += (rem % shape[d]) * xs[d];                                            \
-                rem /= shape[d];                                                           \
-            }                                                                              \
+        HETC_ROWS(ndim, shape)                                                             \
+        long sx = HETC_STEP(ndim, xs);                                                     \
+        for (long o = 0; o < outer_; o++) {                                                \
+            long ix = HETC_ROW(o, ndim, shape, xs);                                        \
             if (sx == 1) /* contiguous rows (a transpose of heads): a copy each */          \
-                memcpy(y + o * inner, x + ix, sizeof(T) * inner);                          \
+                memcpy(y + o * inner_, x + ix, sizeof(T) * inner_);                        \
             else                                                                           \
-                for (long i = 0; i < inner; i++) y[o * inner + i] = x[ix + i * sx];        \
+                for (long i = 0; i < inner_; i++) y[o * inner_ + i] = x[ix + i * sx];      \
         }                                                                                  \
     }
 HETC_STRIDED(uint8_t)
@@ -291,7 +294,7 @@ HETC_STRIDED(uint32_t)
 HETC_STRIDED(uint64_t)
 
 HETC_KERNEL void k_strided(void *y, const void *x, int ndim, const long *shape, const long *xs,
-                      int esize) {
+                           int esize) {
     switch (esize) {
     case 1: hetc_strided_uint8_t(y, x, ndim, shape, xs); break;
     case 2: hetc_strided_uint16_t(y, x, ndim, shape, xs); break;
@@ -303,7 +306,7 @@ HETC_KERNEL void k_strided(void *y, const void *x, int ndim, const long *shape, 
 /* Copies a [outer, rows, inner] block into y at row offset (concat/split along
  * an axis); inner counts bytes. */
 HETC_KERNEL void k_copy_block(void *y, long y_rows, long y_off, const void *x, long x_rows,
-                         long x_off, long rows, long outer, long inner) {
+                              long x_off, long rows, long outer, long inner) {
     for (long o = 0; o < outer; o++)
         memcpy((char *)y + (o * y_rows + y_off) * inner, (const char *)x + (o * x_rows + x_off) * inner,
                rows * inner);
@@ -322,7 +325,7 @@ static inline long hetc_index(long i, long size, const char *op) {
 /* y[o, i, :] = x[o, idx[i], :] (gather along an axis; inner in bytes; idx is
  * i64 when wide, else i32). embedding is the case outer = 1. */
 HETC_KERNEL void k_gather(void *y, const void *x, const void *idx, int wide, long n_idx, long outer,
-                     long size, long inner, const char *op) {
+                          long size, long inner, const char *op) {
     for (long i = 0; i < n_idx; i++) {
         long j = hetc_index(wide ? (long)((const int64_t *)idx)[i] : (long)((const int32_t *)idx)[i],
                             size, op);
@@ -332,7 +335,6 @@ HETC_KERNEL void k_gather(void *y, const void *x, const void *idx, int wide, lon
                    inner);
     }
 }
-
 
 static inline double hetc_load_as_double(const void *x, int t, long i) {
     switch (t) {
@@ -359,33 +361,10 @@ HETC_KERNEL void k_cast(void *y, int yt, const void *x, int xt, long n) {
     }
 }
 
-/* The flat index of element i of `shape` in an operand with strides st
- * (broadcast operands have 0 strides; reductions use it for both index sets). */
-static inline long hetc_bcast(long i, int ndim, const long *shape, const long *st) {
-    long off = 0;
-    for (int d = ndim - 1; d >= 0; d--) {
-        off += (i % shape[d]) * st[d];
-        i /= shape[d];
-    }
-    return off;
-}
-
-/* Broadcast kernels walk rows (the last axis): the offset of row o along
- * strides st (one division per axis, once a row, not per element: as a
- * separate kernel library, where shapes are not constants, a division per
- * axis and element made an attention mask's AND take 0.37 ms), and the
- * last axis's stride. */
-#define HETC_ROWS(ndim, shape)                                                             \
-    long inner_ = (ndim) ? (shape)[(ndim) - 1] : 1, outer_ = inner_ ? 1 : 0;               \
-    for (int d_ = 0; d_ < (ndim) - 1; d_++) outer_ *= (shape)[d_];
-#define HETC_ROW(o, ndim, shape, st) ((ndim) > 1 ? hetc_bcast(o, (ndim) - 1, shape, st) : 0)
-#define HETC_STEP(ndim, st) ((ndim) ? (st)[(ndim) - 1] : 0)
-
-
 /* Comparisons of any two numeric operands (compared as doubles: exact for
  * f32, i32 and i64 up to 2^53), broadcasting, into bool. */
 HETC_KERNEL void k_compare(int op, uint8_t *y, const void *a, int at, const void *b, int bt, int ndim,
-                      const long *shape, const long *sa, const long *sb) {
+                           const long *shape, const long *sa, const long *sb) {
     HETC_ROWS(ndim, shape)
     long xa = HETC_STEP(ndim, sa), xb = HETC_STEP(ndim, sb);
     for (long o = 0; o < outer_; o++) {
@@ -401,7 +380,7 @@ HETC_KERNEL void k_compare(int op, uint8_t *y, const void *a, int at, const void
 
 /* y = c ? a : b, broadcasting all three, elements of esize bytes. */
 HETC_KERNEL void k_where(void *y, const uint8_t *c, const void *a, const void *b, int ndim,
-                    const long *shape, const long *sc, const long *sa, const long *sb, int esize) {
+                         const long *shape, const long *sc, const long *sa, const long *sb, int esize) {
     HETC_ROWS(ndim, shape)
     long xc = HETC_STEP(ndim, sc), xa = HETC_STEP(ndim, sa), xb = HETC_STEP(ndim, sb);
     for (long o = 0; o < outer_; o++) {
@@ -415,10 +394,9 @@ HETC_KERNEL void k_where(void *y, const uint8_t *c, const void *a, const void *b
     }
 }
 
-
 /* Logical ops on bool (one byte, 0 or 1), broadcasting as k_binary does. */
 HETC_KERNEL void k_logical(int op, uint8_t *y, const uint8_t *a, const uint8_t *b, int ndim,
-                      const long *shape, const long *sa, const long *sb) {
+                           const long *shape, const long *sa, const long *sb) {
     HETC_ROWS(ndim, shape)
     long xa = HETC_STEP(ndim, sa), xb = HETC_STEP(ndim, sb);
     for (long o = 0; o < outer_; o++) {
@@ -444,7 +422,7 @@ HETC_KERNEL void k_float_test(uint8_t *y, const float *x, long n, int pos, int n
 /* Index (i64) of the first (or, with last, the last) maximum (or minimum) along
  * the middle axis of [outer, n, inner]; nan counts as the extreme. */
 HETC_KERNEL void k_arg_reduce(int64_t *y, const float *x, long outer, long n, long inner, int max,
-                         int last) {
+                              int last) {
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
             const float *px = x + o * n * inner + j;
@@ -474,8 +452,8 @@ HETC_KERNEL void k_arg_reduce(int64_t *y, const float *x, long outer, long n, lo
                : ((a) < (b) || (isnan(b) && !isnan(a))))
 #define HETC_BETTER_INT(a, b, largest) ((largest) ? (a) > (b) : (a) < (b))
 #define HETC_TOPK(NAME, T, BETTER)                                                         \
-    HETC_KERNEL void NAME(T *y, int64_t *iy, const T *x, long outer, long n, long inner, long k, \
-                     int largest) {                                                        \
+    HETC_KERNEL void NAME(T *y, int64_t *iy, const T *x, long outer, long n, long inner,   \
+                          long k, int largest) {                                           \
         for (long o = 0; o < outer; o++)                                                   \
             for (long j = 0; j < inner; j++) {                                             \
                 const T *px = x + o * n * inner + j;                                       \
@@ -501,7 +479,7 @@ HETC_TOPK(k_topk_int32_t, int32_t, HETC_BETTER_INT)
 
 /* cumsum along the middle axis of [outer, n, inner] (f32 sums, in order). */
 HETC_KERNEL void k_cumsum(float *y, const float *x, long outer, long n, long inner, int exclusive,
-                     int reverse) {
+                          int reverse) {
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
             float acc = 0.f;
@@ -517,7 +495,7 @@ HETC_KERNEL void k_cumsum(float *y, const float *x, long outer, long n, long inn
 /* y[i] = x at i's coordinates with the axis one replaced by idx[i] (gather_elements;
  * idx has y's shape, x's strides are xs, any element size). */
 HETC_KERNEL void k_gather_elements(void *y, const void *x, const void *idx, int wide, int ndim,
-                              const long *shape, const long *xs, int axis, long size, int esize) {
+                                   const long *shape, const long *xs, int axis, long size, int esize) {
     long n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
     for (long i = 0; i < n; i++) {
@@ -534,13 +512,12 @@ HETC_KERNEL void k_gather_elements(void *y, const void *x, const void *idx, int 
     }
 }
 
-
 /* pad: output coordinate i of an axis reads cropped coordinate i - grow[d]
  * (the axis cropped by crop[d] in front to n[d] cells), mapped back inside by
  * the mode, or is `value` (esize bytes) in constant mode. */
 HETC_KERNEL void k_pad(void *y, const void *x, int ndim, const long *yshape, const long *xs,
-                  const long *grow, const long *crop, const long *n, int mode, const void *value,
-                  int esize) {
+                       const long *grow, const long *crop, const long *n, int mode, const void *value,
+                       int esize) {
     long total = 1;
     for (int d = 0; d < ndim; d++) total *= yshape[d];
     for (long i = 0; i < total; i++) {
@@ -567,12 +544,11 @@ HETC_KERNEL void k_mask_additive(float *y, const uint8_t *m, long n) {
     for (long i = 0; i < n; i++) y[i] = m[i] ? 0.f : -INFINITY;
 }
 
-
 /* y[o] = reduce over r of x[base(o) + off(r)]: kept axes (shape ks, x strides
  * kx) index the output, reduced axes (shape rs, strides rx) are folded.
  * Accumulates in double; an empty reduction gives the identity (mean: nan). */
 HETC_KERNEL void k_reduce(int op, float *y, const float *x, int nk, const long *ks, const long *kx,
-                     int nr, const long *rs, const long *rx) {
+                          int nr, const long *rs, const long *rx) {
     long no = 1, nred = 1;
     for (int d = 0; d < nk; d++) no *= ks[d];
     for (int d = 0; d < nr; d++) nred *= rs[d];
@@ -618,7 +594,7 @@ HETC_KERNEL void k_softmax(float *y, const float *x, long outer, long n, long in
 /* layer_norm (rms = 0) or rms_norm (rms = 1) over the last n values of each row. */
 HETC_CLONES
 HETC_KERNEL void k_norm(float *y, const float *x, const float *w, const float *b, long rows, long n,
-                   float eps, int rms) {
+                        float eps, int rms) {
     /* sums in double, vectorized (omp simd: their order is free) */
     #pragma omp parallel for schedule(static) if (rows * n > 32768)
     for (long r = 0; r < rows; r++) {
@@ -644,7 +620,7 @@ HETC_KERNEL void k_norm(float *y, const float *x, const float *w, const float *b
 
 /* batch_norm in inference form on NC(spatial) data: y = x * k[c] + d[c]. */
 HETC_KERNEL void k_channel_affine(float *y, const float *x, const float *k, const float *d, long n,
-                             long c, long spatial) {
+                                  long c, long spatial) {
     for (long i = 0; i < n; i++)
         for (long j = 0; j < c; j++) {
             const float *px = x + (i * c + j) * spatial;
@@ -658,7 +634,7 @@ HETC_KERNEL void k_channel_affine(float *y, const float *x, const float *k, cons
 /* y[M,N] = x[M,K] . w[N,K]^T (+ b), f32 weights. */
 HETC_CLONES
 HETC_KERNEL void k_linear_f32(float *restrict y, const float *restrict x, const float *restrict w,
-                         const float *b, long M, long N, long K) {
+                              const float *b, long M, long N, long K) {
     #pragma omp parallel for schedule(static) if (N * K > 65536)
     for (long n = 0; n < N; n++) {
         const float *pw = w + n * K;
@@ -806,7 +782,7 @@ static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
 /* y[B,M,N] = a[B,M,K] . b[B,K,N] with batch strides (0: broadcast). */
 HETC_CLONES
 HETC_KERNEL void k_matmul(float *restrict y, const float *a, const float *b, long B, long M, long N,
-                     long K, long as, long bs) {
+                          long K, long as, long bs) {
     for (long i = 0; i < B; i++) {
         const float *pa = a + i * as, *pb = b + i * bs;
         float *py = y + i * M * N;
@@ -1081,9 +1057,9 @@ HETC_CLONES
  * new tokens, never concatenated) of [B, H / group, S_i, D] tensors, query
  * head h reading key head h / group (grouped-query attention, never expanded). */
 HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
-                        const float *k1, const float *v1, long S1, long group,
-                        const float *mask, long mb, long mh, long ml, long B, long H, long L,
-                        long D, long Dv, float scale, int causal, long offset) {
+                             const float *k1, const float *v1, long S1, long group,
+                             const float *mask, long mb, long mh, long ml, long B, long H, long L,
+                             long D, long Dv, float scale, int causal, long offset) {
     long S = S0 + S1, Hk = H / group;
     /* several queries: the head's keys transposed once ([D][S]), so that each
      * query's scores are a loop over contiguous keys per feature */
@@ -1184,9 +1160,9 @@ HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const fl
 
 HETC_CLONES
 HETC_KERNEL void k_conv2d(float *restrict y, const float *restrict x, const float *restrict w,
-                     const float *b, long N, long C, long H, long W, long O, long KH, long KW,
-                     long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw,
-                     long groups) {
+                          const float *b, long N, long C, long H, long W, long O, long KH, long KW,
+                          long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw,
+                          long groups) {
     long cg = C / groups, og = O / groups;
     #pragma omp parallel for collapse(2) schedule(static)
     for (long n = 0; n < N; n++)
@@ -1213,7 +1189,7 @@ HETC_KERNEL void k_conv2d(float *restrict y, const float *restrict x, const floa
 }
 
 HETC_KERNEL void k_max_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
-                         long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw) {
+                              long OH, long OW, long sh, long sw, long pt, long pl, long dh, long dw) {
     for (long c = 0; c < NC; c++)
         for (long oh = 0; oh < OH; oh++)
             for (long ow = 0; ow < OW; ow++) {
@@ -1233,8 +1209,8 @@ HETC_KERNEL void k_max_pool2d(float *y, const float *x, long NC, long H, long W,
 /* avg_pool2d: the divisor counts input cells, plus the explicit padding
  * (pt, pl, pb, pr) when include_pad, never the ceil-mode overhang. */
 HETC_KERNEL void k_avg_pool2d(float *y, const float *x, long NC, long H, long W, long KH, long KW,
-                         long OH, long OW, long sh, long sw, long pt, long pl, long pb, long pr,
-                         int include_pad) {
+                              long OH, long OW, long sh, long sw, long pt, long pl, long pb, long pr,
+                              int include_pad) {
     for (long c = 0; c < NC; c++)
         for (long oh = 0; oh < OH; oh++)
             for (long ow = 0; ow < OW; ow++) {
@@ -1260,7 +1236,6 @@ HETC_KERNEL void k_mean_rows(float *y, const float *x, long rows, long n) {
         y[r] = (float)(s / n);
     }
 }
-
 
 /* ---- float weights in panels ---------------------------------------------- *
  * A constant float weight [N, K] is packed in panels of 16 output rows,
@@ -1606,7 +1581,6 @@ static void hetc_linear_rb_portable(float *restrict y, const uint8_t *restrict x
     }
 }
 
-
 HETC_KERNEL int hetc_configure(void) {
     const char *portable = getenv("HETC_X86_PORTABLE");
     int allowed = !(portable && *portable && *portable != '0');
@@ -1626,7 +1600,6 @@ HETC_KERNEL void hetc_use_isa(int isa) {
     hetc_simd = (isa >> 1) & 1;
 }
 
-
 /* The int8 tokens of x in the scratch (from the arena, 64-byte aligned): the
  * codes (M*K bytes, then 64 bytes of slack for 16-byte loads near the end),
  * then their scales (M*K/G floats). */
@@ -1640,8 +1613,8 @@ static void hetc_quantize_into(const float *x, long M, long K, long G, int shift
 /* y = x W^T (+ b) with W integer in row blocks (layout above); scales f16
  * when half, else f32. */
 HETC_KERNEL void k_linear_rb(float *restrict y, const float *restrict x, const uint8_t *restrict packed,
-                        const void *restrict sw, int half, const float *b, long M, long N, long K,
-                        long G, int bits, int nn, int mm, unsigned char *scratch) {
+                             const void *restrict sw, int half, const float *b, long M, long N, long K,
+                             long G, int bits, int nn, int mm, unsigned char *scratch) {
     uint8_t *q;
     float *sx;
     hetc_quantize_into(x, M, K, G, 128, scratch, &q, &sx);
@@ -1655,8 +1628,8 @@ HETC_KERNEL void k_linear_rb(float *restrict y, const float *restrict x, const u
 
 /* y = x W^T (+ b) with integer weights and float activations (layout above). */
 HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
-                       const float *restrict scale, const float *b, long M, long N, long K,
-                       long G, int bits) {
+                            const float *restrict scale, const float *b, long M, long N, long K,
+                            long G, int bits) {
     if (hetc_avx512)
         hetc_linear_q_avx512(y, x, codes, scale, b, M, N, K, G, bits);
     else
@@ -1665,7 +1638,7 @@ HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const ui
 
 /* y = x W^T (+ b) with a constant float weight in panels (layout above). */
 HETC_KERNEL void k_linear_panel(float *restrict y, const float *restrict x, const void *w, int kind,
-                           const float *b, long M, long N, long K) {
+                                const float *b, long M, long N, long K) {
     if (hetc_avx512)
         hetc_linear_panel_avx512(y, x, w, kind, b, M, N, K);
     else
@@ -1889,9 +1862,9 @@ static void hetc_conv_task(float *y, const float *col, long cs, const float *wp,
 
 /* y = conv(x, w) (+ b), NCHW, w packed as above (wp). */
 HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
-                          const float *b, long N, long C, long H, long W, long O, long KH,
-                          long KW, long OH, long OW, long sh, long sw, long pt, long pl, long dh,
-                          long dw, long groups, const hetc_step *ep, int nep) {
+                               const float *b, long N, long C, long H, long W, long O, long KH,
+                               long KW, long OH, long OW, long sh, long sw, long pt, long pl, long dh,
+                               long dw, long groups, const hetc_step *ep, int nep) {
     long cg = C / groups, og = O / groups, K = cg * KH * KW, P = OH * OW;
     long blocks = (og + 7) / 8, tiles = (P + HETC_CONV_TILE - 1) / HETC_CONV_TILE;
     int direct = KH == 1 && KW == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && OH == H &&
@@ -2065,8 +2038,8 @@ static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
  * run rather than per tile. In one model run, 672->112 on 14x14 took 0.19
  * ms split by positions against 0.33 ms split by channels in short runs. */
 HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
-                             const float *b, long N, long C, long P, long O, const hetc_step *ep,
-                             int nep) {
+                                  const float *b, long N, long C, long P, long O, const hetc_step *ep,
+                                  int nep) {
     long panels = (O + 15) / 16, groups = (panels + HETC_PW_PANELS - 1) / HETC_PW_PANELS;
     long tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
     /* threads split the positions (each reads every weight, half the
@@ -2185,9 +2158,9 @@ static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const f
 }
 
 HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
-                               const float *b, long N, long C, long H, long W, long O, long KH,
-                               long KW, long OH, long OW, long sh, long sw, long pt, long pl,
-                               long dh, long dw, const hetc_step *ep, int nep) {
+                                    const float *b, long N, long C, long H, long W, long O, long KH,
+                                    long KW, long OH, long OW, long sh, long sw, long pt, long pl,
+                                    long dh, long dw, const hetc_step *ep, int nep) {
     long mult = O / C;
     /* rows and columns the windows reach, output columns rounded up to 16
      * (and 16 more for stride 2's second load) */
@@ -2241,9 +2214,9 @@ static void hetc_transpose(float *restrict dst, const float *restrict src, long 
 }
 
 HETC_KERNEL void k_conv1x1_rb(float *restrict y, const float *restrict x,
-                         const uint8_t *restrict packed, const void *restrict sw, int half,
-                         const float *b, long N, long C, long P, long O, long G, int bits,
-                         int nn, int mm, unsigned char *scratch, const hetc_step *ep, int nep) {
+                              const uint8_t *restrict packed, const void *restrict sw, int half,
+                              const float *b, long N, long C, long P, long O, long G, int bits,
+                              int nn, int mm, unsigned char *scratch, const hetc_step *ep, int nep) {
     float *xt = (float *)scratch, *yt = xt + (N * P * C + 15) / 16 * 16;
     unsigned char *rest = (unsigned char *)(yt + (N * P * O + 15) / 16 * 16);
     for (long n = 0; n < N; n++) hetc_transpose(xt + n * P * C, x + n * C * P, C, P);
@@ -2260,7 +2233,7 @@ HETC_KERNEL void k_conv1x1_rb(float *restrict y, const float *restrict x,
  * convolutions with int8 activations that no integer kernel takes: the
  * same numbers, computed in floats. */
 HETC_KERNEL void k_fake_quant_pixels(float *restrict y, const float *restrict x, long N, long C,
-                                long P, long G) {
+                                     long P, long G) {
     #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 65536)
     for (long n = 0; n < N; n++)
         for (long p = 0; p < P; p++)
