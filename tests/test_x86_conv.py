@@ -111,6 +111,64 @@ def test_pointwise_kernels_on_edge_shapes(shape, o, kernel, portable, monkeypatc
     assert x86.artifact.extra["kernels"] == {kernel: 2}
 
 
+class InvertedResidual(nn.Module):
+    """1x1 expand, depthwise, 1x1 project (MobileNetV2's and EfficientNet's
+    block), with ReLU6 or another activation after the first two, and the
+    residual add when the shapes allow; `pad` is a TensorFlow-style
+    asymmetric pad ahead of the depthwise convolution."""
+
+    def __init__(self, c, hidden, k=3, stride=1, dilation=1, act=nn.ReLU6, pad=None,
+                 expose=False):
+        super().__init__()
+        same = dilation * (k - 1) // 2 if pad is None else 0
+        self.expand = nn.Conv2d(c, hidden, 1)
+        self.dw = nn.Conv2d(hidden, hidden, k, stride, same, dilation, groups=hidden)
+        self.project = nn.Conv2d(hidden, c, 1)
+        self.act, self.pad, self.expose = act(), pad, expose
+
+    def forward(self, x):
+        h = self.act(self.expand(x))
+        d = self.act(self.dw(h if self.pad is None else F.pad(h, self.pad)))
+        y = self.project(d)
+        y = x + y if y.shape == x.shape else y
+        return (y, h) if self.expose else y
+
+
+BLOCKED = "conv2d f32 depthwise, 16-channel blocks"
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, kw, blocked", [
+    ((1, 24, 7, 7), dict(hidden=48, k=5), True),  # 7x7, 5x5, the residual add
+    ((2, 16, 14, 14), dict(hidden=32, stride=2), True),  # batch 2, stride 2: 14x14 -> 7x7
+    ((1, 8, 9, 11), dict(hidden=64, dilation=2, act=nn.Identity), True),  # no clamp at all
+    ((1, 16, 12, 13), dict(hidden=32, k=5, stride=2, pad=(1, 2, 1, 2)), True),  # asymmetric pad
+    ((1, 16, 12, 13), dict(hidden=40), False),  # 40 channels: not in blocks of 16
+    ((1, 16, 7, 7), dict(hidden=32, act=nn.SiLU), False),  # an epilogue that is not a clamp
+    ((1, 16, 7, 7), dict(hidden=32, expose=True), False),  # the expanded tensor is an output
+])
+def test_depthwise_in_blocks_of_16_channels(shape, kw, blocked, portable, monkeypatch):
+    """A depthwise convolution between channel-lane 1x1 convolutions runs on
+    blocks of 16 channels (layout.py) where it may, NCHW elsewhere, with
+    the interpreter's numbers either way."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = InvertedResidual(shape[1], **kw).eval()
+    inputs = (torch.randn(*shape) * 3,)
+    x86, ref = both(model, inputs)
+    got, want = x86(*inputs), ref(*inputs)
+    with torch.no_grad():
+        torch_says = model(*inputs)
+    for g, w, t in zip(*(o if isinstance(o, (tuple, list)) else (o,)
+                         for o in (got, want, torch_says))):
+        assert rel_err(g, w) < REL_TOL
+        assert rel_err(g, t) < 1e-5
+    kernels = x86.artifact.extra["kernels"]
+    assert kernels.get(BLOCKED, 0) == blocked, kernels
+    assert kernels.get("conv2d f32 depthwise", 0) == (not blocked), kernels
+
+
 def test_fold_conv_keeps_the_numbers_and_the_layer_names():
     torch.manual_seed(0)
     model = Convs().eval()

@@ -431,6 +431,24 @@ def _max_pool(e, op):
            f"{pt}, {pl}, {dh}, {dw});")
 
 
+def conv_kernel(op) -> str:
+    """The float kernel a conv2d op runs on x86 (with int8 activations, when
+    no integer kernel takes it, after their fake quantization): "computed
+    weight" (a generic loop), "depthwise", "1x1 panels" (1x1 on few
+    positions, output channels in lanes) or "gemm" (row tiles, implicit
+    GEMM)."""
+    x, w, y = op.inputs[0].type, op.inputs[1].type, op.output.type
+    groups = op.attrs.get("groups", 1)
+    if op.inputs[1].producer is None or op.inputs[1].producer.kind != "const":
+        return "computed weight"
+    if groups > 1 and w.shape[1] == 1:
+        return "depthwise"
+    direct = w.shape[2:] == (1, 1) and groups == 1 and \
+        tuple(op.attrs.get("stride", (1, 1))) == (1, 1) and \
+        not any(op.attrs.get("padding", (0, 0, 0, 0))) and y.shape[2:] == x.shape[2:]
+    return "1x1 panels" if direct and y.shape[2] * y.shape[3] <= PANEL_POSITIONS else "gemm"
+
+
 @lowers("conv2d")
 def _conv2d(e, op, epilogue=None):
     """Returns whether the kernel ran `epilogue`'s steps (fusion.Epilogue)."""
@@ -457,24 +475,34 @@ def _conv2d(e, op, epilogue=None):
         e.emit(f"k_fake_quant_pixels({xin}, {e.val(op.inputs[0])}, {x.shape[0]}, {x.shape[1]}, "
                f"{x.shape[2] * x.shape[3]}, {act});")
     emulated = " (act emulated)" if act else ""
-    if wv.producer is None or wv.producer.kind != "const":
+    kernel = conv_kernel(op)
+    if kernel == "computed weight":
         e.count(f"conv2d f32, computed weight ({GENERIC})")
         e.emit(f"k_conv2d({e.ptr[op.output]}, {xin}, {e.val(wv)}, {b}, {shape}, {groups});")
         return False
-    if groups > 1 and w.shape[1] == 1:
+    if kernel == "depthwise" and op.output in e.blocked:  # its input too (layout.py)
+        e.count("conv2d f32 depthwise, 16-channel blocks")
+        off = e.packed(wv, lambda d: in_blocks_of_16(d.astype(np.float32).reshape(w.shape[0], -1)))
+        e.emit(f"k_conv2d_depthwise_b16({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), "
+               f"{b}, {x.shape[0]}, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}, {w.shape[2]}, "
+               f"{w.shape[3]}, {y.shape[2]}, {y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, "
+               f"{steps});")
+        return ran
+    if kernel == "depthwise":
         e.count("conv2d f32 depthwise" + emulated)
         off = e.packed(wv, lambda d: d.astype(np.float32).reshape(w.shape[0], -1))
         e.emit(f"k_conv2d_depthwise({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), "
                f"{b}, {shape}, {steps});")
         return ran
-    direct = w.shape[2:] == (1, 1) and groups == 1 and (sh, sw) == (1, 1) and \
-        not any(op.attrs.get("padding", (0, 0, 0, 0))) and y.shape[2:] == x.shape[2:]
-    positions = y.shape[2] * y.shape[3]
-    if direct and positions <= PANEL_POSITIONS:
+    if kernel == "1x1 panels":
+        layout = " | ".join([flag for v, flag in ((op.inputs[0], "HETC_X_BLOCKED"),
+                                                  (op.output, "HETC_Y_BLOCKED"))
+                             if v in e.blocked]) or "0"
         e.count("conv2d f32 1x1 few positions" + emulated)
         off = e.packed(wv, lambda d: panels_of_16(d.astype(np.float32).reshape(w.shape[0], -1)))
         e.emit(f"k_conv1x1_panels({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), {b}, "
-               f"{x.shape[0]}, {x.shape[1]}, {positions}, {w.shape[0]}, {steps});")
+               f"{x.shape[0]}, {x.shape[1]}, {y.shape[2] * y.shape[3]}, {w.shape[0]}, {layout}, "
+               f"{steps});")
         return ran
     e.count(("conv2d f32 1x1" if w.shape[2:] == (1, 1) else "conv2d f32") + emulated)
     off = e.packed(wv, lambda d: conv_blocks(d.astype(np.float32), groups))
@@ -649,6 +677,12 @@ def panels_of_16(w):
     return rows_of_16(w).reshape(-1, 16, w.shape[1]).transpose(0, 2, 1)
 
 
+def in_blocks_of_16(w):
+    """A depthwise weight [C, taps] (C a multiple of 16) as
+    k_conv2d_depthwise_b16 reads it: [C/16][taps][16]."""
+    return w.reshape(-1, 16, w.shape[1]).transpose(0, 2, 1)
+
+
 def float_panels(e, w):
     """Blob offset of a constant float weight [n, k] in the panel layout
     kernels.h describes for k_linear_panel (16 rows per panel, k-major, zero
@@ -803,6 +837,11 @@ class X86Emitter(Emitter):
             f"{', '.join(sorted(INT_OPS))})")
     headers = ("kernels.h",)
     prepare = "hetc_isa = hetc_configure(); return 0;"
+
+    def __init__(self, graph, threads=1):
+        super().__init__(graph, threads)
+        from .layout import blocked_values  # it reads fusion.py, which imports this module
+        self.blocked = blocked_values(graph)
 
     def skipped(self):
         self.views, skipped = attention_views(self.g)

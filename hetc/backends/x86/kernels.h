@@ -1686,6 +1686,11 @@ static inline void hetc_conv_tile_portable(float *restrict y, long P, const floa
     }
 }
 
+/* min(max(v, lo), hi), v when NaN (as vmaxps/vminps with v second). */
+static inline float hetc_clamp(float v, float lo, float hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
 /* Whether the steps are a clamp (ReLU, ReLU6, max/min with constants): then
  * y -> min(max(y, *lo), *hi), a composition folded step by step (after
  * max(c): lo = max(lo, c), hi = max(hi, c); after min(c): hi = min(hi, c),
@@ -1987,26 +1992,41 @@ __attribute__((target("avx512f"), always_inline))
 static inline void hetc_pw_tile_avx512(float *restrict y, const float *restrict x,
                                        const float *restrict wp, const float *b, long P, long K,
                                        long O, long p0, long q0, const int Q, const int T,
-                                       __m512 lo, __m512 hi, const char *pf) {
+                                       __m512 lo, __m512 hi, const char *pf, int layout) {
     __m512 acc[HETC_PW_POSITIONS][HETC_PW_PANELS];
     for (int t = 0; t < T; t++)
         for (int q = 0; q < Q; q++) acc[t][q] = _mm512_setzero_ps();
-    const float *xp = x + p0;
+    /* x[k] of the tile's position t at xk[t * ts]: NCHW rows, or in blocks
+     * of 16 channels, position-major (HETC_X_BLOCKED) */
+    const int xb = layout & HETC_X_BLOCKED;
+    const long ts = xb ? 16 : 1;
     for (long k = 0; k < K; k++) {
+        const float *xk = xb ? x + (k >> 4) * 16 * P + p0 * 16 + (k & 15) : x + k * P + p0;
         __m512 wv[HETC_PW_PANELS];
         for (int q = 0; q < Q; q++) wv[q] = _mm512_loadu_ps(wp + ((q0 + q) * K + k) * 16);
         if (pf) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
         /* x's rows 16 ahead: the first broadcast of each row waited on its
-         * line (112 -> 672 on 14x14: 0.19 -> 0.17 ms in a model run) */
-        _mm_prefetch((const char *)(xp + (k + 16) * P), _MM_HINT_T0);
+         * line (112 -> 672 on 14x14: 0.19 -> 0.17 ms in a model run); in
+         * blocks, the next block's lines, one per position */
+        if (!xb)
+            _mm_prefetch((const char *)(xk + 16 * P), _MM_HINT_T0);
+        else if ((k & 15) < T)
+            _mm_prefetch((const char *)(x + ((k >> 4) + 1) * 16 * P + (p0 + (k & 15)) * 16),
+                         _MM_HINT_T0);
         for (int t = 0; t < T; t++) {
-            __m512 xb = _mm512_set1_ps(xp[k * P + t]);
-            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_fmadd_ps(xb, wv[q], acc[t][q]);
+            __m512 xb_ = _mm512_set1_ps(xk[t * ts]);
+            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_fmadd_ps(xb_, wv[q], acc[t][q]);
         }
     }
     for (int q = 0; q < Q; q++) {
         long o0 = (q0 + q) * 16, rows = O - o0 < 16 ? O - o0 : 16;
         __m512 bias = b ? _mm512_maskz_loadu_ps(hetc_rows16(rows), b + o0) : _mm512_setzero_ps();
+        if (layout & HETC_Y_BLOCKED) { /* a whole block of 16 channels per position */
+            for (int t = 0; t < T; t++)
+                _mm512_storeu_ps(y + (o0 * P + (p0 + t) * 16), _mm512_min_ps(hi, _mm512_max_ps(
+                                     lo, _mm512_add_ps(acc[t][q], bias))));
+            continue;
+        }
         float tile[HETC_PW_POSITIONS][16];
         for (int t = 0; t < T; t++)
             _mm512_storeu_ps(tile[t],
@@ -2017,18 +2037,21 @@ static inline void hetc_pw_tile_avx512(float *restrict y, const float *restrict 
 }
 
 /* T (1 to 8) a constant in each call, so acc stays in registers. */
-#define HETC_PW_CASE(T_)                                                                       \
-    case T_:                                                                                   \
-        if (Q == 3) hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 3, T_, lo, hi, pf);      \
-        else if (Q == 2) hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 2, T_, lo, hi, pf); \
-        else hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 1, T_, lo, hi, pf);             \
+#define HETC_PW_CASE(T_)                                                                  \
+    case T_:                                                                              \
+        if (Q == 3)                                                                       \
+            hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 3, T_, lo, hi, pf, layout); \
+        else if (Q == 2)                                                                  \
+            hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 2, T_, lo, hi, pf, layout); \
+        else                                                                              \
+            hetc_pw_tile_avx512(y, x, wp, b, P, K, O, p0, q0, 1, T_, lo, hi, pf, layout); \
         break;
 
 __attribute__((target("avx512f")))
 static void hetc_pw_task_avx512(float *restrict y, const float *restrict x,
                                 const float *restrict wp, const float *b, long P, long K, long O,
                                 long p0, long T, long q0, long Q, float lo_, float hi_,
-                                const char *pf) {
+                                const char *pf, int layout) {
     __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_);
     switch (T) {
         HETC_PW_CASE(8) HETC_PW_CASE(7) HETC_PW_CASE(6) HETC_PW_CASE(5)
@@ -2038,27 +2061,35 @@ static void hetc_pw_task_avx512(float *restrict y, const float *restrict x,
 
 static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
                                   const float *restrict wp, const float *b, long P, long K,
-                                  long O, long p0, long T, long q0, long Q) {
+                                  long O, long p0, long T, long q0, long Q, float lo, float hi,
+                                  int layout) {
     for (long q = q0; q < q0 + Q; q++)
         for (long t = 0; t < T; t++) {
             float acc[16] = {0};
             for (long k = 0; k < K; k++) {
-                float xv = x[k * P + p0 + t];
+                float xv = layout & HETC_X_BLOCKED ? x[((k >> 4) * P + p0 + t) * 16 + (k & 15)]
+                                                   : x[k * P + p0 + t];
                 for (int l = 0; l < 16; l++) acc[l] += xv * wp[(q * K + k) * 16 + l];
             }
-            for (long l = 0; l < 16 && q * 16 + l < O; l++)
-                y[(q * 16 + l) * P + p0 + t] = acc[l] + (b ? b[q * 16 + l] : 0.f);
+            for (long l = 0; l < 16 && q * 16 + l < O; l++) {
+                float v = hetc_clamp(acc[l] + (b ? b[q * 16 + l] : 0.f), lo, hi);
+                if (layout & HETC_Y_BLOCKED) y[(q * P + p0 + t) * 16 + l] = v;
+                else y[(q * 16 + l) * P + p0 + t] = v;
+            }
         }
 }
 
-/* y = conv1x1(x, w) (+ b), NCHW, stride 1, no padding, one group. A task
- * is a run of positions (all of them, or one run per thread) for a group of
- * panels: epilogue steps not in registers run once per channel row of the
- * run rather than per tile. In one model run, 672->112 on 14x14 took 0.19
- * ms split by positions against 0.33 ms split by channels in short runs. */
+/* y = conv1x1(x, w) (+ b), stride 1, no padding, one group; x and y NCHW
+ * or, as `layout` says, in blocks of 16 channels (HETC_X_BLOCKED,
+ * HETC_Y_BLOCKED: [N][C/16][P][16], C and O multiples of 16; a blocked y
+ * takes a clamp as its only epilogue). A task is a run of positions (all of
+ * them, or one run per thread) for a group of panels: epilogue steps not in
+ * registers run once per channel row of the run rather than per tile. In
+ * one model run, 672->112 on 14x14 took 0.19 ms split by positions against
+ * 0.33 ms split by channels in short runs. */
 HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
-                                  const float *b, long N, long C, long P, long O, const hetc_step *ep,
-                                  int nep) {
+                                  const float *b, long N, long C, long P, long O, int layout,
+                                  const hetc_step *ep, int nep) {
     long panels = (O + 15) / 16, groups = (panels + HETC_PW_PANELS - 1) / HETC_PW_PANELS;
     long tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
     /* threads split the positions (each reads every weight, half the
@@ -2067,7 +2098,12 @@ HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, co
     long runs = O <= P ? omp_get_max_threads() : 1;
     runs = runs < 1 ? 1 : runs > tiles ? tiles : runs;
     float lo = -INFINITY, hi = INFINITY;
-    if (hetc_avx512 && nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
+    if (nep && (hetc_avx512 || layout & HETC_Y_BLOCKED) && hetc_epilogue_clamp(ep, nep, &lo, &hi))
+        nep = 0; /* in registers */
+    if (nep && layout & HETC_Y_BLOCKED) {
+        hetc_fail("k_conv1x1_panels: a blocked result takes a clamp as its only epilogue");
+        return;
+    }
     #pragma omp parallel for collapse(3) schedule(static)
     for (long n = 0; n < N; n++)
         for (long r = 0; r < runs; r++)
@@ -2088,9 +2124,10 @@ HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, co
                         ? (const char *)(wp + (q0 + Q) * C * 16) + (t - t0) * C * 64 : 0;
                     if (hetc_avx512)
                         hetc_pw_task_avx512(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q, lo,
-                                            hi, pf);
+                                            hi, pf, layout);
                     else
-                        hetc_pw_task_portable(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q);
+                        hetc_pw_task_portable(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q, lo,
+                                              hi, layout);
                 }
                 long p0 = t0 * HETC_PW_POSITIONS, p1 = t1 * HETC_PW_POSITIONS;
                 p1 = p1 < P ? p1 : P;
@@ -2231,6 +2268,106 @@ HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, 
                                            sh, sw, dh, dw);
                 if (nep && !clamp)
                     hetc_epilogue_run(ep, nep, py, OH * OW, (n * O + o) * OH * OW, o, 0);
+            }
+        free(buf);
+    }
+}
+
+/* ---- depthwise convolution in blocks of 16 channels ------------------------ *
+ * x [N][C/16][H][W][16] to y [N][C/16][OH][OW][16] (C a multiple of 16, one
+ * output channel per input channel), w [C/16][KH * KW][16]: each vector is
+ * one position's 16 channels, so every lane works on any plane size (NCHW
+ * rows of 7 or 14 columns leave lanes idle and pay per-plane costs). A
+ * block's plane goes into a zero-padded buffer per thread first, so the
+ * sums have no bounds tests; R output columns at a time share each weight
+ * load. The epilogue is a clamp (lo, hi) at most. */
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_dwb_row_avx512(float *py, const float *buf, long Wp, const float *w,
+                                       __m512 bias, long KH, long KW, long ow0, long sw, long dh,
+                                       long dw, long ih0, __m512 lo, __m512 hi, const int R) {
+    __m512 acc[8];
+    for (int r = 0; r < R; r++) acc[r] = bias;
+    for (long ki = 0; ki < KH; ki++) {
+        const float *row = buf + ((ih0 + ki * dh) * Wp + ow0 * sw) * 16;
+        for (long kj = 0; kj < KW; kj++) {
+            __m512 wv = _mm512_loadu_ps(w + (ki * KW + kj) * 16);
+            for (int r = 0; r < R; r++)
+                acc[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(row + (r * sw + kj * dw) * 16),
+                                         acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_ps(py + (ow0 + r) * 16, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r])));
+}
+
+#define HETC_DWB_CASE(R_)                                                                  \
+    case R_:                                                                               \
+        hetc_dwb_row_avx512(py, buf, Wp, w, bias, KH, KW, ow, sw, dh, dw, oh * sh, lo, hi, \
+                            R_);                                                           \
+        break;
+
+__attribute__((target("avx512f")))
+static void hetc_dwb_plane_avx512(float *py, const float *buf, long Wp, const float *w,
+                                  const float *b16, long KH, long KW, long OH, long OW, long sh,
+                                  long sw, long dh, long dw, float lo_, float hi_) {
+    const __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_);
+    const __m512 bias = b16 ? _mm512_loadu_ps(b16) : _mm512_setzero_ps();
+    for (long oh = 0; oh < OH; oh++, py += OW * 16)
+        for (long ow = 0; ow < OW; ow += 8) {
+            switch (OW - ow < 8 ? OW - ow : 8) {
+                HETC_DWB_CASE(8) HETC_DWB_CASE(7) HETC_DWB_CASE(6) HETC_DWB_CASE(5)
+                HETC_DWB_CASE(4) HETC_DWB_CASE(3) HETC_DWB_CASE(2) default: HETC_DWB_CASE(1)
+            }
+        }
+}
+
+static void hetc_dwb_plane_portable(float *py, const float *buf, long Wp, const float *w,
+                                    const float *b16, long KH, long KW, long OH, long OW, long sh,
+                                    long sw, long dh, long dw, float lo, float hi) {
+    for (long oh = 0; oh < OH; oh++)
+        for (long ow = 0; ow < OW; ow++)
+            for (int l = 0; l < 16; l++) {
+                float acc = b16 ? b16[l] : 0.f;
+                for (long ki = 0; ki < KH; ki++)
+                    for (long kj = 0; kj < KW; kj++)
+                        acc += w[(ki * KW + kj) * 16 + l] *
+                               buf[((oh * sh + ki * dh) * Wp + ow * sw + kj * dw) * 16 + l];
+                py[(oh * OW + ow) * 16 + l] = hetc_clamp(acc, lo, hi);
+            }
+}
+
+HETC_KERNEL void k_conv2d_depthwise_b16(float *restrict y, const float *restrict x,
+                                        const float *restrict w, const float *b, long N, long C,
+                                        long H, long W, long KH, long KW, long OH, long OW,
+                                        long sh, long sw, long pt, long pl, long dh, long dw,
+                                        const hetc_step *ep, int nep) {
+    float lo = -INFINITY, hi = INFINITY;
+    if (nep && !hetc_epilogue_clamp(ep, nep, &lo, &hi)) {
+        hetc_fail("k_conv2d_depthwise_b16: a blocked result takes a clamp as its only epilogue");
+        return;
+    }
+    long Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;
+    long blocks = C / 16;
+    /* buffer rows pt .. r1 and columns pl .. pl + cols hold input */
+    long r1 = pt + H < Hp ? pt + H : Hp, cols = W < Wp - pl ? W : Wp - pl;
+    #pragma omp parallel
+    {
+        float *buf = calloc(Hp * Wp * 16, sizeof(float)); /* zeroed once: the padding */
+        #pragma omp for collapse(2) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long cb = 0; cb < blocks; cb++) {
+                const float *plane = x + (n * blocks + cb) * H * W * 16;
+                for (long r = pt; r < r1 && cols > 0; r++)
+                    memcpy(buf + (r * Wp + pl) * 16, plane + (r - pt) * W * 16,
+                           sizeof(float) * 16 * cols);
+                float *py = y + (n * blocks + cb) * OH * OW * 16;
+                const float *wb = w + cb * KH * KW * 16, *bb = b ? b + cb * 16 : 0;
+                if (hetc_avx512)
+                    hetc_dwb_plane_avx512(py, buf, Wp, wb, bb, KH, KW, OH, OW, sh, sw, dh, dw, lo,
+                                          hi);
+                else
+                    hetc_dwb_plane_portable(py, buf, Wp, wb, bb, KH, KW, OH, OW, sh, sw, dh, dw,
+                                            lo, hi);
             }
         free(buf);
     }

@@ -23,7 +23,8 @@
 #endif
 
 /* unary ops, binary ops (B_), epilogue step kinds (E_), dtype tags (T_),
- * comparisons (C_), logical ops (L_), pad modes (P_), reductions (R_) */
+ * comparisons (C_), logical ops (L_), pad modes (P_), reductions (R_),
+ * which operands of a convolution are in blocks of 16 channels (layout.py) */
 enum { U_RELU, U_GELU, U_GELU_TANH, U_SILU, U_SIGMOID, U_TANH, U_EXP, U_NEG, U_SQRT, U_RSQRT,
        U_ABS, U_LOG, U_ERF, U_FLOOR, U_CEIL, U_ROUND, U_RECIPROCAL, U_SIGN, U_SIN, U_COS, U_TAN,
        U_ASIN, U_ACOS, U_ATAN, U_SINH, U_COSH, U_ASINH, U_ACOSH, U_ATANH };
@@ -34,6 +35,7 @@ enum { C_EQ, C_LT, C_GT, C_LE, C_GE };
 enum { L_AND, L_OR, L_XOR };
 enum { P_CONSTANT, P_REFLECT, P_EDGE, P_WRAP };
 enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD };
+enum { HETC_X_BLOCKED = 1, HETC_Y_BLOCKED = 2 };
 typedef struct {
     int op, kind, left;
     const float *arg;
@@ -130,11 +132,16 @@ HETC_KERNEL void k_conv2d_gemm(float *y, const float *x, const float *wp, const 
                                long sh, long sw, long pt, long pl, long dh, long dw, long groups,
                                const hetc_step *ep, int nep);
 HETC_KERNEL void k_conv1x1_panels(float *y, const float *x, const float *wp, const float *b,
-                                  long N, long C, long P, long O, const hetc_step *ep, int nep);
+                                  long N, long C, long P, long O, int layout, const hetc_step *ep,
+                                  int nep);
 HETC_KERNEL void k_conv2d_depthwise(float *y, const float *x, const float *w, const float *b,
                                     long N, long C, long H, long W, long O, long KH, long KW,
                                     long OH, long OW, long sh, long sw, long pt, long pl, long dh,
                                     long dw, const hetc_step *ep, int nep);
+HETC_KERNEL void k_conv2d_depthwise_b16(float *y, const float *x, const float *w, const float *b,
+                                        long N, long C, long H, long W, long KH, long KW, long OH,
+                                        long OW, long sh, long sw, long pt, long pl, long dh,
+                                        long dw, const hetc_step *ep, int nep);
 HETC_KERNEL void k_conv1x1_rb(float *y, const float *x, const uint8_t *packed, const void *sw,
                               int half, const float *b, long N, long C, long P, long O, long G,
                               int bits, int nn, int mm, unsigned char *scratch,
