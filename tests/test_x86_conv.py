@@ -146,6 +146,9 @@ BLOCKED = "conv2d f32 depthwise, 16-channel blocks"
     ((1, 16, 12, 13), dict(hidden=40), False),  # 40 channels: not in blocks of 16
     ((1, 16, 7, 7), dict(hidden=32, act=nn.SiLU), False),  # an epilogue that is not a clamp
     ((1, 16, 7, 7), dict(hidden=32, expose=True), False),  # the expanded tensor is an output
+    # planes of more than 4096 positions: NCHW, in bands of rows per thread
+    ((2, 8, 72, 70), dict(hidden=24, k=5, stride=2, pad=(1, 2, 2, 1)), False),
+    ((1, 8, 67, 65), dict(hidden=32, dilation=2, act=nn.Hardtanh), False),  # 65 rows: uneven bands
 ])
 def test_depthwise_in_blocks_of_16_channels(shape, kw, blocked, portable, monkeypatch):
     """A depthwise convolution between channel-lane 1x1 convolutions runs on
