@@ -95,6 +95,9 @@ class Pointwise(nn.Module):
     ((1, 3, 7, 7), 37, "conv2d f32 1x1 few positions"),  # 49 positions: a tile of 1; panels of 5
     ((2, 19, 5, 3), 5, "conv2d f32 1x1 few positions"),  # batch 2, fewer channels than a panel
     ((1, 16, 16, 16), 48, "conv2d f32 1x1 few positions"),  # 256: the last on channel lanes
+    # more channels than positions: threads split the panels (7: 3 and 2 + 2; batch 2: 20)
+    ((1, 24, 5, 5), 100, "conv2d f32 1x1 few positions"),
+    ((2, 40, 7, 7), 320, "conv2d f32 1x1 few positions"),
     ((2, 8, 1, 257), 17, "conv2d f32 1x1"),  # 257 positions: the row tiles, a partial one
 ])
 def test_pointwise_kernels_on_edge_shapes(shape, o, kernel, portable, monkeypatch):

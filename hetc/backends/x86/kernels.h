@@ -1988,6 +1988,21 @@ HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const
 #define HETC_PW_PANELS 3
 #define HETC_PW_POSITIONS 8
 
+/* acc[t][q] += x[k] of position t (at xk[t * ts]) times panel q0 + q's
+ * weights at k; the next group's weights (pf) into L2 */
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_pw_step(__m512 acc[HETC_PW_POSITIONS][HETC_PW_PANELS],
+                                const float *restrict wp, long K, long k, long q0, const int Q,
+                                const int T, const float *xk, const long ts, const char *pf) {
+    __m512 wv[HETC_PW_PANELS];
+    for (int q = 0; q < Q; q++) wv[q] = _mm512_loadu_ps(wp + ((q0 + q) * K + k) * 16);
+    if (pf) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
+    for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_set1_ps(xk[t * ts]);
+        for (int q = 0; q < Q; q++) acc[t][q] = _mm512_fmadd_ps(xv, wv[q], acc[t][q]);
+    }
+}
+
 __attribute__((target("avx512f"), always_inline))
 static inline void hetc_pw_tile_avx512(float *restrict y, const float *restrict x,
                                        const float *restrict wp, const float *b, long P, long K,
@@ -1996,28 +2011,21 @@ static inline void hetc_pw_tile_avx512(float *restrict y, const float *restrict 
     __m512 acc[HETC_PW_POSITIONS][HETC_PW_PANELS];
     for (int t = 0; t < T; t++)
         for (int q = 0; q < Q; q++) acc[t][q] = _mm512_setzero_ps();
-    /* x[k] of the tile's position t at xk[t * ts]: NCHW rows, or in blocks
-     * of 16 channels, position-major (HETC_X_BLOCKED) */
-    const int xb = layout & HETC_X_BLOCKED;
-    const long ts = xb ? 16 : 1;
-    for (long k = 0; k < K; k++) {
-        const float *xk = xb ? x + (k >> 4) * 16 * P + p0 * 16 + (k & 15) : x + k * P + p0;
-        __m512 wv[HETC_PW_PANELS];
-        for (int q = 0; q < Q; q++) wv[q] = _mm512_loadu_ps(wp + ((q0 + q) * K + k) * 16);
-        if (pf) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
-        /* x's rows 16 ahead: the first broadcast of each row waited on its
-         * line (112 -> 672 on 14x14: 0.19 -> 0.17 ms in a model run); in
-         * blocks, the next block's lines, one per position */
-        if (!xb)
-            _mm_prefetch((const char *)(xk + 16 * P), _MM_HINT_T0);
-        else if ((k & 15) < T)
-            _mm_prefetch((const char *)(x + ((k >> 4) + 1) * 16 * P + (p0 + (k & 15)) * 16),
-                         _MM_HINT_T0);
-        for (int t = 0; t < T; t++) {
-            __m512 xb_ = _mm512_set1_ps(xk[t * ts]);
-            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_fmadd_ps(xb_, wv[q], acc[t][q]);
+    if (!(layout & HETC_X_BLOCKED))
+        for (long k = 0; k < K; k++) {
+            /* x's rows 16 ahead: the first broadcast of each row waited on
+             * its line (112 -> 672 on 14x14: 0.19 -> 0.17 ms in a model run) */
+            _mm_prefetch((const char *)(x + (k + 16) * P + p0), _MM_HINT_T0);
+            hetc_pw_step(acc, wp, K, k, q0, Q, T, x + k * P + p0, 1, pf);
         }
-    }
+    else /* blocks of 16 channels: x[k] of position t at xk[t * 16 + k % 16] */
+        for (long kb = 0; kb < K; kb += 16) {
+            const float *xk = x + kb * P + p0 * 16;
+            for (int t = 0; t < T; t++) /* the next block's lines, one per position */
+                _mm_prefetch((const char *)(xk + 16 * P + t * 16), _MM_HINT_T0);
+            for (long k = kb; k < kb + 16; k++)
+                hetc_pw_step(acc, wp, K, k, q0, Q, T, xk + (k - kb), 16, pf);
+        }
     for (int q = 0; q < Q; q++) {
         long o0 = (q0 + q) * 16, rows = O - o0 < 16 ? O - o0 : 16;
         __m512 bias = b ? _mm512_maskz_loadu_ps(hetc_rows16(rows), b + o0) : _mm512_setzero_ps();
@@ -2090,13 +2098,18 @@ static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
 HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
                                   const float *b, long N, long C, long P, long O, int layout,
                                   const hetc_step *ep, int nep) {
-    long panels = (O + 15) / 16, groups = (panels + HETC_PW_PANELS - 1) / HETC_PW_PANELS;
-    long tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
+    long panels = (O + 15) / 16, tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
     /* threads split the positions (each reads every weight, half the
      * activations) when the weights are the smaller of the two, else the
-     * output channels */
-    long runs = O <= P ? omp_get_max_threads() : 1;
+     * panels; a thread's panels go in groups of 2 or 3 of even sizes (320
+     * channels: 10 panels a thread, 3 + 2 + 3 + 2, where groups of 3 from
+     * the first panel on gave one thread 12 panels, the other 8) */
+    long threads = omp_get_max_threads();
+    long runs = O <= P ? threads : 1, chunks = O <= P ? 1 : threads;
     runs = runs < 1 ? 1 : runs > tiles ? tiles : runs;
+    chunks = chunks < 1 ? 1 : chunks > panels ? panels : chunks;
+    long most = (panels + chunks - 1) / chunks;
+    long groups = (most + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* per chunk, at most */
     float lo = -INFINITY, hi = INFINITY;
     if (nep && (hetc_avx512 || layout & HETC_Y_BLOCKED) && hetc_epilogue_clamp(ep, nep, &lo, &hi))
         nep = 0; /* in registers */
@@ -2104,37 +2117,42 @@ HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, co
         hetc_fail("k_conv1x1_panels: a blocked result takes a clamp as its only epilogue");
         return;
     }
-    #pragma omp parallel for collapse(3) schedule(static)
+    #pragma omp parallel for collapse(4) schedule(static)
     for (long n = 0; n < N; n++)
         for (long r = 0; r < runs; r++)
-            for (long g = 0; g < groups; g++) {
-                long q0 = g * HETC_PW_PANELS, Q = panels - q0 < HETC_PW_PANELS ? panels - q0
-                                                                               : HETC_PW_PANELS;
-                long t0 = r * tiles / runs, t1 = (r + 1) * tiles / runs;
-                float *yn = y + n * O * P;
-                for (long t = t0; t < t1; t++) {
-                    long p0 = t * HETC_PW_POSITIONS;
-                    long T = P - p0 < HETC_PW_POSITIONS ? P - p0 : HETC_PW_POSITIONS;
-                    /* the next group's weights (Qn * C lines), C lines per tile,
-                     * into L2 while this group's tiles compute: the first
-                     * tile of a group otherwise waits on memory (3-5% on
-                     * the 7x7 layers in a model run) */
-                    long Qn = panels - q0 - Q < HETC_PW_PANELS ? panels - q0 - Q : HETC_PW_PANELS;
-                    const char *pf = t - t0 < Qn
-                        ? (const char *)(wp + (q0 + Q) * C * 16) + (t - t0) * C * 64 : 0;
-                    if (hetc_avx512)
-                        hetc_pw_task_avx512(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q, lo,
-                                            hi, pf, layout);
-                    else
-                        hetc_pw_task_portable(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q, lo,
-                                              hi, layout);
+            for (long c = 0; c < chunks; c++)
+                for (long g = 0; g < groups; g++) {
+                    long a = c * panels / chunks, m = (c + 1) * panels / chunks - a;
+                    long gs = (m + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* this chunk's groups */
+                    if (g >= gs) continue;
+                    long q0 = a + g * m / gs, Q = a + (g + 1) * m / gs - q0;
+                    long t0 = r * tiles / runs, t1 = (r + 1) * tiles / runs;
+                    float *yn = y + n * O * P;
+                    for (long t = t0; t < t1; t++) {
+                        long p0 = t * HETC_PW_POSITIONS;
+                        long T = P - p0 < HETC_PW_POSITIONS ? P - p0 : HETC_PW_POSITIONS;
+                        /* the next panels' weights (up to 3 * C lines), C
+                         * lines per tile, into L2 while this group's tiles
+                         * compute: the first tile of a group otherwise
+                         * waits on memory (3-5% on the 7x7 layers in a
+                         * model run) */
+                        long Qn = panels - q0 - Q < HETC_PW_PANELS ? panels - q0 - Q
+                                                                    : HETC_PW_PANELS;
+                        const char *pf = t - t0 < Qn
+                            ? (const char *)(wp + (q0 + Q) * C * 16) + (t - t0) * C * 64 : 0;
+                        if (hetc_avx512)
+                            hetc_pw_task_avx512(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q,
+                                                lo, hi, pf, layout);
+                        else
+                            hetc_pw_task_portable(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0,
+                                                  Q, lo, hi, layout);
+                    }
+                    long p0 = t0 * HETC_PW_POSITIONS, p1 = t1 * HETC_PW_POSITIONS;
+                    p1 = p1 < P ? p1 : P;
+                    for (long o = q0 * 16; nep && p1 > p0 && o < (q0 + Q) * 16 && o < O; o++)
+                        hetc_epilogue_run(ep, nep, yn + o * P + p0, p1 - p0,
+                                          (n * O + o) * P + p0, o, 0);
                 }
-                long p0 = t0 * HETC_PW_POSITIONS, p1 = t1 * HETC_PW_POSITIONS;
-                p1 = p1 < P ? p1 : P;
-                for (long o = q0 * 16; nep && p1 > p0 && o < (q0 + Q) * 16 && o < O; o++)
-                    hetc_epilogue_run(ep, nep, yn + o * P + p0, p1 - p0, (n * O + o) * P + p0, o,
-                                      0);
-            }
 }
 
 /* ---- depthwise convolution ------------------------------------------------ *
