@@ -2170,19 +2170,37 @@ static inline __m512 hetc_dw_load(const float *at, long sw, __m512i evens) {
 /* R output rows at a time (independent accumulators: one vector's FMA
  * chain would wait on its latency), 16 columns per vector; the last block
  * reads rows past OH from the buffer's spare rows and does not store them
- * (a row at a time, the tail of a 7x7 plane took most of its time). */
+ * (a row at a time, the tail of a 7x7 plane took most of its time). With
+ * KH_ rows and row stride SH_ known (not 0) and no row dilation, each
+ * input row is loaded once per column tap and feeds every output row of
+ * the block it reaches (stride 1, 3 rows: 10 loads for 24 sums in place of
+ * 24), the tap's KH_ weights broadcast once: 15-35% faster alone, 7x7 to
+ * 112x112 planes. */
 __attribute__((target("avx512f"), always_inline))
 static inline void hetc_dw_rows_avx512(float *py, const float *buf, long Wp, const float *w,
                                        float bias, long KH, long KW, long OH, long OW, long sh,
                                        long sw, long dh, long dw, __m512 lo, __m512 hi,
-                                       const int R) {
+                                       const int R, const int KH_, const int SH_) {
     const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                            2, 0);
     for (long oh = 0; oh < OH; oh += R)
         for (long ow = 0; ow < OW; ow += 16) {
             __m512 acc[8];
             for (int r = 0; r < R; r++) acc[r] = _mm512_set1_ps(bias);
-            for (long ki = 0; ki < KH; ki++) {
+            for (long kj = 0; KH_ && kj < KW; kj++) {
+                const float *at = buf + oh * SH_ * Wp + ow * sw + kj * dw;
+                __m512 wk[5];
+                for (int ki = 0; ki < KH_; ki++) wk[ki] = _mm512_set1_ps(w[ki * KW + kj]);
+                #pragma GCC unroll 24
+                for (int j = 0; j < (R - 1) * SH_ + KH_; j++) { /* input row j of the block */
+                    __m512 v = hetc_dw_load(at + j * Wp, sw, evens);
+                    #pragma GCC unroll 8
+                    for (int ki = 0; ki < KH_; ki++) /* output row (j - ki) / SH_ */
+                        if (j >= ki && (j - ki) % SH_ == 0 && (j - ki) / SH_ < R)
+                            acc[(j - ki) / SH_] = _mm512_fmadd_ps(wk[ki], v, acc[(j - ki) / SH_]);
+                }
+            }
+            for (long ki = 0; !KH_ && ki < KH; ki++) {
                 const float *row = buf + (oh * sh + ki * dh) * Wp + ow * sw;
                 long step = sh * Wp;
                 for (long kj = 0; kj < KW; kj++) {
@@ -2205,46 +2223,13 @@ static inline int hetc_dw_block(long OH) {
     return (OH + 7) / 8 * 8 <= (OH + 3) / 4 * 4 ? 8 : 4;
 }
 
-/* As above for KH rows and row stride SH known, no row dilation: each
- * input row is loaded once per column tap and feeds every output row of the
- * block it reaches (stride 1, 3 rows: 10 loads for 24 sums in place of 24),
- * the KH weights of the tap broadcast once. */
-__attribute__((target("avx512f"), always_inline))
-static inline void hetc_dw_reuse_avx512(float *py, const float *buf, long Wp, const float *w,
-                                        float bias, long KW, long OH, long OW, long sw, long dw,
-                                        __m512 lo, __m512 hi, const int R, const int KH,
-                                        const int SH) {
-    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
-                                           2, 0);
-    for (long oh = 0; oh < OH; oh += R)
-        for (long ow = 0; ow < OW; ow += 16) {
-            __m512 acc[8];
-            for (int r = 0; r < R; r++) acc[r] = _mm512_set1_ps(bias);
-            const float *base = buf + oh * SH * Wp + ow * sw;
-            for (long kj = 0; kj < KW; kj++) {
-                __m512 wk[5];
-                for (int ki = 0; ki < KH; ki++) wk[ki] = _mm512_set1_ps(w[ki * KW + kj]);
-                #pragma GCC unroll 24
-                for (int j = 0; j < (R - 1) * SH + KH; j++) { /* input row j of the block */
-                    __m512 v = hetc_dw_load(base + j * Wp + kj * dw, sw, evens);
-                    #pragma GCC unroll 8
-                    for (int ki = 0; ki < KH; ki++) /* output row (j - ki) / SH */
-                        if (j >= ki && (j - ki) % SH == 0 && (j - ki) / SH < R)
-                            acc[(j - ki) / SH] = _mm512_fmadd_ps(wk[ki], v, acc[(j - ki) / SH]);
-                }
-            }
-            __mmask16 m = hetc_rows16(OW - ow);
-            for (int r = 0; r < R; r++)
-                if (oh + r < OH)
-                    _mm512_mask_storeu_ps(py + (oh + r) * OW + ow, m,
-                                          _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r])));
-        }
-}
-
-#define HETC_DW_REUSE(R_, KH_, SH_)                                                            \
-    if (R == R_ && KH == KH_ && sh == SH_) {                                                   \
-        hetc_dw_reuse_avx512(py, buf, Wp, w, bias, KW, OH, OW, sw, dw, lo, hi, R_, KH_, SH_); \
-        return;                                                                                \
+/* One call per (R, rows, row stride) the reuse covers, else the loop over
+ * any window. */
+#define HETC_DW_ROWS(R_, KH_, SH_)                                                            \
+    if (R == R_ && (KH_ == 0 || (KH == KH_ && sh == SH_ && dh == 1))) {                         \
+        hetc_dw_rows_avx512(py, buf, Wp, w, bias, KH, KW, OH, OW, sh, sw, dh, dw, lo, hi, R_, \
+                            KH_, SH_);                                                        \
+        return;                                                                               \
     }
 
 /* The bias and a clamp (lo_, hi_) in registers. */
@@ -2254,15 +2239,9 @@ static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const flo
                                  long dw, float lo_, float hi_) {
     const __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_);
     int R = hetc_dw_block(OH);
-    if (dh == 1) { /* 15-35% faster alone than the loop below, 7x7 to 112x112 planes */
-        HETC_DW_REUSE(8, 3, 1) HETC_DW_REUSE(4, 3, 1) HETC_DW_REUSE(8, 5, 1)
-        HETC_DW_REUSE(4, 5, 1) HETC_DW_REUSE(8, 3, 2) HETC_DW_REUSE(4, 3, 2)
-        HETC_DW_REUSE(8, 5, 2) HETC_DW_REUSE(4, 5, 2)
-    }
-    if (R == 8)
-        hetc_dw_rows_avx512(py, buf, Wp, w, bias, KH, KW, OH, OW, sh, sw, dh, dw, lo, hi, 8);
-    else
-        hetc_dw_rows_avx512(py, buf, Wp, w, bias, KH, KW, OH, OW, sh, sw, dh, dw, lo, hi, 4);
+    HETC_DW_ROWS(8, 3, 1) HETC_DW_ROWS(4, 3, 1) HETC_DW_ROWS(8, 5, 1) HETC_DW_ROWS(4, 5, 1)
+    HETC_DW_ROWS(8, 3, 2) HETC_DW_ROWS(4, 3, 2) HETC_DW_ROWS(8, 5, 2) HETC_DW_ROWS(4, 5, 2)
+    HETC_DW_ROWS(8, 0, 0) HETC_DW_ROWS(4, 0, 0)
 }
 
 /* rows of n floats (rows ds and ss apart) in vectors, the tail masked:
