@@ -1905,22 +1905,31 @@ HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const
                         }
             return;
         }
-        /* tasks: (image, group, tile, run of blocks): a tile's columns stay in
-         * cache while the blocks of its run pass over them; runs split the
-         * blocks when there are too few tiles to share out evenly */
-        long runs = (8 * omp_get_max_threads() + tiles - 1) / tiles;
+        /* tasks: (image, group, span of tiles, run of blocks): the span's
+         * columns (at most 32 KB) stay in cache while the blocks of the run
+         * pass over them, each block over the whole span, so that it writes
+         * long runs of a few rows (16 -> 96 channels on 112x112: 0.33 ->
+         * 0.28 ms in a model run; a tile at a time wrote 96 rows at once);
+         * runs split the blocks when there are too few spans to share out
+         * evenly */
+        long span = 32768 / (K * HETC_CONV_TILE * (long)sizeof(float));
+        span = span < 1 ? 1 : span > tiles ? tiles : span;
+        long spans = (tiles + span - 1) / span;
+        long runs = (8 * omp_get_max_threads() + spans - 1) / spans;
         runs = runs < 1 ? 1 : runs > blocks ? blocks : runs;
         #pragma omp parallel for collapse(4) schedule(static)
         for (long n = 0; n < N; n++)
             for (long g = 0; g < groups; g++)
-                for (long t = 0; t < tiles; t++)
-                    for (long r = 0; r < runs; r++) {
-                        long p0 = t * HETC_CONV_TILE;
-                        long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-                        hetc_conv_task(y, x + (n * C + g * cg) * P + p0, P, wp, b, O, P, K, og,
-                                       blocks, n, g, p0, np, r * blocks / runs,
-                                       (r + 1) * blocks / runs, ep, nep);
-                    }
+                for (long sp = 0; sp < spans; sp++)
+                    for (long r = 0; r < runs; r++)
+                        for (long blk = r * blocks / runs; blk < (r + 1) * blocks / runs; blk++)
+                            for (long t = sp * span; t < (sp + 1) * span && t < tiles; t++) {
+                                long p0 = t * HETC_CONV_TILE;
+                                long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
+                                hetc_conv_task(y, x + (n * C + g * cg) * P + p0, P, wp, b, O, P,
+                                               K, og, blocks, n, g, p0, np, blk, blk + 1, ep,
+                                               nep);
+                            }
         return;
     }
     #pragma omp parallel
