@@ -175,6 +175,20 @@ def test_depthwise_in_blocks_of_16_channels(shape, kw, blocked, portable, monkey
     assert kernels.get("conv2d f32 depthwise", 0) == (not blocked), kernels
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape", [(2, 40, 7, 7), (1, 1300, 7, 7), (3, 5, 1, 1), (1, 3, 4, 8)])
+def test_global_average_pooling(shape, portable, monkeypatch):
+    """Means of planes of 49 (a masked tail), 1 and 32 values, over enough
+    rows to split among threads."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    inputs = (torch.randn(*shape) + 1,)
+    x86, ref = both(model, inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < 1e-6
+
+
 def test_fold_conv_keeps_the_numbers_and_the_layer_names():
     torch.manual_seed(0)
     model = Convs().eval()

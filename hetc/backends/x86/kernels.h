@@ -1229,12 +1229,34 @@ HETC_KERNEL void k_avg_pool2d(float *y, const float *x, long NC, long H, long W,
             }
 }
 
-HETC_KERNEL void k_mean_rows(float *y, const float *x, long rows, long n) {
-    for (long r = 0; r < rows; r++) {
-        double s = 0.0;
-        for (long i = 0; i < n; i++) s += x[r * n + i];
-        y[r] = (float)(s / n);
+/* The sum of n floats in doubles: 8 lanes at a time on AVX-512, else 4
+ * running sums (one serial sum waits on each add: a 1280 x 49 pooling took
+ * 0.05 ms). */
+__attribute__((target("avx512f")))
+static double hetc_sum_avx512(const float *x, long n) {
+    __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+    for (long i = 0; i < n; i += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(hetc_rows16(n - i), x + i);
+        a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        b = _mm512_add_pd(b, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                 _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
     }
+    return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
+}
+
+static double hetc_sum(const float *x, long n) {
+    if (hetc_avx512) return hetc_sum_avx512(x, n);
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    long i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++) s[l] += x[i + l];
+    for (; i < n; i++) s[0] += x[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+HETC_KERNEL void k_mean_rows(float *y, const float *x, long rows, long n) {
+    #pragma omp parallel for schedule(static) if (rows * n >= 32768)
+    for (long r = 0; r < rows; r++) y[r] = (float)(hetc_sum(x + r * n, n) / n);
 }
 
 /* ---- float weights in panels ---------------------------------------------- *
