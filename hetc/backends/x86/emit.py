@@ -539,11 +539,6 @@ def _conv1x1_int8(e, op, b, steps):
     return True
 
 
-#: lowerings that run a fused region's epilogue steps inside their kernel:
-#: fn(emitter, op, fusion.Epilogue) -> whether they did
-EPILOGUE_KERNELS = {"conv2d": _conv2d}
-
-
 def conv_blocks(w, groups):
     """Conv weights [O, C/groups, KH, KW] as k_conv2d_gemm reads them
     (kernels.h): per group, blocks of 8 output channels, k-major
@@ -630,7 +625,12 @@ def linear_operands(e, op) -> LinearOperands:
 
 
 @lowers("linear")
-def _linear(e, op):
+def _linear(e, op, epilogue=None):
+    """Returns whether the kernel ran `epilogue`'s steps (fusion.Epilogue):
+    the float panels run steps whose operands vary along the features at
+    most."""
+    rank = op.output.type.rank
+    ran = epilogue is not None and epilogue.axis in (None, rank - 1)
     o = linear_operands(e, op)
     x, w, b, m, n, k, act, q = o.x, o.w, o.bias, o.m, o.n, o.k, o.act, o.q
     blocks = row_blocks(w, q) if act and q is not None and act == q[2] else None
@@ -641,7 +641,7 @@ def _linear(e, op):
         e.emit(f"k_linear_rb({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, {half}, "
                f"{b}, {m}, {n}, {k}, {act}, {bits}, {nn}, {mm}, "
                f"A + {e.scratch(token_scratch_bytes(m, k, act))});")
-        return
+        return False
     xin = e.val(x)
     if act:  # no integer kernel for this layout: the same numbers in floats
         xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"
@@ -651,18 +651,25 @@ def _linear(e, op):
         e.count(f"linear int{q[1]} g{q[2]}" + (" (act emulated)" if act else ""))
         e.emit(f"k_linear_q({e.ptr[op.output]}, {xin}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {q[2]}, {q[1]});")
-        return
+        return False
     if w.producer is not None and w.producer.kind == "const":
         off, kind = float_panels(e, w)
         e.count(f"linear {('f32', 'bf16')[kind]} weights" +
                 (f" (decoded from {w.type})" if kind == 0 and (w.type.encodings
                                                                or w.type.dtype.name != "f32")
                  else ""))
+        steps = epilogue.args(e) if ran else "0, 0"
         e.emit(f"k_linear_panel({e.ptr[op.output]}, {xin}, W + {off}, {kind}, {b}, "
-               f"{m}, {n}, {k});")
-        return
+               f"{m}, {n}, {k}, {steps});")
+        return ran
     e.count("linear f32, computed weight")
     e.emit(f"k_linear_f32({e.ptr[op.output]}, {xin}, {e.val(w)}, {b}, {m}, {n}, {k});")
+    return False
+
+
+#: lowerings that run a fused region's epilogue steps inside their kernel:
+#: fn(emitter, op, fusion.Epilogue) -> whether they did
+EPILOGUE_KERNELS = {"conv2d": _conv2d, "linear": _linear}
 
 
 #: 1x1 convolutions with up to this many positions per image take the

@@ -101,7 +101,7 @@ def lower_fused(e, op):
         return
     e.fused_ops += len(op.body.ops) - 1
     kernel = EPILOGUE_KERNELS.get(ep.first.kind)
-    if kernel is not None:
+    if kernel is not None and e.lowerings.get(ep.first.kind) is kernel:  # not another target's
         ran = kernel(e, ep.first, ep)
     else:
         e.lower(ep.first)

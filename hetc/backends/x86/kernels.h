@@ -1355,9 +1355,19 @@ static inline void hetc_panel_tile(float *restrict y, const float *restrict x, c
     }
 }
 
+/* A fused region's steps on the features n0 .. n0 + width of every token,
+ * just written and still in cache (per-feature operands: cstride 1). */
+static void hetc_linear_epilogue(float *y, long M, long N, long n0, long width,
+                                 const hetc_step *ep, int nep) {
+    width = N - n0 < width ? N - n0 : width;
+    for (long m = 0; nep && m < M; m++)
+        hetc_epilogue_run(ep, nep, y + m * N + n0, width, m * N + n0, n0, 1);
+}
+
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x, const void *w,
-                                     int kind, const float *b, long M, long N, long K) {
+                                     int kind, const float *b, long M, long N, long K,
+                                     const hetc_step *ep, int nep) {
     long panels = (N + 15) / 16;
     /* several passes of 8 tokens: three panels per pass (24 accumulators,
      * 3 weight loads and 8 broadcasts per 24 FMAs); few tokens: two, so
@@ -1377,12 +1387,14 @@ static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x,
             else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 2, N, K, 0);
             else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, 1, N, K, 0);
         }
+        hetc_linear_epilogue(y, M, N, p0 * 16, width * 16, ep, nep);
     }
 }
 
 /* The same sums in portable C (the 16-lane loop vectorizes for AVX2). */
 static void hetc_linear_panel_portable(float *restrict y, const float *restrict x, const void *w,
-                                       int kind, const float *b, long M, long N, long K) {
+                                       int kind, const float *b, long M, long N, long K,
+                                       const hetc_step *ep, int nep) {
     long panels = (N + 15) / 16;
     #pragma omp parallel for schedule(static) if (N * K > 65536)
     for (long p = 0; p < panels; p++)
@@ -1405,6 +1417,7 @@ static void hetc_linear_panel_portable(float *restrict y, const float *restrict 
             for (int l = 0; l < 16 && p * 16 + l < N; l++)
                 y[m * N + p * 16 + l] = acc[l] + (b ? b[p * 16 + l] : 0.f);
         }
+    for (long p = 0; p < panels; p++) hetc_linear_epilogue(y, M, N, p * 16, 16, ep, nep);
 }
 
 /* ---- integer weights x int8 activations (act_group) --------------------- *
@@ -1713,13 +1726,16 @@ HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const ui
         hetc_linear_q_portable(y, x, codes, scale, b, M, N, K, G, bits);
 }
 
-/* y = x W^T (+ b) with a constant float weight in panels (layout above). */
+/* y = x W^T (+ b) with a constant float weight in panels (layout above),
+ * then a fused region's steps (ep, nep) on each group of panels while it is
+ * in cache (MiniLM's GELU layer: 0.76 -> 0.71 ms in a model run, with the vector GELU). */
 HETC_KERNEL void k_linear_panel(float *restrict y, const float *restrict x, const void *w, int kind,
-                                const float *b, long M, long N, long K) {
+                                const float *b, long M, long N, long K, const hetc_step *ep,
+                                int nep) {
     if (hetc_avx512)
-        hetc_linear_panel_avx512(y, x, w, kind, b, M, N, K);
+        hetc_linear_panel_avx512(y, x, w, kind, b, M, N, K, ep, nep);
     else
-        hetc_linear_panel_portable(y, x, w, kind, b, M, N, K);
+        hetc_linear_panel_portable(y, x, w, kind, b, M, N, K, ep, nep);
 }
 
 /* x quantized and dequantized per token and group, for layers whose weight

@@ -125,7 +125,7 @@ HETC_KERNEL void k_linear_rb(float *y, const float *x, const uint8_t *packed, co
 HETC_KERNEL void k_linear_q(float *y, const float *x, const uint8_t *codes, const float *scale,
                             const float *b, long M, long N, long K, long G, int bits);
 HETC_KERNEL void k_linear_panel(float *y, const float *x, const void *w, int kind, const float *b,
-                                long M, long N, long K);
+                                long M, long N, long K, const hetc_step *ep, int nep);
 HETC_KERNEL void k_fake_quant_rows(float *y, const float *x, long M, long K, long G);
 HETC_KERNEL void k_conv2d_gemm(float *y, const float *x, const float *wp, const float *b, long N,
                                long C, long H, long W, long O, long KH, long KW, long OH, long OW,
