@@ -468,3 +468,27 @@ def test_vector_unary_functions_match_the_interpreter(portable, monkeypatch):
     x86, ref = both(model, inputs)
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     assert any("elementwise ops run as epilogues" in n for n in x86.report.notes)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_permutes_and_strided_copies_match_the_interpreter(portable, monkeypatch):
+    """Transposes large enough to split among threads (each thread steps
+    through its rows' indices from its first), small ones, a transpose
+    whose rows are not contiguous, a slice, a broadcast and 64-bit
+    elements, bit for bit."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+
+    class Layouts(nn.Module):
+        def forward(self, x, n):
+            heads = x.reshape(2, 64, 12, 32).permute(0, 2, 1, 3)  # rows of 32 contiguous
+            cols = x.reshape(2, 64, 384).transpose(1, 2)  # rows of one strided value each
+            return (heads.contiguous(), cols.contiguous(), x[:, 3:, 7:12].contiguous(),
+                    x[:1, :3, :1].expand(4, 3, 7).contiguous(),
+                    n.reshape(3, 5, 7, 2, 3).permute(4, 2, 0, 3, 1).contiguous())
+
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 64, 384), torch.arange(630).reshape(30, 21))
+    x86, ref = both(Layouts().eval(), inputs)
+    for got, want in zip(x86(*inputs), ref(*inputs)):
+        np.testing.assert_array_equal(got, want)
