@@ -1361,8 +1361,17 @@ static inline void hetc_panel_tile(float *restrict y, const float *restrict x, c
     for (int t = 0; t < T; t++)
         for (int q = 0; q < P; q++) acc[t][q] = _mm512_setzero_ps();
     const float *xt = x + m0 * K;
+    /* the next group's weights into L2, K lines per pass of 8 tokens, so
+     * that its first pass does not wait on memory (MiniLM 4% faster in one
+     * process; its weights, 42 MB, come from memory every run) */
+    long esize = kind ? 2 : 4, panels = (N + 15) / 16, pn = panels - p0 - P;
+    long lines = (pn < 3 ? pn : 3) * K * 16 * esize / 64, first = m0 / 8 * K;
+    const char *pf = T == 8 && first < lines
+        ? (const char *)w + ((p0 + P) * K * 16 * esize) + first * 64 : 0;
+    long pfn = lines - first < K ? lines - first : K;
     for (long k = 0; k < K; k++) {
         __m512 wv[3];
+        if (pf && k < pfn) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
         for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((p0 + q) * K + k) * 16, kind);
         for (int t = 0; t < T; t++) {
             __m512 xb = _mm512_set1_ps(xt[t * K + k]);
