@@ -492,3 +492,19 @@ def test_permutes_and_strided_copies_match_the_interpreter(portable, monkeypatch
     x86, ref = both(Layouts().eval(), inputs)
     for got, want in zip(x86(*inputs), ref(*inputs)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_attention_scratch_sizes_agree_with_the_kernel_library():
+    """The emitter reserves threads x attention_scratch_bytes(S, D) of arena
+    for k_attention, which finds each thread's part with the library's own
+    hetc_attention_scratch: the two must agree."""
+    import ctypes
+
+    from hetc.backends.x86 import kernel_library
+    from hetc.backends.x86.emit import attention_scratch_bytes
+
+    lib = ctypes.CDLL(kernel_library())
+    lib.hetc_attention_scratch.restype = ctypes.c_long
+    lib.hetc_attention_scratch.argtypes = [ctypes.c_long, ctypes.c_long]
+    for s, d in ((1, 1), (7, 64), (128, 32), (512, 64), (1029, 80), (4096, 128)):
+        assert attention_scratch_bytes(s, d) == lib.hetc_attention_scratch(s, d), (s, d)

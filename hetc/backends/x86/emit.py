@@ -570,6 +570,8 @@ def _attention(e, op):
     view = e.views.get(op) or KVView([k], [v], 1, [])
     B, H, L, D = q.type.shape
     S = k.type.shape[2]
+    # scratch: the kernel's per-thread part, then an additive mask made per call
+    work = e.threads * attention_scratch_bytes(S, D)
     mask, mask_strides = "0", [0, 0, 0]
     if len(op.inputs) > 3:
         mv = op.inputs[3]
@@ -583,7 +585,7 @@ def _attention(e, op):
             off = e.blob.add(np.ascontiguousarray(data.astype(np.float32)))
             mask = f"((const float *)(W + {off}))"
         elif mt.dtype.name == "bool":  # computed: made additive per call, in scratch
-            mask = f"((float *)(A + {e.scratch(4 * mt.numel)}))"
+            mask = f"((float *)(A + {e.scratch(work + 4 * mt.numel) + work}))"
             e.emit(f"k_mask_additive({mask}, {e.val(mv)}, {mt.numel});")
         else:  # f32 (RULES)
             mask = e.val(mv)
@@ -597,11 +599,20 @@ def _attention(e, op):
     else:
         segments = (f"{e.val(ks[0])}, {e.val(vs[0])}, {ks[0].type.shape[2]}, "
                     f"{e.val(ks[1])}, {e.val(vs[1])}, {ks[1].type.shape[2]}")
+    scratch = e.scratch(work)
     e.emit(f"k_attention({e.ptr[op.output]}, {e.val(q)}, {segments}, {view.group}, {mask}, "
            f"{', '.join(map(str, mask_strides))}, {B}, {H}, {L}, {D}, {v.type.shape[-1]}, "
            f"{float_literal(scale)}, "
            f"{int(bool(op.attrs.get('causal')))}, "
-           f"{op.attrs.get('causal_offset', 0)});")
+           f"{op.attrs.get('causal_offset', 0)}, A + {scratch});")
+
+
+def attention_scratch_bytes(s, d):
+    """Scratch k_attention takes per thread (kernels.h's hetc_attention_scratch,
+    which it uses to find each thread's part): score rows for 4 queries and
+    the head's transposed keys."""
+    sp = -(-s // 16) * 16
+    return 4 * sp * (d + 4) // 64 * 64 + 64
 
 
 @dataclass

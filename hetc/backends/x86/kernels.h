@@ -1134,10 +1134,18 @@ HETC_CLONES
  * sequence (k0/v0: S0 rows, then k1/v1: S1 rows; a decoder's cache and its
  * new tokens, never concatenated) of [B, H / group, S_i, D] tensors, query
  * head h reading key head h / group (grouped-query attention, never expanded). */
+/* Bytes of scratch k_attention needs per thread: score rows for a block
+ * of queries and the head's transposed keys (64-byte aligned). */
+HETC_KERNEL long hetc_attention_scratch(long S, long D) {
+    long Sp = (S + 15) / 16 * 16;
+    return (long)sizeof(float) * Sp * (D + HETC_ATT_Q) / 64 * 64 + 64;
+}
+
 HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
                              const float *k1, const float *v1, long S1, long group,
                              const float *mask, long mb, long mh, long ml, long B, long H, long L,
-                             long D, long Dv, float scale, int causal, long offset) {
+                             long D, long Dv, float scale, int causal, long offset,
+                             unsigned char *scratch) {
     long S = S0 + S1, Hk = H / group;
     /* several queries: the head's keys transposed once ([D][S]), so that each
      * query's scores are a loop over contiguous keys per feature */
@@ -1148,7 +1156,11 @@ HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const fl
     for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++) {
             long rows = simd ? HETC_ATT_Q : 1; /* score rows: one per query of a block */
-            float *p = malloc(sizeof(float) * Sp * (transposed ? D + rows : 1)),
+            /* each thread's part of the arena's scratch (hetc_attention_scratch):
+             * a malloc per head of over 128 KB was an mmap, its pages zeroed
+             * by the kernel on every call */
+            float *p = (float *)(scratch + omp_get_thread_num() *
+                                               hetc_attention_scratch(S, D)),
                   *kt = p + rows * Sp;
             long kv = b * Hk + h / group;
             const float *qb = q + (b * H + h) * L * D;
@@ -1230,7 +1242,7 @@ HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const fl
                 float inv = 1.f / sum;
                 for (long d = 0; d < Dv; d++) out[d] *= inv;
             }
-            free(p);
+            
         }
 }
 

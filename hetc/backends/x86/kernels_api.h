@@ -100,10 +100,12 @@ HETC_KERNEL void k_linear_f32(float *y, const float *x, const float *w, const fl
                               long N, long K);
 HETC_KERNEL void k_matmul(float *y, const float *a, const float *b, long B, long M, long N, long K,
                           long as, long bs);
+HETC_KERNEL long hetc_attention_scratch(long S, long D);
 HETC_KERNEL void k_attention(float *y, const float *q, const float *k0, const float *v0, long S0,
                              const float *k1, const float *v1, long S1, long group,
                              const float *mask, long mb, long mh, long ml, long B, long H, long L,
-                             long D, long Dv, float scale, int causal, long offset);
+                             long D, long Dv, float scale, int causal, long offset,
+                             unsigned char *scratch);
 HETC_KERNEL void k_conv2d(float *y, const float *x, const float *w, const float *b, long N, long C,
                           long H, long W, long O, long KH, long KW, long OH, long OW, long sh,
                           long sw, long pt, long pl, long dh, long dw, long groups);
