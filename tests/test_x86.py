@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import hetc
 from hetc.core.errors import TargetError
@@ -508,3 +509,22 @@ def test_attention_scratch_sizes_agree_with_the_kernel_library():
     lib.hetc_attention_scratch.argtypes = [ctypes.c_long, ctypes.c_long]
     for s, d in ((1, 1), (7, 64), (128, 32), (512, 64), (1029, 80), (4096, 128)):
         assert attention_scratch_bytes(s, d) == lib.hetc_attention_scratch(s, d), (s, d)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_scores_far_below_their_maximum(causal):
+    """Scores more than 87 below a query's maximum: their softmax numerators
+    are flushed to 0 on AVX-512 (subnormals cost a microcode assist each),
+    which changes no output beyond f32 rounding."""
+    class Sdpa(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 40, 16) for _ in range(3))
+    q = q * 40  # logits spread over hundreds: many below e^-87 of the maximum
+    inputs = (q, k, v)
+    logits = (q @ k.transpose(-1, -2)) / 4
+    assert ((logits.amax(-1, keepdim=True) - logits) > 87).float().mean() > 0.3
+    x86, ref = both(Sdpa().eval(), inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
