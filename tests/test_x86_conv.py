@@ -138,30 +138,13 @@ class InvertedResidual(nn.Module):
 
 
 BLOCKED = "conv2d f32 depthwise, 16-channel blocks"
+DEPTHWISE = "conv2d f32 depthwise"
+FUSED = "conv2d f32 1x1 + depthwise, one kernel"
 
 
-@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
-@pytest.mark.parametrize("shape, kw, blocked", [
-    ((1, 24, 7, 7), dict(hidden=48, k=5), True),  # 7x7, 5x5, the residual add
-    ((2, 16, 14, 14), dict(hidden=32, stride=2), True),  # batch 2, stride 2: 14x14 -> 7x7
-    ((1, 8, 9, 11), dict(hidden=64, dilation=2, act=nn.Identity), True),  # no clamp at all
-    ((1, 16, 12, 13), dict(hidden=32, k=5, stride=2, pad=(1, 2, 1, 2)), True),  # asymmetric pad
-    ((1, 16, 12, 13), dict(hidden=40), False),  # 40 channels: not in blocks of 16
-    ((1, 16, 7, 7), dict(hidden=32, act=nn.SiLU), False),  # an epilogue that is not a clamp
-    ((1, 16, 7, 7), dict(hidden=32, expose=True), False),  # the expanded tensor is an output
-    # planes of more than 4096 positions: NCHW, in bands of rows per thread
-    ((2, 8, 72, 70), dict(hidden=24, k=5, stride=2, pad=(1, 2, 2, 1)), False),
-    ((1, 8, 67, 65), dict(hidden=32, dilation=2, act=nn.Hardtanh), False),  # 65 rows: uneven bands
-])
-def test_depthwise_in_blocks_of_16_channels(shape, kw, blocked, portable, monkeypatch):
-    """A depthwise convolution between channel-lane 1x1 convolutions runs on
-    blocks of 16 channels (layout.py) where it may, NCHW elsewhere, with
-    the interpreter's numbers either way."""
-    if portable:
-        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
-    torch.manual_seed(0)
-    model = InvertedResidual(shape[1], **kw).eval()
-    inputs = (torch.randn(*shape) * 3,)
+def _check_block(model, inputs, kernel):
+    """x86 against the interpreter and PyTorch; the depthwise convolution
+    ran as `kernel`, and no other depthwise kernel ran."""
     x86, ref = both(model, inputs)
     got, want = x86(*inputs), ref(*inputs)
     with torch.no_grad():
@@ -171,8 +154,86 @@ def test_depthwise_in_blocks_of_16_channels(shape, kw, blocked, portable, monkey
         assert rel_err(g, w) < REL_TOL
         assert rel_err(g, t) < 1e-5
     kernels = x86.artifact.extra["kernels"]
-    assert kernels.get(BLOCKED, 0) == blocked, kernels
-    assert kernels.get("conv2d f32 depthwise", 0) == (not blocked), kernels
+    for name in (BLOCKED, DEPTHWISE, FUSED):
+        assert kernels.get(name, 0) == (name == kernel), kernels
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, kw, kernel", [
+    ((1, 24, 7, 7), dict(hidden=48, k=5), BLOCKED),  # 7x7, 5x5, the residual add
+    ((2, 16, 14, 14), dict(hidden=32, stride=2), BLOCKED),  # batch 2, stride 2: 14x14 -> 7x7
+    ((1, 8, 9, 11), dict(hidden=64, dilation=2, act=nn.Identity), BLOCKED),  # no clamp at all
+    ((1, 16, 12, 13), dict(hidden=32, k=5, stride=2, pad=(1, 2, 1, 2)), BLOCKED),  # asymmetric pad
+    ((1, 16, 12, 13), dict(hidden=40), DEPTHWISE),  # 40 channels: not in blocks of 16
+    ((1, 16, 7, 7), dict(hidden=32, act=nn.SiLU), DEPTHWISE),  # an epilogue that is not a clamp
+    ((1, 16, 7, 7), dict(hidden=32, expose=True), DEPTHWISE),  # the expanded tensor is an output
+    # planes of more than 4096 positions: NCHW, in bands of rows per thread (the
+    # expanded tensor an output, so that the 1x1 convolution is not fused)
+    ((2, 8, 72, 70), dict(hidden=24, k=5, stride=2, pad=(1, 2, 2, 1), expose=True), DEPTHWISE),
+    ((1, 8, 67, 65), dict(hidden=32, dilation=2, act=nn.Hardtanh, expose=True),
+     DEPTHWISE),  # 65 rows: uneven bands
+])
+def test_depthwise_in_blocks_of_16_channels(shape, kw, kernel, portable, monkeypatch):
+    """A depthwise convolution between channel-lane 1x1 convolutions runs on
+    blocks of 16 channels (layout.py) where it may, NCHW elsewhere, with
+    the interpreter's numbers either way."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    _check_block(InvertedResidual(shape[1], **kw).eval(), (torch.randn(*shape) * 3,), kernel)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, kw", [
+    ((1, 16, 24, 24), dict(hidden=96, stride=2)),  # 12 blocks of 8 channels
+    ((1, 16, 24, 24), dict(hidden=32, stride=2, pad=(0, 0, 0, 0))),  # the last row read by none
+    ((2, 12, 20, 21), dict(hidden=44, k=5, act=nn.SiLU)),  # batch 2, a block of 4, not clamps
+    ((1, 8, 40, 9), dict(hidden=16)),  # rows of 9: a vector of a tile spans 2 or 3 rows
+    ((1, 8, 30, 31), dict(hidden=24, stride=3, dilation=2)),  # stride 3: portable sums
+    ((1, 8, 17, 19), dict(hidden=8, k=5, stride=2, pad=(2, 1, 1, 2), act=nn.Identity)),
+])
+def test_a_1x1_convolution_into_a_depthwise_one(shape, kw, portable, monkeypatch):
+    """A 1x1 convolution on a plane too large for the channel lanes whose
+    result only a depthwise convolution reads runs with it as one kernel,
+    its result never stored: padding, strides, batch, channel blocks that
+    are not full, tiles across rows, epilogues on both."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    _check_block(InvertedResidual(shape[1], **kw).eval(), (torch.randn(*shape) * 3,), FUSED)
+
+
+def test_a_1x1_convolution_into_a_depthwise_one_keeps_its_input_alive(monkeypatch):
+    """The 1x1 part runs in the depthwise convolution's step, so its input
+    (here the stem's result, read by nothing else) must stay in the arena
+    until then, not give its place to the depthwise result."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 1), nn.ReLU6(),
+                          nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.Conv2d(64, 8, 1)).eval()
+    _check_block(model, (torch.randn(1, 3, 24, 24),), FUSED)
+
+
+class ExpandPlus(nn.Module):
+    """A 1x1 convolution whose epilogue adds a whole tensor, into a depthwise one."""
+
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.expand = nn.Conv2d(c, hidden, 1)
+        self.dw = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+
+    def forward(self, x, t):
+        return self.dw(torch.relu(self.expand(x) + t))
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_a_1x1_epilogue_with_a_tensor_operand_into_a_depthwise_one(portable, monkeypatch):
+    """The 1x1 part's epilogue indexes its tensor operand as the unstored
+    result is laid out, not as the tile is."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 8, 18, 20), torch.randn(2, 20, 18, 20) * 2)
+    _check_block(ExpandPlus(8, 20).eval(), inputs, FUSED)
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])

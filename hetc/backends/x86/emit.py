@@ -469,6 +469,9 @@ def _conv2d(e, op, epilogue=None):
     wv = op.inputs[1]
     if act and _conv1x1_int8(e, op, b, steps):
         return ran
+    if op.output in e.after_1x1:  # a depthwise convolution: layout.into_depthwise
+        _conv1x1_depthwise(e, op, b, steps)
+        return ran
     xin = e.val(op.inputs[0])
     if act:  # no integer kernel for this convolution: the same numbers in floats
         xin = f"((float *)(A + {e.scratch(4 * x.numel)}))"
@@ -509,6 +512,28 @@ def _conv2d(e, op, epilogue=None):
     e.emit(f"k_conv2d_gemm({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), {b}, {shape}, "
            f"{groups}, {steps});")
     return ran
+
+
+def _conv1x1_depthwise(e, op, b, steps):
+    """Depthwise `op` and the 1x1 convolution (and its epilogue) whose
+    result it alone reads, as one kernel (layout.into_depthwise)."""
+    first, ep = e.after_1x1[op.output]
+    x, w = first.inputs[0].type, op.inputs[1].type
+    y = op.output.type
+    b1 = e.val(first.inputs[2]) if len(first.inputs) > 2 else "0"
+    off1 = e.packed(first.inputs[1], lambda d: conv_blocks(d.astype(np.float32), 1))
+    off = e.packed(op.inputs[1], lambda d: d.astype(np.float32).reshape(w.shape[0], -1))
+    if ep is not None:
+        e.fused_ops += len(ep.steps)
+    sh, sw = op.attrs.get("stride", (1, 1))
+    pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
+    dh, dw = op.attrs.get("dilation", (1, 1))
+    e.count("conv2d f32 1x1 + depthwise, one kernel")
+    e.emit(f"k_conv1x1_depthwise({e.ptr[op.output]}, {e.val(first.inputs[0])}, "
+           f"(const float *)(W + {off1}), {b1}, {x.shape[0]}, {x.shape[1]}, {w.shape[0]}, "
+           f"{ep.args(e) if ep is not None else '0, 0'}, (const float *)(W + {off}), {b}, "
+           f"{x.shape[2]}, {x.shape[3]}, {w.shape[2]}, {w.shape[3]}, {y.shape[2]}, "
+           f"{y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, {steps});")
 
 
 def _conv1x1_int8(e, op, b, steps):
@@ -858,16 +883,26 @@ class X86Emitter(Emitter):
 
     def __init__(self, graph, threads=1):
         super().__init__(graph, threads)
-        from .layout import blocked_values  # it reads fusion.py, which imports this module
+        # layout.py reads fusion.py, which imports this module
+        from .fusion import epilogue
+        from .layout import blocked_values, conv_of, into_depthwise
         self.blocked = blocked_values(graph)
+        self.into_depthwise = into_depthwise(graph, self.blocked)
+        #: a depthwise result -> (the 1x1 conv before it, that op's epilogue or None)
+        self.after_1x1 = {dw.output: (conv_of(op)[0], epilogue(op) if op.kind == "fused" else None)
+                          for dw, op in self.into_depthwise.items()}
 
     def skipped(self):
         self.views, skipped = attention_views(self.g)
-        return skipped
+        return skipped | set(self.into_depthwise.values())  # those run in the depthwise kernel
 
     def reads(self, op):
         view = self.views.get(op)  # attention reads these segments in place of its k and v
-        return list(op.inputs) + (view.keys + view.values if view else [])
+        reads = list(op.inputs) + (view.keys + view.values if view else [])
+        before = self.into_depthwise.get(op)  # it reads what the 1x1 convolution read
+        if before is not None:
+            reads = [v for v in reads if v is not before.output] + self.reads(before)
+        return reads
 
     def prologue(self):
         return [f"omp_set_num_threads({self.threads});", "hetc_use_isa(hetc_isa);"]

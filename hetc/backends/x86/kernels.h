@@ -1815,8 +1815,10 @@ HETC_KERNEL void k_fake_quant_rows(float *y, const float *x, long M, long K, lon
  * matrix never exists). */
 #define HETC_CONV_TILE 32
 
-/* The portable tile: rows (<= 8) channels x np (<= 32) positions. */
-static inline void hetc_conv_tile_portable(float *restrict y, long P, const float *restrict col,
+/* The portable tile: rows (<= 8) channels x np (<= 32) positions, y's rows P
+ * apart, the result's (flat: its first element's index there) fs apart. */
+static inline void hetc_conv_tile_portable(float *restrict y, long P, long fs,
+                                           const float *restrict col,
                                            long cs, const float *restrict wb, long K,
                                            const float *b, int rows, long np, long flat,
                                            long o0, const hetc_step *ep, int nep) {
@@ -1828,7 +1830,7 @@ static inline void hetc_conv_tile_portable(float *restrict y, long P, const floa
         }
     for (int r = 0; r < rows; r++) {
         for (long j = 0; j < np; j++) y[r * P + j] = acc[r][j] + (b ? b[r] : 0.f);
-        if (nep) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * P, o0 + r, 0);
+        if (nep) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * fs, o0 + r, 0);
     }
 }
 
@@ -1926,7 +1928,8 @@ static inline __m512 hetc_epilogue_vec(const hetc_step *ep, int nep, __m512 y, l
 }
 
 __attribute__((target("avx512f,prfchw"), always_inline))
-static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float *restrict col,
+static inline void hetc_conv_tile_avx512(float *restrict y, long P, long fs,
+                                         const float *restrict col,
                                          long cs, const float *restrict wb, long K,
                                          const float *b, int rows, long np, long flat, long o0,
                                          const hetc_step *ep, int nep, int vec, __m512 lo,
@@ -1971,19 +1974,20 @@ static inline void hetc_conv_tile_avx512(float *restrict y, long P, const float 
     for (int r = 0; nep && r < rows; r++) {
         float *row = y + r * P;
         if (!vec) {
-            hetc_epilogue_run(ep, nep, row, np, flat + r * P, o0 + r, 0);
+            hetc_epilogue_run(ep, nep, row, np, flat + r * fs, o0 + r, 0);
             continue;
         }
         _mm512_mask_storeu_ps(row, m0, hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m0, row),
-                                                         flat + r * P, o0 + r, m0));
+                                                         flat + r * fs, o0 + r, m0));
         _mm512_mask_storeu_ps(row + 16, m1,
                               hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + 16),
-                                                flat + r * P + 16, o0 + r, m1));
+                                                flat + r * fs + 16, o0 + r, m1));
     }
 }
 
 __attribute__((target("avx512f,prfchw")))
-static void hetc_conv_tiles_avx512(float *y, long P, const float *col, long cs, const float *wp,
+static void hetc_conv_tiles_avx512(float *y, long P, long fs, const float *col, long cs,
+                                   const float *wp,
                                    long K, const float *b, long og, long b0, long b1, long np,
                                    long flat, long o0, const hetc_step *ep, int nep) {
     float lo = -INFINITY, hi = INFINITY;
@@ -1991,21 +1995,21 @@ static void hetc_conv_tiles_avx512(float *y, long P, const float *col, long cs, 
     int vec = hetc_epilogue_in_registers(ep, nep);
     for (long blk = b0; blk < b1; blk++) {
         long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
-        hetc_conv_tile_avx512(y + blk * 8 * P, P, col, cs, wp + blk * K * 8, K,
-                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * P, o0 + blk * 8,
+        hetc_conv_tile_avx512(y + blk * 8 * P, P, fs, col, cs, wp + blk * K * 8, K,
+                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * fs, o0 + blk * 8,
                               ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi),
                               cs != HETC_CONV_TILE && blk == b0 ? col + HETC_CONV_TILE : 0);
     }
 }
 
-static void hetc_conv_tiles_portable(float *y, long P, const float *col, long cs,
+static void hetc_conv_tiles_portable(float *y, long P, long fs, const float *col, long cs,
                                      const float *wp, long K, const float *b, long og, long b0,
                                      long b1, long np, long flat, long o0, const hetc_step *ep,
                                      int nep) {
     for (long blk = b0; blk < b1; blk++) {
         long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
-        hetc_conv_tile_portable(y + blk * 8 * P, P, col, cs, wp + blk * K * 8, K,
-                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * P, o0 + blk * 8,
+        hetc_conv_tile_portable(y + blk * 8 * P, P, fs, col, cs, wp + blk * K * 8, K,
+                              b ? b + blk * 8 : 0, (int)rows, np, flat + blk * 8 * fs, o0 + blk * 8,
                               ep, nep);
     }
 }
@@ -2018,10 +2022,10 @@ static void hetc_conv_task(float *y, const float *col, long cs, const float *wp,
     long flat = (n * O + g * og) * P + p0;
     const float *pw = wp + g * blocks * 8 * K, *pb = b ? b + g * og : 0;
     if (hetc_avx512)
-        hetc_conv_tiles_avx512(y + flat, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og, ep,
+        hetc_conv_tiles_avx512(y + flat, P, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og, ep,
                                nep);
     else
-        hetc_conv_tiles_portable(y + flat, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og,
+        hetc_conv_tiles_portable(y + flat, P, P, col, cs, pw, K, pb, og, b0, b1, np, flat, g * og,
                                  ep, nep);
 }
 
@@ -2430,18 +2434,79 @@ static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const f
     }
 }
 
+/* A depthwise convolution's shape and the zero-padded buffer (Hp + 7 sh
+ * rows of Wp floats per thread) its input planes are copied into. */
+typedef struct {
+    long H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw;
+    long Hp, Wp, lead, copy, r1; /* buffer rows pt .. r1 hold input rows */
+    int simd, clamp;             /* clamp: the epilogue is one, lo .. hi, in registers */
+    float lo, hi;
+} hetc_dw_shape;
+
+static hetc_dw_shape hetc_dw_setup(long H, long W, long KH, long KW, long OH, long OW, long sh,
+                                   long sw, long pt, long pl, long dh, long dw,
+                                   const hetc_step *ep, int nep) {
+    hetc_dw_shape s = {H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw};
+    /* rows and columns the windows reach, output columns rounded up to 16
+     * (and 16 more for stride 2's second load) */
+    s.Hp = (OH - 1) * sh + (KH - 1) * dh + 1;
+    s.Wp = ((OW + 15) / 16 * 16) * sw + (KW - 1) * dw + 16;
+    s.lead = pl < s.Wp ? pl : s.Wp;
+    s.copy = W < s.Wp - s.lead ? W : s.Wp - s.lead;
+    s.r1 = pt + H < s.Hp ? pt + H : s.Hp;
+    s.simd = hetc_avx512 && (sw == 1 || sw == 2);
+    s.lo = -INFINITY;
+    s.hi = INFINITY;
+    s.clamp = s.simd && nep && hetc_epilogue_clamp(ep, nep, &s.lo, &s.hi);
+    return s;
+}
+
+/* Floats of a thread's buffer (+ the last block's spare rows). */
+static long hetc_dw_buffer(const hetc_dw_shape *s) { return (s->Hp + 7 * s->sh) * s->Wp; }
+
+/* The output rows oh0 .. oh1 of one channel's plane py (flat: its index in
+ * the result, o: its channel) from its input plane in buf. */
+static void hetc_dw_sums(const hetc_dw_shape *s, const float *buf, float *py, const float *w,
+                         float bias, long oh0, long oh1, const hetc_step *ep, int nep, long flat,
+                         long o) {
+    long Wp = s->Wp, OW = s->OW;
+    py += oh0 * OW;
+    const float *from = buf + oh0 * s->sh * Wp;
+    if (s->simd)
+        hetc_dw_plane_avx512(py, from, Wp, w, bias, s->KH, s->KW, oh1 - oh0, OW, s->sh, s->sw,
+                             s->dh, s->dw, s->lo, s->hi);
+    else
+        hetc_dw_plane_portable(py, from, Wp, w, bias, s->KH, s->KW, oh1 - oh0, OW, s->sh, s->sw,
+                               s->dh, s->dw);
+    if (nep && !s->clamp) hetc_epilogue_run(ep, nep, py, (oh1 - oh0) * OW, flat + oh0 * OW, o, 0);
+}
+
+/* hetc_dw_sums on input plane px: the rows those outputs read into buf
+ * first, whose padding (calloc) stays zero, as the copies write only rows
+ * and columns that hold input. */
+static void hetc_dw_channel(const hetc_dw_shape *s, float *buf, float *py, const float *px,
+                            const float *w, float bias, long oh0, long oh1, const hetc_step *ep,
+                            int nep, long flat, long o) {
+    long Wp = s->Wp, W = s->W;
+    /* output rows oh0 .. oh1 from buffer rows c0 .. c1 */
+    long c0 = oh0 * s->sh > s->pt ? oh0 * s->sh : s->pt;
+    long c1 = (oh1 - 1) * s->sh + (s->KH - 1) * s->dh + 1;
+    c1 = c1 < s->r1 ? c1 : s->r1;
+    const float *rows = px + (c0 - s->pt) * W;
+    if (s->simd && c1 > c0)
+        hetc_copy_rows_avx512(buf + c0 * Wp + s->lead, Wp, rows, W, c1 - c0, s->copy);
+    else if (!s->simd)
+        for (long r = c0; r < c1; r++)
+            memcpy(buf + r * Wp + s->lead, rows + (r - c0) * W, sizeof(float) * s->copy);
+    hetc_dw_sums(s, buf, py, w, bias, oh0, oh1, ep, nep, flat, o);
+}
+
 HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
                                     const float *b, long N, long C, long H, long W, long O, long KH,
                                     long KW, long OH, long OW, long sh, long sw, long pt, long pl,
                                     long dh, long dw, const hetc_step *ep, int nep) {
     long mult = O / C;
-    /* rows and columns the windows reach, output columns rounded up to 16
-     * (and 16 more for stride 2's second load) */
-    long Hp = (OH - 1) * sh + (KH - 1) * dh + 1;
-    long Wp = ((OW + 15) / 16 * 16) * sw + (KW - 1) * dw + 16;
-    int simd = hetc_avx512 && (sw == 1 || sw == 2);
-    float lo = -INFINITY, hi = INFINITY;
-    int clamp = simd && nep && hetc_epilogue_clamp(ep, nep, &lo, &hi); /* in registers */
+    hetc_dw_shape s = hetc_dw_setup(H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw, ep, nep);
     /* input planes of more than 4096 positions in bands of rows, one per
      * thread: the convolutions either side split positions the same way, so
      * a thread reads the rows its own cache holds (EfficientNet-Lite0's
@@ -2451,39 +2516,143 @@ HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, 
     long bands = H * W > 4096 && OH >= 8 * threads ? threads : 1;
     #pragma omp parallel
     {
-        /* zeroed once: the copies write only rows and columns that hold
-         * input, so the padding stays zero */
-        float *buf = calloc((Hp + 7 * sh) * Wp, sizeof(float)); /* + the last block's spare rows */
-        long lead = pl < Wp ? pl : Wp, copy = W < Wp - lead ? W : Wp - lead;
-        long r1 = pt + H < Hp ? pt + H : Hp; /* buffer rows pt .. r1 hold input rows */
+        float *buf = calloc(hetc_dw_buffer(&s), sizeof(float));
         #pragma omp for collapse(3) schedule(static)
         for (long band = 0; band < bands; band++)
             for (long n = 0; n < N; n++)
-                for (long o = 0; o < O; o++) {
-                    /* output rows oh0 .. oh1 from buffer rows c0 .. c1 */
-                    long oh0 = band * OH / bands, oh1 = (band + 1) * OH / bands;
-                    long c0 = oh0 * sh > pt ? oh0 * sh : pt;
-                    long c1 = (oh1 - 1) * sh + (KH - 1) * dh + 1;
-                    c1 = c1 < r1 ? c1 : r1;
-                    const float *plane = x + (n * C + o / mult) * H * W + (c0 - pt) * W;
-                    if (simd && c1 > c0)
-                        hetc_copy_rows_avx512(buf + c0 * Wp + lead, Wp, plane, W, c1 - c0, copy);
-                    else if (!simd)
-                        for (long r = c0; r < c1; r++)
-                            memcpy(buf + r * Wp + lead, plane + (r - c0) * W, sizeof(float) * copy);
-                    float *py = y + ((n * O + o) * OH + oh0) * OW;
-                    const float *from = buf + oh0 * sh * Wp;
-                    float bias = b ? b[o] : 0.f;
-                    if (simd)
-                        hetc_dw_plane_avx512(py, from, Wp, w + o * KH * KW, bias, KH, KW, oh1 - oh0,
-                                             OW, sh, sw, dh, dw, lo, hi);
-                    else
-                        hetc_dw_plane_portable(py, from, Wp, w + o * KH * KW, bias, KH, KW,
-                                               oh1 - oh0, OW, sh, sw, dh, dw);
-                    if (nep && !clamp)
-                        hetc_epilogue_run(ep, nep, py, (oh1 - oh0) * OW,
-                                          ((n * O + o) * OH + oh0) * OW, o, 0);
+                for (long o = 0; o < O; o++)
+                    hetc_dw_channel(&s, buf, y + (n * O + o) * OH * OW,
+                                    x + (n * C + o / mult) * H * W, w + o * KH * KW,
+                                    b ? b[o] : 0.f, band * OH / bands, (band + 1) * OH / bands, ep,
+                                    nep, (n * O + o) * OH * OW, o);
+        free(buf);
+    }
+}
+
+/* ---- a 1x1 convolution into a depthwise one --------------------------------- *
+ * y = depthwise(conv1x1(x) and its epilogue) without storing the 1x1 result
+ * (E channels): a task is a block of 8 of its channels over the whole plane,
+ * k_conv2d_gemm's row tiles (its weights packed the same way) each stored
+ * from L1 straight into the 8 channels' zero-padded depthwise buffers of the
+ * thread, whose sums then read them from cache. Unfused, the 16 -> 96 layer
+ * on EfficientNet-Lite0's 112x112 plane wrote 4.8 MB that its depthwise
+ * layer read back from memory, and the depthwise kernel copied each plane
+ * into its buffer. */
+
+/* Zero what of a depthwise buffer input never overwrites: the padding. */
+static void hetc_dw_pad(const hetc_dw_shape *s, float *buf) {
+    long rows = hetc_dw_buffer(s) / s->Wp, tail = s->Wp - s->lead - s->copy;
+    for (long r = 0; r < rows; r++) {
+        float *row = buf + r * s->Wp;
+        if (r < s->pt || r >= s->r1) {
+            memset(row, 0, sizeof(float) * s->Wp);
+        } else {
+            memset(row, 0, sizeof(float) * s->lead);
+            memset(row + s->lead + s->copy, 0, sizeof(float) * tail);
+        }
+    }
+}
+
+/* Values t[0 .. n) of positions q .. q + n of a plane into its depthwise
+ * buffer (rows W wide there, Wp apart, from column lead of row pt); the
+ * rows and columns no window reads are left out, as hetc_dw_channel does. */
+static inline void hetc_tile_row_portable(float *buf, const hetc_dw_shape *s, const float *t,
+                                          long q, long n) {
+    for (long j = 0; j < n; j++) {
+        long h = (q + j) / s->W, c = (q + j) % s->W;
+        if (s->pt + h < s->r1 && c < s->copy) buf[(s->pt + h) * s->Wp + s->lead + c] = t[j];
+    }
+}
+
+/* Where 16 values of positions q .. q + n (n <= 16) go in a depthwise
+ * buffer: a masked store per image row they reach (at most 16), each at
+ * at[i] with mask m[i]; the number of stores. */
+static inline int hetc_tile_rows(const hetc_dw_shape *s, long q, int n, long at[16],
+                                 unsigned m[16]) {
+    long h = q / s->W, c = q % s->W;
+    int k = 0;
+    for (int j = 0; j < n && s->pt + h < s->r1; h++, c = 0) {
+        long run = s->W - c < n - j ? s->W - c : n - j;
+        long keep = s->copy - c < run ? s->copy - c : run;
+        if (keep > 0) {
+            at[k] = (s->pt + h) * s->Wp + s->lead + c - j;
+            m[k++] = ((1u << keep) - 1) << j;
+        }
+        j += (int)run;
+    }
+    return k;
+}
+
+/* One block of the 1x1 convolution (rows <= 8 channels of it, weights wb,
+ * bias bb, its first element's index flat and channel o0) on the plane px
+ * into the block's buffers (bf floats apart), a tile at a time through t. */
+__attribute__((target("avx512f")))
+static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s, const float *px,
+                                    const float *wb, long C, const float *bb, long rows, long flat,
+                                    long o0, const hetc_step *ep, int nep) {
+    float t[8 * HETC_CONV_TILE] __attribute__((aligned(64)));
+    long P = s->H * s->W, at[16];
+    unsigned m[16];
+    for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
+        long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
+        hetc_conv_tiles_avx512(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, rows, 0, 1, np,
+                               flat + p0, o0, ep, nep);
+        for (long j = 0; j < np; j += 16) {
+            int k = hetc_tile_rows(s, p0 + j, np - j < 16 ? (int)(np - j) : 16, at, m);
+            for (long r = 0; r < rows; r++) {
+                __m512 v = _mm512_load_ps(t + r * HETC_CONV_TILE + j);
+                float *to = buf + r * bf;
+                for (int i = 0; i < k; i++) _mm512_mask_storeu_ps(to + at[i], (__mmask16)m[i], v);
+            }
+        }
+    }
+}
+
+static void hetc_1x1_buffers_portable(float *buf, long bf, const hetc_dw_shape *s,
+                                      const float *px, const float *wb, long C, const float *bb,
+                                      long rows, long flat, long o0, const hetc_step *ep,
+                                      int nep) {
+    float t[8 * HETC_CONV_TILE];
+    long P = s->H * s->W;
+    for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
+        long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
+        hetc_conv_tiles_portable(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, rows, 0, 1, np,
+                                 flat + p0, o0, ep, nep);
+        for (long r = 0; r < rows; r++)
+            hetc_tile_row_portable(buf + r * bf, s, t + r * HETC_CONV_TILE, p0, np);
+    }
+}
+
+HETC_KERNEL void k_conv1x1_depthwise(float *restrict y, const float *restrict x,
+                                     const float *restrict wp, const float *b, long N, long C,
+                                     long E, const hetc_step *ep, int nep,
+                                     const float *restrict wd, const float *bd, long H, long W,
+                                     long KH, long KW, long OH, long OW, long sh, long sw, long pt,
+                                     long pl, long dh, long dw, const hetc_step *epd, int nepd) {
+    long P = H * W, blocks = (E + 7) / 8;
+    hetc_dw_shape s = hetc_dw_setup(H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw, epd, nepd);
+    long bf = hetc_dw_buffer(&s);
+    #pragma omp parallel
+    {
+        float *buf = malloc(sizeof(float) * 8 * bf);
+        for (int r = 0; r < 8; r++) hetc_dw_pad(&s, buf + r * bf);
+        #pragma omp for collapse(2) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long blk = 0; blk < blocks; blk++) {
+                long rows = E - blk * 8 < 8 ? E - blk * 8 : 8;
+                const float *pw = wp + blk * C * 8, *pb = b ? b + blk * 8 : 0;
+                if (hetc_avx512)
+                    hetc_1x1_buffers_avx512(buf, bf, &s, x + n * C * P, pw, C, pb, rows,
+                                            (n * E + blk * 8) * P, blk * 8, ep, nep);
+                else
+                    hetc_1x1_buffers_portable(buf, bf, &s, x + n * C * P, pw, C, pb, rows,
+                                              (n * E + blk * 8) * P, blk * 8, ep, nep);
+                for (long r = 0; r < rows; r++) {
+                    long o = blk * 8 + r;
+                    hetc_dw_sums(&s, buf + r * bf, y + (n * E + o) * OH * OW, wd + o * KH * KW,
+                                 bd ? bd[o] : 0.f, 0, OH, epd, nepd, (n * E + o) * OH * OW, o);
                 }
+            }
         free(buf);
     }
 }

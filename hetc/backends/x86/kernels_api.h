@@ -140,6 +140,11 @@ HETC_KERNEL void k_conv2d_depthwise(float *y, const float *x, const float *w, co
                                     long N, long C, long H, long W, long O, long KH, long KW,
                                     long OH, long OW, long sh, long sw, long pt, long pl, long dh,
                                     long dw, const hetc_step *ep, int nep);
+HETC_KERNEL void k_conv1x1_depthwise(float *y, const float *x, const float *wp, const float *b,
+                                     long N, long C, long E, const hetc_step *ep, int nep,
+                                     const float *wd, const float *bd, long H, long W, long KH,
+                                     long KW, long OH, long OW, long sh, long sw, long pt, long pl,
+                                     long dh, long dw, const hetc_step *epd, int nepd);
 HETC_KERNEL void k_conv2d_depthwise_b16(float *y, const float *x, const float *w, const float *b,
                                         long N, long C, long H, long W, long KH, long KW, long OH,
                                         long OW, long sh, long sw, long pt, long pl, long dh,

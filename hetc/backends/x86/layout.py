@@ -15,6 +15,11 @@ epilogues on both blocked results are at most a clamp (the kernels apply it
 in registers; other steps index NCHW). Every other value, graph inputs and
 outputs among them, stays NCHW, so nothing outside the generated code sees
 a block.
+
+A 1x1 convolution on a large plane (k_conv2d_gemm's row tiles) whose result
+only a depthwise convolution reads is not stored at all: the two run as one
+kernel (k_conv1x1_depthwise), the 1x1 part 8 channels at a time into a
+buffer that stays in cache (into_depthwise).
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ from .fusion import epilogue
 
 #: epilogue steps a blocked result may take (fusion.py initializers): a clamp
 CLAMP_STEPS = ("{U_RELU, E_UNARY,", "{B_MAX, E_SCALAR,", "{B_MIN, E_SCALAR,")
+
+
+def _is_direct_1x1(conv) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution on its input's plane."""
+    return conv.inputs[1].type.shape[2:] == (1, 1) and conv.attrs.get("groups", 1) == 1 and \
+        tuple(conv.attrs.get("stride", (1, 1))) == (1, 1) and \
+        not any(conv.attrs.get("padding", (0, 0, 0, 0))) and \
+        conv.output.type.shape[2:] == conv.inputs[0].type.shape[2:]
 
 
 def conv_of(op):
@@ -81,3 +94,36 @@ def blocked_values(graph) -> set:
                          _reads_only_as_input(u, conv_of(u)[0], y) for u in users):
             blocked |= {x, y}
     return blocked
+
+
+def into_depthwise(graph, blocked) -> dict:
+    """{a depthwise convolution's top-level op: the 1x1 convolution's op
+    whose result it alone reads}, for the pairs that run as one kernel: the
+    1x1 on row tiles (a plane too large for the channel lanes), both in
+    f32, one output channel per input channel, the intermediate neither a
+    graph output nor blocked, and the 1x1's epilogue one the convolution
+    kernels run (operands per channel or per element)."""
+    readers = {}
+    for op in graph.ops:
+        for v in dict.fromkeys(op.inputs):
+            readers.setdefault(v, []).append(op)
+    outputs = set(graph.outputs)
+    pairs = {}
+    for op in graph.ops:
+        conv, _ = conv_of(op)
+        if conv is None or conv.attrs.get("act_group", 0) or conv_kernel(conv) != "depthwise":
+            continue
+        x = conv.inputs[0]
+        producer = x.producer
+        if x in outputs or x in blocked or op.output in blocked or \
+                conv.inputs[1].type.shape[0] != x.type.shape[1] or producer is None or \
+                readers.get(x) != [op] or not _reads_only_as_input(op, conv, x):
+            continue
+        first, _ = conv_of(producer)
+        if first is None or first.attrs.get("act_group", 0) or \
+                conv_kernel(first) != "gemm" or not _is_direct_1x1(first):
+            continue
+        ep = epilogue(producer) if producer.kind == "fused" else None
+        if ep is None or ep.axis in (None, 1):
+            pairs[op] = producer
+    return pairs
