@@ -184,29 +184,33 @@ def test_depthwise_in_blocks_of_16_channels(shape, kw, kernel, portable, monkeyp
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
-@pytest.mark.parametrize("shape, kw", [
-    ((1, 16, 24, 24), dict(hidden=96, stride=2)),  # 12 blocks of 8 channels
-    ((1, 16, 24, 24), dict(hidden=32, stride=2, pad=(0, 0, 0, 0))),  # the last row read by none
-    ((2, 12, 20, 21), dict(hidden=44, k=5, act=nn.SiLU)),  # batch 2, a block of 4, not clamps
-    ((1, 8, 40, 9), dict(hidden=16)),  # rows of 9: a vector of a tile spans 2 or 3 rows
-    ((1, 8, 30, 31), dict(hidden=24, stride=3, dilation=2)),  # stride 3: portable sums
-    ((1, 8, 17, 19), dict(hidden=8, k=5, stride=2, pad=(2, 1, 1, 2), act=nn.Identity)),
+@pytest.mark.parametrize("shape, kw, kernel", [
+    ((1, 16, 24, 24), dict(hidden=96, stride=2), FUSED),  # 12 blocks of 8 channels
+    ((1, 16, 24, 24), dict(hidden=32, stride=2, pad=(0, 0, 0, 0)), FUSED),  # a row read by none
+    ((2, 12, 20, 21), dict(hidden=44, k=5, act=nn.SiLU), FUSED),  # batch 2, part blocks, not clamps
+    ((1, 8, 40, 9), dict(hidden=16), FUSED),  # rows of 9: a vector of a tile spans 2 or 3 rows
+    ((1, 8, 30, 31), dict(hidden=32, stride=3, dilation=2), FUSED),  # stride 3: portable sums
+    ((1, 8, 17, 19), dict(hidden=40, k=5, stride=2, pad=(2, 1, 1, 2), act=nn.Identity), FUSED),
+    ((1, 8, 17, 19), dict(hidden=24), DEPTHWISE),  # 3 blocks for 2 threads: apart
 ])
-def test_a_1x1_convolution_into_a_depthwise_one(shape, kw, portable, monkeypatch):
+def test_a_1x1_convolution_into_a_depthwise_one(shape, kw, kernel, portable, monkeypatch):
     """A 1x1 convolution on a plane too large for the channel lanes whose
     result only a depthwise convolution reads runs with it as one kernel,
-    its result never stored: padding, strides, batch, channel blocks that
-    are not full, tiles across rows, epilogues on both."""
+    its result never stored, when there are blocks of 8 channels enough for
+    the threads: padding, strides, batch, channel blocks that are not full,
+    tiles across rows, epilogues on both."""
+    monkeypatch.setenv("HETC_THREADS", "2")  # the choice depends on it
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
-    _check_block(InvertedResidual(shape[1], **kw).eval(), (torch.randn(*shape) * 3,), FUSED)
+    _check_block(InvertedResidual(shape[1], **kw).eval(), (torch.randn(*shape) * 3,), kernel)
 
 
 def test_a_1x1_convolution_into_a_depthwise_one_keeps_its_input_alive(monkeypatch):
     """The 1x1 part runs in the depthwise convolution's step, so its input
     (here the stem's result, read by nothing else) must stay in the arena
     until then, not give its place to the depthwise result."""
+    monkeypatch.setenv("HETC_THREADS", "2")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 1), nn.ReLU6(),
                           nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.Conv2d(64, 8, 1)).eval()
@@ -229,6 +233,7 @@ class ExpandPlus(nn.Module):
 def test_a_1x1_epilogue_with_a_tensor_operand_into_a_depthwise_one(portable, monkeypatch):
     """The 1x1 part's epilogue indexes its tensor operand as the unstored
     result is laid out, not as the tile is."""
+    monkeypatch.setenv("HETC_THREADS", "2")
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)

@@ -887,7 +887,7 @@ class X86Emitter(Emitter):
         from .fusion import epilogue
         from .layout import blocked_values, conv_of, into_depthwise
         self.blocked = blocked_values(graph)
-        self.into_depthwise = into_depthwise(graph, self.blocked)
+        self.into_depthwise = into_depthwise(graph, self.blocked, threads)
         #: a depthwise result -> (the 1x1 conv before it, that op's epilogue or None)
         self.after_1x1 = {dw.output: (conv_of(op)[0], epilogue(op) if op.kind == "fused" else None)
                           for dw, op in self.into_depthwise.items()}
