@@ -46,6 +46,8 @@ CONFIGS = [  # name, hetc.compile options, stored bytes per weight (for the copy
     # weight-only: the codes decoded in registers, activations stay f32
     ("int8 weight-only", {"precision": "int8"}, 1.0),
     ("int4 g128 weight-only", {"precision": "int4"}, 0.53),
+    ("2:4 + int4 g128 weight-only", {"sparsity": "2:4", "precision": "int4"}, 0.41),
+    ("1:4 + int4 g128 weight-only", {"sparsity": "1:4", "precision": "int4"}, 0.22),
 ]
 
 READ_C = r"""

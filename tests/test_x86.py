@@ -116,8 +116,9 @@ def test_compressed_linear_layers_match_the_interpreter(config, activations):
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     kernels = x86.artifact.extra["kernels"]
     if config["precision"] in ("int8", "int4"):  # integer weights get integer kernels
-        want = "int8 act x " if activations else "linear int"
-        assert all(k.startswith("linear int") for k in kernels) and \
+        sparse = f"{config['sparsity']} " if "sparsity" in config else ""
+        want = "int8 act x " if activations else f"linear {sparse}int"
+        assert all(k.startswith("linear ") and " int" in k for k in kernels) and \
             any(want in k for k in kernels), kernels
 
 
@@ -137,6 +138,30 @@ def test_packed_nm_kernels_match_the_interpreter(pattern, precision, portable, m
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     assert any(f"x {pattern} int" in k for k in x86.artifact.extra["kernels"]), \
         x86.artifact.extra["kernels"]
+
+
+@pytest.mark.parametrize("pattern, precision", [("2:4", "int4"), ("1:4", "int4-g32"),
+                                                 ("2:8", "int4-g64"), ("4:8", "int8"),
+                                                 ("1:3", "int8")])
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_packed_nm_kernels_with_float_activations_match_the_interpreter(pattern, precision,
+                                                                        portable, monkeypatch):
+    """N:M weights without activations= read only the kept values and their
+    positions with f32 activations (k_linear_rbf), on AVX-512 and in
+    portable C: every token remainder of the passes of 8, 4, 2 and 1 (and
+    the independent sums of few tokens), a partial last block of rows, a
+    bias and none."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(768, 37), nn.GELU(), nn.Linear(37, 8, bias=False))
+    for batch in (1, 2, 5, 15):
+        inputs = (torch.randn(batch, 768),)
+        x86, ref = both(model, inputs, sparsity={"0": pattern}, precision={"0": precision})
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch
+        bits = precision[:4]
+        assert any(k.startswith(f"linear {pattern} {bits} g") for k in
+                   x86.artifact.extra["kernels"]), x86.artifact.extra["kernels"]
 
 
 @pytest.mark.parametrize("precision", ["f32", "bf16"])

@@ -678,6 +678,14 @@ def _linear(e, op, epilogue=None):
                f"{b}, {m}, {n}, {k}, {act}, {bits}, {nn}, {mm}, "
                f"A + {e.scratch(token_scratch_bytes(m, k, act))});")
         return False
+    sparse = row_blocks(w, q) if not act and q is not None else None
+    if sparse is not None and sparse[0] != sparse[1]:  # N:M: only kept values are read
+        (_, bits, group), (nn, mm) = q, sparse
+        packed, scales, half = packed_row_blocks(e, w, q, sparse)
+        e.count(f"linear {nn}:{mm} int{bits} g{group}")
+        e.emit(f"k_linear_rbf({e.ptr[op.output]}, {e.val(x)}, W + {packed}, W + {scales}, "
+               f"{half}, {b}, {m}, {n}, {k}, {group}, {bits}, {nn}, {mm});")
+        return False
     xin = e.val(x)
     if act:  # no integer kernel for this layout: the same numbers in floats
         xin = f"((float *)(A + {e.scratch(4 * x.type.numel)}))"

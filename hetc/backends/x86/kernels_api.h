@@ -124,6 +124,9 @@ static int hetc_isa; /* in a model: its choice */
 HETC_KERNEL void k_linear_rb(float *y, const float *x, const uint8_t *packed, const void *sw,
                              int half, const float *b, long M, long N, long K, long G, int bits,
                              int nn, int mm, unsigned char *scratch);
+HETC_KERNEL void k_linear_rbf(float *y, const float *x, const uint8_t *packed, const void *sw,
+                              int half, const float *b, long M, long N, long K, long G, int bits,
+                              int nn, int mm);
 HETC_KERNEL void k_linear_q(float *y, const float *x, const uint8_t *codes, const float *scale,
                             const float *b, long M, long N, long K, long G, int bits);
 HETC_KERNEL void k_linear_panel(float *y, const float *x, const void *w, int kind, const float *b,
