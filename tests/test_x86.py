@@ -572,20 +572,49 @@ def test_attention_scratch_sizes_agree_with_the_kernel_library():
         assert attention_scratch_bytes(s, d) == lib.hetc_attention_scratch(s, d), (s, d)
 
 
+class Sdpa(nn.Module):
+    def __init__(self, causal):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("q, kv, dv, causal", [
+    ((1, 9, 13, 40), 13, 40, True),  # 9 heads on 2 threads: parts; 40 features; a last query
+    ((1, 5, 20, 64), 20, 64, True),  # 5 blocks of queries in 2 interleaved parts
+    ((2, 3, 8, 8), 21, 24, False),  # 21 keys: a part block of 16; values of their own width
+])
+def test_attention_shapes_match_the_interpreter(q, kv, dv, causal, portable, monkeypatch):
+    """Keys transposed 16 x 16 at a time (features and keys not multiples of
+    16), heads that do not share out evenly among the threads split into
+    interleaved parts of their query blocks, the queries after the last
+    block: against the interpreter and PyTorch."""
+    monkeypatch.setenv("HETC_THREADS", "2")
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    b, h, _, d = q
+    inputs = (torch.randn(*q), torch.randn(b, h, kv, d), torch.randn(b, h, kv, dv))
+    x86, ref = both(Sdpa(causal).eval(), inputs)
+    with torch.no_grad():
+        want = Sdpa(causal)(*inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert rel_err(x86(*inputs), want) < 1e-5
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_with_scores_far_below_their_maximum(causal):
     """Scores more than 87 below a query's maximum: their softmax numerators
     are flushed to 0 on AVX-512 (subnormals cost a microcode assist each),
     which changes no output beyond f32 rounding."""
-    class Sdpa(nn.Module):
-        def forward(self, q, k, v):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 3, 40, 16) for _ in range(3))
     q = q * 40  # logits spread over hundreds: many below e^-87 of the maximum
     inputs = (q, k, v)
     logits = (q @ k.transpose(-1, -2)) / 4
     assert ((logits.amax(-1, keepdim=True) - logits) > 87).float().mean() > 0.3
-    x86, ref = both(Sdpa().eval(), inputs)
+    x86, ref = both(Sdpa(causal).eval(), inputs)
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
