@@ -1,6 +1,8 @@
 """Timing shared by the whole-model benchmarks (decode.py, models.py,
 prefill.py): each runner makes `repeat` calls back to back after one
-warm-up call, the runners take turns `rounds` times, medians."""
+warm-up call and 0.2 s of quiet (so that the runtime before it has stopped
+spinning its worker threads on the same cores), the runners take turns
+`rounds` times, medians."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ def measure(runners, repeat, rounds=3, args=()):
     times = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            time.sleep(0.2)
             run(*args)
             for _ in range(repeat):
                 t = time.perf_counter()
