@@ -307,6 +307,24 @@ def test_two_models_with_the_same_code_keep_their_own_weights():
         assert rel_err(ya, model(*inputs)) < REL_TOL and rel_err(yb, other(*inputs)) < REL_TOL
 
 
+def test_weights_outputs_and_caches_lie_on_cache_lines():
+    """numpy puts a large array 16 bytes past a page, where every 64-byte
+    vector the kernels load or store would straddle two cache lines."""
+    from hetc.runtime.generate import DecoderSpec, HostCache
+
+    model = nn.Linear(512, 640)  # 1.3 MB of weights, 1.3 MB out: numpy would map both
+    x = torch.randn(512, 512)
+    module = hetc.compile(model, target="x86", example_inputs=(x,))
+    assert module.artifact.lowered.blob.ctypes.data % 64 == 0
+    out = module._executor()([x.numpy()])[0]
+    assert out.ctypes.data % 64 == 0 and out.shape == (512, 640)
+    with torch.no_grad():
+        assert rel_err(out, model(x)) < REL_TOL
+    cache = HostCache(None, DecoderSpec(max_context=1024, chunk=1, layers=2, kv_heads=4,
+                                        head_dim=64))
+    assert all(layer.ctypes.data % 64 == 0 and not layer.any() for layer in cache.layers)
+
+
 class _Outputs(nn.Module):
     def forward(self, x):
         r = torch.relu(x)

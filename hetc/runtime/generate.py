@@ -15,6 +15,8 @@ import numpy as np
 
 from hetc.core.errors import HetcError, UsageError
 
+from .buffers import aligned_zeros
+
 
 @dataclass(frozen=True)
 class DecoderSpec:
@@ -71,7 +73,7 @@ class HostCache:
 
     def __init__(self, step, spec, dtype=np.float32):
         self.run, self.new = step, []
-        self.layers = [np.zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), dtype)
+        self.layers = [aligned_zeros((2, 1, spec.kv_heads, spec.max_context, spec.head_dim), dtype)
                        for _ in range(spec.layers)]
 
     def step(self, ids, positions, mask):
@@ -95,7 +97,7 @@ class StateCache:
 
     def __init__(self, step, spec, dtype=np.float32):
         self.run, self.new = step, []
-        self.states = [np.zeros(shape, dtype) for shape in spec.states]
+        self.states = [aligned_zeros(shape, dtype) for shape in spec.states]
 
     def step(self, ids, positions, mask):
         logits, *self.new = self.run(ids, positions, mask, *self.states)

@@ -32,6 +32,7 @@ from hetc.backends.base import Backend, op_problems, refuse
 from hetc.ir.interpret import load_const
 from hetc.ir.ops import get_op
 from hetc.ir.weights import aux_key
+from hetc.runtime.buffers import aligned_zeros
 
 from .plan import alias_offset, arena_lifetimes, output_slots, plan_arena
 from .text import comment
@@ -80,7 +81,7 @@ class Blob:
         return offset
 
     def array(self):
-        out = np.zeros(max(self.size, ALIGN), np.uint8)
+        out = aligned_zeros(max(self.size, ALIGN))  # the kernels' vectors on cache lines
         for off, data in self.parts:
             out[off:off + data.nbytes] = data
         return out

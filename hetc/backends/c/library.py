@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from hetc.core.errors import TargetError
+from hetc.runtime.buffers import aligned_zeros
 
 
 class Library:
@@ -85,7 +86,7 @@ class Library:
         read from earlier ones."""
         ins = [np.ascontiguousarray(a) for a in arrays]
         if outs is None:
-            outs = [np.empty(s, d) for s, d in self.out_types]
+            outs = [aligned_zeros(s, d) for s, d in self.out_types]
         pin = (ctypes.c_void_p * max(self.n_in, 1))(*[a.ctypes.data for a in ins])
         pout = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ALIGN = 64  # bytes; every buffer and weight starts on a cache line
+from hetc.runtime.buffers import ALIGN  # every buffer and weight starts on a cache line
 
 #: the C element type of each IR dtype that generated code computes on
 CTYPE = {"f32": "float", "i64": "int64_t", "i32": "int32_t", "bool": "uint8_t"}
