@@ -2142,7 +2142,7 @@ static inline void hetc_conv_tile_avx512(float *restrict y, long P, long fs,
     /* the next tile's output lines, owned before its stores: a 16 -> 96
      * channel layer on 112x112 writes 96 rows at once, more lines than a
      * core keeps in flight (0.38 -> 0.33 ms in a model run) */
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; P != HETC_CONV_TILE && r < rows; r++) { /* not into a tile buffer */
         __builtin_prefetch(y + r * P + HETC_CONV_TILE, 1, 3);
         __builtin_prefetch(y + r * P + HETC_CONV_TILE + 16, 1, 3);
     }
@@ -2788,17 +2788,21 @@ static inline int hetc_tile_rows(const hetc_dw_shape *s, long q, int n, long at[
 /* One block of the 1x1 convolution (rows <= 8 channels of it, weights wb,
  * bias bb, its first element's index flat and channel o0) on the plane px
  * into the block's buffers (bf floats apart), a tile at a time through t. */
-__attribute__((target("avx512f")))
+__attribute__((target("avx512f,prfchw")))
 static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s, const float *px,
                                     const float *wb, long C, const float *bb, long rows, long flat,
                                     long o0, const hetc_step *ep, int nep) {
     float t[8 * HETC_CONV_TILE] __attribute__((aligned(64)));
     long P = s->H * s->W, at[16];
     unsigned m[16];
+    float lo = -INFINITY, hi = INFINITY; /* the epilogue read once, not per tile */
+    if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
+    int vec = hetc_epilogue_in_registers(ep, nep);
     for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
         long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-        hetc_conv_tiles_avx512(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, rows, 0, 1, np,
-                               flat + p0, o0, ep, nep);
+        hetc_conv_tile_avx512(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, (int)rows, np,
+                              flat + p0, o0, ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi),
+                              px + p0 + HETC_CONV_TILE);
         for (long j = 0; j < np; j += 16) {
             int k = hetc_tile_rows(s, p0 + j, np - j < 16 ? (int)(np - j) : 16, at, m);
             for (long r = 0; r < rows; r++) {
