@@ -6,15 +6,28 @@ against 10.2 ms with them on a cache line, in one process."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 ALIGN = 64  # bytes: a cache line, an AVX-512 vector
 
 
+def _aligned(make, shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = make(nbytes + ALIGN, np.uint8)
+    at = -raw.ctypes.data % ALIGN
+    return raw[at:at + nbytes].view(dtype).reshape(shape)
+
+
 def aligned_zeros(shape, dtype=np.uint8) -> np.ndarray:
     """Zeros of `shape` and `dtype` whose first byte is on an ALIGN boundary."""
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    raw = np.zeros(count * dtype.itemsize + ALIGN, np.uint8)
-    at = -raw.ctypes.data % ALIGN
-    return raw[at:at + count * dtype.itemsize].view(dtype).reshape(shape)
+    return _aligned(np.zeros, shape, dtype)
+
+
+def aligned_empty(shape, dtype=np.uint8) -> np.ndarray:
+    """The same, uninitialized: for outputs the generated code writes whole
+    (zeroing them per call cost GPT-2-small's decode step 0.16 ms of 2.95)."""
+    return _aligned(np.empty, shape, dtype)
