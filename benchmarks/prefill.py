@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -33,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import hetc  # noqa: E402
 from families import SMOLLM2_GGUF, package_dir, smollm2  # noqa: E402
+from llama_check import llama_cpp_problem  # noqa: E402
 from timing import measure  # noqa: E402
 
 THREADS = 2
@@ -62,32 +62,6 @@ def prompt(tok, tokens):
     if ids.shape[1] < tokens:
         raise SystemExit(f"the prompt text has only {ids.shape[1]} tokens")
     return ids
-
-
-# A first eval in a child process: llama-cpp-python built natively on a
-# host with AMX took llama.cpp's AMX path, which crashed the process there
-# (2026-12-03), and would take the whole benchmark with it.
-PROBE = ("import sys; from llama_cpp import Llama; "
-         "Llama(model_path=sys.argv[1], n_ctx=64, verbose=False).eval([1, 2, 3, 4])")
-
-
-def llama_cpp_problem(path):
-    """Why llama.cpp cannot run here, or None."""
-    try:
-        done = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True,
-                              timeout=300)
-    except subprocess.TimeoutExpired:
-        return "llama.cpp: left out, a first eval of 4 tokens took over 300 s"
-    if done.returncode == 0:
-        return None
-    if done.returncode > 0:  # an exception: its last line says what
-        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        return f"llama.cpp: left out, a first eval failed: {last[0]}"
-    return (f"llama.cpp: left out, a first eval crashed (signal {-done.returncode}); on a "
-            f"host with AMX rebuild llama-cpp-python without its AMX path: CMAKE_ARGS="
-            f"\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON "
-            f"-DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON\" pip install "
-            f"--force-reinstall --no-deps llama-cpp-python")
 
 
 def llama_cpp_runner(ids):
