@@ -2085,6 +2085,16 @@ static int hetc_epilogue_in_registers(const hetc_step *ep, int nep) {
     return 1;
 }
 
+/* How a conv tile takes its epilogue: a clamp in registers (lo, hi; *nep
+ * becomes 0), else whether the steps run on each stored row in registers
+ * (the return value) or one by one. */
+static int hetc_tile_epilogue(const hetc_step *ep, int *nep, float *lo, float *hi) {
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    if (*nep && hetc_epilogue_clamp(ep, *nep, lo, hi)) *nep = 0;
+    return hetc_epilogue_in_registers(ep, *nep);
+}
+
 /* The steps on 16 results in a register (lanes m of flat .. flat + 15, one
  * channel), as hetc_unary1 and hetc_binary1 define them (NaN included). */
 __attribute__((target("avx512f"), always_inline))
@@ -2192,9 +2202,8 @@ static void hetc_conv_tiles_avx512(float *y, long P, long fs, const float *col, 
                                    const float *wp,
                                    long K, const float *b, long og, long b0, long b1, long np,
                                    long flat, long o0, const hetc_step *ep, int nep) {
-    float lo = -INFINITY, hi = INFINITY;
-    if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
-    int vec = hetc_epilogue_in_registers(ep, nep);
+    float lo, hi;
+    int vec = hetc_tile_epilogue(ep, &nep, &lo, &hi);
     for (long blk = b0; blk < b1; blk++) {
         long rows = og - blk * 8 < 8 ? og - blk * 8 : 8;
         hetc_conv_tile_avx512(y + blk * 8 * P, P, fs, col, cs, wp + blk * K * 8, K,
@@ -2795,9 +2804,8 @@ static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s,
     float t[8 * HETC_CONV_TILE] __attribute__((aligned(64)));
     long P = s->H * s->W, at[16];
     unsigned m[16];
-    float lo = -INFINITY, hi = INFINITY; /* the epilogue read once, not per tile */
-    if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
-    int vec = hetc_epilogue_in_registers(ep, nep);
+    float lo, hi;
+    int vec = hetc_tile_epilogue(ep, &nep, &lo, &hi); /* read once, not per tile */
     for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
         long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
         hetc_conv_tile_avx512(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, (int)rows, np,
