@@ -336,9 +336,10 @@ def test_fused_epilogues_match_the_interpreter(portable, monkeypatch):
 def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, portable,
                                                                   monkeypatch):
     """A graph whose convolutions carry int8 activations (act_group, as the
-    fpga pipeline makes them) compiled for x86: 1x1 convolutions run the
-    integer row-block kernel over pixels (2:4 weights packed, only the kept
-    values read), the 3x3 one quantizes its input and convolves in floats."""
+    fpga pipeline makes them) compiled for x86: dense 1x1 convolutions run
+    the channel-lane integer kernel, 2:4 ones the integer row-block kernel
+    over pixels (only the kept values read), the 3x3 one quantizes its input
+    and convolves in floats."""
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
@@ -361,10 +362,12 @@ def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, port
     module = hetc.compile(graph, "x86")
     want = run_graph(module.artifact.graph, [x.numpy()])[0]
     assert rel_err(module(x.numpy()), want) < REL_TOL
-    pattern = "2:4 " if sparsity else ""
-    assert module.artifact.extra["kernels"] == {
-        f"conv2d 1x1 int8 act x {pattern}int8 g8": 1, f"conv2d 1x1 int8 act x {pattern}int8 g16": 1,
-        f"conv2d 1x1 int8 act x {pattern}int8 g64": 1, "conv2d f32 (act emulated)": 1}
+    if sparsity:  # the row-block kernel reads only the kept values
+        want = {"conv2d 1x1 int8 act x 2:4 int8 g8": 1, "conv2d 1x1 int8 act x 2:4 int8 g16": 1,
+                "conv2d 1x1 int8 act x 2:4 int8 g64": 1}
+    else:  # dense, one scale per pixel: the channel-lane integer kernel, no transposes
+        want = {"conv2d 1x1 int8 act x int8, channel lanes": 3}
+    assert module.artifact.extra["kernels"] == {**want, "conv2d f32 (act emulated)": 1}
 
 
 def test_a_convolution_with_a_computed_weight_is_named_in_the_report():
@@ -388,3 +391,79 @@ def test_an_elementwise_chain_of_any_length_is_one_pass():
     x86, ref = both(nn.Sequential(nn.Tanh(), nn.ReLU(), nn.Sigmoid()).eval(), inputs)
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     assert "k_epilogue(" in x86.sources["model.c"]
+
+
+class TwoPointwise(nn.Module):
+    """Two 1x1 convolutions reading the input: ReLU6 and a per-channel scale
+    after one, a residual add after the other. Both quantize the graph's
+    input, so their codes are the interpreter's exactly."""
+
+    def __init__(self, c, o):
+        super().__init__()
+        self.pw = nn.Conv2d(c, o, 1)
+        self.same = nn.Conv2d(c, c, 1, bias=False)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, o)[:, None, None])
+
+    def forward(self, x):
+        return F.relu6(self.pw(x)) * self.gamma, F.relu6(x + self.same(x))
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, o", [
+    ((1, 3, 7, 7), 37),  # 3 channels: one padded step of 4; 49 positions: a tile of 1
+    ((2, 19, 5, 3), 5),  # batch 2, a partial step, fewer channels than a panel
+    ((1, 16, 16, 16), 48),  # 256 positions: the last on channel lanes
+    ((1, 24, 5, 5), 100),  # more channels than positions: threads split the panels
+    ((2, 40, 7, 7), 320),
+])
+def test_int8_pointwise_kernel_on_edge_shapes(shape, o, portable, monkeypatch):
+    """x86's own pipeline gives 1x1 convolutions on few positions int8
+    activations (with int8 weights and activations="int8"); they run the
+    channel-lane integer kernel and match the interpreter on x86's graph."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    x = torch.randn(*shape) * 3
+    module = hetc.compile(TwoPointwise(shape[1], o).eval(), "x86", (x,), precision="int8",
+                          activations="int8")
+    assert module.artifact.extra["kernels"] == {"conv2d 1x1 int8 act x int8, channel lanes": 2}
+    for got, want in zip(module(x.numpy()), run_graph(module.artifact.graph, [x.numpy()])):
+        assert rel_err(got, want) < REL_TOL
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_int8_pointwise_convolutions_around_a_blocked_depthwise_one(portable, monkeypatch):
+    """1x1 (int8) -> depthwise (f32) -> 1x1 (int8) on 14x14: the integer
+    kernel writes and reads blocks of 16 channels, as the float one does.
+    The second quantizes what x86 computed, whose rounding differs from the
+    interpreter's, so a code may differ by one: a looser bound than
+    REL_TOL, far below what a wrong layout gives."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = InvertedResidual(24, 96).eval()
+    x = torch.randn(2, 24, 14, 14)
+    module = hetc.compile(model, "x86", (x,), precision="int8", activations="int8")
+    assert module.artifact.extra["kernels"] == {
+        "conv2d 1x1 int8 act x int8, channel lanes": 2,
+        "conv2d f32 depthwise, 16-channel blocks": 1}
+    want = run_graph(module.artifact.graph, [x.numpy()])[0]
+    assert rel_err(module(x.numpy()), want) < 1e-3
+    with torch.no_grad():  # and int8 activations stay near the float model
+        assert rel_err(module(x.numpy()), model(x)) < 0.05
+
+
+def test_x86_keeps_float_activations_where_its_float_kernels_are_faster():
+    """On a plane of more than 256 positions the float 1x1 (fused with the
+    depthwise convolution after it) beats the integer kernel, and 3x3 and
+    depthwise convolutions have no integer kernel: those keep f32
+    activations, and the report says why."""
+    torch.manual_seed(0)
+    model = nn.Sequential(InvertedResidual(16, 64), nn.Conv2d(16, 8, 3)).eval()
+    x = torch.randn(1, 16, 17, 17)
+    module = hetc.compile(model, "x86", (x,), precision="int8", activations="int8")
+    assert not any(op.attrs.get("act_group") for op in module.artifact.graph.ops
+                   if op.kind == "conv2d")
+    assert "conv2d f32 1x1 + depthwise, one kernel" in module.artifact.extra["kernels"]
+    kept = [w for r in module.report.layers for w in r.why if w.startswith("activations kept")]
+    assert len(kept) == 4, kept  # the depthwise one too: grouped

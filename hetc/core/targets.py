@@ -96,8 +96,9 @@ class Target:
     # target stores what compression left alone (e.g. f16 weights on an NPU)
     # and what it fuses (x86: epilogues into the kernel before them)
     storage_pipeline: str = ""
-    # quantize-activations also gives convolutions int8 activations (act_group)
-    int8_convolutions: bool = False
+    # which convolutions (ungrouped ones) quantize-activations gives int8
+    # activations (act_group) besides linear layers; None: none
+    int8_convolutions: Callable | None = field(repr=False, compare=False, default=None)
 
     def availability(self) -> Availability:
         return _cached_probe(self.name)
@@ -224,6 +225,27 @@ _CPU = "canonicalize,fold,cse,raise-patterns,dce"
 _X86 = "canonicalize,fold,cse,raise-patterns,fold-conv,dce"
 _X86_LAST = "fuse"
 
+#: positions per image up to which x86 runs a 1x1 convolution on its
+#: channel-lane kernels (hetc.backends.x86): output channels in the lanes
+PANEL_POSITIONS = 256
+
+
+def _any_convolution(op) -> bool:
+    return True
+
+
+def _x86_int8_convolution(op) -> bool:
+    """x86's integer convolution kernel (k_conv1x1_q8): 1x1, stride 1,
+    unpadded, one scale per output channel (so one per pixel for the
+    activations), on at most PANEL_POSITIONS positions. On larger planes the
+    float kernel that runs a 1x1 and the depthwise convolution after it as
+    one is faster than the integer 1x1 alone (docs/x86.md)."""
+    x, w = op.inputs[0].type, op.inputs[1].type
+    return w.shape[2:] == (1, 1) and tuple(op.attrs.get("stride", (1, 1))) == (1, 1) and \
+        not any(op.attrs.get("padding", (0, 0, 0, 0))) and \
+        x.shape[2] * x.shape[3] <= PANEL_POSITIONS and \
+        w.quant is not None and w.quant.group in (0, None, w.shape[1])
+
 register_target(Target(
     "ref", "reference: the numpy interpreter, the ground truth", "nothing",
     COMMON_NM, _ALL_FLOATS + ("i8", "u8", "i4", "u4", "i3", "u3"), _ALL_FLOATS + ("i8",),
@@ -236,14 +258,16 @@ register_target(Target(
     "x86", "x86-64 CPU, AVX-512 (AVX2 fallback), one native entry point", "C with intrinsics",
     COMMON_NM, ("f32", "bf16", "i8", "i4", "u4"), ("f32", "bf16", "i8"),
     CostModel("2-core AVX-512 CPU, DDR5", 50.0, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}),
-    _X86, "x86", _probe_x86, storage_pipeline=_X86_LAST))
+    _X86, "x86", _probe_x86, storage_pipeline=_X86_LAST,
+    int8_convolutions=_x86_int8_convolution))
 
 register_target(Target(
     "amx", "Intel AMX (Sapphire Rapids+), tiles for bf16 and int8", "C with AMX intrinsics",
     COMMON_NM, ("bf16", "i8", "i4", "u4"), ("bf16", "i8"),
     CostModel("Xeon 8480+ socket, 8ch DDR5", 300.0,
               {"f32": 3000.0, "bf16": 200000.0, "i8": 400000.0}),
-    _X86, "amx", _probe_amx, storage_pipeline=_X86_LAST))
+    _X86, "amx", _probe_amx, storage_pipeline=_X86_LAST,
+    int8_convolutions=_x86_int8_convolution))
 
 register_target(Target(
     "cuda", "NVIDIA GPU, sm_80+, 2:4 sparse tensor cores", "CUDA C++",
@@ -271,4 +295,4 @@ register_target(Target(
                  {"2:4": 2.0, "1:4": 4.0, "1:3": 3.0}, 300.0),
     # the datapath is integer: int8 weights and activations unless chosen otherwise
     _CPU, "fpga", _probe_fpga, storage_pipeline="quantize{format=int8},quantize-activations",
-    int8_convolutions=True))
+    int8_convolutions=_any_convolution))

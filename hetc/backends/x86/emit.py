@@ -33,6 +33,7 @@ from hetc.backends.c.values import (
 )
 from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
+from hetc.core.targets import PANEL_POSITIONS
 
 UNARY = {"relu": "U_RELU", "silu": "U_SILU", "sigmoid": "U_SIGMOID", "tanh": "U_TANH",
          "exp": "U_EXP", "neg": "U_NEG", "sqrt": "U_SQRT", "rsqrt": "U_RSQRT", "abs": "U_ABS",
@@ -498,9 +499,7 @@ def _conv2d(e, op, epilogue=None):
                f"{b}, {shape}, {steps});")
         return ran
     if kernel == "1x1 panels":
-        layout = " | ".join([flag for v, flag in ((op.inputs[0], "HETC_X_BLOCKED"),
-                                                  (op.output, "HETC_Y_BLOCKED"))
-                             if v in e.blocked]) or "0"
+        layout = panel_layout(e, op)
         e.count("conv2d f32 1x1 few positions" + emulated)
         off = e.packed(wv, lambda d: panels_of_16(d.astype(np.float32).reshape(w.shape[0], -1)))
         e.emit(f"k_conv1x1_panels({e.ptr[op.output]}, {xin}, (const float *)(W + {off}), {b}, "
@@ -539,7 +538,11 @@ def _conv1x1_depthwise(e, op, b, steps):
 def _conv1x1_int8(e, op, b, steps):
     """A 1x1, stride-1, unpadded convolution with int8 activations and
     integer weights in row blocks (N:M along the channels included): the
-    integer linear kernel over pixels (k_conv1x1_rb). False when it is not one."""
+    integer linear kernel over pixels (k_conv1x1_rb), or the channel-lane
+    kernel when it takes the layer (q8_takes). False when it is neither."""
+    if q8_takes(op):
+        _conv1x1_q8(e, op, integer_weight(op.inputs[1], axis=1, odd_int4=True), b, steps)
+        return True
     x, w = op.inputs[:2]
     n, c, h, wd = x.type.shape
     o = w.type.shape[0]
@@ -562,6 +565,59 @@ def _conv1x1_int8(e, op, b, steps):
            f"{b}, {n}, {c}, {p}, {o}, {group}, {bits}, {nn}, {mm}, A + {e.scratch(need)}, "
            f"{steps});")
     return True
+
+
+def q8_takes(op) -> bool:
+    """Whether k_conv1x1_q8 runs conv2d `op` (int8 activations): 1x1, stride
+    1, unpadded, ungrouped, integer weights with one scale per output channel,
+    so one per pixel for the activations (act_group = C), and no N:M pattern
+    the row-block kernel would skip (k_conv1x1_rb takes those)."""
+    x, w = op.inputs[:2]
+    q = integer_weight(w, axis=1, odd_int4=True)
+    if not op.attrs.get("act_group") or q is None or w.type.shape[2:] != (1, 1) or \
+            op.attrs.get("groups", 1) != 1 or tuple(op.attrs.get("stride", (1, 1))) != (1, 1) or \
+            any(op.attrs.get("padding", (0, 0, 0, 0))) or \
+            not op.attrs["act_group"] == q[2] == x.type.shape[1]:
+        return False
+    blocks = row_blocks(w, q, axis=1)  # N:M the row-block kernel skips goes there
+    return blocks is None or blocks[0] == blocks[1]
+
+
+def _conv1x1_q8(e, op, q, b, steps):
+    """A 1x1 convolution with int8 activations per pixel (act_group = C) and
+    dense integer weights: k_conv1x1_q8, in k_conv1x1_panels's layouts."""
+    x, w = op.inputs[:2]
+    n, c, h, wd = x.type.shape
+    o = w.type.shape[0]
+    name, bits, _ = q
+    c4, p = -(-c // 4), h * wd
+    codes = integer_codes(e, name).reshape(o, c).astype(np.int32)
+    wp = e.blob.add(q8_panels(codes))
+    start = e.blob.add(rows_of_16(-128 * codes.sum(axis=1)).astype(np.int32))
+    scale = e.blob.add(rows_of_16(stored_scales(e, name, o, 1, 1, 1).reshape(o)
+                                  .astype(np.float32)))
+    e.count(f"conv2d 1x1 int8 act x int{bits}, channel lanes")
+    need = 4 * round_up(n * c4 * p) + 4 * n * p  # kernels.h: hetc_q8_scales
+    e.emit(f"k_conv1x1_q8({e.ptr[op.output]}, {e.val(x)}, (const int8_t *)(W + {wp}), "
+           f"(const int32_t *)(W + {start}), (const float *)(W + {scale}), {b}, {n}, {c}, {p}, "
+           f"{o}, {panel_layout(e, op)}, A + {e.scratch(need)}, {steps});")
+
+
+def panel_layout(e, op):
+    """The layout flags of a channel-lane 1x1 convolution's input and output."""
+    return " | ".join([flag for v, flag in ((op.inputs[0], "HETC_X_BLOCKED"),
+                                            (op.output, "HETC_Y_BLOCKED"))
+                       if v in e.blocked]) or "0"
+
+
+def q8_panels(codes):
+    """Integer codes [O, C] as k_conv1x1_q8 reads them: s8 panels of 16
+    output channels, [O/16][C/4][16][4], zeros padding the rows and the
+    channels."""
+    o, c = codes.shape
+    a = np.zeros((-(-o // 16) * 16, -(-c // 4) * 4), np.int8)
+    a[:o, :c] = codes
+    return np.ascontiguousarray(a.reshape(-1, 16, a.shape[1] // 4, 4).transpose(0, 2, 1, 3))
 
 
 def conv_blocks(w, groups):
@@ -716,10 +772,9 @@ def _linear(e, op, epilogue=None):
 EPILOGUE_KERNELS = {"conv2d": _conv2d, "linear": _linear}
 
 
-#: 1x1 convolutions with up to this many positions per image take the
-#: channel-lane kernel (k_conv1x1_panels): 1.3-1.45x the row tiles' speed on
-#: 7x7 and 14x14 planes here, slower from 28x28 on
-PANEL_POSITIONS = 256
+# PANEL_POSITIONS (hetc.core.targets): 1x1 convolutions with up to that many
+# positions per image take the channel-lane kernel (k_conv1x1_panels): 1.3-1.45x
+# the row tiles' speed on 7x7 and 14x14 planes here, slower from 28x28 on
 
 
 def panels_of_16(w):

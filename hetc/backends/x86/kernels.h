@@ -2457,6 +2457,73 @@ static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
         }
 }
 
+/* How the channel-lane 1x1 kernels share a layer among threads: they split
+ * the positions (each reads every weight, half the activations) when the
+ * weights are the smaller of the two, else the panels; a thread's panels go
+ * in groups of 2 or 3 of even sizes (320 channels: 10 panels a thread,
+ * 3 + 2 + 3 + 2, where groups of 3 from the first panel on gave one thread
+ * 12 panels, the other 8). A task (run r, chunk c, group g) covers tiles
+ * [t0, t1) of panels [q0, q0 + Q). */
+typedef struct {
+    long panels, tiles, runs, chunks, groups;
+} hetc_pw_split;
+
+static hetc_pw_split hetc_pw_split_of(long P, long O) {
+    hetc_pw_split s;
+    s.panels = (O + 15) / 16;
+    s.tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
+    long threads = omp_get_max_threads();
+    long runs = O <= P ? threads : 1, chunks = O <= P ? 1 : threads;
+    s.runs = runs < 1 ? 1 : runs > s.tiles ? s.tiles : runs;
+    s.chunks = chunks < 1 ? 1 : chunks > s.panels ? s.panels : chunks;
+    long most = (s.panels + s.chunks - 1) / s.chunks;
+    s.groups = (most + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* per chunk, at most */
+    return s;
+}
+
+/* Task (r, c, g)'s panels and tiles; 0 when chunk c has fewer groups. */
+static inline int hetc_pw_task_of(const hetc_pw_split *s, long r, long c, long g, long *q0,
+                                  long *Q, long *t0, long *t1) {
+    long a = c * s->panels / s->chunks, m = (c + 1) * s->panels / s->chunks - a;
+    long gs = (m + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* this chunk's groups */
+    if (g >= gs) return 0;
+    *q0 = a + g * m / gs;
+    *Q = a + (g + 1) * m / gs - *q0;
+    *t0 = r * s->tiles / s->runs;
+    *t1 = (r + 1) * s->tiles / s->runs;
+    return 1;
+}
+
+/* A task's epilogue steps not in registers, once per channel row of its
+ * run of positions, while the rows are in cache. */
+static void hetc_pw_task_epilogue(float *yn, long n, long P, long O, long q0, long Q, long t0,
+                                  long t1, const hetc_step *ep, int nep) {
+    long p0 = t0 * HETC_PW_POSITIONS, p1 = t1 * HETC_PW_POSITIONS;
+    p1 = p1 < P ? p1 : P;
+    for (long o = q0 * 16; nep && p1 > p0 && o < (q0 + Q) * 16 && o < O; o++)
+        hetc_epilogue_run(ep, nep, yn + o * P + p0, p1 - p0, (n * O + o) * P + p0, o, 0);
+}
+
+/* Runs a channel-lane 1x1 kernel's tiles as hetc_pw_split shares them:
+ * tile(ctx, n, t, t0, q0, Q) computes tile t of image n (its task's tiles
+ * begin at t0) for panels [q0, q0 + Q); then each task's epilogue steps. */
+typedef void (*hetc_pw_tile_fn)(const void *ctx, long n, long t, long t0, long q0, long Q);
+
+static void hetc_pw_tasks(float *y, long N, long P, long O, hetc_pw_tile_fn tile,
+                          const void *ctx, const hetc_step *ep, int nep) {
+    hetc_pw_split s = hetc_pw_split_of(P, O);
+    #pragma omp parallel for collapse(4) schedule(static)
+    for (long n = 0; n < N; n++)
+        for (long r = 0; r < s.runs; r++)
+            for (long c = 0; c < s.chunks; c++)
+                for (long g = 0; g < s.groups; g++) {
+                    long q0, Q, t0, t1;
+                    if (!hetc_pw_task_of(&s, r, c, g, &q0, &Q, &t0, &t1)) continue;
+                    for (long t = t0; t < t1; t++) tile(ctx, n, t, t0, q0, Q);
+                    hetc_pw_task_epilogue(y + n * O * P, n, P, O, q0, Q, t0, t1, ep, nep);
+                }
+}
+
 /* y = conv1x1(x, w) (+ b), stride 1, no padding, one group; x and y NCHW
  * or, as `layout` says, in blocks of 16 channels (HETC_X_BLOCKED,
  * HETC_Y_BLOCKED: [N][C/16][P][16], C and O multiples of 16; a blocked y
@@ -2465,21 +2532,35 @@ static void hetc_pw_task_portable(float *restrict y, const float *restrict x,
  * registers run once per channel row of the run rather than per tile. In
  * one model run, 672->112 on 14x14 took 0.19 ms split by positions against
  * 0.33 ms split by channels in short runs. */
+typedef struct {
+    float *y;
+    const float *x, *wp, *b;
+    long P, C, O, panels;
+    float lo, hi;
+    int layout;
+} hetc_pw_args;
+
+static void hetc_pw_tile(const void *ctx, long n, long t, long t0, long q0, long Q) {
+    const hetc_pw_args *a = ctx;
+    long P = a->P, C = a->C, O = a->O, p0 = t * HETC_PW_POSITIONS;
+    long T = P - p0 < HETC_PW_POSITIONS ? P - p0 : HETC_PW_POSITIONS;
+    /* the next panels' weights (up to 3 * C lines), C lines per tile, into
+     * L2 while this group's tiles compute: the first tile of a group
+     * otherwise waits on memory (3-5% on the 7x7 layers in a model run) */
+    long Qn = a->panels - q0 - Q < HETC_PW_PANELS ? a->panels - q0 - Q : HETC_PW_PANELS;
+    const char *pf = t - t0 < Qn ? (const char *)(a->wp + (q0 + Q) * C * 16) + (t - t0) * C * 64
+                                 : 0;
+    if (hetc_avx512)
+        hetc_pw_task_avx512(a->y + n * O * P, a->x + n * C * P, a->wp, a->b, P, C, O, p0, T, q0,
+                            Q, a->lo, a->hi, pf, a->layout);
+    else
+        hetc_pw_task_portable(a->y + n * O * P, a->x + n * C * P, a->wp, a->b, P, C, O, p0, T,
+                              q0, Q, a->lo, a->hi, a->layout);
+}
+
 HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, const float *restrict wp,
                                   const float *b, long N, long C, long P, long O, int layout,
                                   const hetc_step *ep, int nep) {
-    long panels = (O + 15) / 16, tiles = (P + HETC_PW_POSITIONS - 1) / HETC_PW_POSITIONS;
-    /* threads split the positions (each reads every weight, half the
-     * activations) when the weights are the smaller of the two, else the
-     * panels; a thread's panels go in groups of 2 or 3 of even sizes (320
-     * channels: 10 panels a thread, 3 + 2 + 3 + 2, where groups of 3 from
-     * the first panel on gave one thread 12 panels, the other 8) */
-    long threads = omp_get_max_threads();
-    long runs = O <= P ? threads : 1, chunks = O <= P ? 1 : threads;
-    runs = runs < 1 ? 1 : runs > tiles ? tiles : runs;
-    chunks = chunks < 1 ? 1 : chunks > panels ? panels : chunks;
-    long most = (panels + chunks - 1) / chunks;
-    long groups = (most + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* per chunk, at most */
     float lo = -INFINITY, hi = INFINITY;
     if (nep && (hetc_avx512 || layout & HETC_Y_BLOCKED) && hetc_epilogue_clamp(ep, nep, &lo, &hi))
         nep = 0; /* in registers */
@@ -2487,42 +2568,257 @@ HETC_KERNEL void k_conv1x1_panels(float *restrict y, const float *restrict x, co
         hetc_fail("k_conv1x1_panels: a blocked result takes a clamp as its only epilogue");
         return;
     }
-    #pragma omp parallel for collapse(4) schedule(static)
+    hetc_pw_args a = {y, x, wp, b, P, C, O, (O + 15) / 16, lo, hi, layout};
+    hetc_pw_tasks(y, N, P, O, hetc_pw_tile, &a, ep, nep);
+}
+
+/* ---- 1x1 convolutions with int8 activations, output channels in lanes --- *
+ * The integer twin of k_conv1x1_panels, for act_group = C (one scale per
+ * pixel, as per-channel weights give), in the same layouts (NCHW or blocks
+ * of 16 channels) and tasks. x is quantized per pixel as the row-block
+ * kernels do (code + 128, so vpdpbusd takes u8 activations against s8
+ * weights) into dwords, dword (k, p) holding channels 4k..4k+3 of pixel p
+ * (code 128, a zero, past C): at k * P + p for NCHW x, so the quantizer
+ * writes whole vectors of positions, at p * C4 + k for blocked x, a
+ * position's channels side by side as it reads them. A position's 4
+ * channels are one broadcast. Weights: panels of 16 output channels of s8
+ * codes (int4 widened), [O/16][C4][16][4], one vpdpbusd adding 4 products
+ * into each channel's lane; per output channel (16 per panel, zeros padding
+ * the last) the accumulator's start, -128 times its codes' sum (the shift's
+ * share), and its scale. Every sum is an exact integer and
+ * y = acc * s_x[p] * s_w[o] + b[o]. Against the float panels on
+ * EfficientNet-Lite0's 14x14 and 7x7 layers: see docs/x86.md. */
+
+/* Where channel c of position p lies in one image's P positions: NCHW, or
+ * blocks of 16 channels (HETC_X_BLOCKED). */
+static inline long hetc_channel_at(long c, long p, long P, int layout) {
+    return layout & HETC_X_BLOCKED ? ((c >> 4) * P + p) * 16 + (c & 15) : c * P + p;
+}
+
+/* The quantizer's output in the scratch: dwords, then the pixels' scales. */
+static inline float *hetc_q8_scales(uint32_t *xq, long N, long C4, long P) {
+    return (float *)(xq + (N * C4 * P + 15) / 16 * 16);
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
+                                    const float *restrict x, long N, long C, long P, int layout) {
+    long C4 = (C + 3) / 4, blocks = (P + 15) / 16;
+    const __m512i shift = _mm512_set1_epi32(128);
+    if (layout & HETC_X_BLOCKED) { /* one position's 16 channels per vector */
+        #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 32768)
+        for (long n = 0; n < N; n++)
+            for (long p = 0; p < P; p++) {
+                const float *xp = x + n * C * P + p * 16;
+                __m512 mx = _mm512_setzero_ps();
+                for (long cb = 0; cb < C / 16; cb++)
+                    mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xp + cb * P * 16)));
+                float sc = _mm512_reduce_max_ps(mx) / 127.f, div = sc == 0.f ? 1.f : sc;
+                sx[n * P + p] = sc;
+                __m512 dv = _mm512_set1_ps(div);
+                uint8_t *qp = (uint8_t *)(xq + (n * P + p) * C4);
+                for (long cb = 0; cb < C / 16; cb++)
+                    _mm_storeu_si128((__m128i *)(qp + cb * 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(
+                        _mm512_cvtps_epi32(_mm512_div_ps(_mm512_loadu_ps(xp + cb * P * 16), dv)),
+                        shift)));
+            }
+        return;
+    }
+    #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 32768)
     for (long n = 0; n < N; n++)
-        for (long r = 0; r < runs; r++)
-            for (long c = 0; c < chunks; c++)
-                for (long g = 0; g < groups; g++) {
-                    long a = c * panels / chunks, m = (c + 1) * panels / chunks - a;
-                    long gs = (m + HETC_PW_PANELS - 1) / HETC_PW_PANELS; /* this chunk's groups */
-                    if (g >= gs) continue;
-                    long q0 = a + g * m / gs, Q = a + (g + 1) * m / gs - q0;
-                    long t0 = r * tiles / runs, t1 = (r + 1) * tiles / runs;
-                    float *yn = y + n * O * P;
-                    for (long t = t0; t < t1; t++) {
-                        long p0 = t * HETC_PW_POSITIONS;
-                        long T = P - p0 < HETC_PW_POSITIONS ? P - p0 : HETC_PW_POSITIONS;
-                        /* the next panels' weights (up to 3 * C lines), C
-                         * lines per tile, into L2 while this group's tiles
-                         * compute: the first tile of a group otherwise
-                         * waits on memory (3-5% on the 7x7 layers in a
-                         * model run) */
-                        long Qn = panels - q0 - Q < HETC_PW_PANELS ? panels - q0 - Q
-                                                                    : HETC_PW_PANELS;
-                        const char *pf = t - t0 < Qn
-                            ? (const char *)(wp + (q0 + Q) * C * 16) + (t - t0) * C * 64 : 0;
-                        if (hetc_avx512)
-                            hetc_pw_task_avx512(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0, Q,
-                                                lo, hi, pf, layout);
-                        else
-                            hetc_pw_task_portable(yn, x + n * C * P, wp, b, P, C, O, p0, T, q0,
-                                                  Q, lo, hi, layout);
-                    }
-                    long p0 = t0 * HETC_PW_POSITIONS, p1 = t1 * HETC_PW_POSITIONS;
-                    p1 = p1 < P ? p1 : P;
-                    for (long o = q0 * 16; nep && p1 > p0 && o < (q0 + Q) * 16 && o < O; o++)
-                        hetc_epilogue_run(ep, nep, yn + o * P + p0, p1 - p0,
-                                          (n * O + o) * P + p0, o, 0);
+        for (long pb = 0; pb < blocks; pb++) {
+            long p0 = pb * 16;
+            __mmask16 m = hetc_rows16(P - p0);
+            const float *xn = x + n * C * P + p0;
+            __m512 mx = _mm512_setzero_ps();
+            for (long c = 0; c < C; c++)
+                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xn + c * P)));
+            __m512 sc = _mm512_div_ps(mx, _mm512_set1_ps(127.f));
+            __m512 div = _mm512_mask_blend_ps(_mm512_cmpeq_ps_mask(sc, _mm512_setzero_ps()), sc,
+                                              _mm512_set1_ps(1.f));
+            _mm512_mask_storeu_ps(sx + n * P + p0, m, sc);
+            for (long k = 0; k < C4; k++) {
+                __m512i d = _mm512_setzero_si512();
+                for (int j = 0; j < 4; j++) {
+                    long c = 4 * k + j;
+                    __m512i q = c < C ? _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_div_ps(
+                                            _mm512_maskz_loadu_ps(m, xn + c * P), div)), shift)
+                                      : shift;
+                    d = _mm512_or_si512(d, _mm512_slli_epi32(q, 8 * j));
                 }
+                _mm512_mask_storeu_epi32(xq + (n * C4 + k) * P + p0, m, d);
+            }
+        }
+}
+
+static void hetc_q8_quantize_portable(uint32_t *restrict xq, float *restrict sx,
+                                      const float *restrict x, long N, long C, long P,
+                                      int layout) {
+    long C4 = (C + 3) / 4;
+    #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 32768)
+    for (long n = 0; n < N; n++)
+        for (long p = 0; p < P; p++) {
+            const float *xn = x + n * C * P;
+            float mx = 0.f;
+            for (long c = 0; c < C; c++) {
+                float a = fabsf(xn[hetc_channel_at(c, p, P, layout)]);
+                mx = a > mx ? a : mx;
+            }
+            float sc = mx / 127.f, div = sc == 0.f ? 1.f : sc;
+            sx[n * P + p] = sc;
+            for (long k = 0; k < C4; k++) {
+                uint32_t d = 0;
+                for (int j = 0; j < 4; j++) {
+                    long c = 4 * k + j;
+                    int q = c < C ? (int)nearbyintf(xn[hetc_channel_at(c, p, P, layout)] / div) : 0;
+                    d |= (uint32_t)(q + 128) << (8 * j);
+                }
+                xq[n * C4 * P + (layout & HETC_X_BLOCKED ? p * C4 + k : k * P + p)] = d;
+            }
+        }
+}
+
+/* acc[t][q] (T positions, Q panels) over all C4 steps, dword (k, p0 + t)
+ * at xq[k * ks + t * ts]; then scaled, the bias and a clamp in registers,
+ * stored as the float panels store. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void hetc_q8_tile_vnni(float *restrict y, const uint32_t *restrict xq, long ks,
+                                     long ts, const float *restrict sx, const int8_t *restrict wp,
+                                     const int32_t *restrict start, const float *restrict sw,
+                                     const float *b, long P, long C4, long O, long p0, long q0,
+                                     const int Q, const int T, __m512 lo, __m512 hi, int layout) {
+    __m512i acc[HETC_PW_POSITIONS][HETC_PW_PANELS];
+    for (int q = 0; q < Q; q++) {
+        __m512i a = _mm512_loadu_si512(start + (q0 + q) * 16);
+        for (int t = 0; t < T; t++) acc[t][q] = a;
+    }
+    for (long k = 0; k < C4; k++) {
+        __m512i wv[HETC_PW_PANELS];
+        for (int q = 0; q < Q; q++) wv[q] = _mm512_loadu_si512(wp + ((q0 + q) * C4 + k) * 64);
+        const uint32_t *xk = xq + k * ks;
+        for (int t = 0; t < T; t++) {
+            __m512i xv = _mm512_set1_epi32((int)xk[t * ts]);
+            for (int q = 0; q < Q; q++) acc[t][q] = _mm512_dpbusd_epi32(acc[t][q], xv, wv[q]);
+        }
+    }
+    for (int q = 0; q < Q; q++) {
+        long o0 = (q0 + q) * 16, rows = O - o0 < 16 ? O - o0 : 16;
+        __m512 s = _mm512_loadu_ps(sw + o0);
+        __m512 bias = b ? _mm512_maskz_loadu_ps(hetc_rows16(rows), b + o0) : _mm512_setzero_ps();
+        float tile[HETC_PW_POSITIONS][16];
+        for (int t = 0; t < T; t++) {
+            __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[t][q]),
+                                                   _mm512_set1_ps(sx[p0 + t])), s);
+            f = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(f, bias)));
+            if (layout & HETC_Y_BLOCKED)
+                _mm512_storeu_ps(y + (o0 * P + (p0 + t) * 16), f);
+            else
+                _mm512_storeu_ps(tile[t], f);
+        }
+        for (long l = 0; !(layout & HETC_Y_BLOCKED) && l < rows; l++)
+            for (int t = 0; t < T; t++) y[(o0 + l) * P + p0 + t] = tile[t][l];
+    }
+}
+
+#define HETC_Q8_CASE(T_)                                                                    \
+    case T_:                                                                                \
+        if (Q == 3)                                                                         \
+            hetc_q8_tile_vnni(y, xq, ks, ts, sx, wp, start, sw, b, P, C4, O, p0, q0, 3, T_, \
+                              lo, hi, layout);                                              \
+        else if (Q == 2)                                                                    \
+            hetc_q8_tile_vnni(y, xq, ks, ts, sx, wp, start, sw, b, P, C4, O, p0, q0, 2, T_, \
+                              lo, hi, layout);                                              \
+        else                                                                                \
+            hetc_q8_tile_vnni(y, xq, ks, ts, sx, wp, start, sw, b, P, C4, O, p0, q0, 1, T_, \
+                              lo, hi, layout);                                              \
+        break;
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void hetc_q8_task_vnni(float *restrict y, const uint32_t *restrict xq, long ks, long ts,
+                              const float *restrict sx, const int8_t *restrict wp,
+                              const int32_t *restrict start, const float *restrict sw,
+                              const float *b, long P, long C4, long O, long p0, long T, long q0,
+                              long Q, float lo_, float hi_, int layout) {
+    __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_);
+    switch (T) {
+        HETC_Q8_CASE(8) HETC_Q8_CASE(7) HETC_Q8_CASE(6) HETC_Q8_CASE(5)
+        HETC_Q8_CASE(4) HETC_Q8_CASE(3) HETC_Q8_CASE(2) default: HETC_Q8_CASE(1)
+    }
+}
+
+static void hetc_q8_task_portable(float *restrict y, const uint32_t *restrict xq, long ks, long ts,
+                                  const float *restrict sx, const int8_t *restrict wp,
+                                  const int32_t *restrict start, const float *restrict sw,
+                                  const float *b, long P, long C4, long O, long p0, long T,
+                                  long q0, long Q, float lo, float hi, int layout) {
+    for (long q = q0; q < q0 + Q; q++)
+        for (long t = 0; t < T; t++)
+            for (long l = 0; l < 16 && q * 16 + l < O; l++) {
+                int32_t acc = start[q * 16 + l];
+                for (long k = 0; k < C4; k++) {
+                    uint32_t d = xq[k * ks + t * ts];
+                    for (int j = 0; j < 4; j++)
+                        acc += (int32_t)((d >> (8 * j)) & 255) *
+                               wp[((q * C4 + k) * 16 + l) * 4 + j];
+                }
+                float f = (float)acc * sx[p0 + t] * sw[q * 16 + l];
+                f = hetc_clamp(f + (b ? b[q * 16 + l] : 0.f), lo, hi);
+                if (layout & HETC_Y_BLOCKED) y[(q * P + p0 + t) * 16 + l] = f;
+                else y[(q * 16 + l) * P + p0 + t] = f;
+            }
+}
+
+typedef struct {
+    float *y;
+    const uint32_t *xq;
+    const float *sx, *sw, *b;
+    const int8_t *wp;
+    const int32_t *start;
+    long P, C4, O, ks, ts;
+    float lo, hi;
+    int layout;
+} hetc_q8_args;
+
+static void hetc_q8_tile(const void *ctx, long n, long t, long t0, long q0, long Q) {
+    const hetc_q8_args *a = ctx;
+    long P = a->P, p0 = t * HETC_PW_POSITIONS;
+    long T = P - p0 < HETC_PW_POSITIONS ? P - p0 : HETC_PW_POSITIONS;
+    float *yn = a->y + n * a->O * P;
+    const uint32_t *xt = a->xq + n * a->C4 * P + p0 * a->ts;
+    (void)t0;
+    if (hetc_simd)
+        hetc_q8_task_vnni(yn, xt, a->ks, a->ts, a->sx + n * P, a->wp, a->start, a->sw, a->b, P,
+                          a->C4, a->O, p0, T, q0, Q, a->lo, a->hi, a->layout);
+    else
+        hetc_q8_task_portable(yn, xt, a->ks, a->ts, a->sx + n * P, a->wp, a->start, a->sw, a->b,
+                              P, a->C4, a->O, p0, T, q0, Q, a->lo, a->hi, a->layout);
+}
+
+/* y = conv1x1(x, w) (+ b) with int8 activations per pixel and integer
+ * weights in s8 panels (above), in k_conv1x1_panels's layouts (a blocked y
+ * takes a clamp as its only epilogue) and tasks; the scratch holds the
+ * quantized x (hetc_q8_scales). */
+HETC_KERNEL void k_conv1x1_q8(float *restrict y, const float *restrict x, const int8_t *restrict wp,
+                              const int32_t *restrict start, const float *restrict sw,
+                              const float *b, long N, long C, long P, long O, int layout,
+                              unsigned char *scratch, const hetc_step *ep, int nep) {
+    long C4 = (C + 3) / 4;
+    uint32_t *xq = (uint32_t *)scratch;
+    float *sx = hetc_q8_scales(xq, N, C4, P);
+    if (hetc_simd)
+        hetc_q8_quantize_avx512(xq, sx, x, N, C, P, layout);
+    else
+        hetc_q8_quantize_portable(xq, sx, x, N, C, P, layout);
+    float lo = -INFINITY, hi = INFINITY;
+    if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
+    if (nep && layout & HETC_Y_BLOCKED) {
+        hetc_fail("k_conv1x1_q8: a blocked result takes a clamp as its only epilogue");
+        return;
+    }
+    int blocked = layout & HETC_X_BLOCKED;
+    hetc_q8_args a = {y, xq, sx, sw, b, wp, start, P, C4, O, blocked ? 1 : P, blocked ? C4 : 1,
+                      lo, hi, layout};
+    hetc_pw_tasks(y, N, P, O, hetc_q8_tile, &a, ep, nep);
 }
 
 /* ---- depthwise convolution ------------------------------------------------ *

@@ -156,6 +156,9 @@ HETC_KERNEL void k_conv1x1_rb(float *y, const float *x, const uint8_t *packed, c
                               int half, const float *b, long N, long C, long P, long O, long G,
                               int bits, int nn, int mm, unsigned char *scratch,
                               const hetc_step *ep, int nep);
+HETC_KERNEL void k_conv1x1_q8(float *y, const float *x, const int8_t *wp, const int32_t *start,
+                              const float *sw, const float *b, long N, long C, long P, long O,
+                              int layout, unsigned char *scratch, const hetc_step *ep, int nep);
 HETC_KERNEL void k_fake_quant_pixels(float *y, const float *x, long N, long C, long P, long G);
 
 #endif

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from hetc.backends.regions import seen_body
 
-from .emit import conv_kernel
+from .emit import conv_kernel, q8_takes
 from .fusion import epilogue
 
 #: epilogue steps a blocked result may take (fusion.py initializers): a clamp
@@ -54,9 +54,10 @@ def conv_of(op):
 
 
 def _kernel(conv, steps=None):
-    """conv's float kernel when it may read blocks (and write them: with
-    its epilogue `steps` given), else None."""
-    if conv is None or conv.attrs.get("act_group", 0) or \
+    """conv's kernel when it may read blocks (and write them: with its
+    epilogue `steps` given), else None: a float one, or the integer 1x1
+    (k_conv1x1_q8) as "1x1 panels" where the float one would be that."""
+    if conv is None or (conv.attrs.get("act_group", 0) and not q8_takes(conv)) or \
             any(not init.startswith(CLAMP_STEPS) for init, _ in steps or ()):
         return None
     return conv_kernel(conv)
