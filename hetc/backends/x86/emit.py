@@ -520,19 +520,29 @@ def _conv1x1_depthwise(e, op, b, steps):
     x, w = first.inputs[0].type, op.inputs[1].type
     y = op.output.type
     b1 = e.val(first.inputs[2]) if len(first.inputs) > 2 else "0"
-    off1 = e.packed(first.inputs[1], lambda d: conv_blocks(d.astype(np.float32), 1))
+    if first.attrs.get("act_group"):  # q8_takes(first): layout.into_depthwise
+        q = integer_weight(first.inputs[1], axis=1, odd_int4=True)
+        wq, start, scale = q8_weights(e, first.inputs[1], q, 8)
+        w1 = "0"
+        integer = (f"(const uint32_t *)(W + {wq}), (const int32_t *)(W + {start}), "
+                   f"(const float *)(W + {scale}), A + {e.scratch(q8_scratch(first.inputs[0]))}")
+        label = f"conv2d 1x1 int8 act x int{q[1]} + depthwise f32, one kernel"
+    else:
+        w1 = f"(const float *)(W + {e.packed(first.inputs[1], lambda d: conv_blocks(d.astype(np.float32), 1))})"
+        integer = "0, 0, 0, 0"
+        label = "conv2d f32 1x1 + depthwise, one kernel"
     off = e.packed(op.inputs[1], lambda d: d.astype(np.float32).reshape(w.shape[0], -1))
     if ep is not None:
         e.fused_ops += len(ep.steps)
     sh, sw = op.attrs.get("stride", (1, 1))
     pt, pl = op.attrs.get("padding", (0, 0, 0, 0))[:2]
     dh, dw = op.attrs.get("dilation", (1, 1))
-    e.count("conv2d f32 1x1 + depthwise, one kernel")
-    e.emit(f"k_conv1x1_depthwise({e.ptr[op.output]}, {e.val(first.inputs[0])}, "
-           f"(const float *)(W + {off1}), {b1}, {x.shape[0]}, {x.shape[1]}, {w.shape[0]}, "
+    e.count(label)
+    e.emit(f"k_conv1x1_depthwise({e.ptr[op.output]}, {e.val(first.inputs[0])}, {w1}, {b1}, "
+           f"{x.shape[0]}, {x.shape[1]}, {w.shape[0]}, "
            f"{ep.args(e) if ep is not None else '0, 0'}, (const float *)(W + {off}), {b}, "
            f"{x.shape[2]}, {x.shape[3]}, {w.shape[2]}, {w.shape[3]}, {y.shape[2]}, "
-           f"{y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, {steps});")
+           f"{y.shape[3]}, {sh}, {sw}, {pt}, {pl}, {dh}, {dw}, {steps}, {integer});")
 
 
 def _conv1x1_int8(e, op, b, steps):
@@ -585,22 +595,48 @@ def q8_takes(op) -> bool:
 
 def _conv1x1_q8(e, op, q, b, steps):
     """A 1x1 convolution with int8 activations per pixel (act_group = C) and
-    dense integer weights: k_conv1x1_q8, in k_conv1x1_panels's layouts."""
+    dense integer weights: k_conv1x1_q8 on channel lanes (in
+    k_conv1x1_panels's layouts) or, on larger planes, k_conv1x1_q8_rows."""
     x, w = op.inputs[:2]
     n, c, h, wd = x.type.shape
     o = w.type.shape[0]
-    name, bits, _ = q
-    c4, p = -(-c // 4), h * wd
-    codes = integer_codes(e, name).reshape(o, c).astype(np.int32)
-    wp = e.blob.add(q8_panels(codes))
-    start = e.blob.add(rows_of_16(-128 * codes.sum(axis=1)).astype(np.int32))
-    scale = e.blob.add(rows_of_16(stored_scales(e, name, o, 1, 1, 1).reshape(o)
-                                  .astype(np.float32)))
-    e.count(f"conv2d 1x1 int8 act x int{bits}, channel lanes")
-    need = 4 * round_up(n * c4 * p) + 4 * n * p  # kernels.h: hetc_q8_scales
-    e.emit(f"k_conv1x1_q8({e.ptr[op.output]}, {e.val(x)}, (const int8_t *)(W + {wp}), "
+    bits, p = q[1], h * wd
+    wp, start, scale = q8_weights(e, w, q, 16 if p <= PANEL_POSITIONS else 8)
+    if p <= PANEL_POSITIONS:
+        e.count(f"conv2d 1x1 int8 act x int{bits}, channel lanes")
+        e.emit(f"k_conv1x1_q8({e.ptr[op.output]}, {e.val(x)}, (const int8_t *)(W + {wp}), "
+               f"(const int32_t *)(W + {start}), (const float *)(W + {scale}), {b}, {n}, {c}, "
+               f"{p}, {o}, {panel_layout(e, op)}, A + {e.scratch(q8_scratch(x))}, {steps});")
+        return
+    e.count(f"conv2d 1x1 int8 act x int{bits}")
+    e.emit(f"k_conv1x1_q8_rows({e.ptr[op.output]}, {e.val(x)}, (const uint32_t *)(W + {wp}), "
            f"(const int32_t *)(W + {start}), (const float *)(W + {scale}), {b}, {n}, {c}, {p}, "
-           f"{o}, {panel_layout(e, op)}, A + {e.scratch(need)}, {steps});")
+           f"{o}, A + {e.scratch(q8_scratch(x))}, {steps});")
+
+
+def q8_weights(e, w, q, rows):
+    """Blob offsets of an integer 1x1 weight as k_conv1x1_q8 (rows=16:
+    panels) or the row tiles (rows=8: blocks) read it: its codes, each output
+    channel's accumulator start (-128 times its codes' sum) and scale, zeros
+    padding the channels and the last block."""
+    o, c = w.type.shape[:2]
+    codes = integer_codes(e, q[0]).reshape(o, c).astype(np.int32)
+    pad = -o % rows
+    padded = np.zeros((o + pad, -(-c // 4) * 4), np.int8)
+    padded[:o, :c] = codes
+    blocks = padded.reshape(-1, rows, padded.shape[1] // 4, 4).transpose(0, 2, 1, 3)
+    start = np.concatenate([-128 * codes.sum(axis=1), np.zeros(pad, np.int64)])
+    scale = np.concatenate([stored_scales(e, q[0], o, 1, 1, 1).reshape(o).astype(np.float32),
+                            np.zeros(pad, np.float32)])
+    return (e.blob.add(np.ascontiguousarray(blocks)), e.blob.add(start.astype(np.int32)),
+            e.blob.add(scale))
+
+
+def q8_scratch(x):
+    """Bytes of a quantized input (kernels.h, hetc_q8_scales: dwords of 4
+    channels per position, then a scale per position)."""
+    n, c, h, w = x.type.shape
+    return 4 * round_up(n * -(-c // 4) * h * w) + 4 * n * h * w
 
 
 def panel_layout(e, op):
@@ -608,16 +644,6 @@ def panel_layout(e, op):
     return " | ".join([flag for v, flag in ((op.inputs[0], "HETC_X_BLOCKED"),
                                             (op.output, "HETC_Y_BLOCKED"))
                        if v in e.blocked]) or "0"
-
-
-def q8_panels(codes):
-    """Integer codes [O, C] as k_conv1x1_q8 reads them: s8 panels of 16
-    output channels, [O/16][C/4][16][4], zeros padding the rows and the
-    channels."""
-    o, c = codes.shape
-    a = np.zeros((-(-o // 16) * 16, -(-c // 4) * 4), np.int8)
-    a[:o, :c] = codes
-    return np.ascontiguousarray(a.reshape(-1, 16, a.shape[1] // 4, 4).transpose(0, 2, 1, 3))
 
 
 def conv_blocks(w, groups):

@@ -2139,6 +2139,40 @@ static inline __m512 hetc_epilogue_vec(const hetc_step *ep, int nep, __m512 y, l
     return y;
 }
 
+/* A tile's sums (rows of 8 output channels, np <= 32 positions in two
+ * vectors) with the bias into rows P apart at y, then its epilogue as
+ * hetc_tile_epilogue chose: a small loop of constant trip count keeps acc in
+ * registers (a clamp epilogue, lo/hi, costs two instructions there); other
+ * epilogues then run on the stored rows, still in L1. */
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_tile_finish(float *restrict y, long P, long fs, __m512 acc[8][2],
+                                    const float *b, int rows, long np, long flat, long o0,
+                                    const hetc_step *ep, int nep, int vec, __m512 lo,
+                                    __m512 hi) {
+    __mmask16 m0 = hetc_rows16(np), m1 = np > 16 ? hetc_rows16(np - 16) : 0;
+    for (int r = 0; r < 8; r++)
+        if (r < rows) {
+            __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
+            __m512 v0 = _mm512_add_ps(acc[r][0], bias), v1 = _mm512_add_ps(acc[r][1], bias);
+            v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
+            v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
+            _mm512_mask_storeu_ps(y + r * P, m0, v0);
+            _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
+        }
+    for (int r = 0; nep && r < rows; r++) {
+        float *row = y + r * P;
+        if (!vec) {
+            hetc_epilogue_run(ep, nep, row, np, flat + r * fs, o0 + r, 0);
+            continue;
+        }
+        _mm512_mask_storeu_ps(row, m0, hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m0, row),
+                                                         flat + r * fs, o0 + r, m0));
+        _mm512_mask_storeu_ps(row + 16, m1,
+                              hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + 16),
+                                                flat + r * fs + 16, o0 + r, m1));
+    }
+}
+
 __attribute__((target("avx512f,prfchw"), always_inline))
 static inline void hetc_conv_tile_avx512(float *restrict y, long P, long fs,
                                          const float *restrict col,
@@ -2171,30 +2205,7 @@ static inline void hetc_conv_tile_avx512(float *restrict y, long P, long fs,
             acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
         }
     }
-    /* a small loop of constant trip count keeps acc in registers (a clamp
-     * epilogue, lo/hi, costs two instructions there); other epilogues then
-     * run on the stored rows, still in L1 */
-    for (int r = 0; r < 8; r++)
-        if (r < rows) {
-            __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
-            __m512 v0 = _mm512_add_ps(acc[r][0], bias), v1 = _mm512_add_ps(acc[r][1], bias);
-            v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
-            v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
-            _mm512_mask_storeu_ps(y + r * P, m0, v0);
-            _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
-        }
-    for (int r = 0; nep && r < rows; r++) {
-        float *row = y + r * P;
-        if (!vec) {
-            hetc_epilogue_run(ep, nep, row, np, flat + r * fs, o0 + r, 0);
-            continue;
-        }
-        _mm512_mask_storeu_ps(row, m0, hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m0, row),
-                                                         flat + r * fs, o0 + r, m0));
-        _mm512_mask_storeu_ps(row + 16, m1,
-                              hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + 16),
-                                                flat + r * fs + 16, o0 + r, m1));
-    }
+    hetc_tile_finish(y, P, fs, acc, b, rows, np, flat, o0, ep, nep, vec, lo, hi);
 }
 
 __attribute__((target("avx512f,prfchw")))
@@ -2600,6 +2611,23 @@ static inline float *hetc_q8_scales(uint32_t *xq, long N, long C4, long P) {
     return (float *)(xq + (N * C4 * P + 15) / 16 * 16);
 }
 
+/* rint(v / div) + 128 per lane, as the interpreter rounds (its division
+ * exact, then half to even), from v * (1 / div): a vdivps per vector made
+ * quantizing most of an integer 1x1 convolution's time on large planes.
+ * The product lies within 2e-5 of the exact quotient for |v / div| <= 127,
+ * so where it is more than 0.001 from a half-integer both round alike; the
+ * rest (rare, and NaN or infinite products) take the division. */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512i hetc_q8_codes(__m512 v, __m512 div, __m512 r) {
+    const int near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512 t = _mm512_mul_ps(v, r), q = _mm512_roundscale_ps(t, near);
+    __mmask16 sure = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, q)),
+                                        _mm512_set1_ps(0.499f), _CMP_LT_OQ);
+    if (sure != 0xFFFF)
+        q = _mm512_mask_roundscale_ps(q, (__mmask16)~sure, _mm512_div_ps(v, div), near);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(128));
+}
+
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
                                     const float *restrict x, long N, long C, long P, int layout) {
@@ -2615,12 +2643,11 @@ static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
                     mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xp + cb * P * 16)));
                 float sc = _mm512_reduce_max_ps(mx) / 127.f, div = sc == 0.f ? 1.f : sc;
                 sx[n * P + p] = sc;
-                __m512 dv = _mm512_set1_ps(div);
+                __m512 dv = _mm512_set1_ps(div), r = _mm512_set1_ps(1.f / div);
                 uint8_t *qp = (uint8_t *)(xq + (n * P + p) * C4);
                 for (long cb = 0; cb < C / 16; cb++)
-                    _mm_storeu_si128((__m128i *)(qp + cb * 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(
-                        _mm512_cvtps_epi32(_mm512_div_ps(_mm512_loadu_ps(xp + cb * P * 16), dv)),
-                        shift)));
+                    _mm_storeu_si128((__m128i *)(qp + cb * 16), _mm512_cvtepi32_epi8(
+                        hetc_q8_codes(_mm512_loadu_ps(xp + cb * P * 16), dv, r)));
             }
         return;
     }
@@ -2637,12 +2664,12 @@ static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
             __m512 div = _mm512_mask_blend_ps(_mm512_cmpeq_ps_mask(sc, _mm512_setzero_ps()), sc,
                                               _mm512_set1_ps(1.f));
             _mm512_mask_storeu_ps(sx + n * P + p0, m, sc);
-            for (long k = 0; k < C4; k++) {
+            __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), div);
+            for (long k = 0; k < C4; k++) { /* the column's lines, still in L1 */
                 __m512i d = _mm512_setzero_si512();
                 for (int j = 0; j < 4; j++) {
                     long c = 4 * k + j;
-                    __m512i q = c < C ? _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_div_ps(
-                                            _mm512_maskz_loadu_ps(m, xn + c * P), div)), shift)
+                    __m512i q = c < C ? hetc_q8_codes(_mm512_maskz_loadu_ps(m, xn + c * P), div, r)
                                       : shift;
                     d = _mm512_or_si512(d, _mm512_slli_epi32(q, 8 * j));
                 }
@@ -2819,6 +2846,184 @@ HETC_KERNEL void k_conv1x1_q8(float *restrict y, const float *restrict x, const 
     hetc_q8_args a = {y, xq, sx, sw, b, wp, start, P, C4, O, blocked ? 1 : P, blocked ? C4 : 1,
                       lo, hi, layout};
     hetc_pw_tasks(y, N, P, O, hetc_q8_tile, &a, ep, nep);
+}
+
+/* On planes too large for channel lanes (the NCHW stores of a tile are
+ * scalar there), the integer kernel takes k_conv2d_gemm's row tiles: 8
+ * output channels x 32 positions, each step's dwords of 16 positions one
+ * load and each channel's 4 codes one broadcast, the weights in blocks of 8
+ * channels, [O/8][C4][8] dwords. The quantized x is the NCHW layout above
+ * (dword (k, p) at k * cs + p). */
+__attribute__((target("avx512f,avx512bw,avx512vnni,prfchw"), always_inline))
+static inline void hetc_q8_conv_tile_vnni(float *restrict y, long P, long fs,
+                                          const uint32_t *restrict xq, long cs,
+                                          const uint32_t *restrict wb, long C4,
+                                          const int32_t *restrict start, const float *restrict sx,
+                                          const float *restrict sw, const float *b, int rows,
+                                          long np, long flat, long o0, const hetc_step *ep,
+                                          int nep, int vec, __m512 lo, __m512 hi,
+                                          const uint32_t *pf) {
+    __m512i acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_set1_epi32(start[r]);
+    __mmask16 m0 = hetc_rows16(np), m1 = np > 16 ? hetc_rows16(np - 16) : 0;
+    for (long k = 0; k < C4; k++) {
+        __m512i x0 = _mm512_maskz_loadu_epi32(m0, xq + k * cs);
+        __m512i x1 = _mm512_maskz_loadu_epi32(m1, xq + k * cs + 16);
+        if (pf) { /* the next tile's dwords, a plane apart per step (as the float tile) */
+            _mm_prefetch((const char *)(pf + k * cs), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + k * cs + 16), _MM_HINT_T0);
+        }
+        for (int r = 0; r < 8; r++) {
+            __m512i w = _mm512_set1_epi32((int)wb[k * 8 + r]);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x0, w);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x1, w);
+        }
+    }
+    __m512 s0 = _mm512_maskz_loadu_ps(m0, sx), s1 = _mm512_maskz_loadu_ps(m1, sx + 16);
+    __m512 f[8][2];
+    for (int r = 0; r < 8; r++) {
+        __m512 sr = _mm512_set1_ps(sw[r]);
+        f[r][0] = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][0]), s0), sr);
+        f[r][1] = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][1]), s1), sr);
+    }
+    hetc_tile_finish(y, P, fs, f, b, rows, np, flat, o0, ep, nep, vec, lo, hi);
+}
+
+static void hetc_q8_conv_tile_portable(float *restrict y, long P, long fs,
+                                       const uint32_t *restrict xq, long cs,
+                                       const uint32_t *restrict wb, long C4,
+                                       const int32_t *restrict start, const float *restrict sx,
+                                       const float *restrict sw, const float *b, int rows,
+                                       long np, long flat, long o0, const hetc_step *ep,
+                                       int nep) {
+    for (int r = 0; r < rows; r++) {
+        for (long j = 0; j < np; j++) {
+            int32_t acc = start[r];
+            for (long k = 0; k < C4; k++) {
+                uint32_t d = xq[k * cs + j], w = wb[k * 8 + r];
+                for (int i = 0; i < 4; i++)
+                    acc += (int32_t)((d >> (8 * i)) & 255) * (int8_t)(w >> (8 * i));
+            }
+            y[r * P + j] = (float)acc * sx[j] * sw[r] + (b ? b[r] : 0.f);
+        }
+        if (nep) hetc_epilogue_run(ep, nep, y + r * P, np, flat + r * fs, o0 + r, 0);
+    }
+}
+
+/* The integer 1x1 convolution's operands: the quantized x of one image
+ * (hetc_q8_scales), one block's weights, starts and scales. */
+typedef struct {
+    const uint32_t *xq, *wb;
+    const float *sx, *sw;
+    const int32_t *start;
+    long C4;
+} hetc_q8_in;
+
+/* The 1x1 tile (rows <= 8 channels, np <= 32 positions from p0) into y
+ * (rows P apart; flat: its first element's index), in floats or, with q,
+ * in integers; for the float tile x at px (rows cs apart) and weights wb. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,prfchw"), always_inline))
+static inline void hetc_1x1_tile(float *restrict y, long P, long fs, const float *px, long cs,
+                                 const float *wb, long C, const hetc_q8_in *q, long p0,
+                                 const float *b, int rows, long np, long flat, long o0,
+                                 const hetc_step *ep, int nep, int vec, __m512 lo, __m512 hi,
+                                 int next) {
+    if (q)
+        hetc_q8_conv_tile_vnni(y, P, fs, q->xq + p0, cs, q->wb, q->C4, q->start, q->sx + p0,
+                               q->sw, b, rows, np, flat, o0, ep, nep, vec, lo, hi,
+                               next ? q->xq + p0 + HETC_CONV_TILE : 0);
+    else
+        hetc_conv_tile_avx512(y, P, fs, px + p0, cs, wb, C, b, rows, np, flat, o0, ep, nep, vec,
+                              lo, hi, next ? px + p0 + HETC_CONV_TILE : 0);
+}
+
+static void hetc_1x1_tile_portable(float *restrict y, long P, long fs, const float *px, long cs,
+                                   const float *wb, long C, const hetc_q8_in *q, long p0,
+                                   const float *b, int rows, long np, long flat, long o0,
+                                   const hetc_step *ep, int nep) {
+    if (q)
+        hetc_q8_conv_tile_portable(y, P, fs, q->xq + p0, cs, q->wb, q->C4, q->start, q->sx + p0,
+                                   q->sw, b, rows, np, flat, o0, ep, nep);
+    else
+        hetc_conv_tile_portable(y, P, fs, px + p0, cs, wb, C, b, rows, np, flat, o0, ep, nep);
+}
+
+/* x quantized for an integer 1x1 convolution into the scratch (NCHW
+ * dwords, then the pixels' scales); image n's operands for weights wb
+ * (blocks of 8 channels), starts and scales. */
+static void hetc_q8_prepare(const float *x, long N, long C, long P, unsigned char *scratch) {
+    uint32_t *xq = (uint32_t *)scratch;
+    float *sx = hetc_q8_scales(xq, N, (C + 3) / 4, P);
+    if (hetc_simd)
+        hetc_q8_quantize_avx512(xq, sx, x, N, C, P, 0);
+    else
+        hetc_q8_quantize_portable(xq, sx, x, N, C, P, 0);
+}
+
+static hetc_q8_in hetc_q8_image(const unsigned char *scratch, long N, long C, long P, long n,
+                                const uint32_t *wb, const int32_t *start, const float *sw) {
+    long C4 = (C + 3) / 4;
+    const uint32_t *xq = (const uint32_t *)scratch;
+    hetc_q8_in q = {xq + n * C4 * P, wb, hetc_q8_scales((uint32_t *)xq, N, C4, P) + n * P, sw,
+                    start, C4};
+    return q;
+}
+
+/* Every block of 8 channels of image n on the tile of np positions from
+ * p0 (the next tile's dwords prefetched with the first block). */
+__attribute__((target("avx512f,avx512bw,avx512vnni,prfchw")))
+static void hetc_q8_rows_vnni(float *restrict y, const unsigned char *scratch,
+                              const uint32_t *wb, const int32_t *start, const float *sw,
+                              const float *b, long N, long C, long P, long O, long n, long p0,
+                              long np, const hetc_step *ep, int nep, int vec, float lo, float hi) {
+    long C4 = (C + 3) / 4;
+    for (long blk = 0; blk < (O + 7) / 8; blk++) {
+        long rows = O - blk * 8 < 8 ? O - blk * 8 : 8, flat = (n * O + blk * 8) * P + p0;
+        hetc_q8_in q = hetc_q8_image(scratch, N, C, P, n, wb + blk * C4 * 8, start + blk * 8,
+                                     sw + blk * 8);
+        hetc_1x1_tile(y + flat, P, P, 0, P, 0, C, &q, p0, b ? b + blk * 8 : 0, (int)rows, np,
+                      flat, blk * 8, ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi),
+                      blk == 0 && p0 + HETC_CONV_TILE < P);
+    }
+}
+
+static void hetc_q8_rows_portable(float *restrict y, const unsigned char *scratch,
+                                  const uint32_t *wb, const int32_t *start, const float *sw,
+                                  const float *b, long N, long C, long P, long O, long n,
+                                  long p0, long np, const hetc_step *ep, int nep) {
+    long C4 = (C + 3) / 4;
+    for (long blk = 0; blk < (O + 7) / 8; blk++) {
+        long rows = O - blk * 8 < 8 ? O - blk * 8 : 8, flat = (n * O + blk * 8) * P + p0;
+        hetc_q8_in q = hetc_q8_image(scratch, N, C, P, n, wb + blk * C4 * 8, start + blk * 8,
+                                     sw + blk * 8);
+        hetc_1x1_tile_portable(y + flat, P, P, 0, P, 0, C, &q, p0, b ? b + blk * 8 : 0,
+                               (int)rows, np, flat, blk * 8, ep, nep);
+    }
+}
+
+/* y = conv1x1(x, w) (+ b) with int8 activations per pixel on a large plane:
+ * row tiles (above), threads splitting the positions (each reads every
+ * weight: a 1x1's integer weights are small), a tile's blocks in turn. */
+HETC_KERNEL void k_conv1x1_q8_rows(float *restrict y, const float *restrict x,
+                                   const uint32_t *restrict wb, const int32_t *restrict start,
+                                   const float *restrict sw, const float *b, long N, long C,
+                                   long P, long O, unsigned char *scratch, const hetc_step *ep,
+                                   int nep) {
+    long tiles = (P + HETC_CONV_TILE - 1) / HETC_CONV_TILE;
+    hetc_q8_prepare(x, N, C, P, scratch);
+    float lo, hi;
+    int steps = nep, vec = hetc_tile_epilogue(ep, &steps, &lo, &hi);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (long n = 0; n < N; n++)
+        for (long t = 0; t < tiles; t++) {
+            long p0 = t * HETC_CONV_TILE, np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
+            if (hetc_simd)
+                hetc_q8_rows_vnni(y, scratch, wb, start, sw, b, N, C, P, O, n, p0, np, ep, steps,
+                                  vec, lo, hi);
+            else
+                hetc_q8_rows_portable(y, scratch, wb, start, sw, b, N, C, P, O, n, p0, np, ep,
+                                      nep);
+        }
 }
 
 /* ---- depthwise convolution ------------------------------------------------ *
@@ -3091,12 +3296,13 @@ static inline int hetc_tile_rows(const hetc_dw_shape *s, long q, int n, long at[
 }
 
 /* One block of the 1x1 convolution (rows <= 8 channels of it, weights wb,
- * bias bb, its first element's index flat and channel o0) on the plane px
- * into the block's buffers (bf floats apart), a tile at a time through t. */
-__attribute__((target("avx512f,prfchw")))
+ * bias bb, its first element's index flat and channel o0; with q, its
+ * integer operands) on the plane px into the block's buffers (bf floats
+ * apart), a tile at a time through t. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,prfchw")))
 static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s, const float *px,
-                                    const float *wb, long C, const float *bb, long rows, long flat,
-                                    long o0, const hetc_step *ep, int nep) {
+                                    const float *wb, long C, const hetc_q8_in *q, const float *bb,
+                                    long rows, long flat, long o0, const hetc_step *ep, int nep) {
     float t[8 * HETC_CONV_TILE] __attribute__((aligned(64)));
     long P = s->H * s->W, at[16];
     unsigned m[16];
@@ -3104,9 +3310,8 @@ static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s,
     int vec = hetc_tile_epilogue(ep, &nep, &lo, &hi); /* read once, not per tile */
     for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
         long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-        hetc_conv_tile_avx512(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, (int)rows, np,
-                              flat + p0, o0, ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi),
-                              px + p0 + HETC_CONV_TILE);
+        hetc_1x1_tile(t, HETC_CONV_TILE, P, px, P, wb, C, q, p0, bb, (int)rows, np, flat + p0, o0,
+                      ep, nep, vec, _mm512_set1_ps(lo), _mm512_set1_ps(hi), 1);
         for (long j = 0; j < np; j += 16) {
             int k = hetc_tile_rows(s, p0 + j, np - j < 16 ? (int)(np - j) : 16, at, m);
             for (long r = 0; r < rows; r++) {
@@ -3119,29 +3324,37 @@ static void hetc_1x1_buffers_avx512(float *buf, long bf, const hetc_dw_shape *s,
 }
 
 static void hetc_1x1_buffers_portable(float *buf, long bf, const hetc_dw_shape *s,
-                                      const float *px, const float *wb, long C, const float *bb,
-                                      long rows, long flat, long o0, const hetc_step *ep,
-                                      int nep) {
+                                      const float *px, const float *wb, long C,
+                                      const hetc_q8_in *q, const float *bb, long rows, long flat,
+                                      long o0, const hetc_step *ep, int nep) {
     float t[8 * HETC_CONV_TILE];
     long P = s->H * s->W;
     for (long p0 = 0; p0 < P; p0 += HETC_CONV_TILE) {
         long np = P - p0 < HETC_CONV_TILE ? P - p0 : HETC_CONV_TILE;
-        hetc_conv_tiles_portable(t, HETC_CONV_TILE, P, px + p0, P, wb, C, bb, rows, 0, 1, np,
-                                 flat + p0, o0, ep, nep);
+        hetc_1x1_tile_portable(t, HETC_CONV_TILE, P, px, P, wb, C, q, p0, bb, (int)rows, np,
+                               flat + p0, o0, ep, nep);
         for (long r = 0; r < rows; r++)
             hetc_tile_row_portable(buf + r * bf, s, t + r * HETC_CONV_TILE, p0, np);
     }
 }
 
+/* y = depthwise(conv1x1(x)); with wq (not 0) the 1x1 takes int8
+ * activations per pixel (act_group = C) and integer weights, wq in blocks
+ * of 8 channels with their starts and scales (k_conv1x1_q8_rows's), x
+ * quantized into the scratch first; else wp in floats. */
 HETC_KERNEL void k_conv1x1_depthwise(float *restrict y, const float *restrict x,
                                      const float *restrict wp, const float *b, long N, long C,
                                      long E, const hetc_step *ep, int nep,
                                      const float *restrict wd, const float *bd, long H, long W,
                                      long KH, long KW, long OH, long OW, long sh, long sw, long pt,
-                                     long pl, long dh, long dw, const hetc_step *epd, int nepd) {
-    long P = H * W, blocks = (E + 7) / 8;
+                                     long pl, long dh, long dw, const hetc_step *epd, int nepd,
+                                     const uint32_t *wq, const int32_t *start, const float *swq,
+                                     unsigned char *scratch) {
+    long P = H * W, blocks = (E + 7) / 8, C4 = (C + 3) / 4;
     hetc_dw_shape s = hetc_dw_setup(H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw, epd, nepd);
     long bf = hetc_dw_buffer(&s);
+    if (wq) hetc_q8_prepare(x, N, C, P, scratch);
+    int simd = hetc_avx512 && (!wq || hetc_simd);
     #pragma omp parallel
     {
         float *buf = malloc(sizeof(float) * 8 * bf);
@@ -3150,13 +3363,16 @@ HETC_KERNEL void k_conv1x1_depthwise(float *restrict y, const float *restrict x,
         for (long n = 0; n < N; n++)
             for (long blk = 0; blk < blocks; blk++) {
                 long rows = E - blk * 8 < 8 ? E - blk * 8 : 8;
-                const float *pw = wp + blk * C * 8, *pb = b ? b + blk * 8 : 0;
-                if (hetc_avx512)
-                    hetc_1x1_buffers_avx512(buf, bf, &s, x + n * C * P, pw, C, pb, rows,
-                                            (n * E + blk * 8) * P, blk * 8, ep, nep);
+                const float *pw = wp ? wp + blk * C * 8 : 0, *pb = b ? b + blk * 8 : 0;
+                hetc_q8_in q = wq ? hetc_q8_image(scratch, N, C, P, n, wq + blk * C4 * 8,
+                                                  start + blk * 8, swq + blk * 8)
+                                  : (hetc_q8_in){0};
+                if (simd)
+                    hetc_1x1_buffers_avx512(buf, bf, &s, x + n * C * P, pw, C, wq ? &q : 0, pb,
+                                            rows, (n * E + blk * 8) * P, blk * 8, ep, nep);
                 else
-                    hetc_1x1_buffers_portable(buf, bf, &s, x + n * C * P, pw, C, pb, rows,
-                                              (n * E + blk * 8) * P, blk * 8, ep, nep);
+                    hetc_1x1_buffers_portable(buf, bf, &s, x + n * C * P, pw, C, wq ? &q : 0, pb,
+                                              rows, (n * E + blk * 8) * P, blk * 8, ep, nep);
                 for (long r = 0; r < rows; r++) {
                     long o = blk * 8 + r;
                     hetc_dw_sums(&s, buf + r * bf, y + (n * E + o) * OH * OW, wd + o * KH * KW,

@@ -147,7 +147,9 @@ HETC_KERNEL void k_conv1x1_depthwise(float *y, const float *x, const float *wp, 
                                      long N, long C, long E, const hetc_step *ep, int nep,
                                      const float *wd, const float *bd, long H, long W, long KH,
                                      long KW, long OH, long OW, long sh, long sw, long pt, long pl,
-                                     long dh, long dw, const hetc_step *epd, int nepd);
+                                     long dh, long dw, const hetc_step *epd, int nepd,
+                                     const uint32_t *wq, const int32_t *start, const float *swq,
+                                     unsigned char *scratch);
 HETC_KERNEL void k_conv2d_depthwise_b16(float *y, const float *x, const float *w, const float *b,
                                         long N, long C, long H, long W, long KH, long KW, long OH,
                                         long OW, long sh, long sw, long pt, long pl, long dh,
@@ -159,6 +161,10 @@ HETC_KERNEL void k_conv1x1_rb(float *y, const float *x, const uint8_t *packed, c
 HETC_KERNEL void k_conv1x1_q8(float *y, const float *x, const int8_t *wp, const int32_t *start,
                               const float *sw, const float *b, long N, long C, long P, long O,
                               int layout, unsigned char *scratch, const hetc_step *ep, int nep);
+HETC_KERNEL void k_conv1x1_q8_rows(float *y, const float *x, const uint32_t *wb,
+                                   const int32_t *start, const float *sw, const float *b, long N,
+                                   long C, long P, long O, unsigned char *scratch,
+                                   const hetc_step *ep, int nep);
 HETC_KERNEL void k_fake_quant_pixels(float *y, const float *x, long N, long C, long P, long G);
 
 #endif

@@ -100,8 +100,9 @@ def blocked_values(graph) -> set:
 def into_depthwise(graph, blocked, threads) -> dict:
     """{a depthwise convolution's top-level op: the 1x1 convolution's op
     whose result it alone reads}, for the pairs that run as one kernel: the
-    1x1 on row tiles (a plane too large for the channel lanes), both in
-    f32, one output channel per input channel, the intermediate neither a
+    1x1 on row tiles (a plane too large for the channel lanes), in f32 or
+    with int8 activations the integer kernel takes (q8_takes), the
+    depthwise one in f32, one output channel per input channel, the intermediate neither a
     graph output nor blocked, the 1x1's epilogue one the convolution
     kernels run (operands per channel or per element), and enough blocks
     of 8 channels (the kernel's tasks) for `threads` to share evenly or at
@@ -124,7 +125,7 @@ def into_depthwise(graph, blocked, threads) -> dict:
                 readers.get(x) != [op] or not _reads_only_as_input(op, conv, x):
             continue
         first, _ = conv_of(producer)
-        if first is None or first.attrs.get("act_group", 0) or \
+        if first is None or (first.attrs.get("act_group", 0) and not q8_takes(first)) or \
                 conv_kernel(first) != "gemm" or not _is_direct_1x1(first):
             continue
         n, e = first.output.type.shape[:2]
