@@ -45,15 +45,19 @@ class QuantizeActivations(Pass):
             t = ly.weight.type
             if ly.op.attrs.get("act_group"):
                 continue  # quantized already (asked for before a target's storage passes)
-            conv = ly.op.kind == "conv2d" and ctx.target is not None and \
-                ctx.target.int8_convolutions is not None and ly.op.attrs["groups"] == 1 and \
-                ctx.target.int8_convolutions(ly.op)
-            if not (ly.op.kind == "linear" or conv) or t.dtype.name not in INTEGER_WEIGHTS \
+            if ly.op.kind not in ("linear", "conv2d") or t.dtype.name not in INTEGER_WEIGHTS \
                     or t.quant is None or not t.quant.symmetric or \
                     t.quant.axis % t.rank != ly.axis % t.rank:
                 _record(ctx, ly, "activations kept: int8 activations need a linear layer (or a "
                                  "convolution the target has an integer kernel for) with "
                                  "symmetric int8/int4 weights")
+                continue
+            if ly.op.kind == "conv2d" and not (
+                    ctx.target is not None and ctx.target.int8_convolutions is not None and
+                    ly.op.attrs["groups"] == 1 and ctx.target.int8_convolutions(ly.op)):
+                name = ctx.target.name if ctx.target is not None else "none"
+                _record(ctx, ly, f"activations kept: target {name} has no integer kernel for "
+                                 f"this convolution that beats its float one")
                 continue
             k = t.shape[1]
             group = self.group or t.quant.group or k

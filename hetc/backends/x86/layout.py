@@ -7,7 +7,8 @@ where NCHW rows of 7 or 14 columns leave lanes idle and pay per-plane costs;
 the channel-lane 1x1 kernel reads and writes blocks without its transposes.
 
 So a depthwise convolution runs on blocks (k_conv2d_depthwise_b16) when it
-sits between 1x1 convolutions on few positions (k_conv1x1_panels), as the
+sits between 1x1 convolutions on few positions (k_conv1x1_panels, or
+k_conv1x1_q8 with int8 activations), as the
 middle of an inverted residual block on 14x14 and 7x7 planes does: its input
 is written by such a convolution and read by it alone, its result is read
 only as the input of such convolutions, C is a multiple of 16, and the
@@ -20,6 +21,11 @@ A 1x1 convolution on a large plane (k_conv2d_gemm's row tiles) whose result
 only a depthwise convolution reads is not stored at all: the two run as one
 kernel (k_conv1x1_depthwise), the 1x1 part 8 channels at a time into a
 buffer that stays in cache (into_depthwise).
+
+A 1x1 convolution with int8 activations that the integer kernels take
+(emit.q8_takes) counts as the float one it stands in for: it reads and
+writes blocks on channel lanes, and runs inside the depthwise kernel on a
+large plane.
 """
 
 from __future__ import annotations
