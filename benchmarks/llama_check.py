@@ -2,7 +2,9 @@
 
 llama-cpp-python built natively on a host with AMX took llama.cpp's AMX
 path, which crashed the process there (2026-12-03): a benchmark that loads
-it directly would die with it."""
+it directly would die with it. `make bench` now builds it for the CPU's
+vector extensions without that path (Makefile, LLAMA_CMAKE_ARGS); a copy
+installed some other way may still have it."""
 
 from __future__ import annotations
 
@@ -28,11 +30,11 @@ def llama_cpp_problem(path):
     if done.returncode > 0:  # an exception: its last line says what
         last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         return f"llama.cpp: left out, a first eval failed: {last[0]}"
-    return (f"llama.cpp: left out, a first eval crashed (signal {-done.returncode}); on a "
-            f"host with AMX rebuild llama-cpp-python without its AMX path: CMAKE_ARGS="
-            f"\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON "
-            f"-DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON\" pip install "
-            f"--force-reinstall --no-deps llama-cpp-python")
+    return (f"llama.cpp: left out, a first eval crashed (signal {-done.returncode}); a build "
+            f"of llama-cpp-python with its AMX path (-march=native on an AMX host) crashes "
+            f"so: `make bench` builds it without, or rebuild it with CMAKE_ARGS="
+            f"\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON\" "
+            f"pip install --force-reinstall --no-deps llama-cpp-python")
 
 
 def smollm2_gguf():
