@@ -331,15 +331,30 @@ def test_fused_epilogues_match_the_interpreter(portable, monkeypatch):
             assert rel_err(got, want) < REL_TOL
 
 
-@pytest.mark.parametrize("sparsity", [None, "2:4"])
+LANES8 = "conv2d 1x1 int8 act x int8, channel lanes"
+LANES4 = "conv2d 1x1 int8 act x int4, channel lanes"
+EMULATED = {"conv2d f32 (act emulated)": 1}
+
+
+@pytest.mark.parametrize("precision, sparsity, kernels", [
+    ("int8", None, {LANES8: 3}),
+    # N:M weights stored densely on channel lanes, zeros included
+    ("int8", "2:4", {"conv2d 1x1 int8 act x 2:4 as zeros, int8, channel lanes": 3}),
+    # scales per 32 channels: the 64-channel layer takes the row-block kernel
+    # over pixels (2:4: only the kept values read)
+    ("int4-g32", None, {LANES4: 2, "conv2d 1x1 int8 act x int4 g32": 1}),
+    ("int4-g32", "2:4", {"conv2d 1x1 int8 act x 2:4 as zeros, int4, channel lanes": 2,
+                         "conv2d 1x1 int8 act x 2:4 int4 g32": 1}),
+])
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
-def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, portable,
-                                                                  monkeypatch):
+def test_convolutions_with_int8_activations_match_the_interpreter(precision, sparsity, kernels,
+                                                                  portable, monkeypatch):
     """A graph whose convolutions carry int8 activations (act_group, as the
-    fpga pipeline makes them) compiled for x86: dense 1x1 convolutions run
-    the channel-lane integer kernel, 2:4 ones the integer row-block kernel
-    over pixels (only the kept values read), the 3x3 one quantizes its input
-    and convolves in floats."""
+    fpga pipeline makes them: every ungrouped one) compiled for x86: 1x1
+    convolutions with one scale per output channel run the channel-lane
+    integer kernel, those with scales per group of channels the integer
+    row-block kernel over pixels, the 3x3 one quantizes its input and
+    convolves in floats."""
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
@@ -357,17 +372,13 @@ def test_convolutions_with_int8_activations_match_the_interpreter(sparsity, port
 
     model = Net().eval()
     x = torch.randn(2, 8, 9, 7)
-    graph = hetc.compile(model, "fpga", (x,), sparsity=sparsity, precision="int8").artifact.graph
+    graph = hetc.compile(model, "fpga", (x,), sparsity=sparsity,
+                         precision=precision).artifact.graph
     assert all(op.attrs.get("act_group") for op in graph.ops if op.kind == "conv2d")
     module = hetc.compile(graph, "x86")
     want = run_graph(module.artifact.graph, [x.numpy()])[0]
     assert rel_err(module(x.numpy()), want) < REL_TOL
-    if sparsity:  # the row-block kernel reads only the kept values
-        want = {"conv2d 1x1 int8 act x 2:4 int8 g8": 1, "conv2d 1x1 int8 act x 2:4 int8 g16": 1,
-                "conv2d 1x1 int8 act x 2:4 int8 g64": 1}
-    else:  # dense, one scale per pixel: the channel-lane integer kernel, no transposes
-        want = {"conv2d 1x1 int8 act x int8, channel lanes": 3}
-    assert module.artifact.extra["kernels"] == {**want, "conv2d f32 (act emulated)": 1}
+    assert module.artifact.extra["kernels"] == {**kernels, **EMULATED}
 
 
 def test_a_convolution_with_a_computed_weight_is_named_in_the_report():
@@ -461,6 +472,22 @@ def test_an_int8_1x1_convolution_into_a_depthwise_one(shape, kw, portable, monke
     kernels = module.artifact.extra["kernels"]
     assert kernels["conv2d 1x1 int8 act x int8 + depthwise f32, one kernel"] == 1, kernels
     assert rel_err(module(x.numpy()), run_graph(module.artifact.graph, [x.numpy()])[0]) < REL_TOL
+
+
+def test_n_m_pointwise_weights_with_int8_activations_are_stored_densely():
+    """2:4 weights with int8 activations on x86: the integer kernels store
+    the zeros (the row-block kernel's transposes cost more than the skipped
+    products save), and the kernels entry says so."""
+    torch.manual_seed(0)
+    model = InvertedResidual(24, 96).eval()
+    x = torch.randn(1, 24, 14, 14)
+    module = hetc.compile(model, "x86", (x,), precision="int8", sparsity="2:4",
+                          activations="int8")
+    assert module.artifact.extra["kernels"] == {
+        "conv2d 1x1 int8 act x 2:4 as zeros, int8, channel lanes": 2,
+        "conv2d f32 depthwise, 16-channel blocks": 1}
+    want = run_graph(module.artifact.graph, [x.numpy()])[0]
+    assert rel_err(module(x.numpy()), want) < 1e-3  # the second layer's codes: see above
 
 
 def test_x86_keeps_float_activations_where_its_float_kernels_are_faster():
