@@ -189,7 +189,7 @@ def _model():
                                     {"precision": {"0": "int4-g64"}, "sparsity": {"0": "2:4"}},
                                     {"precision": {"0": "int8"}, "sparsity": {"0": "1:4"}}],
                          ids=["int8", "int4", "2:4+int4-g64", "1:4+int8"])
-@pytest.mark.parametrize("batch", [1, 19])
+@pytest.mark.parametrize("batch", [1, 19, 37])  # 37: blocks of 32 tokens, then 5
 def test_tile_kernels_match_the_interpreter(config, batch):
     model, inputs = _model(), (torch.randn(batch, 256),)
     amx = hetc.compile(model, target="amx", example_inputs=inputs, emulate=True,

@@ -36,7 +36,7 @@ def amx_linear(e, op):
             codes, scales = x86.pack_int(e, w, *q)
             nm, what = None, f"int{q[1]}"
         scratch = e.scratch(x86.token_scratch_bytes(m, k, act) + x86.round_up(m * k)
-                            + e.threads * 16 * k)
+                            + e.threads * 32 * k)
         e.count(f"linear amx tdpbssd int8 act x {what} g{act}")
         e.emit(f"k_amx_linear_q({e.ptr[op.output]}, {e.val(x)}, W + {codes}, "
                f"(const float *)(W + {scales}), {b}, {m}, {n}, {k}, {act}, {q[1]}, "
