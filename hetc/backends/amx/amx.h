@@ -1,11 +1,11 @@
 /* hetc AMX kernels: included after kernels.h by models built for target amx.
  *
- * Linear layers run on the tile unit; every other op uses the x86 kernels.
- * Weights are the A operand (16 output rows x 64 bytes per tile, straight
- * from a row-major s8 or bf16 matrix), activations the B operand in AMX's
- * VNNI layout (per K-quad or K-pair, the tokens side by side), built once per
- * call. int4 and N:M weights are decoded into s8 rows per 16-row block just
- * before their tiles load (kernels.h's row blocks). With HETC_AMX_EMULATE the
+ * int8 and bf16 linear layers run on the tile unit (lowering.py says which);
+ * every other op uses the x86 kernels. Weights are the A operand (16 output
+ * rows x 64 bytes per tile, straight from a row-major s8 or bf16 matrix,
+ * N:M zeros included), activations the B operand in AMX's VNNI layout (per
+ * K-quad or K-pair, the tokens side by side), built once per call. Blocks
+ * of 32 rows x 32 tokens use four C tiles. With HETC_AMX_EMULATE the
  * same code runs through hetc's software model of the instructions
  * (amx_emu.h); otherwise the real intrinsics, and the process asks the kernel
  * for tile state once (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA).
@@ -30,9 +30,9 @@ static int hetc_prepare_amx(void) {
  * 32 output rows (nt0 + nt1) x 32 tokens (mt0 + mt1): tiles 0-3 are C
  * (rows i of tokens j at 2 i + j: nt_i rows x mt_j dwords), 4-5 A (nt_i
  * rows x 64 bytes), 6-7 B (16 rows x mt_j dwords); a tile with no rows or
- * tokens stays unconfigured. Four independent sums: one tile's TDPBSSD
- * chain waited on each product's latency (a 4096 x 4096 int8 layer at 128
- * tokens: 3.27 -> 3.05 ms, bf16 4.23 -> 3.79 ms, one process). */
+ * tokens stays unconfigured. Each A and B tile load serves two products
+ * (a 4096 x 4096 int8 layer at 128 tokens: 3.27 -> 3.05 ms, bf16 4.23 ->
+ * 3.79 ms, one process, with the changes below). */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -120,48 +120,23 @@ static void hetc_amx_pack_b(uint8_t *dst, const uint8_t *src, long M, long K, in
         }
 }
 
-/* Rows [n0, n0 + nt) of a layer's integer weights as s8 rows of K bytes:
- * int8 codes are read in place; int4 (two per byte, low nibble first) and
- * N:M row blocks (kernels.h) are decoded into `dense`. */
-static const int8_t *hetc_amx_rows(int8_t *dense, const uint8_t *codes, long n0, long nt, long K,
-                                   long G, int bits, int nn, int mm) {
-    if (!nn && bits == 8) return (const int8_t *)codes + n0 * K;
-    hetc_rb_shape shape = hetc_rb(K, G, bits, nn, mm);
-    for (long r = 0; r < nt; r++) {
-        int8_t *row = dense + r * K;
-        if (nn) {
-            hetc_rb_row(row, codes, &shape, n0 + r);
-            continue;
-        }
-        const uint8_t *p = codes + (n0 + r) * (K / 2);
-        for (long k = 0; k < K / 2; k++) {
-            row[2 * k] = (int8_t)(uint8_t)(p[k] << 4) >> 4;
-            row[2 * k + 1] = (int8_t)p[k] >> 4;
-        }
-    }
-    return dense;
-}
-
-/* y = x W^T (+ b) with W integer (int8, int4 or N:M, group G % 64 == 0) and
- * x quantized to int8 per token and group: TDPBSSD over each group's 64-wide
- * K slices, then the group's int32 tile is scaled into f32.
+/* y = x W^T (+ b) with W int8 (row-major, one scale per row) and x
+ * quantized to int8 per token (K % 64 == 0): TDPBSSD over 64-wide K slices,
+ * then each block's int32 sums scaled into f32.
  * scratch: the int8 tokens (kernels.h's hetc_quantize_into layout), then the
- * B-packed tokens (M K bytes), then `threads` decode buffers of 32 K bytes. */
-static void k_amx_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
-                           const float *restrict sw, const float *b, long M, long N, long K, long G,
-                           int bits, int nn, int mm, unsigned char *scratch, int threads) {
+ * B-packed tokens (M K bytes). */
+static void k_amx_linear_q(float *restrict y, const float *restrict x, const int8_t *restrict wq,
+                           const float *restrict sw, const float *b, long M, long N, long K,
+                           unsigned char *scratch, int threads) {
     uint8_t *q;
     float *sx;
-    long groups = K / G;
-    hetc_quantize_into(x, M, K, G, 0, scratch, &q, &sx);
-    uint8_t *bq = scratch + (M * K + 63) / 64 * 64 + 64 + (M * groups * 4 + 63) / 64 * 64;
-    int8_t *decode = (int8_t *)(bq + (M * K + 63) / 64 * 64);
+    hetc_quantize_into(x, M, K, K, 0, scratch, &q, &sx);
+    uint8_t *bq = scratch + (M * K + 63) / 64 * 64 + 64 + (M * 4 + 63) / 64 * 64;
     hetc_amx_pack_b(bq, (const uint8_t *)q, M, K, 1);
     hetc_status *status = hetc_status_now; /* emulated faults go to this call */
     #pragma omp parallel num_threads(threads)
     {
         hetc_status_now = status;
-        int8_t *dense = decode + (long)omp_get_thread_num() * 32 * K;
         int32_t tile[4][16][16];
         float acc[4][16][16], sxg[2][16];
         int shape = -1;
@@ -169,44 +144,39 @@ static void k_amx_linear_q(float *restrict y, const float *restrict x, const uin
         for (long n0 = 0; n0 < N; n0 += 32) {
             int nt[2], mt[2];
             hetc_amx_halves(N, n0, &nt[0], &nt[1]);
-            const int8_t *w = hetc_amx_rows(dense, codes, n0, nt[0] + nt[1], K, G, bits, nn, mm);
+            const int8_t *w = wq + n0 * K;
             for (long m0 = 0; m0 < M; m0 += 32) {
                 hetc_amx_halves(M, m0, &mt[0], &mt[1]);
                 const uint8_t *b0 = bq + m0 * K, *b1 = bq + (m0 + 16) * K;
                 hetc_amx_shape(&shape, nt[0], nt[1], mt[0], mt[1]);
-                memset(acc, 0, sizeof acc);
-                for (long g = 0; g < groups; g++) {
-                    hetc_amx_zero(nt, mt);
-                    for (long k = g * G; k < (g + 1) * G; k += 64) {
-                        _tile_loadd(4, w + k, K);
-                        _tile_loadd(6, b0 + k * mt[0], 4 * mt[0]);
-                        _tile_dpbssd(0, 4, 6);
-                        if (mt[1]) {
-                            _tile_loadd(7, b1 + k * mt[1], 4 * mt[1]);
-                            _tile_dpbssd(1, 4, 7);
-                        }
-                        if (nt[1]) {
-                            _tile_loadd(5, w + 16 * K + k, K);
-                            _tile_dpbssd(2, 5, 6);
-                            if (mt[1]) _tile_dpbssd(3, 5, 7);
-                        }
+                hetc_amx_zero(nt, mt);
+                for (long k = 0; k < K; k += 64) {
+                    _tile_loadd(4, w + k, K);
+                    _tile_loadd(6, b0 + k * mt[0], 4 * mt[0]);
+                    _tile_dpbssd(0, 4, 6);
+                    if (mt[1]) {
+                        _tile_loadd(7, b1 + k * mt[1], 4 * mt[1]);
+                        _tile_dpbssd(1, 4, 7);
                     }
-                    hetc_amx_store(tile, nt, mt);
-                    /* the tokens' scales side by side: loops over tokens that
-                     * vectorize (a strided read per product cost more than the
-                     * products here) */
-                    for (int j = 0; j < 2; j++)
-                        for (int t = 0; t < 16; t++)
-                            sxg[j][t] = t < mt[j] ? sx[(m0 + 16 * j + t) * groups + g] : 0.f;
-                    for (int i = 0; i < 2; i++)
-                        for (int j = 0; j < 2; j++)
-                            for (int r = 0; mt[j] && r < nt[i]; r++) {
-                                float s = sw[(n0 + 16 * i + r) * groups + g];
-                                for (int t = 0; t < 16; t++)
-                                    acc[2 * i + j][r][t] += s * sxg[j][t] *
-                                                            (float)tile[2 * i + j][r][t];
-                            }
+                    if (nt[1]) {
+                        _tile_loadd(5, w + 16 * K + k, K);
+                        _tile_dpbssd(2, 5, 6);
+                        if (mt[1]) _tile_dpbssd(3, 5, 7);
+                    }
                 }
+                hetc_amx_store(tile, nt, mt);
+                /* the sums scaled; the tokens' scales side by side: loops over
+                 * tokens that vectorize (a strided read per product cost more
+                 * than the products) */
+                for (int j = 0; j < 2; j++)
+                    for (int t = 0; t < 16; t++) sxg[j][t] = t < mt[j] ? sx[m0 + 16 * j + t] : 0.f;
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++)
+                        for (int r = 0; mt[j] && r < nt[i]; r++) {
+                            float s = sw[n0 + 16 * i + r];
+                            for (int t = 0; t < 16; t++)
+                                acc[2 * i + j][r][t] = s * sxg[j][t] * (float)tile[2 * i + j][r][t];
+                        }
                 hetc_amx_write(y, acc, b, N, n0, m0, nt, mt);
             }
         }

@@ -954,15 +954,6 @@ def pack_weight_only(e, w, name, bits, group):
     return e.blob.add(np.ascontiguousarray(data)), e.blob.add(scales)
 
 
-def pack_int(e, w, name, bits, group):
-    """Blob offsets of (codes, f32 scales per row and group): int8 one per
-    byte, int4 two per byte, low nibble first (amx's k_amx_linear_q)."""
-    n, k = w.type.shape
-    codes = integer_codes(e, name)
-    data = pack_nibbles(codes).reshape(n, k // 2) if bits == 4 else codes.view(np.uint8)
-    return e.blob.add(data.astype(np.uint8)), e.blob.add(weight_scales(e, name, n, k // group))
-
-
 class X86Emitter(Emitter):
     """The graph on x86 kernels (kernels.h), OpenMP threads set per call."""
 
