@@ -31,7 +31,6 @@ from hetc.backends.c.values import (
     round_up,
     strides,
 )
-from hetc.backends.packing import pack_nibbles
 from hetc.core.registry import Registry
 from hetc.core.targets import PANEL_POSITIONS
 
@@ -432,22 +431,28 @@ def _max_pool(e, op):
            f"{pt}, {pl}, {dh}, {dw});")
 
 
+def direct_1x1(conv) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution on its input's plane."""
+    return conv.inputs[1].type.shape[2:] == (1, 1) and conv.attrs.get("groups", 1) == 1 and \
+        tuple(conv.attrs.get("stride", (1, 1))) == (1, 1) and \
+        not any(conv.attrs.get("padding", (0, 0, 0, 0))) and \
+        conv.output.type.shape[2:] == conv.inputs[0].type.shape[2:]
+
+
 def conv_kernel(op) -> str:
     """The float kernel a conv2d op runs on x86 (with int8 activations, when
     no integer kernel takes it, after their fake quantization): "computed
     weight" (a generic loop), "depthwise", "1x1 panels" (1x1 on few
     positions, output channels in lanes) or "gemm" (row tiles, implicit
     GEMM)."""
-    x, w, y = op.inputs[0].type, op.inputs[1].type, op.output.type
+    w, y = op.inputs[1].type, op.output.type
     groups = op.attrs.get("groups", 1)
     if op.inputs[1].producer is None or op.inputs[1].producer.kind != "const":
         return "computed weight"
     if groups > 1 and w.shape[1] == 1:
         return "depthwise"
-    direct = w.shape[2:] == (1, 1) and groups == 1 and \
-        tuple(op.attrs.get("stride", (1, 1))) == (1, 1) and \
-        not any(op.attrs.get("padding", (0, 0, 0, 0))) and y.shape[2:] == x.shape[2:]
-    return "1x1 panels" if direct and y.shape[2] * y.shape[3] <= PANEL_POSITIONS else "gemm"
+    return "1x1 panels" if direct_1x1(op) and y.shape[2] * y.shape[3] <= PANEL_POSITIONS \
+        else "gemm"
 
 
 @lowers("conv2d")
@@ -559,10 +564,7 @@ def _conv1x1_int8(e, op, b, steps):
     n, c, h, wd = x.type.shape
     o = w.type.shape[0]
     q = integer_weight(w, axis=1)
-    if w.type.shape[2:] != (1, 1) or op.attrs.get("groups", 1) != 1 or \
-            tuple(op.attrs.get("stride", (1, 1))) != (1, 1) or \
-            any(op.attrs.get("padding", (0, 0, 0, 0))) or q is None or \
-            op.attrs["act_group"] != q[2]:
+    if not direct_1x1(op) or q is None or op.attrs["act_group"] != q[2]:
         return False
     blocks = row_blocks(w, q, axis=1)
     if blocks is None:
@@ -589,10 +591,7 @@ def q8_takes(op) -> bool:
     channels)."""
     x, w = op.inputs[:2]
     q = integer_weight(w, axis=1, odd_int4=True)
-    return bool(op.attrs.get("act_group")) and q is not None and \
-        w.type.shape[2:] == (1, 1) and op.attrs.get("groups", 1) == 1 and \
-        tuple(op.attrs.get("stride", (1, 1))) == (1, 1) and \
-        not any(op.attrs.get("padding", (0, 0, 0, 0))) and \
+    return bool(op.attrs.get("act_group")) and q is not None and direct_1x1(op) and \
         op.attrs["act_group"] == q[2] == x.type.shape[1]
 
 

@@ -32,19 +32,11 @@ from __future__ import annotations
 
 from hetc.backends.regions import seen_body
 
-from .emit import conv_kernel, q8_takes
+from .emit import conv_kernel, direct_1x1, q8_takes
 from .fusion import epilogue
 
 #: epilogue steps a blocked result may take (fusion.py initializers): a clamp
 CLAMP_STEPS = ("{U_RELU, E_UNARY,", "{B_MAX, E_SCALAR,", "{B_MIN, E_SCALAR,")
-
-
-def _is_direct_1x1(conv) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped convolution on its input's plane."""
-    return conv.inputs[1].type.shape[2:] == (1, 1) and conv.attrs.get("groups", 1) == 1 and \
-        tuple(conv.attrs.get("stride", (1, 1))) == (1, 1) and \
-        not any(conv.attrs.get("padding", (0, 0, 0, 0))) and \
-        conv.output.type.shape[2:] == conv.inputs[0].type.shape[2:]
 
 
 def conv_of(op):
@@ -132,7 +124,7 @@ def into_depthwise(graph, blocked, threads) -> dict:
             continue
         first, _ = conv_of(producer)
         if first is None or (first.attrs.get("act_group", 0) and not q8_takes(first)) or \
-                conv_kernel(first) != "gemm" or not _is_direct_1x1(first):
+                conv_kernel(first) != "gemm" or not direct_1x1(first):
             continue
         n, e = first.output.type.shape[:2]
         tasks = n * -(-e // 8)
