@@ -2705,6 +2705,19 @@ static void hetc_q8_quantize_portable(uint32_t *restrict xq, float *restrict sx,
         }
 }
 
+/* x (NCHW, or in blocks of 16 channels as `layout` says) quantized for an
+ * integer 1x1 convolution into the scratch: dwords, then the pixels'
+ * scales (hetc_q8_scales). */
+static void hetc_q8_prepare(const float *x, long N, long C, long P, int layout,
+                            unsigned char *scratch) {
+    uint32_t *xq = (uint32_t *)scratch;
+    float *sx = hetc_q8_scales(xq, N, (C + 3) / 4, P);
+    if (hetc_simd)
+        hetc_q8_quantize_avx512(xq, sx, x, N, C, P, layout);
+    else
+        hetc_q8_quantize_portable(xq, sx, x, N, C, P, layout);
+}
+
 /* acc[t][q] (T positions, Q panels) over all C4 steps, dword (k, p0 + t)
  * at xq[k * ks + t * ts]; then scaled, the bias and a clamp in registers,
  * stored as the float panels store. */
@@ -2832,10 +2845,7 @@ HETC_KERNEL void k_conv1x1_q8(float *restrict y, const float *restrict x, const 
     long C4 = (C + 3) / 4;
     uint32_t *xq = (uint32_t *)scratch;
     float *sx = hetc_q8_scales(xq, N, C4, P);
-    if (hetc_simd)
-        hetc_q8_quantize_avx512(xq, sx, x, N, C, P, layout);
-    else
-        hetc_q8_quantize_portable(xq, sx, x, N, C, P, layout);
+    hetc_q8_prepare(x, N, C, P, layout, scratch);
     float lo = -INFINITY, hi = INFINITY;
     if (nep && hetc_epilogue_clamp(ep, nep, &lo, &hi)) nep = 0; /* in registers */
     if (nep && layout & HETC_Y_BLOCKED) {
@@ -2948,18 +2958,8 @@ static void hetc_1x1_tile_portable(float *restrict y, long P, long fs, const flo
         hetc_conv_tile_portable(y, P, fs, px + p0, cs, wb, C, b, rows, np, flat, o0, ep, nep);
 }
 
-/* x quantized for an integer 1x1 convolution into the scratch (NCHW
- * dwords, then the pixels' scales); image n's operands for weights wb
- * (blocks of 8 channels), starts and scales. */
-static void hetc_q8_prepare(const float *x, long N, long C, long P, unsigned char *scratch) {
-    uint32_t *xq = (uint32_t *)scratch;
-    float *sx = hetc_q8_scales(xq, N, (C + 3) / 4, P);
-    if (hetc_simd)
-        hetc_q8_quantize_avx512(xq, sx, x, N, C, P, 0);
-    else
-        hetc_q8_quantize_portable(xq, sx, x, N, C, P, 0);
-}
-
+/* Image n's operands for weights wb (blocks of 8 channels), starts and
+ * scales, its x quantized (NCHW) in the scratch by hetc_q8_prepare. */
 static hetc_q8_in hetc_q8_image(const unsigned char *scratch, long N, long C, long P, long n,
                                 const uint32_t *wb, const int32_t *start, const float *sw) {
     long C4 = (C + 3) / 4;
@@ -3010,7 +3010,7 @@ HETC_KERNEL void k_conv1x1_q8_rows(float *restrict y, const float *restrict x,
                                    long P, long O, unsigned char *scratch, const hetc_step *ep,
                                    int nep) {
     long tiles = (P + HETC_CONV_TILE - 1) / HETC_CONV_TILE;
-    hetc_q8_prepare(x, N, C, P, scratch);
+    hetc_q8_prepare(x, N, C, P, 0, scratch);
     float lo, hi;
     int steps = nep, vec = hetc_tile_epilogue(ep, &steps, &lo, &hi);
     #pragma omp parallel for collapse(2) schedule(static)
@@ -3353,7 +3353,7 @@ HETC_KERNEL void k_conv1x1_depthwise(float *restrict y, const float *restrict x,
     long P = H * W, blocks = (E + 7) / 8, C4 = (C + 3) / 4;
     hetc_dw_shape s = hetc_dw_setup(H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw, epd, nepd);
     long bf = hetc_dw_buffer(&s);
-    if (wq) hetc_q8_prepare(x, N, C, P, scratch);
+    if (wq) hetc_q8_prepare(x, N, C, P, 0, scratch);
     int simd = hetc_avx512 && (!wq || hetc_simd);
     #pragma omp parallel
     {
