@@ -490,6 +490,26 @@ def test_n_m_pointwise_weights_with_int8_activations_are_stored_densely():
     assert rel_err(module(x.numpy()), want) < 1e-3  # the second layer's codes: see above
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("batch, hidden", [(1, 16), (2, 48), (1, 80), (1, 112)])
+def test_an_int8_projection_quantizes_blocks_of_16_channels(batch, hidden, portable,
+                                                            monkeypatch):
+    """The projection after a depthwise layer in blocks of 16 channels
+    quantizes that layout (1, 3, 5 and 7 blocks: groups of four blocks,
+    whole and partial). Its input is a computed tensor, so a code on a
+    rounding tie may flip against the interpreter: 1e-3, as above."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = InvertedResidual(24, hidden).eval()
+    x = torch.randn(batch, 24, 7, 7) * 3
+    module = hetc.compile(model, "x86", (x,), precision="int8", activations="int8")
+    assert module.artifact.extra["kernels"] == {
+        "conv2d 1x1 int8 act x int8, channel lanes": 2, BLOCKED: 1}
+    want = run_graph(module.artifact.graph, [x.numpy()])[0]
+    assert rel_err(module(x.numpy()), want) < 1e-3
+
+
 def test_x86_keeps_float_activations_where_its_float_kernels_are_faster():
     """On a plane of more than 256 positions a projection (fewer output than
     input channels) reads more than it computes, so it keeps f32 activations,

@@ -2611,43 +2611,96 @@ static inline float *hetc_q8_scales(uint32_t *xq, long N, long C4, long P) {
     return (float *)(xq + (N * C4 * P + 15) / 16 * 16);
 }
 
-/* rint(v / div) + 128 per lane, as the interpreter rounds (its division
- * exact, then half to even), from v * (1 / div): a vdivps per vector made
- * quantizing most of an integer 1x1 convolution's time on large planes.
- * The product lies within 2e-5 of the exact quotient for |v / div| <= 127,
- * so where it is more than 0.001 from a half-integer both round alike; the
- * rest (rare, and NaN or infinite products) take the division. */
-__attribute__((target("avx512f"), always_inline))
-static inline __m512i hetc_q8_codes(__m512 v, __m512 div, __m512 r) {
+/* rint(v[j] / div) for four vectors, as the interpreter rounds (its
+ * division exact, then half to even), from v * (1 / div): a vdivps per
+ * vector made quantizing most of an integer 1x1 convolution's time on
+ * large planes. The product lies within 2e-5 of the exact quotient for
+ * |v / div| <= 127, so where it is more than 0.001 from a half-integer both
+ * round alike; the rest (rare, and NaN or infinite products) take the
+ * division, NaN giving code 0 as the portable kernel's conversion does. */
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline void hetc_q8_codes4(const __m512 v[4], __m512 div, __m512 r, __m512i q[4]) {
     const int near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m512 t = _mm512_mul_ps(v, r), q = _mm512_roundscale_ps(t, near);
-    __mmask16 sure = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, q)),
-                                        _mm512_set1_ps(0.499f), _CMP_LT_OQ);
-    if (sure != 0xFFFF)
-        q = _mm512_mask_roundscale_ps(q, (__mmask16)~sure, _mm512_div_ps(v, div), near);
-    return _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(128));
+    __mmask16 sure[4];
+    for (int j = 0; j < 4; j++) {
+        __m512 t = _mm512_mul_ps(v[j], r);
+        q[j] = _mm512_cvt_roundps_epi32(t, near);
+        sure[j] = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, _mm512_cvtepi32_ps(q[j]))),
+                                     _mm512_set1_ps(0.499f), _CMP_LT_OQ);
+    }
+    if ((sure[0] & sure[1] & sure[2] & sure[3]) == 0xFFFF) return;
+    for (int j = 0; j < 4; j++)
+        if (sure[j] != 0xFFFF) {
+            __mmask16 redo = (__mmask16)~sure[j];
+            __m512 e = _mm512_div_ps(v[j], div);
+            q[j] = _mm512_mask_cvt_roundps_epi32(q[j], redo, e, near);
+            q[j] = _mm512_mask_mov_epi32(q[j], _mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q),
+                                         _mm512_setzero_si512());
+        }
 }
 
-__attribute__((target("avx512f,avx512bw")))
+/* Four vectors of codes (each within -127..127) as bytes code + 128:
+ * byte 4i + j of each 128-bit lane holds lane i's code of q[j] when
+ * `positions` (dwords of 4 channels, position-major), else q[0]'s 16 codes,
+ * then q[1]'s, q[2]'s and q[3]'s. Packs and one shuffle where shifting
+ * and or-ing each vector in took twice the instructions. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"), always_inline))
+static inline __m512i hetc_q8_pack4(const __m512i q[4], int positions) {
+    __m512i c = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
+    /* in lane L, bytes 4j + i: q[j]'s code i of the lane */
+    __m512i order = positions
+        ? _mm512_set4_epi32(0x0F0B0703, 0x0E0A0602, 0x0D090501, 0x0C080400)
+        : _mm512_set_epi32(0x3F3E3D3C, 0x2F2E2D2C, 0x1F1E1D1C, 0x0F0E0D0C, 0x3B3A3938,
+                           0x2B2A2928, 0x1B1A1918, 0x0B0A0908, 0x37363534, 0x27262524,
+                           0x17161514, 0x07060504, 0x33323130, 0x23222120, 0x13121110,
+                           0x03020100);
+    c = positions ? _mm512_shuffle_epi8(c, order) : _mm512_permutexvar_epi8(order, c);
+    return _mm512_xor_si512(c, _mm512_set1_epi8((char)0x80));
+}
+
+/* max |v| lane by lane over the n vectors v at x, x + s, ..., (lanes m):
+ * four chains of vmaxps, where one (4 cycles a step) had bounded the pass */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 hetc_absmax(const float *x, long s, long n, __mmask16 m) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + i * s)));
+        b = _mm512_max_ps(b, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + (i + 1) * s)));
+        c = _mm512_max_ps(c, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + (i + 2) * s)));
+        d = _mm512_max_ps(d, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + (i + 3) * s)));
+    }
+    for (; i < n; i++) a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + i * s)));
+    return _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(c, d));
+}
+
+/* x quantized per pixel (hetc_q8_prepare) on AVX-512 with VBMI. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
 static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
                                     const float *restrict x, long N, long C, long P, int layout) {
     long C4 = (C + 3) / 4, blocks = (P + 15) / 16;
-    const __m512i shift = _mm512_set1_epi32(128);
     if (layout & HETC_X_BLOCKED) { /* one position's 16 channels per vector */
+        long CB = C / 16;
         #pragma omp parallel for collapse(2) schedule(static) if (N * C * P > 32768)
         for (long n = 0; n < N; n++)
             for (long p = 0; p < P; p++) {
                 const float *xp = x + n * C * P + p * 16;
-                __m512 mx = _mm512_setzero_ps();
-                for (long cb = 0; cb < C / 16; cb++)
-                    mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xp + cb * P * 16)));
-                float sc = _mm512_reduce_max_ps(mx) / 127.f, div = sc == 0.f ? 1.f : sc;
+                float sc = _mm512_reduce_max_ps(hetc_absmax(xp, P * 16, CB, 0xFFFF)) / 127.f;
+                float div = sc == 0.f ? 1.f : sc;
                 sx[n * P + p] = sc;
                 __m512 dv = _mm512_set1_ps(div), r = _mm512_set1_ps(1.f / div);
                 uint8_t *qp = (uint8_t *)(xq + (n * P + p) * C4);
-                for (long cb = 0; cb < C / 16; cb++)
-                    _mm_storeu_si128((__m128i *)(qp + cb * 16), _mm512_cvtepi32_epi8(
-                        hetc_q8_codes(_mm512_loadu_ps(xp + cb * P * 16), dv, r)));
+                for (long cb = 0; cb < CB; cb += 4) { /* the last group padded with zeros */
+                    __m512 v[4];
+                    __m512i q[4];
+                    for (int j = 0; j < 4; j++)
+                        v[j] = cb + j < CB ? _mm512_loadu_ps(xp + (cb + j) * P * 16)
+                                           : _mm512_setzero_ps();
+                    hetc_q8_codes4(v, dv, r, q);
+                    long n16 = CB - cb < 4 ? CB - cb : 4;
+                    _mm512_mask_storeu_epi32(qp + cb * 16, hetc_rows16(4 * n16),
+                                             hetc_q8_pack4(q, 0));
+                }
             }
         return;
     }
@@ -2657,23 +2710,19 @@ static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
             long p0 = pb * 16;
             __mmask16 m = hetc_rows16(P - p0);
             const float *xn = x + n * C * P + p0;
-            __m512 mx = _mm512_setzero_ps();
-            for (long c = 0; c < C; c++)
-                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xn + c * P)));
-            __m512 sc = _mm512_div_ps(mx, _mm512_set1_ps(127.f));
+            __m512 sc = _mm512_div_ps(hetc_absmax(xn, P, C, m), _mm512_set1_ps(127.f));
             __m512 div = _mm512_mask_blend_ps(_mm512_cmpeq_ps_mask(sc, _mm512_setzero_ps()), sc,
                                               _mm512_set1_ps(1.f));
             _mm512_mask_storeu_ps(sx + n * P + p0, m, sc);
             __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), div);
             for (long k = 0; k < C4; k++) { /* the column's lines, still in L1 */
-                __m512i d = _mm512_setzero_si512();
-                for (int j = 0; j < 4; j++) {
-                    long c = 4 * k + j;
-                    __m512i q = c < C ? hetc_q8_codes(_mm512_maskz_loadu_ps(m, xn + c * P), div, r)
-                                      : shift;
-                    d = _mm512_or_si512(d, _mm512_slli_epi32(q, 8 * j));
-                }
-                _mm512_mask_storeu_epi32(xq + (n * C4 + k) * P + p0, m, d);
+                __m512 v[4];
+                __m512i q[4];
+                for (int j = 0; j < 4; j++) /* channels past C: zeros, code 0 */
+                    v[j] = 4 * k + j < C ? _mm512_maskz_loadu_ps(m, xn + (4 * k + j) * P)
+                                         : _mm512_setzero_ps();
+                hetc_q8_codes4(v, div, r, q);
+                _mm512_mask_storeu_epi32(xq + (n * C4 + k) * P + p0, m, hetc_q8_pack4(q, 1));
             }
         }
 }
