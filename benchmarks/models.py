@@ -17,8 +17,9 @@ optimization; OpenVINO compiles the same ONNX file with
 INFERENCE_PRECISION_HINT=f32 (its CPU plugin otherwise computes in bf16 on
 this CPU). hetc rows: f32, int8 weights, and int8 weights with int8
 activations where x86 uses them (linear layers, and the 1x1 convolutions
-its rule takes: on at most 256 positions, or to more channels; the others
-keep f32 activations, docs/x86.md). Each
+its rule takes: on at most 256 positions, to more channels, or to at
+least 32 channels (64 on planes of over 4096 positions); the others keep
+f32 activations, docs/x86.md). Each
 runner makes `repeat` calls back to back, the runners take turns for three
 rounds; the table shows medians and ratios to OpenVINO f32 and to hetc f32.
 """

@@ -510,6 +510,27 @@ def test_an_int8_projection_quantizes_blocks_of_16_channels(batch, hidden, porta
     assert rel_err(module(x.numpy()), want) < 1e-3
 
 
+@pytest.mark.parametrize("c, o, hw, integer", [
+    (48, 40, 17, True),  # 289 positions, 40 output channels: int8
+    (48, 24, 17, False),  # 24: floats
+    (48, 48, 72, False),  # 5184 positions: 48 is too few there
+    (16, 64, 72, True),  # more output than input channels
+    (96, 64, 72, True),
+])
+def test_x86s_rule_for_int8_projections_on_large_planes(c, o, hw, integer):
+    """A 1x1 convolution on more than 256 positions with fewer output than
+    input channels takes int8 activations (the integer row tiles) from 32
+    output channels on, 64 on planes of more than 4096 positions; its
+    input is the graph's, so it matches the interpreter either way."""
+    torch.manual_seed(0)
+    x = torch.randn(1, c, hw, hw)
+    module = hetc.compile(nn.Conv2d(c, o, 1).eval(), "x86", (x,), precision="int8",
+                          activations="int8")
+    kernel = "conv2d 1x1 int8 act x int8" if integer else "conv2d f32 1x1"
+    assert module.artifact.extra["kernels"] == {kernel: 1}
+    assert rel_err(module(x.numpy()), run_graph(module.artifact.graph, [x.numpy()])[0]) < REL_TOL
+
+
 def test_x86_keeps_float_activations_where_its_float_kernels_are_faster():
     """On a plane of more than 256 positions a projection (fewer output than
     input channels) reads more than it computes, so it keeps f32 activations,
