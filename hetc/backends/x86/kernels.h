@@ -2316,29 +2316,40 @@ HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const
                     const float *px = x + (n * C + g * cg) * H * W;
                     /* the tile's positions as runs along output rows: each
                      * (c, ki, kj) row of col is, per run, zeros, a strided
-                     * copy of one input row, zeros */
-                    for (long c = 0; c < cg; c++)
-                        for (long ki = 0; ki < KH; ki++)
-                            for (long kj = 0; kj < KW; kj++) {
-                                float *row = col + ((c * KH + ki) * KW + kj) * HETC_CONV_TILE;
-                                const float *plane = px + c * H * W;
-                                for (long j = 0; j < np;) {
-                                    long oh = (p0 + j) / OW, ow = (p0 + j) % OW;
-                                    long run = OW - ow < np - j ? OW - ow : np - j;
-                                    long ih = oh * sh - pt + ki * dh, iw0 = ow * sw - pl + kj * dw;
-                                    long lo = 0, hi = 0; /* run indices inside the row */
-                                    if (ih >= 0 && ih < H) {
-                                        lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
-                                        hi = iw0 >= W ? 0 : (W - iw0 + sw - 1) / sw;
-                                        lo = lo < run ? lo : run;
-                                        hi = hi < run ? hi : run;
-                                        hi = hi > lo ? hi : lo;
-                                    }
-                                    const float *xr = lo < hi ? plane + ih * W + iw0 : plane;
-                                    float *r = row + j;
+                     * copy of one input row, zeros. The runs and their
+                     * bounds found once per tile and (ki, kj), not per
+                     * channel: their divisions had cost about what a
+                     * 3-channel stem's sums did. */
+                    long at[HETC_CONV_TILE], oh_[HETC_CONV_TILE], ow_[HETC_CONV_TILE],
+                        len[HETC_CONV_TILE], runs = 0;
+                    for (long j = 0; j < np; runs++) {
+                        at[runs] = j;
+                        oh_[runs] = (p0 + j) / OW;
+                        ow_[runs] = (p0 + j) % OW;
+                        len[runs] = OW - ow_[runs] < np - j ? OW - ow_[runs] : np - j;
+                        j += len[runs];
+                    }
+                    for (long ki = 0; ki < KH; ki++)
+                        for (long kj = 0; kj < KW; kj++)
+                            for (long u = 0; u < runs; u++) {
+                                long run = len[u];
+                                long ih = oh_[u] * sh - pt + ki * dh, iw0 = ow_[u] * sw - pl + kj * dw;
+                                long lo = 0, hi = 0; /* run indices inside the row */
+                                if (ih >= 0 && ih < H) {
+                                    lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+                                    hi = iw0 >= W ? 0 : (W - iw0 + sw - 1) / sw;
+                                    lo = lo < run ? lo : run;
+                                    hi = hi < run ? hi : run;
+                                    hi = hi > lo ? hi : lo;
+                                }
+                                for (long c = 0; c < cg; c++) {
+                                    float *r = col + ((c * KH + ki) * KW + kj) * HETC_CONV_TILE +
+                                               at[u];
+                                    const float *xr = lo < hi ? px + (c * H + ih) * W + iw0 : px;
                                     for (long i = 0; i < lo; i++) r[i] = 0.f;
-                                    /* strides 1 and 2 as constants: loops that vectorize
-                                     * (the copy was over half of a 3-channel stem's time) */
+                                    /* strides 1 and 2 as constants: loops that
+                                     * vectorize (the copy was over half of a
+                                     * 3-channel stem's time) */
                                     if (sw == 1)
                                         for (long i = lo; i < hi; i++) r[i] = xr[i];
                                     else if (sw == 2)
@@ -2346,7 +2357,6 @@ HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const
                                     else
                                         for (long i = lo; i < hi; i++) r[i] = xr[i * sw];
                                     for (long i = hi; i < run; i++) r[i] = 0.f;
-                                    j += run;
                                 }
                             }
                     hetc_conv_task(y, col, HETC_CONV_TILE, wp, b, O, P, K, og, blocks, n, g, p0,
