@@ -17,7 +17,7 @@
 
 /* Whether the AVX-512 kernels may run, decided by hetc_configure when a
  * model is loaded, not per call: hetc_avx512 (F and BW) for the float
- * panels, hetc_simd (also VNNI and VBMI: Ice Lake, Sapphire Rapids, Zen 4 and
+ * panels, hetc_simd (also DQ, VNNI and VBMI: Ice Lake, Sapphire Rapids, Zen 4 and
  * newer) for the integer row blocks. HETC_X86_PORTABLE forces the portable C kernels,
  * so they are tested on AVX-512 hosts too. */
 static int hetc_simd, hetc_avx512;
@@ -1927,7 +1927,7 @@ HETC_KERNEL int hetc_configure(void) {
     int allowed = !(portable && *portable && *portable != '0');
     hetc_avx512 = allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     hetc_simd = hetc_avx512 && __builtin_cpu_supports("avx512vnni") &&
-                __builtin_cpu_supports("avx512vbmi");
+                __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512dq");
     return hetc_avx512 | hetc_simd << 1;
 }
 
@@ -2633,20 +2633,21 @@ static inline float *hetc_q8_scales(uint32_t *xq, long N, long C4, long P) {
 }
 
 /* rint(v[j] / div) for four vectors, as the interpreter rounds (its
- * division exact, then half to even), from v * (1 / div): a vdivps per
- * vector made quantizing most of an integer 1x1 convolution's time on
- * large planes. The product lies within 2e-5 of the exact quotient for
- * |v / div| <= 127, so where it is more than 0.001 from a half-integer both
- * round alike; the rest (rare, and NaN or infinite products) take the
- * division, NaN giving code 0 as the portable kernel's conversion does. */
-__attribute__((target("avx512f,avx512bw"), always_inline))
+ * division exact, then half to even), from v * r, r within 2 ulp of
+ * 1 / div: a vdivps per vector made quantizing most of an integer 1x1
+ * convolution's time on large planes. The product lies within 1e-4 of the
+ * exact quotient for |v / div| <= 127, so where it is more than 0.001 from
+ * a half-integer both round alike; the rest (rare, and NaN or infinite
+ * products) take the division, NaN giving code 0. */
+__attribute__((target("avx512f,avx512bw,avx512dq"), always_inline))
 static inline void hetc_q8_codes4(const __m512 v[4], __m512 div, __m512 r, __m512i q[4]) {
     const int near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     __mmask16 sure[4];
     for (int j = 0; j < 4; j++) {
         __m512 t = _mm512_mul_ps(v[j], r);
         q[j] = _mm512_cvt_roundps_epi32(t, near);
-        sure[j] = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, _mm512_cvtepi32_ps(q[j]))),
+        /* t - rint(t), one vreduceps */
+        sure[j] = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_reduce_ps(t, _MM_FROUND_NO_EXC)),
                                      _mm512_set1_ps(0.499f), _CMP_LT_OQ);
     }
     if ((sure[0] & sure[1] & sure[2] & sure[3]) == 0xFFFF) return;
@@ -2696,7 +2697,7 @@ static inline __m512 hetc_absmax(const float *x, long s, long n, __mmask16 m) {
 }
 
 /* x quantized per pixel (hetc_q8_prepare) on AVX-512 with VBMI. */
-__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vbmi")))
 static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
                                     const float *restrict x, long N, long C, long P, int layout) {
     long C4 = (C + 3) / 4, blocks = (P + 15) / 16;
@@ -2755,7 +2756,12 @@ static void hetc_q8_quantize_avx512(uint32_t *restrict xq, float *restrict sx,
             __m512 div = _mm512_mask_blend_ps(_mm512_cmpeq_ps_mask(sc, _mm512_setzero_ps()), sc,
                                               _mm512_set1_ps(1.f));
             _mm512_mask_storeu_ps(sx + n * P + p0, m, sc);
-            __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), div);
+            /* 1 / div from vrcp14ps and a Newton step (within 2 ulp): the
+             * products only need to lie near the quotients (hetc_q8_codes4),
+             * and a second division per 16 positions weighed on 16-40
+             * channels */
+            __m512 r = _mm512_rcp14_ps(div);
+            r = _mm512_mul_ps(r, _mm512_fnmadd_ps(div, r, _mm512_set1_ps(2.f)));
             for (long k = 0; k < C4; k++) { /* the column's lines, still in L1 */
                 __m512 v[4];
                 __m512i q[4];
