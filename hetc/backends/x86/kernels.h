@@ -68,6 +68,13 @@ static inline __mmask16 hetc_rows16(long left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
+/* The indices of the even lanes of two vectors (vpermt2ps): 16 floats of
+ * stride 2 from two loads. */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512i hetc_evens16(void) {
+    return _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+}
+
 /* n floats for a kernel's own buffer, on a cache line (free() releases
  * them), zeroed if asked: from malloc's 16-byte alignment every 64-byte
  * vector load of blocked data spanned two lines (the depthwise kernel in
@@ -2267,8 +2274,7 @@ static void hetc_conv_task(float *y, const float *col, long cs, const float *wp,
  * reading no element past x[2 * (hi - 1)]. */
 __attribute__((target("avx512f")))
 static void hetc_evens_avx512(float *restrict r, const float *restrict x, long lo, long hi) {
-    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
-                                           2, 0);
+    const __m512i evens = hetc_evens16();
     for (long i = lo; i < hi; i += 16) {
         long n = hi - i < 16 ? hi - i : 16, reach = 2 * n - 1; /* elements read from 2 i */
         __m512 a = _mm512_maskz_loadu_ps(hetc_rows16(reach), x + 2 * i);
@@ -3165,8 +3171,7 @@ static inline void hetc_dw_rows_avx512(float *py, const float *buf, long Wp, con
                                        float bias, long KH, long KW, long OH, long OW, long sh,
                                        long sw, long dh, long dw, __m512 lo, __m512 hi,
                                        const int R, const int KH_, const int SH_) {
-    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
-                                           2, 0);
+    const __m512i evens = hetc_evens16();
     for (long oh = 0; oh < OH; oh += R)
         for (long ow = 0; ow < OW; ow += 16) {
             __m512 acc[8];
