@@ -34,8 +34,7 @@ def amx_linear(e, op):
     if act and q is not None and q[1] == 8 and act == q[2] == k and act % 64 == 0:
         codes = e.blob.add(x86.integer_codes(e, q[0]).view(np.uint8))
         scales = e.blob.add(x86.weight_scales(e, q[0], n, 1))
-        nm = w.type.nm
-        what = f"{nm.n}:{nm.m} as zeros, int8" if nm is not None else "int8"
+        what = x86.stored_bits(w, 8)
         scratch = e.scratch(x86.token_scratch_bytes(m, k, act) + x86.round_up(m * k))
         e.count(f"linear amx tdpbssd int8 act x {what} g{act}")
         e.emit(f"k_amx_linear_q({e.ptr[op.output]}, {e.val(x)}, (const int8_t *)(W + {codes}), "

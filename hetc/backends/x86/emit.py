@@ -439,6 +439,13 @@ def direct_1x1(conv) -> bool:
         conv.output.type.shape[2:] == conv.inputs[0].type.shape[2:]
 
 
+def stored_bits(w, bits) -> str:
+    """How a kernels entry names integer weights stored densely: "int8", or
+    "2:4 as zeros, int8" for N:M weights whose zeros are stored too."""
+    nm = w.type.nm
+    return f"{nm.n}:{nm.m} as zeros, int{bits}" if nm is not None else f"int{bits}"
+
+
 def conv_kernel(op) -> str:
     """The float kernel a conv2d op runs on x86 (with int8 activations, when
     no integer kernel takes it, after their fake quantization): "computed
@@ -531,9 +538,8 @@ def _conv1x1_depthwise(e, op, b, steps):
         w1 = "0"
         integer = (f"(const uint32_t *)(W + {wq}), (const int32_t *)(W + {start}), "
                    f"(const float *)(W + {scale}), A + {e.scratch(q8_scratch(first.inputs[0]))}")
-        nm = first.inputs[1].type.nm
-        label = (f"conv2d 1x1 int8 act x {f'{nm.n}:{nm.m} as zeros, ' if nm else ''}int{q[1]}"
-                 f" + depthwise f32, one kernel")
+        label = f"conv2d 1x1 int8 act x {stored_bits(first.inputs[1], q[1])} + depthwise f32, " \
+            "one kernel"
     else:
         w1 = f"(const float *)(W + {e.packed(first.inputs[1], lambda d: conv_blocks(d.astype(np.float32), 1))})"
         integer = "0, 0, 0, 0"
@@ -602,10 +608,9 @@ def _conv1x1_q8(e, op, q, b, steps):
     x, w = op.inputs[:2]
     n, c, h, wd = x.type.shape
     o = w.type.shape[0]
-    bits, p = q[1], h * wd
+    p = h * wd
     wp, start, scale = q8_weights(e, w, q, 16 if p <= PANEL_POSITIONS else 8)
-    nm = w.type.nm
-    bits = f"{nm.n}:{nm.m} as zeros, int{bits}" if nm is not None else f"int{bits}"
+    bits = stored_bits(w, q[1])
     if p <= PANEL_POSITIONS:
         e.count(f"conv2d 1x1 int8 act x {bits}, channel lanes")
         e.emit(f"k_conv1x1_q8({e.ptr[op.output]}, {e.val(x)}, (const int8_t *)(W + {wp}), "
