@@ -172,6 +172,8 @@ def _check_block(model, inputs, kernel):
     ((2, 8, 72, 70), dict(hidden=24, k=5, stride=2, pad=(1, 2, 2, 1), expose=True), DEPTHWISE),
     ((1, 8, 67, 65), dict(hidden=32, dilation=2, act=nn.Hardtanh, expose=True),
      DEPTHWISE),  # 65 rows: uneven bands
+    # strips of 8 output rows (a whole plane's buffer over 32 KB), an epilogue run per strip
+    ((1, 8, 66, 80), dict(hidden=16, act=nn.SiLU, expose=True), DEPTHWISE),
 ])
 def test_depthwise_in_blocks_of_16_channels(shape, kw, kernel, portable, monkeypatch):
     """A depthwise convolution between channel-lane 1x1 convolutions runs on

@@ -3270,6 +3270,7 @@ static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const f
 typedef struct {
     long H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw;
     long Hp, Wp, lead, copy, r1; /* buffer rows pt .. r1 hold input rows */
+    long strip;                  /* output rows per strip (hetc_dw_channel) */
     int simd, clamp;             /* clamp: the epilogue is one, lo .. hi, in registers */
     float lo, hi;
 } hetc_dw_shape;
@@ -3290,20 +3291,29 @@ static hetc_dw_shape hetc_dw_setup(long H, long W, long KH, long KW, long OH, lo
     s.lo = -INFINITY;
     s.hi = INFINITY;
     s.clamp = s.simd && nep && hetc_epilogue_clamp(ep, nep, &s.lo, &s.hi);
+    /* 8 output rows per strip where a whole plane's buffer (Hp + 7 sh rows)
+     * would not stay in L1 (over 32 KB), else one strip */
+    s.strip = (s.Hp + 7 * sh) * s.Wp * (long)sizeof(float) > 32768 ? 8 : OH;
     return s;
 }
 
-/* Floats of a thread's buffer (+ the last block's spare rows). */
+/* Floats of a thread's buffer for a whole plane (+ the last block's spare
+ * rows). */
 static long hetc_dw_buffer(const hetc_dw_shape *s) { return (s->Hp + 7 * s->sh) * s->Wp; }
 
+/* Buffer rows a strip reads (+ the last block's spare rows). */
+static long hetc_dw_strip_rows(const hetc_dw_shape *s) {
+    return (s->strip + 6) * s->sh + (s->KH - 1) * s->dh + 1;
+}
+
 /* The output rows oh0 .. oh1 of one channel's plane py (flat: its index in
- * the result, o: its channel) from its input plane in buf. */
-static void hetc_dw_sums(const hetc_dw_shape *s, const float *buf, float *py, const float *w,
+ * the result, o: its channel) from the buffer rows they read, the first of
+ * them (oh0 * sh) at from. */
+static void hetc_dw_sums(const hetc_dw_shape *s, const float *from, float *py, const float *w,
                          float bias, long oh0, long oh1, const hetc_step *ep, int nep, long flat,
                          long o) {
     long Wp = s->Wp, OW = s->OW;
     py += oh0 * OW;
-    const float *from = buf + oh0 * s->sh * Wp;
     if (s->simd)
         hetc_dw_plane_avx512(py, from, Wp, w, bias, s->KH, s->KW, oh1 - oh0, OW, s->sh, s->sw,
                              s->dh, s->dw, s->lo, s->hi);
@@ -3313,24 +3323,35 @@ static void hetc_dw_sums(const hetc_dw_shape *s, const float *buf, float *py, co
     if (nep && !s->clamp) hetc_epilogue_run(ep, nep, py, (oh1 - oh0) * OW, flat + oh0 * OW, o, 0);
 }
 
-/* hetc_dw_sums on input plane px: the rows those outputs read into buf
- * first, whose padding (calloc) stays zero, as the copies write only rows
- * and columns that hold input. */
+/* hetc_dw_sums on input plane px, a strip of output rows at a time
+ * (s->strip): the rows a strip reads copied into buf (zeroed once: the
+ * copies write only columns lead .. lead + copy), its rows of padding zeroed
+ * when strips reuse buf. A whole 112x112 plane's buffer (70 KB) left L1
+ * before its rows were read back: EfficientNet-Lite0's first depthwise
+ * layer, 32 channels hot and alone on 2 threads, 78 -> 59 us in strips;
+ * planes whose buffer fits (56x56 and less) gained nothing so. */
 static void hetc_dw_channel(const hetc_dw_shape *s, float *buf, float *py, const float *px,
                             const float *w, float bias, long oh0, long oh1, const hetc_step *ep,
                             int nep, long flat, long o) {
-    long Wp = s->Wp, W = s->W;
-    /* output rows oh0 .. oh1 from buffer rows c0 .. c1 */
-    long c0 = oh0 * s->sh > s->pt ? oh0 * s->sh : s->pt;
-    long c1 = (oh1 - 1) * s->sh + (s->KH - 1) * s->dh + 1;
-    c1 = c1 < s->r1 ? c1 : s->r1;
-    const float *rows = px + (c0 - s->pt) * W;
-    if (s->simd && c1 > c0)
-        hetc_copy_rows_avx512(buf + c0 * Wp + s->lead, Wp, rows, W, c1 - c0, s->copy);
-    else if (!s->simd)
-        for (long r = c0; r < c1; r++)
-            memcpy(buf + r * Wp + s->lead, rows + (r - c0) * W, sizeof(float) * s->copy);
-    hetc_dw_sums(s, buf, py, w, bias, oh0, oh1, ep, nep, flat, o);
+    long Wp = s->Wp, W = s->W, sr = s->strip;
+    for (long s0 = oh0; s0 < oh1; s0 += sr) {
+        long s1 = s0 + sr < oh1 ? s0 + sr : oh1;
+        /* buffer rows c0 .. c0 + rows from c0; input in c0 .. c1 */
+        long c0 = s0 * s->sh, c1 = (s1 - 1) * s->sh + (s->KH - 1) * s->dh + 1;
+        long in0 = c0 > s->pt ? c0 : s->pt, in1 = c1 < s->r1 ? c1 : s->r1;
+        if (sr < s->OH) /* rows past c1 feed only outputs that are not stored */
+            for (long c = c0; c < c1; c++)
+                if (c < in0 || c >= in1) memset(buf + (c - c0) * Wp + s->lead, 0,
+                                                sizeof(float) * s->copy);
+        const float *from = px + (in0 - s->pt) * W;
+        float *to = buf + (in0 - c0) * Wp + s->lead;
+        if (s->simd && in1 > in0)
+            hetc_copy_rows_avx512(to, Wp, from, W, in1 - in0, s->copy);
+        else if (!s->simd)
+            for (long r = 0; r < in1 - in0; r++)
+                memcpy(to + r * Wp, from + r * W, sizeof(float) * s->copy);
+        hetc_dw_sums(s, buf, py, w, bias, s0, s1, ep, nep, flat, o);
+    }
 }
 
 HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, const float *restrict w,
@@ -3348,7 +3369,7 @@ HETC_KERNEL void k_conv2d_depthwise(float *restrict y, const float *restrict x, 
     long bands = H * W > 4096 && OH >= 8 * threads ? threads : 1;
     #pragma omp parallel
     {
-        float *buf = hetc_floats(hetc_dw_buffer(&s), 1);
+        float *buf = hetc_floats(hetc_dw_strip_rows(&s) * s.Wp, 1);
         #pragma omp for collapse(3) schedule(static)
         for (long band = 0; band < bands; band++)
             for (long n = 0; n < N; n++)
