@@ -114,6 +114,53 @@ def test_pointwise_kernels_on_edge_shapes(shape, o, kernel, portable, monkeypatc
     assert x86.artifact.extra["kernels"] == {kernel: 2}
 
 
+class Stem(nn.Module):
+    """A convolution with few output channels (k_conv2d_gemm's path from
+    padded rows, no im2col), its batch norm, an activation, and a residual
+    add of `skip` (a 1x1 convolution of the input, strided) when given."""
+
+    def __init__(self, c, o, k, stride, padding, dilation=1, act=nn.ReLU6, skip=False):
+        super().__init__()
+        self.conv = nn.Conv2d(c, o, k, stride, padding, dilation, bias=False)
+        self.bn = nn.BatchNorm2d(o)
+        self.bn.running_mean.uniform_(-0.5, 0.5)
+        self.bn.running_var.uniform_(0.5, 2.0)
+        self.act = act()
+        self.skip = nn.Conv2d(c, o, 1, stride) if skip else None
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        if self.skip is not None:
+            s = self.skip(x)
+            y = y + s[..., :y.shape[2], :y.shape[3]]
+        return y
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("shape, args, kw", [
+    ((1, 3, 224, 224), (32, 3, 2, 1), {}),  # EfficientNet-Lite0's stem
+    ((2, 3, 45, 37), (13, 7, 2, 3), {}),  # batch 2, odd sizes: a part strip and column tile
+    ((1, 5, 30, 41), (20, 5, (2, 1), (0, 2), 2), dict(act=nn.SiLU)),  # strides 2 x 1, dilation 2
+    ((1, 4, 33, 34), (64, 3, 1, 1), dict(act=nn.Identity, skip=True)),  # the residual add
+    ((1, 8, 19, 70), (9, (3, 5), 2, (1, 0), (1, 2)), dict(act=nn.Hardswish)),  # 3x5, columns dilated
+])
+def test_convolutions_with_few_output_channels(shape, args, kw, portable, monkeypatch):
+    """k_conv2d_gemm from padded rows (AVX-512) or im2col (portable): the
+    interpreter's and PyTorch's numbers, batch, strips of rows and column
+    tiles that are not full, strides, dilation and epilogues."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = Stem(shape[1], *args, **kw).eval()
+    inputs = (torch.randn(*shape) * 3,)
+    x86, ref = both(model, inputs)
+    with torch.no_grad():
+        torch_says = model(*inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert rel_err(x86(*inputs), torch_says) < 1e-5
+    assert x86.artifact.extra["kernels"].get("conv2d f32") == 1, x86.artifact.extra["kernels"]
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand, depthwise, 1x1 project (MobileNetV2's and EfficientNet's
     block), with ReLU6 or another activation after the first two, and the

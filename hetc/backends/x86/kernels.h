@@ -2157,17 +2157,18 @@ static inline __m512 hetc_epilogue_vec(const hetc_step *ep, int nep, __m512 y, l
     return y;
 }
 
-/* A tile's sums (rows of 8 output channels, np <= 32 positions in two
- * vectors) with the bias into rows P apart at y, then its epilogue as
+/* A tile's sums (rows of 8 output channels, two vectors: n0 and n1 <= 16
+ * positions, the second at1 floats after the first) with the bias into rows
+ * P apart at y, then its epilogue as
  * hetc_tile_epilogue chose: a small loop of constant trip count keeps acc in
  * registers (a clamp epilogue, lo/hi, costs two instructions there); other
  * epilogues then run on the stored rows, still in L1. */
 __attribute__((target("avx512f"), always_inline))
-static inline void hetc_tile_finish(float *restrict y, long P, long fs, __m512 acc[8][2],
-                                    const float *b, int rows, long np, long flat, long o0,
-                                    const hetc_step *ep, int nep, int vec, __m512 lo,
-                                    __m512 hi) {
-    __mmask16 m0 = hetc_rows16(np), m1 = np > 16 ? hetc_rows16(np - 16) : 0;
+static inline void hetc_tile_store(float *restrict y, long P, long fs, __m512 acc[8][2],
+                                   const float *b, int rows, long n0, long n1, long at1,
+                                   long flat, long o0, const hetc_step *ep, int nep, int vec,
+                                   __m512 lo, __m512 hi) {
+    __mmask16 m0 = hetc_rows16(n0), m1 = n1 > 0 ? hetc_rows16(n1) : 0;
     for (int r = 0; r < 8; r++)
         if (r < rows) {
             __m512 bias = _mm512_set1_ps(b ? b[r] : 0.f);
@@ -2175,20 +2176,32 @@ static inline void hetc_tile_finish(float *restrict y, long P, long fs, __m512 a
             v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
             v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
             _mm512_mask_storeu_ps(y + r * P, m0, v0);
-            _mm512_mask_storeu_ps(y + r * P + 16, m1, v1);
+            _mm512_mask_storeu_ps(y + r * P + at1, m1, v1);
         }
     for (int r = 0; nep && r < rows; r++) {
         float *row = y + r * P;
         if (!vec) {
-            hetc_epilogue_run(ep, nep, row, np, flat + r * fs, o0 + r, 0);
+            hetc_epilogue_run(ep, nep, row, n0, flat + r * fs, o0 + r, 0);
+            if (n1 > 0) hetc_epilogue_run(ep, nep, row + at1, n1, flat + r * fs + at1, o0 + r, 0);
             continue;
         }
         _mm512_mask_storeu_ps(row, m0, hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m0, row),
                                                          flat + r * fs, o0 + r, m0));
-        _mm512_mask_storeu_ps(row + 16, m1,
-                              hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + 16),
-                                                flat + r * fs + 16, o0 + r, m1));
+        _mm512_mask_storeu_ps(row + at1, m1,
+                              hetc_epilogue_vec(ep, nep, _mm512_maskz_loadu_ps(m1, row + at1),
+                                                flat + r * fs + at1, o0 + r, m1));
     }
+}
+
+/* A tile of np <= 32 consecutive positions: hetc_tile_store's two vectors
+ * side by side. */
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_tile_finish(float *restrict y, long P, long fs, __m512 acc[8][2],
+                                    const float *b, int rows, long np, long flat, long o0,
+                                    const hetc_step *ep, int nep, int vec, __m512 lo,
+                                    __m512 hi) {
+    hetc_tile_store(y, P, fs, acc, b, rows, np < 16 ? np : 16, np - 16, 16, flat, o0, ep, nep,
+                    vec, lo, hi);
 }
 
 __attribute__((target("avx512f,prfchw"), always_inline))
@@ -2283,6 +2296,145 @@ static void hetc_evens_avx512(float *restrict r, const float *restrict x, long l
     }
 }
 
+/* rows of n floats (rows ds and ss apart) in vectors, the tail masked:
+ * gcc makes a plain loop a memcpy call per row, which cost more than a 7x7
+ * plane's sums */
+__attribute__((target("avx512f")))
+static void hetc_copy_rows_avx512(float *restrict dst, long ds, const float *restrict src, long ss,
+                                  long rows, long n) {
+    __mmask16 tail = hetc_rows16(n % 16);
+    for (long r = 0; r < rows; r++) {
+        float *d = dst + r * ds;
+        const float *s = src + r * ss;
+        long i = 0;
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
+        if (tail) _mm512_mask_storeu_ps(d + i, tail, _mm512_maskz_loadu_ps(tail, s + i));
+    }
+}
+
+/* ---- convolutions from padded rows, without im2col ------------------------- *
+ * With few output channels (a 3-channel stem's 32) each im2col column feeds
+ * few sums, and building the columns cost about half of what the sums did.
+ * Here a task is a strip of HETC_ROWS_STRIP output rows: the input rows it
+ * reads go once per input channel into a per-thread buffer, zero-padded,
+ * with stride 2 each row's even and odd columns apart, so that every window
+ * tap (c, ki, kj) is a run of consecutive floats at a fixed offset from a
+ * tile's start. A tile is 8 output channels x 2 output rows x 16 columns,
+ * on k_conv2d_gemm's packed weights, with its epilogue. */
+#define HETC_ROWS_STRIP 8
+
+typedef struct {
+    long C, H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw;
+    long Wr;   /* floats per buffer row and stride parity */
+    long rows; /* input rows a strip reads */
+} hetc_rows_shape;
+
+static hetc_rows_shape hetc_rows_setup(long C, long H, long W, long KH, long KW, long OH, long OW,
+                                       long sh, long sw, long pt, long pl, long dh, long dw) {
+    hetc_rows_shape s = {C, H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw};
+    /* output columns rounded up to 16, plus the farthest tap */
+    s.Wr = ((OW + 15) / 16 * 16 + (KW - 1) * dw / sw + 15) / 16 * 16;
+    s.rows = (HETC_ROWS_STRIP - 1) * sh + (KH - 1) * dh + 1;
+    return s;
+}
+
+static long hetc_rows_buffer(const hetc_rows_shape *s) { return s->C * s->rows * s->sw * s->Wr; }
+
+/* Whether k_conv2d_gemm runs from rows: AVX-512, one group, column stride 1
+ * or 2, at most 64 output channels and 256 taps, a buffer of at most 256 KB
+ * per thread. Alone on 2 threads against im2col: 3 -> 32 3x3 stride 2 on
+ * 224x224 147 -> 102 us, 3 -> 64 7x7 stride 2 1143 -> 813, 16 -> 24 3x3 on
+ * 56x56 130 -> 102; with more (32 -> 64, 3x3 stride 2 on 56x56) even, and
+ * 64 -> 64 or 16 -> 128 3x3 on 56x56 1-6% slower. */
+static int hetc_rows_take(const hetc_rows_shape *s, long O, long groups) {
+    return hetc_avx512 && groups == 1 && (s->sw == 1 || s->sw == 2) && O <= 64 &&
+           s->C * s->KH * s->KW <= 256 && hetc_rows_buffer(s) * (long)sizeof(float) <= 262144;
+}
+
+/* Image x's input rows for the strip of output rows from s0 into buf
+ * ([C][rows][sw][Wr]); columns outside j0 .. j1 of each parity are never
+ * written, so they keep the buffer's zeros. */
+__attribute__((target("avx512f")))
+static void hetc_rows_fill(float *buf, const hetc_rows_shape *s, const float *x, long s0) {
+    for (long c = 0; c < s->C; c++)
+        for (long i = 0; i < s->rows; i++) {
+            long ih = s0 * s->sh + i - s->pt;
+            for (long p = 0; p < s->sw; p++) {
+                float *d = buf + ((c * s->rows + i) * s->sw + p) * s->Wr;
+                long q = p - s->pl; /* d[j] = input column j sw + q */
+                long j0 = q >= 0 ? 0 : (-q + s->sw - 1) / s->sw;
+                long j1 = s->W - 1 - q < 0 ? 0 : (s->W - 1 - q) / s->sw + 1;
+                j1 = j1 < s->Wr ? j1 : s->Wr;
+                if (j1 <= j0) continue;
+                const float *row = x + (c * s->H + ih) * s->W + q;
+                if (ih < 0 || ih >= s->H)
+                    memset(d + j0, 0, sizeof(float) * (j1 - j0));
+                else if (s->sw == 1)
+                    hetc_copy_rows_avx512(d + j0, 0, row + j0, 0, 1, j1 - j0);
+                else
+                    hetc_evens_avx512(d, row, j0, j1);
+            }
+        }
+}
+
+__attribute__((target("avx512f,prfchw")))
+static void hetc_rows_strip(float *y, const float *buf, const hetc_rows_shape *s,
+                            const long *offs, const float *wp, const float *b, long O, long n,
+                            long s0, const hetc_step *ep, int nep) {
+    long K = s->C * s->KH * s->KW, P = s->OH * s->OW, OW = s->OW, blocks = (O + 7) / 8;
+    long s1 = s0 + HETC_ROWS_STRIP < s->OH ? s0 + HETC_ROWS_STRIP : s->OH;
+    long below = s->sh * s->sw * s->Wr; /* from an output row's taps to the next row's */
+    float lo_, hi_;
+    int vec = hetc_tile_epilogue(ep, &nep, &lo_, &hi_);
+    const __m512 lo = _mm512_set1_ps(lo_), hi = _mm512_set1_ps(hi_);
+    for (long oh = s0; oh < s1; oh += 2)
+        for (long ow = 0; ow < OW; ow += 16) {
+            const float *base = buf + (oh - s0) * below + ow;
+            long n0 = OW - ow < 16 ? OW - ow : 16, n1 = oh + 1 < s1 ? n0 : 0;
+            for (long blk = 0; blk < blocks; blk++) {
+                const float *wb = wp + blk * K * 8;
+                __m512 acc[8][2];
+                for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+                for (long k = 0; k < K; k++) {
+                    const float *at = base + offs[k];
+                    __m512 x0 = _mm512_loadu_ps(at), x1 = _mm512_loadu_ps(at + below);
+                    for (int r = 0; r < 8; r++) {
+                        __m512 wv = _mm512_set1_ps(wb[k * 8 + r]);
+                        acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
+                        acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
+                    }
+                }
+                long rows = O - blk * 8 < 8 ? O - blk * 8 : 8;
+                long flat = (n * O + blk * 8) * P + oh * OW + ow;
+                hetc_tile_store(y + flat, P, P, acc, b ? b + blk * 8 : 0, (int)rows, n0, n1, OW,
+                                flat, blk * 8, ep, nep, vec, lo, hi);
+            }
+        }
+}
+
+static void hetc_conv_rows(float *y, const float *x, const float *wp, const float *b, long N,
+                           long O, const hetc_rows_shape *s, const hetc_step *ep, int nep) {
+    long strips = (s->OH + HETC_ROWS_STRIP - 1) / HETC_ROWS_STRIP;
+    long offs[256]; /* tap k = (c, ki, kj): its floats from a tile's start */
+    for (long c = 0; c < s->C; c++)
+        for (long ki = 0; ki < s->KH; ki++)
+            for (long kj = 0; kj < s->KW; kj++)
+                offs[(c * s->KH + ki) * s->KW + kj] =
+                    ((c * s->rows + ki * s->dh) * s->sw + kj * s->dw % s->sw) * s->Wr +
+                    kj * s->dw / s->sw;
+    #pragma omp parallel
+    {
+        float *buf = hetc_floats(hetc_rows_buffer(s), 1);
+        #pragma omp for collapse(2) schedule(static)
+        for (long n = 0; n < N; n++)
+            for (long t = 0; t < strips; t++) {
+                hetc_rows_fill(buf, s, x + n * s->C * s->H * s->W, t * HETC_ROWS_STRIP);
+                hetc_rows_strip(y, buf, s, offs, wp, b, O, n, t * HETC_ROWS_STRIP, ep, nep);
+            }
+        free(buf);
+    }
+}
+
 /* y = conv(x, w) (+ b), NCHW, w packed as above (wp). */
 HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const float *restrict wp,
                                const float *b, long N, long C, long H, long W, long O, long KH,
@@ -2334,6 +2486,11 @@ HETC_KERNEL void k_conv2d_gemm(float *restrict y, const float *restrict x, const
                                                K, og, blocks, n, g, p0, np, blk, blk + 1, ep,
                                                nep);
                             }
+        return;
+    }
+    hetc_rows_shape rs = hetc_rows_setup(C, H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw);
+    if (hetc_rows_take(&rs, O, groups)) {
+        hetc_conv_rows(y, x, wp, b, N, O, &rs, ep, nep);
         return;
     }
     #pragma omp parallel
@@ -3232,22 +3389,6 @@ static void hetc_dw_plane_avx512(float *py, const float *buf, long Wp, const flo
     HETC_DW_ROWS(8, 3, 1) HETC_DW_ROWS(4, 3, 1) HETC_DW_ROWS(8, 5, 1) HETC_DW_ROWS(4, 5, 1)
     HETC_DW_ROWS(8, 3, 2) HETC_DW_ROWS(4, 3, 2) HETC_DW_ROWS(8, 5, 2) HETC_DW_ROWS(4, 5, 2)
     HETC_DW_ROWS(8, 0, 0) HETC_DW_ROWS(4, 0, 0)
-}
-
-/* rows of n floats (rows ds and ss apart) in vectors, the tail masked:
- * gcc makes a plain loop a memcpy call per row, which cost more than a 7x7
- * plane's sums */
-__attribute__((target("avx512f")))
-static void hetc_copy_rows_avx512(float *restrict dst, long ds, const float *restrict src, long ss,
-                                  long rows, long n) {
-    __mmask16 tail = hetc_rows16(n % 16);
-    for (long r = 0; r < rows; r++) {
-        float *d = dst + r * ds;
-        const float *s = src + r * ss;
-        long i = 0;
-        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
-        if (tail) _mm512_mask_storeu_ps(d + i, tail, _mm512_maskz_loadu_ps(tail, s + i));
-    }
 }
 
 static void hetc_dw_plane_portable(float *py, const float *buf, long Wp, const float *w,
