@@ -2,6 +2,7 @@
 families: multi-head attention and the Transformer layers (unflatten),
 1-D convolutions (and Core ATen's `convolution`), group norm, hardswish and
 hardsigmoid, softplus, repeat_interleave, adaptive_avg_pool1d, roll, baddbmm,
+reshape_as, view_as and expand_as,
 where with a scalar, any and all, and upsampling (nearest,
 nearest-exact, bilinear, bicubic, linear; align_corners both ways), each
 against PyTorch on ref, and the larger ones on x86 too."""
@@ -69,6 +70,10 @@ CASES = {
     "repeat_interleave": (lambda: _Fn(lambda x: x.repeat_interleave(2, dim=-1) +
                                       x.repeat_interleave(2).reshape(3, 8)), (_x(3, 4),)),
     "adaptive_avg_pool1d": (lambda: nn.AdaptiveAvgPool1d(2), (_x(2, 3, 8),)),
+    # LeViT's batch norm over flattened tokens: reshape_as; view_as, expand_as
+    "reshape_as_view_as_expand_as": (lambda: _Fn(lambda x, y: x.flatten(0, 1).reshape_as(x) +
+                                                 y.view_as(x) + x[:, :1].expand_as(x)),
+                                     (_x(2, 3, 4), _x(6, 4, seed=1))),
     "upsample_bilinear": (lambda: _Fn(lambda x: F.interpolate(x, scale_factor=2,
                                                               mode="bilinear")), (_x(1, 2, 5, 7),)),
     "upsample_bilinear_align": (lambda: _Fn(lambda x: F.interpolate(

@@ -220,12 +220,12 @@ def _slice_scatter(cx, a):
 
 
 @aten("view", "reshape", "_unsafe_view", "flatten.using_ints", "unsqueeze", "squeeze.dim",
-      "squeeze.dims", "squeeze", "unflatten.int")
+      "squeeze.dims", "squeeze", "unflatten.int", "reshape_as", "view_as")
 def _reshape(cx, a):
     return cx.add("reshape", [cx.value(a["self"])], {"shape": list(cx.out_type().shape)})
 
 
-@aten("expand")
+@aten("expand", "expand_as")
 def _expand(cx, a):
     return cx.add("expand", [cx.value(a["self"])], {"shape": list(cx.out_type().shape)})
 
