@@ -5,10 +5,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
+
+import hetc
 
 from filecheck import filecheck
 from hetc.core.errors import UsageError, VerifyError
-from hetc.ir.interpret import interpret
+from hetc.ir.interpret import interpret, load_const
 from hetc.ir import Graph, TensorType, dtypes, parse
 from hetc.passes.pipeline import PASSES, Pass, PassManager, parse_pipeline, register_pass
 
@@ -121,6 +124,32 @@ def test_fold_does_not_fold_encoded_weights_or_blow_up():
     g.outputs = [g.add("relu", [w]), big]
     g = PassManager.from_text("fold{max_elements=1000},dce").run(g)
     assert [op.kind for op in g.ops] == ["const", "const", "expand", "relu"]
+
+
+def test_fold_takes_large_results_no_larger_than_their_operands():
+    """A reshape of a weight over max_elements folds (a 1-D convolution's
+    weight: else its convolution runs the generic loop), an expand to as
+    many elements does not."""
+    g = Graph("g")
+    w = g.const(np.arange(2000, dtype=np.float32), "w")
+    s = g.const(np.array(1.0, np.float32), inline=True)
+    g.outputs = [g.add("reshape", [w], {"shape": [20, 100]}),
+                 g.add("expand", [s], {"shape": [20, 100]})]
+    g = PassManager.from_text("fold{max_elements=1000},dce").run(g)
+    assert [op.kind for op in g.ops] == ["const", "const", "expand"]
+    assert np.array_equal(load_const(g.outputs[0].producer, g), np.arange(2000).reshape(20, 100))
+
+
+def test_a_large_conv1d_weight_folds_into_its_kernel():
+    """Conv1d(512, 512, 5): its 2-D weight, a reshape of 1.3M elements, is a
+    constant the convolution kernel packs (no generic loop)."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv1d(512, 512, 5, padding=2).eval()
+    x = torch.randn(1, 512, 20)
+    module = hetc.compile(model, target="x86", example_inputs=(x,))
+    assert module.artifact.extra["kernels"] == {"conv2d f32": 1}
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x.numpy()), model(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_dce_drops_unused_weights():

@@ -81,8 +81,11 @@ class Fold(Pass):
 
     Results up to `inline_elements` are written inline, larger ones go to the
     weight store; results over `max_elements` are left unfolded so folding
-    never blows up the model (an expand of a scalar, say). Quantized or
-    sparse constants are left alone: folding would throw their encoding away.
+    never blows up the model (an expand of a scalar, say), unless they are
+    no larger than the op's operands together (a reshape of a large 1-D
+    convolution's weight: unfolded, the convolution had a computed weight
+    and ran the generic loop). Quantized or sparse constants are left alone:
+    folding would throw their encoding away.
     """
 
     name = "fold"
@@ -94,9 +97,10 @@ class Fold(Pass):
             consts = {op.output: op for op in g.ops if op.kind == "const"}
             new_ops = []
             for op in g.ops:
+                bound = max(self.max_elements, sum(v.type.numel for v in op.inputs))
                 foldable = (op.kind != "const" and op.inputs
                             and all(v in consts and not v.type.encodings for v in op.inputs)
-                            and all(v.type.numel <= self.max_elements for v in op.outputs))
+                            and all(v.type.numel <= bound for v in op.outputs))
                 if not foldable:
                     new_ops.append(op)
                     continue
