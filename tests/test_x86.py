@@ -182,6 +182,32 @@ def test_float_weight_panels_match_the_interpreter(precision, portable, monkeypa
         assert x86.artifact.extra["kernels"] == {f"linear {precision} weights": 2}
 
 
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(96, 100), nn.Linear(100, 96)
+
+    def forward(self, x, r):
+        return self.down(F.gelu(self.up(x))) + r
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_float_weight_panels_on_many_tokens(portable, monkeypatch):
+    """From 512 tokens the panel kernel works in even chunks of tokens on
+    both threads (ConvNeXt's layers): chunk boundaries that are not
+    multiples of 8, and epilogues (GELU, a residual added from another
+    tensor) on each chunk's own tokens."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    for tokens in (517, 1003):
+        inputs = (torch.randn(2, tokens, 96), torch.randn(2, tokens, 96))
+        x86, ref = both(model, inputs)
+        assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, tokens
+        assert x86.artifact.extra["kernels"] == {"linear f32 weights": 2}
+
+
 @pytest.mark.parametrize("precision", ["int8", "int4", "int4-g32"])
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
 def test_weight_only_integer_kernels_match_the_interpreter(precision, portable, monkeypatch):
