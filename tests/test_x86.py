@@ -215,12 +215,13 @@ def test_weight_only_integer_kernels_match_the_interpreter(precision, portable, 
     blocks decoded in registers on AVX-512 and in portable C, every token
     remainder of the passes of 8, 4, 2 and 1, row counts that leave a partial
     last block (37, 5), int8 groups of any size (rows of 96 and 37) and a
-    bias."""
+    bias; from 128 tokens (131, and 600 in chunks) AVX-512 decodes each
+    block once into float panels."""
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(96, 37), nn.ReLU(), nn.Linear(37, 5, bias=False))
-    for batch in (1, 2, 3, 7, 15):
+    for batch in (1, 2, 3, 7, 15, 131, 600):
         inputs = (torch.randn(batch, 96),)
         x86, ref = both(model, inputs, precision=precision)
         assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL, batch

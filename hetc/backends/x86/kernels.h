@@ -786,11 +786,18 @@ HETC_KERNEL void k_channel_affine(float *y, const float *x, const float *k, cons
 
 /* ---- matrix products --------------------------------------------------- */
 
+/* Whether a linear layer of M tokens is worth both threads: a large weight
+ * (the rule at batch 1), or much work (ConvNeXt's 3136 x 96 -> 384 layers
+ * ran on one thread by the weight alone). */
+static inline int hetc_linear_threads(long M, long N, long K) {
+    return N * K > 65536 || M * N * K > (1L << 22);
+}
+
 /* y[M,N] = x[M,K] . w[N,K]^T (+ b), f32 weights. */
 HETC_CLONES
 HETC_KERNEL void k_linear_f32(float *restrict y, const float *restrict x, const float *restrict w,
                               const float *b, long M, long N, long K) {
-    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    #pragma omp parallel for schedule(static) if (hetc_linear_threads(M, N, K))
     for (long n = 0; n < N; n++) {
         const float *pw = w + n * K;
         for (long m = 0; m < M; m++) {
@@ -816,7 +823,7 @@ static void hetc_linear_q_portable(float *restrict y, const float *restrict x,
                                    const uint8_t *restrict codes, const float *restrict scale,
                                    const float *b, long M, long N, long K, long G, int bits) {
     long groups = K / G, blocks = (N + 15) / 16, step_bytes = bits == 8 ? 16 : 8;
-    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    #pragma omp parallel for schedule(static) if (hetc_linear_threads(M, N, K))
     for (long blk = 0; blk < blocks; blk++) {
         const uint8_t *pc = codes + blk * K * step_bytes;
         for (long m = 0; m < M; m++) {
@@ -930,7 +937,7 @@ static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
                                  const uint8_t *restrict codes, const float *restrict scale,
                                  const float *b, long M, long N, long K, long G, int bits) {
     long groups = K / G, blocks = (N + 15) / 16, step_bytes = bits == 8 ? 16 : 8;
-    #pragma omp parallel for schedule(static) if (N * K > 65536)
+    #pragma omp parallel for schedule(static) if (hetc_linear_threads(M, N, K))
     for (long blk = 0; blk < blocks; blk++) {
         const uint8_t *blkc = codes + blk * K * step_bytes;
         const float *sblk = scale + blk * groups * 16;
@@ -1476,10 +1483,12 @@ static inline __m512 hetc_panel_load(const void *w, long i, const int kind) {
     return _mm512_loadu_ps((const float *)w + i);
 }
 
-/* P panels (1 to 3) from panel p0 x T tokens (T, P, kind constants after inlining). */
+/* P panels (1 to 3) of output from panel p0 x T tokens (T, P, kind
+ * constants after inlining), their weights from panel wp of w: p0 when w is
+ * the layer's weight, else a group decoded into a buffer (wp 0). */
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void hetc_panel_tile(float *restrict y, const float *restrict x, const void *w,
-                                   const float *b, long p0, const int P, long N, long K,
+                                   const float *b, long p0, long wp, const int P, long N, long K,
                                    const int kind, long m0, const int T) {
     __m512 acc[8][3];
     for (int t = 0; t < T; t++)
@@ -1490,13 +1499,13 @@ static inline void hetc_panel_tile(float *restrict y, const float *restrict x, c
      * process; its weights, 42 MB, come from memory every run) */
     long esize = kind ? 2 : 4, panels = (N + 15) / 16, pn = panels - p0 - P;
     long lines = (pn < 3 ? pn : 3) * K * 16 * esize / 64, first = m0 / 8 * K;
-    const char *pf = T == 8 && first < lines
+    const char *pf = T == 8 && first < lines && wp == p0
         ? (const char *)w + ((p0 + P) * K * 16 * esize) + first * 64 : 0;
     long pfn = lines - first < K ? lines - first : K;
     for (long k = 0; k < K; k++) {
         __m512 wv[3];
         if (pf && k < pfn) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
-        for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((p0 + q) * K + k) * 16, kind);
+        for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((wp + q) * K + k) * 16, kind);
         for (int t = 0; t < T; t++) {
             __m512 xb = _mm512_set1_ps(xt[t * K + k]);
             for (int q = 0; q < P; q++) acc[t][q] = _mm512_fmadd_ps(xb, wv[q], acc[t][q]);
@@ -1520,13 +1529,6 @@ static void hetc_linear_epilogue(float *y, long m0, long m1, long N, long n0, lo
         hetc_epilogue_run(ep, nep, y + m * N + n0, width, m * N + n0, n0, 1);
 }
 
-/* Whether a linear layer of M tokens is worth both threads: a large weight
- * (the rule at batch 1), or much work (ConvNeXt's 3136 x 96 -> 384 layers
- * ran on one thread by the weight alone). */
-static inline int hetc_linear_threads(long M, long N, long K) {
-    return N * K > 65536 || M * N * K > (1L << 22);
-}
-
 /* Tokens per task of the panel kernel: from 512 tokens on, even chunks of
  * at most 256 (a multiple of 8), so that a chunk's inputs and results stay
  * in cache while the groups of panels pass over them (a group over all 3136
@@ -1538,6 +1540,22 @@ static inline long hetc_panel_chunk(long M) {
     if (M < 2 * HETC_PANEL_CHUNK) return M;
     long chunks = (M + HETC_PANEL_CHUNK - 1) / HETC_PANEL_CHUNK;
     return ((M + chunks - 1) / chunks + 7) / 8 * 8;
+}
+
+/* Output panels p0 .. p0 + left (at most 3; weights from panel wp of w) for
+ * M tokens. */
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_panel_group(float *y, const float *x, const void *w, int kind, const float *b,
+                             long p0, long wp, long left, long N, long K, long M) {
+    if (kind) {
+        if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 3, N, K, 1);
+        else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 2, N, K, 1);
+        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 1, N, K, 1);
+    } else {
+        if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 3, N, K, 0);
+        else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 2, N, K, 0);
+        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 1, N, K, 0);
+    }
 }
 
 __attribute__((target("avx512f,avx512bw")))
@@ -1556,17 +1574,7 @@ static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x,
         for (long gi = 0; gi < groups; gi++) {
             long p0 = gi * width, m0 = ci * chunk, mc = M - m0 < chunk ? M - m0 : chunk;
             long left = panels - p0 < width ? panels - p0 : width;
-            float *yc = y + m0 * N;
-            const float *xc = x + m0 * K;
-            if (kind) {
-                if (left == 3) HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 3, N, K, 1);
-                else if (left == 2) HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 2, N, K, 1);
-                else HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 1, N, K, 1);
-            } else {
-                if (left == 3) HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 3, N, K, 0);
-                else if (left == 2) HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 2, N, K, 0);
-                else HETC_TOKEN_PASSES(mc, hetc_panel_tile, yc, xc, w, b, p0, 1, N, K, 0);
-            }
+            hetc_panel_group(y + m0 * N, x + m0 * K, w, kind, b, p0, p0, left, N, K, mc);
             hetc_linear_epilogue(y, m0, m0 + mc, N, p0 * 16, width * 16, ep, nep);
         }
 }
@@ -2013,10 +2021,67 @@ HETC_KERNEL void k_linear_rbf(float *restrict y, const float *restrict x,
 }
 
 /* y = x W^T (+ b) with integer weights and float activations (layout above). */
+/* Codes with f32 activations on many tokens: decoding per pass of 8 tokens
+ * cost more than the products there (Swin-T's 3136-token layers in int4
+ * ran slower than in f32), so from HETC_Q_PANEL_M tokens each task decodes
+ * its 3 blocks once (w = code x scale, one rounding) into float panels and
+ * runs the float panel kernel on a chunk of tokens. Alone on 2 threads,
+ * int4 g128: 3136 x 96 -> 384 1017 -> 802 us, 512 x 768 -> 3072 9.6 -> 7.4
+ * ms, 128 x 768 -> 768 576 -> 506 us; with 32 or 64 tokens slower (the
+ * decoded panels, 147 KB for K = 768, read back from L2), hence 128. */
+#define HETC_Q_PANEL_M 128
+
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_q_decode_block(float *restrict buf, const uint8_t *restrict blkc,
+                                const float *restrict sblk, long K, long G, int bits) {
+    const __m512 codes4 = HETC_INT4_VALUES;
+    if (bits == 8) {
+        for (long k = 0; k < K; k++) {
+            __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(blkc + k * 16))));
+            _mm512_store_ps(buf + k * 16, _mm512_mul_ps(w, _mm512_loadu_ps(sblk + k / G * 16)));
+        }
+        return;
+    }
+    for (long k = 0; k < K; k += 2) { /* k and k + 1 share a byte and a group (G even) */
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blkc + k * 8)));
+        __m512 sv = _mm512_loadu_ps(sblk + k / G * 16);
+        _mm512_store_ps(buf + k * 16, _mm512_mul_ps(_mm512_permutexvar_ps(idx, codes4), sv));
+        _mm512_store_ps(buf + (k + 1) * 16,
+                        _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), codes4),
+                                      sv));
+    }
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void hetc_linear_q_panels(float *restrict y, const float *restrict x,
+                                 const uint8_t *restrict codes, const float *restrict scale,
+                                 const float *b, long M, long N, long K, long G, int bits) {
+    long groups = K / G, blocks = (N + 15) / 16, step_bytes = bits == 8 ? 16 : 8;
+    long sets = (blocks + 2) / 3, chunk = hetc_panel_chunk(M), chunks = (M + chunk - 1) / chunk;
+    #pragma omp parallel if (hetc_linear_threads(M, N, K))
+    {
+        float *buf = hetc_floats(3 * K * 16, 0);
+        #pragma omp for collapse(2) schedule(static)
+        for (long ci = 0; ci < chunks; ci++)
+            for (long si = 0; si < sets; si++) {
+                long p0 = si * 3, left = blocks - p0 < 3 ? blocks - p0 : 3;
+                long m0 = ci * chunk, mc = M - m0 < chunk ? M - m0 : chunk;
+                for (long q = 0; q < left; q++)
+                    hetc_q_decode_block(buf + q * K * 16, codes + (p0 + q) * K * step_bytes,
+                                        scale + (p0 + q) * groups * 16, K, G, bits);
+                hetc_panel_group(y + m0 * N, x + m0 * K, buf, 0, b, p0, 0, left, N, K, mc);
+            }
+        free(buf);
+    }
+}
+
 HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                             const float *restrict scale, const float *b, long M, long N, long K,
                             long G, int bits) {
-    if (hetc_avx512)
+    if (hetc_avx512 && M >= HETC_Q_PANEL_M)
+        hetc_linear_q_panels(y, x, codes, scale, b, M, N, K, G, bits);
+    else if (hetc_avx512)
         hetc_linear_q_avx512(y, x, codes, scale, b, M, N, K, G, bits);
     else
         hetc_linear_q_portable(y, x, codes, scale, b, M, N, K, G, bits);
