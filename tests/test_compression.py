@@ -60,6 +60,18 @@ def test_quantization_roundtrip_error(name, max_rel):
         assert r.variant.shape == scale.shape and len(np.unique(r.variant)) > 1
 
 
+@pytest.mark.parametrize("name", ["int4", "int4-asym", "int3"])
+def test_groups_below_the_scale_dtypes_range_quantize_quietly(name):
+    """A group whose scale underflows f16 (a depthwise convolution's groups
+    of one weight, one of them 1e-9) gets scale 1 and codes 0, without a
+    division by zero."""
+    w = np.array([[1e-9], [0.5], [0.0], [-3e-8]], np.float32)
+    with np.errstate(divide="raise", invalid="raise"):
+        r = formats.quantize(w, formats.get_format(name), axis=-1)
+    assert np.all(np.isfinite(r.scale.astype(np.float32)))
+    np.testing.assert_allclose(r.values(), w, atol=0.01)
+
+
 def _linear_graph(out=8, inp=16, seed=None):
     rng = RNG if seed is None else np.random.default_rng(seed)
     g = Graph("lin")

@@ -77,6 +77,9 @@ def fit(groups: np.ndarray, fmt: Format):
         mn = np.minimum(groups.min(axis=-1), 0)  # keep 0 on the grid: pruned weights stay 0
         mx = np.maximum(groups.max(axis=-1), 0)
         scale = (mx - mn) / (hi - lo)
+    # zero after the cast too: a scale below f16's range (a depthwise
+    # convolution's groups of one tiny weight) would divide by zero
+    scale = scale.astype(fmt.scale.storage)
     scale = np.where(scale == 0, 1, scale).astype(fmt.scale.storage)
     if not fmt.dtype.is_float and not fmt.symmetric:
         lo, hi = fmt.dtype.int_range
