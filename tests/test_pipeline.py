@@ -97,6 +97,23 @@ def test_verifier_after_each_pass_names_the_pass():
     PassManager.from_text("test-breaker", verify_each=False).run(parse(SRC))
 
 
+def test_canonicalize_squares_by_a_product():
+    text = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>, tensor<4xf32>) {
+  %two = const dense<2.0> : tensor<f32>
+  %three = const dense<3.0> : tensor<f32>
+  %s = pow(%x, %two) : tensor<4xf32>
+  %c = pow(%x, %three) : tensor<4xf32>
+  return %s, %c
+}
+"""
+    g = PassManager.from_text("canonicalize").run(parse(text))
+    square, cube = (v.producer for v in g.outputs)
+    assert square.kind == "mul" and list(square.inputs) == [g.inputs[0]] * 2
+    assert cube.kind == "pow"
+    x = np.array([-1.5, 0.0, 3.0, 1e19], np.float32)
+    np.testing.assert_array_equal(interpret(g, [x])[0], np.power(x, 2))
+
+
 def test_passes_reach_into_fused_bodies():
     text = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>) {
   %f = fused(%x) : tensor<4xf32> graph @body(%a: tensor<4xf32>) -> (tensor<4xf32>) {
