@@ -61,6 +61,7 @@ bench: venv $(BENCH_STAMP)
 	$(PY) benchmarks/search_time.py
 	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/zoo.py
 	$(PY) benchmarks/prefill.py
 	$(PY) benchmarks/decode.py
 
