@@ -208,6 +208,45 @@ def test_float_weight_panels_on_many_tokens(portable, monkeypatch):
         assert x86.artifact.extra["kernels"] == {"linear f32 weights": 2}
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_run_time_matmul_and_softmax_match_the_interpreter(portable, monkeypatch):
+    """Products of two run-time operands (attention written out, einsum):
+    AVX-512 tiles of 8, 4, 2 and 1 rows x 48 columns with partial ones,
+    chunks of 64 rows, a batch broadcast from one operand; softmax and
+    log-softmax rows of 101 values on 16 lanes, a row of -inf and a row
+    holding a NaN."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    g = Graph("mm")
+    a = g.add_input("a", TensorType((3, 133, 37), dtypes.f32))
+    b = g.add_input("b", TensorType((3, 37, 101), dtypes.f32))
+    b2 = g.add_input("b2", TensorType((37, 101), dtypes.f32))
+    s = g.add("matmul", [a, b])
+    g.outputs = [s, g.add("softmax", [s], {"axis": -1}), g.add("log_softmax", [s], {"axis": -1}),
+                 g.add("matmul", [a, b2])]
+    rng = np.random.default_rng(0)
+    xa = rng.standard_normal((3, 133, 37)).astype(np.float32)
+    xb = rng.standard_normal((3, 37, 101)).astype(np.float32)
+    xb2 = rng.standard_normal((37, 101)).astype(np.float32)
+    xa[0, 5] = 0.0
+    xb[1] *= 30  # scores far apart: exp underflows to 0 for most of a row
+    with np.errstate(all="ignore"):
+        want = hetc.compile(g)(xa, xb, xb2)
+        got = hetc.compile(g, target="x86")(xa, xb, xb2)
+    for w, o in zip(want, got):  # sums in another order: error relative to the largest
+        np.testing.assert_allclose(o, w, rtol=2e-5, atol=2e-6 * np.abs(w).max())
+    g2 = Graph("softmax")
+    x = g2.add_input("x", TensorType((4, 101), dtypes.f32))
+    g2.outputs = [g2.add("softmax", [x], {"axis": -1}), g2.add("log_softmax", [x], {"axis": -1})]
+    rows = rng.standard_normal((4, 101)).astype(np.float32) * 5
+    rows[1] = -np.inf
+    rows[2, 7] = np.nan
+    with np.errstate(all="ignore"):
+        want, got = hetc.compile(g2)(rows), hetc.compile(g2, target="x86")(rows)
+    for w, o in zip(want, got):
+        np.testing.assert_allclose(o, w, rtol=2e-5, atol=2e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("precision", ["int8", "int4", "int4-g32"])
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
 def test_weight_only_integer_kernels_match_the_interpreter(precision, portable, monkeypatch):

@@ -748,10 +748,48 @@ HETC_KERNEL void k_reduce(int op, float *y, const float *x, int nk, const long *
 /* softmax (or log_softmax) over the middle axis of [outer, n, inner]; a row
  * whose max is -inf subtracts nothing (as the interpreter does); a nan or
  * +inf makes its row nan. */
+/* softmax (log: log-softmax) of one contiguous row of n values, 16 lanes at
+ * a time: hetc_exp512 gives hetc_expf's values; the sum is taken in 16
+ * lanes, then across them. */
+__attribute__((target("avx512f")))
+static void hetc_softmax_row_avx512(float *py, const float *px, long n, int log) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (long i = 0; i < n; i += 16) /* NaN skipped, as the scalar loop's compare does */
+        mv = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), hetc_rows16(n - i),
+                                                px + i), mv);
+    float m = _mm512_reduce_max_ps(mv);
+    if (m == -INFINITY) m = 0.f;
+    const __m512 mm = _mm512_set1_ps(m);
+    __m512 sv = _mm512_setzero_ps();
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 k = hetc_rows16(n - i);
+        __m512 e = hetc_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, px + i), mm));
+        sv = _mm512_mask_add_ps(sv, k, sv, e);
+        if (!log) _mm512_mask_storeu_ps(py + i, k, e);
+    }
+    float s = _mm512_reduce_add_ps(sv);
+    const __m512 ss = _mm512_set1_ps(log ? logf(s) : s);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 k = hetc_rows16(n - i);
+        if (log)
+            _mm512_mask_storeu_ps(py + i, k, _mm512_sub_ps(_mm512_sub_ps(
+                                                 _mm512_maskz_loadu_ps(k, px + i), mm), ss));
+        else
+            _mm512_mask_storeu_ps(py + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, py + i), ss));
+    }
+}
+
+/* Rows on both threads from 64K values (CvT's written-out attention: 3136
+ * rows of 784 scores took 8.4 ms in the scalar loop, on one thread). */
 HETC_CLONES
 HETC_KERNEL void k_softmax(float *y, const float *x, long outer, long n, long inner, int log) {
+    #pragma omp parallel for collapse(2) schedule(static) if (outer * n * inner > 65536)
     for (long o = 0; o < outer; o++)
         for (long j = 0; j < inner; j++) {
+            if (inner == 1 && hetc_avx512) {
+                hetc_softmax_row_avx512(y + o * n, x + o * n, n, log);
+                continue;
+            }
             const float *px = x + o * n * inner + j;
             float *py = y + o * n * inner + j, m = -INFINITY, s = 0.f;
             for (long i = 0; i < n; i++) m = px[i * inner] > m ? px[i * inner] : m;
@@ -969,10 +1007,59 @@ static void hetc_linear_q_avx512(float *restrict y, const float *restrict x,
     }
 }
 
-/* y[B,M,N] = a[B,M,K] . b[B,K,N] with batch strides (0: broadcast). */
+/* y[B,M,N] = a[B,M,K] . b[B,K,N] with batch strides (0: broadcast), both
+ * operands computed at run time (attention written out, einsum). AVX-512:
+ * a tile is T rows of a (8, 4, 2 or 1) x 48 columns in 3 vectors of b's
+ * rows, read in place (b's row k holds the tile's 48 weights side by side,
+ * the float panels' layout without packing), a's values broadcast, one
+ * FMA chain per output over k in order, as the plain loop sums; tasks are
+ * (batch, 64 rows, 48 columns) on both threads. CvT's 3136 x 64 x 784
+ * attention products took 6.7-7.1 ms in the plain loop, on one thread. */
+__attribute__((target("avx512f"), always_inline))
+static inline void hetc_mm_tile(float *restrict y, const float *restrict a,
+                                const float *restrict b, long N, long K, long n0, long m0,
+                                const int T) {
+    __m512 acc[8][3];
+    __mmask16 mk[3];
+    for (int q = 0; q < 3; q++) {
+        long left = N - n0 - 16 * q;
+        mk[q] = left > 0 ? hetc_rows16(left) : 0;
+        for (int t = 0; t < T; t++) acc[t][q] = _mm512_setzero_ps();
+    }
+    const float *at = a + m0 * K;
+    for (long k = 0; k < K; k++) {
+        __m512 wv[3];
+        for (int q = 0; q < 3; q++) wv[q] = _mm512_maskz_loadu_ps(mk[q], b + k * N + n0 + 16 * q);
+        for (int t = 0; t < T; t++) {
+            __m512 xb = _mm512_set1_ps(at[t * K + k]);
+            for (int q = 0; q < 3; q++) acc[t][q] = _mm512_fmadd_ps(xb, wv[q], acc[t][q]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int q = 0; q < 3; q++)
+            _mm512_mask_storeu_ps(y + (m0 + t) * N + n0 + 16 * q, mk[q], acc[t][q]);
+}
+
+#define HETC_MM_ROWS 64
+
+__attribute__((target("avx512f")))
+static void hetc_matmul_avx512(float *restrict y, const float *a, const float *b, long B, long M,
+                               long N, long K, long as, long bs) {
+    long chunks = (M + HETC_MM_ROWS - 1) / HETC_MM_ROWS, groups = (N + 47) / 48;
+    #pragma omp parallel for collapse(3) schedule(static) if (B * M * N * K > (1L << 22))
+    for (long i = 0; i < B; i++)
+        for (long c = 0; c < chunks; c++)
+            for (long g = 0; g < groups; g++) {
+                long m0 = c * HETC_MM_ROWS, rows = M - m0 < HETC_MM_ROWS ? M - m0 : HETC_MM_ROWS;
+                float *py = y + i * M * N + m0 * N;
+                const float *pa = a + i * as + m0 * K, *pb = b + i * bs;
+                HETC_TOKEN_PASSES(rows, hetc_mm_tile, py, pa, pb, N, K, g * 48);
+            }
+}
+
 HETC_CLONES
-HETC_KERNEL void k_matmul(float *restrict y, const float *a, const float *b, long B, long M, long N,
-                          long K, long as, long bs) {
+static void hetc_matmul_portable(float *restrict y, const float *a, const float *b, long B,
+                                 long M, long N, long K, long as, long bs) {
     for (long i = 0; i < B; i++) {
         const float *pa = a + i * as, *pb = b + i * bs;
         float *py = y + i * M * N;
@@ -986,6 +1073,14 @@ HETC_KERNEL void k_matmul(float *restrict y, const float *a, const float *b, lon
             }
         }
     }
+}
+
+HETC_KERNEL void k_matmul(float *restrict y, const float *a, const float *b, long B, long M, long N,
+                          long K, long as, long bs) {
+    if (hetc_avx512)
+        hetc_matmul_avx512(y, a, b, B, M, N, K, as, bs);
+    else
+        hetc_matmul_portable(y, a, b, B, M, N, K, as, bs);
 }
 
 /* Attention's two products for one query on AVX-512: scores p[0, upto) (a
