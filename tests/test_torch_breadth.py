@@ -2,7 +2,7 @@
 families: multi-head attention and the Transformer layers (unflatten),
 1-D convolutions (and Core ATen's `convolution`), group norm, hardswish and
 hardsigmoid, softplus, repeat_interleave, adaptive_avg_pool1d, roll, baddbmm,
-reshape_as, view_as and expand_as,
+reshape_as, view_as and expand_as, vector norms,
 where with a scalar, any and all, and upsampling (nearest,
 nearest-exact, bilinear, bicubic, linear; align_corners both ways), each
 against PyTorch on ref, and the larger ones on x86 too."""
@@ -70,6 +70,14 @@ CASES = {
     "repeat_interleave": (lambda: _Fn(lambda x: x.repeat_interleave(2, dim=-1) +
                                       x.repeat_interleave(2).reshape(3, 8)), (_x(3, 4),)),
     "adaptive_avg_pool1d": (lambda: nn.AdaptiveAvgPool1d(2), (_x(2, 3, 8),)),
+    # ConvNeXt V2's global response norm; torch.norm; every order
+    "vector_norm": (lambda: _Fn(lambda x: torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True) +
+                                torch.linalg.vector_norm(x, ord=float("inf")) +
+                                torch.linalg.vector_norm(x, ord=-float("inf"), dim=2).sum() +
+                                torch.linalg.vector_norm(x, ord=0) +
+                                torch.linalg.vector_norm(x, ord=1, dim=0).sum() +
+                                torch.norm(x, p=3, dim=1).sum() + torch.norm(x)),
+                    (_x(2, 5, 7),)),
     # LeViT's batch norm over flattened tokens: reshape_as; view_as, expand_as
     "reshape_as_view_as_expand_as": (lambda: _Fn(lambda x, y: x.flatten(0, 1).reshape_as(x) +
                                                  y.view_as(x) + x[:, :1].expand_as(x)),

@@ -1051,6 +1051,39 @@ def _var(cx, a):
     return cx.add("div", [ss, cx.value(float(max(count - corr, 0)), like=ss.type)])
 
 
+def _p_norm(cx, ax, p, axes, keepdims):
+    """The p-norm of ax = |x| over `axes` (all when empty): the max (p = inf),
+    the min (-inf), the count of nonzeros (0), the sum (1), the root of the
+    sum of squares (2), else (sum ax^p)^(1/p)."""
+    def c(v):
+        return cx.value(v, like=ax.type)
+
+    def total(v):
+        return cx.add("reduce_sum", [v], {"axes": axes, "keepdims": keepdims})
+    if p in (float("inf"), float("-inf")):
+        return cx.add("reduce_max" if p > 0 else "reduce_min", [ax],
+                      {"axes": axes, "keepdims": keepdims})
+    if p == 0:
+        return total(cx.cast(cx.add("greater", [ax, c(0.0)]), ax.type.dtype))
+    if p == 1:
+        return total(ax)
+    if p == 2:
+        return cx.add("sqrt", [total(cx.add("mul", [ax, ax]))])
+    return cx.add("pow", [total(cx.add("pow", [ax, c(p)])), c(1.0 / p)])
+
+
+@aten("linalg_vector_norm", "norm.ScalarOpt_dim", "norm.Scalar")
+def _vector_norm(cx, a):
+    """torch.linalg.vector_norm and torch.norm (ConvNeXt V2's global
+    response norm): _p_norm of |x| over `dim`."""
+    x = cx.cast(cx.value(a["self"]), cx.out_type().dtype)
+    p = a.get("ord", a.get("p"))
+    p = 2.0 if p is None else float(p)
+    dims = a.get("dim")
+    axes = [] if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+    return _p_norm(cx, cx.add("abs", [x]), p, axes, bool(a.get("keepdim", False)))
+
+
 @aten("_cdist_forward", "_pdist_forward")
 def _dist(cx, a):
     """p-norm distances of every pair of rows, from their differences
@@ -1064,22 +1097,7 @@ def _dist(cx, a):
     a2 = cx.add("reshape", [x2], {"shape": list(x2.type.shape[:-2]) + [1] +
                                   list(x2.type.shape[-2:])})
     diff = cx.add("abs", [cx.add("sub", [a1, a2])])
-
-    def c(v):
-        return cx.value(v, like=diff.type)
-    if p == float("inf"):
-        d = cx.add("reduce_max", [diff], {"axes": [r], "keepdims": False})
-    elif p == 0:
-        nz = cx.cast(cx.add("greater", [diff, c(0.0)]), diff.type.dtype)
-        d = cx.add("reduce_sum", [nz], {"axes": [r], "keepdims": False})
-    elif p == 1:
-        d = cx.add("reduce_sum", [diff], {"axes": [r], "keepdims": False})
-    elif p == 2:
-        d = cx.add("sqrt", [cx.add("reduce_sum", [cx.add("mul", [diff, diff])],
-                                   {"axes": [r], "keepdims": False})])
-    else:
-        d = cx.add("pow", [cx.add("reduce_sum", [cx.add("pow", [diff, c(p)])],
-                                  {"axes": [r], "keepdims": False}), c(1.0 / p)])
+    d = _p_norm(cx, diff, p, [r], False)
     if not pdist:
         return d
     n = x1.type.shape[0]
