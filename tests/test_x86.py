@@ -208,6 +208,27 @@ def test_float_weight_panels_on_many_tokens(portable, monkeypatch):
         assert x86.artifact.extra["kernels"] == {"linear f32 weights": 2}
 
 
+@pytest.mark.parametrize("kind", ["reduce_sum", "reduce_mean", "reduce_prod", "reduce_max",
+                                  "reduce_min"])
+def test_reductions_over_leading_axes_match_the_interpreter(kind):
+    """Reductions whose last kept axis is contiguous (a global response
+    norm's sums over positions per channel): blocks of 64 outputs with a
+    partial one, kept axes before it, a NaN (max and min keep it)."""
+    g = Graph("reduce")
+    x = g.add_input("x", TensorType((2, 5, 7, 100), dtypes.f32))
+    g.outputs = [g.add(kind, [x], {"axes": [1, 2], "keepdims": True}),
+                 g.add(kind, [x], {"axes": [0, 1, 2], "keepdims": False})]
+    rng = np.random.default_rng(0)
+    xs = (rng.standard_normal((2, 5, 7, 100)) * (0.9 if kind == "reduce_prod" else 3)).astype(
+        np.float32)
+    xs[1, 3, 2, 70] = np.nan
+    with np.errstate(all="ignore"):
+        want, got = hetc.compile(g)(xs), hetc.compile(g, target="x86")(xs)
+    for w, o in zip(want, got):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=2e-5, equal_nan=True)  # f32 sums there
+        assert np.array_equal(np.isnan(o), np.isnan(w))
+
+
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
 def test_run_time_matmul_and_softmax_match_the_interpreter(portable, monkeypatch):
     """Products of two run-time operands (attention written out, einsum):
