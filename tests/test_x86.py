@@ -208,6 +208,29 @@ def test_float_weight_panels_on_many_tokens(portable, monkeypatch):
         assert x86.artifact.extra["kernels"] == {"linear f32 weights": 2}
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_float_weight_panels_on_inputs_over_4_mb(portable, monkeypatch):
+    """99 tokens of 10999 features (4.4 MB): AVX-512 sums blocks of 512
+    features over every group of panels, a partial last block, then the
+    bias, GELU and a residual add."""
+    if portable:
+        monkeypatch.setenv("HETC_X86_PORTABLE", "1")
+    torch.manual_seed(0)
+
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10999, 37)
+
+        def forward(self, x, r):
+            return F.gelu(self.fc(x)) + r
+
+    inputs = (torch.randn(99, 10999), torch.randn(99, 37))
+    x86, ref = both(Wide().eval(), inputs)
+    assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
+    assert x86.artifact.extra["kernels"] == {"linear f32 weights": 1}
+
+
 @pytest.mark.parametrize("kind", ["reduce_sum", "reduce_mean", "reduce_prod", "reduce_max",
                                   "reduce_min"])
 def test_reductions_over_leading_axes_match_the_interpreter(kind):

@@ -1655,27 +1655,30 @@ static inline __m512 hetc_panel_load(const void *w, long i, const int kind) {
 
 /* P panels (1 to 3) of output from panel p0 x T tokens (T, P, kind
  * constants after inlining), their weights from panel wp of w: p0 when w is
- * the layer's weight, else a group decoded into a buffer (wp 0). */
+ * the layer's weight, else a group decoded into a buffer (wp 0). Sums over
+ * k0 .. k0 + kn of K: from k0 = 0 stored with the bias, later blocks of K
+ * added to what y holds. */
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void hetc_panel_tile(float *restrict y, const float *restrict x, const void *w,
                                    const float *b, long p0, long wp, const int P, long N, long K,
-                                   const int kind, long m0, const int T) {
+                                   const int kind, long k0, long kn, long m0, const int T) {
     __m512 acc[8][3];
     for (int t = 0; t < T; t++)
         for (int q = 0; q < P; q++) acc[t][q] = _mm512_setzero_ps();
-    const float *xt = x + m0 * K;
+    const float *xt = x + m0 * K + k0;
     /* the next group's weights into L2, K lines per pass of 8 tokens, so
      * that its first pass does not wait on memory (MiniLM 4% faster in one
      * process; its weights, 42 MB, come from memory every run) */
     long esize = kind ? 2 : 4, panels = (N + 15) / 16, pn = panels - p0 - P;
     long lines = (pn < 3 ? pn : 3) * K * 16 * esize / 64, first = m0 / 8 * K;
-    const char *pf = T == 8 && first < lines && wp == p0
+    const char *pf = T == 8 && first < lines && wp == p0 && kn == K
         ? (const char *)w + ((p0 + P) * K * 16 * esize) + first * 64 : 0;
     long pfn = lines - first < K ? lines - first : K;
-    for (long k = 0; k < K; k++) {
+    for (long k = 0; k < kn; k++) {
         __m512 wv[3];
         if (pf && k < pfn) _mm_prefetch(pf + k * 64, _MM_HINT_T1);
-        for (int q = 0; q < P; q++) wv[q] = hetc_panel_load(w, ((wp + q) * K + k) * 16, kind);
+        for (int q = 0; q < P; q++)
+            wv[q] = hetc_panel_load(w, ((wp + q) * K + k0 + k) * 16, kind);
         for (int t = 0; t < T; t++) {
             __m512 xb = _mm512_set1_ps(xt[t * K + k]);
             for (int q = 0; q < P; q++) acc[t][q] = _mm512_fmadd_ps(xb, wv[q], acc[t][q]);
@@ -1684,9 +1687,12 @@ static inline void hetc_panel_tile(float *restrict y, const float *restrict x, c
     for (int q = 0; q < P; q++) {
         long n0 = (p0 + q) * 16;
         __mmask16 keep = hetc_rows16(N - n0);
-        __m512 bias = b ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
-        for (int t = 0; t < T; t++)
-            _mm512_mask_storeu_ps(y + (m0 + t) * N + n0, keep, _mm512_add_ps(acc[t][q], bias));
+        __m512 bias = b && !k0 ? _mm512_maskz_loadu_ps(keep, b + n0) : _mm512_setzero_ps();
+        for (int t = 0; t < T; t++) {
+            float *at = y + (m0 + t) * N + n0;
+            __m512 from = k0 ? _mm512_maskz_loadu_ps(keep, at) : bias;
+            _mm512_mask_storeu_ps(at, keep, _mm512_add_ps(acc[t][q], from));
+        }
     }
 }
 
@@ -1706,6 +1712,7 @@ static void hetc_linear_epilogue(float *y, long m0, long m1, long N, long n0, lo
  * them back); uneven chunks left a thread with the short one (784 tokens:
  * 18% slower). */
 #define HETC_PANEL_CHUNK 256
+#define HETC_PANEL_KBLOCK 512 /* inputs per block of K, where the inputs exceed 4 MB */
 static inline long hetc_panel_chunk(long M) {
     if (M < 2 * HETC_PANEL_CHUNK) return M;
     long chunks = (M + HETC_PANEL_CHUNK - 1) / HETC_PANEL_CHUNK;
@@ -1713,19 +1720,23 @@ static inline long hetc_panel_chunk(long M) {
 }
 
 /* Output panels p0 .. p0 + left (at most 3; weights from panel wp of w) for
- * M tokens. */
+ * M tokens, summing k0 .. k0 + kn of K. */
 __attribute__((target("avx512f,avx512bw")))
 static void hetc_panel_group(float *y, const float *x, const void *w, int kind, const float *b,
-                             long p0, long wp, long left, long N, long K, long M) {
+                             long p0, long wp, long left, long N, long K, long k0, long kn,
+                             long M) {
+#define HETC_PANEL_GROUP(P_, KIND_) \
+    HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, P_, N, K, KIND_, k0, kn)
     if (kind) {
-        if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 3, N, K, 1);
-        else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 2, N, K, 1);
-        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 1, N, K, 1);
+        if (left == 3) HETC_PANEL_GROUP(3, 1);
+        else if (left == 2) HETC_PANEL_GROUP(2, 1);
+        else HETC_PANEL_GROUP(1, 1);
     } else {
-        if (left == 3) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 3, N, K, 0);
-        else if (left == 2) HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 2, N, K, 0);
-        else HETC_TOKEN_PASSES(M, hetc_panel_tile, y, x, w, b, p0, wp, 1, N, K, 0);
+        if (left == 3) HETC_PANEL_GROUP(3, 0);
+        else if (left == 2) HETC_PANEL_GROUP(2, 0);
+        else HETC_PANEL_GROUP(1, 0);
     }
+#undef HETC_PANEL_GROUP
 }
 
 __attribute__((target("avx512f,avx512bw")))
@@ -1739,12 +1750,37 @@ static void hetc_linear_panel_avx512(float *restrict y, const float *restrict x,
     int width = M >= 16 ? 3 : 2;
     long groups = (panels + width - 1) / width;
     long chunk = hetc_panel_chunk(M), chunks = (M + chunk - 1) / chunk;
+    if (M >= 64 && M * K * (long)sizeof(float) > (4L << 20)) {
+        /* inputs over 4 MB: blocks of K, each over all groups, so that the
+         * tokens' inputs in the block stay in L2 while a thread's groups
+         * pass over them (each group over all of K read the whole input
+         * again: ALBERT-xxlarge's 128 x 16384 -> 4096, 8 MB of inputs, 108
+         * -> 68 ms alone; with 3 MB of inputs even, with 16 tokens slower: the
+         * next group's weights are no longer prefetched). A thread keeps its
+         * groups in every block (static schedules of one trip count), so it
+         * needs no barrier between blocks. */
+        #pragma omp parallel if (hetc_linear_threads(M, N, K))
+        {
+            for (long k0 = 0; k0 < K; k0 += HETC_PANEL_KBLOCK) {
+                long kn = K - k0 < HETC_PANEL_KBLOCK ? K - k0 : HETC_PANEL_KBLOCK;
+                #pragma omp for schedule(static) nowait
+                for (long gi = 0; gi < groups; gi++) {
+                    long p0 = gi * width, left = panels - p0 < width ? panels - p0 : width;
+                    hetc_panel_group(y, x, w, kind, b, p0, p0, left, N, K, k0, kn, M);
+                }
+            }
+            #pragma omp for schedule(static) nowait
+            for (long gi = 0; gi < groups; gi++)
+                hetc_linear_epilogue(y, 0, M, N, gi * width * 16, width * 16, ep, nep);
+        }
+        return;
+    }
     #pragma omp parallel for collapse(2) schedule(static) if (hetc_linear_threads(M, N, K))
     for (long ci = 0; ci < chunks; ci++)
         for (long gi = 0; gi < groups; gi++) {
             long p0 = gi * width, m0 = ci * chunk, mc = M - m0 < chunk ? M - m0 : chunk;
             long left = panels - p0 < width ? panels - p0 : width;
-            hetc_panel_group(y + m0 * N, x + m0 * K, w, kind, b, p0, p0, left, N, K, mc);
+            hetc_panel_group(y + m0 * N, x + m0 * K, w, kind, b, p0, p0, left, N, K, 0, K, mc);
             hetc_linear_epilogue(y, m0, m0 + mc, N, p0 * 16, width * 16, ep, nep);
         }
 }
@@ -2240,7 +2276,7 @@ static void hetc_linear_q_panels(float *restrict y, const float *restrict x,
                 for (long q = 0; q < left; q++)
                     hetc_q_decode_block(buf + q * K * 16, codes + (p0 + q) * K * step_bytes,
                                         scale + (p0 + q) * groups * 16, K, G, bits);
-                hetc_panel_group(y + m0 * N, x + m0 * K, buf, 0, b, p0, 0, left, N, K, mc);
+                hetc_panel_group(y + m0 * N, x + m0 * K, buf, 0, b, p0, 0, left, N, K, 0, K, mc);
             }
         free(buf);
     }
