@@ -208,6 +208,15 @@ def test_float_weight_panels_on_many_tokens(portable, monkeypatch):
         assert x86.artifact.extra["kernels"] == {"linear f32 weights": 2}
 
 
+class _Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10999, 37)
+
+    def forward(self, x, r):
+        return F.gelu(self.fc(x)) + r
+
+
 @pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
 def test_float_weight_panels_on_inputs_over_4_mb(portable, monkeypatch):
     """99 tokens of 10999 features (4.4 MB): AVX-512 sums blocks of 512
@@ -216,17 +225,8 @@ def test_float_weight_panels_on_inputs_over_4_mb(portable, monkeypatch):
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
     torch.manual_seed(0)
-
-    class Wide(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(10999, 37)
-
-        def forward(self, x, r):
-            return F.gelu(self.fc(x)) + r
-
     inputs = (torch.randn(99, 10999), torch.randn(99, 37))
-    x86, ref = both(Wide().eval(), inputs)
+    x86, ref = both(_Wide().eval(), inputs)
     assert rel_err(x86(*inputs), ref(*inputs)) < REL_TOL
     assert x86.artifact.extra["kernels"] == {"linear f32 weights": 1}
 
