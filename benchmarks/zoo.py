@@ -80,6 +80,8 @@ def zoo():
         "dinov2": (image(T.Dinov2ForImageClassification, T.Dinov2Config(num_hidden_layers=4)),
                    _image),
         "convnext": (image(T.ConvNextForImageClassification, T.ConvNextConfig()), _image),
+        "convnext-v2": (image(T.ConvNextV2ForImageClassification, T.ConvNextV2Config()), _image),
+        "cvt": (image(T.CvtForImageClassification, T.CvtConfig()), _image),
         "swin": (image(T.SwinForImageClassification, T.SwinConfig()), _image),
         "levit": (image(T.LevitForImageClassification, T.LevitConfig()), _image),
         "segformer": (image(T.SegformerForImageClassification, T.SegformerConfig()), _image),
@@ -90,6 +92,8 @@ def zoo():
         "bert": (text(T.BertModel, T.BertConfig(num_hidden_layers=4)), _tokens),
         "distilbert": (text(T.DistilBertModel, T.DistilBertConfig()), _tokens),
         "gpt2": (text(T.GPT2Model, T.GPT2Config(n_layer=4)), _tokens),
+        "bloom": (text(T.BloomModel, T.BloomConfig(n_layer=4, hidden_size=512, n_head=8)),
+                  _tokens),
         "t5-encoder": (text(T.T5EncoderModel, T.T5Config(num_layers=4)), _tokens),
         "llama": (text(T.LlamaModel, T.LlamaConfig(
             hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
