@@ -616,7 +616,7 @@ def _torch_pads(pads):
 
 
 for id, pads in [("all-axes", [1, 0, 2, 2, 1, 0]), ("crop", [0, -1, 2, -1, 1, -2]),
-                 ("zero", [0, 0, 0, 0, 0, 0])]:
+                 ("crop-last-begin", [1, 0, -2, 0, 1, 3]), ("zero", [0, 0, 0, 0, 0, 0])]:
     # F.pad pads (and crops, for negative pads) every axis at once in constant mode
     case("pad", f"constant-{id}", [randn(3, 4, 6)], {"pads": pads},
          lambda x, pads=pads: F.pad(x, _torch_pads(pads)))

@@ -114,6 +114,17 @@ def test_canonicalize_squares_by_a_product():
     np.testing.assert_array_equal(interpret(g, [x])[0], np.power(x, 2))
 
 
+def test_canonicalize_drops_a_pad_of_zeros():
+    text = """graph @g(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<2x5xf32>) {
+  %same = pad(%x) {pads = [0, 0, 0, 0]} : tensor<2x3xf32>
+  %wider = pad(%x) {pads = [0, 1, 0, 1]} : tensor<2x5xf32>
+  return %same, %wider
+}
+"""
+    g = PassManager.from_text("canonicalize").run(parse(text))
+    assert g.outputs[0] is g.inputs[0] and g.outputs[1].producer.kind == "pad"
+
+
 def test_passes_reach_into_fused_bodies():
     text = """graph @g(%x: tensor<4xf32>) -> (tensor<4xf32>) {
   %f = fused(%x) : tensor<4xf32> graph @body(%a: tensor<4xf32>) -> (tensor<4xf32>) {

@@ -51,6 +51,14 @@ def _identity_operand(g, op):
         return _same(b, op)
 
 
+@rewrite("pad")
+def _no_pad(g, op):
+    """A pad of zero everywhere is its input (Swin pads its windows' input
+    by what the window size lacks: nothing at 224x224)."""
+    if not any(op.attrs["pads"]):
+        return _same(op.inputs[0], op)
+
+
 @rewrite("pow")
 def _square(g, op):
     """pow(x, 2) is mul(x, x): one product instead of a libm call per element
