@@ -669,8 +669,9 @@ def test_elementwise_kernels_match_the_interpreter(portable, monkeypatch):
 def test_permutes_and_strided_copies_match_the_interpreter(portable, monkeypatch):
     """Transposes large enough to split among threads (each thread steps
     through its rows' indices from its first), small ones, a transpose
-    whose rows are not contiguous, a slice, a broadcast and 64-bit
-    elements, bit for bit."""
+    whose rows are not contiguous, a slice, a broadcast, 64-bit elements,
+    axes of one element and axes that merge (an einsum's permute of
+    [N, 1, S, 1]), bit for bit."""
     if portable:
         monkeypatch.setenv("HETC_X86_PORTABLE", "1")
 
@@ -678,9 +679,12 @@ def test_permutes_and_strided_copies_match_the_interpreter(portable, monkeypatch
         def forward(self, x, n):
             heads = x.reshape(2, 64, 12, 32).permute(0, 2, 1, 3)  # rows of 32 contiguous
             cols = x.reshape(2, 64, 384).transpose(1, 2)  # rows of one strided value each
+            ones = x.reshape(2, 64, 1, 384, 1).permute(2, 0, 4, 1, 3)  # [1, 2, 1, 64, 384]
+            merged = x.reshape(2, 1, 64, 1, 96, 4).permute(1, 0, 3, 2, 4, 5)[..., :3]
             return (heads.contiguous(), cols.contiguous(), x[:, 3:, 7:12].contiguous(),
                     x[:1, :3, :1].expand(4, 3, 7).contiguous(),
-                    n.reshape(3, 5, 7, 2, 3).permute(4, 2, 0, 3, 1).contiguous())
+                    n.reshape(3, 5, 7, 2, 3).permute(4, 2, 0, 3, 1).contiguous(),
+                    ones.contiguous() * 1.0, merged.contiguous() * 1.0)
 
     torch.manual_seed(0)
     inputs = (torch.randn(2, 64, 384), torch.arange(630).reshape(30, 21))
