@@ -32,31 +32,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 from timing import measure  # noqa: E402
 
 
-class _Image(torch.nn.Module):
-    def __init__(self, model):
+class _Call(torch.nn.Module):
+    """The model called with its input as keyword `key`, giving output `out`
+    (transformers models take pixel_values, input_ids or input_values)."""
+
+    def __init__(self, model, key, out):
         super().__init__()
-        self.model = model
+        self.model, self.key, self.out = model, key, out
 
     def forward(self, x):
-        return self.model(pixel_values=x).logits
-
-
-class _Text(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids):
-        return self.model(input_ids=ids).last_hidden_state
-
-
-class _Audio(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(input_values=x).last_hidden_state
+        return getattr(self.model(**{self.key: x}), self.out)
 
 
 def _image(size=224):
@@ -71,7 +56,12 @@ def zoo():
     """{name: (build the model, its input)}"""
     import transformers as T
 
-    image, text = (lambda cls, cfg: lambda: _Image(cls(cfg))), (lambda cls, cfg: lambda: _Text(cls(cfg)))
+    def image(cls, cfg):
+        return lambda: _Call(cls(cfg), "pixel_values", "logits")
+
+    def text(cls, cfg):
+        return lambda: _Call(cls(cfg), "input_ids", "last_hidden_state")
+
     return {
         "vit": (image(T.ViTForImageClassification, T.ViTConfig(num_hidden_layers=4)), _image),
         "deit": (image(T.DeiTForImageClassification, T.DeiTConfig(num_hidden_layers=4)), _image),
@@ -98,7 +88,8 @@ def zoo():
         "llama": (text(T.LlamaModel, T.LlamaConfig(
             hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
             num_attention_heads=8, num_key_value_heads=4)), lambda: _tokens(256)),
-        "wav2vec2": (lambda: _Audio(T.Wav2Vec2Model(T.Wav2Vec2Config(num_hidden_layers=2))),
+        "wav2vec2": (lambda: _Call(T.Wav2Vec2Model(T.Wav2Vec2Config(num_hidden_layers=2)),
+                                   "input_values", "last_hidden_state"),
                      lambda: torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))),
     }
 
