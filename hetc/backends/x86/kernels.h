@@ -711,9 +711,6 @@ HETC_KERNEL void k_gather_elements(void *y, const void *x, const void *idx, int 
     }
 }
 
-/* pad: output coordinate i of an axis reads cropped coordinate i - grow[d]
- * (the axis cropped by crop[d] in front to n[d] cells), mapped back inside by
- * the mode, or is `value` (esize bytes) in constant mode. */
 /* Constant padding whose last axis is contiguous in x: a row at a time,
  * the value either side of one copy (an index computation per element cost
  * 12 ns an element). */
@@ -741,6 +738,9 @@ static void hetc_pad_rows(char *y, const char *x, int ndim, const long *yshape, 
     }
 }
 
+/* pad: output coordinate i of an axis reads cropped coordinate i - grow[d]
+ * (the axis cropped by crop[d] in front to n[d] cells), mapped back inside by
+ * the mode, or is `value` (esize bytes) in constant mode. */
 HETC_KERNEL void k_pad(void *y, const void *x, int ndim, const long *yshape, const long *xs,
                        const long *grow, const long *crop, const long *n, int mode, const void *value,
                        int esize) {
@@ -774,9 +774,6 @@ HETC_KERNEL void k_mask_additive(float *y, const uint8_t *m, long n) {
     for (long i = 0; i < n; i++) y[i] = m[i] ? 0.f : -INFINITY;
 }
 
-/* y[o] = reduce over r of x[base(o) + off(r)]: kept axes (shape ks, x strides
- * kx) index the output, reduced axes (shape rs, strides rx) are folded.
- * Accumulates in double; an empty reduction gives the identity (mean: nan). */
 /* k_reduce where the last kept axis is contiguous in x (a reduction over
  * the leading axes: ConvNeXt V2's global response norm sums 56 x 56
  * positions for each of 384 channels): blocks of 64 outputs along it, the
@@ -827,6 +824,9 @@ static void hetc_reduce_rows(int op, float *y, const float *x, int nk, const lon
         }
 }
 
+/* y[o] = reduce over r of x[base(o) + off(r)]: kept axes (shape ks, x strides
+ * kx) index the output, reduced axes (shape rs, strides rx) are folded.
+ * Accumulates in double; an empty reduction gives the identity (mean: nan). */
 HETC_KERNEL void k_reduce(int op, float *y, const float *x, int nk, const long *ks, const long *kx,
                           int nr, const long *rs, const long *rx) {
     long no = 1, nred = 1;
@@ -2280,7 +2280,6 @@ HETC_KERNEL void k_linear_rbf(float *restrict y, const float *restrict x,
         hetc_linear_rb_portable(y, 0, 0, x, packed, sw, b, M, N, c);
 }
 
-/* y = x W^T (+ b) with integer weights and float activations (layout above). */
 /* Codes with f32 activations on many tokens: decoding per pass of 8 tokens
  * cost more than the products there (Swin-T's 3136-token layers in int4
  * ran slower than in f32), so from HETC_Q_PANEL_M tokens each task decodes
@@ -2336,6 +2335,7 @@ static void hetc_linear_q_panels(float *restrict y, const float *restrict x,
     }
 }
 
+/* y = x W^T (+ b) with integer weights and float activations (layout above). */
 HETC_KERNEL void k_linear_q(float *restrict y, const float *restrict x, const uint8_t *restrict codes,
                             const float *restrict scale, const float *b, long M, long N, long K,
                             long G, int bits) {
